@@ -1,0 +1,1 @@
+"""Backends: one module or package per route, behind the protocol in ``ftbroker.backends.base``."""

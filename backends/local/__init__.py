@@ -1,0 +1,1 @@
+"""The local backend: training on this machine's GPU (or CPU) with transformers, peft and trl."""

@@ -1,0 +1,10 @@
+"""ftbroker: plan, price and run LLM fine-tuning through one job interface.
+
+The SDK face. Names are imported on first use so that ``import ftbroker`` stays light.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__: list[str] = ["__version__"]

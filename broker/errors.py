@@ -1,0 +1,190 @@
+"""The one error tree of ftbroker.
+
+Every error a user can meet derives from ``FtBrokerError`` and carries the exit code the CLI
+uses for it; only ``ftbroker.cli`` turns errors into text. Lower-layer exceptions (SDK, OS, JSON)
+are translated where they cross into ftbroker, with ``raise ... from``.
+
+    FtBrokerError                     exit 1: the operation failed
+    ├── InputError                    exit 2: bad input or usage
+    │   ├── DatasetError              .issues: [DataIssue(path, line, message)], printed FILE:LINE: message
+    │   ├── SpecError                 .problems: every invalid field of a job spec, reported at once
+    │   ├── CatalogError              a catalog or override file that does not validate
+    │   └── UnknownNameError          .name, .kind, .choices; says "did you mean"
+    ├── GuardError                    exit 3: refused by a guard before anything was spent
+    │   ├── BudgetExceededError       the estimate is over --max-cost
+    │   ├── DoesNotFitError           the job will not fit the hardware
+    │   ├── RouteUnavailableError     the provider no longer (or not yet) offers the route
+    │   └── NotConfirmedError         the user declined the confirmation prompt
+    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra
+    ├── BackendError                  .backend, .request_id; a provider call failed
+    │   ├── BackendAuthError
+    │   ├── BackendRateLimitError     .retry_after (seconds or None)
+    │   ├── BackendUnavailableError   connection errors, timeouts, 5xx after retries
+    │   └── ProviderAPIError          other 4xx; .status_code
+    ├── JobError
+    │   ├── JobNotFoundError          exit 2: no such job id in the ledger
+    │   └── JobFailedError            .job_id; the job ended failed
+    └── LedgerError                   the job ledger cannot be read or written
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class FtBrokerError(Exception):
+    """Root of every ftbroker error."""
+
+    exit_code = 1
+
+
+class InputError(FtBrokerError):
+    """The user's input (arguments, files, names) is wrong; fixing it is the user's move."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, order=True)
+class DataIssue:
+    """One problem or remark about one line of a dataset file (line 0: the file as a whole)."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+
+
+class DatasetError(InputError):
+    """A dataset is unreadable or invalid. ``issues`` holds every error found, in file order."""
+
+    SHOWN = 20
+
+    def __init__(self, issues: Sequence[DataIssue]):
+        self.issues = list(issues)
+        shown = [str(i) for i in self.issues[: self.SHOWN]]
+        rest = len(self.issues) - len(shown)
+        if rest > 0:
+            shown.append(f"... and {rest} more error{'s' if rest != 1 else ''}")
+        super().__init__("\n".join(shown))
+
+
+class SpecError(InputError):
+    """A job spec (file or flags) is invalid; ``problems`` lists each bad field with what is wrong."""
+
+    def __init__(self, problems: Sequence[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid job spec{f' in {source}' if source else ''}:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class CatalogError(InputError):
+    """A catalog file (shipped or user override) does not validate."""
+
+
+class UnknownNameError(InputError):
+    """A model, GPU, backend or job name that is not known; suggests the closest known names."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str | None = None):
+        self.kind, self.name = kind, name
+        self.choices = sorted(set(choices))
+        close = difflib.get_close_matches(name, self.choices, n=3, cutoff=0.5)
+        if not close:  # case-insensitive fallback: "llama-3.1-8b" should find "Llama-3.1-8B"
+            lowered = {c.lower(): c for c in self.choices}
+            close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
+        msg = f"unknown {kind} {name!r}"
+        if close:
+            msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class GuardError(FtBrokerError):
+    """A guard refused the operation before anything was spent."""
+
+    exit_code = 3
+
+
+class BudgetExceededError(GuardError):
+    """The estimated cost is over the budget the user gave."""
+
+
+class DoesNotFitError(GuardError):
+    """The job does not fit the hardware; the message carries a concrete suggestion."""
+
+
+class RouteUnavailableError(GuardError):
+    """The provider does not accept this route (closed, past end of life, or not yet open)."""
+
+
+class NotConfirmedError(GuardError):
+    """The user answered no to the confirmation prompt."""
+
+
+class ExtraNotInstalledError(FtBrokerError):
+    """An optional dependency is missing."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        self.package, self.extra = package, extra
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'ftbroker[{extra}]'")
+
+
+class BackendError(FtBrokerError):
+    """A provider call failed. ``backend`` names the backend; ``request_id`` is the provider's, if any."""
+
+    def __init__(self, message: str, *, backend: str, request_id: str | None = None):
+        self.backend, self.request_id = backend, request_id
+        suffix = f" (request id {request_id})" if request_id else ""
+        super().__init__(f"{backend}: {message}{suffix}")
+
+
+class BackendAuthError(BackendError):
+    """The provider rejected the credentials (or there were none)."""
+
+
+class BackendRateLimitError(BackendError):
+    """The provider kept answering 429."""
+
+    def __init__(self, message: str, *, backend: str, request_id: str | None = None,
+                 retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, backend=backend, request_id=request_id)
+
+
+class BackendUnavailableError(BackendError):
+    """The provider could not be reached, timed out, or kept failing with 5xx."""
+
+
+class ProviderAPIError(BackendError):
+    """The provider refused the request (a 4xx other than auth and rate limits)."""
+
+    def __init__(self, message: str, *, backend: str, status_code: int, request_id: str | None = None):
+        self.status_code = status_code
+        super().__init__(message, backend=backend, request_id=request_id)
+
+
+class JobError(FtBrokerError):
+    """A problem with a job as a whole."""
+
+
+class JobNotFoundError(JobError):
+    """No job with this id (or id prefix) is in the ledger."""
+
+    exit_code = 2
+
+
+class JobFailedError(JobError):
+    """The job ended in the failed state."""
+
+    def __init__(self, job_id: str, reason: str):
+        self.job_id = job_id
+        super().__init__(f"job {job_id} failed: {reason}")
+
+
+class LedgerError(FtBrokerError):
+    """The job ledger cannot be read or written."""

@@ -1,0 +1,22 @@
+"""Shared test set-up: every test runs offline, without provider credentials, in its own FTBROKER_HOME."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Set before anything imports huggingface_hub: tests never reach a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+_CREDENTIAL_PREFIXES = ("OPENAI_", "TOGETHER_", "AWS_", "AZURE_OPENAI", "ANTHROPIC_")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(_CREDENTIAL_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
