@@ -256,10 +256,20 @@ class Backend(Protocol):
         """Start the job, exactly once: first look for a remote job already created for ``job.id``."""
 
     def poll(self, job: Job) -> Update:
-        """The job's status now, with the events and metrics that are new since ``job.cursor``."""
+        """The job's status now, with the events and metrics that are new since ``job.cursor``.
+
+        Only called for submitted jobs. Map the provider's status words with its table (research NOTES §6),
+        unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
+        ``next_poll_s``; raise BackendUnavailableError / BackendRateLimitError for transient trouble (the Broker
+        backs off and polls again), other BackendErrors for what will not get better.
+        """
 
     def cancel(self, job: Job) -> Update:
-        """Ask the job to stop; return the status it reached (``cancelled``, or running with a detail)."""
+        """Ask the job to stop; return the status it reached (``cancelled``, or running with a detail).
+
+        ``job.remote`` may lack the remote job id (recorded, submission never confirmed): look it up by ``job.id``
+        as ``submit`` does, so a job created just before a crash is still stopped.
+        """
 
     def result(self, job: Job) -> Result:
         """The normalized result of a finished job, the provider's own record in ``raw``."""

@@ -83,9 +83,18 @@ def _print_json(data) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> dict:
-    from ftbroker.errors import SpecError
+def _show(json_mode: bool, data, view) -> None:
+    """``data`` as JSON on stdout with --json, else ``view`` (a rich renderable) for people."""
+    if json_mode:
+        _print_json(data)
+    else:
+        from rich.console import Console
 
+        Console().print(view)
+
+
+def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """run's flags as JobSpec overrides, and the problems of the flags that cannot even be read."""
     overrides = {"dataset": data}
     for param, (path, _flag) in _RUN_FIELDS.items():
         value = params[param]
@@ -104,12 +113,10 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
             overrides[f"backend_options.{key.strip()}"] = yaml.safe_load(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
             overrides[f"backend_options.{key.strip()}"] = value
-    if problems:
-        raise SpecError(problems)
-    return overrides
+    return overrides, problems
 
 
-def _confirm(json_mode: bool):
+def _confirm():
     """The confirmation prompt (on stderr): shows the quote, refuses without a terminal to ask on."""
 
     def ask(prepared) -> bool:
@@ -125,7 +132,7 @@ def _confirm(json_mode: bool):
     return ask
 
 
-def _follow(broker, job_id: str, json_mode: bool):
+def _follow(broker, job_id: str):
     """Follow a job with the live display (stderr); Ctrl-C stops watching, never the job."""
     from ftbroker.render_jobs import FollowView
 
@@ -152,7 +159,7 @@ def _finish(broker, job, *, detach: bool, json_mode: bool) -> None:
             click.echo(f"{job.id} {job.status.value} on {job.backend}. `ftbroker status {job.id}`, "
                        f"`ftbroker logs {job.id} --follow`")
         return
-    result = _follow(broker, job.id, json_mode)
+    result = _follow(broker, job.id)
     if json_mode:
         _print_json({"job": job_json(broker.job(job.id)), "result": result_json(result)})
     else:
@@ -165,6 +172,11 @@ def _finish(broker, job, *, detach: bool, json_mode: bool) -> None:
 
 def _json_option(f):
     return click.option("--json", "json_mode", is_flag=True, help="Print only JSON on stdout.")(f)
+
+
+def _job_command(f):
+    """A command about one job: JOB (an id, or a unique prefix of one) and --json."""
+    return cli.command()(click.argument("job_id", metavar="JOB")(_json_option(f)))
 
 
 @cli.command()
@@ -199,10 +211,11 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
 
-    overrides = _run_overrides(data, params, options)
-    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()})
+    overrides, problems = _run_overrides(data, params, options)
+    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
+                     problems=problems)
     with Broker() as broker:
-        job = broker.submit(spec, confirm=None if yes else _confirm(json_mode), force=force)
+        job = broker.submit(spec, confirm=None if yes else _confirm(), force=force)
         _finish(broker, job, detach=detach, json_mode=json_mode)
 
 
@@ -219,17 +232,11 @@ def jobs(limit, backend, status, json_mode):
 
     with Broker() as broker:
         found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
-    if json_mode:
-        _print_json({"jobs": [job_json(j) for j in found]})
-    else:
-        from rich.console import Console
-
-        Console().print(jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+    _show(json_mode, {"jobs": [job_json(j) for j in found]},
+          jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
-@_json_option
+@_job_command
 def status(job_id, json_mode):
     """Show a job (asks its backend for news first)."""
     from ftbroker.broker import Broker
@@ -237,18 +244,11 @@ def status(job_id, json_mode):
 
     with Broker() as broker:
         job = broker.refresh(job_id)
-    if json_mode:
-        _print_json(job_json(job))
-    else:
-        from rich.console import Console
-
-        Console().print(job_details(job))
+    _show(json_mode, job_json(job), job_details(job))
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
+@_job_command
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends.")
-@_json_option
 def logs(job_id, follow, json_mode):
     """Print a job's events (with --json: one JSON object per line)."""
     import json as jsonlib
@@ -271,9 +271,7 @@ def logs(job_id, follow, json_mode):
             raise click.exceptions.Exit(130) from None
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
-@_json_option
+@_job_command
 def cancel(job_id, json_mode):
     """Stop a job (a local trainer saves a checkpoint first)."""
     from ftbroker.broker import Broker
@@ -290,9 +288,7 @@ def cancel(job_id, json_mode):
         click.echo(f"{job.id} {job.status.value}" + (f" ({job.status_detail})" if job.status_detail else ""))
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
-@_json_option
+@_job_command
 def result(job_id, json_mode):
     """Show the normalized result of a finished job."""
     from ftbroker.broker import Broker
@@ -300,18 +296,11 @@ def result(job_id, json_mode):
 
     with Broker() as broker:
         res = broker.result(job_id)
-    if json_mode:
-        _print_json(result_json(res))
-    else:
-        from rich.console import Console
-
-        Console().print(result_details(res))
+    _show(json_mode, result_json(res), result_details(res))
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
+@_job_command
 @click.option("--detach", is_flag=True, help="Return at once instead of following the job.")
-@_json_option
 def resume(job_id, detach, json_mode):
     """Continue a failed or cancelled job from its last checkpoint, or submit one that never was."""
     from ftbroker.broker import Broker
@@ -321,11 +310,9 @@ def resume(job_id, detach, json_mode):
         _finish(broker, job, detach=detach, json_mode=json_mode)
 
 
-@cli.command()
-@click.argument("job_id", metavar="JOB")
+@_job_command
 @click.option("--format", "fmt", type=click.Choice(["ollama", "merged"]), required=True)
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder to write (default: ./JOB-FORMAT).")
-@_json_option
 def export(job_id, fmt, output, json_mode):
     """Export a finished job's model: an Ollama Modelfile folder, or a merged Hugging Face folder."""
     from ftbroker.broker import Broker

@@ -113,10 +113,17 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def job_details(job: Job) -> Table:
+def _grid(rows: Sequence[tuple[str, object]]) -> Table:
+    """A two-column label / value view."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
+    for key, value in rows:
+        table.add_row(key, Text(str(value)))
+    return table
+
+
+def job_details(job: Job) -> Table:
     status = job.status.value + (f" ({job.status_detail})" if job.status_detail else "")
     if job.submitted_at is None and not job.status.terminal:
         status += f" - recorded, not submitted: `ftbroker resume {job.id}` submits it"
@@ -130,15 +137,10 @@ def job_details(job: Job) -> Table:
         rows.append(("output model", job.output_model))
     if job.error:
         rows.append(("error", job.error))
-    for key, value in rows:
-        table.add_row(key, Text(str(value)))
-    return table
+    return _grid(rows)
 
 
 def result_details(result: Result) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
     last = {m.name: m for m in result.metrics}  # metrics come sorted by name, then step
     rows = [("id", result.id), ("status", result.status.value), ("backend", result.backend),
             ("model", result.model), ("output model", result.output_model or "-"),
@@ -148,16 +150,11 @@ def result_details(result: Result) -> Table:
     rows += [(a.kind, a.uri) for a in result.artifacts]
     if result.error:
         rows.append(("error", result.error))
-    for key, value in rows:
-        table.add_row(key, Text(str(value)))
-    return table
+    return _grid(rows)
 
 
 def quote_summary(prepared: Prepared) -> Table:
     spec, quote = prepared.spec, prepared.quote
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
     rows = [("backend", spec.backend), ("model", spec.model), ("method", spec.method),
             ("dataset", f"{spec.dataset} ({getattr(prepared.dataset, 'examples', '?')} examples)"),
             ("hardware", quote.hardware or "managed"),
@@ -169,9 +166,7 @@ def quote_summary(prepared: Prepared) -> Table:
     rows += [("note", w) for w in quote.warnings]
     if quote.reason:
         rows.append(("warning", quote.reason))
-    for key, value in rows:
-        table.add_row(key, Text(str(value)))
-    return table
+    return _grid(rows)
 
 
 def event_line(event: Event) -> Text:

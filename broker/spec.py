@@ -22,7 +22,7 @@ import difflib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -141,11 +141,12 @@ _PATH_FIELDS = ("dataset", "validation")
 
 
 def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-              *, flag_names: Mapping[str, str] | None = None) -> JobSpec:
+              *, flag_names: Mapping[str, str] | None = None, problems: Sequence[str] = ()) -> JobSpec:
     """Build a JobSpec from a job file (YAML, TOML or JSON) and dotted-path overrides (the CLI flags).
 
     ``overrides`` maps dotted field paths (``"hyperparameters.epochs"``) to values; ``None`` values are
     ignored. ``flag_names`` maps the same paths to the flag that set them, so an error can name the flag.
+    ``problems`` found earlier (a malformed flag) are reported together with the rest.
     Raises SpecError listing every problem: the file's syntax, each invalid field, a missing dataset file,
     an unknown backend, backend options the backend does not take, and settings the backend cannot honour.
     """
@@ -166,9 +167,9 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
 
     try:
         spec = JobSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_problems(exc, from_flags), source) from None  # the pydantic error may echo secrets
-    problems = _check_files(spec) + _check_backend(spec)
+    except ValidationError as exc:  # from None: the pydantic error may hold a secret's value
+        raise SpecError([*problems, *_problems(exc, from_flags)], source) from None
+    problems = [*problems, *_check_files(spec), *_check_backend(spec)]
     if problems:
         raise SpecError(problems, source)
     return spec

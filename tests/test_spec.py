@@ -153,3 +153,17 @@ def test_spec_round_trips_through_json(data):
     again = JobSpec.model_validate_json(json.dumps(spec.to_json()))
     assert again == spec
     assert spec.set_fields() == {"dataset", "model", "budget.max_cost_usd"}
+
+
+@pytest.mark.parametrize("name", ["local-qlora.yaml", "local-full.toml"])
+def test_shipped_example_job_files_are_valid(name, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "jobs" / name
+    copy = tmp_path / "jobs" / name  # beside a dataset of its own, so the check does not depend on examples/data
+    copy.parent.mkdir()
+    copy.write_text(example.read_text())
+    (tmp_path / "data").mkdir()
+    write_chat(tmp_path / "data" / "support_chats.jsonl")
+    spec = load_spec(copy)
+    assert spec.backend == "local" and spec.hyperparameters.epochs

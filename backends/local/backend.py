@@ -455,7 +455,7 @@ def _alive(remote: Mapping[str, str]) -> bool:
         proc = psutil.Process(int(pid))
         return (abs(proc.create_time() - float(started)) < 0.01
                 and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD))
-    except psutil.NoSuchProcess:
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's process under a reused pid
         return False
 
 
