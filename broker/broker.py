@@ -157,8 +157,11 @@ class Broker:
                 level="warning")])
             raise
         except FtBrokerError as exc:
-            self.ledger.update(job.id, status=JobStatus.FAILED, error=str(exc),
-                               events=[_event(f"submission refused: {exc}", level="error")])
+            if job.submitted_at is None:  # never started: the refusal is how it ends
+                self.ledger.update(job.id, status=JobStatus.FAILED, error=str(exc),
+                                   events=[_event(f"submission refused: {exc}", level="error")])
+            else:  # a refused resume leaves the job as it was
+                self.ledger.update(job.id, events=[_event(f"not resumed: {exc}", level="error")])
             raise
         note = "found the job already created for this id" if submission.reused else "submitted"
         return self.ledger.update(job.id, status=submission.status, detail=submission.detail,

@@ -222,6 +222,7 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--backend", help="Only this backend's jobs.")
+# JobStatus's values, spelt out so that --help need not import the job records (a test keeps them equal).
 @click.option("--status", type=click.Choice(["queued", "validating", "running", "succeeded", "failed", "cancelled"]))
 @_json_option
 def jobs(limit, backend, status, json_mode):

@@ -185,3 +185,10 @@ def test_job_commands_do_not_load_heavy_modules_for_help():
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_jobs_status_filter_offers_every_status():
+    from ftbroker.jobs import JobStatus
+
+    option = next(p for p in cli.commands["jobs"].params if p.name == "status")
+    assert list(option.type.choices) == [s.value for s in JobStatus]

@@ -219,3 +219,36 @@ def test_quote_names_the_hardware(tmp_path):
     cpu = LocalBackend(LocalOptions(), home=tmp_path).quote(JobSpec(dataset="d", model="m"), None,
                                                             replace(env, gpus=()))
     assert cpu.hardware == "CPU"
+
+
+def test_a_trainer_launched_just_before_a_crash_is_found_not_started_twice(broker, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTB_SCRIPT_MODE", "hang")
+    spec = local_spec(tmp_path)
+    job = broker.ledger.create(spec)  # the intent, as the Broker records it
+
+    class CrashingTracker:  # the CLI dies right after the launch, before the ledger gets the pid
+        def remember(self, **remote):
+            raise KeyboardInterrupt
+
+        def event(self, *a, **kw):
+            pass
+
+    backend = broker.backend(spec)
+    with pytest.raises(KeyboardInterrupt):
+        backend.submit(job, CrashingTracker())
+    assert broker.job(job.id).remote == {}
+    job = broker.resume(job.id)  # submits "again": finds the running trainer
+    assert any("found the job already created" in e.message for _, e in broker.events(job.id))
+    pid = (broker.home / "runs" / job.id / "trainer.pid").read_text()
+    assert job.remote["pid"] == pid and job.status is JobStatus.RUNNING
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED
+
+
+def test_a_refused_resume_leaves_the_job_as_it_was(broker, tmp_path):
+    job = broker.submit(local_spec(tmp_path))
+    broker.follow(job.id, poll_interval=0.05)
+    broker.ledger.update(job.id, status=JobStatus.CANCELLED)
+    (broker.home / "runs" / job.id / "config.json").unlink()
+    with pytest.raises(JobError, match="no run folder"):
+        broker.resume(job.id)
+    assert broker.job(job.id).status is JobStatus.CANCELLED

@@ -39,13 +39,15 @@ from ftbroker.spec import JobSpec
 TRAINER_MODULE = "ftbroker.backends.local.train"
 _LOG_TAIL_LINES = 5
 
-# The detacher: starts the trainer in a new session with its output in trainer.log, prints its pid and exits,
-# so the trainer is nobody's child here (no zombie, no wait) and outlives the CLI.
+# The detacher: starts the trainer in a new session with its output in trainer.log, notes its pid in trainer.pid
+# (found again if the CLI dies before the ledger has it), prints the pid and exits, so the trainer is nobody's
+# child here (no zombie, no wait) and outlives the CLI.
 _DETACH = (
     "import subprocess, sys\n"
     "log = open('trainer.log', 'ab')\n"
     "proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
     " start_new_session=True)\n"
+    "open('trainer.pid', 'w').write(str(proc.pid))\n"
     "print(proc.pid)\n"
 )
 
@@ -112,6 +114,9 @@ class LocalBackend:
         if _alive(job.remote):
             return Submission(remote={}, status=JobStatus.RUNNING, reused=True)
         run_dir = self.run_dir(job.id)
+        launched = _launched_trainer(run_dir)  # started, but the CLI died before the ledger learnt its pid
+        if launched is not None:
+            return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(trainer_config(job, self.options), indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
@@ -457,6 +462,23 @@ def _alive(remote: Mapping[str, str]) -> bool:
                 and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD))
     except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's process under a reused pid
         return False
+
+
+def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
+    """The trainer noted in ``run_dir/trainer.pid``, if that process is alive and runs this folder."""
+    try:
+        pid = int((run_dir / "trainer.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    psutil = _psutil()
+    try:
+        proc = psutil.Process(pid)
+        if str(run_dir) not in proc.cmdline() or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        started = repr(proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return {"pid": str(pid), "pid_started": started, "run_dir": str(run_dir), "cancel_requested": ""}
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
