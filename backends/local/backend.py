@@ -381,7 +381,9 @@ _EVENT_FIELDS = ("step", "total_steps", "epoch", "loss", "eval_loss", "tokens_pe
 def _event(raw: Mapping[str, Any]) -> Event:
     kind = str(raw.get("kind") or "log")
     data = {k: v for k, v in raw.items() if k not in ("time", "kind", "message") and v is not None}
-    message = raw.get("message") or ", ".join(f"{k} {data[k]}" for k in _EVENT_FIELDS if k in data) or kind
+    message = raw.get("message") or ", ".join(
+        f"{k} {data[k]:.4g}" if isinstance(data[k], float) else f"{k} {data[k]}"
+        for k in _EVENT_FIELDS if k in data) or kind
     level = "error" if kind in ("error", "failed") else "warning" if kind == "warning" else "info"
     return Event(time=_time(raw.get("time")), kind=kind, message=str(message), level=level, data=data)
 
