@@ -7,4 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__: list[str] = ["__version__"]
+__all__: list[str] = ["__version__", "estimate"]
+
+
+# --- estimate area: ftbroker.estimate(...) is the ftbroker.estimate package, made callable (see its docstring)
+def __getattr__(name: str):
+    if name == "estimate":
+        import importlib
+
+        return importlib.import_module("ftbroker.estimate")
+    raise AttributeError(f"module 'ftbroker' has no attribute {name!r}")
