@@ -41,7 +41,7 @@ RETRIEVED = date(2026, 11, 28)  # when the facts in bench/data were read
 
 # How each framework stores tensors (see ftbroker.estimate.setup.Implementation and the `why` column).
 IMPLEMENTATIONS = {
-    "hf": Implementation(),
+    "hf": Implementation(name="hf", loss="hf"),
     "torchtune": Implementation(name="torchtune", peft_adapters=False, repeat_kv=True),
     "litgpt-2023": Implementation(name="litgpt-2023", peft_adapters=False, repeat_kv=True, norm_upcast=False,
                                   saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
@@ -281,16 +281,9 @@ def fit_throughput(points: list[Point], cal: Calibration) -> Calibration:
 
 def report_throughput(points: list[Point], cal: Calibration) -> None:
     rows = tps_points(points)
-    print("\n== Throughput (tokens/s per GPU): absolute % error by method (median / p90, n) ==")
+    print_error_table("Throughput (tokens/s per GPU)", rows, lambda p: p.tokens_per_s,
+                      {"ours": lambda p: predicted_tps(p, cal)})
     print("   (the two public memory rules do not predict throughput)")
-    print(f"{'method':7} {'subset':8} {'n':>3} {'ours':>15}")
-    for method in ("full", "lora", "qlora", "all"):
-        for subset in ("holdout", "all"):
-            sel = [p for p in rows if (method == "all" or p.setup.method == method)
-                   and (subset == "all" or p.split == subset)]
-            if sel:
-                errors = [err(predicted_tps(p, cal), p.tokens_per_s) for p in sel]
-                print(f"{method:7} {subset:8} {len(sel):3d} {statistics.median(errors):6.1f} / {p90(errors):6.1f}")
     print("\n== Throughput points ==")
     for p in rows:
         ours = predicted_tps(p, cal)
@@ -306,21 +299,26 @@ def report_throughput(points: list[Point], cal: Calibration) -> None:
               f" ({(ours / measured - 1) * 100:+6.1f}%)")
 
 
-def report_vram(points: list[Point], cal: Calibration) -> None:
-    rows = vram_points(points)
-    print("\n== Peak VRAM: absolute % error by method (median / p90, n) ==")
-    print(f"{'method':7} {'subset':8} {'n':>3} {'ours':>15} {'accelerate':>15} {'LLaMA-Factory':>15}")
+def print_error_table(title: str, rows: list[Point], measured, predictors: dict) -> None:
+    """Median / p90 absolute % error by method, on the held-out points and on all."""
+    print(f"\n== {title}: absolute % error by method (median / p90) ==")
+    print(f"{'method':7} {'subset':8} {'n':>3} " + " ".join(f"{name:>15}" for name in predictors))
     for method in ("full", "lora", "qlora", "all"):
         for subset in ("holdout", "all"):
             sel = [p for p in rows if (method == "all" or p.setup.method == method)
                    and (subset == "all" or p.split == subset)]
-            if not sel:
-                continue
-            cols = []
-            for rule in (lambda p: predicted_vram(p, cal), accelerate_rule, llamafactory_rule):
-                errors = [err(rule(p), p.vram) for p in sel]
-                cols.append(f"{statistics.median(errors):6.1f} / {p90(errors):6.1f}")
-            print(f"{method:7} {subset:8} {len(sel):3d} {cols[0]:>15} {cols[1]:>15} {cols[2]:>15}")
+            if sel:
+                cols = []
+                for predict in predictors.values():
+                    errors = [err(predict(p), measured(p)) for p in sel]
+                    cols.append(f"{statistics.median(errors):6.1f} / {p90(errors):6.1f}")
+                print(f"{method:7} {subset:8} {len(sel):3d} " + " ".join(f"{c:>15}" for c in cols))
+
+
+def report_vram(points: list[Point], cal: Calibration) -> None:
+    print_error_table("Peak VRAM", vram_points(points), lambda p: p.vram,
+                      {"ours": lambda p: predicted_vram(p, cal), "accelerate": accelerate_rule,
+                       "LLaMA-Factory": llamafactory_rule})
 
 
 def report_points(points: list[Point], cal: Calibration) -> None:

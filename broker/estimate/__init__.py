@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from ftbroker.errors import InputError
 from ftbroker.estimate.calibration import Calibration
-from ftbroker.estimate.setup import HF_TRAINER, Implementation, TrainingSetup
+from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
 from ftbroker.estimate.summary import Estimate, summarize
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
@@ -46,7 +46,7 @@ def default_sharding(method: str, n_gpus: int) -> str:
 def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None = None, n_gpus: int | None = None,
              seq_len: int = 2048, micro_batch: int = 1, lora_r: int = 16,
              targets: Sequence[str] = ("all-linear",), grad_checkpointing: bool = True, optimizer: str = "adamw",
-             precision: str = "bf16", sharding: str | None = None, impl: Implementation = HF_TRAINER,
+             precision: str = "bf16", sharding: str | None = None, impl: Implementation = LOCAL_TRAINER,
              catalog=None, calibration: Calibration | None = None) -> Estimate:
     """Estimate one setup. ``model``/``gpu`` are catalog names (``gpu`` may be ``NAME:COUNT``), a local model
     folder or config.json for ``model``, or catalog rows. ``catalog`` defaults to ``load_catalog()``."""

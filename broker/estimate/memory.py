@@ -76,6 +76,28 @@ def _fmt(x: float) -> str:
     return f"{x / 1e9:.3f}e9" if x >= 1e7 else f"{x:,.0f}"
 
 
+# TRL's chunked log-prob head projects [4096 tokens x 32768 vocabulary] tiles (trl/kernels/chunked_logprob.py:
+# TOKEN_CHUNK_SIZE; trl/trainer/utils.py: _CHUNKED_LOGPROB_CHUNK_SIZE)
+TRL_TILE = (4096, 32768)
+
+
+def loss_buffer_bytes(loss: str, tokens: int, arch: ModelArch, head_trains: bool) -> tuple[float, str]:
+    """Bytes the logits and the cross-entropy hold at the start of backward, and how they were counted."""
+    per_logit = LOSS_BYTES_PER_LOGIT[loss]
+    total = tokens * arch.vocab_size * per_logit
+    formula = f"{tokens:,} tokens x vocab {arch.vocab_size:,} x {per_logit:g} B ({loss} cross-entropy)"
+    if loss == "trl_fused":
+        # saved: the gathered 16-bit hidden states + fp32 log-sum-exp and entropy; backward: the fp32 input
+        # gradient and its 16-bit cast, one 16-bit projection tile, and for a trained head its fp32 gradient + cast
+        h = arch.hidden_size
+        tile = min(tokens, TRL_TILE[0]) * TRL_TILE[1] * 2
+        head = 6 * arch.vocab_size * h if head_trains else 0
+        total = tokens * (8 * h + 16) + tile + head
+        formula = (f"TRL chunked log-prob head: {tokens:,} tokens x (8h + 16) B + a {TRL_TILE[0]}x{TRL_TILE[1]}"
+                   f" 16-bit tile" + (" + fp32 head gradient and its cast (6 B x V x h)" if head else ""))
+    return total, formula
+
+
 class _Layer:
     """Bytes saved for backward per token in one decoder layer, by part (validated against HF on CPU)."""
 
@@ -273,10 +295,9 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
         act_formula += f" + 16-bit autocast copies of {cast_layers} layers' weights"
     terms.append(Term("activations", activations / GIB, act_formula))
 
-    loss_factor = LOSS_BYTES_PER_LOGIT[setup.impl.loss]
-    loss = tokens * a.vocab_size * loss_factor
-    terms.append(Term("loss", loss / GIB, f"{tokens:,} tokens x vocab {a.vocab_size:,} x {loss_factor:g} B"
-                      f" ({setup.impl.loss} cross-entropy)"))
+    head_trains = setup.method == "full" or "lm_head" in setup.lora_modules
+    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, tokens, a, head_trains)
+    terms.append(Term("loss", loss / GIB, loss_formula))
 
     # one layer's backward: its gradient buffers, plus its recomputed activations under checkpointing
     layer_ws = per_layer * tokens * (2 if setup.grad_checkpointing else 1) * cal.activation_scale

@@ -44,6 +44,8 @@ ATTENTIONS = ("sdpa", "eager")
 #                    fp32 work of one chunk is transient (torchtune's Llama 3.2 3B rows: LoRA 8.5, QLoRA 4.6 GiB).
 #   bf16_chunked     litgpt chunked_cross_entropy: bf16 logit chunks (2) + bf16 log-softmax outputs (2).
 #   fused            fused linear + cross-entropy (Liger, Cut Cross-Entropy): logits never materialised.
+#   trl_fused        TRL SFTTrainer's chunked log-prob head (trl/kernels/chunked_logprob.py, TRL >= 1.x): no
+#                    logits either; its per-token and tile buffers are in memory.loss_buffer_bytes.
 LOSS_BYTES_PER_LOGIT: dict[str, float] = {
     "hf": 12.0,
     "fp32_compiled": 8.0,
@@ -51,6 +53,7 @@ LOSS_BYTES_PER_LOGIT: dict[str, float] = {
     "chunked_compiled": 2.0,
     "bf16_chunked": 4.0,
     "fused": 0.0,
+    "trl_fused": 0.0,
 }
 
 
@@ -125,10 +128,10 @@ def resolve_targets(targets: tuple[str, ...] | list[str]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Implementation:
-    """How the training code stores tensors. Defaults: the local trainer (HF Trainer + TRL + PEFT, eager)."""
+    """How the training code stores tensors. Defaults: the local trainer (TRL SFTTrainer + PEFT, eager)."""
 
-    name: str = "hf"
-    loss: str = "hf"                 # a key of LOSS_BYTES_PER_LOGIT
+    name: str = "trl-sft"
+    loss: str = "trl_fused"          # a key of LOSS_BYTES_PER_LOGIT
     compiled: bool = False           # torch.compile: fused norms and activations save fewer tensors
     attention: str = "sdpa"          # sdpa / flash (no s^2 terms) or eager (materialised softmax)
     repeat_kv: bool | None = None    # GQA k/v expanded before attention; None: HF rule (padded batch -> mask)
@@ -151,7 +154,7 @@ class Implementation:
             raise UnknownNameError("attention implementation", self.attention, ATTENTIONS)
 
 
-HF_TRAINER = Implementation()
+LOCAL_TRAINER = Implementation()
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class TrainingSetup:
     grad_accumulation: int = 1
     packing: bool = False
     double_quant: bool = True
-    impl: Implementation = field(default=HF_TRAINER)
+    impl: Implementation = field(default=LOCAL_TRAINER)
 
     def __post_init__(self) -> None:
         problems = []
