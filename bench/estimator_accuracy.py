@@ -290,6 +290,8 @@ def report_throughput(points: list[Point], cal: Calibration) -> None:
         print(f"{p.id:42} {p.split:7} {gpu_class(p.gpu):11} measured {p.tokens_per_s:8.0f}  ours {ours:8.0f}"
               f" ({(ours / p.tokens_per_s - 1) * 100:+6.1f}%)")
     print("\n== NF4 dequantization: QLoRA minus LoRA seconds per iteration (same data, batch, GPU) ==")
+    print("   (litgpt publishes times, not tokens/s: its variable-length Alpaca batches have no published token"
+          " count, so its runs enter only as these same-data differences)")
     by_id = {p.id: p for p in points}
     for lora, qlora in DEQUANT_PAIRS:
         q = by_id[qlora]
@@ -332,7 +334,11 @@ def report_points(points: list[Point], cal: Calibration) -> None:
         if p.metric == "bound" and not p.drop_vram:
             total = estimate_memory(p.arch, p.setup, cal).total
             print(f"{p.id:42} bound {p.vram:6.1f} GiB  ours {total:6.2f} GiB  {'ok' if total <= p.vram else 'EXCEEDS'}")
-    print("\n== Dropped points ==")
+
+
+
+def report_dropped(points: list[Point]) -> None:
+    print("\n== Dropped points, with the reason ==")
     for p in points:
         for what, reason in (("vram", p.drop_vram), ("tokens/s", p.drop_tps)):
             if reason:
@@ -377,7 +383,7 @@ points = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="refit and rewrite broker/estimate/calibration.toml")
-    parser.add_argument("--points", action="store_true", help="print every point")
+    parser.add_argument("--points", action="store_true", help="print every point and the bounds")
     args = parser.parse_args(argv)
     points = load_points()
     cal = default_calibration()
@@ -391,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     report_throughput(points, cal)
     if args.points:
         report_points(points, cal)
+    report_dropped(points)
     return 0
 
 
