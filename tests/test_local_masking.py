@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from tinymodels import CHATML_GENERATION_TEMPLATE, CHATML_TEMPLATE, build_tokenizer, code_examples, tool_conversation
-
 from ftbroker.backends.local import masking
+from tinymodels import (
+    CHATML_GENERATION_TEMPLATE,
+    CHATML_TEMPLATE,
+    build_tokenizer,
+    code_examples,
+    tool_conversation,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ Real training of a tiny Llama on CPU (LoRA, QLoRA, full), kill -9 and resume, SI
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tinymodels import code_examples, write_jsonl
-
 from ftbroker.backends.local import train
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.outputs import EVENT_FIELDS
 from ftbroker.jobs import JobStatus, MetricPoint, Result
+from tinymodels import code_examples, write_jsonl
 
 LORA = {"method": "lora", "epochs": 3, "learning_rate": 1e-2, "lr_scheduler": "constant", "micro_batch_size": 4,
         "max_seq_length": 128, "eval_fraction": 0.2, "save_steps": 10, "logging_steps": 5, "seed": 0,
@@ -182,9 +182,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, lora_config):
 @pytest.mark.slow
 def test_qlora_run_learns_and_merges_into_the_unquantized_base(tmp_path, tiny_model_dir, data):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from ftbroker.backends.local import masking
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = tmp_path / "run"
     config = LORA | {"model": str(tiny_model_dir), "dataset": str(data["train"]),
@@ -218,7 +217,7 @@ def test_full_fine_tune_with_packing(tmp_path, tiny_model_dir, data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = tmp_path / "run"
-    config = {"model": str(tiny_model_dir), "dataset": str(data["train"]), "method": "full", "epochs": 5,
+    config = {"model": str(tiny_model_dir), "dataset": str(data["train"]), "method": "full", "epochs": 3,
               "learning_rate": 3e-3, "lr_scheduler": "constant", "micro_batch_size": 2, "packing": True,
               "max_seq_length": 128, "eval_fraction": 0.2, "seed": 0, "logging_steps": 5,
               "early_stopping_patience": 2}
@@ -261,9 +260,8 @@ def test_kernels_asked_for_but_not_installed(tmp_path, flag, package):
 
 
 def test_dataset_errors_name_file_and_line(tmp_path, tiny_model_dir):
-    from transformers import AutoTokenizer
-
     from ftbroker.errors import DatasetError
+    from transformers import AutoTokenizer
 
     path = tmp_path / "bad.jsonl"
     rows = [json.dumps(r) for r in code_examples(3)]
@@ -291,9 +289,8 @@ def test_every_config_field_is_documented():
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
-    from transformers import TrainerControl, TrainerState
-
     from ftbroker.backends.local.callbacks import EarlyStopping
+    from transformers import TrainerControl, TrainerState
 
     stopper, control = EarlyStopping(patience=2), TrainerControl()
     state = TrainerState(log_history=[{"eval_loss": 3.0, "step": 0}, {"eval_loss": 2.0, "step": 10}])
@@ -303,3 +300,56 @@ def test_early_stopping_counts_evaluations_without_improvement():
     assert not control.should_training_stop
     stopper.on_evaluate(None, state, control, metrics={"eval_loss": 1.95})
     assert control.should_training_stop and stopper.stopped
+
+
+@pytest.mark.slow
+def test_export_merged_is_a_plain_hf_folder(lora_run, tmp_path):
+    from ftbroker.backends.local import export
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dest = export.export_merged(lora_run, tmp_path / "merged")
+    model = AutoModelForCausalLM.from_pretrained(dest)
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+    assert not (dest / "adapter_config.json").exists()
+    with pytest.raises(train.InputError, match="not empty"):
+        export.export_merged(lora_run, dest)
+
+
+@pytest.mark.slow
+def test_export_ollama_merges_when_the_run_did_not(lora_run, tmp_path):
+    from ftbroker.backends.local import export
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run, run_dir, ignore=shutil.ignore_patterns("merged", "checkpoints"))
+    modelfile = export.export_ollama(run_dir, tmp_path / "ollama")
+    text = modelfile.read_text()
+    assert f"FROM {tmp_path / 'ollama' / 'model'}\n" in text and (tmp_path / "ollama" / "model" / "config.json").exists()
+    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER temperature 0.2" in text
+    # With the run's own merged folder, nothing is merged again: FROM points at it.
+    assert f"FROM {lora_run / 'output' / 'merged'}\n" in export.export_ollama(lora_run, tmp_path / "o2").read_text()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_trains_on_cuda_and_measures_gpu_memory(tmp_path, lora_config, method):
+    config = lora_config | {"method": method, "device": "cuda", "merge": method != "full", "save_steps": 0}
+    if method == "full":
+        config["learning_rate"] = 3e-3
+    done = run(tmp_path / "run", config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = result(tmp_path / "run")
+    measured = res.raw["measured"]
+    assert measured["device"] == "cuda" and measured["precision"] in ("bf16", "fp16")
+    assert measured["peak_memory_kind"] == "cuda_max_memory_allocated"
+    assert 0 < measured["peak_memory_bytes"] <= measured["cuda_max_reserved_bytes"]
+    evals = losses(res, "eval_loss")
+    assert evals[-1][1] < evals[0][1] - 1.0, evals

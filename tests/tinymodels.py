@@ -17,6 +17,7 @@ import json
 import random
 from pathlib import Path
 
+
 def _chatml(assistant_turn: str) -> str:
     return (
         "{%- if tools %}{{- '<|im_start|>system\\n' }}"

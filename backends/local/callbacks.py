@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 
-from transformers import TrainerCallback
-
 from ftbroker.backends.local import guards
 from ftbroker.backends.local.outputs import EventLog
+from transformers import TrainerCallback
 
 
 class Reporter(TrainerCallback):

@@ -45,7 +45,7 @@ class ChatFormat:
     """A chat format as literal pieces: every turn is prefix + content + suffix."""
 
     family: str
-    markers: tuple[str, ...]                # all appear in a Jinja template of this family
+    markers: tuple[str, ...]                # all appear in a template of this family (for error messages)
     turns: Mapping[str, tuple[str, str]]    # role -> (prefix, suffix)
     generation_prompt: str                  # what opens the assistant's reply
     stops: tuple[str, ...]
@@ -79,23 +79,28 @@ class ChatFormat:
 
     def go_template(self) -> str:
         """The same rendering as an Ollama (Go text/template) TEMPLATE over ``.Messages``."""
-        q = json.dumps  # a JSON string literal is a valid Go string literal
+        def q(piece: str) -> str:  # a JSON string literal is a valid Go string literal
+            return json.dumps(piece)
+
+        def lit(piece: str) -> str:
+            return f"{{{{ {q(piece)} }}}}" if piece else ""
+
         default = self.default_system
-        lines = [f"{{{{- $system := {q(default or '')} }}}}{{{{- $hasSystem := {str(default is not None).lower()} }}}}",
-                 '{{- range .Messages }}{{ if eq .Role "system" }}{{ $system = .Content }}'
-                 "{{ $hasSystem = true }}{{ end }}{{ end }}"]
+        has_default = "true" if default is not None else "false"
+        collect = '{{- range .Messages }}{{ if eq .Role "system" }}{{ $system = .Content }}{{ $hasSystem = true }}'
+        lines = [f"{{{{- $system := {q(default or '')} }}}}{{{{- $hasSystem := {has_default} }}}}",
+                 collect + "{{ end }}{{ end }}"]
         fold = ""
         if self.system == "turn":
             prefix, suffix = self.turns["system"]
-            lines.append(f"{{{{- if $hasSystem }}}}{{{{ {q(prefix + self.system_preamble)} }}}}{{{{ $system }}}}"
-                         f"{{{{ {q(suffix)} }}}}{{{{ end }}}}")
+            lines.append(f"{{{{- if $hasSystem }}}}{lit(prefix + self.system_preamble)}{{{{ $system }}}}"
+                         f"{lit(suffix)}{{{{ end }}}}")
         elif self.system in ("first_user", "last_user"):
             assign = ("{{ if eq $target -1 }}{{ $target = $i }}{{ end }}" if self.system == "first_user"
                       else "{{ $target = $i }}")
             lines.append('{{- $target := -1 }}{{- range $i, $m := .Messages }}{{ if eq $m.Role "user" }}'
                          f"{assign}{{{{ end }}}}{{{{ end }}}}")
-            fold = (f"{{{{ if and $hasSystem (eq $i $target) }}}}{{{{ $system }}}}{{{{ {q(self.system_join)} }}}}"
-                    "{{ end }}")
+            fold = f"{{{{ if and $hasSystem (eq $i $target) }}}}{{{{ $system }}}}{lit(self.system_join)}{{{{ end }}}}"
         lines.append("{{- range $i, $m := .Messages }}")
         lines.append("{{- $last := eq (len (slice $.Messages $i)) 1 }}")
         branches = []
@@ -103,14 +108,13 @@ class ChatFormat:
             if role == "system":
                 continue
             content = (fold if role == "user" else "") + "{{ $m.Content }}"
-            closing = f"{{{{ if not $last }}}}{{{{ {q(suffix)} }}}}{{{{ end }}}}" if role == "assistant" \
-                else f"{{{{ {q(suffix)} }}}}"
+            closing = f"{{{{ if not $last }}}}{lit(suffix)}{{{{ end }}}}" if role == "assistant" else lit(suffix)
             keyword = "if" if not branches else "else if"
-            branches.append(f'{{{{- {keyword} eq $m.Role "{role}" }}}}{{{{ {q(prefix)} }}}}{content}{closing}')
+            branches.append(f'{{{{- {keyword} eq $m.Role "{role}" }}}}{lit(prefix)}{content}{closing}')
         lines.extend(branches)
         lines.append("{{- end }}")
-        lines.append(f'{{{{- if and $last (ne $m.Role "assistant") }}}}{{{{ {q(self.generation_prompt)} }}}}'
-                     "{{ end }}")
+        if self.generation_prompt:
+            lines.append(f'{{{{- if and $last (ne $m.Role "assistant") }}}}{lit(self.generation_prompt)}{{{{ end }}}}')
         lines.append("{{- end }}")
         return "\n".join(lines)
 
@@ -160,17 +164,14 @@ def chat_format(tokenizer) -> ChatFormat:
     if not template:
         raise ExportError("the tokenizer has no chat template, so there is no prompt format to give Ollama")
     expected = [_render_reference(tokenizer, probe) for probe in _PROBES]
-    tried = []
     for base in FORMATS:
-        if not all(marker in template for marker in base.markers):
-            continue
-        tried.append(base.family)
         for candidate in _variants(base, expected):
             if [candidate.render(probe) if text is not None else None
                     for probe, text in zip(_PROBES, expected, strict=True)] == expected:
                 return candidate
-    detail = (f"it looks like {' / '.join(dict.fromkeys(tried))} but renders differently from every variant "
-              "ftbroker knows") if tried else "it matches none of them"
+    lookalikes = dict.fromkeys(f.family for f in FORMATS if all(marker in template for marker in f.markers))
+    detail = (f"it looks like {' / '.join(lookalikes)} but renders differently from every variant ftbroker "
+              "knows") if lookalikes else "it matches none of them"
     raise ExportError(f"cannot translate this chat template to an Ollama TEMPLATE: supported families are "
                       f"{', '.join(FAMILIES)}, and {detail}. Write the TEMPLATE by hand, or use --format merged.")
 

@@ -115,7 +115,14 @@ from ftbroker.backends.local.outputs import (
     write_metrics,
     write_result,
 )
-from ftbroker.errors import DataIssue, DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, SpecError
+from ftbroker.errors import (
+    DataIssue,
+    DatasetError,
+    ExtraNotInstalledError,
+    FtBrokerError,
+    InputError,
+    SpecError,
+)
 from ftbroker.jobs import Artifact, JobStatus
 
 EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
@@ -229,9 +236,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
     import datasets
     import torch
     import transformers
-    from trl import SFTTrainer
-
     from ftbroker.backends.local import callbacks, export, guards
+    from trl import SFTTrainer
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
