@@ -226,6 +226,8 @@ def test_full_fine_tune_with_packing(tmp_path, tiny_model_dir, data):
     res = result(run_dir)
     evals = losses(res, "eval_loss")
     assert evals[-1][1] < evals[0][1] - 3.0, evals
+    warnings = [e["message"] for e in events(run_dir) if e["kind"] == "warning"]
+    assert any("without a FlashAttention kernel" in w for w in warnings)  # CPU: no varlen attention kernel
     model_dir = run_dir / "output" / "model"
     assert res.output_model == str(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()

@@ -71,7 +71,8 @@ What it writes
   line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM).
 - ``checkpoints/checkpoint-STEP/``: the last ``save_total_limit`` checkpoints (model or adapter, optimizer,
   scheduler, RNG states, trainer_state.json). ``--resume`` continues from the newest complete one with the same
-  data order and step count (a checkpoint cut short by kill -9 is skipped and removed).
+  data order and step count (a checkpoint cut short by kill -9 is skipped and removed; with no complete
+  checkpoint it starts from scratch). Without ``--resume``, existing checkpoints are an error (exit 2).
 - ``output/adapter/`` (lora, qlora) or ``output/model/`` (full), with the tokenizer; ``output/merged/`` when
   ``merge`` is true.
 - ``metrics.jsonl``: one ``ftbroker.jobs.MetricPoint`` per line (train_loss, eval_loss, eval_token_accuracy).
@@ -189,17 +190,22 @@ def main(argv: list[str] | None = None) -> int:
     events.emit("started", "resuming" if args.resume else "starting")
 
     config: TrainConfig | None = None
+    started: dict[str, Any] = {}  # holds the trainer once built, so a failed run still leaves its curve
     try:
         config = load_config(run_dir / CONFIG_NAME)
-        outcome = _train(config, run_dir, args.resume, events, stop)
+        outcome = _train(config, run_dir, args.resume, events, stop, started)
     except _Cancelled:
-        outcome = _Outcome(JobStatus.CANCELLED, "cancelled before training started")
+        when = "while writing the output (the last checkpoint holds the training)" if started \
+            else "before training started"
+        outcome = _Outcome(JobStatus.CANCELLED, f"cancelled by SIGTERM {when}", started.get("trainer"))
     except FtBrokerError as exc:
-        outcome = _Outcome(JobStatus.FAILED, str(exc), raw={"exit_code": exc.exit_code})
+        outcome = _Outcome(JobStatus.FAILED, str(exc), started.get("trainer"), raw={"exit_code": exc.exit_code})
     except Exception as exc:  # noqa: BLE001 - the process boundary: every failure ends as an error event
         traceback.print_exc()  # to the process's stderr (the backend's log file), never to the user
-        outcome = _Outcome(JobStatus.FAILED, f"{type(exc).__name__}: {exc}", raw={"exit_code": 1})
+        outcome = _Outcome(JobStatus.FAILED, f"{type(exc).__name__}: {exc}", started.get("trainer"),
+                           raw={"exit_code": 1})
 
+    stop.deferred = True  # a late SIGTERM must not cut the final files short
     if is_main:
         _finish(run_dir, config, started_at, outcome, events)
     if outcome.status is JobStatus.CANCELLED:
@@ -229,7 +235,8 @@ def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Out
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, stop: _StopSignal) -> _Outcome:
+def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, stop: _StopSignal,
+           started: dict[str, Any]) -> _Outcome:
     _check_installed(config)
     if config.use_unsloth:
         import unsloth  # noqa: F401 - must be imported before transformers to patch it
@@ -249,6 +256,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
     for warning in data.warnings:
         events.emit("warning", warning)
     model = _load_model(config, device, precision, torch)
+    if _concatenates(config) and "flash" not in str(model.config._attn_implementation):
+        events.emit("warning", "packing/padding_free without a FlashAttention kernel: attention runs over each "
+                    "whole concatenated batch with a block-diagonal mask, which can be slower than padding "
+                    "(bench/train_throughput.py measures it); install flash-attn on a CUDA machine")
 
     quantized = config.method == "qlora"
     if quantized:
@@ -267,6 +278,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
         peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
         callbacks=extra_callbacks + ([early] if early else []),
     )
+    started["trainer"] = trainer
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
@@ -356,6 +368,10 @@ def _resume_point(folder: Path, resume: bool, remove_incomplete: bool) -> Path |
     return None
 
 
+def _concatenates(config: TrainConfig) -> bool:
+    return config.packing or config.padding_free
+
+
 def _torch_dtype(precision: str, torch):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
@@ -397,6 +413,8 @@ def _load_model(config: TrainConfig, device: str, precision: str, torch):
         from accelerate import PartialState
 
         kwargs["device_map"] = {"": PartialState().local_process_index}
+        if _concatenates(config) and importlib.util.find_spec("flash_attn"):
+            kwargs["attn_implementation"] = "flash_attention_2"  # variable-length kernel: no cross-example work
     try:
         return AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
     except (OSError, ValueError) as exc:
