@@ -20,3 +20,13 @@ def _isolated(tmp_path_factory, monkeypatch):
         if name.startswith(_CREDENTIAL_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
+
+
+# ---- trainer area: tiny real models (built once per session; see tests/tinymodels.py) ----
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved 2-layer Llama + ChatML tokenizer (template without generation markers)."""
+    from tinymodels import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
