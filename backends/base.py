@@ -149,6 +149,7 @@ class Environment:
     today: date
     gpus: tuple[Gpu, ...] = ()
     load_catalog: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    declared_gpu: str | None = None  # FTBROKER_GPU: NAME[:COUNT] to plan for instead of the GPUs found
 
     @cached_property
     def catalog(self) -> Any:

@@ -12,6 +12,7 @@ job recorded but unconfirmed; ``resume`` finishes it, and the backend's find-bef
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +30,7 @@ from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.ledger import Ledger, default_home
 from ftbroker.spec import JobSpec
 
+GPU_ENV = "FTBROKER_GPU"  # NAME[:COUNT]: the GPU a local job is planned for when this machine shows none
 MAX_POLL_FAILURES = 8  # consecutive transient poll errors before following gives up (the job is unaffected)
 
 
@@ -125,7 +127,7 @@ class Broker:
             why = caps.reason(f"format.{fmt}") or f"it takes {', '.join(sorted(caps.data_formats))}"
             raise SpecError([f"dataset: {spec.backend} cannot train on {fmt} data: {why}"])
         env = Environment(today=self._today(), gpus=() if caps.managed else detect_gpus(),
-                          load_catalog=_load_catalog)
+                          load_catalog=_load_catalog, declared_gpu=os.environ.get(GPU_ENV) or None)
         return Prepared(spec, backend, report, backend.quote(spec, report, env))
 
     def submit(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None,
@@ -142,9 +144,10 @@ class Broker:
         if quote.hours is not None:
             resources.setdefault("estimated_hours", quote.hours)
         job = self.ledger.create(spec, estimated_cost_usd=quote.cost_usd, resources=resources)
-        if quote.verdict is Verdict.DOES_NOT_FIT:
-            self.ledger.update(job.id, events=[_event(f"started with --force although: {quote.reason}",
-                                                      kind="warning", level="warning")])
+        notes = [*quote.warnings] + ([f"started with --force although: {quote.reason}"]
+                                     if quote.verdict is Verdict.DOES_NOT_FIT else [])
+        if notes:
+            self.ledger.update(job.id, events=[_event(n, kind="warning", level="warning") for n in notes])
         return self._submit(job, prepared.backend, lambda tracker: prepared.backend.submit(job, tracker))
 
     def _submit(self, job: Job, backend: Backend, call: Callable[[_LedgerTracker], Submission]) -> Job:

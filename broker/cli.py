@@ -68,6 +68,7 @@ _RUN_FIELDS = {
     "lora_dropout": ("lora.dropout", "--lora-dropout"),
     "target_modules": ("lora.target_modules", "--target-modules"),
     "max_cost": ("budget.max_cost_usd", "--max-cost"),
+    "gpu": ("backend_options.gpu", "--gpu"),
 }
 
 
@@ -116,8 +117,8 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
     return overrides, problems
 
 
-def _confirm():
-    """The confirmation prompt (on stderr): shows the quote, refuses without a terminal to ask on."""
+def _confirm(ask_user: bool):
+    """Shows the quote (on stderr); then, unless --yes, asks, refusing without a terminal to ask on."""
 
     def ask(prepared) -> bool:
         from ftbroker.errors import NotConfirmedError
@@ -125,6 +126,8 @@ def _confirm():
 
         console = _stderr()
         console.print(quote_summary(prepared))
+        if not ask_user:
+            return True
         if not sys.stdin.isatty():
             raise NotConfirmedError("not started: confirmation needs a terminal; pass --yes to start without it")
         return click.confirm("Start this job?", default=False, err=True)
@@ -201,7 +204,10 @@ def _job_command(f):
 @click.option("--lora-dropout", metavar="P")
 @click.option("--target-modules", help="Comma-separated module names, or all-linear.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
-@click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher.")
+@click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher "
+              "(local: the electricity, high end of the estimate).")
+@click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this GPU (catalog name) instead of "
+              "the GPUs found; also FTBROKER_GPU.")
 @click.option("--yes", "-y", is_flag=True, help="Start without the confirmation prompt.")
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
@@ -215,7 +221,7 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
     spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
                      problems=problems)
     with Broker() as broker:
-        job = broker.submit(spec, confirm=None if yes else _confirm(), force=force)
+        job = broker.submit(spec, confirm=_confirm(ask_user=not yes), force=force)
         _finish(broker, job, detach=detach, json_mode=json_mode)
 
 

@@ -156,12 +156,16 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     for key in _PATH_FIELDS:
         if isinstance(raw.get(key), str):
             raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
+    if isinstance(raw.get("model"), str):
+        raw["model"] = _local_model(raw["model"], base)
     from_flags: dict[str, str] = {}
     for path, value in (overrides or {}).items():
         if value is None:
             continue
         if path in _PATH_FIELDS and isinstance(value, str):
             value = str(Path(value).expanduser().resolve())
+        elif path == "model" and isinstance(value, str):
+            value = _local_model(value, Path.cwd())
         _set_dotted(raw, path, value)
         from_flags[path] = (flag_names or {}).get(path, path)
 
@@ -173,6 +177,13 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     if problems:
         raise SpecError(problems, source)
     return spec
+
+
+def _local_model(model: str, base: Path) -> str:
+    """A model that names an existing local folder or config.json, as an absolute path (the trainer runs in its
+    own folder); a catalog name or hub id unchanged."""
+    local = base / Path(model).expanduser()
+    return str(local.resolve()) if model.strip() and local.exists() else model
 
 
 def _read_job_file(path: Path) -> dict[str, Any]:

@@ -1,12 +1,12 @@
-"""A scripted stand-in for the trainer, speaking the same contract, for testing the local backend's process handling.
+"""A stand-in for the trainer that speaks its contract (train.py's docstring) in milliseconds, for tests of the
+broker's process and ledger handling where what is trained does not matter (two CLI processes at once).
 
     python scripted_trainer.py RUN_DIR [--resume]
 
-Reads RUN_DIR/config.json, appends events to RUN_DIR/events.jsonl, keeps a checkpoint per step under
-RUN_DIR/checkpoints/, writes RUN_DIR/result.json at the end. On SIGTERM it checkpoints, writes a ``cancelled``
-event and exits 143, as the real trainer must. What it does is set by the environment (inherited through the
-launch): FTB_SCRIPT_MODE = succeed | fail | hang, FTB_SCRIPT_STEPS (default 4), FTB_SCRIPT_STEP_S (default 0.05).
-It trains nothing: the real trainer's own tests cover training.
+Reads RUN_DIR/config.json (a TrainConfig), appends the trainer's event kinds to RUN_DIR/events.jsonl (started,
+running, progress, checkpoint, then done / error / cancelled), keeps checkpoint-STEP folders and writes
+result.json as the trainer does (a Result with ``raw.measured``). FTB_SCRIPT_STEPS (default 2) steps of 0.02 s.
+It trains nothing: the real trainer runs in test_local_e2e.py and the contract suite.
 """
 
 import json
@@ -14,54 +14,50 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 run_dir = Path(sys.argv[1])
-resume = "--resume" in sys.argv[2:]
-mode = os.environ.get("FTB_SCRIPT_MODE", "succeed")
-steps = int(os.environ.get("FTB_SCRIPT_STEPS", "4"))
-step_s = float(os.environ.get("FTB_SCRIPT_STEP_S", "0.05"))
+steps = int(os.environ.get("FTB_SCRIPT_STEPS", "2"))
 config = json.loads((run_dir / "config.json").read_text())
 checkpoints = run_dir / "checkpoints"
 checkpoints.mkdir(exist_ok=True)
+step = 0
 
 
-def emit(kind, **fields):
+def now():
+    return datetime.now(UTC).isoformat()
+
+
+def emit(kind, message="", **fields):
     with (run_dir / "events.jsonl").open("a") as fh:
-        fh.write(json.dumps({"time": time.time(), "kind": kind, **fields}) + "\n")
+        fh.write(json.dumps({"time": now(), "kind": kind, "message": message, "total_steps": steps, **fields}) + "\n")
 
 
-def last_checkpoint():
-    done = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
-    return done[-1] if done else 0
-
-
-step = last_checkpoint() if resume else 0
+def finish(status, kind, message, **extra):
+    result = {"id": config["job_id"], "backend": "local", "status": status, "model": config["model"],
+              "started_at": now(), "finished_at": now(), "raw": {"measured": {"device": "cpu", "tokens_per_s": 1e3,
+                                                                               "peak_memory_bytes": 2**29}}, **extra}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    emit(kind, message, step=step)
 
 
 def on_sigterm(signum, frame):
-    (checkpoints / f"step-{step}").mkdir(exist_ok=True)
-    emit("cancelled", step=step, message=f"stopped at step {step}; checkpoint saved")
+    (checkpoints / f"checkpoint-{step}").mkdir(exist_ok=True)
+    finish("cancelled", "cancelled", f"stopped by SIGTERM at step {step}")
     sys.exit(143)
 
 
 signal.signal(signal.SIGTERM, on_sigterm)
-emit("start", total_steps=steps, message=f"job {config['job_id']}" + (f", resumed at step {step}" if resume else ""))
+emit("started", "starting")
+emit("running", "training", step=0)
 while step < steps:
-    time.sleep(3600 if mode == "hang" and step >= 1 else step_s)
+    time.sleep(0.02)
     step += 1
-    (checkpoints / f"step-{step}").mkdir(exist_ok=True)
-    emit("step", step=step, total_steps=steps, epoch=step / steps, loss=round(2.0 / step, 4),
-         tokens_per_s=1000.0, eta_s=(steps - step) * step_s)
-    if mode == "fail" and step == 2:
-        emit("error", step=step, message="CUDA out of memory. Tried to allocate 2.00 GiB (scripted failure)")
-        sys.exit(1)
-output = run_dir / "output"
-output.mkdir(exist_ok=True)
-(output / "adapter_config.json").write_text("{}")
-(run_dir / "metrics.jsonl").write_text("")
-(run_dir / "result.json").write_text(json.dumps({
-    "status": "succeeded", "output_model": str(output), "trained_tokens": 100 * steps,
-    "resources": {"peak_memory_gib": 0.5, "tokens_per_s": 1000.0},
-}))
-emit("done", step=step, total_steps=steps, message="training finished")
+    emit("progress", step=step, epoch=step / steps, loss=round(2.0 / step, 4), tokens_per_s=1000.0)
+(checkpoints / f"checkpoint-{step}").mkdir(exist_ok=True)
+emit("checkpoint", str(checkpoints / f"checkpoint-{step}"), step=step)
+output = run_dir / "output" / "adapter"
+output.mkdir(parents=True, exist_ok=True)
+finish("succeeded", "done", f"trained {step} steps", output_model=str(output), trained_tokens=100 * steps,
+       metrics=[{"step": s, "name": "train_loss", "value": round(2.0 / s, 4)} for s in range(1, steps + 1)])

@@ -5,6 +5,12 @@ so closing the terminal, Ctrl-C or a crash of the CLI does not stop it. Its run 
 ``FTBROKER_HOME/runs/<job id>``: ``config.json`` (written here), ``events.jsonl`` (appended by the trainer),
 ``trainer.log`` (its stdout and stderr), ``checkpoints/``, ``output/`` and finally ``result.json``.
 
+``train_config`` is the one mapping from a JobSpec to the trainer's ``TrainConfig``: a setting the spec leaves
+unset is left to the trainer's default, and the pre-flight (``preflight.py``) estimates the very config the
+trainer receives. The trainer's events become the job's events (its final ``done`` / ``error`` / ``cancelled``
+line decides the status), its ``result.json`` the job's Result, and ``raw.measured`` (peak memory, tokens/s)
+the measured resources the ledger keeps beside the estimate.
+
 The ledger keeps the trainer's pid with the process's start time, so a pid reused by another program is never
 mistaken for the trainer. A trainer that vanished without a final event (kill -9, out of memory) is reported
 failed with its last event and the tail of its log; ``resume`` relaunches it with ``--resume``.
@@ -28,11 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ftbroker.backends.base import (Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update, Verdict,
-                                    detect_gpus)
-from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, JobError
+from ftbroker.backends.base import Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update, detect_gpus
+from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig
+from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENTS_NAME, FINAL_KINDS, OUTPUT_DIR, RESULT_NAME,
+                                             EVENT_FIELDS)
+from ftbroker.errors import (DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, SpecError,
+                             UnknownNameError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.spec import JobSpec
 
@@ -64,6 +73,20 @@ class LocalOptions(BaseModel):
     trainer: str | None = Field(None, description="your own recipe script speaking the trainer contract")
     merge: bool = Field(False, description="also write a merged model (LoRA / QLoRA) after training")
     cancel_grace_s: float = Field(120.0, gt=0, description="how long cancel waits for a clean stop")
+    gpu: str | None = Field(None, description="the GPU to plan for, NAME[:COUNT] from the catalog, instead of "
+                                              "the GPUs found (also FTBROKER_GPU); the trainer uses what torch finds")
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_form(cls, value: str | None) -> str | None:
+        from ftbroker.estimate import parse_gpu_count
+
+        if value is not None:
+            try:
+                parse_gpu_count(value)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class LocalBackend:
@@ -86,13 +109,14 @@ class LocalBackend:
     # --- before submission ---
 
     def validate(self, spec: JobSpec):
-        """Check the dataset (and the validation set) with the tokenizer the model trains with."""
+        """Check the dataset (and the validation set), counted with the tokenizer the model trains with."""
         from ftbroker import data, tokens
 
         local_folder = Path(spec.model).expanduser()
         counter = (tokens.resolve(str(local_folder)) if local_folder.is_dir()
                    else tokens.resolve(hf_repo=spec.model))
-        report = data.analyze(spec.dataset, counters=[counter])
+        limits = {counter.key: train_config(spec, self.options).max_seq_length}
+        report = data.analyze(spec.dataset, counters=[counter], limits=limits)
         issues = list(report.errors)
         if spec.validation is not None:
             issues += data.analyze(spec.validation, counters=[counter]).errors
@@ -101,12 +125,46 @@ class LocalBackend:
         return report
 
     def quote(self, spec: JobSpec, dataset, env: Environment) -> Quote:
-        gpus = self._use_gpus(env.gpus)
-        hardware = f"{len(gpus)}x {gpus[0].name}" if gpus else "CPU"
-        peak_vram_gib = None  # integration: the estimator's peak VRAM per GPU (ftbroker.estimate)
-        verdict, reason = fit_verdict(spec, peak_vram_gib, gpus)
-        return Quote(backend=self.name, verdict=verdict, reason=reason, hardware=hardware,
-                     peak_vram_gib=peak_vram_gib)
+        """The estimator's peak VRAM, time and electricity cost for the config the trainer will get, on the GPUs
+        declared (``gpu`` option, FTBROKER_GPU) or found; the CPU when there are none."""
+        from ftbroker.backends.local.preflight import local_quote
+
+        config = train_config(spec, self.options)
+        gpus = self._plan_gpus(env)
+        notes: list[str] = []
+        arch = None
+        if gpus and env.catalog is not None:
+            try:
+                arch = env.catalog.model(config.model)
+            except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
+                notes.append(f"no memory, time or cost estimate: {exc}")
+        stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
+        return local_quote(config, arch, gpus, stats, distributed=self.options.distributed, notes=notes)
+
+    def _plan_gpus(self, env: Environment) -> list:
+        """The GPUs to plan for, as catalog rows: the declared ones, else the ones found (with their real memory;
+        a GPU the catalog lacks is planned with its memory alone)."""
+        from ftbroker.estimate import parse_gpu_count
+        from ftbroker.pricing.catalog import GpuSpec
+
+        declared = self.options.gpu or env.declared_gpu
+        if declared:
+            if env.catalog is None:
+                raise FtBrokerError(f"the GPU {declared!r} was declared, but no catalog is at hand to look it up")
+            name, count = parse_gpu_count(declared)
+            return self._use_gpus([env.catalog.gpu(name)] * count)
+        planned = []
+        for found in self._use_gpus(env.gpus):
+            try:
+                row = env.catalog.gpu(found.name) if env.catalog is not None else None
+            except UnknownNameError:
+                row = None
+            if row is None:
+                row = GpuSpec(name=found.name, memory_gib=found.memory_gib, bf16_tflops=None, fp16_tflops=None,
+                              bandwidth_gbps=0.0, tdp_w=None, supports_bf16=True,
+                              source="nvidia-smi on this machine (not in the catalog)", as_of=env.today)
+            planned.append(replace(row, memory_gib=found.memory_gib))  # what this card really has
+        return planned
 
     # --- the process ---
 
@@ -118,17 +176,19 @@ class LocalBackend:
         if launched is not None:
             return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(trainer_config(job, self.options), indent=2) + "\n")
+        config = train_config(job.spec, self.options, job_id=job.id)
+        (run_dir / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
-        resume = any((run_dir / "checkpoints").glob("*"))
+        resume = any((run_dir / CHECKPOINTS_DIR).glob("*"))
         return self._launch(job, run_dir, tracker, resume=resume)
 
     def resume(self, job: Job, tracker: Tracker) -> Submission:
         if _alive(job.remote):
             raise JobError(f"job {job.id} is still running (pid {job.remote['pid']})")
         run_dir = self.run_dir(job.id)
-        if not (run_dir / "config.json").is_file():
+        if not (run_dir / CONFIG_NAME).is_file():
             raise JobError(f"job {job.id} has no run folder at {run_dir}; it cannot be resumed")
+        (run_dir / RESULT_NAME).unlink(missing_ok=True)  # the ended attempt's; the new one writes its own
         return self._launch(job, run_dir, tracker, resume=True)
 
     def _launch(self, job: Job, run_dir: Path, tracker: Tracker, *, resume: bool) -> Submission:
@@ -171,30 +231,29 @@ class LocalBackend:
     # --- following ---
 
     def poll(self, job: Job) -> Update:
+        """The trainer's new events; once its process is gone, the status its final event gives (``done``,
+        ``error``, ``cancelled``), or failed with the last event and the log's tail if it wrote none."""
         run_dir = self.run_dir(job.id)
         alive = _alive(job.remote)  # before reading, so every event of a trainer that just ended is read
         offset = int(job.cursor or 0)
-        events, offset = read_events(run_dir / "events.jsonl", offset)
-        normalized = [_event(e) for e in events]
-        metrics = [m for e in events for m in _metrics(e)]
-        progress = _progress(events, job.progress)
-        cursor = str(offset)
+        events, offset = read_events(run_dir / EVENTS_NAME, offset)
+        found = {"events": [_event(e) for e in events], "metrics": [m for e in events for m in _metrics(e)],
+                 "progress": _progress(events, job.progress), "cursor": str(offset)}
         if alive:
-            return Update(status=JobStatus.RUNNING, events=normalized, metrics=metrics, progress=progress,
-                          cursor=cursor)
+            return Update(status=JobStatus.RUNNING, **found)
         if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
-            return Update(status=job.status, cursor=cursor)
-        last = _last_event(run_dir / "events.jsonl", events)
-        result = _read_json(run_dir / "result.json")
-        if result is not None and result.get("status", "succeeded") == "succeeded":
-            return Update(status=JobStatus.SUCCEEDED, events=normalized, metrics=metrics, progress=progress,
-                          cursor=cursor, output_model=result.get("output_model"),
-                          trained_tokens=result.get("trained_tokens"), resources=_measured(result), raw=result)
-        if job.remote.get("cancel_requested") or (last and last.get("kind") == "cancelled"):
-            return Update(status=JobStatus.CANCELLED, events=normalized, metrics=metrics, progress=progress,
-                          cursor=cursor)
-        return Update(status=JobStatus.FAILED, events=normalized, metrics=metrics, progress=progress,
-                      cursor=cursor, error=_failure(run_dir, last))
+            return Update(status=job.status, cursor=found["cursor"])
+        last = _last_event(run_dir / EVENTS_NAME, events)
+        final = FINAL_KINDS.get(last.get("kind")) if last else None
+        if final is None and job.remote.get("cancel_requested"):
+            final = JobStatus.CANCELLED  # killed after the grace period: it never wrote its final line
+        if final is None:
+            return Update(status=JobStatus.FAILED, error=_failure(run_dir, last), **found)
+        result = _read_json(run_dir / RESULT_NAME) or {}
+        return Update(status=final, error=str(last.get("message") or "the trainer failed")
+                      if final is JobStatus.FAILED else None,
+                      output_model=result.get("output_model"), trained_tokens=result.get("trained_tokens"),
+                      resources=measured_resources(result), raw=result, **found)
 
     def cancel(self, job: Job) -> Update:
         """SIGTERM to the trainer's process group (it checkpoints and exits), SIGKILL after the grace period."""
@@ -214,63 +273,57 @@ class LocalBackend:
         return replace(update, status=JobStatus.CANCELLED, remote={"cancel_requested": "1"}, error=None)
 
     def result(self, job: Job) -> Result:
+        """The trainer's result.json (itself a Result, its ``raw`` the trainer's own record: measured resources,
+        steps, gradient checks), with the ledger's view where the trainer wrote none (killed, never started)."""
         run_dir = self.run_dir(job.id)
-        data = _read_json(run_dir / "result.json") or {}
-        known = {k: v for k, v in data.items() if k in Result.model_fields and k not in ("id", "backend", "raw")}
-        artifacts = [Artifact.model_validate(a) for a in known.pop("artifacts", [])]
-        for kind, name, description in (("adapter", "output", "the trained adapter or model"),
-                                        ("merged_model", "merged", "the merged model"),
-                                        ("metrics", "metrics.jsonl", "training and evaluation metrics"),
-                                        ("plot", "loss.png", "loss curve")):
-            path = run_dir / name
-            if path.exists() and str(path) not in {a.uri for a in artifacts}:
-                artifacts.append(Artifact(kind=kind, uri=str(path), description=description))
-        return Result.model_validate({
-            "status": job.status, "model": job.model, "output_model": job.output_model,
-            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
-            "trained_tokens": job.trained_tokens,
-            **known, "id": job.id, "backend": self.name, "artifacts": artifacts, "raw": data})
+        data = _read_json(run_dir / RESULT_NAME) or {}
+        base = {"status": job.status, "model": job.model, "output_model": job.output_model,
+                "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
+                "trained_tokens": job.trained_tokens}
+        written = {k: v for k, v in data.items() if k in Result.model_fields and v is not None}
+        # The ledger's status, id and model name are the job's; the trainer knows the model as a resolved path.
+        return Result.model_validate({**base, **written, "id": job.id, "backend": self.name,
+                                      "status": job.status, "model": job.model})
 
     def export(self, job: Job, fmt: str, dest: Path) -> list[Artifact]:
-        """Write the trained model as an Ollama Modelfile folder or a merged Hugging Face folder."""
-        from ftbroker.backends.local import train
+        """Write the trained model as an Ollama Modelfile folder (FROM a merged folder) or a merged Hugging Face
+        folder; the ExportError of a chat format Ollama cannot be given is a bad-input error."""
+        from ftbroker.backends.local import export
 
-        return train.export(self.run_dir(job.id), fmt, dest)
-
-
-def fit_verdict(spec: JobSpec, peak_vram_gib: float | None, gpus: Sequence[Gpu]) -> tuple[Verdict, str | None]:
-    """Whether an estimated peak VRAM per GPU fits the smallest of ``gpus``; if not, what to change.
-
-    No estimate, or no GPU (a CPU run of a small model), is not a refusal: there is nothing to compare.
-    """
-    if peak_vram_gib is None or not gpus:
-        return Verdict.OK, None
-    smallest = min(gpus, key=lambda g: g.memory_gib)
-    if peak_vram_gib <= smallest.memory_gib:
-        return Verdict.OK, None
-    hp = spec.hyperparameters
-    tips = []
-    if spec.method == "full":
-        tips.append("--method lora (or qlora) trains a small adapter instead of every weight")
-    elif spec.method == "lora":
-        tips.append("--method qlora holds the base model in 4 bits (about a quarter of the memory)")
-    if hp.gradient_checkpointing is False:
-        tips.append("--grad-checkpointing recomputes activations instead of storing them")
-    if (hp.micro_batch_size or 1) > 1:
-        tips.append(f"--micro-batch 1 (now {hp.micro_batch_size}) with --grad-accum "
-                    f"{(hp.gradient_accumulation_steps or 1) * hp.micro_batch_size} keeps the effective batch")
-    if hp.max_seq_len and hp.max_seq_len > 512:
-        tips.append(f"a smaller --max-seq-len (now {hp.max_seq_len}) if your examples allow it")
-    reason = (f"needs about {peak_vram_gib:.1f} GiB per GPU, {smallest.name} has {smallest.memory_gib:.1f} GiB; "
-              f"try: {'; '.join(tips) or 'a GPU with more memory, or more GPUs'} (or --force to run anyway)")
-    return Verdict.DOES_NOT_FIT, reason
+        run_dir = self.run_dir(job.id)
+        if fmt == "merged":
+            folder = export.export_merged(run_dir, dest)
+            return [Artifact(kind="merged_model", uri=str(folder), description="merged Hugging Face folder")]
+        if fmt == "ollama":
+            modelfile = export.export_ollama(run_dir, dest)
+            merged = Path(dest) / "model"
+            return ([Artifact(kind="merged_model", uri=str(merged), description="merged model for Ollama")]
+                    if merged.is_dir() else []) + [
+                Artifact(kind="file", uri=str(modelfile),
+                         description=f"Ollama Modelfile: ollama create NAME -f {modelfile}")]
+        raise InputError(f"unknown export format {fmt!r}: ollama or merged")
 
 
 # --- the run folder's files -----------------------------------------------------------------------------------
 
-def trainer_config(job: Job, options: LocalOptions) -> dict[str, Any]:
-    """``config.json`` for the trainer: the job id, the spec and the backend options that concern training."""
-    return {"job_id": job.id, "spec": job.spec.to_json(), "merge": options.merge}
+def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None) -> TrainConfig:
+    """The trainer's config for ``spec``: the one mapping from JobSpec to TrainConfig. A setting the spec leaves
+    unset (None) is left out, so the trainer's default applies and the quote estimates what will really run."""
+    hp, lora = spec.hyperparameters, spec.lora
+    fields = {"job_id": job_id, "model": spec.model, "dataset": spec.dataset, "validation_dataset": spec.validation,
+              "method": spec.method, "epochs": hp.epochs, "learning_rate": hp.learning_rate,
+              "micro_batch_size": hp.micro_batch_size, "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+              "max_seq_length": hp.max_seq_len, "packing": hp.packing,
+              "gradient_checkpointing": hp.gradient_checkpointing, "seed": hp.seed,
+              "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
+              "device": "cpu" if options.gpus == 0 else None,
+              "lora": {k: v for k, v in lora.model_dump().items() if v is not None}}
+    try:
+        return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:  # a combination the trainer refuses; name the spec's fields
+        names = {"max_seq_length": "hyperparameters.max_seq_len", "validation_dataset": "validation"}
+        raise SpecError([f"{names.get(str(e['loc'][0]), '.'.join(map(str, e['loc'])) or 'spec')}: "
+                         f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]) from None
 
 
 def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> dict[str, Any]:
@@ -375,7 +428,7 @@ def _time(value: Any) -> datetime:
     return datetime.now(UTC)
 
 
-_EVENT_FIELDS = ("step", "total_steps", "epoch", "loss", "eval_loss", "tokens_per_s", "eta_s")
+_EVENT_FIELDS = tuple(f for f in EVENT_FIELDS if f not in ("time", "kind", "message"))  # the numbers
 
 
 def _event(raw: Mapping[str, Any]) -> Event:
@@ -384,7 +437,7 @@ def _event(raw: Mapping[str, Any]) -> Event:
     message = raw.get("message") or ", ".join(
         f"{k} {data[k]:.4g}" if isinstance(data[k], float) else f"{k} {data[k]}"
         for k in _EVENT_FIELDS if k in data) or kind
-    level = "error" if kind in ("error", "failed") else "warning" if kind == "warning" else "info"
+    level = "error" if kind == "error" else "warning" if kind == "warning" else "info"
     return Event(time=_time(raw.get("time")), kind=kind, message=str(message), level=level, data=data)
 
 
@@ -406,17 +459,31 @@ def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progre
     return Progress.model_validate(fields) if fields else None
 
 
-def _measured(result: Mapping[str, Any]) -> dict[str, float]:
-    """Measured resources the trainer reports in result.json, for the ledger's estimate-vs-measured record."""
-    measured = result.get("resources")
+_GIB = 2**30
+
+
+def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
+    """What the trainer measured (result.json ``raw.measured``), named to sit beside the estimate in the ledger:
+    on a GPU the peak allocated VRAM (what the estimator's ``allocated`` predicts) and reserved VRAM, on the CPU
+    the peak resident memory; the non-padding tokens/s and the seconds of this process's training."""
+    measured = (result.get("raw") or {}).get("measured")
     if not isinstance(measured, Mapping):
         return {}
-    return {f"measured_{k}": float(v) for k, v in measured.items() if isinstance(v, int | float)}
+    numbers = {k: float(v) for k, v in measured.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out = {}
+    if "peak_memory_bytes" in numbers:
+        kind = "peak_vram_allocated" if measured.get("device") == "cuda" else "peak_rss"
+        out[f"measured_{kind}_gib"] = round(numbers["peak_memory_bytes"] / _GIB, 3)
+    if "cuda_max_reserved_bytes" in numbers:
+        out["measured_peak_vram_reserved_gib"] = round(numbers["cuda_max_reserved_bytes"] / _GIB, 3)
+    for key in ("tokens_per_s", "train_seconds"):
+        if key in numbers:
+            out[f"measured_{key}"] = round(numbers[key], 3)
+    return out
 
 
 def _failure(run_dir: Path, last: Mapping[str, Any] | None) -> str:
-    if last is not None and last.get("kind") in ("error", "failed"):
-        return str(last.get("message") or "the trainer failed")
+    """Why a trainer that ended without a final event failed: its last event and the tail of its log."""
     described = f"last event: {last.get('kind')}: {_event(last).message}" if last else "no event was written"
     tail = _log_tail(run_dir / "trainer.log")
     return (f"the trainer process ended without finishing (killed, or out of memory?); {described}"

@@ -15,6 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 CONFIG_NAME = "config.json"
 
+# How the trainer holds the weights on a GPU, in the terms of the estimator's ``TrainingSetup.precision``, so the
+# pre-flight estimates what the trainer does:
+#   full         "amp": fp32 master weights, gradients and AdamW states, bf16 (fp16) autocast. Pure 16-bit AdamW
+#                would round away every update smaller than 2^-8 of a weight, which lr 1e-5 steps mostly are.
+#   lora, qlora  "bf16": the frozen base in 16-bit (QLoRA: NF4 linears, the rest 16-bit); the adapters in fp32
+#                for LoRA (PEFT's autocast_adapter_dtype) and bf16 for QLoRA (TRL casts them).
+# (TRL would load a model given by name in fp32 unless told otherwise; this trainer loads the model itself.)
+# On the CPU every weight is fp32.
+GPU_PRECISION = {"full": "amp", "lora": "bf16", "qlora": "bf16"}
+
 
 class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -104,7 +104,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker.backends.local import masking
-from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
+from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
     EVENTS_NAME,
@@ -398,13 +398,13 @@ def _load_tokenizer(config: TrainConfig):
 
 def _load_model(config: TrainConfig, device: str, precision: str, torch):
     """Full fine-tuning keeps fp32 master weights (mixed precision autocasts); LoRA loads the frozen base in
-    the training precision; QLoRA in 4-bit NF4 with double quantization."""
+    the training precision; QLoRA in 4-bit NF4 with double quantization (``config.GPU_PRECISION``)."""
     dtype = _torch_dtype(precision, torch)
     if config.use_unsloth:
         return _load_with_unsloth(config, dtype)
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32 if config.method == "full" else dtype}
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if GPU_PRECISION[config.method] == "amp" else dtype}
     if config.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
