@@ -248,9 +248,9 @@ def model_tokenizer(arch: ModelArch, options: PlanOptions) -> TokenizerSpec:
     """How an open model's tokens are counted: --tokenizer, else its local folder, else its HF repo or family."""
     if options.tokenizer:
         return TokenizerSpec(tokenizer=options.tokenizer)
-    if arch.path:
-        return TokenizerSpec(tokenizer=arch.path)
-    return TokenizerSpec(hf_repo=arch.hf_repo, family=arch.tokenizer_family)
+    if arch.local_tokenizer:
+        return TokenizerSpec(tokenizer=arch.local_tokenizer)
+    return TokenizerSpec(hf_repo=arch.hf_repo, family=arch.tokenizer_family or None)
 
 
 def matching_offers(offers: Sequence[ManagedOffer], request: ModelRequest) -> list[ManagedOffer]:
@@ -306,7 +306,7 @@ def _offer_tokenizer(offer: ManagedOffer, arch: ModelArch | None, options: PlanO
         return model_tokenizer(arch, options)
     if offer.hf_repo and options.tokenizer:
         return TokenizerSpec(tokenizer=options.tokenizer)
-    return TokenizerSpec(hf_repo=offer.hf_repo, family=offer.tokenizer_family or None)
+    return TokenizerSpec(hf_repo=offer.hf_repo, family=offer.tokenizer_family or None)  # none: a labelled guess
 
 
 def managed_routes(inputs: PlanInputs) -> list[Route]:

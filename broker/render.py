@@ -105,7 +105,7 @@ def _print_dataset(report: Any, title: str, console: Console) -> None:
                        wide={"tokenizer": 12})
         for stats in report.tokens.values():
             s = stats.per_example
-            over = f"{stats.over_limit:,} > {stats.limit:,}" if stats.limit else "-"
+            over = f"{stats.over_limit:,} over {stats.limit:,}" if stats.limit else "-"
             table.add_row(stats.tokenizer, "yes" if stats.exact else "estimate", _compact(stats.total),
                           _compact(stats.trained), _compact(s.mean), _compact(s.p95), _compact(s.max), over)
         console.print(table)

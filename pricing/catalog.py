@@ -68,11 +68,11 @@ class ModelArch:
     experts_per_token: int = 0
     moe_intermediate_size: int | None = None
     qkv_bias: bool = False
-    tokenizer_family: str = ""  # e.g. "llama3", "qwen2", "gemma", "o200k": picks the token estimate
+    tokenizer_family: str = ""  # e.g. "llama3", "qwen2", "gemma", "o200k": picks the token estimate ("": unknown)
     qk_norm: bool = False
     norms_per_layer: int = 2  # RMSNorm/LayerNorm weights per block (Gemma 2/3: 4)
     aliases: tuple[str, ...] = ()
-    path: str | None = None  # the local model folder, when read from one (its tokenizer is there)
+    local_tokenizer: str | None = None  # a local model folder holding this model's tokenizer.json
     note: str = ""
 
     @property
@@ -671,7 +671,7 @@ _INSTANCE_FIELDS = {
     "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
 }
 _MODEL_FIELDS = {
-    "name": _F("str", required=True), "aliases": _F("list"), "hf_repo": _TEXT, "tokenizer_family": _F("str", required=True),
+    "name": _F("str", required=True), "aliases": _F("list"), "hf_repo": _TEXT, "tokenizer_family": _TEXT,
     "hidden_size": _F("int", required=True, lo=64, hi=65536),
     "intermediate_size": _F("int", required=True, lo=64, hi=524288),
     "num_layers": _F("int", required=True, lo=1, hi=1024), "num_heads": _F("int", required=True, lo=1, hi=1024),
@@ -807,8 +807,6 @@ def _check_offer(o: ManagedOffer) -> None:
         raise _RowError("available_until", "is not after available_from")
     if o.min_examples and o.max_examples and o.min_examples > o.max_examples:
         raise _RowError("max_examples", "is below min_examples")
-    if not o.tokenizer and not o.tokenizer_family and not o.hf_repo and not o.tier and not o.base_model:
-        raise _RowError("tokenizer", "no tokenizer, tokenizer_family, hf_repo or catalog base_model to count with")
 
 
 _CHECKS = {GpuSpec: _check_gpu, CloudInstance: _check_instance, ModelArch: _check_model, ManagedOffer: _check_offer}
@@ -833,8 +831,7 @@ def _first(cfg: Mapping[str, Any], *keys: str) -> Any:
 _TIED_BY_DEFAULT = ("gemma",)  # model_type prefixes whose HF config class ties embeddings when the key is absent
 _QK_NORM_TYPES = ("qwen3", "gemma3", "olmo2")
 _FOUR_NORM_TYPES = ("gemma2", "gemma3")
-_FAMILY_BY_TYPE = (("gemma3", "gemma3"), ("gemma", "gemma"), ("qwen", "qwen2"), ("mixtral", "mistral"),
-                   ("mistral", "mistral"), ("gpt_oss", "o200k"))
+_FAMILY_BY_TYPE = (("gemma", "gemma"), ("qwen", "qwen2"), ("gpt_oss", "o200k"))  # the token counters' families
 
 
 def model_from_config(path: Path) -> ModelArch:
@@ -889,7 +886,8 @@ def model_from_config(path: Path) -> ModelArch:
         norms_per_layer=4 if model_type.startswith(_FOUR_NORM_TYPES) else 2,
         tokenizer_family=_family(model_type, vocab), source=str(config_path),
         as_of=date.fromtimestamp(config_path.stat().st_mtime),
-        path=str(config_path.parent.resolve()),
+        local_tokenizer=str(config_path.parent.resolve()) if (config_path.parent / "tokenizer.json").is_file()
+        else None,
     )
     try:
         _check_model(arch)
@@ -899,10 +897,13 @@ def model_from_config(path: Path) -> ModelArch:
 
 
 def _family(model_type: str, vocab: int) -> str:
+    """The token estimate for a local model whose folder holds no tokenizer ("" when none fits)."""
     if model_type == "llama":
-        return "llama3" if vocab >= 128000 else "llama2"
+        return "llama3" if vocab >= 128000 else ""
     if model_type == "phi3":
-        return "cl100k" if vocab >= 100000 else "llama2"
+        return "phi" if vocab >= 100000 else ""  # Phi-4 (cl100k-based); Phi-3 uses Llama 2's tokenizer
+    if model_type in ("mistral", "mixtral"):
+        return "mistral-spm" if vocab <= 32768 else "mistral"  # v1-v3 SentencePiece; Tekken has 131072
     return next((fam for prefix, fam in _FAMILY_BY_TYPE if model_type.startswith(prefix)), "")
 
 

@@ -125,8 +125,10 @@ def test_model_from_local_folder_and_config_path(shipped, tmp_path):
     arch = shipped.model(str(folder))
     assert arch.name == "my-llama" and arch.head_dim == 128 and arch.tokenizer_family == "llama3"
     assert arch.params == shipped.models["Llama-3.1-8B"].params
-    assert arch.path == str(folder.resolve())
+    assert arch.local_tokenizer is None  # no tokenizer.json there: the llama3 estimate will count
     assert shipped.model(str(folder / "config.json")).hidden_size == 4096
+    (folder / "tokenizer.json").write_text("{}")
+    assert shipped.model(str(folder)).local_tokenizer == str(folder.resolve())
 
 
 def test_config_variants_text_config_moe_and_defaults(shipped, tmp_path):
@@ -140,7 +142,7 @@ def test_config_variants_text_config_moe_and_defaults(shipped, tmp_path):
     arch = shipped.model(str(gemma))
     assert (arch.hidden_size, arch.head_dim, arch.num_layers) == (2560, 256, 34)
     assert arch.tie_word_embeddings and arch.qk_norm and arch.norms_per_layer == 4  # gemma defaults
-    assert arch.tokenizer_family == "gemma3"
+    assert arch.tokenizer_family == "gemma"
 
     mixtral = _write_config(tmp_path / "mixtral", model_type="mixtral", num_local_experts=8,
                             num_experts_per_tok=2, vocab_size=32000, max_position_embeddings=32768)

@@ -134,6 +134,7 @@ def test_local_model_folder_is_counted_with_its_own_tokenizer(fake, chats, tmp_p
     (folder / "config.json").write_text(json.dumps({
         "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
         "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768}))
+    (folder / "tokenizer.json").write_text("{}")
     result = run("plan", chats, "--model", folder, "--method", "lora", "--json")
     assert result.exit_code == 0, result.stderr
     assert (str(folder.resolve()), None, None) in fake.resolved
