@@ -7,17 +7,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__: list[str] = ["__version__", "plan", "Plan", "Route"]
+__all__: list[str] = ["__version__"]
+
+# --- pricing: plan() and its result types, imported on first use ---
+_LAZY = {"plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.planner"}
+__all__ += sorted(_LAZY)
 
 
 def __getattr__(name: str):
-    # pricing area: plan() and its result types, imported on first use
-    if name == "plan":
-        from ftbroker.planning import plan
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ftbroker' has no attribute {name!r}")
+    import importlib
 
-        return plan
-    if name in ("Plan", "Route"):
-        from ftbroker import planner
-
-        return getattr(planner, name)
-    raise AttributeError(f"module 'ftbroker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+# --- end of pricing block ---

@@ -44,8 +44,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.meta["ftbroker.debug"] = debug
 
 
-# ---------------------------------------------------------------------------------------------- pricing area:
-# `plan` and `catalog` (rendering in ftbroker.render; the work in ftbroker.planning / planner / pricing.catalog)
+# --- pricing: `plan` and `catalog` (rendering in ftbroker.render; the work in ftbroker.planning, planner, catalog) ---
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, dir_okay=False))
@@ -139,6 +138,8 @@ def _console():
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=False)
+
+# --- end of pricing block ---
 
 
 def main() -> None:
