@@ -335,8 +335,6 @@ def _managed_route(c: _Candidate, inputs: PlanInputs) -> Route:
         if epochs is not None:
             billed = per_epoch * epochs + validation_tokens
             cost = _cost(offer, billed, breakdown)
-        if not stats.exact:
-            notes.append(f"tokens counted by {stats.tokenizer}: not exact")
     else:
         notes.append("no token count for this route's tokenizer")
     if epochs is None and stats is not None:
