@@ -272,3 +272,9 @@ def test_bad_csv_row_names_its_line(tmp_path):
                    "Z1,,16,,,300,,maybe,src,2026-01-01,\n")
     with pytest.raises(CatalogError, match=r"gpus\.csv:2: supports_bf16: expected true or false"):
         load_catalog([bad])
+
+
+def test_tokenizer_families_are_ones_the_token_counters_know(shipped):
+    tokens = pytest.importorskip("ftbroker.tokens", reason="the data area has not landed yet")
+    used = {m.tokenizer_family for m in shipped.models.values()} | {o.tokenizer_family for o in shipped.managed}
+    assert used - {""} <= set(tokens.FAMILIES)
