@@ -350,7 +350,7 @@ def _managed_route(c: _Candidate, inputs: PlanInputs) -> Route:
     elif c.via_tier == "size":
         notes.append(f"priced by the {offer.tier} size tier ({c.arch.size_b}B); "
                      f"check that {offer.provider} fine-tunes this model")
-    reason, closing = _availability(offer, inputs.today)
+    reason, closing = availability(offer, inputs.today)
     if closing:
         notes.insert(0, closing)
     reason = reason or _infeasible_reason(offer, inputs, stats)
@@ -435,8 +435,11 @@ def _cost(offer: ManagedOffer, billed: int, breakdown: dict[str, Any]) -> Decima
     return cost.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
-def _availability(offer: ManagedOffer, today: date) -> tuple[str, str]:
-    """(reason the route is closed, or ""; a warning when it closes within CLOSING_SOON_DAYS, or "")."""
+def availability(offer: ManagedOffer, today: date) -> tuple[str, str]:
+    """(why the offer is closed on ``today``, or ""; a warning when it closes within CLOSING_SOON_DAYS, or "").
+
+    The one rule for "is this route open": the plan shows it, and a backend refuses a closed route with it.
+    """
     why = f" ({offer.availability_note})" if offer.availability_note else ""
     if offer.available_from and today < offer.available_from:
         return f"not open yet: opens to new jobs on {offer.available_from}{why}", ""
