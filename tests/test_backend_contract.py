@@ -5,6 +5,8 @@ Each backend takes part through a harness that knows how to make its remote side
     class Harness:
         name: str                                  # the registry name
         failure_message: str                       # a fragment of the provider's error, surfaced in the Result
+        fixtures: tuple[str, ...] = ()             # optional: pytest fixtures passed to __init__ by name
+        def __init__(self, tmp_path, monkeypatch, **fixtures)
         def spec(self, scenario) -> JobSpec        # scenario: "succeed" | "fail" | "hang"
         def wait(self, seconds) -> None            # the Broker's sleep: advance a fake, or really wait a little
         def close(self) -> None
@@ -15,10 +17,12 @@ and bedrock with their loopback fakes / moto).
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
-from spine_support import SCRIPTED_TRAINER, install_data_double, wait_for, write_chat
+from spine_support import wait_for
+from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends import base
 from ftbroker.broker import Broker
@@ -27,22 +31,27 @@ from ftbroker.spec import JobSpec
 
 
 class LocalHarness:
-    name = "local"
-    failure_message = "CUDA out of memory"
+    """The real trainer on the tiny Llama: a 2-step run; a model folder whose weights are corrupt (the data and
+    the tokenizer pass the checks, the trainer cannot load the model); a run long enough to be cancelled."""
 
-    def __init__(self, tmp_path, monkeypatch):
-        install_data_double()
-        self.data = write_chat(tmp_path / "data.jsonl")
-        self.monkeypatch = monkeypatch
+    name = "local"
+    failure_message = "cannot be loaded"
+    fixtures = ("tiny_model_dir",)
+
+    def __init__(self, tmp_path, monkeypatch, tiny_model_dir):
+        model = tiny_model_dir
+        self.data = write_jsonl(tmp_path / "data.jsonl", code_examples(8))
+        self.models = {"succeed": model, "hang": model, "fail": tmp_path / "corrupt-model"}
+        shutil.copytree(model, self.models["fail"])
+        (self.models["fail"] / "model.safetensors").write_bytes(b"not a safetensors file")
 
     def spec(self, scenario: str) -> JobSpec:
-        self.monkeypatch.setenv("FTB_SCRIPT_MODE", scenario)
-        self.monkeypatch.setenv("FTB_SCRIPT_STEPS", "3")
-        return JobSpec(dataset=str(self.data), model="tiny", backend="local",
-                       backend_options={"trainer": str(SCRIPTED_TRAINER), "cancel_grace_s": 5})
+        epochs = 100 if scenario == "hang" else 1
+        return JobSpec(dataset=str(self.data), model=str(self.models[scenario]), backend="local",
+                       hyperparameters={"epochs": epochs, "max_seq_len": 64}, backend_options={"cancel_grace_s": 60})
 
     def wait(self, seconds: float) -> None:
-        time.sleep(min(seconds, 0.05))
+        time.sleep(min(seconds, 0.1))
 
     def close(self) -> None:
         pass
@@ -53,7 +62,8 @@ HARNESSES = {"local": LocalHarness}
 
 @pytest.fixture(params=sorted(HARNESSES))
 def harness(request, tmp_path, monkeypatch):
-    h = HARNESSES[request.param](tmp_path, monkeypatch)
+    cls = HARNESSES[request.param]
+    h = cls(tmp_path, monkeypatch, **{name: request.getfixturevalue(name) for name in getattr(cls, "fixtures", ())})
     yield h
     h.close()
 
