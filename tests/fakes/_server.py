@@ -209,6 +209,11 @@ class LoopbackServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._clients: list[Any] = []  # SDK clients handed out by ``client()``: closed on stop()
+
+    def _hand_out(self, client: Any) -> Any:
+        self._clients.append(client)
+        return client
 
     # -- set-up ---------------------------------------------------------------------------------
     def route(self, method: str, pattern: str, name: str, handler: Handler) -> None:
@@ -255,6 +260,8 @@ class LoopbackServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        for client in self._clients:
+            client.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

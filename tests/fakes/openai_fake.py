@@ -94,7 +94,7 @@ class FakeOpenAI(LoopbackServer):
 
         kwargs.setdefault("api_key", "sk-test-fake")
         kwargs.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.base_url, **kwargs)
+        return self._hand_out(openai.OpenAI(base_url=self.base_url, **kwargs))
 
     def next_outcome(self, outcome: Outcome) -> None:
         """The next job created ends this way (then ``default_outcome`` again)."""

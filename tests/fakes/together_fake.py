@@ -127,7 +127,7 @@ class FakeTogether(LoopbackServer):
 
         kwargs.setdefault("api_key", "tg-test-fake")
         kwargs.setdefault("max_retries", 0)
-        return together.Together(base_url=self.base_url, **kwargs)
+        return self._hand_out(together.Together(base_url=self.base_url, **kwargs))
 
     def next_outcome(self, outcome: Outcome) -> None:
         with self.lock:

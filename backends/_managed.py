@@ -1,0 +1,315 @@
+"""What the managed-API backends (OpenAI, Together, Bedrock) share: one policy, written once.
+
+- ``provider_tag``: the stable, provider-safe name derived from an ftbroker job id, which every
+  remote job carries so that a later call can FIND the job it may already have created.
+- ``map_status``: provider status -> ``JobStatus`` through a per-provider table (research/apis
+  NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
+- Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt, notes)`` over
+  parsed examples with their line numbers, streams the provider's JSONL to a file while hashing it,
+  and collects ``FILE:LINE: message`` issues; converters raise ``Rejected`` for a line.
+- ``check_range``: hyperparameter bounds, collected so that every problem is reported at once.
+- Errors: ``translate_error`` maps the SDKs' exceptions (the Stainless-generated openai/together
+  ones, botocore's) onto ``ftbroker.errors`` with secrets scrubbed out of every message.
+- Retries: ``Backoff`` (exponential, full jitter, never shorter than a server's Retry-After) and
+  ``submit_once``: look for the job first, create only when it is not there, retry only on
+  transient errors (tenacity). See "Who retries what" below.
+
+Who retries what (the split):
+- The SDK retries idempotent reads itself (GET: retrieve, list, events, metrics; botocore: every
+  call, which is safe there because Bedrock creates carry ``clientRequestToken``): connection
+  errors, timeouts, 408/409/429/5xx, honouring Retry-After up to its own cap. Backends pass
+  ``max_retries`` explicitly.
+- Non-idempotent writes of the Stainless SDKs (upload, create job) run with ``max_retries=0``:
+  a blind SDK retry after a create that succeeded on the server but answered 500 (or dropped the
+  connection, or timed out) would create a second job. ``submit_once`` retries them instead, each
+  attempt starting with a look-up by the job's tag.
+- Polling (``logs --follow``) waits between polls with ``Backoff``; a transient error during a poll
+  is waited out (honouring Retry-After), never turned into a failed job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from ftbroker.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendRateLimitError,
+    BackendUnavailableError,
+    DataIssue,
+    ProviderAPIError,
+)
+from ftbroker.jobs import JobStatus
+
+T = TypeVar("T")
+
+
+# -- naming ------------------------------------------------------------------------------------------
+def provider_tag(job_id: str, max_len: int = 40) -> str:
+    """``ftb-<id>`` lower-cased, [a-z0-9] runs joined by single hyphens, at most ``max_len`` long.
+
+    Valid as an OpenAI suffix, a Together suffix (<= 40), a Bedrock job name, custom model name and
+    client request token. Too long an id keeps its head and gains a hash of the whole, so two ids
+    never share a tag.
+    """
+    body = "-".join(re.findall(r"[a-z0-9]+", job_id.lower()))
+    tag = f"ftb-{body}" if body else "ftb"
+    if len(tag) > max_len:
+        digest = hashlib.sha256(job_id.encode()).hexdigest()[:8]
+        tag = f"{tag[: max_len - 9].rstrip('-')}-{digest}"
+    return tag
+
+
+# -- status ------------------------------------------------------------------------------------------
+def map_status(raw: str | None, table: Mapping[str, JobStatus]) -> JobStatus:
+    """A provider's status value, normalized; unknown values are treated as still running."""
+    return table.get(raw or "", JobStatus.RUNNING)
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+class Rejected(Exception):
+    """A dataset line the provider would refuse; the message says why (no path or line: added later)."""
+
+
+def text_of(content: Any, where: str) -> str:
+    """A message's content as plain text: a string, or a list of text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise Rejected(f"{where}: content part of type {kind!r} is not supported (text only)")
+            texts.append(part["text"])
+        return "".join(texts)
+    if content is None:
+        raise Rejected(f"{where}: has no content")
+    raise Rejected(f"{where}: content must be a string or a list of text parts, not {type(content).__name__}")
+
+
+@dataclass(frozen=True)
+class ConvertedFile:
+    """The provider-format file written by ``convert_file``, with what was found on the way."""
+
+    path: Path
+    examples: int
+    size_bytes: int
+    sha256: str
+    errors: tuple[DataIssue, ...] = ()
+    warnings: tuple[DataIssue, ...] = ()
+
+    @property
+    def upload_name(self) -> str:
+        """A file name that names the content: the same bytes always get the same name (reuse key)."""
+        return f"ftbroker-{self.sha256[:32]}.jsonl"
+
+
+Converter = Callable[[Mapping[str, Any], str, list[str]], dict[str, Any]]
+
+
+def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: str, fmt: str,
+                 convert: Converter, out: Path, min_examples: int = 1, max_examples: int | None = None,
+                 rules: str = "") -> ConvertedFile:
+    """Convert parsed ``(line, example)`` pairs of ``source`` into ``out`` (JSONL), constant memory.
+
+    ``convert(example, fmt, notes)`` returns the provider's record, appends warnings to ``notes``
+    and raises ``Rejected`` for a line the provider would refuse. ``rules`` names where the rules
+    come from, for the count messages.
+    """
+    errors: list[DataIssue] = []
+    warnings: list[DataIssue] = []
+    digest = hashlib.sha256()
+    count = size = 0
+    with open(out, "wb") as fh:
+        for line, example in examples:
+            notes: list[str] = []
+            try:
+                record = convert(example, fmt, notes)
+            except Rejected as why:
+                errors.append(DataIssue(source, line, str(why)))
+                continue
+            warnings.extend(DataIssue(source, line, note) for note in notes)
+            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            fh.write(data)
+            digest.update(data)
+            count, size = count + 1, size + len(data)
+    rule = f" ({rules})" if rules else ""
+    if count < min_examples and not errors:
+        errors.append(DataIssue(source, 0, f"{count} examples; at least {min_examples} are required{rule}"))
+    if max_examples is not None and count > max_examples:
+        errors.append(DataIssue(source, 0, f"{count} examples; at most {max_examples} are accepted{rule}"))
+    return ConvertedFile(out, count, size, digest.hexdigest(), tuple(errors), tuple(warnings))
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- hyperparameters ---------------------------------------------------------------------------------
+def check_range(problems: list[str], name: str, value: float | None, low: float, high: float, *,
+                low_open: bool = False, source: str = "") -> None:
+    """Append a problem when ``value`` is outside [low, high] (or (low, high] with ``low_open``)."""
+    if value is None:
+        return
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        where = f" ({source})" if source else ""
+        problems.append(f"{name}: {value:g} is outside {bracket}{low:g}, {high:g}]{where}")
+
+
+def hp_string(value: float | int) -> str:
+    """A hyperparameter as Bedrock wants it (a string): integers plainly, floats shortest-exact."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+# -- secrets and errors ------------------------------------------------------------------------------
+_SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "TOGETHER_API_KEY", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "WANDB_API_KEY", "HF_TOKEN")
+_SECRET_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|tgp_v1_[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-\.=]{6,}|"
+    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9]))")
+
+
+def scrub(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every known secret (the providers' key variables, key-shaped strings) masked."""
+    secrets = {os.environ.get(name, "") for name in _SECRET_ENV} | set(extra)
+    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _SECRET_PATTERNS.sub("***", text)
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue
+    return None
+
+
+def translate_error(exc: BaseException, backend: str, doing: str) -> BackendError:
+    """The ftbroker error for an SDK exception (call as ``raise translate_error(...) from exc``).
+
+    Works on the Stainless-generated SDKs (openai, together: ``status_code``, ``response``,
+    ``body``; connection and timeout errors by class name) and on botocore (``ClientError`` with
+    ``response['Error']``, connection errors by class). Messages are scrubbed of secrets.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    status = getattr(exc, "status_code", None)
+    request_id = getattr(exc, "request_id", None)
+    message = _provider_message(exc)
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if "ClientError" in names and isinstance(getattr(exc, "response", None), Mapping):  # botocore
+        err = exc.response.get("Error", {})  # type: ignore[attr-defined]
+        meta = exc.response.get("ResponseMetadata", {})  # type: ignore[attr-defined]
+        status, request_id = meta.get("HTTPStatusCode"), meta.get("RequestId")
+        code = err.get("Code", "")
+        message = f"{code}: {err.get('Message', '')}".strip(": ")
+        headers = meta.get("HTTPHeaders")
+        if code in ("ThrottlingException", "TooManyRequestsException"):
+            status = 429
+        elif code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException",
+                      "InvalidSignatureException"):
+            status = 403
+    text = scrub(f"{doing} failed: {message}")
+    if names & {"APITimeoutError", "APIConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
+                "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException"}:
+        return BackendUnavailableError(text, backend=backend)
+    if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
+        return BackendAuthError(text, backend=backend)
+    if status is None:
+        return BackendError(text, backend=backend, request_id=request_id)
+    if status in (401, 403):
+        return BackendAuthError(text, backend=backend, request_id=request_id)
+    if status == 429:
+        return BackendRateLimitError(text, backend=backend, request_id=request_id, retry_after=_retry_after(headers))
+    if status >= 500 or status == 408:
+        return BackendUnavailableError(text, backend=backend, request_id=request_id)
+    return ProviderAPIError(text, backend=backend, status_code=status, request_id=request_id)
+
+
+def _provider_message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(exc) or type(exc).__name__
+
+
+TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
+
+
+# -- waiting -----------------------------------------------------------------------------------------
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter; a server's Retry-After is a floor, ``maximum`` a cap.
+
+    ``rng`` and ``sleep`` are injectable so that tests run without waiting.
+    """
+
+    initial: float = 2.0
+    maximum: float = 60.0
+    multiplier: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 0)."""
+        ceiling = min(self.maximum, self.initial * self.multiplier**attempt)
+        wait = self.rng.uniform(ceiling / 2, ceiling)
+        return max(wait, retry_after or 0.0)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    return getattr(exc, "retry_after", None)
+
+
+def submit_once(find: Callable[[], T | None], create: Callable[[], T], *, attempts: int,
+                backoff: Backoff, on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+    """Create a remote object exactly once: each attempt first looks for it, then creates it.
+
+    ``find`` and ``create`` raise ftbroker errors; only transient ones (unavailable, rate limited)
+    are retried, up to ``attempts`` attempts, waiting ``backoff`` (honouring Retry-After) between.
+    A create that succeeded remotely but failed locally is found by the next attempt's ``find``.
+    """
+    import tenacity
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return backoff.delay(state.attempt_number - 1, retry_after_of(exc) if exc else None)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.attempt_number, state.outcome.exception())
+
+    def attempt() -> T:
+        existing = find()
+        return existing if existing is not None else create()
+
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(attempts), wait=wait,
+                                 retry=tenacity.retry_if_exception_type(TRANSIENT), reraise=True,
+                                 sleep=backoff.sleep, before_sleep=before_sleep)
+    return retrying(attempt)
