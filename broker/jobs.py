@@ -1,4 +1,4 @@
-"""The normalized records every backend reports in: Job, JobStatus, Event, MetricPoint, Result.
+"""The normalized records every backend reports in: Job, JobStatus, Event, MetricPoint, Progress, Result.
 
 Whatever the route (local trainer, OpenAI, Together, Bedrock, ...), a job is described by these
 records; the provider's own record is kept verbatim in ``raw`` so nothing is lost in translation.
@@ -12,6 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ftbroker.spec import JobSpec
 
 
 class JobStatus(StrEnum):
@@ -79,3 +81,52 @@ class Result(_Record):
     artifacts: list[Artifact] = Field(default_factory=list)
     error: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class Progress(_Record):
+    """Where a running job is: the live display and ``ftbroker status`` show it."""
+
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+
+
+class Job(_Record):
+    """A job as the ledger knows it. ``remote`` holds what a backend needs to find its job again.
+
+    ``submitted_at`` is None while the job is only an intent: the ledger row was written but the backend has
+    not confirmed a submission (a crash in between is recovered by ``resume``, which submits idempotently).
+    ``resources`` holds estimated vs measured figures (``estimated_peak_vram_gib``, ``measured_peak_memory_gib``,
+    ``estimated_tokens_per_s``, ``measured_tokens_per_s``, ...): the calibration data of the estimator.
+    """
+
+    id: str
+    spec: JobSpec
+    status: JobStatus
+    status_detail: str | None = None  # the provider's own status word, when it says more than ours
+    remote: dict[str, str] = Field(default_factory=dict)
+    cursor: str | None = None  # the backend's place in its event stream, opaque to everyone else
+    progress: Progress | None = None
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    estimated_cost_usd: Decimal | None = None
+    actual_cost_usd: Decimal | None = None
+    trained_tokens: int | None = None
+    output_model: str | None = None
+    error: str | None = None
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return self.spec.backend
+
+    @property
+    def model(self) -> str:
+        return self.spec.model

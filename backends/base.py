@@ -1,0 +1,305 @@
+"""The backend contract: one Protocol every route implements, the data it exchanges, and the registry.
+
+A backend is a class with a ``name``, ``capabilities`` (data), an ``Options`` model (its
+``backend_options``, validated like the rest of the spec) and six methods. The Broker drives it::
+
+    backend = create_backend(spec.backend, spec.backend_options)   # cls(options, home=...)
+    report = backend.validate(spec)                  # I/O allowed, no network: read, convert, check the data
+    quote = backend.quote(spec, report, env)         # PURE: cost, time, feasibility; the guards read it
+    ...ledger records the job (intent) before any side effect...
+    sub = backend.submit(job, tracker)               # idempotent on job.id (find-before-create)
+    upd = backend.poll(job)                          # status + new events/metrics since job.cursor
+    upd = backend.cancel(job)
+    res = backend.result(job)                        # the one Result shape, provider record in ``raw``
+
+Exactly-once submission: ``job.id`` (``ftb-...``) is stable across retries and processes. A backend carries it
+to the provider (OpenAI ``metadata``, Together ``suffix``, Bedrock ``clientRequestToken`` / job name) and, before
+creating anything, looks for a remote job already created for it. Anything it creates on the way (an uploaded
+file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
+
+Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
+``capabilities.unsupported``. Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point
+in the group ``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the
+contract suite in ``tests/test_backend_contract.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from ftbroker.errors import FtBrokerError, UnknownNameError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+
+if TYPE_CHECKING:
+    from ftbroker.data import DatasetReport
+    from ftbroker.spec import JobSpec
+
+
+# --- what a backend can do -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend offers, as data, so the planner and the spec checks can say why a route is out.
+
+    ``unsupported`` maps a feature to the reason it is not available. A feature is a JobSpec field path
+    (``"hyperparameters.packing"``, ``"validation"``, ``"lora"`` for the whole section), a method
+    (``"method.qlora"``, shown when that method is asked for) or an operation (``"cancel"``, ``"resume"``,
+    ``"export"``). A spec that sets an unsupported field is refused with that reason.
+    """
+
+    methods: frozenset[str]  # of "full", "lora", "qlora"
+    data_formats: frozenset[str]  # of "chat", "prompt_completion", "preference", "text"
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    managed: bool = False  # a provider runs (and bills) it; False: this machine
+    poll_interval_s: float = 10.0  # how often following polls when the backend gives no hint
+
+    def supports(self, feature: str) -> bool:
+        return self.reason(feature) is None
+
+    def reason(self, feature: str) -> str | None:
+        """Why ``feature`` (or a section containing it) is unsupported; None when it is supported."""
+        parts = feature.split(".")
+        for end in range(len(parts), 0, -1):
+            reason = self.unsupported.get(".".join(parts[:end]))
+            if reason is not None:
+                return reason
+        return None
+
+    def problems(self, spec: JobSpec, backend: str) -> list[str]:
+        """One line per thing the spec asks that this backend cannot do."""
+        problems = []
+        if spec.method not in self.methods:
+            why = self.unsupported.get(f"method.{spec.method}") or f"it offers {', '.join(sorted(self.methods))}"
+            problems.append(f"method: {backend} cannot do {spec.method}: {why}")
+        for path in sorted(spec.set_fields()):
+            why = self.reason(path)
+            if why is not None:
+                problems.append(f"{path}: not supported by {backend}: {why}")
+        return problems
+
+
+# --- what goes in and out of the calls ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU found on this machine."""
+
+    name: str  # as the driver reports it, e.g. "NVIDIA H100 80GB HBM3"
+    memory_gib: float
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What a quote may depend on beyond the spec and the data, gathered by the Broker (quotes stay pure).
+
+    ``catalog`` is the loaded ``ftbroker.pricing.catalog.Catalog`` (prices, GPUs, models, route availability).
+    """
+
+    today: date
+    gpus: tuple[Gpu, ...] = ()
+    catalog: Any = None
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    DOES_NOT_FIT = "does_not_fit"  # the hardware cannot hold it: refused unless --force
+    ROUTE_UNAVAILABLE = "route_unavailable"  # the provider does not take this route (closed, end of life)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A backend's pure estimate of one job: what it will cost, take and need, and whether it can run.
+
+    Costs are a range where inputs are uncertain; the budget guard compares ``cost_high_usd`` (or
+    ``cost_usd`` when no range is given). ``None`` means "cannot be estimated", which a budget refuses.
+    ``resources`` is what the ledger keeps beside the measured figures later (``estimated_peak_vram_gib``,
+    ``estimated_tokens_per_s``, ``estimated_hours``).
+    """
+
+    backend: str
+    verdict: Verdict = Verdict.OK
+    reason: str | None = None  # why not OK, with a concrete suggestion
+    cost_usd: Decimal | None = None
+    cost_high_usd: Decimal | None = None
+    hours: float | None = None
+    peak_vram_gib: float | None = None  # per GPU
+    hardware: str | None = None  # "1x NVIDIA RTX 4090", or None for a managed API
+    billed_tokens: int | None = None
+    warnings: tuple[str, ...] = ()  # e.g. "this route closes on 2027-01-06"
+    breakdown: Mapping[str, Any] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def budget_cost_usd(self) -> Decimal | None:
+        return self.cost_high_usd if self.cost_high_usd is not None else self.cost_usd
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What ``submit`` (or ``resume``) achieved: the remote handles and the first status."""
+
+    remote: Mapping[str, str]  # merged into job.remote, e.g. {"job_id": "ftjob-...", "training_file": "file-..."}
+    status: JobStatus = JobStatus.QUEUED
+    detail: str | None = None
+    reused: bool = False  # an existing remote job for this ftbroker id was found instead of creating one
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one poll (or a cancel) learnt. Events and metrics are only the new ones since ``job.cursor``.
+
+    The ledger records everything in one transaction, cursor included, so a crash re-reads rather than drops.
+    """
+
+    status: JobStatus
+    detail: str | None = None  # the provider's own status word ("pausing", "cancel_requested", ...)
+    events: Sequence[Event] = ()
+    metrics: Sequence[MetricPoint] = ()
+    progress: Progress | None = None
+    remote: Mapping[str, str] = field(default_factory=dict)  # new handles (e.g. the output model id)
+    cursor: str | None = None  # None: unchanged
+    next_poll_s: float | None = None  # Retry-After or the provider's own hint
+    error: str | None = None  # the provider's error, surfaced verbatim (minus secrets) when failed
+    trained_tokens: int | None = None
+    actual_cost_usd: Decimal | None = None
+    output_model: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)  # measured_peak_memory_gib, measured_tokens_per_s
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Tracker(Protocol):
+    """The ledger, as a backend sees it while submitting: record each remote side effect as it happens."""
+
+    def remember(self, **remote: str) -> None:
+        """Record remote handles now (an uploaded file id, a created job id), before the next remote call."""
+
+    def event(self, message: str, *, kind: str = "log", level: str = "info",
+              data: Mapping[str, Any] | None = None) -> None:
+        """Record something that happened (an upload reused, a retry after a 503)."""
+
+
+# --- the protocol ---------------------------------------------------------------------------------------------
+
+class Backend(Protocol):
+    """One route to a fine-tuned model. Construct as ``cls(options, home=...)`` (``options``: an ``Options``)."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    Options: ClassVar[type[BaseModel]]  # its backend_options; extra keys forbidden
+
+    def validate(self, spec: JobSpec) -> DatasetReport:
+        """Read and check the dataset (and validation set) as this route needs it, before anything is uploaded.
+
+        May read and convert files; never calls the network. Raises DatasetError (FILE:LINE errors) or SpecError.
+        """
+
+    def quote(self, spec: JobSpec, dataset: DatasetReport, env: Environment) -> Quote:
+        """PURE: cost, time, resources and a verdict. No I/O, no clock (``env.today``), no SDK."""
+
+    def submit(self, job: Job, tracker: Tracker) -> Submission:
+        """Start the job, exactly once: first look for a remote job already created for ``job.id``."""
+
+    def poll(self, job: Job) -> Update:
+        """The job's status now, with the events and metrics that are new since ``job.cursor``."""
+
+    def cancel(self, job: Job) -> Update:
+        """Ask the job to stop; return the status it reached (``cancelled``, or running with a detail)."""
+
+    def result(self, job: Job) -> Result:
+        """The normalized result of a finished job, the provider's own record in ``raw``."""
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    def resume(self, job: Job, tracker: Tracker) -> Submission:
+        """Continue a failed or cancelled job from its last checkpoint."""
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    def export(self, job: Job, fmt: str, dest: Path) -> list[Artifact]:
+        """Write the job's model in ``fmt`` ("ollama", "merged") under ``dest``."""
+
+
+# --- the registry ---------------------------------------------------------------------------------------------
+
+ENTRY_POINT_GROUP = "ftbroker.backends"
+
+# name -> "module:Class". Imported only when used, so a backend's SDK is never loaded for another's job.
+BUILTIN_BACKENDS: dict[str, str] = {
+    "local": "ftbroker.backends.local.backend:LocalBackend",
+}
+
+
+def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_names() -> list[str]:
+    """Every backend that can be named: the built-ins and the installed plug-ins."""
+    return sorted(set(BUILTIN_BACKENDS) | set(_plugins()))
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered under ``name``. A built-in wins over a plug-in of the same name."""
+    target = BUILTIN_BACKENDS.get(name)
+    try:
+        if target is not None:
+            module, _, attr = target.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        else:
+            plugin = _plugins().get(name)
+            if plugin is None:
+                choices = backend_names()
+                raise UnknownNameError("backend", name, choices, hint=f"valid: {', '.join(choices)}")
+            cls = plugin.load()
+    except ImportError as exc:
+        raise FtBrokerError(f"backend {name!r} failed to load: {exc}") from exc
+    missing = [a for a in ("name", "capabilities", "Options", "validate", "quote", "submit", "poll", "cancel",
+                           "result") if not hasattr(cls, a)]
+    if missing:
+        raise FtBrokerError(f"backend {name!r} ({cls!r}) does not implement {', '.join(missing)}")
+    return cls
+
+
+def option_problems(cls: type[Backend], options: Mapping[str, Any]) -> list[str]:
+    """One line per invalid backend option (unknown key, wrong type); values are never echoed."""
+    try:
+        cls.Options.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in ("backend_options", *err["loc"]))
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{path}: {cls.name} has no such option (it takes: "
+                                f"{', '.join(cls.Options.model_fields) or 'none'})")
+            else:
+                problems.append(f"{path}: {err['msg']}")
+        return problems
+    return []
+
+
+def create_backend(name: str, options: Mapping[str, Any] | None = None, *, home: Path | None = None) -> Backend:
+    """An instance of backend ``name`` configured with ``options`` (its backend_options).
+
+    ``home`` is ftbroker's data folder (the ledger's), where a backend may keep files (run folders, caches).
+    """
+    from ftbroker.errors import SpecError
+    from ftbroker.ledger import default_home
+
+    cls = backend_class(name)
+    problems = option_problems(cls, options or {})
+    if problems:
+        raise SpecError(problems)
+    return cls(cls.Options.model_validate(dict(options or {})), home=home or default_home())

@@ -1,0 +1,372 @@
+"""The job ledger: every job ftbroker ever started, in one SQLite file under ``FTBROKER_HOME``.
+
+A job is written here before any side effect (upload, remote create, process launch), so a crash never
+loses one. Several CLI processes may use the ledger at once: WAL journaling lets readers run beside a
+writer, every write is one ``BEGIN IMMEDIATE`` transaction (so two writers queue instead of failing), and a
+busy timeout absorbs the wait. The schema carries a version (``PRAGMA user_version``) and is migrated forward
+on open, inside a transaction; a ledger written by a newer ftbroker is refused rather than damaged.
+
+Secrets never reach the file: text going in is scrubbed of the values of credential-like environment
+variables (a last line of defence; backends must not emit them in the first place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ftbroker.errors import InputError, JobNotFoundError, LedgerError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.spec import JobSpec
+
+ID_PREFIX = "ftb-"
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids are read aloud and typed
+_ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
+BUSY_TIMEOUT_MS = 30_000
+
+
+def default_home() -> Path:
+    """ftbroker's data folder: ``$FTBROKER_HOME``, else the user's data folder (platformdirs)."""
+    env = os.environ.get("FTBROKER_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("ftbroker", appauthor=False))
+
+
+# --- schema ---------------------------------------------------------------------------------------------------
+
+_V1 = """
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    model TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_detail TEXT,
+    spec TEXT NOT NULL,
+    remote TEXT NOT NULL DEFAULT '{}',
+    cursor TEXT,
+    progress TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    submitted_at TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    estimated_cost_usd TEXT,
+    actual_cost_usd TEXT,
+    trained_tokens INTEGER,
+    output_model TEXT,
+    error TEXT,
+    result TEXT
+);
+CREATE INDEX jobs_by_created ON jobs (created_at);
+CREATE TABLE status_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    time TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX status_history_by_job ON status_history (job_id, seq);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_by_job ON events (job_id, seq);
+CREATE TABLE metrics (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    name TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL NOT NULL,
+    epoch REAL,
+    tokens_seen INTEGER,
+    PRIMARY KEY (job_id, name, step)
+);
+CREATE TABLE artifacts (
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    kind TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, uri)
+);
+"""
+
+# v2: estimated vs measured resources per job (peak memory, tokens/s): the estimator's calibration data.
+_V2 = "ALTER TABLE jobs ADD COLUMN resources TEXT NOT NULL DEFAULT '{}';"
+
+# Migration n brings a ledger from version n-1 to n. Append only; never edit a released step.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _money(value: Decimal | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+# --- secrets --------------------------------------------------------------------------------------------------
+
+_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """``text`` with the value of every credential-like environment variable replaced by ``***``."""
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_ENV.search(name) and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+def _json(value: Any) -> str:
+    return scrub(json.dumps(value, default=str, sort_keys=True))
+
+
+# --- the ledger -----------------------------------------------------------------------------------------------
+
+class Ledger:
+    """The job ledger. One instance per process and thread; open, use, close (or use as a context manager)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the job ledger {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with the write lock up front so concurrent writers queue."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"the job ledger {self.path} is locked or unwritable: {exc}") from exc
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the job ledger {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"the job ledger {self.path} has schema version {version}, newer than this "
+                              f"ftbroker understands ({SCHEMA_VERSION}); upgrade ftbroker")
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {step + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    # --- writing ---
+
+    def create(self, spec: JobSpec, *, estimated_cost_usd: Decimal | None = None,
+               resources: Mapping[str, float] | None = None) -> Job:
+        """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id."""
+        now = _ts(_now())
+        with self._write() as db:
+            for _ in range(10):
+                job_id = ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+                try:
+                    db.execute(
+                        "INSERT INTO jobs (id, backend, model, method, status, spec, created_at, updated_at,"
+                        " estimated_cost_usd, resources) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (job_id, spec.backend, spec.model, spec.method, JobStatus.QUEUED.value,
+                         _json(spec.to_json()), now, now, _money(estimated_cost_usd), _json(dict(resources or {}))))
+                    break
+                except sqlite3.IntegrityError:
+                    continue
+            else:  # pragma: no cover - ten collisions in a 1e12 space
+                raise LedgerError("could not allocate a unique job id")
+            db.execute("INSERT INTO status_history (job_id, time, status, detail) VALUES (?, ?, ?, ?)",
+                       (job_id, now, JobStatus.QUEUED.value, "recorded"))
+        return self.get(job_id)
+
+    def update(self, job_id: str, *, status: JobStatus | None = None, detail: str | None = None,
+               remote: Mapping[str, str] | None = None, cursor: str | None = None,
+               progress: Progress | None = None, submitted: bool = False, error: str | None = None,
+               trained_tokens: int | None = None, actual_cost_usd: Decimal | None = None,
+               output_model: str | None = None, resources: Mapping[str, float] | None = None,
+               events: Sequence[Event] = (), metrics: Sequence[MetricPoint] = (),
+               artifacts: Sequence[Artifact] = (), result: Result | None = None) -> Job:
+        """Apply everything one step learnt about a job, atomically. ``None`` leaves a field as it is;
+        ``remote`` and ``resources`` are merged key by key; a status change is added to the history and sets
+        ``started_at`` / ``finished_at`` the first time the job runs / ends."""
+        now = _now()
+        with self._write() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job {job_id} in the ledger {self.path}")
+            sets: dict[str, Any] = {"updated_at": _ts(now)}
+            if status is not None and (status.value != row["status"] or detail != row["status_detail"]):
+                sets["status"], sets["status_detail"] = status.value, detail
+                db.execute("INSERT INTO status_history (job_id, time, status, detail) VALUES (?, ?, ?, ?)",
+                           (job_id, _ts(now), status.value, detail))
+                if status is JobStatus.RUNNING and row["started_at"] is None:
+                    sets["started_at"] = _ts(now)
+                if status.terminal:
+                    sets["finished_at"] = _ts(now)
+                elif row["finished_at"] is not None:  # resumed
+                    sets["finished_at"] = None
+            if remote:
+                sets["remote"] = _json({**json.loads(row["remote"]), **remote})
+            if resources:
+                sets["resources"] = _json({**json.loads(row["resources"]), **resources})
+            if submitted and row["submitted_at"] is None:
+                sets["submitted_at"] = _ts(now)
+            for column, value in (("cursor", cursor), ("trained_tokens", trained_tokens),
+                                  ("output_model", output_model)):
+                if value is not None:
+                    sets[column] = value
+            if error is not None:
+                sets["error"] = scrub(error)
+            if actual_cost_usd is not None:
+                sets["actual_cost_usd"] = _money(actual_cost_usd)
+            if progress is not None:
+                sets["progress"] = _json(progress.model_dump(mode="json", exclude_none=True))
+            if result is not None:
+                sets["result"] = _json(result.model_dump(mode="json"))
+            db.execute(f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in sets)} WHERE id = ?",
+                       (*sets.values(), job_id))
+            db.executemany(
+                "INSERT INTO events (job_id, time, kind, level, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+                [(job_id, _ts(e.time), e.kind, e.level, scrub(e.message), _json(e.data)) for e in events])
+            db.executemany(
+                "INSERT OR REPLACE INTO metrics (job_id, name, step, value, epoch, tokens_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(job_id, m.name, m.step, m.value, m.epoch, m.tokens_seen) for m in metrics])
+            db.executemany(
+                "INSERT OR REPLACE INTO artifacts (job_id, kind, uri, description) VALUES (?, ?, ?, ?)",
+                [(job_id, a.kind, scrub(a.uri), scrub(a.description)) for a in artifacts])
+        return self.get(job_id)
+
+    # --- reading ---
+
+    def resolve(self, ref: str) -> str:
+        """The full id for a job id or a unique prefix of one (with or without ``ftb-``)."""
+        ref = ref.strip()
+        if not ref.startswith(ID_PREFIX):
+            ref = ID_PREFIX + ref
+        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = [r[0] for r in self._db.execute(
+            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11", (pattern,))]
+        if ref in ids:
+            return ref
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise JobNotFoundError(f"no job {ref} in the ledger {self.path} (`ftbroker jobs` lists them)")
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        raise InputError(f"job id prefix {ref!r} is ambiguous: it matches {shown}; give more characters")
+
+    def get(self, ref: str) -> Job:
+        """The job with this id or unique id prefix."""
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (self.resolve(ref),)).fetchone()
+        return _job(row)
+
+    def list(self, *, limit: int | None = None, backend: str | None = None,
+             status: JobStatus | None = None) -> list[Job]:
+        """Jobs, newest first."""
+        where, args = [], []
+        if backend is not None:
+            where.append("backend = ?")
+            args.append(backend)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created_at DESC, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_job(r) for r in self._db.execute(sql, args)]
+
+    def events(self, job_id: str, *, after: int = 0) -> list[tuple[int, Event]]:
+        """(sequence number, event) pairs after ``after``, oldest first: follow by passing the last number."""
+        rows = self._db.execute("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
+                                (job_id, after))
+        return [(r["seq"], Event(time=_dt(r["time"]), kind=r["kind"], level=r["level"], message=r["message"],
+                                 data=json.loads(r["data"]))) for r in rows]
+
+    def metrics(self, job_id: str) -> list[MetricPoint]:
+        rows = self._db.execute("SELECT * FROM metrics WHERE job_id = ? ORDER BY name, step", (job_id,))
+        return [MetricPoint(step=r["step"], name=r["name"], value=r["value"], epoch=r["epoch"],
+                            tokens_seen=r["tokens_seen"]) for r in rows]
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        rows = self._db.execute("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind, uri", (job_id,))
+        return [Artifact(kind=r["kind"], uri=r["uri"], description=r["description"]) for r in rows]
+
+    def history(self, job_id: str) -> list[tuple[datetime, JobStatus, str | None]]:
+        rows = self._db.execute("SELECT * FROM status_history WHERE job_id = ? ORDER BY seq", (job_id,))
+        return [(_dt(r["time"]), JobStatus(r["status"]), r["detail"]) for r in rows]
+
+    def stored_result(self, job_id: str) -> Result | None:
+        row = self._db.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Result.model_validate_json(row["result"]) if row and row["result"] else None
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"], spec=JobSpec.model_validate_json(row["spec"]), status=JobStatus(row["status"]),
+        status_detail=row["status_detail"], remote=json.loads(row["remote"]), cursor=row["cursor"],
+        progress=Progress.model_validate_json(row["progress"]) if row["progress"] else None,
+        created_at=_dt(row["created_at"]), updated_at=_dt(row["updated_at"]),
+        submitted_at=_dt(row["submitted_at"]), started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+        estimated_cost_usd=Decimal(row["estimated_cost_usd"]) if row["estimated_cost_usd"] else None,
+        actual_cost_usd=Decimal(row["actual_cost_usd"]) if row["actual_cost_usd"] else None,
+        trained_tokens=row["trained_tokens"], output_model=row["output_model"], error=row["error"],
+        resources=json.loads(row["resources"]))

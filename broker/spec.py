@@ -1,0 +1,287 @@
+"""JobSpec: what to train, on what, how, where, and for how much, loaded from a job file and CLI flags.
+
+A job file (``--config job.yaml`` or ``job.toml``) holds the same fields as the flags; flags override it::
+
+    dataset: data/support.jsonl          # relative paths are taken from the job file's folder
+    model: Qwen2.5-0.5B-Instruct
+    method: qlora                        # full | lora | qlora
+    backend: local
+    hyperparameters: {epochs: 3, learning_rate: 2e-4, micro_batch_size: 4, max_seq_len: 2048}
+    lora: {r: 16, alpha: 32, target_modules: all-linear}
+    budget: {max_cost_usd: 5}
+    backend_options: {gpus: 1}
+
+Every problem is reported at once, one line per field, as a ``SpecError`` (exit 2). A spec is stored in the
+ledger, so it never holds a secret: keys or values that look like credentials are refused with a pointer to
+where credentials belong (the environment, or the provider SDK's usual configuration).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ftbroker.errors import FtBrokerError, SpecError
+
+Method = Literal["full", "lora", "qlora"]
+
+
+class _Part(BaseModel):
+    # hide_input_in_errors: a ValidationError's text must never echo a value that may be a credential.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class Hyperparameters(_Part):
+    """Training settings. ``None`` means "the backend's default" (each backend documents its own)."""
+
+    epochs: int | None = Field(None, ge=1, le=100)
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    micro_batch_size: int | None = Field(None, ge=1, le=4096)
+    gradient_accumulation_steps: int | None = Field(None, ge=1, le=4096)
+    max_seq_len: int | None = Field(None, ge=16, le=1_048_576)
+    packing: bool | None = None
+    gradient_checkpointing: bool | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    early_stopping_patience: int | None = Field(None, ge=1, le=100)
+
+
+class LoraSettings(_Part):
+    """LoRA / QLoRA adapter shape; ignored by full fine-tuning."""
+
+    r: int | None = Field(None, ge=1, le=1024)
+    alpha: int | None = Field(None, ge=1, le=4096)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value):
+        if isinstance(value, list) and (not value or not all(m.strip() for m in value)):
+            raise ValueError("give module names (e.g. q_proj, v_proj) or 'all-linear'")
+        return value
+
+
+class Budget(_Part):
+    max_cost_usd: Decimal | None = Field(None, ge=0)
+
+
+class JobSpec(_Part):
+    """One fine-tuning job, whatever the backend."""
+
+    dataset: str
+    validation: str | None = None
+    model: str = Field(min_length=1)
+    method: Method = "lora"
+    backend: str = "local"
+    name: str | None = Field(None, max_length=64)
+    hyperparameters: Hyperparameters = Hyperparameters()
+    lora: LoraSettings = LoraSettings()
+    budget: Budget = Budget()
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend_options")
+    @classmethod
+    def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        found = _secret_paths(options, "backend_options")
+        if found:
+            raise ValueError(f"{', '.join(found)} {_SECRET_ADVICE}")
+        return options
+
+    def set_fields(self) -> set[str]:
+        """Dotted paths of the fields the user gave a value to (what a backend must honour or refuse)."""
+        dumped = self.model_dump(exclude_defaults=True, exclude={"backend_options"})
+        return set(_flatten(dumped))
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --- secrets ---------------------------------------------------------------------------------------------------
+
+_SECRET_ADVICE = (
+    "look like a secret; a job spec is stored in the ledger, so credentials never go in it. They come from the "
+    "environment (OPENAI_API_KEY, TOGETHER_API_KEY, AWS_PROFILE, ...) or the provider SDK's usual configuration"
+)
+_SECRET_KEY_PARTS = ("apikey", "secret", "password", "passwd", "accesskey", "privatekey", "credential", "bearer")
+_SECRET_VALUE = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bhf_[A-Za-z0-9]{30,}|\bBearer\s+\S{16,}")
+
+
+def _looks_secret_key(key: str) -> bool:
+    squashed = re.sub(r"[^a-z0-9]", "", key.lower())
+    return any(part in squashed for part in _SECRET_KEY_PARTS) or squashed.endswith("token")
+
+
+def _secret_paths(value: Any, path: str) -> list[str]:
+    """Paths under ``value`` whose key or string value looks like a credential (never the value itself)."""
+    if isinstance(value, Mapping):
+        found = []
+        for key, item in value.items():
+            sub = f"{path}.{key}"
+            found.extend([sub] if _looks_secret_key(str(key)) else _secret_paths(item, sub))
+        return found
+    if isinstance(value, list | tuple):
+        return [p for i, item in enumerate(value) for p in _secret_paths(item, f"{path}[{i}]")]
+    if isinstance(value, str) and _SECRET_VALUE.search(value):
+        return [path]
+    return []
+
+
+# --- loading ---------------------------------------------------------------------------------------------------
+
+# Fields holding file paths: resolved against the job file's folder (file values) or the working folder (flags).
+_PATH_FIELDS = ("dataset", "validation")
+
+
+def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+              *, flag_names: Mapping[str, str] | None = None) -> JobSpec:
+    """Build a JobSpec from a job file (YAML, TOML or JSON) and dotted-path overrides (the CLI flags).
+
+    ``overrides`` maps dotted field paths (``"hyperparameters.epochs"``) to values; ``None`` values are
+    ignored. ``flag_names`` maps the same paths to the flag that set them, so an error can name the flag.
+    Raises SpecError listing every problem: the file's syntax, each invalid field, a missing dataset file,
+    an unknown backend, backend options the backend does not take, and settings the backend cannot honour.
+    """
+    source = str(config) if config is not None else None
+    raw: dict[str, Any] = _read_job_file(Path(config)) if config is not None else {}
+    base = Path(config).resolve().parent if config is not None else Path.cwd()
+    for key in _PATH_FIELDS:
+        if isinstance(raw.get(key), str):
+            raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
+    from_flags: dict[str, str] = {}
+    for path, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if path in _PATH_FIELDS and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())
+        _set_dotted(raw, path, value)
+        from_flags[path] = (flag_names or {}).get(path, path)
+
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, from_flags), source) from None  # the pydantic error may echo secrets
+    problems = _check_files(spec) + _check_backend(spec)
+    if problems:
+        raise SpecError(problems, source)
+    return spec
+
+
+def _read_job_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"no such job file: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([f"cannot read {path}: {exc}"]) from exc
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError([f"{path}: a job file ends in .yaml, .yml, .toml or .json"])
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - yaml, toml and json each raise their own syntax errors
+        raise SpecError([_syntax_problem(path, exc)], str(path)) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError([f"{path}: the top level must be a mapping of fields, not {type(data).__name__}"])
+    return data
+
+
+def _syntax_problem(path: Path, exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        return f"{path}:{mark.line + 1}: {getattr(exc, 'problem', None) or exc}"
+    lineno = getattr(exc, "lineno", None)  # json.JSONDecodeError (tomllib puts the line in its message)
+    return f"{path}:{lineno}: {exc.msg}" if lineno else f"{path}: {exc}"
+
+
+def _set_dotted(target: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[leaf] = value
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            flat.update(_flatten(item, f"{path}."))
+        else:
+            flat[path] = item
+    return flat
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid field names at ``loc`` (for "did you mean" on a misspelt key)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-after", "literal[", "list[")))
+        path = ".".join(str(p) for p in loc) or "(job file)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _field_names(JobSpec, loc[:-1]), n=1)
+            msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if path.startswith("backend_options"):
+                pass  # never echo a value that may be a credential
+            elif err["type"] == "missing":
+                msg = "required"
+            elif isinstance(err.get("input"), str | int | float | bool) and not isinstance(err.get("input"), dict):
+                msg += f" (got {str(err['input'])[:60]!r})"
+        flag = from_flags.get(path)
+        problems.append(f"{path}: {msg}" + (f" (from {flag})" if flag and flag != path else ""))
+    return list(dict.fromkeys(problems))  # a union type reports one problem per branch
+
+
+def _check_files(spec: JobSpec) -> list[str]:
+    problems = []
+    for key in _PATH_FIELDS:
+        value = getattr(spec, key)
+        if value is not None and not Path(value).is_file():
+            problems.append(f"{key}: no such file: {value}")
+    return problems
+
+
+def _check_backend(spec: JobSpec) -> list[str]:
+    """The backend must exist, take these options, and be able to honour every setting the spec makes."""
+    from ftbroker.backends import base
+
+    try:
+        cls = base.backend_class(spec.backend)
+    except FtBrokerError as exc:
+        return [f"backend: {exc}"]
+    problems = base.option_problems(cls, spec.backend_options)
+    problems += cls.capabilities.problems(spec, cls.name)
+    return problems
