@@ -29,7 +29,9 @@ Who retries what (the split):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -38,31 +40,42 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftbroker.backends.base import Capabilities, Submission, Tracker
 from ftbroker.errors import (
     BackendAuthError,
     BackendError,
     BackendRateLimitError,
     BackendUnavailableError,
     DataIssue,
+    DatasetError,
+    ExtraNotInstalledError,
+    FtBrokerError,
     ProviderAPIError,
+    SpecError,
 )
-from ftbroker.jobs import JobStatus
+from ftbroker.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from ftbroker.spec import JobSpec
 
 T = TypeVar("T")
 
 
 # -- naming ------------------------------------------------------------------------------------------
 def provider_tag(job_id: str, max_len: int = 40) -> str:
-    """``ftb-<id>`` lower-cased, [a-z0-9] runs joined by single hyphens, at most ``max_len`` long.
+    """``job_id`` (``ftb-...``; another id gains the prefix) lower-cased, [a-z0-9] runs joined by single
+    hyphens, at most ``max_len`` long.
 
     Valid as an OpenAI suffix, a Together suffix (<= 40), a Bedrock job name, custom model name and
     client request token. Too long an id keeps its head and gains a hash of the whole, so two ids
     never share a tag.
     """
     body = "-".join(re.findall(r"[a-z0-9]+", job_id.lower()))
-    tag = f"ftb-{body}" if body else "ftb"
+    tag = body if body.startswith("ftb-") else f"ftb-{body}" if body else "ftb"
     if len(tag) > max_len:
         digest = hashlib.sha256(job_id.encode()).hexdigest()[:8]
         tag = f"{tag[: max_len - 9].rstrip('-')}-{digest}"
@@ -102,6 +115,7 @@ class ConvertedFile:
     """The provider-format file written by ``convert_file``, with what was found on the way."""
 
     path: Path
+    fmt: str  # the source format it was converted from
     examples: int
     size_bytes: int
     sha256: str
@@ -148,7 +162,7 @@ def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: s
         errors.append(DataIssue(source, 0, f"{count} examples; at least {min_examples} are required{rule}"))
     if max_examples is not None and count > max_examples:
         errors.append(DataIssue(source, 0, f"{count} examples; at most {max_examples} are accepted{rule}"))
-    return ConvertedFile(out, count, size, digest.hexdigest(), tuple(errors), tuple(warnings))
+    return ConvertedFile(out, fmt, count, size, digest.hexdigest(), tuple(errors), tuple(warnings))
 
 
 def hash_file(path: Path) -> str:
@@ -233,7 +247,8 @@ def translate_error(exc: BaseException, backend: str, doing: str) -> BackendErro
             status = 403
     text = scrub(f"{doing} failed: {message}")
     if names & {"APITimeoutError", "APIConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
-                "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException"}:
+                "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException",
+                "TransportError"}:
         return BackendUnavailableError(text, backend=backend)
     if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
         return BackendAuthError(text, backend=backend)
@@ -313,3 +328,212 @@ def submit_once(find: Callable[[], T | None], create: Callable[[], T], *, attemp
                                  retry=tenacity.retry_if_exception_type(TRANSIENT), reraise=True,
                                  sleep=backoff.sleep, before_sleep=before_sleep)
     return retrying(attempt)
+
+
+# -- the backend skeleton ----------------------------------------------------------------------------
+class ManagedOptions(BaseModel):
+    """``backend_options`` every managed backend takes (timings; tests shrink them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_timeout_s: float = Field(60.0, gt=0, description="timeout of every API call")
+    upload_timeout_s: float = Field(900.0, gt=0, description="timeout of a file upload")
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries of idempotent calls (reads)")
+    submit_attempts: int = Field(6, ge=1, le=50, description="look-then-create attempts before giving up")
+    retry_initial_s: float = Field(2.0, gt=0, description="first wait between submit attempts")
+    retry_max_s: float = Field(60.0, gt=0, description="longest wait between submit attempts")
+    poll_interval_s: float = Field(30.0, gt=0, description="how often following polls the provider")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A converted dataset file as uploaded: the provider's handle and what it holds."""
+
+    role: str  # "training" | "validation"
+    file: ConvertedFile
+    remote_id: str
+    reused: bool
+
+
+def read_examples(path: str) -> Iterable[tuple[int, Mapping[str, Any]]]:
+    """The parsed examples of a dataset with their line numbers, from the data area's reader."""
+    from ftbroker import data
+
+    return data.read_examples(path)
+
+
+def dataset_format(path: str) -> str:
+    """The dataset's format as the data area detects it ("chat", "prompt_completion", ...)."""
+    from ftbroker import data
+
+    report = data.analyze(path)
+    report.raise_for_errors()
+    return report.format
+
+
+class ManagedBackend:
+    """The flow every managed API shares; a provider module fills in the ``_provider_*`` hooks.
+
+    - ``validate``: the spec's provider-specific problems (SpecError), the dataset read by the data area,
+      then converted to the provider's format with its rules checked (DatasetError, FILE:LINE).
+    - ``submit``: convert; then ``submit_once``: look for the job by its tag, else upload each file
+      (reusing one already uploaded with the same content) and create the job with SDK retries off.
+      Every remote handle is ``tracker.remember``-ed as soon as it exists.
+    - ``poll`` / ``cancel`` / ``result``: SDK errors become ftbroker errors (the Broker backs off on the
+      transient ones); the provider's error message is surfaced, scrubbed of secrets.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    Options: ClassVar[type[ManagedOptions]]
+    sdk_package: ClassVar[str]  # the PyPI package / import name of the official SDK
+    extra: ClassVar[str]  # the ftbroker extra that installs it
+
+    def __init__(self, options: ManagedOptions, *, home: Path, client: Any = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.options = options
+        self.home = Path(home)
+        self._client = client
+        self.backoff = Backoff(options.retry_initial_s, options.retry_max_s, sleep=sleep)
+
+    # -- the SDK ------------------------------------------------------------------------------------
+    def sdk(self) -> Any:
+        try:
+            return importlib.import_module(self.sdk_package)
+        except ImportError as exc:
+            raise ExtraNotInstalledError(self.sdk_package, self.extra, f"the {self.name} backend") from exc
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if callable(close):
+            close()
+
+    def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
+        try:
+            return fn(*args, **kwargs)
+        except FtBrokerError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, self._sdk_errors()):
+                raise
+            raise translate_error(exc, self.name, doing) from exc
+
+    # -- validate -----------------------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> Any:
+        problems = self._spec_problems(spec)
+        if problems:
+            raise SpecError(problems)
+        from ftbroker import data
+
+        report = data.analyze(spec.dataset)
+        report.raise_for_errors()
+        issues = list((getattr(report, "provider_issues", None) or {}).get(self.name, ()))
+        for _, converted in self.convert(spec, report.format):
+            issues.extend(converted.errors)
+        if issues:
+            raise DatasetError(sorted(issues))
+        return report
+
+    def convert(self, spec: JobSpec, fmt: str | None = None) -> list[tuple[str, ConvertedFile]]:
+        """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``."""
+        folder = self.home / "uploads" / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for role, path in (("training", spec.dataset), ("validation", spec.validation)):
+            if path is None:
+                continue
+            kind = fmt if role == "training" and fmt else dataset_format(path)
+            target = folder / f".{role}-{os.getpid()}-{id(self)}.jsonl"
+            converted = convert_file(read_examples(path), source=path, fmt=kind, out=target,
+                                     **self._conversion(spec, role))
+            final = folder / converted.upload_name
+            target.replace(final)
+            out.append((role, dataclasses.replace(converted, path=final)))
+        return out
+
+    # -- submit -------------------------------------------------------------------------------------
+    def submit(self, job: Job, tracker: Tracker) -> Submission:
+        files = self.convert(job.spec)
+        errors = [issue for _, converted in files for issue in converted.errors]
+        if errors:
+            raise DatasetError(errors)
+
+        def find() -> tuple[Mapping[str, Any], bool] | None:
+            found = self._provider_find(job)
+            return None if found is None else (found, True)
+
+        def create() -> tuple[Mapping[str, Any], bool]:
+            uploads = [self._upload(job, role, converted, tracker) for role, converted in files]
+            raw = self._provider_create(job, uploads)
+            tracker.remember(**self._handles(raw))
+            return raw, False
+
+        def on_retry(attempt: int, exc: BaseException) -> None:
+            tracker.event(f"submission attempt {attempt} failed ({exc}); looking for the job before trying again",
+                          kind="warning", level="warning")
+
+        raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
+                                  on_retry=on_retry)
+        status, detail = self._provider_status(raw)
+        return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused,
+                          raw=_plain(raw))
+
+    def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
+        remembered = job.remote.get(f"{role}_file")
+        if remembered and job.remote.get(f"{role}_sha256") == converted.sha256:
+            remote_id, reused = remembered, True
+        else:
+            remote_id = self._provider_find_upload(converted)
+            reused = remote_id is not None
+            if remote_id is None:
+                remote_id = self._provider_upload(converted)
+        tracker.remember(**{f"{role}_file": remote_id, f"{role}_sha256": converted.sha256})
+        if reused:
+            tracker.event(f"{role} data already uploaded as {remote_id} (same content): not uploaded again")
+        return Upload(role, converted, remote_id, reused)
+
+    # -- hooks a provider fills in ------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        raise NotImplementedError
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def _spec_problems(self, spec: JobSpec) -> list[str]:
+        raise NotImplementedError
+
+    def _conversion(self, spec: JobSpec, role: str) -> dict[str, Any]:
+        """``convert_file`` keywords for this spec: ``convert``, ``min_examples``, ``rules``, ..."""
+        raise NotImplementedError
+
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        raise NotImplementedError
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        raise NotImplementedError
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        raise NotImplementedError
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        raise NotImplementedError
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        raise NotImplementedError
+
+
+def _plain(raw: Any) -> dict[str, Any]:
+    """A provider record as JSON-able data (SDK models dumped; datetimes as ISO strings)."""
+    if hasattr(raw, "model_dump"):
+        raw = raw.model_dump(mode="json", by_alias=True)
+    return json.loads(json.dumps(raw, default=str))

@@ -41,9 +41,25 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ftbroker.jobs import Event, JobStatus, MetricPoint
+from pydantic import Field
 
-from ._managed import Rejected, check_range, map_status, text_of
+from ftbroker.backends.base import Capabilities, Update
+from ftbroker.errors import BackendAuthError, ProviderAPIError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+
+from ._managed import (
+    ConvertedFile,
+    ManagedBackend,
+    ManagedOptions,
+    Rejected,
+    Upload,
+    check_range,
+    map_status,
+    provider_tag,
+    scrub,
+    text_of,
+)
+from ._managed import _plain as plain
 
 NAME = "openai"
 
@@ -268,3 +284,202 @@ def _preference_line(example: Mapping[str, Any]) -> dict[str, Any]:
         text_of(value[0].get("content"), key)  # DPO examples are text-only (NOTES 1.9)
         out[key] = value
     return out
+
+
+# -- the backend -------------------------------------------------------------------------------------
+CLOCK_SKEW_S = 600  # a remote job created before its ledger intent (minus this) cannot be ours
+
+
+class OpenAIOptions(ManagedOptions):
+    base_url: str | None = Field(None, description="an OpenAI-compatible API (default: OPENAI_BASE_URL, "
+                                                    "else https://api.openai.com/v1)")
+    learning_rate_multiplier: float | None = Field(None, gt=0, description="OpenAI's learning-rate knob")
+    beta: float | None = Field(None, gt=0, le=2, description="DPO beta (preference data)")
+
+
+class OpenAIBackend(ManagedBackend):
+    """OpenAI fine-tuning jobs. Credentials: ``OPENAI_API_KEY`` (and the SDK's other usual settings)."""
+
+    name = NAME
+    sdk_package = "openai"
+    extra = "openai"
+    Options = OpenAIOptions
+    capabilities = Capabilities(
+        methods=frozenset({"lora", "full"}),  # OpenAI does not say how it trains; the method is not sent
+        data_formats=frozenset({"chat", "prompt_completion", "preference"}),
+        managed=True,
+        poll_interval_s=30.0,
+        unsupported={
+            "method.qlora": "OpenAI does not offer quantized training",
+            "lora": "OpenAI does not expose adapter settings (rank, alpha, target modules)",
+            "hyperparameters.learning_rate": "OpenAI takes a multiplier of its own default learning rate: set "
+                                             "backend_options.learning_rate_multiplier",
+            "hyperparameters.max_seq_len": "OpenAI fixes the per-example limit per model (longer examples are "
+                                           "truncated)",
+            "hyperparameters.packing": "OpenAI decides how examples are batched",
+            "hyperparameters.gradient_checkpointing": "OpenAI runs the training hardware; not a setting",
+            "hyperparameters.early_stopping_patience": "OpenAI has no early-stopping setting",
+            "format.text": "OpenAI trains on chat, prompt/completion or preference lines, not plain text",
+            "resume": "an OpenAI job cannot be continued; start a new one",
+            "export": "the model stays on OpenAI: call it by its output_model name",
+        },
+    )
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        sdk = self.sdk()
+        try:
+            return sdk.OpenAI(base_url=self.options.base_url, max_retries=self.options.max_retries,
+                              timeout=self.options.request_timeout_s)
+        except sdk.OpenAIError as exc:
+            raise BackendAuthError("no credentials: set OPENAI_API_KEY (or the openai SDK's usual "
+                                   "configuration)", backend=self.name) from exc
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        return (self.sdk().OpenAIError,)
+
+    def _writes(self) -> Any:
+        """The client for non-idempotent calls: no SDK retries (``submit_once`` retries, looking first)."""
+        return self.client.with_options(max_retries=0)
+
+    @staticmethod
+    def _batch_size(job_spec: Any) -> int | None:
+        hp = job_spec.hyperparameters
+        return hp.micro_batch_size * (hp.gradient_accumulation_steps or 1) if hp.micro_batch_size else None
+
+    def _spec_problems(self, spec: Any) -> list[str]:
+        return check_hyperparameters(epochs=spec.hyperparameters.epochs, batch_size=self._batch_size(spec),
+                                     options=self.options.model_dump())
+
+    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
+        return {"convert": converter(spec.model), "rules": RULES,
+                "min_examples": MIN_EXAMPLES if role == "training" else 1}
+
+    # -- submit -------------------------------------------------------------------------------------
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        jobs = self.client.fine_tuning.jobs
+        known = job.remote.get("job_id")
+        if known:
+            return plain(self.call("reading the job", jobs.retrieve, known))
+        tag, since = provider_tag(job.id), job.created_at.timestamp() - CLOCK_SKEW_S
+
+        def scan() -> Mapping[str, Any] | None:
+            # filtered by metadata where the endpoint supports it; checked here for those that do not
+            for remote in jobs.list(metadata={"ftbroker_job_id": job.id}, limit=100):
+                record = plain(remote)
+                if ((record.get("metadata") or {}).get("ftbroker_job_id") == job.id
+                        or record.get("user_provided_suffix") == tag):
+                    return record
+                if record["created_at"] < since:
+                    return None
+            return None
+
+        return self.call("looking for a job already created for this id", scan)
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        def scan() -> str | None:
+            for file in self.client.files.list(purpose="fine-tune", limit=1000):
+                if (file.filename == converted.upload_name and file.bytes == converted.size_bytes
+                        and getattr(file, "status", None) != "error"):
+                    return file.id
+            return None
+
+        return self.call("looking for the data already uploaded", scan)
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        client = self._writes().with_options(timeout=self.options.upload_timeout_s)
+        with open(converted.path, "rb") as fh:
+            uploaded = self.call("uploading the data", client.files.create,
+                                 file=(converted.upload_name, fh), purpose="fine-tune")
+        return uploaded.id
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        spec = job.spec
+        by_role = {u.role: u for u in uploads}
+        body = create_request(
+            model=spec.model, training_file=by_role["training"].remote_id,
+            validation_file=by_role["validation"].remote_id if "validation" in by_role else None,
+            tag=provider_tag(job.id), job_id=job.id, dpo=by_role["training"].file.fmt == "preference",
+            epochs=spec.hyperparameters.epochs, batch_size=self._batch_size(spec),
+            options={**self.options.model_dump(), "seed": spec.hyperparameters.seed})
+        return plain(self.call("creating the fine-tuning job", self._writes().fine_tuning.jobs.create, **body))
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        return normalize_status(raw.get("status")), raw.get("status")
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        return {"job_id": raw["id"]}
+
+    # -- track --------------------------------------------------------------------------------------
+    def _retrieve(self, job: Job) -> dict[str, Any]:
+        return plain(self.call("reading the job", self.client.fine_tuning.jobs.retrieve, job.remote["job_id"]))
+
+    def _events_since(self, job: Job, cursor: str | None) -> list[dict[str, Any]]:
+        """The job's events newer than ``cursor`` (an event id), oldest first."""
+        def collect() -> list[dict[str, Any]]:
+            fresh = []
+            for event in self.client.fine_tuning.jobs.list_events(job.remote["job_id"], limit=100):
+                if event.id == cursor:
+                    break
+                fresh.append(plain(event))
+            return fresh[::-1]
+
+        return self.call("reading the job's events", collect)
+
+    @staticmethod
+    def _error(raw: Mapping[str, Any]) -> str | None:
+        error = raw.get("error") or {}
+        if not error.get("message"):
+            return None
+        code = f" [{error['code']}]" if error.get("code") else ""
+        return scrub(f"{error['message']}{code}")
+
+    def poll(self, job: Job) -> Update:
+        raw = self._retrieve(job)
+        fresh = self._events_since(job, job.cursor)
+        status, detail = self._provider_status(raw)
+        metrics = metrics_from_events(fresh)
+        progress = job.progress
+        last = next((e["data"] for e in reversed(fresh) if e.get("type") == "metrics" and e.get("data")), None)
+        if last:
+            progress = Progress(step=last.get("step"), total_steps=last.get("total_steps"),
+                                loss=last.get("train_loss"), eval_loss=last.get("valid_loss"))
+        return Update(status=status, detail=detail, events=normalize_events(fresh), metrics=metrics,
+                      progress=progress, cursor=fresh[-1]["id"] if fresh else None,
+                      next_poll_s=self.options.poll_interval_s, error=self._error(raw) if status.terminal else None,
+                      trained_tokens=raw.get("trained_tokens"), output_model=raw.get("fine_tuned_model"), raw=raw)
+
+    def cancel(self, job: Job) -> Update:
+        try:
+            raw = plain(self.call("cancelling the job", self.client.fine_tuning.jobs.cancel, job.remote["job_id"]))
+        except ProviderAPIError:
+            raw = self._retrieve(job)  # already over: report where it ended
+            if not normalize_status(raw.get("status")).terminal:
+                raise
+        status, detail = self._provider_status(raw)
+        return Update(status=status, detail=detail, raw=raw)
+
+    def result(self, job: Job) -> Result:
+        raw = self._retrieve(job)
+        status, _ = self._provider_status(raw)
+        events = self._events_since(job, None)
+        points = {(p.step, p.name): p for p in metrics_from_events(events)}
+        artifacts = []
+        if raw.get("fine_tuned_model"):
+            artifacts.append(Artifact(kind="provider_model", uri=raw["fine_tuned_model"],
+                                      description="the fine-tuned model: call it by this name"))
+        for file_id in raw.get("result_files") or []:
+            content = self.call("reading the result file", self.client.files.content, file_id).content
+            points |= {(p.step, p.name): p for p in metrics_from_result_csv(content)}  # the CSV has every step
+            artifacts.append(Artifact(kind="metrics", uri=f"openai://files/{file_id}",
+                                      description="per-step metrics CSV"))
+        if status is JobStatus.SUCCEEDED:
+            checkpoints = self.call("listing checkpoints", lambda: [
+                plain(c) for c in self.client.fine_tuning.jobs.checkpoints.list(job.remote["job_id"])])
+            artifacts += [Artifact(kind="checkpoint", uri=c["fine_tuned_model_checkpoint"],
+                                   description=f"step {c['step_number']}") for c in checkpoints]
+        finished = raw.get("finished_at")
+        return Result(id=job.id, backend=self.name, status=status, model=job.spec.model,
+                      output_model=raw.get("fine_tuned_model"), metrics=sorted(points.values(), key=lambda p: (p.step, p.name)),
+                      trained_tokens=raw.get("trained_tokens"), estimated_cost_usd=job.estimated_cost_usd,
+                      finished_at=_time(finished), artifacts=artifacts, error=self._error(raw), raw=raw)

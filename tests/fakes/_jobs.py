@@ -44,16 +44,22 @@ class Lifecycle:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ends. ``at_step=None`` fails it during validation; a number fails it at that step."""
+    """How a job ends. ``at_step=None`` fails it during validation; a number fails it at that step.
+    ``hang``: the job trains its first step, then runs for ever (until cancelled)."""
 
     failed: bool = False
     message: str = ""
     code: str = "invalid_training_file"
     at_step: int | None = None
+    hang: bool = False
 
     @classmethod
     def failure(cls, message: str, code: str = "invalid_training_file", at_step: int | None = None) -> Outcome:
         return cls(True, message, code, at_step)
+
+    @classmethod
+    def hanging(cls) -> Outcome:
+        return cls(hang=True)
 
 
 def train_loss(step: int) -> float:
@@ -117,7 +123,7 @@ class FakeJob:
 
     # -- moving ----------------------------------------------------------------------------------
     def advance(self) -> bool:
-        """One step of the job's life; False when it is already over."""
+        """One step of the job's life; False when nothing moved (it is over, or hung)."""
         lc = self.lifecycle
         if self.terminal:
             return False
@@ -133,6 +139,8 @@ class FakeJob:
                     self.started_at = self.clock.now + 1
                 self._set(nxt)
         elif self.status == lc.running:
+            if self.outcome.hang and self.step >= 1:
+                return False  # hung: nothing moves
             self._train_step()
         elif self.status in lc.after:
             index = lc.after.index(self.status)

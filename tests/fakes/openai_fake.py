@@ -58,9 +58,10 @@ class FakeOpenAI(LoopbackServer):
     """The fake server. ``advance_on_poll``: every job retrieve moves that job one step first."""
 
     def __init__(self, *, advance_on_poll: bool = False, result_base64: bool = False,
-                 models: Iterable[str] = DEFAULT_MODELS, total_steps: int = 3):
+                 models: Iterable[str] = DEFAULT_MODELS, total_steps: int = 3, filter_metadata: bool = True):
         super().__init__()
         self.advance_on_poll = advance_on_poll
+        self.filter_metadata = filter_metadata  # False: an OpenAI-compatible server that ignores metadata[k]=v
         self.result_base64 = result_base64
         self.models = set(models)
         self.total_steps = total_steps
@@ -112,8 +113,8 @@ class FakeOpenAI(LoopbackServer):
         """Run one job (or every job) to its end."""
         with self.lock:
             for job in [self.jobs[job_id]] if job_id else list(self.jobs.values()):
-                while not job.terminal:
-                    self._advance(job)
+                while self._advance(job):
+                    pass
 
     def job_json(self, job_id: str) -> dict[str, Any]:
         with self.lock:
@@ -124,11 +125,12 @@ class FakeOpenAI(LoopbackServer):
         self._ids += 1
         return f"{prefix}{self._ids:06d}"
 
-    def _advance(self, job: FakeJob) -> None:
+    def _advance(self, job: FakeJob) -> bool:
         was_terminal = job.terminal
-        job.advance()
+        moved = job.advance()
         if job.succeeded and not was_terminal:
             self._on_success(job)
+        return moved
 
     def _on_success(self, job: FakeJob) -> None:
         buf = io.StringIO()
@@ -241,7 +243,8 @@ class FakeOpenAI(LoopbackServer):
         wanted = {key[len("metadata["):-1]: values[0] for key, values in req.query.items()
                   if key.startswith("metadata[") and key.endswith("]")}
         jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=True)
-        jobs = [j for j in jobs if all((j.request.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
+        if self.filter_metadata:
+            jobs = [j for j in jobs if all((j.request.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
         page, has_more = _page(jobs, req, default_limit=20)
         return Response.json({"object": "list", "data": [self._job_json(j) for j in page], "has_more": has_more})
 
