@@ -470,6 +470,7 @@ class ManagedBackend:
             return None if found is None else (found, True)
 
         def create() -> tuple[Mapping[str, Any], bool]:
+            self._provider_preflight(job)
             uploads = [self._upload(job, role, converted, tracker) for role, converted in files]
             raw = self._provider_create(job, uploads)
             tracker.remember(**self._handles(raw))
@@ -516,6 +517,9 @@ class ManagedBackend:
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
         raise NotImplementedError
 
+    def _provider_preflight(self, job: Job) -> None:
+        """Checks that need the provider (e.g. its per-model limits), before anything is uploaded."""
+
     def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
         raise NotImplementedError
 
@@ -534,6 +538,6 @@ class ManagedBackend:
 
 def _plain(raw: Any) -> dict[str, Any]:
     """A provider record as JSON-able data (SDK models dumped; datetimes as ISO strings)."""
-    if hasattr(raw, "model_dump"):
-        raw = raw.model_dump(mode="json", by_alias=True)
+    if hasattr(raw, "model_dump"):  # SDK models are lenient: a value off their type is kept, not warned about
+        raw = raw.model_dump(mode="json", by_alias=True, warnings=False)
     return json.loads(json.dumps(raw, default=str))

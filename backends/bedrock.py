@@ -22,13 +22,33 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from ftbroker.jobs import JobStatus, MetricPoint
+from pydantic import Field
 
-from ._managed import Converter, Rejected, check_range, hp_string, map_status, text_of
+from ftbroker.backends.base import Capabilities, Update
+from ftbroker.errors import ProviderAPIError
+from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
+
+from ._managed import (
+    ConvertedFile,
+    Converter,
+    ManagedBackend,
+    ManagedOptions,
+    Rejected,
+    Upload,
+    check_range,
+    hp_string,
+    map_status,
+    provider_tag,
+    scrub,
+    text_of,
+)
+from ._managed import _plain as plain
 
 NAME = "bedrock"
 
@@ -224,3 +244,236 @@ def _nova(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, A
         line["system"] = [{"text": system}]
     line["messages"] = [{"role": role, "content": [{"text": text}]} for role, text in turns]
     return line
+
+
+# -- the backend -------------------------------------------------------------------------------------
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/.+")
+NAME_MAX = 63  # jobName and customModelName (botocore bedrock service-2.json)
+
+ROLE_HELP = (
+    "backend_options.role_arn: required: the ARN of an IAM role that Bedrock assumes to read your training data "
+    "from S3 and to write the results there. Create a role whose trust policy lets the service principal "
+    "bedrock.amazonaws.com call sts:AssumeRole, allow it s3:GetObject and s3:ListBucket on the data location and "
+    "s3:PutObject on the output location (both under backend_options.s3_uri), then pass it as "
+    "role_arn=arn:aws:iam::<account-id>:role/<role-name>")
+S3_HELP = ("backend_options.s3_uri: required: an S3 location (s3://bucket/prefix) in the job's region where "
+           "ftbroker uploads the converted data and Bedrock writes the model's outputs and metrics")
+
+
+class BedrockOptions(ManagedOptions):
+    role_arn: str | None = Field(None, description="IAM role Bedrock assumes (trust: bedrock.amazonaws.com)")
+    s3_uri: str | None = Field(None, description="s3://bucket/prefix for the data and the outputs")
+    region: str | None = Field(None, description="default: the AWS configuration's (Llama: us-west-2, "
+                                                 "Nova: us-east-1)")
+    profile: str | None = Field(None, description="an AWS profile name (default: the usual credential chain)")
+    endpoint_url: str | None = Field(None, description="a Bedrock endpoint other than AWS's own")
+    warmup_steps: int | None = Field(None, ge=0, description="learningRateWarmupSteps (Nova)")
+    poll_interval_s: float = Field(60.0, gt=0)
+
+
+class BedrockBackend(ManagedBackend):
+    """Bedrock model-customization jobs, data staged on S3. Credentials: the AWS credential chain."""
+
+    name = NAME
+    sdk_package = "boto3"
+    extra = "aws"
+    Options = BedrockOptions
+    capabilities = Capabilities(
+        methods=frozenset({"lora", "full"}),  # Bedrock does not say how it trains; the method is not sent
+        data_formats=frozenset({"chat", "prompt_completion"}),
+        managed=True,
+        poll_interval_s=60.0,
+        unsupported={
+            "method.qlora": "Bedrock does not offer quantized training",
+            "lora": "Bedrock does not expose adapter settings (rank, alpha, target modules)",
+            "hyperparameters.max_seq_len": "Bedrock fixes the context per base model",
+            "hyperparameters.packing": "Bedrock decides how examples are batched",
+            "hyperparameters.gradient_checkpointing": "Bedrock runs the training hardware; not a setting",
+            "hyperparameters.gradient_accumulation_steps": "not a Bedrock hyperparameter",
+            "hyperparameters.seed": "not a Bedrock hyperparameter",
+            "hyperparameters.early_stopping_patience": "early stopping is a Claude 3 Haiku hyperparameter only",
+            "format.preference": "Bedrock fine-tuning takes chat or prompt/completion lines",
+            "format.text": "Bedrock fine-tuning takes chat or prompt/completion lines",
+            "resume": "a Bedrock job cannot be continued; start a new one",
+            "export": "the custom model stays in Bedrock (serve it with Provisioned Throughput or a custom-model "
+                      "deployment)",
+        },
+    )
+
+    def __init__(self, options: BedrockOptions, **kwargs: Any):
+        super().__init__(options, **kwargs)
+        self._s3: Any = None
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _session(self) -> Any:
+        return self.sdk().Session(profile_name=self.options.profile, region_name=self.options.region)
+
+    def _config(self) -> Any:
+        from botocore.config import Config
+
+        return Config(retries={"mode": "standard", "max_attempts": 1 + self.options.max_retries},
+                      connect_timeout=self.options.request_timeout_s, read_timeout=self.options.request_timeout_s)
+
+    def _new_client(self) -> Any:
+        # botocore retries every call (creates included: clientRequestToken makes them idempotent)
+        return self.call("connecting to Bedrock", self._session().client, "bedrock", config=self._config(),
+                         endpoint_url=self.options.endpoint_url)
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = self.call("connecting to S3", self._session().client, "s3", config=self._config())
+        return self._s3
+
+    def close(self) -> None:
+        super().close()
+        if self._s3 is not None:
+            self._s3.close()
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        return (BotoCoreError, ClientError)
+
+    def _spec_problems(self, spec: Any) -> list[str]:
+        problems = []
+        if not self.options.role_arn or not ROLE_ARN.fullmatch(self.options.role_arn):
+            problems.append(ROLE_HELP if not self.options.role_arn else
+                            f"backend_options.role_arn: {self.options.role_arn!r} is not an IAM role ARN "
+                            "(arn:aws:iam::<12-digit account>:role/<name>)")
+        if not self.options.s3_uri or not self.options.s3_uri.startswith("s3://") or not urlsplit(
+                self.options.s3_uri).netloc:
+            problems.append(S3_HELP)
+        family = family_of(spec.model)
+        if family is None:
+            prefixes = ", ".join(p + "*" for f in FAMILIES for p in f.prefixes)
+            return problems + [f"model: {spec.model!r} is not a Bedrock base model ftbroker can fine-tune "
+                               f"(it covers {prefixes}; e.g. meta.llama3-1-8b-instruct-v1:0:128k)"]
+        return problems + self._hyper(spec, family)[1]
+
+    def _hyper(self, spec: Any, family: Family) -> tuple[dict[str, str], list[str]]:
+        hp = spec.hyperparameters
+        return hyperparameters(family, epochs=hp.epochs, learning_rate=hp.learning_rate,
+                               batch_size=hp.micro_batch_size, warmup_steps=self.options.warmup_steps)
+
+    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
+        return {"convert": family_of(spec.model).converter(), "rules": "Bedrock data rules"}
+
+    # -- S3 -----------------------------------------------------------------------------------------
+    def _location(self, *parts: str) -> tuple[str, str]:
+        where = urlsplit(self.options.s3_uri)
+        key = "/".join(p.strip("/") for p in (where.path, *parts) if p.strip("/"))
+        return where.netloc, key
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        bucket, key = self._location("data", converted.upload_name)
+        try:
+            head = self.call("looking for the data already on S3", self.s3.head_object, Bucket=bucket, Key=key)
+        except ProviderAPIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return f"s3://{bucket}/{key}" if head.get("ContentLength") == converted.size_bytes else None
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        bucket, key = self._location("data", converted.upload_name)
+        self.call("uploading the data to S3", self.s3.upload_file, str(converted.path), bucket, key)
+        return f"s3://{bucket}/{key}"
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def _get(self, job_name: str) -> dict[str, Any] | None:
+        """The job by NAME (moto finds jobs by name only; AWS takes either), None when there is none."""
+        try:
+            raw = self.call("reading the job", self.client.get_model_customization_job, jobIdentifier=job_name)
+        except ProviderAPIError as exc:
+            if isinstance(exc.__cause__, self.client.exceptions.ResourceNotFoundException):
+                return None
+            raise
+        raw.pop("ResponseMetadata", None)
+        return plain(raw)
+
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        return self._get(job.remote.get("job_name") or provider_tag(job.id, NAME_MAX))
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        spec = job.spec
+        by_role = {u.role: u for u in uploads}
+        tag = provider_tag(job.id, NAME_MAX)
+        bucket, key = self._location("output", tag)
+        request = create_request(
+            job_name=tag, custom_model_name=tag, role_arn=self.options.role_arn, base_model=spec.model,
+            training_uri=by_role["training"].remote_id,
+            validation_uri=by_role["validation"].remote_id if "validation" in by_role else None,
+            output_uri=f"s3://{bucket}/{key}/", hyper=self._hyper(spec, family_of(spec.model))[0], token=tag,
+            tags={"ftbroker-job-id": job.id})
+        try:
+            self.call("creating the customization job", self.client.create_model_customization_job, **request)
+        except ProviderAPIError as exc:  # a job of this name exists: an earlier attempt's (names derive from the id)
+            if not isinstance(exc.__cause__, self.client.exceptions.ResourceInUseException):
+                raise
+        created = self._get(tag)
+        if created is None:
+            raise ProviderAPIError(f"created job {tag} but cannot read it back", backend=self.name, status_code=404)
+        return created
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        return normalize_status(raw), raw.get("status")
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        return {"job_name": raw["jobName"], "job_arn": raw["jobArn"]}
+
+    def _job(self, job: Job) -> dict[str, Any]:
+        raw = self._get(job.remote["job_name"])
+        if raw is None:
+            raise ProviderAPIError(f"job {job.remote['job_name']} not found", backend=self.name, status_code=404)
+        return raw
+
+    def _metrics(self, raw: Mapping[str, Any]) -> tuple[list[MetricPoint], list[str]]:
+        """Points from the metrics CSVs under the job's output location, and their S3 URIs."""
+        out = urlsplit(raw["outputDataConfig"]["s3Uri"])
+        listed = self.call("listing the job's outputs", self.s3.list_objects_v2, Bucket=out.netloc,
+                           Prefix=out.path.lstrip("/"))
+        points, uris = [], []
+        for obj in listed.get("Contents", []):
+            validation = obj["Key"].endswith(VALIDATION_METRICS)
+            if validation or obj["Key"].endswith(TRAINING_METRICS):
+                body = self.call("reading a metrics file", self.s3.get_object, Bucket=out.netloc, Key=obj["Key"])
+                points += metrics_from_csv(body["Body"].read(), validation=validation)
+                uris.append(f"s3://{out.netloc}/{obj['Key']}")
+        return points, uris
+
+    def poll(self, job: Job) -> Update:
+        raw = self._job(job)
+        status, detail = self._provider_status(raw)
+        error = failure_message(raw)
+        points = self._metrics(raw)[0] if status is JobStatus.SUCCEEDED else []
+        return Update(status=status, detail=detail, metrics=points, next_poll_s=self.options.poll_interval_s,
+                      error=scrub(error) if error else None,
+                      output_model=raw.get("outputModelArn") if status is JobStatus.SUCCEEDED else None, raw=raw)
+
+    def cancel(self, job: Job) -> Update:
+        try:
+            self.call("stopping the job", self.client.stop_model_customization_job,
+                      jobIdentifier=job.remote["job_name"])
+        except ProviderAPIError:
+            if not normalize_status(self._job(job)).terminal:  # a finished job cannot be stopped: fine
+                raise
+        raw = self._job(job)
+        status, detail = self._provider_status(raw)
+        return Update(status=status, detail=detail, raw=raw)
+
+    def result(self, job: Job) -> Result:
+        raw = self._job(job)
+        status, _ = self._provider_status(raw)
+        points, uris = self._metrics(raw) if status is JobStatus.SUCCEEDED else ([], [])
+        artifacts = [Artifact(kind="metrics", uri=uri, description="metrics CSV written by Bedrock") for uri in uris]
+        output = raw.get("outputModelArn") if status is JobStatus.SUCCEEDED else None
+        if output:
+            artifacts.insert(0, Artifact(kind="provider_model", uri=output,
+                                         description="the custom model: serve it with Provisioned Throughput or a "
+                                                     "custom-model deployment"))
+        error = failure_message(raw)
+        return Result(id=job.id, backend=self.name, status=status, model=job.spec.model, output_model=output,
+                      metrics=points, estimated_cost_usd=job.estimated_cost_usd,
+                      finished_at=job.finished_at if status.terminal else None, artifacts=artifacts,
+                      error=scrub(error) if error else None, raw=raw)

@@ -11,14 +11,31 @@ a dataset into Together's formats with Together's documented rules checked.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from ftbroker.jobs import Event, JobStatus, MetricPoint
+from pydantic import Field
 
-from ._managed import Rejected, check_range, map_status, text_of
+from ftbroker.backends.base import Capabilities, Update
+from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+
+from ._managed import (
+    ConvertedFile,
+    ManagedBackend,
+    ManagedOptions,
+    Rejected,
+    Upload,
+    check_range,
+    map_status,
+    provider_tag,
+    scrub,
+    text_of,
+)
+from ._managed import _plain as plain
 
 NAME = "together"
 
@@ -228,3 +245,202 @@ def _preference(example: Mapping[str, Any]) -> dict[str, Any]:
         text_of(value[0].get("content"), key)
         out[key] = value
     return out
+
+
+# -- the backend -------------------------------------------------------------------------------------
+class TogetherOptions(ManagedOptions):
+    base_url: str | None = Field(None, description="default: TOGETHER_BASE_URL, else https://api.together.ai")
+    n_evals: int | None = Field(None, ge=0, description="evaluations over the validation set (default 1 with one)")
+    n_checkpoints: int | None = Field(None, ge=1)
+    warmup_ratio: float | None = Field(None, ge=0, le=1)
+    weight_decay: float | None = Field(None, ge=0)
+    train_on_inputs: bool | Literal["auto"] | None = Field(None, description="train on user turns / prompts too")
+    dpo_beta: float | None = Field(None, gt=0, description="DPO beta (preference data)")
+
+
+class TogetherBackend(ManagedBackend):
+    """Together fine-tuning jobs. Credentials: ``TOGETHER_API_KEY``."""
+
+    name = NAME
+    sdk_package = "together"
+    extra = "together"
+    Options = TogetherOptions
+    capabilities = Capabilities(
+        methods=frozenset({"lora", "full"}),
+        data_formats=frozenset({"chat", "prompt_completion", "preference", "text"}),
+        managed=True,
+        poll_interval_s=30.0,
+        unsupported={
+            "method.qlora": "Together trains LoRA adapters on 16-bit weights; QLoRA is not offered",
+            "hyperparameters.gradient_checkpointing": "Together runs the training hardware; not a setting",
+            "resume": "continuing from a checkpoint (from_checkpoint) is not driven by ftbroker yet",
+            "export": "the model is served (and downloadable) on Together: use its output_model name",
+        },
+    )
+
+    def __init__(self, options: TogetherOptions, **kwargs: Any):
+        super().__init__(options, **kwargs)
+        self._limits: dict[str, Any] = {}  # model -> its limits, read once (create needs them too)
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        sdk = self.sdk()
+        try:
+            return sdk.Together(base_url=self.options.base_url, max_retries=self.options.max_retries,
+                                timeout=self.options.request_timeout_s)
+        except sdk.TogetherError as exc:
+            raise BackendAuthError("no credentials: set TOGETHER_API_KEY", backend=self.name) from exc
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        import httpx  # the upload's PUT goes through the SDK's raw httpx client, unwrapped
+
+        return (self.sdk().TogetherError, httpx.HTTPError)
+
+    def _writes(self) -> Any:
+        return self.client.with_options(max_retries=0)
+
+    def _spec_problems(self, spec: Any) -> list[str]:
+        if spec.hyperparameters.early_stopping_patience and not spec.validation:
+            return ["hyperparameters.early_stopping_patience: Together's early stopping needs a validation file"]
+        return []
+
+    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
+        return {"convert": convert, "rules": RULES}
+
+    # -- submit -------------------------------------------------------------------------------------
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        known = job.remote.get("job_id")
+        if known:
+            return self._retrieve(known)
+        tag = provider_tag(job.id, SUFFIX_MAX)
+        listed = self.call("looking for a job already created for this id", self.client.fine_tuning.list)
+        for remote in listed.data:
+            record = plain(remote)
+            if record.get("suffix") == tag or f"-{tag}-" in (record.get("model_output_name") or ""):
+                return record
+        return None
+
+    def _provider_preflight(self, job: Job) -> None:
+        spec, hp = job.spec, job.spec.hyperparameters
+        limits = self._limits.get(spec.model)
+        if limits is None:
+            limits = self._limits[spec.model] = self.call(
+                "reading the model's limits", self.client.fine_tuning.model_limits, model_name=spec.model)
+        problems = check_against_limits(plain(limits), method=spec.method, dpo=False, epochs=hp.epochs,
+                                        batch_size=hp.micro_batch_size, learning_rate=hp.learning_rate,
+                                        lora_r=spec.lora.r, max_seq_len=hp.max_seq_len)
+        if problems:
+            raise SpecError(problems)
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        listed = self.call("looking for the data already uploaded", self.client.files.list)
+        for file in listed.data:
+            if (file.filename == converted.upload_name and file.bytes == converted.size_bytes
+                    and file.processing_status not in ("FAILED", "INVALID_FORMAT")):
+                return file.id
+        return None
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        client = self._writes().with_options(timeout=self.options.upload_timeout_s)
+        return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune").id
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        spec, hp = job.spec, job.spec.hyperparameters
+        by_role = {u.role: u for u in uploads}
+        dpo = by_role["training"].file.fmt == "preference"
+        targets = spec.lora.target_modules
+        options = self.options.model_dump(exclude_none=True)
+        kwargs = create_arguments(
+            model=spec.model, training_file=by_role["training"].remote_id,
+            validation_file=by_role["validation"].remote_id if "validation" in by_role else None,
+            tag=provider_tag(job.id, SUFFIX_MAX), method=spec.method, dpo=dpo, epochs=hp.epochs,
+            batch_size=hp.micro_batch_size, learning_rate=hp.learning_rate, lora_r=spec.lora.r,
+            lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+            lora_targets=",".join(targets) if isinstance(targets, list) else targets, max_seq_len=hp.max_seq_len,
+            seed=hp.seed, options=options)
+        extra = {"gradient_accumulation_steps": hp.gradient_accumulation_steps, "packing": hp.packing}
+        kwargs |= {k: v for k, v in extra.items() if v is not None}
+        if hp.early_stopping_patience:
+            kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience,
+                       "n_evals": max(kwargs.get("n_evals", 0), hp.early_stopping_patience + 2)}
+        try:
+            created = self.call("creating the fine-tuning job", self._writes().fine_tuning.create,
+                                model_limits=self._limits.get(spec.model), **kwargs)
+        except ValueError as exc:  # the SDK's own argument checks
+            raise SpecError([f"{self.name}: {exc}"]) from exc
+        return plain(created)
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        return normalize_status(raw.get("status")), raw.get("status")
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        return {"job_id": raw["id"]}
+
+    # -- track --------------------------------------------------------------------------------------
+    def _retrieve(self, job_id: str) -> dict[str, Any]:
+        return plain(self.call("reading the job", self.client.fine_tuning.retrieve, job_id))
+
+    def _events(self, job: Job) -> list[dict[str, Any]]:
+        listed = self.call("reading the job's events", self.client.fine_tuning.list_events, job.remote["job_id"])
+        return [plain(e) for e in listed.data]
+
+    def _metrics(self, job: Job) -> list[dict[str, float]]:
+        listed = self.call("reading the job's metrics", self.client.fine_tuning.list_metrics, job.remote["job_id"])
+        return list(listed.metrics or [])
+
+    @staticmethod
+    def _error(events: list[dict[str, Any]]) -> str | None:
+        """Together jobs carry no error field: the last error event says what went wrong."""
+        errors = [e for e in events if e.get("type") == "job_error" or "error" in (e.get("level") or "")]
+        return scrub(errors[-1]["message"]) if errors else None
+
+    def poll(self, job: Job) -> Update:
+        raw = self._retrieve(job.remote["job_id"])
+        status, detail = self._provider_status(raw)
+        cursor = json.loads(job.cursor) if job.cursor else {"events": 0, "step": 0}
+        events = self._events(job)
+        points = [p for p in normalize_metrics(self._metrics(job)) if p.step > cursor["step"]]
+        fresh = events[cursor["events"]:]
+        progress = job.progress
+        if points:
+            last_step = max(p.step for p in points)
+            losses = {p.name: p.value for p in points if p.step == last_step}
+            total = next((e.get("total_steps") for e in reversed(events) if e.get("total_steps")), None)
+            progress = Progress(step=last_step, total_steps=total, loss=losses.get("train_loss"),
+                                eval_loss=losses.get("eval_loss"), epoch=raw.get("epochs_completed"))
+        new_cursor = {"events": len(events), "step": max([cursor["step"], *(p.step for p in points)])}
+        done = status.terminal
+        return Update(status=status, detail=detail, events=normalize_events(fresh), metrics=points,
+                      progress=progress, cursor=json.dumps(new_cursor), next_poll_s=self.options.poll_interval_s,
+                      error=self._error(events) if status is JobStatus.FAILED else None,
+                      trained_tokens=raw.get("token_count") if done else None,
+                      actual_cost_usd=price_usd(raw.get("total_price")) if done else None,
+                      output_model=raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None, raw=raw)
+
+    def cancel(self, job: Job) -> Update:
+        try:
+            raw = plain(self.call("cancelling the job", self.client.fine_tuning.cancel, job.remote["job_id"]))
+        except ProviderAPIError:
+            raw = self._retrieve(job.remote["job_id"])  # already over: report where it ended
+            if not normalize_status(raw.get("status")).terminal:
+                raise
+        status, detail = self._provider_status(raw)
+        return Update(status=status, detail=detail, raw=raw)
+
+    def result(self, job: Job) -> Result:
+        raw = self._retrieve(job.remote["job_id"])
+        status, _ = self._provider_status(raw)
+        events = self._events(job)
+        artifacts = []
+        output = raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None
+        if output:
+            artifacts.append(Artifact(kind="provider_model", uri=output, description="call it by this name"))
+            listed = self.call("listing checkpoints", self.client.fine_tuning.list_checkpoints, job.remote["job_id"])
+            artifacts += [Artifact(kind="checkpoint", uri=c.path, description=f"{c.checkpoint_type} (step {c.step})")
+                          for c in listed.data]
+        return Result(id=job.id, backend=self.name, status=status, model=job.spec.model, output_model=output,
+                      metrics=normalize_metrics(self._metrics(job)), trained_tokens=raw.get("token_count"),
+                      estimated_cost_usd=job.estimated_cost_usd, actual_cost_usd=price_usd(raw.get("total_price")),
+                      started_at=_parse_time(raw["started_at"]) if raw.get("started_at") else None,
+                      finished_at=_parse_time(raw["updated_at"]) if status.terminal and raw.get("updated_at") else None,
+                      artifacts=artifacts, error=self._error(events) if status is JobStatus.FAILED else None, raw=raw)

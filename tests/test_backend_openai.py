@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fakes import Fault, FakeOpenAI, Outcome, data_double
-from fakes.driver import LedgerTracker, follow, submit
+from fakes.driver import FAST, LedgerTracker, follow, submit, write_chat
 
 from ftbroker.backends.openai import OpenAIBackend, OpenAIOptions
 from ftbroker.errors import BackendAuthError, BackendRateLimitError, DatasetError, SpecError
@@ -16,16 +16,6 @@ from ftbroker.ledger import Ledger
 from ftbroker.spec import JobSpec
 
 MODEL = "gpt-4o-mini-2024-07-18"
-FAST = {"poll_interval_s": 0.01, "retry_initial_s": 0.001, "retry_max_s": 0.01, "request_timeout_s": 0.5,
-        "max_retries": 0}
-
-
-def write_chat(path, n=12, start=0):
-    with path.open("w") as fh:
-        for i in range(start, start + n):
-            fh.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                              {"role": "assistant", "content": str(2 * i)}]}) + "\n")
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,29 @@ real Broker.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ftbroker.jobs import Event, Job
 from ftbroker.ledger import Ledger
 from ftbroker.spec import JobSpec
+
+
+#: backend_options that make a managed backend quick under test (no real waiting, short timeouts)
+FAST = {"poll_interval_s": 0.01, "retry_initial_s": 0.001, "retry_max_s": 0.01, "request_timeout_s": 0.5,
+        "max_retries": 0}
+
+
+def write_chat(path: Path, n: int = 12, start: int = 0) -> Path:
+    """A small chat dataset: ``n`` single-turn arithmetic examples."""
+    with path.open("w") as fh:
+        for i in range(start, start + n):
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                              {"role": "assistant", "content": str(2 * i)}]}) + "\n")
+    return path
 
 
 class LedgerTracker:
