@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -98,16 +102,57 @@ class Gpu:
     memory_gib: float
 
 
+def detect_gpus() -> tuple[Gpu, ...]:
+    """The NVIDIA GPUs this process may use (``nvidia-smi``, honouring CUDA_VISIBLE_DEVICES); () if none.
+
+    Asks the driver rather than importing torch, so planning and the guards stay fast.
+    """
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        out = subprocess.run([smi, "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_nvidia_smi(out, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def parse_nvidia_smi(out: str, visible: str | None) -> tuple[Gpu, ...]:
+    """GPUs from ``nvidia-smi --query-gpu=index,uuid,name,memory.total`` output (MiB), in CUDA_VISIBLE_DEVICES
+    order when it is set (by index or UUID)."""
+    by_key: dict[str, Gpu] = {}
+    order = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 4:
+            continue
+        try:
+            gpu = Gpu(name=parts[2], memory_gib=round(float(parts[3]) / 1024, 2))
+        except ValueError:
+            continue
+        by_key[parts[0]] = by_key[parts[1]] = gpu
+        order.append(gpu)
+    if visible is None:
+        return tuple(order)
+    return tuple(by_key[v.strip()] for v in visible.split(",") if v.strip() in by_key)
+
+
 @dataclass(frozen=True)
 class Environment:
     """What a quote may depend on beyond the spec and the data, gathered by the Broker (quotes stay pure).
 
-    ``catalog`` is the loaded ``ftbroker.pricing.catalog.Catalog`` (prices, GPUs, models, route availability).
+    ``catalog`` is the ``ftbroker.pricing.catalog.Catalog`` in force (prices, GPUs, models, route availability),
+    loaded on first use through ``load_catalog``.
     """
 
     today: date
     gpus: tuple[Gpu, ...] = ()
-    catalog: Any = None
+    load_catalog: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def catalog(self) -> Any:
+        return self.load_catalog() if self.load_catalog is not None else None
 
 
 class Verdict(StrEnum):
@@ -211,10 +256,20 @@ class Backend(Protocol):
         """Start the job, exactly once: first look for a remote job already created for ``job.id``."""
 
     def poll(self, job: Job) -> Update:
-        """The job's status now, with the events and metrics that are new since ``job.cursor``."""
+        """The job's status now, with the events and metrics that are new since ``job.cursor``.
+
+        Only called for submitted jobs. Map the provider's status words with its table (research NOTES §6),
+        unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
+        ``next_poll_s``; raise BackendUnavailableError / BackendRateLimitError for transient trouble (the Broker
+        backs off and polls again), other BackendErrors for what will not get better.
+        """
 
     def cancel(self, job: Job) -> Update:
-        """Ask the job to stop; return the status it reached (``cancelled``, or running with a detail)."""
+        """Ask the job to stop; return the status it reached (``cancelled``, or running with a detail).
+
+        ``job.remote`` may lack the remote job id (recorded, submission never confirmed): look it up by ``job.id``
+        as ``submit`` does, so a job created just before a crash is still stopped.
+        """
 
     def result(self, job: Job) -> Result:
         """The normalized result of a finished job, the provider's own record in ``raw``."""

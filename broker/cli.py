@@ -44,6 +44,293 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.meta["ftbroker.debug"] = debug
 
 
+# --- spine: the job commands (run, jobs, status, logs, cancel, result, resume, export) -------------------------
+
+# run's flags -> JobSpec field paths. Numbers arrive as text so that every bad value is reported at once, with
+# its field, by the spec's own validation (a click type would stop at the first).
+_RUN_FIELDS = {
+    "backend": ("backend", "--backend"),
+    "model": ("model", "--model"),
+    "method": ("method", "--method"),
+    "validation": ("validation", "--validation"),
+    "name": ("name", "--name"),
+    "epochs": ("hyperparameters.epochs", "--epochs"),
+    "learning_rate": ("hyperparameters.learning_rate", "--learning-rate"),
+    "micro_batch": ("hyperparameters.micro_batch_size", "--micro-batch"),
+    "grad_accum": ("hyperparameters.gradient_accumulation_steps", "--grad-accum"),
+    "max_seq_len": ("hyperparameters.max_seq_len", "--max-seq-len"),
+    "packing": ("hyperparameters.packing", "--packing"),
+    "grad_checkpointing": ("hyperparameters.gradient_checkpointing", "--grad-checkpointing"),
+    "seed": ("hyperparameters.seed", "--seed"),
+    "early_stopping_patience": ("hyperparameters.early_stopping_patience", "--early-stopping-patience"),
+    "lora_r": ("lora.r", "--lora-r"),
+    "lora_alpha": ("lora.alpha", "--lora-alpha"),
+    "lora_dropout": ("lora.dropout", "--lora-dropout"),
+    "target_modules": ("lora.target_modules", "--target-modules"),
+    "max_cost": ("budget.max_cost_usd", "--max-cost"),
+}
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=2))
+
+
+def _show(json_mode: bool, data, view) -> None:
+    """``data`` as JSON on stdout with --json, else ``view`` (a rich renderable) for people."""
+    if json_mode:
+        _print_json(data)
+    else:
+        from rich.console import Console
+
+        Console().print(view)
+
+
+def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """run's flags as JobSpec overrides, and the problems of the flags that cannot even be read."""
+    overrides = {"dataset": data}
+    for param, (path, _flag) in _RUN_FIELDS.items():
+        value = params[param]
+        if param == "target_modules" and value is not None and value != "all-linear":
+            value = [m.strip() for m in value.split(",")]
+        overrides[path] = value
+    problems = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--option {option!r}: write KEY=VALUE")
+            continue
+        import yaml
+
+        try:
+            overrides[f"backend_options.{key.strip()}"] = yaml.safe_load(value)  # "2" -> 2, "true" -> True
+        except yaml.YAMLError:
+            overrides[f"backend_options.{key.strip()}"] = value
+    return overrides, problems
+
+
+def _confirm():
+    """The confirmation prompt (on stderr): shows the quote, refuses without a terminal to ask on."""
+
+    def ask(prepared) -> bool:
+        from ftbroker.errors import NotConfirmedError
+        from ftbroker.render_jobs import quote_summary
+
+        console = _stderr()
+        console.print(quote_summary(prepared))
+        if not sys.stdin.isatty():
+            raise NotConfirmedError("not started: confirmation needs a terminal; pass --yes to start without it")
+        return click.confirm("Start this job?", default=False, err=True)
+
+    return ask
+
+
+def _follow(broker, job_id: str):
+    """Follow a job with the live display (stderr); Ctrl-C stops watching, never the job."""
+    from ftbroker.render_jobs import FollowView
+
+    console = _stderr()
+    try:
+        with FollowView(console) as view:
+            return broker.follow(job_id, on_update=view)
+    except KeyboardInterrupt:
+        console.print(f"stopped following; {job_id} keeps running. `ftbroker status {job_id}` or "
+                      f"`ftbroker logs {job_id} --follow` to look again.")
+        raise click.exceptions.Exit(130) from None
+
+
+def _finish(broker, job, *, detach: bool, json_mode: bool) -> None:
+    """Shared end of run and resume: report the detached job, or follow it and report its result."""
+    from ftbroker.errors import JobError, JobFailedError
+    from ftbroker.jobs import JobStatus
+    from ftbroker.render_jobs import job_json, result_details, result_json
+
+    if detach:
+        if json_mode:
+            _print_json({"job": job_json(job), "result": None})
+        else:
+            click.echo(f"{job.id} {job.status.value} on {job.backend}. `ftbroker status {job.id}`, "
+                       f"`ftbroker logs {job.id} --follow`")
+        return
+    result = _follow(broker, job.id)
+    if json_mode:
+        _print_json({"job": job_json(broker.job(job.id)), "result": result_json(result)})
+    else:
+        _stderr().print(result_details(result))
+    if result.status is JobStatus.FAILED:
+        raise JobFailedError(job.id, result.error or "see `ftbroker logs`")
+    if result.status is JobStatus.CANCELLED:
+        raise JobError(f"job {job.id} was cancelled")
+
+
+def _json_option(f):
+    return click.option("--json", "json_mode", is_flag=True, help="Print only JSON on stdout.")(f)
+
+
+def _job_command(f):
+    """A command about one job: JOB (an id, or a unique prefix of one) and --json."""
+    return cli.command()(click.argument("job_id", metavar="JOB")(_json_option(f)))
+
+
+@cli.command()
+@click.argument("data", required=False)
+@click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
+@click.option("--backend", help="Where to train: local, openai, together, bedrock, ... (default: local).")
+@click.option("--model", help="Base model: a catalog name, a Hugging Face repo or a local folder.")
+@click.option("--method", help="full, lora or qlora (default: lora).")
+@click.option("--validation", help="A validation set (same format as DATA).")
+@click.option("--name", help="A label for the job.")
+@click.option("--epochs", metavar="N")
+@click.option("--learning-rate", "--lr", "learning_rate", metavar="LR")
+@click.option("--micro-batch", metavar="N", help="Examples per device per step.")
+@click.option("--grad-accum", metavar="N", help="Gradient accumulation steps.")
+@click.option("--max-seq-len", metavar="N")
+@click.option("--packing/--no-packing", default=None)
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None)
+@click.option("--seed", metavar="N")
+@click.option("--early-stopping-patience", metavar="N", help="Evaluations without improvement before stopping.")
+@click.option("--lora-r", metavar="N")
+@click.option("--lora-alpha", metavar="N")
+@click.option("--lora-dropout", metavar="P")
+@click.option("--target-modules", help="Comma-separated module names, or all-linear.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
+@click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher.")
+@click.option("--yes", "-y", is_flag=True, help="Start without the confirmation prompt.")
+@click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
+@click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
+@_json_option
+def run(data, config, options, yes, detach, force, json_mode, **params):
+    """Train a model on DATA: check, price, guard, record and start the job, then follow it."""
+    from ftbroker.broker import Broker
+    from ftbroker.spec import load_spec
+
+    overrides, problems = _run_overrides(data, params, options)
+    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
+                     problems=problems)
+    with Broker() as broker:
+        job = broker.submit(spec, confirm=None if yes else _confirm(), force=force)
+        _finish(broker, job, detach=detach, json_mode=json_mode)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--backend", help="Only this backend's jobs.")
+# JobStatus's values, spelt out so that --help need not import the job records (a test keeps them equal).
+@click.option("--status", type=click.Choice(["queued", "validating", "running", "succeeded", "failed", "cancelled"]))
+@_json_option
+def jobs(limit, backend, status, json_mode):
+    """List jobs, newest first."""
+    from ftbroker.broker import Broker
+    from ftbroker.jobs import JobStatus
+    from ftbroker.render_jobs import job_json, jobs_table
+
+    with Broker() as broker:
+        found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+    _show(json_mode, {"jobs": [job_json(j) for j in found]},
+          jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+
+
+@_job_command
+def status(job_id, json_mode):
+    """Show a job (asks its backend for news first)."""
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_details, job_json
+
+    with Broker() as broker:
+        job = broker.refresh(job_id)
+    _show(json_mode, job_json(job), job_details(job))
+
+
+@_job_command
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends.")
+def logs(job_id, follow, json_mode):
+    """Print a job's events (with --json: one JSON object per line)."""
+    import json as jsonlib
+
+    from rich.console import Console
+
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import event_json, event_line
+
+    console = Console(highlight=False)
+
+    with Broker() as broker:
+        try:
+            for seq, event in broker.tail(job_id, follow=follow):
+                if json_mode:
+                    click.echo(jsonlib.dumps(event_json(seq, event)))
+                else:
+                    console.print(event_line(event))
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+
+
+@_job_command
+def cancel(job_id, json_mode):
+    """Stop a job (a local trainer saves a checkpoint first)."""
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_json
+
+    with Broker() as broker:
+        before = broker.job(job_id)
+        job = broker.cancel(job_id)
+    if json_mode:
+        _print_json(job_json(job))
+    elif before.status.terminal:
+        click.echo(f"{job.id} had already ended: {job.status.value}")
+    else:
+        click.echo(f"{job.id} {job.status.value}" + (f" ({job.status_detail})" if job.status_detail else ""))
+
+
+@_job_command
+def result(job_id, json_mode):
+    """Show the normalized result of a finished job."""
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import result_details, result_json
+
+    with Broker() as broker:
+        res = broker.result(job_id)
+    _show(json_mode, result_json(res), result_details(res))
+
+
+@_job_command
+@click.option("--detach", is_flag=True, help="Return at once instead of following the job.")
+def resume(job_id, detach, json_mode):
+    """Continue a failed or cancelled job from its last checkpoint, or submit one that never was."""
+    from ftbroker.broker import Broker
+
+    with Broker() as broker:
+        job = broker.resume(job_id)
+        _finish(broker, job, detach=detach, json_mode=json_mode)
+
+
+@_job_command
+@click.option("--format", "fmt", type=click.Choice(["ollama", "merged"]), required=True)
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder to write (default: ./JOB-FORMAT).")
+def export(job_id, fmt, output, json_mode):
+    """Export a finished job's model: an Ollama Modelfile folder, or a merged Hugging Face folder."""
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import artifact_json
+
+    with Broker() as broker:
+        job = broker.job(job_id)
+        artifacts = broker.export(job.id, fmt, output or f"{job.id}-{fmt}")
+    if json_mode:
+        _print_json({"artifacts": [artifact_json(a) for a in artifacts]})
+    else:
+        for artifact in artifacts:
+            click.echo(f"{artifact.kind}: {artifact.uri}")
+
+# --- end of spine block ---
+
+
 def main() -> None:
     cli(prog_name="ftbroker")
 

@@ -244,7 +244,8 @@ class Ledger:
                artifacts: Sequence[Artifact] = (), result: Result | None = None) -> Job:
         """Apply everything one step learnt about a job, atomically. ``None`` leaves a field as it is;
         ``remote`` and ``resources`` are merged key by key; a status change is added to the history and sets
-        ``started_at`` / ``finished_at`` the first time the job runs / ends."""
+        ``started_at`` / ``finished_at`` the first time the job runs / ends; a job that leaves a final status
+        (resumed) loses its old error and result."""
         now = _now()
         with self._write() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -259,8 +260,8 @@ class Ledger:
                     sets["started_at"] = _ts(now)
                 if status.terminal:
                     sets["finished_at"] = _ts(now)
-                elif row["finished_at"] is not None:  # resumed
-                    sets["finished_at"] = None
+                elif JobStatus(row["status"]).terminal:  # resumed: the old ending no longer holds
+                    sets.update(finished_at=None, error=None, result=None)
             if remote:
                 sets["remote"] = _json({**json.loads(row["remote"]), **remote})
             if resources:

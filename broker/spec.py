@@ -22,7 +22,7 @@ import difflib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -141,11 +141,12 @@ _PATH_FIELDS = ("dataset", "validation")
 
 
 def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-              *, flag_names: Mapping[str, str] | None = None) -> JobSpec:
+              *, flag_names: Mapping[str, str] | None = None, problems: Sequence[str] = ()) -> JobSpec:
     """Build a JobSpec from a job file (YAML, TOML or JSON) and dotted-path overrides (the CLI flags).
 
     ``overrides`` maps dotted field paths (``"hyperparameters.epochs"``) to values; ``None`` values are
     ignored. ``flag_names`` maps the same paths to the flag that set them, so an error can name the flag.
+    ``problems`` found earlier (a malformed flag) are reported together with the rest.
     Raises SpecError listing every problem: the file's syntax, each invalid field, a missing dataset file,
     an unknown backend, backend options the backend does not take, and settings the backend cannot honour.
     """
@@ -166,9 +167,9 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
 
     try:
         spec = JobSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_problems(exc, from_flags), source) from None  # the pydantic error may echo secrets
-    problems = _check_files(spec) + _check_backend(spec)
+    except ValidationError as exc:  # from None: the pydantic error may hold a secret's value
+        raise SpecError([*problems, *_problems(exc, from_flags)], source) from None
+    problems = [*problems, *_check_files(spec), *_check_backend(spec)]
     if problems:
         raise SpecError(problems, source)
     return spec
@@ -244,13 +245,24 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# Names other tools use for our fields, for "did you mean" where spelling distance cannot tell.
+_ALIASES = {"lr": "learning_rate", "n_epochs": "epochs", "num_epochs": "epochs", "num_train_epochs": "epochs",
+            "batch_size": "micro_batch_size", "per_device_train_batch_size": "micro_batch_size",
+            "gradient_accumulation": "gradient_accumulation_steps", "max_length": "max_seq_len",
+            "max_seq_length": "max_seq_len", "rank": "r", "lora_r": "r", "lora_alpha": "alpha",
+            "lora_dropout": "dropout", "validation_file": "validation", "training_file": "dataset",
+            "base_model": "model", "max_cost": "max_cost_usd"}
+
+
 def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not str(p).startswith(("function-after", "literal[", "list[")))
         path = ".".join(str(p) for p in loc) or "(job file)"
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _field_names(JobSpec, loc[:-1]), n=1)
+            valid = _field_names(JobSpec, loc[:-1])
+            alias = _ALIASES.get(str(loc[-1]).lower())
+            close = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1)
             msg = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
         else:
             msg = err["msg"].removeprefix("Value error, ")
@@ -258,8 +270,10 @@ def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
                 pass  # never echo a value that may be a credential
             elif err["type"] == "missing":
                 msg = "required"
-            elif isinstance(err.get("input"), str | int | float | bool) and not isinstance(err.get("input"), dict):
-                msg += f" (got {str(err['input'])[:60]!r})"
+            elif isinstance(err.get("input"), str):
+                msg += f" (got {err['input'][:60]!r})"
+            elif isinstance(err.get("input"), int | float):
+                msg += f" (got {err['input']})"
         flag = from_flags.get(path)
         problems.append(f"{path}: {msg}" + (f" (from {flag})" if flag and flag != path else ""))
     return list(dict.fromkeys(problems))  # a union type reports one problem per branch

@@ -1,0 +1,490 @@
+"""The local backend: trains on this machine by running the trainer recipe as its own process.
+
+The trainer (``python -m ftbroker.backends.local.train RUN_DIR [--resume]``) runs detached, in its own session,
+so closing the terminal, Ctrl-C or a crash of the CLI does not stop it. Its run folder is
+``FTBROKER_HOME/runs/<job id>``: ``config.json`` (written here), ``events.jsonl`` (appended by the trainer),
+``trainer.log`` (its stdout and stderr), ``checkpoints/``, ``output/`` and finally ``result.json``.
+
+The ledger keeps the trainer's pid with the process's start time, so a pid reused by another program is never
+mistaken for the trainer. A trainer that vanished without a final event (kill -9, out of memory) is reported
+failed with its last event and the tail of its log; ``resume`` relaunches it with ``--resume``.
+
+On more than one GPU the trainer is started through ``accelerate launch`` with a config written to the run folder:
+DDP for LoRA / QLoRA (each GPU holds the model), FSDP (or DeepSpeed ZeRO-3, if asked) for full fine-tuning.
+POSIX only (sessions and process groups).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftbroker.backends.base import (Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update, Verdict,
+                                    detect_gpus)
+from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, JobError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.spec import JobSpec
+
+TRAINER_MODULE = "ftbroker.backends.local.train"
+_LOG_TAIL_LINES = 5
+
+# The detacher: starts the trainer in a new session with its output in trainer.log, notes its pid in trainer.pid
+# (found again if the CLI dies before the ledger has it), prints the pid and exits, so the trainer is nobody's
+# child here (no zombie, no wait) and outlives the CLI.
+_DETACH = (
+    "import subprocess, sys\n"
+    "log = open('trainer.log', 'ab')\n"
+    "proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
+    " start_new_session=True)\n"
+    "open('trainer.pid', 'w').write(str(proc.pid))\n"
+    "print(proc.pid)\n"
+)
+
+
+class LocalOptions(BaseModel):
+    """``backend_options`` of the local backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: int | None = Field(None, ge=0, le=64, description="GPUs to train on; default: every GPU found (0: CPU)")
+    distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="multi-GPU strategy; auto: DDP for LoRA/QLoRA, FSDP for full fine-tuning")
+    python: str | None = Field(None, description="interpreter for the trainer (e.g. a venv with CUDA torch)")
+    trainer: str | None = Field(None, description="your own recipe script speaking the trainer contract")
+    merge: bool = Field(False, description="also write a merged model (LoRA / QLoRA) after training")
+    cancel_grace_s: float = Field(120.0, gt=0, description="how long cancel waits for a clean stop")
+
+
+class LocalBackend:
+    """Training on this machine (GPU, or CPU for tiny models) with transformers + peft + trl."""
+
+    name = "local"
+    capabilities = Capabilities(
+        methods=frozenset({"full", "lora", "qlora"}),
+        data_formats=frozenset({"chat", "prompt_completion", "text"}),
+        unsupported={"format.preference": "the local trainer does supervised fine-tuning only (no DPO yet)"},
+        managed=False,
+        poll_interval_s=1.0,
+    )
+    Options = LocalOptions
+
+    def __init__(self, options: LocalOptions, *, home: Path):
+        self.options = options
+        self.runs = home / "runs"
+
+    # --- before submission ---
+
+    def validate(self, spec: JobSpec):
+        """Check the dataset (and the validation set) with the tokenizer the model trains with."""
+        from ftbroker import data, tokens
+
+        local_folder = Path(spec.model).expanduser()
+        counter = (tokens.resolve(str(local_folder)) if local_folder.is_dir()
+                   else tokens.resolve(hf_repo=spec.model))
+        report = data.analyze(spec.dataset, counters=[counter])
+        issues = list(report.errors)
+        if spec.validation is not None:
+            issues += data.analyze(spec.validation, counters=[counter]).errors
+        if issues:
+            raise DatasetError(issues)
+        return report
+
+    def quote(self, spec: JobSpec, dataset, env: Environment) -> Quote:
+        gpus = self._use_gpus(env.gpus)
+        hardware = f"{len(gpus)}x {gpus[0].name}" if gpus else "CPU"
+        peak_vram_gib = None  # integration: the estimator's peak VRAM per GPU (ftbroker.estimate)
+        verdict, reason = fit_verdict(spec, peak_vram_gib, gpus)
+        return Quote(backend=self.name, verdict=verdict, reason=reason, hardware=hardware,
+                     peak_vram_gib=peak_vram_gib)
+
+    # --- the process ---
+
+    def submit(self, job: Job, tracker: Tracker) -> Submission:
+        if _alive(job.remote):
+            return Submission(remote={}, status=JobStatus.RUNNING, reused=True)
+        run_dir = self.run_dir(job.id)
+        launched = _launched_trainer(run_dir)  # started, but the CLI died before the ledger learnt its pid
+        if launched is not None:
+            return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(trainer_config(job, self.options), indent=2) + "\n")
+        # A launch that got as far as a checkpoint before the CLI crashed continues from it.
+        resume = any((run_dir / "checkpoints").glob("*"))
+        return self._launch(job, run_dir, tracker, resume=resume)
+
+    def resume(self, job: Job, tracker: Tracker) -> Submission:
+        if _alive(job.remote):
+            raise JobError(f"job {job.id} is still running (pid {job.remote['pid']})")
+        run_dir = self.run_dir(job.id)
+        if not (run_dir / "config.json").is_file():
+            raise JobError(f"job {job.id} has no run folder at {run_dir}; it cannot be resumed")
+        return self._launch(job, run_dir, tracker, resume=True)
+
+    def _launch(self, job: Job, run_dir: Path, tracker: Tracker, *, resume: bool) -> Submission:
+        command = self.command(job.spec, run_dir, resume=resume, gpu_count=len(self._use_gpus(detect_gpus())))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            out = subprocess.run([sys.executable, "-c", _DETACH, *command], cwd=run_dir, env=env,
+                                 capture_output=True, text=True, timeout=60, check=True)
+            pid = int(out.stdout.strip())
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
+        remote = {"pid": str(pid), "pid_started": _start_time(pid), "run_dir": str(run_dir), "cancel_requested": ""}
+        tracker.remember(**remote)
+        tracker.event(f"trainer started (pid {pid}){' from the last checkpoint' if resume else ''}",
+                      kind="status", data={"command": command})
+        return Submission(remote=remote, status=JobStatus.RUNNING)
+
+    def command(self, spec: JobSpec, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
+        """The trainer's command line: plain Python on one device, ``accelerate launch`` on several GPUs."""
+        python = self.options.python or sys.executable
+        script = [str(Path(self.options.trainer).expanduser().resolve())] if self.options.trainer else None
+        tail = [str(run_dir), *(["--resume"] if resume else [])]
+        if gpu_count <= 1:
+            return [python, *(script or ["-m", TRAINER_MODULE]), *tail]
+        config = run_dir / "accelerate.yaml"
+        import yaml
+
+        config.write_text(yaml.safe_dump(accelerate_config(spec, gpu_count, self.options.distributed),
+                                         sort_keys=False))
+        return [python, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                *(script or ["-m", TRAINER_MODULE]), *tail]
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.runs / job_id
+
+    def _use_gpus(self, found: Sequence[Gpu]) -> list[Gpu]:
+        wanted = self.options.gpus
+        return list(found) if wanted is None else list(found)[:wanted]
+
+    # --- following ---
+
+    def poll(self, job: Job) -> Update:
+        run_dir = self.run_dir(job.id)
+        alive = _alive(job.remote)  # before reading, so every event of a trainer that just ended is read
+        offset = int(job.cursor or 0)
+        events, offset = read_events(run_dir / "events.jsonl", offset)
+        normalized = [_event(e) for e in events]
+        metrics = [m for e in events for m in _metrics(e)]
+        progress = _progress(events, job.progress)
+        cursor = str(offset)
+        if alive:
+            return Update(status=JobStatus.RUNNING, events=normalized, metrics=metrics, progress=progress,
+                          cursor=cursor)
+        if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
+            return Update(status=job.status, cursor=cursor)
+        last = _last_event(run_dir / "events.jsonl", events)
+        result = _read_json(run_dir / "result.json")
+        if result is not None and result.get("status", "succeeded") == "succeeded":
+            return Update(status=JobStatus.SUCCEEDED, events=normalized, metrics=metrics, progress=progress,
+                          cursor=cursor, output_model=result.get("output_model"),
+                          trained_tokens=result.get("trained_tokens"), resources=_measured(result), raw=result)
+        if job.remote.get("cancel_requested") or (last and last.get("kind") == "cancelled"):
+            return Update(status=JobStatus.CANCELLED, events=normalized, metrics=metrics, progress=progress,
+                          cursor=cursor)
+        return Update(status=JobStatus.FAILED, events=normalized, metrics=metrics, progress=progress,
+                      cursor=cursor, error=_failure(run_dir, last))
+
+    def cancel(self, job: Job) -> Update:
+        """SIGTERM to the trainer's process group (it checkpoints and exits), SIGKILL after the grace period."""
+        if _alive(job.remote):
+            pgid = int(job.remote["pid"])
+            _signal_group(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + self.options.cancel_grace_s
+            while _alive(job.remote) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(job.remote):
+                _signal_group(pgid, signal.SIGKILL)
+                while _alive(job.remote):
+                    time.sleep(0.05)
+        update = self.poll(job.model_copy(update={"remote": {**job.remote, "cancel_requested": "1"}}))
+        if update.status is JobStatus.SUCCEEDED:  # it finished before the signal landed
+            return update
+        return replace(update, status=JobStatus.CANCELLED, remote={"cancel_requested": "1"}, error=None)
+
+    def result(self, job: Job) -> Result:
+        run_dir = self.run_dir(job.id)
+        data = _read_json(run_dir / "result.json") or {}
+        known = {k: v for k, v in data.items() if k in Result.model_fields and k not in ("id", "backend", "raw")}
+        artifacts = [Artifact.model_validate(a) for a in known.pop("artifacts", [])]
+        for kind, name, description in (("adapter", "output", "the trained adapter or model"),
+                                        ("merged_model", "merged", "the merged model"),
+                                        ("metrics", "metrics.jsonl", "training and evaluation metrics"),
+                                        ("plot", "loss.png", "loss curve")):
+            path = run_dir / name
+            if path.exists() and str(path) not in {a.uri for a in artifacts}:
+                artifacts.append(Artifact(kind=kind, uri=str(path), description=description))
+        return Result.model_validate({
+            "status": job.status, "model": job.model, "output_model": job.output_model,
+            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
+            "trained_tokens": job.trained_tokens,
+            **known, "id": job.id, "backend": self.name, "artifacts": artifacts, "raw": data})
+
+    def export(self, job: Job, fmt: str, dest: Path) -> list[Artifact]:
+        """Write the trained model as an Ollama Modelfile folder or a merged Hugging Face folder."""
+        from ftbroker.backends.local import train
+
+        return train.export(self.run_dir(job.id), fmt, dest)
+
+
+def fit_verdict(spec: JobSpec, peak_vram_gib: float | None, gpus: Sequence[Gpu]) -> tuple[Verdict, str | None]:
+    """Whether an estimated peak VRAM per GPU fits the smallest of ``gpus``; if not, what to change.
+
+    No estimate, or no GPU (a CPU run of a small model), is not a refusal: there is nothing to compare.
+    """
+    if peak_vram_gib is None or not gpus:
+        return Verdict.OK, None
+    smallest = min(gpus, key=lambda g: g.memory_gib)
+    if peak_vram_gib <= smallest.memory_gib:
+        return Verdict.OK, None
+    hp = spec.hyperparameters
+    tips = []
+    if spec.method == "full":
+        tips.append("--method lora (or qlora) trains a small adapter instead of every weight")
+    elif spec.method == "lora":
+        tips.append("--method qlora holds the base model in 4 bits (about a quarter of the memory)")
+    if hp.gradient_checkpointing is False:
+        tips.append("--grad-checkpointing recomputes activations instead of storing them")
+    if (hp.micro_batch_size or 1) > 1:
+        tips.append(f"--micro-batch 1 (now {hp.micro_batch_size}) with --grad-accum "
+                    f"{(hp.gradient_accumulation_steps or 1) * hp.micro_batch_size} keeps the effective batch")
+    if hp.max_seq_len and hp.max_seq_len > 512:
+        tips.append(f"a smaller --max-seq-len (now {hp.max_seq_len}) if your examples allow it")
+    reason = (f"needs about {peak_vram_gib:.1f} GiB per GPU, {smallest.name} has {smallest.memory_gib:.1f} GiB; "
+              f"try: {'; '.join(tips) or 'a GPU with more memory, or more GPUs'} (or --force to run anyway)")
+    return Verdict.DOES_NOT_FIT, reason
+
+
+# --- the run folder's files -----------------------------------------------------------------------------------
+
+def trainer_config(job: Job, options: LocalOptions) -> dict[str, Any]:
+    """``config.json`` for the trainer: the job id, the spec and the backend options that concern training."""
+    return {"job_id": job.id, "spec": job.spec.to_json(), "merge": options.merge}
+
+
+def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> dict[str, Any]:
+    """An ``accelerate launch`` config for ``gpu_count`` GPUs on this machine.
+
+    LoRA and QLoRA replicate the (small, or 4-bit) base model on every GPU: DDP. Full fine-tuning shards
+    weights, gradients and optimizer states: FSDP2 by default, DeepSpeed ZeRO-3 when asked for.
+    """
+    if strategy == "auto":
+        strategy = "fsdp" if spec.method == "full" else "ddp"
+    config: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[strategy],
+        "num_machines": 1,
+        "machine_rank": 0,
+        "num_processes": gpu_count,
+        "gpu_ids": "all",
+        "mixed_precision": "no",  # the trainer sets its own precision (bf16 where the GPU has it)
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": False,
+    }
+    checkpointing = spec.hyperparameters.gradient_checkpointing is not False
+    if strategy == "fsdp":
+        config["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_reshard_after_forward": True,
+            "fsdp_state_dict_type": "FULL_STATE_DICT",  # the output folder must load as a plain HF model
+            "fsdp_cpu_ram_efficient_loading": True,
+            "fsdp_offload_params": False,
+            # FSDP2 checkpoints activations itself; the model's own gradient checkpointing must then be off.
+            "fsdp_activation_checkpointing": checkpointing,
+        }
+    elif strategy == "deepspeed":
+        config["deepspeed_config"] = {
+            "zero_stage": 3,
+            "zero3_init_flag": True,
+            "zero3_save_16bit_model": True,
+            "offload_optimizer_device": "none",
+            "offload_param_device": "none",
+            "gradient_accumulation_steps": spec.hyperparameters.gradient_accumulation_steps or 1,
+        }
+    return config
+
+
+def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The complete JSON lines of ``path`` from byte ``offset``, and the offset after the last complete one.
+
+    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not a JSON
+    object becomes a ``log`` event rather than being lost.
+    """
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    events = []
+    for line in chunk[:end].splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = None
+        events.append(obj if isinstance(obj, dict) else {"kind": "log", "message": line.decode(errors="replace")})
+    return events, offset + end
+
+
+def _last_event(path: Path, fresh: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if fresh:
+        return fresh[-1]
+    events, _ = read_events(path, max(0, _size(path) - 65536))  # the tail is enough to find the last line
+    return events[-1] if events else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+_EVENT_FIELDS = ("step", "total_steps", "epoch", "loss", "eval_loss", "tokens_per_s", "eta_s")
+
+
+def _event(raw: Mapping[str, Any]) -> Event:
+    kind = str(raw.get("kind") or "log")
+    data = {k: v for k, v in raw.items() if k not in ("time", "kind", "message") and v is not None}
+    message = raw.get("message") or ", ".join(
+        f"{k} {data[k]:.4g}" if isinstance(data[k], float) else f"{k} {data[k]}"
+        for k in _EVENT_FIELDS if k in data) or kind
+    level = "error" if kind in ("error", "failed") else "warning" if kind == "warning" else "info"
+    return Event(time=_time(raw.get("time")), kind=kind, message=str(message), level=level, data=data)
+
+
+def _metrics(raw: Mapping[str, Any]) -> list[MetricPoint]:
+    step = raw.get("step")
+    if not isinstance(step, int):
+        return []
+    epoch = raw.get("epoch") if isinstance(raw.get("epoch"), int | float) else None
+    return [MetricPoint(step=step, name=name, value=float(raw[key]), epoch=epoch)
+            for key, name in (("loss", "train_loss"), ("eval_loss", "eval_loss"))
+            if isinstance(raw.get(key), int | float)]
+
+
+def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progress | None:
+    """The latest known value of each progress field, carried over from the previous poll."""
+    fields = previous.model_dump() if previous else {}
+    for raw in events:
+        fields.update({k: raw[k] for k in _EVENT_FIELDS if isinstance(raw.get(k), int | float)})
+    return Progress.model_validate(fields) if fields else None
+
+
+def _measured(result: Mapping[str, Any]) -> dict[str, float]:
+    """Measured resources the trainer reports in result.json, for the ledger's estimate-vs-measured record."""
+    measured = result.get("resources")
+    if not isinstance(measured, Mapping):
+        return {}
+    return {f"measured_{k}": float(v) for k, v in measured.items() if isinstance(v, int | float)}
+
+
+def _failure(run_dir: Path, last: Mapping[str, Any] | None) -> str:
+    if last is not None and last.get("kind") in ("error", "failed"):
+        return str(last.get("message") or "the trainer failed")
+    described = f"last event: {last.get('kind')}: {_event(last).message}" if last else "no event was written"
+    tail = _log_tail(run_dir / "trainer.log")
+    return (f"the trainer process ended without finishing (killed, or out of memory?); {described}"
+            + (f"; end of {run_dir / 'trainer.log'}:\n{tail}" if tail else ""))
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, _size(path) - 4096))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+# --- processes ------------------------------------------------------------------------------------------------
+
+def _psutil():
+    try:
+        import psutil
+    except ImportError as exc:
+        raise ExtraNotInstalledError("psutil", "local", "tracking the local trainer process") from exc
+    return psutil
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (what tells it apart from a later process given the same pid); '' if gone."""
+    psutil = _psutil()
+    try:
+        return repr(psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def _alive(remote: Mapping[str, str]) -> bool:
+    """Whether the trainer recorded in ``remote`` is still running (same pid *and* same start time)."""
+    pid, started = remote.get("pid"), remote.get("pid_started")
+    if not pid or not started:
+        return False
+    psutil = _psutil()
+    try:
+        proc = psutil.Process(int(pid))
+        return (abs(proc.create_time() - float(started)) < 0.01
+                and proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's process under a reused pid
+        return False
+
+
+def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
+    """The trainer noted in ``run_dir/trainer.pid``, if that process is alive and runs this folder."""
+    try:
+        pid = int((run_dir / "trainer.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    psutil = _psutil()
+    try:
+        proc = psutil.Process(pid)
+        if str(run_dir) not in proc.cmdline() or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        started = repr(proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return {"pid": str(pid), "pid_started": started, "run_dir": str(run_dir), "cancel_requested": ""}
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

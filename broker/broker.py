@@ -1,0 +1,329 @@
+"""Broker: plan -> guards -> record -> submit -> follow -> result, the same for every backend.
+
+    broker = Broker()
+    job = broker.submit(spec)                  # validated, quoted, guarded, recorded, submitted
+    result = broker.follow(job.id)             # polls until the job ends; the one Result shape
+
+The order is what keeps money and jobs safe: everything that can refuse (dataset checks, feasibility, the budget,
+the user's confirmation) runs before the ledger records the job, and the ledger records it before the backend does
+anything with a side effect. A submission that may or may not have reached the provider (timeout, 5xx) leaves the
+job recorded but unconfirmed; ``resume`` finishes it, and the backend's find-before-create keeps it exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from ftbroker.backends.base import (Backend, Environment, Exportable, Quote, Resumable, Submission, Update, Verdict,
+                                    create_backend, detect_gpus)
+from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
+                             FtBrokerError, InputError, JobError, NotConfirmedError, RouteUnavailableError,
+                             SpecError)
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
+from ftbroker.ledger import Ledger, default_home
+from ftbroker.spec import JobSpec
+
+MAX_POLL_FAILURES = 8  # consecutive transient poll errors before following gives up (the job is unaffected)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job checked and priced, not yet recorded: what the confirmation prompt shows."""
+
+    spec: JobSpec
+    backend: Backend
+    dataset: Any  # ftbroker.data.DatasetReport
+    quote: Quote
+
+
+def _load_catalog() -> Any:
+    from ftbroker.pricing.catalog import load_catalog
+
+    return load_catalog()
+
+
+class _LedgerTracker:
+    """The Tracker a backend records its side effects through while submitting."""
+
+    def __init__(self, ledger: Ledger, job_id: str):
+        self._ledger, self._job_id = ledger, job_id
+
+    def remember(self, **remote: str) -> None:
+        self._ledger.update(self._job_id, remote=remote)
+
+    def event(self, message: str, *, kind: str = "log", level: str = "info",
+              data: Mapping[str, Any] | None = None) -> None:
+        self._ledger.update(self._job_id, events=[_event(message, kind=kind, level=level, data=data)])
+
+
+def _event(message: str, *, kind: str = "status", level: str = "info", data: Mapping[str, Any] | None = None):
+    return Event(time=datetime.now(UTC), kind=kind, level=level, message=message, data=dict(data or {}))
+
+
+def check_guards(quote: Quote, spec: JobSpec, *, force: bool = False) -> None:
+    """Refuse (exit 3) a route that is closed, a job that does not fit (unless ``force``), or one over budget.
+
+    A budget is a promise: when the cost cannot be estimated, the job is refused rather than risked.
+    """
+    if quote.verdict is Verdict.ROUTE_UNAVAILABLE:
+        raise RouteUnavailableError(f"{spec.backend}: {quote.reason}")
+    if quote.verdict is Verdict.DOES_NOT_FIT and not force:
+        raise DoesNotFitError(f"{spec.model} ({spec.method}) does not fit: {quote.reason}")
+    budget = spec.budget.max_cost_usd
+    if budget is None:
+        return
+    cost = quote.budget_cost_usd
+    if cost is None:
+        raise BudgetExceededError(
+            f"the cost of this job on {spec.backend} cannot be estimated, so it cannot be held to "
+            f"--max-cost ${budget}; run without --max-cost to accept an unbounded cost")
+    if cost > budget:
+        shown = f"${quote.cost_usd}-${cost}" if quote.cost_usd is not None and quote.cost_usd != cost else f"${cost}"
+        raise BudgetExceededError(f"estimated cost {shown} is over --max-cost ${budget}")
+
+
+class Broker:
+    """The SDK face of ftbroker's job handling; the CLI commands are thin wrappers over it."""
+
+    def __init__(self, home: str | Path | None = None, *, ledger: Ledger | None = None,
+                 sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = date.today):
+        self.home = Path(home) if home is not None else default_home()
+        self.ledger = ledger if ledger is not None else Ledger(self.home / "ledger.sqlite3")
+        self._sleep, self._today = sleep, today
+        self._backends: dict[str, Backend] = {}
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def backend(self, spec: JobSpec) -> Backend:
+        key = spec.backend + repr(sorted(spec.backend_options.items()))
+        if key not in self._backends:
+            self._backends[key] = create_backend(spec.backend, spec.backend_options, home=self.home)
+        return self._backends[key]
+
+    # --- starting a job ---
+
+    def prepare(self, spec: JobSpec) -> Prepared:
+        """Validate the data for the backend and quote the job. No side effect, nothing recorded."""
+        backend = self.backend(spec)
+        report = backend.validate(spec)
+        fmt = getattr(report, "format", None)
+        caps = backend.capabilities
+        if fmt is not None and fmt not in caps.data_formats:
+            why = caps.reason(f"format.{fmt}") or f"it takes {', '.join(sorted(caps.data_formats))}"
+            raise SpecError([f"dataset: {spec.backend} cannot train on {fmt} data: {why}"])
+        env = Environment(today=self._today(), gpus=() if caps.managed else detect_gpus(),
+                          load_catalog=_load_catalog)
+        return Prepared(spec, backend, report, backend.quote(spec, report, env))
+
+    def submit(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None,
+               force: bool = False) -> Job:
+        """Prepare, guard, ask ``confirm`` (if given), record, then submit. Returns the job as submitted."""
+        prepared = self.prepare(spec)
+        check_guards(prepared.quote, spec, force=force)
+        if confirm is not None and not confirm(prepared):
+            raise NotConfirmedError("not started: the confirmation was declined")
+        quote = prepared.quote
+        resources = dict(quote.resources)
+        if quote.peak_vram_gib is not None:
+            resources.setdefault("estimated_peak_vram_gib", quote.peak_vram_gib)
+        if quote.hours is not None:
+            resources.setdefault("estimated_hours", quote.hours)
+        job = self.ledger.create(spec, estimated_cost_usd=quote.cost_usd, resources=resources)
+        if quote.verdict is Verdict.DOES_NOT_FIT:
+            self.ledger.update(job.id, events=[_event(f"started with --force although: {quote.reason}",
+                                                      kind="warning", level="warning")])
+        return self._submit(job, prepared.backend, lambda tracker: prepared.backend.submit(job, tracker))
+
+    def _submit(self, job: Job, backend: Backend, call: Callable[[_LedgerTracker], Submission]) -> Job:
+        try:
+            submission = call(_LedgerTracker(self.ledger, job.id))
+        except (BackendUnavailableError, BackendRateLimitError) as exc:
+            self.ledger.update(job.id, error=str(exc), events=[_event(
+                f"the submission may or may not have reached {job.backend}: {exc}. `ftbroker resume {job.id}` "
+                "retries safely: it looks for the remote job before creating one", kind="warning",
+                level="warning")])
+            raise
+        except FtBrokerError as exc:
+            if job.submitted_at is None:  # never started: the refusal is how it ends
+                self.ledger.update(job.id, status=JobStatus.FAILED, error=str(exc),
+                                   events=[_event(f"submission refused: {exc}", level="error")])
+            else:  # a refused resume leaves the job as it was
+                self.ledger.update(job.id, events=[_event(f"not resumed: {exc}", level="error")])
+            raise
+        note = "found the job already created for this id" if submission.reused else "submitted"
+        return self.ledger.update(job.id, status=submission.status, detail=submission.detail,
+                                  remote=submission.remote, submitted=True,
+                                  events=[_event(f"{note} ({job.backend}, {submission.status.value})")])
+
+    # --- following a job ---
+
+    def refresh(self, ref: str) -> Job:
+        """Poll the backend once (if the job is still going) and record what it says."""
+        job = self.ledger.get(ref)
+        if job.status.terminal or job.submitted_at is None:
+            return job
+        return self._poll(job)[0]
+
+    def _poll(self, job: Job) -> tuple[Job, Update]:
+        backend = self.backend(job.spec)
+        update = backend.poll(job)
+        return self._record(job, backend, update), update
+
+    def _record(self, job: Job, backend: Backend, update: Update) -> Job:
+        events = list(update.events)
+        if update.status is not job.status:
+            message = f"{job.status.value} -> {update.status.value}"
+            if update.error:
+                message += f": {update.error}"
+            events.append(_event(message, level="error" if update.status is JobStatus.FAILED else "info"))
+        job = self.ledger.update(
+            job.id, status=update.status, detail=update.detail, remote=update.remote, cursor=update.cursor,
+            progress=update.progress, error=update.error, trained_tokens=update.trained_tokens,
+            actual_cost_usd=update.actual_cost_usd, output_model=update.output_model,
+            resources=update.resources, events=events, metrics=update.metrics)
+        if job.status.terminal and self.ledger.stored_result(job.id) is None:
+            result = self._complete(backend.result(job), job)
+            job = self.ledger.update(job.id, artifacts=result.artifacts, result=result)
+        return job
+
+    def _complete(self, result: Result, job: Job) -> Result:
+        """Fill what the backend's result leaves out from what the ledger knows."""
+        fill = {"estimated_cost_usd": job.estimated_cost_usd, "actual_cost_usd": job.actual_cost_usd,
+                "trained_tokens": job.trained_tokens, "output_model": job.output_model, "error": job.error,
+                "started_at": job.started_at, "finished_at": job.finished_at}
+        update: dict[str, Any] = {k: v for k, v in fill.items() if getattr(result, k) is None and v is not None}
+        if not result.metrics:
+            update["metrics"] = self.ledger.metrics(job.id)
+        return result.model_copy(update=update) if update else result
+
+    def follow(self, ref: str, *, on_update: Callable[[Job, Update | None], None] | None = None,
+               poll_interval: float | None = None) -> Result:
+        """Poll until the job ends, calling ``on_update`` after each poll; return its Result.
+
+        Transient provider errors (unreachable, rate limited) back off and retry; Ctrl-C stops following,
+        never the job.
+        """
+        job = self.ledger.get(ref)
+        if job.submitted_at is None and not job.status.terminal:
+            raise JobError(f"job {job.id} was recorded but never confirmed submitted; "
+                           f"`ftbroker resume {job.id}` submits it (exactly once)")
+        caps = self.backend(job.spec).capabilities
+        failures = 0
+        while not job.status.terminal:
+            try:
+                job, update = self._poll(job)
+                failures = 0
+            except (BackendUnavailableError, BackendRateLimitError) as exc:
+                failures += 1
+                if failures > MAX_POLL_FAILURES:
+                    raise
+                retry_after = getattr(exc, "retry_after", None)
+                self._sleep(retry_after if retry_after else min(60.0, 2.0 ** failures) * random.uniform(0.5, 1.0))
+                continue
+            if on_update is not None:
+                on_update(job, update)
+            if job.status.terminal:
+                break
+            wait = poll_interval or update.next_poll_s or caps.poll_interval_s
+            self._sleep(wait * random.uniform(0.9, 1.1))
+        return self.result(job.id)
+
+    def run(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None, force: bool = False,
+            on_update: Callable[[Job, Update | None], None] | None = None) -> Result:
+        """Submit and follow to the end."""
+        return self.follow(self.submit(spec, confirm=confirm, force=force).id, on_update=on_update)
+
+    # --- looking at jobs ---
+
+    def job(self, ref: str) -> Job:
+        return self.ledger.get(ref)
+
+    def jobs(self, *, limit: int | None = None, backend: str | None = None,
+             status: JobStatus | None = None) -> list[Job]:
+        return self.ledger.list(limit=limit, backend=backend, status=status)
+
+    def events(self, ref: str, *, after: int = 0) -> list[tuple[int, Event]]:
+        return self.ledger.events(self.ledger.resolve(ref), after=after)
+
+    def tail(self, ref: str, *, follow: bool = False, poll_interval: float | None = None
+             ) -> Iterator[tuple[int, Event]]:
+        """A job's events as (sequence number, event), oldest first; with ``follow``, keeps polling and yielding
+        new ones until the job ends."""
+        job = self.refresh(ref)
+        interval = poll_interval or self.backend(job.spec).capabilities.poll_interval_s
+        seen = 0
+        while True:
+            for seq, event in self.ledger.events(job.id, after=seen):
+                seen = seq
+                yield seq, event
+            if not follow or job.status.terminal or job.submitted_at is None:
+                return
+            self._sleep(interval)
+            job = self.refresh(job.id)
+
+    def result(self, ref: str) -> Result:
+        """The Result of a finished job (as recorded when it ended)."""
+        job = self.ledger.get(ref)
+        if not job.status.terminal:
+            raise JobError(f"job {job.id} is {job.status.value}; it has no result yet "
+                           f"(`ftbroker logs {job.id} --follow` waits for it)")
+        stored = self.ledger.stored_result(job.id)
+        if stored is not None:
+            return stored
+        return self._complete(self.backend(job.spec).result(job), job)
+
+    # --- acting on jobs ---
+
+    def cancel(self, ref: str) -> Job:
+        """Stop a job. A job that already ended is returned as it is."""
+        job = self.ledger.get(ref)
+        if job.status.terminal:
+            return job
+        backend = self.backend(job.spec)
+        self._require(backend, "cancel", None)
+        self.ledger.update(job.id, events=[_event("cancel requested")])
+        return self._record(job, backend, backend.cancel(job))
+
+    def resume(self, ref: str) -> Job:
+        """Submit a job that was recorded but never confirmed submitted (exactly once), or continue a failed or
+        cancelled one from its last checkpoint."""
+        job = self.ledger.get(ref)
+        backend = self.backend(job.spec)
+        if job.submitted_at is None and job.status is not JobStatus.CANCELLED:
+            return self._submit(job, backend, lambda tracker: backend.submit(job, tracker))
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise InputError(f"job {job.id} is {job.status.value}; only a failed or cancelled job can be resumed")
+        self._require(backend, "resume", Resumable)
+        return self._submit(job, backend, lambda tracker: backend.resume(job, tracker))
+
+    def export(self, ref: str, fmt: str, dest: str | Path) -> list[Artifact]:
+        """Write a finished job's model as ``fmt`` under ``dest``; the files are recorded as artifacts."""
+        job = self.ledger.get(ref)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise JobError(f"job {job.id} is {job.status.value}; only a succeeded job can be exported")
+        backend = self.backend(job.spec)
+        self._require(backend, "export", Exportable)
+        artifacts = backend.export(job, fmt, Path(dest))
+        self.ledger.update(job.id, artifacts=artifacts)
+        return artifacts
+
+    @staticmethod
+    def _require(backend: Backend, operation: str, protocol: type | None) -> None:
+        why = backend.capabilities.reason(operation)
+        if why is None and protocol is not None and not isinstance(backend, protocol):
+            why = "not implemented"
+        if why is not None:
+            raise InputError(f"{backend.name} cannot {operation} jobs: {why}")

@@ -1,0 +1,203 @@
+"""How jobs look: the JSON shapes of the job commands, their tables, and the live progress display.
+
+JSON is the contract scripts read (money as numbers, times as ISO 8601 strings); the rich views are for people
+and go to stderr while a job is followed, so stdout stays clean for ``--json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ftbroker.broker import Prepared
+from ftbroker.jobs import Artifact, Event, Job, Result
+
+
+def _number(value: Decimal | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "backend": job.backend,
+        "model": job.model,
+        "method": job.spec.method,
+        "status": job.status.value,
+        "status_detail": job.status_detail,
+        "submitted": job.submitted_at is not None,
+        "created_at": job.created_at.isoformat(),
+        "submitted_at": _iso(job.submitted_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "progress": job.progress.model_dump(exclude_none=True) if job.progress else None,
+        "estimated_cost_usd": _number(job.estimated_cost_usd),
+        "actual_cost_usd": _number(job.actual_cost_usd),
+        "trained_tokens": job.trained_tokens,
+        "output_model": job.output_model,
+        "error": job.error,
+        "remote": job.remote,
+        "resources": job.resources,
+        "spec": job.spec.to_json(),
+    }
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    data = result.model_dump(mode="json")
+    data["estimated_cost_usd"] = _number(result.estimated_cost_usd)
+    data["actual_cost_usd"] = _number(result.actual_cost_usd)
+    return data
+
+
+def event_json(seq: int, event: Event) -> dict[str, Any]:
+    return {"seq": seq, **event.model_dump(mode="json")}
+
+
+def artifact_json(artifact: Artifact) -> dict[str, Any]:
+    return artifact.model_dump(mode="json")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _money(value: Decimal | None) -> str:
+    return f"${value:.2f}" if value is not None else "-"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def jobs_table(jobs: Sequence[Job]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "backend", "model", "method", "status", "created", "cost est/actual"):
+        table.add_column(column)
+    for job in jobs:
+        status = job.status.value + ("" if job.submitted_at or job.status.terminal else " (not submitted)")
+        table.add_row(job.id, job.backend, job.model, job.spec.method, status, _when(job.created_at),
+                      f"{_money(job.estimated_cost_usd)} / {_money(job.actual_cost_usd)}")
+    return table
+
+
+def progress_text(job: Job) -> str:
+    p = job.progress
+    if p is None:
+        return ""
+    parts = []
+    if p.step is not None:
+        parts.append(f"step {p.step}" + (f"/{p.total_steps}" if p.total_steps else ""))
+    if p.epoch is not None:
+        parts.append(f"epoch {p.epoch:.2f}")
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4f}")
+    if p.eval_loss is not None:
+        parts.append(f"eval loss {p.eval_loss:.4f}")
+    if p.tokens_per_s is not None:
+        parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.eta_s is not None:
+        parts.append(f"ETA {_duration(p.eta_s)}")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _grid(rows: Sequence[tuple[str, object]]) -> Table:
+    """A two-column label / value view."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, Text(str(value)))
+    return table
+
+
+def job_details(job: Job) -> Table:
+    status = job.status.value + (f" ({job.status_detail})" if job.status_detail else "")
+    if job.submitted_at is None and not job.status.terminal:
+        status += f" - recorded, not submitted: `ftbroker resume {job.id}` submits it"
+    rows = [("id", job.id), ("status", status), ("backend", job.backend), ("model", job.model),
+            ("method", job.spec.method), ("dataset", job.spec.dataset), ("created", _when(job.created_at)),
+            ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
+            ("progress", progress_text(job) or "-"),
+            ("cost est/actual", f"{_money(job.estimated_cost_usd)} / {_money(job.actual_cost_usd)}")]
+    rows += [(f"remote {k}", v) for k, v in sorted(job.remote.items()) if v]
+    if job.output_model:
+        rows.append(("output model", job.output_model))
+    if job.error:
+        rows.append(("error", job.error))
+    return _grid(rows)
+
+
+def result_details(result: Result) -> Table:
+    last = {m.name: m for m in result.metrics}  # metrics come sorted by name, then step
+    rows = [("id", result.id), ("status", result.status.value), ("backend", result.backend),
+            ("model", result.model), ("output model", result.output_model or "-"),
+            ("trained tokens", f"{result.trained_tokens:,}" if result.trained_tokens is not None else "-"),
+            ("cost est/actual", f"{_money(result.estimated_cost_usd)} / {_money(result.actual_cost_usd)}")]
+    rows += [(f"final {name}", f"{m.value:.4f} (step {m.step})") for name, m in sorted(last.items())]
+    rows += [(a.kind, a.uri) for a in result.artifacts]
+    if result.error:
+        rows.append(("error", result.error))
+    return _grid(rows)
+
+
+def quote_summary(prepared: Prepared) -> Table:
+    spec, quote = prepared.spec, prepared.quote
+    rows = [("backend", spec.backend), ("model", spec.model), ("method", spec.method),
+            ("dataset", f"{spec.dataset} ({getattr(prepared.dataset, 'examples', '?')} examples)"),
+            ("hardware", quote.hardware or "managed"),
+            ("peak VRAM", f"{quote.peak_vram_gib:.1f} GiB per GPU" if quote.peak_vram_gib is not None else "-"),
+            ("time", f"{quote.hours:.2f} h" if quote.hours is not None else "-"),
+            ("cost", _money(quote.cost_usd) + (f" (up to {_money(quote.cost_high_usd)})"
+                                               if quote.cost_high_usd is not None else "")),
+            ("budget", _money(spec.budget.max_cost_usd))]
+    rows += [("note", w) for w in quote.warnings]
+    if quote.reason:
+        rows.append(("warning", quote.reason))
+    return _grid(rows)
+
+
+def event_line(event: Event) -> Text:
+    style = {"error": "red", "warning": "yellow"}.get(event.level, "")
+    stamp = event.time.astimezone().strftime("%H:%M:%S")
+    return Text(f"{stamp} {event.kind:<10} {event.message}", style=style)
+
+
+class FollowView:
+    """The live line while a job is followed: status, step, loss, tokens/s, ETA. Used as ``on_update``."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._live = Live(console=console, transient=True, auto_refresh=False) if console.is_terminal else None
+        self._last_status = None
+
+    def __enter__(self) -> FollowView:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc_info)
+
+    def __call__(self, job: Job, update) -> None:
+        line = Text(f"{job.id} {job.status.value}", style="bold")
+        if job.progress:
+            line.append(f"  {progress_text(job)}")
+        if self._live is not None:
+            self._live.update(line, refresh=True)
+        if job.status is not self._last_status:  # status changes also go to the scrollback / a log file
+            self.console.print(line)
+            self._last_status = job.status

@@ -1,0 +1,154 @@
+"""Shared pieces of the spine tests: datasets, the scripted trainer, a scripted backend, waiting helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+import types
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ftbroker.backends.base import Capabilities, Quote, Submission, Update, Verdict
+from ftbroker.errors import BackendUnavailableError, DataIssue, DatasetError
+from ftbroker.jobs import Event, Job, JobStatus, MetricPoint, Progress, Result
+
+TESTS = Path(__file__).parent
+SCRIPTED_TRAINER = TESTS / "scripted_trainer.py"
+
+
+def write_chat(path: Path, n: int = 12) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                              {"role": "assistant", "content": str(2 * i)}]}) + "\n")
+    return path
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+def install_data_double() -> None:
+    """Until the data area's ``ftbroker.data`` / ``ftbroker.tokens`` are merged, give the local backend's
+    ``validate`` a minimal reader with the same names (JSON lines, a ``messages`` list per line). A no-op once
+    the real modules exist; remove at integration."""
+    if "ftbroker.data" in sys.modules or importlib.util.find_spec("ftbroker.data") is not None:
+        return
+
+    def analyze(path, *, counters=(), limits=None):
+        errors, examples = [], 0
+        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+            try:
+                ok = isinstance(json.loads(line).get("messages"), list)
+            except (ValueError, AttributeError):
+                ok = False
+            if ok:
+                examples += 1
+            else:
+                errors.append(DataIssue(str(path), number, "not a chat example"))
+        return types.SimpleNamespace(format="chat", examples=examples, errors=errors)
+
+    data = types.ModuleType("ftbroker.data")
+    data.analyze = analyze
+    tokens = types.ModuleType("ftbroker.tokens")
+    tokens.resolve = lambda tokenizer=None, **kw: types.SimpleNamespace(key="double", name="double", exact=False)
+    sys.modules["ftbroker.data"], sys.modules["ftbroker.tokens"] = data, tokens
+    import ftbroker
+
+    ftbroker.data, ftbroker.tokens = data, tokens
+
+
+# --- a scripted in-memory backend, for the Broker's own logic --------------------------------------------------
+
+class ScriptedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cost_usd: Decimal | None = None
+    cost_high_usd: Decimal | None = None
+    verdict: Literal["ok", "does_not_fit", "route_unavailable"] = "ok"
+    submit_error: Literal["none", "unavailable", "refused"] = "none"
+    polls_to_finish: int = 2
+    outcome: Literal["succeeded", "failed"] = "succeeded"
+
+
+class ScriptedBackend:
+    """Does everything in memory. ``calls`` records each call with what the ledger held at that moment."""
+
+    name = "scripted"
+    capabilities = Capabilities(methods=frozenset({"lora", "full"}), data_formats=frozenset({"chat"}),
+                                unsupported={"method.qlora": "scripted jobs have no 4-bit kernels",
+                                             "hyperparameters.packing": "scripted jobs never pack",
+                                             "resume": "scripted jobs cannot resume"},
+                                managed=True, poll_interval_s=0.01)
+    Options = ScriptedOptions
+    calls: ClassVar[list[tuple[str, str, Any]]] = []
+    remote_jobs: ClassVar[dict[str, int]] = {}  # ftbroker id -> polls so far (the "provider's" state)
+    ledger_path: ClassVar[Path | None] = None
+
+    def __init__(self, options: ScriptedOptions, *, home: Path):
+        self.options, self.home = options, home
+
+    def validate(self, spec):
+        lines = Path(spec.dataset).read_text().splitlines()
+        bad = [DataIssue(spec.dataset, i, "not JSON") for i, line in enumerate(lines, 1) if not line.startswith("{")]
+        if bad:
+            raise DatasetError(bad)
+        return types.SimpleNamespace(format="chat", examples=len(lines), errors=[])
+
+    def quote(self, spec, dataset, env):
+        return Quote(backend=self.name, verdict=Verdict(self.options.verdict), reason="scripted verdict",
+                     cost_usd=self.options.cost_usd, cost_high_usd=self.options.cost_high_usd, hours=0.5,
+                     resources={"estimated_tokens_per_s": 1234.0})
+
+    def _ledger_row(self, job: Job) -> Job | None:
+        from ftbroker.ledger import Ledger
+
+        with Ledger(self.home / "ledger.sqlite3") as ledger:
+            found = [j for j in ledger.list() if j.id == job.id]
+        return found[0] if found else None
+
+    def submit(self, job, tracker):
+        self.calls.append(("submit", job.id, self._ledger_row(job)))
+        if job.id in self.remote_jobs:
+            return Submission(remote={"remote_id": f"r-{job.id}"}, reused=True)
+        tracker.remember(upload="file-123")
+        if self.options.submit_error == "refused":
+            from ftbroker.errors import ProviderAPIError
+
+            raise ProviderAPIError("model not available for fine-tuning", backend=self.name, status_code=400)
+        self.remote_jobs[job.id] = 0  # the remote side now has the job ...
+        if self.options.submit_error == "unavailable":  # ... but the answer was lost
+            raise BackendUnavailableError("503 from the provider", backend=self.name)
+        return Submission(remote={"remote_id": f"r-{job.id}"}, status=JobStatus.QUEUED)
+
+    def poll(self, job):
+        self.remote_jobs[job.id] += 1
+        n = self.remote_jobs[job.id]
+        self.calls.append(("poll", job.id, n))
+        if n < self.options.polls_to_finish:
+            return Update(status=JobStatus.RUNNING, cursor=str(n), progress=Progress(step=n, total_steps=10),
+                          events=[Event(time=job.created_at, kind="log", message=f"poll {n}")],
+                          metrics=[MetricPoint(step=n, name="train_loss", value=1.0 / n)])
+        if self.options.outcome == "failed":
+            return Update(status=JobStatus.FAILED, error="invalid training file: line 3 has no assistant turn")
+        return Update(status=JobStatus.SUCCEEDED, output_model="ft:scripted:model", trained_tokens=4321,
+                      actual_cost_usd=Decimal("0.42"))
+
+    def cancel(self, job):
+        self.calls.append(("cancel", job.id, None))
+        return Update(status=JobStatus.CANCELLED)
+
+    def result(self, job):
+        return Result(id=job.id, backend=self.name, status=job.status, model=job.model,
+                      raw={"provider": "scripted"})

@@ -1,0 +1,132 @@
+"""The backend contract suite: every backend, through the Broker and a real ledger, behaves the same.
+
+Each backend takes part through a harness that knows how to make its remote side succeed, fail or hang:
+
+    class Harness:
+        name: str                                  # the registry name
+        failure_message: str                       # a fragment of the provider's error, surfaced in the Result
+        def spec(self, scenario) -> JobSpec        # scenario: "succeed" | "fail" | "hang"
+        def wait(self, seconds) -> None            # the Broker's sleep: advance a fake, or really wait a little
+        def close(self) -> None
+
+Adding a backend = one harness class and one entry in ``HARNESSES`` (the providers area adds openai, together
+and bedrock with their loopback fakes / moto).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from spine_support import SCRIPTED_TRAINER, install_data_double, wait_for, write_chat
+
+from ftbroker.backends import base
+from ftbroker.broker import Broker
+from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
+from ftbroker.spec import JobSpec
+
+
+class LocalHarness:
+    name = "local"
+    failure_message = "CUDA out of memory"
+
+    def __init__(self, tmp_path, monkeypatch):
+        install_data_double()
+        self.data = write_chat(tmp_path / "data.jsonl")
+        self.monkeypatch = monkeypatch
+
+    def spec(self, scenario: str) -> JobSpec:
+        self.monkeypatch.setenv("FTB_SCRIPT_MODE", scenario)
+        self.monkeypatch.setenv("FTB_SCRIPT_STEPS", "3")
+        return JobSpec(dataset=str(self.data), model="tiny", backend="local",
+                       backend_options={"trainer": str(SCRIPTED_TRAINER), "cancel_grace_s": 5})
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(min(seconds, 0.05))
+
+    def close(self) -> None:
+        pass
+
+
+HARNESSES = {"local": LocalHarness}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def harness(request, tmp_path, monkeypatch):
+    h = HARNESSES[request.param](tmp_path, monkeypatch)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def broker(harness, tmp_path):
+    with Broker(tmp_path / "home", sleep=harness.wait) as b:
+        yield b
+        for job in b.jobs():
+            if not job.status.terminal and job.submitted_at is not None:
+                b.cancel(job.id)
+
+
+def check_result_shape(result: Result, job_id: str, harness) -> None:
+    assert result.id == job_id and result.backend == harness.name and result.model
+    assert all(isinstance(m, MetricPoint) for m in result.metrics)
+    assert all(isinstance(a, Artifact) for a in result.artifacts)
+    assert isinstance(result.raw, dict)
+    assert result.started_at is not None and result.finished_at is not None
+    Result.model_validate_json(result.model_dump_json())  # the one shape survives JSON
+
+
+def test_registered_and_well_formed(harness):
+    cls = base.backend_class(harness.name)
+    assert cls.name == harness.name
+    caps = cls.capabilities
+    assert caps.methods and caps.methods <= {"full", "lora", "qlora"}
+    assert caps.data_formats and caps.data_formats <= {"chat", "prompt_completion", "preference", "text"}
+    assert all(isinstance(reason, str) and reason for reason in caps.unsupported.values())
+    assert cls.Options.model_config.get("extra") == "forbid"
+
+
+def test_submit_and_follow_to_success(harness, broker):
+    job = broker.submit(harness.spec("succeed"))
+    assert job.submitted_at is not None and job.remote
+    result = broker.follow(job.id)
+    assert result.status is JobStatus.SUCCEEDED and result.error is None
+    assert result.output_model
+    assert any(m.name == "train_loss" for m in result.metrics)
+    check_result_shape(result, job.id, harness)
+    assert broker.job(job.id).status is JobStatus.SUCCEEDED
+
+
+def test_a_failure_surfaces_the_providers_error(harness, broker):
+    job = broker.submit(harness.spec("fail"))
+    result = broker.follow(job.id)
+    assert result.status is JobStatus.FAILED
+    assert harness.failure_message in result.error
+    assert harness.failure_message in broker.job(job.id).error
+    check_result_shape(result, job.id, harness)
+
+
+def test_cancel(harness, broker):
+    job = broker.submit(harness.spec("hang"))
+    wait_for(lambda: broker.refresh(job.id).status is JobStatus.RUNNING)
+    job = broker.cancel(job.id)
+    if not job.status.terminal:  # some providers stop asynchronously
+        job = broker.job(broker.follow(job.id).id)
+    assert job.status is JobStatus.CANCELLED
+    assert broker.result(job.id).status is JobStatus.CANCELLED
+
+
+def test_submit_is_idempotent_on_the_job_id(harness, broker):
+    job = broker.submit(harness.spec("hang"))
+    backend = broker.backend(job.spec)
+    again = backend.submit(broker.job(job.id), tracker=_NullTracker())
+    assert again.reused
+    assert all(job.remote[k] == v for k, v in again.remote.items() if k in job.remote)  # the same remote job
+
+
+class _NullTracker:
+    def remember(self, **remote):
+        raise AssertionError(f"a reused submission must not create anything: {remote}")
+
+    def event(self, message, **kw):
+        pass

@@ -1,0 +1,194 @@
+"""The job commands: exit codes, JSON shapes, and two CLI processes sharing one ledger."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+from spine_support import SCRIPTED_TRAINER, TESTS, ScriptedBackend, install_data_double, wait_for, write_chat
+
+from ftbroker.backends import base
+from ftbroker.backends.local.backend import LocalBackend
+from ftbroker.cli import cli
+from ftbroker.ledger import Ledger
+
+JOB_KEYS = {"id", "backend", "model", "method", "status", "status_detail", "submitted", "created_at",
+            "submitted_at", "started_at", "finished_at", "progress", "estimated_cost_usd", "actual_cost_usd",
+            "trained_tokens", "output_model", "error", "remote", "resources", "spec"}
+RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "trained_tokens",
+               "estimated_cost_usd", "actual_cost_usd", "started_at", "finished_at", "artifacts", "error", "raw"}
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    install_data_double()
+    monkeypatch.setattr(LocalBackend, "capabilities", replace(LocalBackend.capabilities, poll_interval_s=0.05))
+    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "spine_support:ScriptedBackend")
+    monkeypatch.setattr(ScriptedBackend, "calls", [])
+    monkeypatch.setattr(ScriptedBackend, "remote_jobs", {})
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_chat(tmp_path / "data.jsonl")
+
+
+def ftb(*args, ok=(0,)):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code in ok, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def local_run(data, *extra):
+    return ["run", data, "--model", "tiny", "--option", f"trainer={SCRIPTED_TRAINER}", "--yes", *extra]
+
+
+def test_run_detached_then_status_logs_result(data, monkeypatch):
+    monkeypatch.setenv("FTB_SCRIPT_STEPS", "2")
+    out = json.loads(ftb(*local_run(data, "--detach", "--json")).stdout)
+    assert out["result"] is None and set(out["job"]) == JOB_KEYS
+    job_id = out["job"]["id"]
+    assert out["job"]["status"] == "running" and out["job"]["spec"]["backend_options"]["trainer"]
+
+    wait_for(lambda: json.loads(ftb("status", job_id, "--json").stdout)["status"] == "succeeded")
+    status = json.loads(ftb("status", job_id[:8], "--json").stdout)  # a prefix is enough
+    assert status["progress"]["step"] == 2 and status["finished_at"]
+
+    lines = [json.loads(line) for line in ftb("logs", job_id, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in lines] == sorted(e["seq"] for e in lines)
+    assert {"seq", "time", "kind", "message", "level", "data"} <= set(lines[0])
+    assert "done" in [e["kind"] for e in lines]
+
+    result = json.loads(ftb("result", job_id, "--json").stdout)
+    assert set(result) == RESULT_KEYS and result["status"] == "succeeded"
+    assert result["metrics"][0] == {"step": 1, "name": "train_loss", "value": 2.0, "epoch": 0.5,
+                                    "tokens_seen": None}
+
+    listed = json.loads(ftb("jobs", "--json").stdout)["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+    assert job_id in ftb("jobs").stdout
+    assert "succeeded" in ftb("status", job_id).stdout
+
+
+def test_run_follows_to_the_end_and_fails_with_exit_1(data, monkeypatch):
+    out = json.loads(ftb(*local_run(data, "--json")).stdout)
+    assert out["result"]["status"] == "succeeded" and out["job"]["status"] == "succeeded"
+    monkeypatch.setenv("FTB_SCRIPT_MODE", "fail")
+    failed = ftb(*local_run(data, "--json"), ok=(1,))
+    assert json.loads(failed.stdout)["result"]["error"].startswith("CUDA out of memory")
+    assert "failed: CUDA out of memory" in failed.stderr
+
+
+def test_cancel_and_resume(data, monkeypatch):
+    monkeypatch.setenv("FTB_SCRIPT_MODE", "hang")
+    job_id = json.loads(ftb(*local_run(data, "--detach", "--json")).stdout)["job"]["id"]
+    wait_for(lambda: (json.loads(ftb("status", job_id, "--json").stdout)["progress"] or {}).get("step"))
+    cancelled = json.loads(ftb("cancel", job_id, "--json").stdout)
+    assert cancelled["status"] == "cancelled"
+    assert "already ended: cancelled" in ftb("cancel", job_id).stdout
+    monkeypatch.setenv("FTB_SCRIPT_MODE", "succeed")
+    resumed = json.loads(ftb("resume", job_id, "--json").stdout)
+    assert resumed["result"]["status"] == "succeeded"
+    ftb("resume", job_id, ok=(2,))  # nothing left to resume
+
+
+def test_bad_flags_are_all_reported_with_exit_2(data):
+    result = ftb("run", data, "--model", "m", "--epochs", "0", "--lr", "lots", "--method", "sft",
+                 "--option", "gpus", "--option", "colour=red", "--yes", ok=(2,))
+    for words in ("hyperparameters.epochs: Input should be greater than or equal to 1 (got '0') (from --epochs)",
+                  "hyperparameters.learning_rate:", "(got 'lots') (from --learning-rate)",
+                  "method: Input should be 'full', 'lora' or 'qlora' (got 'sft') (from --method)",
+                  "--option 'gpus': write KEY=VALUE"):
+        assert words in result.stderr
+    assert "Traceback" not in result.output
+    ok_otherwise = ftb("run", data, "--model", "m", "--option", "colour=red", "--yes", ok=(2,))
+    assert "backend_options.colour: local has no such option" in ok_otherwise.stderr
+
+
+def test_a_bad_job_file_is_exit_2_naming_the_field(data, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(f"dataset: {data}\nmodel: m\nhyperparameters:\n  micro_batch_size: -4\n")
+    result = ftb("run", "--config", job, "--yes", ok=(2,))
+    assert "hyperparameters.micro_batch_size: Input should be greater than or equal to 1 (got -4)" in result.stderr
+    assert Ledger().list() == []
+
+
+def test_bad_data_is_exit_2_with_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n[1, 2]\n')
+    result = ftb(*local_run(bad), ok=(2,))
+    assert f"{bad}:2:" in result.stderr
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--max-cost", "1", "--option", "cost_usd=2.5"], "estimated cost $2.5 is over --max-cost $1"),
+    (["--max-cost", "1"], "cannot be estimated"),
+    (["--option", "verdict=does_not_fit"], "does not fit"),
+])
+def test_guard_refusals_are_exit_3(data, extra, words):
+    result = ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", *extra, ok=(3,))
+    assert words in result.stderr
+    assert Ledger().list() == []
+
+
+def test_without_yes_and_without_a_terminal_nothing_starts(data):
+    result = ftb("run", data, "--backend", "scripted", "--model", "m", "--option", "cost_usd=0.5", ok=(3,))
+    assert "pass --yes" in result.stderr and "$0.50" in result.stderr  # the quote was shown
+    assert Ledger().list() == []
+
+
+def test_unknown_and_ambiguous_job_ids_are_exit_2(data):
+    for _ in range(2):
+        ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--detach")
+    assert "ambiguous" in ftb("status", "ftb-", ok=(2,)).stderr
+    assert "no job ftb-nothere" in ftb("logs", "nothere", ok=(2,)).stderr
+    assert "no job" in ftb("result", "ftb-nothere", "--json", ok=(2,)).stderr
+
+
+def test_result_of_a_running_job_and_export_rules(data):
+    job_id = json.loads(ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--detach", "--json",
+                            "--option", "polls_to_finish=99").stdout)["job"]["id"]
+    assert "no result yet" in ftb("result", job_id, ok=(1,)).stderr
+    assert "only a succeeded job" in ftb("export", job_id, "--format", "ollama", ok=(1,)).stderr
+    done = json.loads(ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--json").stdout)
+    assert done["result"]["actual_cost_usd"] == 0.42  # money is a number in JSON
+    assert "scripted cannot export jobs: not implemented" in ftb("export", done["job"]["id"], "--format", "merged",
+                                                                 ok=(2,)).stderr
+
+
+_CLI = "import sys, spine_support; spine_support.install_data_double(); from ftbroker.cli import main; main()"
+
+
+def test_two_cli_processes_share_one_ledger(data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "FTB_SCRIPT_STEPS": "2"}
+    procs = [subprocess.Popen([sys.executable, "-c", _CLI, *local_run(data, "--json", "--name", name)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("first", "second")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    results = [json.loads(out)["result"] for out, _ in outs]
+    assert [r["status"] for r in results] == ["succeeded", "succeeded"]
+    jobs = Ledger().list()
+    assert sorted(j.spec.name for j in jobs) == ["first", "second"]
+    assert all(j.status.value == "succeeded" and j.finished_at for j in jobs)
+
+
+def test_job_commands_do_not_load_heavy_modules_for_help():
+    code = ("import sys; from ftbroker.cli import cli\n"
+            "for c in ('run', 'jobs', 'status', 'logs', 'cancel', 'result', 'resume', 'export'):\n"
+            "    try: cli([c, '--help'])\n"
+            "    except SystemExit: pass\n"
+            "heavy = {'torch', 'transformers', 'openai', 'together', 'boto3', 'httpx'} & set(sys.modules)\n"
+            "print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_jobs_status_filter_offers_every_status():
+    from ftbroker.jobs import JobStatus
+
+    option = next(p for p in cli.commands["jobs"].params if p.name == "status")
+    assert list(option.type.choices) == [s.value for s in JobStatus]
