@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftbroker.backends.base import Capabilities, Submission, Tracker
+from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Verdict
 from ftbroker.errors import (
     BackendAuthError,
     BackendError,
@@ -458,6 +458,27 @@ class ManagedBackend:
             out.append((role, dataclasses.replace(converted, path=final)))
         return out
 
+    # -- quote --------------------------------------------------------------------------------------
+    def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
+        """PURE. The catalog's price and availability for this model, through the planner's managed route.
+
+        A model the catalog has no offer for is quoted with an unknown cost (a budget then refuses it).
+        A closed route (past ``available_until`` / ``end_of_life``) is ``ROUTE_UNAVAILABLE`` with its date.
+        """
+        offers = [o for o in getattr(env.catalog, "managed", ()) if o.backend == self.name]
+        if not any(spec.model.lower() in {o.model.lower(), o.base_model.lower()} for o in offers):
+            return Quote(backend=self.name, warnings=(
+                f"the catalog has no {self.name} price for {spec.model}: its cost cannot be estimated",))
+        from ftbroker import planner
+
+        options = planner.PlanOptions(models=(planner.ModelRequest(spec.model),), method=spec.method,
+                                      epochs=spec.hyperparameters.epochs)
+        inputs = planner.PlanInputs(report=dataset, validation=None, catalog=env.catalog, options=options,
+                                    counter_keys={}, today=env.today)
+        routes = [r for r in planner.managed_routes(inputs) if r.backend == self.name]
+        return quote_from_route(self.name, routes[0]) if routes else Quote(
+            backend=self.name, warnings=(f"no {self.name} offer fits {spec.model} ({spec.method}) in the catalog",))
+
     # -- submit -------------------------------------------------------------------------------------
     def submit(self, job: Job, tracker: Tracker) -> Submission:
         files = self.convert(job.spec)
@@ -534,6 +555,18 @@ class ManagedBackend:
 
     def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
         raise NotImplementedError
+
+
+def quote_from_route(backend: str, route: Any) -> Quote:
+    """A planner Route (a managed offer priced for this dataset) as the backend's Quote."""
+    closed = not route.feasible and route.reason.startswith(("closed", "not open"))
+    verdict = Verdict.ROUTE_UNAVAILABLE if closed else Verdict.OK
+    reason = f"{route.model}: {route.reason}" if route.reason else None
+    warnings = tuple(route.notes) + ((reason,) if reason and not closed else ())
+    breakdown = {**route.breakdown, "price_source": route.price_source,
+                 "price_as_of": str(route.price_as_of) if route.price_as_of else None, "epochs": route.epochs}
+    return Quote(backend=backend, verdict=verdict, reason=reason if closed else None, cost_usd=route.cost_usd,
+                 billed_tokens=route.billed_tokens, warnings=warnings, breakdown=breakdown)
 
 
 def _plain(raw: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from fakes.harnesses import MANAGED_HARNESSES
 from spine_support import SCRIPTED_TRAINER, install_data_double, wait_for, write_chat
 
 from ftbroker.backends import base
@@ -48,7 +49,7 @@ class LocalHarness:
         pass
 
 
-HARNESSES = {"local": LocalHarness}
+HARNESSES = {"local": LocalHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock on their fakes
 
 
 @pytest.fixture(params=sorted(HARNESSES))

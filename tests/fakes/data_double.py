@@ -13,7 +13,7 @@ import sys
 import types
 from pathlib import Path
 
-from ftbroker.errors import DatasetError
+from ftbroker.errors import DataIssue, DatasetError
 
 
 def _format(example: dict) -> str:
@@ -37,21 +37,36 @@ class _Report(types.SimpleNamespace):
 
 
 def install() -> None:
-    if "ftbroker.data" in sys.modules or importlib.util.find_spec("ftbroker.data") is not None:
-        return
+    """Install (or complete the spine tests' own double of) ``ftbroker.data`` and ``ftbroker.tokens``."""
+    loaded = sys.modules.get("ftbroker.data")
+    if loaded is not None and loaded.__spec__ is not None or loaded is None and importlib.util.find_spec(
+            "ftbroker.data") is not None:
+        return  # the real module
 
-    def read_examples(path):
+    def parsed(path):
         for number, line in enumerate(Path(path).read_text().splitlines(), 1):
             if line.strip():
-                yield number, json.loads(line)
+                try:
+                    example = json.loads(line)
+                except ValueError:
+                    example = None
+                yield number, example
+
+    def read_examples(path):
+        return ((n, e) for n, e in parsed(path) if isinstance(e, dict))
 
     def analyze(path, *, counters=(), limits=None):
-        examples = [example for _, example in read_examples(path)]
-        return _Report(str(path), _format(examples[0]) if examples else "chat", len(examples))
+        examples = [e for _, e in read_examples(path)]
+        report = _Report(str(path), _format(examples[0]) if examples else "chat", len(examples))
+        report.errors = [DataIssue(str(path), n, "not a JSON object") for n, e in parsed(path)
+                         if not isinstance(e, dict)]
+        return report
 
-    data = types.ModuleType("ftbroker.data")
-    data.analyze, data.read_examples = analyze, read_examples
-    sys.modules["ftbroker.data"] = data
     import ftbroker
 
-    ftbroker.data = data
+    data = sys.modules.setdefault("ftbroker.data", types.ModuleType("ftbroker.data"))
+    data.analyze, data.read_examples = analyze, read_examples
+    tokens = sys.modules.setdefault("ftbroker.tokens", types.ModuleType("ftbroker.tokens"))
+    if not hasattr(tokens, "resolve"):
+        tokens.resolve = lambda tokenizer=None, **kw: types.SimpleNamespace(key="double", name="double", exact=False)
+    ftbroker.data, ftbroker.tokens = data, tokens
