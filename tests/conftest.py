@@ -20,3 +20,21 @@ def _isolated(tmp_path_factory, monkeypatch):
         if name.startswith(_CREDENTIAL_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
+
+
+# --- providers area: figures a test wants shown in every run's output (plain `pytest`, no -s) ---------------
+_SUMMARY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def summary_line(request):
+    """``summary_line("...")`` adds a line to the "ftbroker figures" section printed at the end of the run."""
+    return request.config.stash.setdefault(_SUMMARY, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.section("ftbroker figures")
+        for line in lines:
+            terminalreporter.write_line(line)
