@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Verdict
+from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.errors import (
     BackendAuthError,
     BackendError,
@@ -388,6 +388,7 @@ class ManagedBackend:
     Options: ClassVar[type[ManagedOptions]]
     sdk_package: ClassVar[str]  # the PyPI package / import name of the official SDK
     extra: ClassVar[str]  # the ftbroker extra that installs it
+    status_table: ClassVar[Mapping[str, JobStatus]]  # the provider's status words (research/apis NOTES 6)
 
     def __init__(self, options: ManagedOptions, *, home: Path, client: Any = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -413,6 +414,11 @@ class ManagedBackend:
         close = getattr(self._client, "close", None)
         if callable(close):
             close()
+
+    def _writes(self) -> Any:
+        """The (Stainless-generated) client for non-idempotent calls: SDK retries off, since ``submit_once``
+        retries those itself, looking for what an earlier attempt may have created first."""
+        return self.client.with_options(max_retries=0)
 
     def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
@@ -550,11 +556,32 @@ class ManagedBackend:
     def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
         raise NotImplementedError
 
-    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
+        """The provider's record of a submitted job."""
         raise NotImplementedError
 
-    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+    def _provider_cancel(self, job: Job) -> Mapping[str, Any] | None:
+        """Ask the provider to stop the job; its record if the answer carries one."""
         raise NotImplementedError
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        """(normalized status, the provider's own word) of a job record."""
+        return map_status(raw.get("status"), self.status_table), raw.get("status")
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        """What ``job.remote`` keeps to find the job again."""
+        return {"job_id": raw["id"]}
+
+    # -- cancel -------------------------------------------------------------------------------------
+    def cancel(self, job: Job) -> Update:
+        try:
+            raw = self._provider_cancel(job) or self._provider_fetch(job)
+        except ProviderAPIError:
+            raw = self._provider_fetch(job)  # refused because it already ended: report where it ended
+            if not self._provider_status(raw)[0].terminal:
+                raise
+        status, detail = self._provider_status(raw)
+        return Update(status=status, detail=detail, raw=_plain(raw))
 
 
 def quote_from_route(backend: str, route: Any) -> Quote:

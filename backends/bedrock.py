@@ -277,6 +277,7 @@ class BedrockBackend(ManagedBackend):
     name = NAME
     sdk_package = "boto3"
     extra = "aws"
+    status_table = STATUS
     Options = BedrockOptions
     capabilities = Capabilities(
         methods=frozenset({"lora", "full"}),  # Bedrock does not say how it trains; the method is not sent
@@ -422,7 +423,7 @@ class BedrockBackend(ManagedBackend):
     def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
         return {"job_name": raw["jobName"], "job_arn": raw["jobArn"]}
 
-    def _job(self, job: Job) -> dict[str, Any]:
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
         raw = self._get(job.remote["job_name"])
         if raw is None:
             raise ProviderAPIError(f"job {job.remote['job_name']} not found", backend=self.name, status_code=404)
@@ -443,7 +444,7 @@ class BedrockBackend(ManagedBackend):
         return points, uris
 
     def poll(self, job: Job) -> Update:
-        raw = self._job(job)
+        raw = self._provider_fetch(job)
         status, detail = self._provider_status(raw)
         error = failure_message(raw)
         points = self._metrics(raw)[0] if status is JobStatus.SUCCEEDED else []
@@ -451,19 +452,11 @@ class BedrockBackend(ManagedBackend):
                       error=scrub(error) if error else None,
                       output_model=raw.get("outputModelArn") if status is JobStatus.SUCCEEDED else None, raw=raw)
 
-    def cancel(self, job: Job) -> Update:
-        try:
-            self.call("stopping the job", self.client.stop_model_customization_job,
-                      jobIdentifier=job.remote["job_name"])
-        except ProviderAPIError:
-            if not normalize_status(self._job(job)).terminal:  # a finished job cannot be stopped: fine
-                raise
-        raw = self._job(job)
-        status, detail = self._provider_status(raw)
-        return Update(status=status, detail=detail, raw=raw)
+    def _provider_cancel(self, job: Job) -> None:
+        self.call("stopping the job", self.client.stop_model_customization_job, jobIdentifier=job.remote["job_name"])
 
     def result(self, job: Job) -> Result:
-        raw = self._job(job)
+        raw = self._provider_fetch(job)
         status, _ = self._provider_status(raw)
         points, uris = self._metrics(raw) if status is JobStatus.SUCCEEDED else ([], [])
         artifacts = [Artifact(kind="metrics", uri=uri, description="metrics CSV written by Bedrock") for uri in uris]

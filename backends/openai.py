@@ -44,7 +44,7 @@ from typing import Any
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.errors import BackendAuthError, ProviderAPIError
+from ftbroker.errors import BackendAuthError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
 from ._managed import (
@@ -54,7 +54,6 @@ from ._managed import (
     Rejected,
     Upload,
     check_range,
-    map_status,
     provider_tag,
     scrub,
     text_of,
@@ -92,10 +91,6 @@ MIN_EXAMPLES = 10  # NOTES 1.9: "Minimum 10 examples"
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CHAT_KEYS = ("messages", "tools", "parallel_tool_calls", "functions")
 RULES = "OpenAI fine-tuning data rules"
-
-
-def normalize_status(raw: str | None) -> JobStatus:
-    return map_status(raw, STATUS)
 
 
 def _time(ts: int | float | None) -> datetime | None:
@@ -303,6 +298,7 @@ class OpenAIBackend(ManagedBackend):
     name = NAME
     sdk_package = "openai"
     extra = "openai"
+    status_table = STATUS
     Options = OpenAIOptions
     capabilities = Capabilities(
         methods=frozenset({"lora", "full"}),  # OpenAI does not say how it trains; the method is not sent
@@ -337,10 +333,6 @@ class OpenAIBackend(ManagedBackend):
 
     def _sdk_errors(self) -> tuple[type[BaseException], ...]:
         return (self.sdk().OpenAIError,)
-
-    def _writes(self) -> Any:
-        """The client for non-idempotent calls: no SDK retries (``submit_once`` retries, looking first)."""
-        return self.client.with_options(max_retries=0)
 
     @staticmethod
     def _batch_size(job_spec: Any) -> int | None:
@@ -404,15 +396,12 @@ class OpenAIBackend(ManagedBackend):
             options={**self.options.model_dump(), "seed": spec.hyperparameters.seed})
         return plain(self.call("creating the fine-tuning job", self._writes().fine_tuning.jobs.create, **body))
 
-    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
-        return normalize_status(raw.get("status")), raw.get("status")
-
-    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
-        return {"job_id": raw["id"]}
-
     # -- track --------------------------------------------------------------------------------------
-    def _retrieve(self, job: Job) -> dict[str, Any]:
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
         return plain(self.call("reading the job", self.client.fine_tuning.jobs.retrieve, job.remote["job_id"]))
+
+    def _provider_cancel(self, job: Job) -> Mapping[str, Any]:
+        return plain(self.call("cancelling the job", self.client.fine_tuning.jobs.cancel, job.remote["job_id"]))
 
     def _events_since(self, job: Job, cursor: str | None) -> list[dict[str, Any]]:
         """The job's events newer than ``cursor`` (an event id), oldest first."""
@@ -435,7 +424,7 @@ class OpenAIBackend(ManagedBackend):
         return scrub(f"{error['message']}{code}")
 
     def poll(self, job: Job) -> Update:
-        raw = self._retrieve(job)
+        raw = self._provider_fetch(job)
         fresh = self._events_since(job, job.cursor)
         status, detail = self._provider_status(raw)
         metrics = metrics_from_events(fresh)
@@ -449,18 +438,8 @@ class OpenAIBackend(ManagedBackend):
                       next_poll_s=self.options.poll_interval_s, error=self._error(raw) if status.terminal else None,
                       trained_tokens=raw.get("trained_tokens"), output_model=raw.get("fine_tuned_model"), raw=raw)
 
-    def cancel(self, job: Job) -> Update:
-        try:
-            raw = plain(self.call("cancelling the job", self.client.fine_tuning.jobs.cancel, job.remote["job_id"]))
-        except ProviderAPIError:
-            raw = self._retrieve(job)  # already over: report where it ended
-            if not normalize_status(raw.get("status")).terminal:
-                raise
-        status, detail = self._provider_status(raw)
-        return Update(status=status, detail=detail, raw=raw)
-
     def result(self, job: Job) -> Result:
-        raw = self._retrieve(job)
+        raw = self._provider_fetch(job)
         status, _ = self._provider_status(raw)
         events = self._events_since(job, None)
         points = {(p.step, p.name): p for p in metrics_from_events(events)}

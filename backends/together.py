@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
+from ftbroker.errors import BackendAuthError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
 from ._managed import (
@@ -30,7 +30,6 @@ from ._managed import (
     Rejected,
     Upload,
     check_range,
-    map_status,
     provider_tag,
     scrub,
     text_of,
@@ -60,10 +59,6 @@ RULES = "Together data rules"
 
 _EVENT_KINDS = {"job_error": "error", "warning": "warning", "billing_limit": "warning", "refund": "warning",
                 "checkpoint_save": "checkpoint", "early_stopped": "warning"}
-
-
-def normalize_status(raw: str | None) -> JobStatus:
-    return map_status(raw, STATUS)
 
 
 def price_usd(total_price: int | float | None) -> Decimal | None:
@@ -264,6 +259,7 @@ class TogetherBackend(ManagedBackend):
     name = NAME
     sdk_package = "together"
     extra = "together"
+    status_table = STATUS
     Options = TogetherOptions
     capabilities = Capabilities(
         methods=frozenset({"lora", "full"}),
@@ -295,9 +291,6 @@ class TogetherBackend(ManagedBackend):
         import httpx  # the upload's PUT goes through the SDK's raw httpx client, unwrapped
 
         return (self.sdk().TogetherError, httpx.HTTPError)
-
-    def _writes(self) -> Any:
-        return self.client.with_options(max_retries=0)
 
     def _spec_problems(self, spec: Any) -> list[str]:
         if spec.hyperparameters.early_stopping_patience and not spec.validation:
@@ -370,15 +363,15 @@ class TogetherBackend(ManagedBackend):
             raise SpecError([f"{self.name}: {exc}"]) from exc
         return plain(created)
 
-    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
-        return normalize_status(raw.get("status")), raw.get("status")
-
-    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
-        return {"job_id": raw["id"]}
-
     # -- track --------------------------------------------------------------------------------------
     def _retrieve(self, job_id: str) -> dict[str, Any]:
         return plain(self.call("reading the job", self.client.fine_tuning.retrieve, job_id))
+
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
+        return self._retrieve(job.remote["job_id"])
+
+    def _provider_cancel(self, job: Job) -> Mapping[str, Any]:
+        return plain(self.call("cancelling the job", self.client.fine_tuning.cancel, job.remote["job_id"]))
 
     def _events(self, job: Job) -> list[dict[str, Any]]:
         listed = self.call("reading the job's events", self.client.fine_tuning.list_events, job.remote["job_id"])
@@ -395,7 +388,7 @@ class TogetherBackend(ManagedBackend):
         return scrub(errors[-1]["message"]) if errors else None
 
     def poll(self, job: Job) -> Update:
-        raw = self._retrieve(job.remote["job_id"])
+        raw = self._provider_fetch(job)
         status, detail = self._provider_status(raw)
         cursor = json.loads(job.cursor) if job.cursor else {"events": 0, "step": 0}
         events = self._events(job)
@@ -417,18 +410,8 @@ class TogetherBackend(ManagedBackend):
                       actual_cost_usd=price_usd(raw.get("total_price")) if done else None,
                       output_model=raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None, raw=raw)
 
-    def cancel(self, job: Job) -> Update:
-        try:
-            raw = plain(self.call("cancelling the job", self.client.fine_tuning.cancel, job.remote["job_id"]))
-        except ProviderAPIError:
-            raw = self._retrieve(job.remote["job_id"])  # already over: report where it ended
-            if not normalize_status(raw.get("status")).terminal:
-                raise
-        status, detail = self._provider_status(raw)
-        return Update(status=status, detail=detail, raw=raw)
-
     def result(self, job: Job) -> Result:
-        raw = self._retrieve(job.remote["job_id"])
+        raw = self._provider_fetch(job)
         status, _ = self._provider_status(raw)
         events = self._events(job)
         artifacts = []

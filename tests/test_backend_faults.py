@@ -10,13 +10,11 @@ itself is shown in test_fakes_openai.py."""
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
-import pytest
-from fakes import ALL_FAULTS, Fault, FakeOpenAI, data_double
-from fakes.driver import FAST, write_chat
-from fakes.harnesses import EMPTY_CATALOG
+from fakes import ALL_FAULTS, Fault, FakeOpenAI
+from fakes.support import FAST, use_stand_ins, write_chat
 
-import ftbroker.broker
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
 from ftbroker.jobs import JobStatus
@@ -43,8 +41,7 @@ def owner(remote_job) -> str:
 
 
 def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
-    data_double.install()
-    monkeypatch.setattr(ftbroker.broker, "_load_catalog", lambda: EMPTY_CATALOG)
+    use_stand_ins(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()
@@ -63,8 +60,8 @@ def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, sum
                 ids.append(broker.jobs(limit=1)[0].id)
         for job_id in ids:
             while broker.job(job_id).submitted_at is None:
-                _until_done(lambda: broker.resume(job_id), retries, "resume retries")
-        results = {job_id: _until_done(lambda: broker.follow(job_id), retries, "follow restarts") for job_id in ids}
+                _until_done(partial(broker.resume, job_id), retries, "resume retries")
+        results = {job_id: _until_done(partial(broker.follow, job_id), retries, "follow restarts") for job_id in ids}
         ledger_jobs = {job_id: broker.job(job_id) for job_id in ids}
 
         remote = list(fake.jobs.values())

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import FakeOpenAI, FakeTogether, Outcome, data_double
-from fakes.driver import FAST, write_chat
-from fakes.harnesses import EMPTY_CATALOG
+from fakes import FakeOpenAI, FakeTogether, Outcome
+from fakes.support import FAST, use_stand_ins, write_chat
 
-import ftbroker.broker
 from ftbroker.cli import cli
 
 CASES = {
@@ -29,8 +27,7 @@ def test_the_key_never_leaks(name, tmp_path, monkeypatch):
     fake_class, variable, prefix, model = CASES[name]
     canary = prefix + secrets.token_hex(16)
     home = Path(os.environ["FTBROKER_HOME"])
-    data_double.install()
-    monkeypatch.setattr(ftbroker.broker, "_load_catalog", lambda: EMPTY_CATALOG)
+    use_stand_ins(monkeypatch)
     monkeypatch.setenv(variable, canary)
     data = write_chat(tmp_path / "data.jsonl")
     outputs = []

@@ -19,6 +19,7 @@ from ftbroker.backends._managed import (
     Backoff,
     ConvertedFile,
     convert_file,
+    map_status,
     provider_tag,
     scrub,
     submit_once,
@@ -65,7 +66,7 @@ def test_provider_tag_keeps_long_ids_apart():
     (together, "error", "failed"), (together, "user_error", "failed"), (together, "completed", "succeeded"),
 ])
 def test_status_tables(module, raw, expected):
-    assert module.normalize_status(raw) == JobStatus(expected)
+    assert map_status(raw, module.STATUS) == JobStatus(expected)
 
 
 @pytest.mark.parametrize(("job", "expected"), [

@@ -38,7 +38,7 @@ def test_upload_create_follow_to_success(fake):
                   method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}})
     assert job.status == "validating_files"
     seen = [job.status]
-    while not (job := client.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed"):
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed"):
         fake.advance(job.id)
         seen.append(job.status)
     assert seen == ["validating_files", "validating_files", "queued", "running", "running", "running"]

@@ -141,9 +141,9 @@ class FaultPlan:
             return fault
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """One request as the server saw it."""
+@dataclass
+class Request:
+    """One request as the server saw it: what handlers read and what ``requests`` records."""
 
     method: str
     path: str
@@ -152,18 +152,6 @@ class Recorded:
     body: bytes
     route: str
     fault: Fault | None
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
     params: dict[str, str]  # named groups of the route pattern
 
     def json(self) -> Any:
@@ -203,7 +191,7 @@ class LoopbackServer:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
-        self.requests: list[Recorded] = []
+        self.requests: list[Request] = []
         self.faults = FaultPlan()
         self.lock = threading.RLock()  # guards the fake's state; handlers run under it
         self._stopping = threading.Event()
@@ -274,7 +262,7 @@ class LoopbackServer:
         self.stop()
 
     # -- assertions helpers ---------------------------------------------------------------------
-    def calls(self, route: str) -> list[Recorded]:
+    def calls(self, route: str) -> list[Request]:
         return [r for r in self.requests if r.route == route]
 
     # -- serving --------------------------------------------------------------------------------
@@ -283,18 +271,17 @@ class LoopbackServer:
         length = int(http.headers.get("Content-Length") or 0)
         body = http.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in http.headers.items()}
-        for method, regex, name, handler in self._routes:
-            match = regex.match(split.path)
-            if method == http.command and match:
-                break
-        else:
+        found = next(((name, handler, match) for method, regex, name, handler in self._routes
+                      if method == http.command and (match := regex.match(split.path))), None)
+        if found is None:
             self._send(http, Response.json(self.error_body(404, f"no route {http.command} {split.path}"), 404))
             return
+        name, handler, match = found
         fault = self.faults.pick(name)
-        query = parse_qs(split.query, keep_blank_values=True)
+        request = Request(http.command, split.path, parse_qs(split.query, keep_blank_values=True), headers, body,
+                          name, fault, match.groupdict())
         with self.lock:
-            self.requests.append(Recorded(http.command, split.path, query, headers, body, name, fault))
-        request = Request(http.command, split.path, query, headers, body, match.groupdict())
+            self.requests.append(request)
 
         if fault is None:
             self._send(http, self._run(handler, request))

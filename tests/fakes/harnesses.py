@@ -6,24 +6,18 @@ step per poll), moto for Bedrock (the harness moves jobs, as moto never does, ea
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 from ftbroker.spec import JobSpec
 
-from . import data_double
 from ._jobs import Outcome
 from .bedrock_fake import BedrockHarness
-from .driver import FAST, write_chat
 from .openai_fake import FakeOpenAI
+from .support import FAST, use_stand_ins, write_chat
 from .together_fake import FakeTogether
 
 FAILURE = "invalid training file: line 7 has no assistant message"
 OUTCOMES = {"succeed": Outcome(), "fail": Outcome.failure(FAILURE, at_step=1), "hang": Outcome.hanging()}
-
-# Until the pricing area's catalog is merged, the Broker's catalog is an empty one: quotes then say the cost
-# is unknown, which no contract test depends on. REMOVE AT INTEGRATION (with the data double).
-EMPTY_CATALOG = types.SimpleNamespace(managed=())
 
 
 class _Loopback:
@@ -34,10 +28,7 @@ class _Loopback:
     fake_class: type
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        import ftbroker.broker
-
-        data_double.install()
-        monkeypatch.setattr(ftbroker.broker, "_load_catalog", lambda: EMPTY_CATALOG)
+        use_stand_ins(monkeypatch)
         monkeypatch.setenv(self.key_variable, f"test-key-for-{self.name}")
         self.fake = self.fake_class(advance_on_poll=True).start()
         self.data = write_chat(tmp_path / "data.jsonl")
@@ -68,10 +59,7 @@ class BedrockContract:
     failure_message = FAILURE
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        import ftbroker.broker
-
-        data_double.install()
-        monkeypatch.setattr(ftbroker.broker, "_load_catalog", lambda: EMPTY_CATALOG)
+        use_stand_ins(monkeypatch)
         self.aws = BedrockHarness().__enter__()
         self.data = write_chat(tmp_path / "data.jsonl")
         self.scenarios: list[str] = []  # one per job created, in order

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import base64
 import io
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ._jobs import Clock, FakeJob, Lifecycle, Outcome, count_tokens
-from ._server import LoopbackServer, Request, Response, bearer_auth, http_error
+from ._jobs import FakeJob, Lifecycle
+from ._provider import FakeProvider
+from ._server import Request, Response, bearer_auth, http_error
 
 LIFECYCLE = Lifecycle(before=("validating_files", "queued"), running="running", after=(),
                       succeeded="succeeded", failed="failed", cancelled="cancelled")
@@ -54,24 +54,17 @@ class FakeFile:
                 "filename": self.filename, "purpose": self.purpose, "status": "processed"}
 
 
-class FakeOpenAI(LoopbackServer):
-    """The fake server. ``advance_on_poll``: every job retrieve moves that job one step first."""
+class FakeOpenAI(FakeProvider):
+    """The fake server; see ``FakeProvider`` for the job controls."""
+
+    lifecycle = LIFECYCLE
 
     def __init__(self, *, advance_on_poll: bool = False, result_base64: bool = False,
                  models: Iterable[str] = DEFAULT_MODELS, total_steps: int = 3, filter_metadata: bool = True):
-        super().__init__()
-        self.advance_on_poll = advance_on_poll
-        self.filter_metadata = filter_metadata  # False: an OpenAI-compatible server that ignores metadata[k]=v
+        super().__init__(advance_on_poll=advance_on_poll, models=models, total_steps=total_steps)
         self.result_base64 = result_base64
-        self.models = set(models)
-        self.total_steps = total_steps
-        self.clock = Clock()
-        self.rejected_keys: set[str] = set()  # keys answered 401 (echoed back, see bearer_auth)
+        self.filter_metadata = filter_metadata  # False: an OpenAI-compatible server that ignores metadata[k]=v
         self.files: dict[str, FakeFile] = {}
-        self.jobs: dict[str, FakeJob] = {}
-        self.default_outcome = Outcome()
-        self._outcomes: deque[Outcome] = deque()
-        self._ids = 0
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("GET", "/v1/files", "files.list", self._files_list)
@@ -97,34 +90,7 @@ class FakeOpenAI(LoopbackServer):
         kwargs.setdefault("max_retries", 0)
         return self._hand_out(openai.OpenAI(base_url=self.base_url, **kwargs))
 
-    def next_outcome(self, outcome: Outcome) -> None:
-        """The next job created ends this way (then ``default_outcome`` again)."""
-        with self.lock:
-            self._outcomes.append(outcome)
-
-    def advance(self, job_id: str | None = None, steps: int = 1) -> None:
-        """Move one job (or every job) ``steps`` steps along."""
-        with self.lock:
-            for job in [self.jobs[job_id]] if job_id else list(self.jobs.values()):
-                for _ in range(steps):
-                    self._advance(job)
-
-    def finish(self, job_id: str | None = None) -> None:
-        """Run one job (or every job) to its end."""
-        with self.lock:
-            for job in [self.jobs[job_id]] if job_id else list(self.jobs.values()):
-                while self._advance(job):
-                    pass
-
-    def job_json(self, job_id: str) -> dict[str, Any]:
-        with self.lock:
-            return self._job_json(self.jobs[job_id])
-
     # -- state -------------------------------------------------------------------------------------
-    def _new_id(self, prefix: str) -> str:
-        self._ids += 1
-        return f"{prefix}{self._ids:06d}"
-
     def _advance(self, job: FakeJob) -> bool:
         was_terminal = job.terminal
         moved = job.advance()
@@ -200,11 +166,7 @@ class FakeOpenAI(LoopbackServer):
         return Response.json({"object": "list", "data": [f.to_json() for f in page], "has_more": has_more})
 
     def _file(self, req: Request) -> FakeFile:
-        bearer_auth(req, self.rejected_keys)
-        file = self.files.get(req.params["id"])
-        if file is None:
-            raise http_error(404, f"No such File object: {req.params['id']}")
-        return file
+        return self._lookup(req, self.files, "File object")
 
     def _files_retrieve(self, req: Request) -> Response:
         return Response.json(self._file(req).to_json())
@@ -231,11 +193,7 @@ class FakeOpenAI(LoopbackServer):
             raise http_error(400, "suffix must be 1 to 64 characters")
         epochs = self._hyperparameters(body)["n_epochs"]
         epochs = AUTO_EPOCHS if epochs == "auto" else int(epochs)
-        outcome = self._outcomes.popleft() if self._outcomes else self.default_outcome
-        job = FakeJob(self._new_id("ftjob-"), LIFECYCLE, self.clock, dict(body),
-                      trained_tokens=count_tokens(self.files[body["training_file"]].content) * epochs,
-                      total_steps=self.total_steps, outcome=outcome)
-        self.jobs[job.id] = job
+        job = self._new_job("ftjob-", dict(body), self.files[body["training_file"]].content, epochs)
         return Response.json(self._job_json(job))
 
     def _jobs_list(self, req: Request) -> Response:
@@ -249,11 +207,7 @@ class FakeOpenAI(LoopbackServer):
         return Response.json({"object": "list", "data": [self._job_json(j) for j in page], "has_more": has_more})
 
     def _job(self, req: Request) -> FakeJob:
-        bearer_auth(req, self.rejected_keys)
-        job = self.jobs.get(req.params["id"])
-        if job is None:
-            raise http_error(404, f"Could not find fine-tune: {req.params['id']}")
-        return job
+        return self._lookup(req, self.jobs, "fine-tune")
 
     def _jobs_retrieve(self, req: Request) -> Response:
         job = self._job(req)

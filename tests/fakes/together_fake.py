@@ -30,15 +30,15 @@ spec documents no eval key).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ._jobs import Clock, FakeJob, Lifecycle, Outcome, count_tokens
-from ._server import LoopbackServer, Request, Response, bearer_auth, http_error
+from ._jobs import FakeJob, Lifecycle, count_tokens
+from ._provider import FakeProvider
+from ._server import Request, Response, bearer_auth, http_error
 
 LIFECYCLE = Lifecycle(before=("pending", "queued"), running="running", after=("compressing", "uploading"),
                       succeeded="completed", failed="error", cancelled="cancelled",
@@ -83,22 +83,16 @@ class FakeFile:
         return out
 
 
-class FakeTogether(LoopbackServer):
-    """The fake server. ``advance_on_poll``: every job retrieve moves that job one step first."""
+class FakeTogether(FakeProvider):
+    """The fake server; see ``FakeProvider`` for the job controls."""
+
+    lifecycle = LIFECYCLE
+    id_suffix = "-fake"
 
     def __init__(self, *, advance_on_poll: bool = False, models: Iterable[str] = DEFAULT_MODELS,
                  total_steps: int = 3):
-        super().__init__()
-        self.advance_on_poll = advance_on_poll
-        self.models = set(models)
-        self.total_steps = total_steps
-        self.clock = Clock()
-        self.rejected_keys: set[str] = set()
+        super().__init__(advance_on_poll=advance_on_poll, models=models, total_steps=total_steps)
         self.files: dict[str, FakeFile] = {}
-        self.jobs: dict[str, FakeJob] = {}
-        self.default_outcome = Outcome()
-        self._outcomes: deque[Outcome] = deque()
-        self._ids = 0
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("PUT", "/upload/{id}", "files.put", self._files_put)
@@ -129,26 +123,7 @@ class FakeTogether(LoopbackServer):
         kwargs.setdefault("max_retries", 0)
         return self._hand_out(together.Together(base_url=self.base_url, **kwargs))
 
-    def next_outcome(self, outcome: Outcome) -> None:
-        with self.lock:
-            self._outcomes.append(outcome)
-
-    def advance(self, job_id: str | None = None, steps: int = 1) -> None:
-        with self.lock:
-            for job in [self.jobs[job_id]] if job_id else list(self.jobs.values()):
-                for _ in range(steps):
-                    job.advance()
-
-    def finish(self, job_id: str | None = None) -> None:
-        with self.lock:
-            for job in [self.jobs[job_id]] if job_id else list(self.jobs.values()):
-                job.run_to_end()
-
     # -- helpers -----------------------------------------------------------------------------------
-    def _new_id(self, prefix: str) -> str:
-        self._ids += 1
-        return f"{prefix}{self._ids:06d}-fake"
-
     def _job_json(self, job: FakeJob) -> dict[str, Any]:
         body = job.request
         epochs = int(body.get("n_epochs") or 1)
@@ -173,18 +148,10 @@ class FakeTogether(LoopbackServer):
         }
 
     def _job(self, req: Request) -> FakeJob:
-        bearer_auth(req, self.rejected_keys)
-        job = self.jobs.get(req.params["id"])
-        if job is None:
-            raise http_error(404, f"fine-tune job {req.params['id']} not found")
-        return job
+        return self._lookup(req, self.jobs, "fine-tune job")
 
     def _file(self, req: Request) -> FakeFile:
-        bearer_auth(req, self.rejected_keys)
-        file = self.files.get(req.params["id"])
-        if file is None:
-            raise http_error(404, f"file {req.params['id']} not found")
-        return file
+        return self._lookup(req, self.files, "file")
 
     # -- files -------------------------------------------------------------------------------------
     def _files_create(self, req: Request) -> Response:
@@ -261,11 +228,7 @@ class FakeTogether(LoopbackServer):
             raise http_error(400, f"training_file {body.get('training_file')} not found or not processed")
         if body.get("suffix") and len(body["suffix"]) > SUFFIX_MAX:
             raise http_error(400, f"suffix must be at most {SUFFIX_MAX} characters")
-        outcome = self._outcomes.popleft() if self._outcomes else self.default_outcome
-        job = FakeJob(self._new_id("ft-"), LIFECYCLE, self.clock, dict(body),
-                      trained_tokens=count_tokens(file.content or b"") * int(body.get("n_epochs") or 1),
-                      total_steps=self.total_steps, outcome=outcome)
-        self.jobs[job.id] = job
+        job = self._new_job("ft-", dict(body), file.content or b"", int(body.get("n_epochs") or 1))
         return Response.json(self._job_json(job))
 
     def _jobs_list(self, req: Request) -> Response:
@@ -275,7 +238,7 @@ class FakeTogether(LoopbackServer):
     def _jobs_retrieve(self, req: Request) -> Response:
         job = self._job(req)
         if self.advance_on_poll:
-            job.advance()
+            self._advance(job)
         out = self._job_json(job)
         out["events"] = self._events(job)
         return Response.json(out)
