@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 
 __all__: list[str] = ["__version__"]
 
-# --- spine: the job interface (Broker, JobSpec, Job, Result), imported on first use ---
+# Names imported on first use, so that `import ftbroker` stays light: name -> module (a name that is the
+# module itself, like `estimate`, maps to that module).
 _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "ftbroker.spec",
-         "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs"}
+         "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs",
+         "estimate": "ftbroker.estimate"}
 __all__ += sorted(_LAZY)
 
 
@@ -21,7 +23,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'ftbroker' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module.rpartition(".")[2] == name else getattr(imported, name)
     globals()[name] = value
     return value
-# --- end of spine block ---

@@ -22,6 +22,16 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
 
 
+# ---- trainer area: tiny real models (built once per session; see tests/tinymodels.py) ----
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved 2-layer Llama + ChatML tokenizer (template without generation markers)."""
+    from tinymodels import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
 # --- providers area: figures a test wants shown in every run's output (plain `pytest`, no -s) ---------------
 _SUMMARY = pytest.StashKey[list]()
 

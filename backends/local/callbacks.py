@@ -1,0 +1,144 @@
+"""Trainer callbacks of the local trainer: progress events, early stopping, clean stop, gradient guards.
+
+Imported only inside the trainer process (it needs transformers).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ftbroker.backends.local import guards
+from ftbroker.backends.local.outputs import EventLog
+from transformers import TrainerCallback
+
+
+class Reporter(TrainerCallback):
+    """Writes progress, eval and checkpoint events, and measures this process's training throughput."""
+
+    def __init__(self, events: EventLog):
+        self.events = events
+        self.started = self.finished = None
+        self.start_step = self.start_tokens = self.end_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
+        resumed = f" (resumed at step {state.global_step})" if state.global_step else ""
+        self.events.emit("running", f"training{resumed}", step=state.global_step, total_steps=state.max_steps,
+                         epoch=state.epoch)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.finished, self.end_tokens = time.monotonic(), state.num_input_tokens_seen
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        end = self.finished or time.monotonic()
+        if self.started is None or end <= self.started:
+            return None
+        return (self.end_tokens - self.start_tokens) / (end - self.started)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.started is None else (self.finished or time.monotonic()) - self.started
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        common = {"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch}
+        if "loss" in logs:
+            elapsed = time.monotonic() - self.started
+            done = state.global_step - self.start_step
+            tokens = state.num_input_tokens_seen - self.start_tokens
+            eta = elapsed / done * (state.max_steps - state.global_step) if done else None
+            self.events.emit("progress", loss=logs["loss"], tokens_per_s=tokens / elapsed if elapsed else None,
+                             eta_s=eta, **common)
+        if "eval_loss" in logs:
+            self.events.emit("eval", eval_loss=logs["eval_loss"], **common)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.events.emit("checkpoint", f"{args.output_dir}/checkpoint-{state.global_step}",
+                         step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
+
+
+class EarlyStopping(TrainerCallback):
+    """Stops when eval loss has not improved for ``patience`` evaluations (the start-of-training one counts
+    as the first reference). Rebuilt from the log history on resume, so a resumed run stops where an
+    uninterrupted one would."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best, self.waited, self.stopped = None, 0, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.best, self.waited = None, 0
+        for entry in state.log_history:
+            if "eval_loss" in entry:
+                self._update(entry["eval_loss"])
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics and self._update(metrics["eval_loss"]):
+            self.stopped = control.should_training_stop = True
+
+    def _update(self, loss: float) -> bool:
+        if self.best is None or loss < self.best:
+            self.best, self.waited = loss, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+
+class StopOnRequest(TrainerCallback):
+    """Turns a stop request (SIGTERM) into a checkpoint and the end of training at the next step.
+
+    Under several processes every rank must stop at the same step (the checkpoint is collective), so the
+    request is reduced across ranks."""
+
+    def __init__(self, requested):
+        self.requested = requested  # () -> bool
+
+    def _check(self, args, control):
+        if _any_rank(self.requested(), args.device):
+            control.should_save = control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._check(args, control)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._check(args, control)
+
+
+def _any_rank(flag: bool, device) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+class GradientGuard(TrainerCallback):
+    """Runs the gradient checks: the 4-bit probe before the first step and after every evaluation (an
+    evaluation is what sets off the CPU trap), and the adapter-gradient check at the first optimizer step."""
+
+    def __init__(self, quantized: bool, adapter: bool):
+        self.quantized = quantized
+        self.probe_due, self.first_step = quantized, adapter
+        self.passed = {"4bit_input_gradients": 0, "adapter_gradients": 0}
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if self.probe_due:
+            guards.check_4bit_input_gradients(model)
+            self.probe_due = False
+            self.passed["4bit_input_gradients"] += 1
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.probe_due = self.quantized
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # Sharded gradients (FSDP, DeepSpeed) are not whole on any one rank: nothing to check there.
+        if self.first_step and not (args.fsdp or args.deepspeed):
+            guards.check_adapter_gradients(model)
+            self.passed["adapter_gradients"] += 1
+        self.first_step = False

@@ -1,0 +1,122 @@
+"""The trainer's config.json, as a validated model (the schema itself is documented in ``train.py``).
+
+Importing this module is cheap (pydantic only), so the local backend can build and check a config
+before it launches the trainer process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from ftbroker.errors import SpecError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_NAME = "config.json"
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str | None = None
+    model: str = Field(min_length=1)
+    dataset: str = Field(min_length=1)
+    validation_dataset: str | None = None
+    eval_fraction: float = Field(0.1, ge=0, le=0.5)
+    eval_at_start: bool = True
+    method: Literal["full", "lora", "qlora"] = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    micro_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_seq_length: int = Field(2048, ge=8)
+    packing: bool = False
+    padding_free: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    early_stopping_patience: int | None = Field(None, ge=1)
+    save_steps: int = Field(0, ge=0)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    merge: bool = False
+    chat_template: str | None = None
+    use_unsloth: bool = False
+    use_liger: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.early_stopping_patience is not None and not self.has_eval:
+            raise ValueError("early_stopping_patience needs a held-out set: set validation_dataset or eval_fraction > 0")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("precision fp16 needs a CUDA GPU; use fp32 or bf16 on the CPU")
+        return self
+
+    @property
+    def has_eval(self) -> bool:
+        return self.validation_dataset is not None or self.eval_fraction > 0
+
+    @property
+    def uses_adapter(self) -> bool:
+        return self.method in ("lora", "qlora")
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a config.json; relative paths in it are taken from the file's folder.
+
+    Raises ``SpecError`` naming every bad field at once.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError([f"{path} does not exist"], source=str(path)) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError([f"not readable JSON: {exc}"], source=str(path)) from exc
+    if not isinstance(raw, dict):
+        raise SpecError(["the top level must be a JSON object"], source=str(path))
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError([_describe(err) for err in exc.errors()], source=str(path)) from exc
+    return _resolve_paths(config, path.parent)
+
+
+def _describe(err) -> str:
+    field = ".".join(str(part) for part in err["loc"]) or "config"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{field}: {message}"
+
+
+def _resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
+    def resolve(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    updates = {
+        "dataset": resolve(config.dataset),
+        "validation_dataset": resolve(config.validation_dataset),
+        "chat_template": resolve(config.chat_template),
+    }
+    local_model = base / config.model
+    if not Path(config.model).is_absolute() and local_model.exists():  # else a hub id, left as is
+        updates["model"] = str(local_model.resolve())
+    return config.model_copy(update=updates)

@@ -1,0 +1,590 @@
+"""The local trainer: supervised fine-tuning (full, LoRA, QLoRA) of a causal LM with transformers + peft + trl.
+
+    python -m ftbroker.backends.local.train RUN_DIR [--resume]
+    accelerate launch -m ftbroker.backends.local.train RUN_DIR [--resume]     (several GPUs)
+
+It reads ``RUN_DIR/config.json`` and writes everything it produces into RUN_DIR. torch, transformers, peft,
+trl and bitsandbytes (the ``local`` extra) are imported only inside this process.
+
+config.json
+-----------
+One JSON object; unknown fields are an error; relative paths are taken from RUN_DIR. Validated by
+``ftbroker.backends.local.config.TrainConfig`` (importable without torch).
+
+=========================== ========================= ==========================================================
+field                       default                   meaning
+=========================== ========================= ==========================================================
+job_id                      RUN_DIR's name            the ftbroker job id, copied into result.json ``id``
+model                       (required)                base model: a local folder or a Hugging Face hub id
+dataset                     (required)                training JSONL: chat lines ``{"messages": [...],
+                                                      "tools"?: [...]}`` (OpenAI format; an assistant message
+                                                      with ``"weight": 0`` is context, not trained),
+                                                      ``{"prompt", "completion"}`` or ``{"text"}``
+validation_dataset          null                      held-out JSONL; when null, ``eval_fraction`` of the
+                                                      training lines is held out (shuffled with ``seed``)
+eval_fraction               0.1                       0 to 0.5; 0 with no validation_dataset: no evaluation
+eval_at_start               true                      evaluate once before the first step (the curve's origin)
+method                      "lora"                    "full" | "lora" | "qlora" (4-bit NF4, double quantization)
+lora.r                      16                        LoRA rank
+lora.alpha                  32                        LoRA alpha
+lora.dropout                0.05                      LoRA dropout
+lora.target_modules         "all-linear"              "all-linear" or a list of module names ("q_proj", ...)
+epochs                      3                         training epochs (a float is allowed)
+learning_rate               2e-4                      peak learning rate
+lr_scheduler                "linear"                  "linear" | "cosine" | "constant" | "constant_with_warmup"
+warmup_ratio                0.0                       share of the steps spent warming up, in [0, 1)
+weight_decay                0.0                       AdamW weight decay
+micro_batch_size            4                         examples (or packed rows) per device per step
+gradient_accumulation_steps 1                         micro-batches per optimizer step
+max_seq_length              2048                      tokens per example (longer ones are cut from the end) or
+                                                      per packed row
+packing                     false                     pack examples into rows of max_seq_length (best-fit
+                                                      decreasing, padding-free attention)
+padding_free                false                     without packing: concatenate each batch, no padding
+gradient_checkpointing      false                     recompute activations in the backward pass
+seed                        42                        seeds the split, the adapter init and the data order
+early_stopping_patience     null                      stop after this many evaluations without a better eval
+                                                      loss (evaluation runs at the end of every epoch)
+save_steps                  0                         checkpoint every N optimizer steps; 0: every epoch
+save_total_limit            2                         checkpoints kept (the oldest are deleted)
+logging_steps               10                        a progress event every N steps
+merge                       false                     also write the adapter merged into the base model
+                                                      (QLoRA: merged into the unquantized base); no-op for full
+chat_template               null                      a .jinja file replacing the tokenizer's chat template
+use_unsloth                 false                     load and wrap the model with Unsloth (must be installed)
+use_liger                   false                     Liger kernels (``use_liger_kernel``; CUDA; must be installed)
+precision                   "auto"                    "auto" (bf16 on GPUs that have it, else fp16; fp32 on CPU)
+                                                      | "fp32" | "bf16" | "fp16" (GPU only)
+device                      "auto"                    "auto" | "cpu" | "cuda"
+=========================== ========================= ==========================================================
+
+Loss: on assistant turns only (chat), the completion (prompt/completion), everything (text); see
+``masking.py``. This works with chat templates that have no ``{% generation %}`` markers.
+
+What it writes
+--------------
+- ``events.jsonl``: one JSON object per line, appended (a resumed run continues the same file). Every line has
+  ``time`` (ISO 8601, UTC), ``kind``, ``step``, ``total_steps``, ``epoch``, ``loss``, ``eval_loss``,
+  ``tokens_per_s``, ``eta_s``, ``message`` (null when not known). Kinds: ``started`` (the process is up),
+  ``warning``, ``running`` (the training loop starts or resumes), ``progress`` (every logging_steps: loss,
+  tokens_per_s of this process, eta_s), ``eval``, ``checkpoint`` (message: its folder), and exactly one final
+  line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM).
+- ``checkpoints/checkpoint-STEP/``: the last ``save_total_limit`` checkpoints (model or adapter, optimizer,
+  scheduler, RNG states, trainer_state.json). ``--resume`` continues from the newest complete one with the same
+  data order and step count (a checkpoint cut short by kill -9 is skipped and removed; with no complete
+  checkpoint it starts from scratch). Without ``--resume``, existing checkpoints are an error (exit 2).
+- ``output/adapter/`` (lora, qlora) or ``output/model/`` (full), with the tokenizer; ``output/merged/`` when
+  ``merge`` is true.
+- ``metrics.jsonl``: one ``ftbroker.jobs.MetricPoint`` per line (train_loss, eval_loss, eval_token_accuracy).
+- ``loss.png``: train and eval loss by step.
+- ``result.json``: an ``ftbroker.jobs.Result`` (backend "local"); ``raw.measured`` holds the measured
+  ``peak_memory_bytes`` (CUDA max_memory_allocated on a GPU, peak RSS on the CPU), ``cuda_max_reserved_bytes``,
+  ``tokens_per_s`` and ``train_seconds`` of this process, ``device`` and ``precision``. ``trained_tokens``
+  counts the tokens the loss was taken on, times the epochs run.
+
+Exit status: 0 succeeded; 1 failed; 2 bad config or data (the error names the field, or FILE:LINE); 143 stopped
+by SIGTERM (after saving a checkpoint when training had started). Under several processes only the main one
+writes events and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftbroker.backends.local import masking
+from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
+from ftbroker.backends.local.outputs import (
+    CHECKPOINTS_DIR,
+    EVENTS_NAME,
+    OUTPUT_DIR,
+    EventLog,
+    metric_points,
+    now,
+    plot_loss,
+    write_metrics,
+    write_result,
+)
+from ftbroker.errors import (
+    DataIssue,
+    DatasetError,
+    ExtraNotInstalledError,
+    FtBrokerError,
+    InputError,
+    SpecError,
+)
+from ftbroker.jobs import Artifact, JobStatus
+
+EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+class _Cancelled(BaseException):
+    """SIGTERM outside the training loop: nothing to save, stop at once (BaseException so no library
+    ``except Exception`` swallows it)."""
+
+
+class _StopSignal:
+    """SIGTERM inside the training loop sets ``requested`` (the loop saves and stops at the next step);
+    elsewhere it cancels at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.deferred = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        if not self.deferred:
+            raise _Cancelled
+
+
+@dataclass
+class _Data:
+    train: list[masking.TokenizedExample]
+    eval: list[masking.TokenizedExample]
+    trained_tokens_per_epoch: int
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    status: JobStatus
+    message: str
+    trainer: Any = None
+    output_model: str | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    trained_tokens: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftbroker.backends.local.train",
+                                     description="Fine-tune a model as described by RUN_DIR/config.json.")
+    parser.add_argument("run_dir", type=Path, help="the run folder holding config.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    if not (run_dir / CONFIG_NAME).is_file():
+        print(f"error: {run_dir / CONFIG_NAME} does not exist", file=sys.stderr)
+        return 2
+
+    is_main = int(os.environ.get("RANK", "0")) == 0  # set by accelerate/torchrun; read before torch loads
+    events = EventLog(run_dir / EVENTS_NAME, enabled=is_main)
+    started_at = (events.first_time() if args.resume else None) or now()
+    stop = _StopSignal()
+    stop.install()
+    events.emit("started", "resuming" if args.resume else "starting")
+
+    config: TrainConfig | None = None
+    started: dict[str, Any] = {}  # holds the trainer once built, so a failed run still leaves its curve
+    try:
+        config = load_config(run_dir / CONFIG_NAME)
+        outcome = _train(config, run_dir, args.resume, events, stop, started)
+    except _Cancelled:
+        when = "while writing the output (the last checkpoint holds the training)" if started \
+            else "before training started"
+        outcome = _Outcome(JobStatus.CANCELLED, f"cancelled by SIGTERM {when}", started.get("trainer"))
+    except FtBrokerError as exc:
+        outcome = _Outcome(JobStatus.FAILED, str(exc), started.get("trainer"), raw={"exit_code": exc.exit_code})
+    except Exception as exc:  # noqa: BLE001 - the process boundary: every failure ends as an error event
+        traceback.print_exc()  # to the process's stderr (the backend's log file), never to the user
+        outcome = _Outcome(JobStatus.FAILED, f"{type(exc).__name__}: {exc}", started.get("trainer"),
+                           raw={"exit_code": 1})
+
+    stop.deferred = True  # a late SIGTERM must not cut the final files short
+    if is_main:
+        _finish(run_dir, config, started_at, outcome, events)
+    if outcome.status is JobStatus.CANCELLED:
+        return EXIT_CANCELLED
+    return outcome.raw.get("exit_code", 1) if outcome.status is JobStatus.FAILED else 0
+
+
+def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Outcome, events: EventLog) -> None:
+    points = metric_points(outcome.trainer.state.log_history) if outcome.trainer else []
+    artifacts = list(outcome.artifacts)
+    if points:
+        write_metrics(run_dir, points)
+        artifacts.append(Artifact(kind="metrics", uri=str(run_dir / "metrics.jsonl")))
+        plot = plot_loss(run_dir, points)
+        if plot:
+            artifacts.append(Artifact(kind="plot", uri=str(plot), description="train and eval loss by step"))
+    state = outcome.trainer.state if outcome.trainer else None
+    write_result(run_dir, job_id=(config and config.job_id) or run_dir.name, status=outcome.status,
+                 model=config.model if config else "", started_at=started_at, output_model=outcome.output_model,
+                 metrics=points, trained_tokens=outcome.trained_tokens, artifacts=artifacts,
+                 error=outcome.message if outcome.status is JobStatus.FAILED else None, raw=outcome.raw)
+    kind = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
+    events.emit(kind[outcome.status], outcome.message,
+                step=state.global_step if state else None, total_steps=state.max_steps if state else None,
+                epoch=state.epoch if state else None)
+
+
+# ---- the recipe ---------------------------------------------------------------------------------------------
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, stop: _StopSignal,
+           started: dict[str, Any]) -> _Outcome:
+    _check_installed(config)
+    if config.use_unsloth:
+        import unsloth  # noqa: F401 - must be imported before transformers to patch it
+    import datasets
+    import torch
+    import transformers
+    from ftbroker.backends.local import callbacks, export, guards
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    device, precision = _device_and_precision(config, torch)
+
+    checkpoint = _resume_point(run_dir / CHECKPOINTS_DIR, resume, remove_incomplete=events.enabled)
+    tokenizer = _load_tokenizer(config)
+    data = _prepare_data(config, tokenizer)  # bad data fails before the (slow) model load
+    for warning in data.warnings:
+        events.emit("warning", warning)
+    model = _load_model(config, device, precision, torch)
+    if _concatenates(config) and "flash" not in str(model.config._attn_implementation):
+        events.emit("warning", "packing/padding_free without a FlashAttention kernel: attention runs over each "
+                    "whole concatenated batch with a block-diagonal mask, which can be slower than padding "
+                    "(bench/train_throughput.py measures it); install flash-attn on a CUDA machine")
+
+    quantized = config.method == "qlora"
+    if quantized:
+        guards.disable_cpu_weight_repacking(model)  # before any evaluation; see guards.py
+    has_eval = bool(data.eval)
+    early = callbacks.EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
+    reporter = callbacks.Reporter(events)
+    gradient_guard = callbacks.GradientGuard(quantized=quantized, adapter=config.uses_adapter)
+    extra_callbacks = [reporter, callbacks.StopOnRequest(lambda: stop.requested), gradient_guard]
+    trainer = SFTTrainer(
+        model=model,
+        args=_sft_config(config, run_dir, device, precision, has_eval, fresh=checkpoint is None),
+        train_dataset=_to_dataset(data.train, datasets),
+        eval_dataset=_to_dataset(data.eval, datasets) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
+        callbacks=extra_callbacks + ([early] if early else []),
+    )
+    started["trainer"] = trainer
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+    stop.deferred = True
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stop.deferred = False
+    state = trainer.state
+    trained_tokens = round(data.trained_tokens_per_epoch * (state.epoch or 0))
+    raw = {
+        "measured": _measured(torch, device, precision, reporter),
+        "global_step": state.global_step,
+        "total_steps": state.max_steps,
+        "epochs_run": state.epoch,
+        "examples": {"train": len(data.train), "eval": len(data.eval)},
+        "early_stopped": bool(early and early.stopped),
+        "gradient_checks": gradient_guard.passed,
+        "final_eval_loss": next((e["eval_loss"] for e in reversed(state.log_history) if "eval_loss" in e), None),
+    }
+    last = _resume_point(run_dir / CHECKPOINTS_DIR, True, remove_incomplete=False)
+    artifacts = [Artifact(kind="checkpoint", uri=str(last))] if last else []
+    if stop.requested:
+        return _Outcome(JobStatus.CANCELLED, f"stopped by SIGTERM at step {state.global_step}; "
+                        f"checkpoint {last}", trainer, None, artifacts, trained_tokens, raw)
+
+    output = run_dir / OUTPUT_DIR / ("adapter" if config.uses_adapter else "model")
+    trainer.save_model(str(output))
+    output_model = output
+    if trainer.is_world_process_zero():
+        if not config.uses_adapter:
+            export.set_stop_tokens(output, tokenizer)
+        artifacts.append(Artifact(kind="adapter" if config.uses_adapter else "merged_model", uri=str(output)))
+        if config.merge and config.uses_adapter:
+            output_model = export.merge_adapter(config.model, output, run_dir / OUTPUT_DIR / "merged")
+            artifacts.append(Artifact(kind="merged_model", uri=str(output_model),
+                                      description="adapter merged into the unquantized base model"))
+    stopped = f", stopped early after epoch {state.epoch:g}" if raw["early_stopped"] else ""
+    return _Outcome(JobStatus.SUCCEEDED, f"trained {state.global_step} steps{stopped}; output in {output_model}",
+                    trainer, str(output_model), artifacts, trained_tokens, raw)
+
+
+def _check_installed(config: TrainConfig) -> None:
+    """Fail fast, before any heavy import, when a package the config needs is missing."""
+    needed = ["torch", "transformers", "peft", "trl", "datasets", "accelerate"]
+    if config.method == "qlora":
+        needed.append("bitsandbytes")
+    for package in needed:
+        if importlib.util.find_spec(package) is None:
+            raise ExtraNotInstalledError(package, "local", "local training")
+    if config.use_unsloth and importlib.util.find_spec("unsloth") is None:
+        raise ExtraNotInstalledError("unsloth", "unsloth", "use_unsloth (Unsloth's CUDA training kernels)")
+    if config.use_liger and importlib.util.find_spec("liger_kernel") is None:
+        raise ExtraNotInstalledError("liger-kernel", "liger", "use_liger (Liger's Triton kernels)")
+
+
+def _device_and_precision(config: TrainConfig, torch) -> tuple[str, str]:
+    cuda = torch.cuda.is_available()
+    device = config.device if config.device != "auto" else ("cuda" if cuda else "cpu")
+    if device == "cuda" and not cuda:
+        raise SpecError(["device: 'cuda' was asked for, but torch finds no CUDA GPU"])
+    precision = config.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
+    if precision == "fp16" and device == "cpu":
+        raise SpecError(["precision: fp16 needs a CUDA GPU; use fp32 or bf16 on the CPU"])
+    if config.use_liger and device != "cuda":
+        raise SpecError(["use_liger: Liger kernels are Triton GPU kernels and need device cuda"])
+    if config.use_unsloth and device != "cuda":
+        raise SpecError(["use_unsloth: Unsloth needs device cuda"])
+    return device, precision
+
+
+def _resume_point(folder: Path, resume: bool, remove_incomplete: bool) -> Path | None:
+    """The newest complete checkpoint. trainer_state.json is written last, so a checkpoint whose state file
+    is missing or unreadable was cut short (kill -9 while saving); those are removed."""
+    found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                    if p.is_dir() and (m := _CHECKPOINT.fullmatch(p.name))), reverse=True)
+    if found and not resume:
+        raise InputError(f"{folder} already holds checkpoints: pass --resume to continue that run, "
+                         "or start in a new run folder")
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+            return path
+        except (OSError, ValueError, KeyError):
+            if remove_incomplete:
+                shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _concatenates(config: TrainConfig) -> bool:
+    return config.packing or config.padding_free
+
+
+def _torch_dtype(precision: str, torch):
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _load_tokenizer(config: TrainConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the tokenizer of model {config.model!r} cannot be loaded: {exc}") from exc
+    if not tokenizer.is_fast:
+        raise InputError(f"the tokenizer of {config.model!r} is not a fast (Rust) tokenizer; the trainer maps "
+                         "assistant turns to tokens through a fast tokenizer's offsets")
+    if config.chat_template:
+        try:
+            tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError([f"chat_template: cannot read {config.chat_template}: {exc.strerror}"]) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked out of the loss anyway
+    return tokenizer
+
+
+def _load_model(config: TrainConfig, device: str, precision: str, torch):
+    """Full fine-tuning keeps fp32 master weights (mixed precision autocasts); LoRA loads the frozen base in
+    the training precision; QLoRA in 4-bit NF4 with double quantization."""
+    dtype = _torch_dtype(precision, torch)
+    if config.use_unsloth:
+        return _load_with_unsloth(config, dtype)
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if config.method == "full" else dtype}
+    if config.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    if device == "cuda":
+        from accelerate import PartialState
+
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+        if _concatenates(config) and importlib.util.find_spec("flash_attn"):
+            kwargs["attn_implementation"] = "flash_attention_2"  # variable-length kernel: no cross-example work
+    try:
+        return AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"model {config.model!r} cannot be loaded: {exc}") from exc
+
+
+def _load_with_unsloth(config: TrainConfig, dtype):
+    """Unsloth loads and wraps the model itself (its own LoRA); the tokenizer stays the one loaded above."""
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=config.model, max_seq_length=config.max_seq_length, dtype=dtype,
+        load_in_4bit=config.method == "qlora", full_finetuning=config.method == "full")
+    if config.uses_adapter:
+        lora = config.lora
+        model = FastLanguageModel.get_peft_model(
+            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, random_state=config.seed,
+            use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False)
+    return model
+
+
+def _lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def _read_jsonl(path: str) -> list[tuple[int, dict]]:
+    issues, rows = [], []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    issues.append(DataIssue(path, number, f"not valid JSON: {exc.msg}"))
+                    continue
+                if not isinstance(row, dict):
+                    issues.append(DataIssue(path, number, "a line must be a JSON object"))
+                else:
+                    rows.append((number, row))
+    except FileNotFoundError as exc:
+        raise DatasetError([DataIssue(path, 0, "file not found")]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError([DataIssue(path, 0, f"cannot be read: {exc}")]) from exc
+    if not rows and not issues:
+        issues.append(DataIssue(path, 0, "no examples"))
+    if issues:
+        raise DatasetError(issues)
+    return rows
+
+
+def _split(config: TrainConfig) -> tuple[list, list]:
+    """(train lines, eval lines) as (path, line number, row)."""
+    train = [(config.dataset, n, row) for n, row in _read_jsonl(config.dataset)]
+    if config.validation_dataset:
+        return train, [(config.validation_dataset, n, row) for n, row in _read_jsonl(config.validation_dataset)]
+    if config.eval_fraction == 0:
+        return train, []
+    held_out = max(1, round(len(train) * config.eval_fraction))
+    if len(train) - held_out < 1:
+        raise DatasetError([DataIssue(config.dataset, 0, f"{len(train)} examples are too few to hold out "
+                                      f"eval_fraction {config.eval_fraction}; give a validation_dataset")])
+    order = list(range(len(train)))
+    random.Random(config.seed).shuffle(order)
+    chosen = set(order[:held_out])
+    return ([row for i, row in enumerate(train) if i not in chosen],
+            [row for i, row in enumerate(train) if i in chosen])
+
+
+def _prepare_data(config: TrainConfig, tokenizer) -> _Data:
+    import jinja2
+
+    train_lines, eval_lines = _split(config)
+    issues, tokenized, cut, dropped = [], {"train": [], "eval": []}, 0, 0
+    for part, lines in (("train", train_lines), ("eval", eval_lines)):
+        for path, number, row in lines:
+            try:
+                example = masking.tokenize_example(tokenizer, row)
+            except (masking.TemplateError, jinja2.TemplateError, TypeError, KeyError, AttributeError) as exc:
+                issues.append(DataIssue(path, number, str(exc) or type(exc).__name__))
+                continue
+            if len(example.input_ids) > config.max_seq_length:
+                cut += 1
+                example = masking.TokenizedExample(example.input_ids[:config.max_seq_length],
+                                                   example.labels[:config.max_seq_length])
+            if example.trained_tokens == 0:
+                dropped += 1
+                continue
+            tokenized[part].append(example)
+    if issues:
+        raise DatasetError(issues)
+    if not tokenized["train"]:
+        raise DatasetError([DataIssue(config.dataset, 0, "no example has a token to train on "
+                                      "(no assistant turn with weight 1 within max_seq_length)")])
+    warnings = []
+    if cut:
+        warnings.append(f"{cut} examples longer than max_seq_length {config.max_seq_length} were cut at the end")
+    if dropped:
+        warnings.append(f"{dropped} examples had no token to train on (after cutting) and were left out")
+    return _Data(tokenized["train"], tokenized["eval"],
+                 sum(e.trained_tokens for e in tokenized["train"]), warnings)
+
+
+def _to_dataset(examples: list[masking.TokenizedExample], datasets):
+    return datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
+                                       "labels": [e.labels for e in examples]})
+
+
+def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str, has_eval: bool, fresh: bool):
+    from trl import SFTConfig
+
+    by_epoch = config.save_steps == 0
+    return SFTConfig(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        # Examples are already cut to max_seq_length; trl needs the length only to pack.
+        max_length=config.max_seq_length if config.packing else None,
+        packing=config.packing,
+        padding_free=config.padding_free,
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="epoch" if has_eval else "no",
+        eval_on_start=has_eval and config.eval_at_start and fresh,
+        save_strategy="epoch" if by_epoch else "steps",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_liger_kernel=config.use_liger,
+        dataloader_pin_memory=device == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def _measured(torch, device: str, precision: str, reporter) -> dict[str, Any]:
+    measured: dict[str, Any] = {"device": device, "precision": precision, "tokens_per_s": reporter.tokens_per_s,
+                                "train_seconds": reporter.seconds}
+    if device == "cuda":
+        measured |= {"peak_memory_bytes": torch.cuda.max_memory_allocated(),
+                     "peak_memory_kind": "cuda_max_memory_allocated",
+                     "cuda_max_reserved_bytes": torch.cuda.max_memory_reserved(),
+                     "gpu": torch.cuda.get_device_name()}
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        measured |= {"peak_memory_bytes": peak if sys.platform == "darwin" else peak * 1024,
+                     "peak_memory_kind": "peak_rss"}
+    return measured
+
+
+if __name__ == "__main__":
+    sys.exit(main())

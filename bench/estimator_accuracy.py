@@ -1,0 +1,405 @@
+"""Accuracy of ftbroker's estimator against published measurements, side by side with two public rules.
+
+    python bench/estimator_accuracy.py            # print the tables
+    python bench/estimator_accuracy.py --write    # refit, then rewrite broker/estimate/calibration.toml
+
+Data (bench/data/, each row with its source): reference_points.csv (the measurements, their caveats in
+`notes`, and how this bench reads each run in the `run_*` columns, `metric`, `why`), models.csv, gpus.csv.
+Split: usable points alternate fit / holdout in file order (the `split` column, fixed). Constants are fitted
+on the fit points only; errors are reported on the held-out points and on all points. Dropped points are
+printed with their written reason.
+
+Public rules, applied as their authors describe them (estimator NOTES sec. 1.1 and 1.5):
+* accelerate `estimate-memory` (src/accelerate/commands/estimate.py): training = max(model, grads, optimizer,
+  step) with fp32 size 4P: 16P for fp32 runs, 8P for bf16/fp16 runs. It has no notion of adapters, so LoRA
+  points get its model-load size in the run's dtype (2P or 4P) and QLoRA points its int4 size (P/2).
+* LLaMA-Factory README hardware table: GB per billion params: full AMP 18, full pure bf16 8, LoRA 2,
+  QLoRA-4bit 0.5 (GB = 1e9 bytes).
+Both give a per-model figure; for runs sharded over N GPUs (zero3/fsdp) they are divided by N (the generous
+reading). Neither predicts throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.compute import gpu_class, quantized_params, throughput
+from ftbroker.estimate.memory import GIB, estimate_memory
+from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
+from ftbroker.pricing.catalog import GpuSpec, ModelArch
+
+DATA = Path(__file__).parent / "data"
+CALIBRATION_TOML = Path(__file__).parents[1] / "broker" / "estimate" / "calibration.toml"
+RETRIEVED = date(2026, 11, 28)  # when the facts in bench/data were read
+
+# How each framework stores tensors (see ftbroker.estimate.setup.Implementation and the `why` column).
+IMPLEMENTATIONS = {
+    "hf": Implementation(name="hf", loss="hf"),
+    "torchtune": Implementation(name="torchtune", peft_adapters=False, repeat_kv=True),
+    "litgpt-2023": Implementation(name="litgpt-2023", peft_adapters=False, repeat_kv=True, norm_upcast=False,
+                                  saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
+                                  loss="bf16_chunked"),
+    "litgpt-2024": Implementation(name="litgpt-2024", peft_adapters=False, repeat_kv=True,
+                                  saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
+                                  loss="bf16_chunked"),
+}
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
+def load_models() -> dict[str, ModelArch]:
+    models = {}
+    with open(DATA / "models.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            models[r["name"]] = ModelArch(
+                name=r["name"], hidden_size=int(r["hidden_size"]), intermediate_size=int(r["intermediate_size"]),
+                num_layers=int(r["num_layers"]), num_heads=int(r["num_heads"]), num_kv_heads=int(r["num_kv_heads"]),
+                head_dim=int(r["head_dim"]), vocab_size=int(r["vocab_size"]),
+                max_position_embeddings=int(r["max_position_embeddings"]),
+                tie_word_embeddings=_bool(r["tie_word_embeddings"]), source=r["source"], as_of=RETRIEVED,
+                num_experts=int(r["num_experts"]), experts_per_token=int(r["experts_per_token"]),
+                moe_intermediate_size=int(r["moe_intermediate_size"]) if r["moe_intermediate_size"] else None,
+                qkv_bias=_bool(r["qkv_bias"]))
+    return models
+
+
+def load_gpus() -> dict[str, GpuSpec]:
+    gpus = {}
+    with open(DATA / "gpus.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            tflops = float(r["bf16_tflops"]) if r["bf16_tflops"] else None
+            gpus[r["name"]] = GpuSpec(
+                name=r["name"], memory_gib=float(r["memory_gib"]), bf16_tflops=tflops, fp16_tflops=tflops,
+                bandwidth_gbps=float(r["bandwidth_gbps"]), tdp_w=float(r["tdp_w"]) if r["tdp_w"] else None,
+                supports_bf16=True, source=r["source"], as_of=RETRIEVED)
+    return gpus
+
+
+@dataclass(frozen=True)
+class Point:
+    id: str
+    row: dict
+    arch: ModelArch | None
+    gpu: GpuSpec | None
+    setup: TrainingSetup | None
+    metric: str
+    split: str
+    vram: float | None           # GiB as measured (bounds: the card's memory)
+    tokens_per_s: float | None   # per GPU
+    drop_vram: str
+    drop_tps: str
+
+
+def load_points() -> list[Point]:
+    models, gpus = load_models(), load_gpus()
+    points = []
+    with open(DATA / "reference_points.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            def g(key: str, row: dict = r) -> str:
+                return row["run_" + key]
+
+            setup = arch = gpu = None
+            if not r["drop_vram"] or (r["measured_tokens_per_s"] and not r["drop_tps"]):
+                arch = models[g("arch")]
+                gpu = gpus.get(g("gpu"))
+                impl = replace(IMPLEMENTATIONS[g("impl")], loss=g("loss") or IMPLEMENTATIONS[g("impl")].loss,
+                               compiled=_bool(g("compiled")), activation_offload=_bool(g("activation_offload")),
+                               optimizer_in_backward=_bool(g("optimizer_in_backward")))
+                setup = TrainingSetup(
+                    method=g("method"), micro_batch=int(g("micro_batch")), seq_len=int(g("seq_len")),
+                    lora_r=int(g("lora_r") or 16), targets=tuple(g("targets").split(",")) if g("targets") else ("all-linear",),
+                    lora_dropout=float(g("lora_dropout") or 0), grad_checkpointing=_bool(g("grad_ckpt")),
+                    optimizer=g("optimizer"), precision=g("precision"), n_gpus=int(g("n_gpus")), sharding=g("sharding"),
+                    cpu_offload=g("cpu_offload"), grad_accumulation=int(g("grad_accum")), packing=_bool(g("packing")),
+                    double_quant=_bool(g("double_quant")), impl=impl)
+            measured_tps = float(r["measured_tokens_per_s"]) if r["measured_tokens_per_s"] else None
+            if measured_tps is not None and r["tps_scope"] == "total":
+                measured_tps /= int(r["run_n_gpus"] or 1)
+            vram = float(r["measured_peak_vram_gib"]) if r["measured_peak_vram_gib"] else None
+            points.append(Point(r["id"], r, arch, gpu, setup, r["metric"], r["split"], vram, measured_tps,
+                                r["drop_vram"], r["drop_tps"] if measured_tps is not None else ""))
+    return points
+
+
+# --- the two public rules -------------------------------------------------------------------------------
+def accelerate_rule(p: Point) -> float:
+    params = ModelShape(p.arch).total_params
+    fp32 = p.setup.precision in ("fp32", "amp")
+    if p.setup.method == "full":
+        gib = params * (16 if fp32 else 8) / GIB
+    elif p.setup.method == "lora":
+        gib = params * (4 if fp32 else 2) / GIB
+    else:
+        gib = params * 0.5 / GIB
+    return gib / _rule_shards(p)
+
+
+def llamafactory_rule(p: Point) -> float:
+    billions = ModelShape(p.arch).total_params / 1e9
+    per_b = {"full": 18 if p.setup.precision in ("fp32", "amp", "mixed") else 8, "lora": 2, "qlora": 0.5}
+    return billions * per_b[p.setup.method] * 1e9 / GIB / _rule_shards(p)
+
+
+def _rule_shards(p: Point) -> int:
+    return p.setup.n_gpus if p.setup.sharding in ("zero3", "fsdp") else 1
+
+
+# --- ours -----------------------------------------------------------------------------------------------
+def predicted_vram(p: Point, cal: Calibration) -> float:
+    m = estimate_memory(p.arch, p.setup, cal)
+    if p.metric == "reserved":
+        return m.allocated + m.allocator_overhead
+    if p.metric in ("nvidia-smi", "bound"):
+        return m.total
+    return m.allocated
+
+
+def vram_points(points: list[Point]) -> list[Point]:
+    return [p for p in points if p.vram is not None and not p.drop_vram and p.metric != "bound"]
+
+
+def tps_points(points: list[Point]) -> list[Point]:
+    return [p for p in points if p.tokens_per_s is not None and not p.drop_tps and p.gpu and p.gpu.bf16_tflops]
+
+
+def err(pred: float, meas: float) -> float:
+    return abs(pred - meas) / meas * 100
+
+
+def p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+
+
+# CUDA context + cuBLAS/cuDNN workspaces outside the allocator: 1000 MiB (furiousteabag/vram-calculator@ea7ab041
+# app/_lib/index.ts; gpu_poor uses 650 MB). Only the points read from nvidia-smi see it.
+CUDA_CONTEXT_GIB = 1000 / 1024
+
+
+def fit_memory(points: list[Point], base: Calibration) -> Calibration:
+    """activation_scale: grid search minimising the mean absolute % error on the fit points that report allocated
+    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi."""
+    fit = [p for p in vram_points(points) if p.split == "fit"]
+    allocated = [p for p in fit if p.metric in ("allocated", "active")]
+    cal = replace(base, cuda_context_gib=CUDA_CONTEXT_GIB, allocator_overhead=0.0)
+    best = None
+    for scale in (0.8 + 0.01 * i for i in range(61)):
+        trial = replace(cal, activation_scale=scale)
+        score = statistics.mean(err(predicted_vram(p, trial), p.vram) for p in allocated)
+        if best is None or score < best[0]:
+            best = (score, trial)
+    cal = best[1]
+    implied = []
+    for p in fit:
+        if p.metric in ("reserved", "nvidia-smi"):
+            alloc = estimate_memory(p.arch, p.setup, cal).allocated
+            context = cal.cuda_context_gib if p.metric == "nvidia-smi" else 0.0
+            implied.append(max(0.0, (p.vram - context) / alloc - 1))
+    return replace(cal, allocator_overhead=round(statistics.median(implied), 3),
+                   points=tuple(p.id for p in fit), fitted_on=date.today().isoformat(), source="fit")
+
+
+# --- throughput -------------------------------------------------------------------------------------------
+ALPACA2K_TRAIN = 1900  # litgpt Alpaca2k: 2000 rows, val_split_fraction 0.05 (litgpt/data/alpaca_2k.py @00af8b0d)
+# (LoRA run, QLoRA run) measured on the same data, batch and GPU: their time difference is the dequantization
+DEQUANT_PAIRS = [("lg23-llama-2-7b-lora-mb1", "lg23-llama-2-7b-qlora-mb1"),
+                 ("lg23-llama-2-7b-lora-mb1", "lg23-llama-2-7b-qlora-dq-mb1"),
+                 ("lg23-llama-2-13b-lora-mb1", "lg23-llama-2-13b-qlora-mb1"),
+                 ("lg23-llama-2-13b-lora-mb1", "lg23-llama-2-13b-qlora-dq-mb1"),
+                 ("lg24-llama-2-7b-lora", "lg24-llama-2-7b-qlora"),
+                 ("lg24-mistral-7b-v0.1-lora", "lg24-mistral-7b-v0.1-qlora")]
+
+
+def seconds_per_iteration(p: Point) -> float:
+    """litgpt times: 'X min / 1k iters', or 'X min (N epochs)' over Alpaca2k (evaluation included)."""
+    text = p.row["measured_time"]
+    minutes = float(text.split()[0])
+    if "/ 1k iters" in text:
+        return minutes * 60 / 1000
+    epochs = int(text.split("(")[1].split()[0])
+    return minutes * 60 / (epochs * ALPACA2K_TRAIN / p.setup.micro_batch)
+
+
+def dequant_seconds_per_byte(p: Point) -> float:
+    """Seconds one byte of dequantization traffic per weight costs for this QLoRA run (passes x weights / BW)."""
+    passes = 3 if p.setup.grad_checkpointing else 2
+    return passes * quantized_params(p.arch, p.setup) / (p.gpu.bandwidth_gbps * 1e9)
+
+
+def implied_efficiency(p: Point, cal: Calibration) -> float:
+    """The compiled single-GPU efficiency that reproduces this point's measured tokens/s per GPU."""
+    flat = replace(cal, eager_slowdown=1.0, multi_gpu_efficiency=1.0, mfu={p.setup.method: {gpu_class(p.gpu): 1.0}})
+    t = throughput(p.arch, p.gpu, p.setup, flat)
+    tokens, peak = p.setup.tokens, p.gpu.bf16_tflops * 1e12
+    dequant = t.step_seconds - tokens * t.flops.total / peak
+    eff = tokens * t.flops.total / (peak * (tokens / p.tokens_per_s - dequant))
+    if not p.setup.impl.compiled:
+        eff *= cal.eager_slowdown
+    return eff / (cal.multi_gpu_efficiency if p.setup.n_gpus > 1 else 1.0)
+
+
+def predicted_tps(p: Point, cal: Calibration) -> float:
+    return throughput(p.arch, p.gpu, p.setup, cal).tokens_per_s_per_gpu.expected
+
+
+def fit_throughput(points: list[Point], cal: Calibration) -> Calibration:
+    """Dequantization bytes from the fit LoRA/QLoRA pairs; the eager slowdown from the fit eager point against
+    the compiled efficiency of its cell; efficiencies per method and GPU class from the compiled fit points
+    (median); the range half-width from the fit residuals."""
+    by_id = {p.id: p for p in points}
+    per_byte = []
+    for lora, qlora in DEQUANT_PAIRS:
+        q = by_id[qlora]
+        if q.split == "fit":
+            delta = seconds_per_iteration(q) - seconds_per_iteration(by_id[lora])
+            per_byte.append(delta / dequant_seconds_per_byte(q))
+    cal = replace(cal, dequant_bytes_per_param=round(statistics.median(per_byte), 2), eager_slowdown=1.0,
+                  multi_gpu_efficiency=1.0)
+    fit = [p for p in tps_points(points) if p.split == "fit"]
+    cells: dict[str, dict[str, list[float]]] = {}
+    for p in fit:
+        if p.setup.impl.compiled:
+            cells.setdefault(p.setup.method, {}).setdefault(gpu_class(p.gpu), []).append(implied_efficiency(p, cal))
+    mfu = {m: {c: round(statistics.median(v), 3) for c, v in by.items()} for m, by in cells.items()}
+    cal = replace(cal, mfu=mfu)
+    eager = [cal.efficiency(p.setup.method, gpu_class(p.gpu)) / implied_efficiency(p, cal)
+             for p in fit if not p.setup.impl.compiled]
+    if eager:
+        cal = replace(cal, eager_slowdown=round(statistics.median(eager), 3))
+    residuals = [abs(predicted_tps(p, cal) / p.tokens_per_s - 1) for p in fit]
+    return replace(cal, spread=round(max(0.15, p90(residuals)), 3))
+
+
+def report_throughput(points: list[Point], cal: Calibration) -> None:
+    rows = tps_points(points)
+    print_error_table("Throughput (tokens/s per GPU)", rows, lambda p: p.tokens_per_s,
+                      {"ours": lambda p: predicted_tps(p, cal)})
+    print("   (the two public memory rules do not predict throughput)")
+    print("\n== Throughput points ==")
+    for p in rows:
+        ours = predicted_tps(p, cal)
+        print(f"{p.id:42} {p.split:7} {gpu_class(p.gpu):11} measured {p.tokens_per_s:8.0f}  ours {ours:8.0f}"
+              f" ({(ours / p.tokens_per_s - 1) * 100:+6.1f}%)")
+    print("\n== NF4 dequantization: QLoRA minus LoRA seconds per iteration (same data, batch, GPU) ==")
+    print("   (litgpt publishes times, not tokens/s: its variable-length Alpaca batches have no published token"
+          " count, so its runs enter only as these same-data differences)")
+    by_id = {p.id: p for p in points}
+    for lora, qlora in DEQUANT_PAIRS:
+        q = by_id[qlora]
+        measured = seconds_per_iteration(q) - seconds_per_iteration(by_id[lora])
+        ours = cal.dequant_bytes_per_param * dequant_seconds_per_byte(q)
+        print(f"{qlora:42} {q.split:7} measured {measured * 1e3:6.0f} ms  ours {ours * 1e3:6.0f} ms"
+              f" ({(ours / measured - 1) * 100:+6.1f}%)")
+
+
+def print_error_table(title: str, rows: list[Point], measured, predictors: dict) -> None:
+    """Median / p90 absolute % error by method, on the held-out points and on all."""
+    print(f"\n== {title}: absolute % error by method (median / p90) ==")
+    print(f"{'method':7} {'subset':8} {'n':>3} " + " ".join(f"{name:>15}" for name in predictors))
+    for method in ("full", "lora", "qlora", "all"):
+        for subset in ("holdout", "all"):
+            sel = [p for p in rows if (method == "all" or p.setup.method == method)
+                   and (subset == "all" or p.split == subset)]
+            if sel:
+                cols = []
+                for predict in predictors.values():
+                    errors = [err(predict(p), measured(p)) for p in sel]
+                    cols.append(f"{statistics.median(errors):6.1f} / {p90(errors):6.1f}")
+                print(f"{method:7} {subset:8} {len(sel):3d} " + " ".join(f"{c:>15}" for c in cols))
+
+
+def report_vram(points: list[Point], cal: Calibration) -> None:
+    print_error_table("Peak VRAM", vram_points(points), lambda p: p.vram,
+                      {"ours": lambda p: predicted_vram(p, cal), "accelerate": accelerate_rule,
+                       "LLaMA-Factory": llamafactory_rule})
+
+
+def report_points(points: list[Point], cal: Calibration) -> None:
+    print("\n== Every VRAM point (GiB) ==")
+    for p in vram_points(points):
+        ours = predicted_vram(p, cal)
+        print(f"{p.id:42} {p.split:7} {p.metric:10} measured {p.vram:7.2f}  ours {ours:7.2f} ({(ours / p.vram - 1) * 100:+6.1f}%)"
+              f"  accel {accelerate_rule(p):7.2f}  LF {llamafactory_rule(p):7.2f}")
+    print("\n== Bounds (the run fitted on a card of this size) ==")
+    for p in points:
+        if p.metric == "bound" and not p.drop_vram:
+            total = estimate_memory(p.arch, p.setup, cal).total
+            print(f"{p.id:42} bound {p.vram:6.1f} GiB  ours {total:6.2f} GiB  {'ok' if total <= p.vram else 'EXCEEDS'}")
+
+
+
+def report_dropped(points: list[Point]) -> None:
+    print("\n== Dropped points, with the reason ==")
+    for p in points:
+        for what, reason in (("vram", p.drop_vram), ("tokens/s", p.drop_tps)):
+            if reason:
+                print(f"{p.id:42} {what:8} {reason}")
+
+
+def calibration_toml(cal: Calibration) -> str:
+    mfu = "\n".join(f"[throughput.mfu.{m}]\n" + "\n".join(f"{c} = {v}" for c, v in sorted(by.items())) + "\n"
+                    for m, by in sorted(cal.mfu.items()))
+    points = ",\n".join(f'    "{p}"' for p in cal.points)
+    return f"""# Estimator calibration, written by bench/estimator_accuracy.py --write. Do not edit by hand: refit.
+# Data: bench/data/reference_points.csv (sources per row); fit on the rows whose split is "fit".
+
+[memory]
+# multiplies the per-tensor activation accounting (grid search, mean |error| on allocated-memory fit points)
+activation_scale = {cal.activation_scale}
+# reserved-but-unallocated share of the peak: median implied by the fit points read as reserved / nvidia-smi
+allocator_overhead = {cal.allocator_overhead}
+# CUDA context: 1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)
+cuda_context_gib = {cal.cuda_context_gib}
+
+[throughput]
+# eager PyTorch vs torch.compile, from the fit eager point against its cell's compiled efficiency
+eager_slowdown = {cal.eager_slowdown}
+# effective HBM bytes per weight per NF4 dequantization pass (median of the fit LoRA/QLoRA time pairs)
+dequant_bytes_per_param = {cal.dequant_bytes_per_param}
+# per-GPU efficiency of a sharded run vs one GPU: no fit pair measures it; 1.0
+multi_gpu_efficiency = {cal.multi_gpu_efficiency}
+# half-width of the tokens/s range: p90 of the fit residuals, at least 0.15
+spread = {cal.spread}
+
+# achieved fraction of the dense bf16 peak, compiled code, by method and GPU class (median of fit points)
+{mfu}
+[fit]
+date = "{cal.fitted_on}"
+points = [
+{points},
+]
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="refit and rewrite broker/estimate/calibration.toml")
+    parser.add_argument("--points", action="store_true", help="print every point and the bounds")
+    args = parser.parse_args(argv)
+    points = load_points()
+    cal = default_calibration()
+    if args.write:
+        cal = fit_throughput(points, fit_memory(points, cal))
+        CALIBRATION_TOML.write_text(calibration_toml(cal), encoding="utf-8")
+        print(f"wrote {CALIBRATION_TOML}")
+    print(f"calibration: {cal.source} (fitted {cal.fitted_on or 'never'}); activation_scale {cal.activation_scale:.2f}, "
+          f"allocator_overhead {cal.allocator_overhead:.2f}, cuda_context {cal.cuda_context_gib:.2f} GiB")
+    report_vram(points, cal)
+    report_throughput(points, cal)
+    if args.points:
+        report_points(points, cal)
+    report_dropped(points)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""FLOPs, throughput and wall-clock of a fine-tuning run. Pure: no I/O, no clock, no torch.
+
+FLOPs per token follow the usual accounting (EleutherAI "Transformer Math 101"; litgpt ``estimate_flops``):
+a matmul costs 2 FLOPs per weight per token forward; backward costs 4 for a trained weight (input and weight
+gradients) and 2 for a frozen one (input gradient only); activation checkpointing adds one more forward of
+the decoder layers. Causal attention does 4 * q_dim * i FLOPs for the i-th token of a sequence, i.e.
+2 * q_dim * s per token on average: FlashAttention/SDPA skip the masked half, so this is the work done,
+half the non-causal 4*L*h*s convention that MFU tables use.
+
+Throughput = the GPU's dense bf16 peak x an efficiency calibrated on published runs (per method and GPU
+class), then the memory-bound extras the FLOP count misses: bitsandbytes NF4 dequantization (HBM traffic
+per weight per pass) and multi-GPU scaling. Results are ranges with their assumptions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.setup import ModelShape, TrainingSetup
+from ftbroker.pricing.catalog import GpuSpec, ModelArch
+
+# HBM-class cards (A100, H100, H200, B200, MI300X) vs GDDR workstation/consumer cards (RTX 4090, L40S, L4, A10)
+HBM_BANDWIDTH_GBPS = 1200
+
+
+@dataclass(frozen=True)
+class Range:
+    """An uncertain quantity: low <= expected <= high."""
+
+    low: float
+    expected: float
+    high: float
+
+    @classmethod
+    def exact(cls, value: float) -> Range:
+        return cls(value, value, value)
+
+    def __add__(self, other: Range) -> Range:
+        return Range(self.low + other.low, self.expected + other.expected, self.high + other.high)
+
+    def scaled(self, factor: float) -> Range:
+        return Range(self.low * factor, self.expected * factor, self.high * factor)
+
+    def to_json(self, digits: int = 3) -> dict:
+        return {"low": round(self.low, digits), "expected": round(self.expected, digits),
+                "high": round(self.high, digits)}
+
+
+@dataclass(frozen=True)
+class FlopsPerToken:
+    forward: float
+    backward: float
+    recompute: float
+    attention_forward: float   # included in forward
+    terms: tuple[str, ...]
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward + self.recompute
+
+
+def flops_per_token(arch: ModelArch, setup: TrainingSetup, context: float | None = None) -> FlopsPerToken:
+    """Training FLOPs per processed token. ``context``: mean attended sequence length (default seq_len)."""
+    shape = ModelShape(arch)
+    s = setup.seq_len if context is None else context
+    matmul = shape.active_matmul_params
+    layer_matmul = matmul - shape.embedding_params  # the head runs once, outside the checkpointed layers
+    adapter = 0
+    if setup.method != "full":
+        active_layers = [lin for lin in shape.linears if lin.name in setup.lora_modules]
+        per_layer = sum(setup.lora_r * (lin.d_in + lin.d_out) * (arch.experts_per_token if lin.count > 1 else 1)
+                        for lin in active_layers)
+        adapter = arch.num_layers * per_layer
+        if "lm_head" in setup.lora_modules:
+            adapter += setup.lora_r * (shape.h + arch.vocab_size)
+    attention = 2 * arch.num_layers * shape.q_dim * s
+    forward = 2 * (matmul + adapter) + attention
+    if setup.method == "full":
+        backward = 4 * matmul + 2 * attention
+        terms = [f"forward 2 x {matmul / 1e9:.3f}e9 weights + attention 2*L*q_dim*s = {attention / 1e9:.3f} GFLOP",
+                 "backward 4 x weights (input + weight gradients) + 2 x attention"]
+    else:
+        backward = 2 * matmul + 4 * adapter + 2 * attention
+        terms = [(f"forward 2 x ({matmul / 1e9:.3f}e9 frozen + {adapter / 1e6:.1f}e6 adapter) weights"
+                  f" + attention {attention / 1e9:.3f} GFLOP"),
+                 "backward 2 x frozen weights (input gradients only) + 4 x adapter weights + 2 x attention"]
+    recompute = 0.0
+    if setup.grad_checkpointing:
+        recompute = 2 * layer_matmul + attention + (2 * adapter if setup.method != "full" else 0)
+        terms.append("checkpointing recomputes one forward of the decoder layers")
+    return FlopsPerToken(forward, backward, recompute, attention, tuple(terms))
+
+
+def quantized_params(arch: ModelArch, setup: TrainingSetup) -> int:
+    """Weights stored in NF4 under QLoRA: every decoder matmul (experts included), and the head when quantized."""
+    shape = ModelShape(arch)
+    head = shape.lm_head_params if setup.impl.quantize_lm_head else 0
+    return arch.num_layers * shape.layer_linear_params + head
+
+
+def gpu_class(gpu: GpuSpec) -> str:
+    return "datacenter" if gpu.bandwidth_gbps >= HBM_BANDWIDTH_GBPS else "workstation"
+
+
+def peak_tflops(gpu: GpuSpec) -> float | None:
+    return gpu.bf16_tflops if (gpu.supports_bf16 and gpu.bf16_tflops) else gpu.fp16_tflops
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Processed tokens per second (padding included), per GPU and for all GPUs together."""
+
+    tokens_per_s: Range | None          # all GPUs
+    tokens_per_s_per_gpu: Range | None
+    step_seconds: float | None          # one micro-batch on one GPU (expected)
+    efficiency: float | None            # fraction of the dense peak the FLOP count achieves (expected)
+    flops: FlopsPerToken
+    reason: str = ""                    # why throughput is unknown, when it is
+    assumptions: tuple[str, ...] = field(default=())
+
+
+def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calibration | None = None,
+               *, context: float | None = None) -> Throughput:
+    cal = calibration or default_calibration()
+    flops = flops_per_token(arch, setup, context)
+    peak = peak_tflops(gpu)
+    if not peak:
+        return Throughput(None, None, None, None, flops,
+                          reason=f"{gpu.name} has no published dense bf16/fp16 TFLOPS in the catalog")
+    klass = gpu_class(gpu)
+    eff = cal.efficiency(setup.method, klass)
+    notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, compiled code)"]
+    if not setup.impl.compiled:
+        eff /= cal.eager_slowdown
+        notes.append(f"eager PyTorch: / {cal.eager_slowdown:.2f} vs torch.compile")
+    if setup.n_gpus > 1:
+        eff *= cal.multi_gpu_efficiency
+        notes.append(f"{setup.n_gpus} GPUs: x {cal.multi_gpu_efficiency:.2f} per-GPU scaling")
+    tokens = setup.micro_batch * (setup.seq_len if context is None else context)
+    seconds = tokens * flops.total / (peak * 1e12 * eff)
+    if setup.method == "qlora":
+        passes = 3 if setup.grad_checkpointing else 2  # forward, backward, recompute
+        quantized = quantized_params(arch, setup)
+        dequant = passes * quantized * cal.dequant_bytes_per_param / (gpu.bandwidth_gbps * 1e9)
+        seconds += dequant
+        notes.append(f"NF4 dequantization: {passes} passes x {quantized / 1e9:.2f}e9 weights x "
+                     f"{cal.dequant_bytes_per_param:.1f} B / {gpu.bandwidth_gbps:g} GB/s = {dequant * 1e3:.0f} ms per step")
+    per_gpu = tokens / seconds
+    achieved = per_gpu * flops.total / (peak * 1e12)
+    spread = Range(1 - cal.spread, 1.0, 1 + cal.spread)
+    per_gpu_range = spread.scaled(per_gpu)
+    return Throughput(per_gpu_range.scaled(setup.n_gpus), per_gpu_range, seconds, achieved, flops,
+                      assumptions=tuple(notes))
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Tokens one epoch really computes for a dataset's length distribution."""
+
+    examples: int
+    real_tokens: int           # example lengths after truncation to max_len
+    processed_tokens: float    # padding included (expected)
+    steps: int                 # micro-batches per epoch, all GPUs together
+    mean_batch_len: float      # expected padded length of a micro-batch
+    truncated: int             # examples longer than max_len
+
+    @property
+    def waste(self) -> float:
+        return 1 - self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
+
+
+BATCHING = ("random", "sorted", "packed")
+
+
+def padded_tokens(length_counts: Mapping[int, int], micro_batch: int, max_len: int, *,
+                  batching: str = "random") -> Padding:
+    """Padding waste from the real length distribution.
+
+    random: batches of ``micro_batch`` drawn at random, each padded to its longest example; the expected
+    longest of b draws is sum_l l * (F(l)^b - F(l-)^b) with F the empirical CDF. sorted: examples sorted by
+    length then batched (group_by_length). packed: examples concatenated into ``max_len`` rows, no padding.
+    """
+    if batching not in BATCHING:
+        from ftbroker.errors import UnknownNameError
+
+        raise UnknownNameError("batching", batching, BATCHING)
+    lengths = sorted((min(length, max_len), count) for length, count in length_counts.items() if count > 0)
+    n = sum(c for _, c in lengths)
+    real = sum(length * c for length, c in lengths)
+    truncated = sum(c for length, c in length_counts.items() if length > max_len)
+    if n == 0:
+        return Padding(0, 0, 0.0, 0, 0.0, 0)
+    if batching == "packed":
+        rows = math.ceil(real / max_len)
+        return Padding(n, real, float(real), math.ceil(rows / micro_batch), float(max_len), truncated)
+    steps = math.ceil(n / micro_batch)
+    if batching == "sorted":
+        # sorted ascending, a full batch is padded to its last (longest) example: count the batch ends per length
+        processed, start = 0, 0
+        for length, c in lengths:
+            processed += ((start + c) // micro_batch - start // micro_batch) * micro_batch * length
+            start += c
+        processed += (n % micro_batch) * lengths[-1][0]  # the last, partial batch holds the longest examples
+        return Padding(n, real, float(processed), steps, processed / n, truncated)
+    expected_max, below = 0.0, 0
+    for length, c in lengths:
+        f_before, below = below / n, below + c
+        expected_max += length * ((below / n) ** micro_batch - f_before ** micro_batch)
+    processed = min(n * expected_max, float(n * max_len))
+    return Padding(n, real, processed, steps, expected_max, truncated)
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """Wall-clock outside the training steps. Defaults are labelled assumptions; the planner passes its own."""
+
+    startup_s: Range = Range(0, 0, 0)                 # instance boot + environment set-up (cloud)
+    download_gbps: Range | None = None               # model download bandwidth, GB/s; None: already local
+    load_gbps: Range = Range(0.5, 1.5, 3.0)          # disk to GPU while loading (assumption: NVMe/network disk)
+    checkpoint_gbps: Range = Range(0.3, 1.0, 2.0)    # checkpoint write bandwidth (assumption)
+    checkpoints: int = 1                             # saves during the run (the final save included)
+    eval_fraction: float = 0.0                       # evaluated tokens per epoch / trained tokens per epoch
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    hours: Range
+    train_hours: Range
+    breakdown: dict[str, Range]     # seconds by component
+    padding: Padding | None
+    assumptions: tuple[str, ...]
+
+
+def checkpoint_bytes(arch: ModelArch, setup: TrainingSetup) -> float:
+    """What one save writes: trainable weights and optimizer states (HF Trainer saves both)."""
+    shape = ModelShape(arch)
+    trainable = shape.total_params if setup.method == "full" else shape.lora_params(setup.lora_modules, setup.lora_r)
+    opt = setup.optimizer_kind
+    state_b = opt.state_bytes if opt.state_bytes is not None else 4
+    return trainable * (2 + opt.states * state_b)
+
+
+def training_time(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *, real_tokens: int,
+                  processed_tokens: float, epochs: float, context: float | None = None,
+                  overheads: Overheads = Overheads(), calibration: Calibration | None = None,
+                  padding: Padding | None = None) -> TimeEstimate | None:
+    """Wall-clock of ``epochs`` over a dataset whose epoch computes ``processed_tokens`` (padding included).
+    None when the GPU's throughput is unknown."""
+    tput = throughput(arch, gpu, setup, calibration, context=context)
+    if tput.tokens_per_s is None:
+        return None
+    rate = tput.tokens_per_s
+    train_s = Range(processed_tokens * epochs / rate.high, processed_tokens * epochs / rate.expected,
+                    processed_tokens * epochs / rate.low)
+    shape = ModelShape(arch)
+    weights_gb = shape.total_params * 2 / 1e9  # 16-bit checkpoint on disk
+    parts = {"training": train_s, "start-up": overheads.startup_s}
+    if overheads.download_gbps is not None:
+        d = overheads.download_gbps
+        parts["model download"] = Range(weights_gb / d.high, weights_gb / d.expected, weights_gb / d.low)
+    lg = overheads.load_gbps
+    parts["model load"] = Range(weights_gb / lg.high, weights_gb / lg.expected, weights_gb / lg.low)
+    ckpt_gb = checkpoint_bytes(arch, setup) / 1e9 * overheads.checkpoints
+    cg = overheads.checkpoint_gbps
+    parts["checkpoints"] = Range(ckpt_gb / cg.high, ckpt_gb / cg.expected, ckpt_gb / cg.low)
+    if overheads.eval_fraction:
+        # forward only: a third of the full-training FLOPs of a trained weight, at the same efficiency
+        per_token_share = tput.flops.forward / tput.flops.total
+        parts["evaluation"] = train_s.scaled(overheads.eval_fraction * per_token_share)
+    total = Range(0, 0, 0)
+    for part in parts.values():
+        total = total + part
+    notes = [*tput.assumptions,
+             f"{processed_tokens * epochs / 1e6:.2f}M processed tokens ({real_tokens * epochs / 1e6:.2f}M real)"]
+    return TimeEstimate(total.scaled(1 / 3600), train_s.scaled(1 / 3600), parts, padding, tuple(notes))

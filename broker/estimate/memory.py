@@ -1,0 +1,376 @@
+"""Peak GPU memory of a fine-tuning setup, per GPU, as a named breakdown. Pure: no I/O, no torch.
+
+The model follows what autograd actually keeps, tensor by tensor, for a Llama-style block (pre-norm RMSNorm,
+GQA attention with RoPE, gated MLP) in 16-bit activations; the per-layer accounting for the HF stack is
+checked against the tensors autograd really saves (tests/test_estimate_autograd.py). Framework differences
+(compiled kernels, loss implementations, old bitsandbytes) are switches of ``Implementation``.
+Two phases compete for the peak:
+
+* forward/backward: weights + optimizer states + stored activations + the loss buffers (or one layer's
+  backward workspace, whichever is larger) [+ gradients when accumulating over micro-batches];
+* optimizer step: weights + optimizer states + all gradients + the step's temporaries.
+
+Their maximum is what ``torch.cuda.max_memory_allocated`` reports; the CUDA context and the caching
+allocator's slack come on top of it and are what must fit on the card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.compute import quantized_params
+from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.pricing.catalog import GpuSpec, ModelArch
+
+GIB = 2**30
+
+# NF4 (QLoRA paper, arXiv 2305.14314 sec. 3): 4-bit codes + one fp32 absmax per 64 weights (0.5 bit), or with
+# double quantization fp8 absmax per 64 + one fp32 constant per 256 blocks (8/64 + 32/(64*256) = 0.127 bit).
+NF4_BYTES = (4 + 32 / 64) / 8
+NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+
+
+@dataclass(frozen=True)
+class Term:
+    """One line of the derivation: what it is, its size and how it was computed."""
+
+    name: str
+    gib: float
+    formula: str
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Peak memory per GPU in GiB. The component fields are their values at the peak and sum to ``total``."""
+
+    weights: float              # base model weights resident on this GPU (16-bit, fp32 or NF4)
+    adapter: float              # LoRA A/B matrices
+    gradients: float            # gradients alive at the peak
+    optimizer: float            # optimizer states on the GPU (paged states are in optimizer_paged)
+    master_weights: float       # fp32 master copy kept by "mixed" precision
+    activations: float          # tensors saved for backward across all layers
+    loss: float                 # logits and cross-entropy buffers
+    workspace: float            # one layer's backward/recompute, dequantized weight, gathered shards, step temps
+    cuda_context: float
+    allocator_overhead: float   # reserved by the caching allocator but not allocated (fragmentation)
+    total: float                # what must fit on the GPU
+    allocated: float            # the peak torch.cuda.max_memory_allocated would report
+    optimizer_paged: float      # bitsandbytes paged states: unified memory, evicted to CPU under pressure
+    phase: str                  # "forward/backward" or "optimizer step": when the peak happens
+    terms: tuple[Term, ...]     # the derivation, for --explain
+    assumptions: tuple[str, ...]
+
+    def components(self) -> dict[str, float]:
+        skip = {"total", "allocated", "optimizer_paged", "phase", "terms", "assumptions"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+    def to_json(self) -> dict:
+        out = {name: round(value, 3) for name, value in self.components().items()}
+        out.update(optimizer_paged=round(self.optimizer_paged, 3), allocated=round(self.allocated, 3),
+                   phase=self.phase)
+        return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x / 1e9:.3f}e9" if x >= 1e7 else f"{x:,.0f}"
+
+
+# TRL's chunked log-prob head projects [4096 tokens x 32768 vocabulary] tiles (trl/kernels/chunked_logprob.py:
+# TOKEN_CHUNK_SIZE; trl/trainer/utils.py: _CHUNKED_LOGPROB_CHUNK_SIZE)
+TRL_TILE = (4096, 32768)
+
+
+def loss_buffer_bytes(loss: str, tokens: int, arch: ModelArch, head_trains: bool) -> tuple[float, str]:
+    """Bytes the logits and the cross-entropy hold at the start of backward, and how they were counted."""
+    per_logit = LOSS_BYTES_PER_LOGIT[loss]
+    total = tokens * arch.vocab_size * per_logit
+    formula = f"{tokens:,} tokens x vocab {arch.vocab_size:,} x {per_logit:g} B ({loss} cross-entropy)"
+    if loss == "trl_fused":
+        # saved: the gathered 16-bit hidden states + fp32 log-sum-exp and entropy; backward: the fp32 input
+        # gradient and its 16-bit cast, one 16-bit projection tile, and for a trained head its fp32 gradient + cast
+        h = arch.hidden_size
+        tile = min(tokens, TRL_TILE[0]) * TRL_TILE[1] * 2
+        head = 6 * arch.vocab_size * h if head_trains else 0
+        total = tokens * (8 * h + 16) + tile + head
+        formula = (f"TRL chunked log-prob head: {tokens:,} tokens x (8h + 16) B + a {TRL_TILE[0]}x{TRL_TILE[1]}"
+                   f" 16-bit tile" + (" + fp32 head gradient and its cast (6 B x V x h)" if head else ""))
+    return total, formula
+
+
+class _Layer:
+    """Bytes saved for backward per token in one decoder layer, by part (validated against HF on CPU)."""
+
+    def __init__(self, shape: ModelShape, setup: TrainingSetup):
+        self.shape, self.setup = shape, setup
+        self.full = setup.method == "full"
+        self.lora = setup.lora_modules
+        # PEFT casts the input to the fp32 adapter dtype and autocast casts it back: each adapted module then
+        # saves its own 16-bit copy instead of sharing the block's input.
+        self.peft_copies = setup.impl.peft_adapters and setup.method == "lora"
+        self.keeps_inputs = self.full or setup.impl.saves_frozen_inputs
+
+    def needs_input(self, module: str) -> bool:
+        return self.keeps_inputs or module in self.lora
+
+    def _shared_input_needed(self, modules: tuple[str, ...]) -> bool:
+        return self.keeps_inputs or (not self.peft_copies and any(m in self.lora for m in modules))
+
+    def norm(self, output_needed: bool) -> float:
+        h = self.shape.h
+        if self.setup.impl.compiled:  # fused RMSNorm saves its 16-bit input and the inverse RMS
+            return 2 * h + 4 + (2 * h if output_needed else 0)
+        # eager: the fp32 upcast (4h; the 16-bit input without upcast) and 1/rms; the normalised 16-bit tensor
+        # (2h) when the weight trains; the output (2h) when a following matmul needs it for a weight gradient
+        upcast = 4 * h if self.setup.impl.norm_upcast else 2 * h
+        return upcast + 4 + (2 * h if self.full else 0) + (2 * h if output_needed else 0)
+
+    def attention(self) -> float:
+        s, a = self.shape, self.shape.arch
+        kv = s.q_dim if self.setup.repeats_kv else s.kv_dim
+        if self.setup.impl.attention == "eager":
+            # q, repeated k and v; fp32 softmax + its 16-bit copy (s^2 per head); o_proj's input copy
+            o_in = 2 * s.q_dim if self.needs_input("o_proj") and not self.peft_copies else 0
+            return 2 * s.q_dim + 4 * s.q_dim + 6 * a.num_heads * self.setup.seq_len + o_in
+        # SDPA / flash: q, k, v after RoPE, the output (which is also o_proj's input) and a fp32 log-sum-exp
+        return 2 * s.q_dim + 4 * kv + 2 * s.q_dim + 4 * a.num_heads
+
+    def mlp(self, width: int) -> float:
+        act = 4 * width if self.setup.impl.compiled else 6 * width  # gate (+ act(gate) eager) + up
+        down_in = 2 * width if (self.keeps_inputs or ("down_proj" in self.lora and not self.peft_copies)) else 0
+        return act + down_in
+
+    def moe(self) -> float:
+        s, a = self.shape, self.shape.arch
+        experts_need = any(self.needs_input(m) for m in ("gate_proj", "up_proj", "down_proj"))
+        per_expert = self.mlp(s.mlp_width) + (2 * s.h if experts_need else 0) + (2 * s.h if self.full else 0)
+        return a.experts_per_token * per_expert + 8 * a.num_experts  # + fp32 router logits and softmax
+
+    def adapters(self) -> float:
+        total = 0.0
+        r, dropout = self.setup.lora_r, self.setup.lora_dropout > 0
+        for lin in self.shape.linears:
+            if lin.name not in self.lora:
+                continue
+            copies = lin.count if lin.count == 1 else self.shape.arch.experts_per_token
+            per = 2 * r
+            if self.peft_copies:
+                per += 2 * lin.d_in + (4 * lin.d_in if dropout else 0)  # measured on HF + PEFT under autocast
+            elif dropout:
+                per += 3 * lin.d_in  # dropout output (2) + bool mask (1)
+            total += copies * per
+        return total
+
+    def quantized_inputs(self) -> float:
+        """Old bitsandbytes kept the input of every 4-bit matmul: the q/k/v and gate/up inputs and down's."""
+        if self.setup.method != "qlora" or not self.setup.impl.bnb_saves_inputs:
+            return 0.0
+        width = self.shape.mlp_width * (self.shape.arch.experts_per_token if self.shape.moe else 1)
+        return 4 * self.shape.h + 2 * width
+
+    def total(self) -> float:
+        attn_in = self._shared_input_needed(("q_proj", "k_proj", "v_proj"))
+        mlp_in = self._shared_input_needed(("gate_proj", "up_proj"))
+        mlp = self.moe() if self.shape.moe else self.mlp(self.shape.mlp_width)
+        return (self.norm(attn_in) + self.attention() + self.norm(mlp_in) + mlp + self.adapters()
+                + self.quantized_inputs())
+
+
+def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibration | None = None) -> MemoryBreakdown:
+    """Peak memory per GPU of training ``arch`` with ``setup``."""
+    cal = calibration or default_calibration()
+    shape = ModelShape(arch)
+    a = arch
+    terms: list[Term] = []
+    notes: list[str] = []
+    n = setup.n_gpus
+    opt = setup.optimizer_kind
+    param_b, grad_b, master_b = PRECISIONS[setup.precision]
+    compute_b = 2  # activations and dequantized weights are 16-bit in every supported precision
+    total_p = shape.total_params
+
+    # --- weights -------------------------------------------------------------------------------------
+    if setup.method == "qlora":
+        q_bytes = NF4_DQ_BYTES if setup.double_quant else NF4_BYTES
+        quantized = quantized_params(a, setup)  # a tied head is the embedding matrix: it stays 16-bit
+        rest = total_p - quantized
+        rest_b = 4 if setup.precision in ("amp", "fp32") else 2
+        weights = quantized * q_bytes + rest * rest_b
+        terms.append(Term("weights", weights / GIB,
+                          f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B (NF4{'+DQ' if setup.double_quant else ''})"
+                          f" + {_fmt(rest)} embedding/head/norm params x {rest_b} B"))
+    else:
+        weights = total_p * param_b
+        terms.append(Term("weights", weights / GIB, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})"))
+
+    # --- trainable parameters, their gradients and optimizer states ----------------------------------
+    if setup.method == "full":
+        trainable = total_p
+        train_b = param_b
+        adapter = 0.0
+    else:
+        trainable = shape.lora_params(setup.lora_modules, setup.lora_r)
+        if setup.method == "lora" and setup.impl.peft_adapters:
+            train_b = 4  # PEFT autocast_adapter_dtype upcasts adapters to fp32
+        else:
+            train_b = 4 if setup.precision in ("amp", "fp32") else 2
+        adapter = trainable * train_b
+        terms.append(Term("adapter", adapter / GIB,
+                          f"{_fmt(trainable)} LoRA params (r={setup.lora_r} on {','.join(sorted(setup.lora_modules))})"
+                          f" x {train_b} B"))
+        grad_b, master_b = train_b, 0
+    grads = trainable * grad_b
+    state_b = opt.state_bytes if opt.state_bytes is not None else (4 if master_b else train_b)
+    states = trainable * opt.states * state_b
+    master = trainable * master_b
+    terms.append(Term("gradients (all)", grads / GIB, f"{_fmt(trainable)} trainable x {grad_b} B"))
+    terms.append(Term("optimizer states", states / GIB,
+                      f"{_fmt(trainable)} trainable x {opt.states} states x {state_b:.3g} B ({opt.name}"
+                      f"{', paged' if opt.paged else ''})"))
+    if master:
+        terms.append(Term("master weights", master / GIB, f"{_fmt(trainable)} x 4 B fp32 copy"))
+
+    # --- sharding and offload --------------------------------------------------------------------------
+    shard_states = setup.sharding in ("zero1", "zero2", "zero3", "fsdp")
+    shard_grads = setup.sharding in ("zero2", "zero3", "fsdp")
+    shard_params = setup.sharding in ("zero3", "fsdp")
+    if shard_states:
+        states, master = states / n, master / n
+    if shard_grads:
+        grads /= n
+    if shard_params:
+        weights, adapter = weights / n, adapter / n
+    gathered = 0.0
+    if shard_params:
+        # the unit being computed and the prefetched next one are gathered in 16-bit (NF4 for QLoRA)
+        unit_b = (NF4_DQ_BYTES if setup.method == "qlora" else compute_b)
+        gathered = 2 * (shape.layer_linear_params * unit_b + shape.layer_other_params * compute_b)
+        if setup.sharding == "fsdp":  # the root unit (embedding, head) stays gathered through backward
+            gathered += (shape.embedding_params + shape.lm_head_params) * compute_b
+        terms.append(Term("gathered shards", gathered / GIB, "2 decoder layers in compute dtype"
+                          + (" + root unit (embedding, head)" if setup.sharding == "fsdp" else "")))
+        notes.append(f"{setup.sharding} over {n} GPUs: weights, grads and optimizer states divided by {n}")
+    elif setup.sharding == "ddp" and n > 1:
+        # DDP reducer buckets hold a second copy of the gradients (gradient_as_bucket_view=False)
+        grads_bucket = trainable * grad_b
+        gathered = grads_bucket
+        terms.append(Term("DDP gradient buckets", grads_bucket / GIB, "one copy of the trainable gradients"))
+    if setup.cpu_offload in ("optimizer", "params"):
+        states, master = 0.0, 0.0
+        notes.append("optimizer states and master weights offloaded to CPU memory")
+    if setup.cpu_offload == "params":
+        weights, adapter = 0.0, 0.0
+        grads = shape.largest_layer_params * grad_b if setup.method == "full" else 0.0
+        notes.append("parameters and gradients offloaded to CPU; only gathered layers on the GPU")
+    paged = states if opt.paged else 0.0
+    if opt.paged:
+        states = 0.0
+        notes.append("paged optimizer states live in CUDA unified memory: not in max_memory_allocated, "
+                     "evicted to CPU under memory pressure")
+
+    # --- activations -------------------------------------------------------------------------------
+    tokens = setup.tokens
+    layer = _Layer(shape, setup)
+    per_layer = layer.total()
+    final_norm = layer.norm(setup.method == "full" or "lm_head" in setup.lora_modules)
+    stored_layers = min(a.num_layers, 2) if setup.impl.activation_offload else a.num_layers
+    if setup.grad_checkpointing:
+        act_per_token = stored_layers * 2 * shape.h + final_norm
+        act_formula = (f"{stored_layers} layers x 2h ({2 * shape.h} B) checkpointed inputs + final norm"
+                       f" ({final_norm:,.0f} B), x {tokens:,} tokens")
+    else:
+        act_per_token = stored_layers * per_layer + final_norm
+        act_formula = (f"{stored_layers} layers x {per_layer:,.0f} B saved per token per layer + final norm"
+                       f" ({final_norm:,.0f} B), x {tokens:,} tokens")
+    if setup.impl.activation_offload:
+        notes.append("activation offloading: only the layers in flight keep activations on the GPU")
+    activations = act_per_token * tokens * cal.activation_scale
+    if cal.activation_scale != 1:
+        act_formula += f" x {cal.activation_scale:.3f} (calibrated)"
+    if setup.precision == "amp":
+        # autocast casts each weight to 16-bit for its matmul and autograd keeps the copy for backward
+        cast_layers = 1 if setup.grad_checkpointing else a.num_layers
+        casts = cast_layers * shape.layer_linear_params * compute_b
+        activations += casts
+        act_formula += f" + 16-bit autocast copies of {cast_layers} layers' weights"
+    terms.append(Term("activations", activations / GIB, act_formula))
+
+    head_trains = setup.method == "full" or "lm_head" in setup.lora_modules
+    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, tokens, a, head_trains)
+    terms.append(Term("loss", loss / GIB, loss_formula))
+
+    # one layer's backward: its gradient buffers, plus its recomputed activations under checkpointing
+    layer_ws = per_layer * tokens * (2 if setup.grad_checkpointing else 1) * cal.activation_scale
+    # bitsandbytes dequantizes a whole matrix to 16-bit for each matmul, forward and backward; a quantized head
+    # (V x h) is the largest one and is dequantized while every activation is still stored
+    dequant = 0.0
+    if setup.method == "qlora":
+        head = shape.embedding_params if setup.impl.quantize_lm_head and not a.tie_word_embeddings else 0
+        dequant = max(shape.largest_matrix, head) * compute_b
+    head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
+    workspace_fb = max(layer_ws + dequant, loss) - loss + gathered
+    terms.append(Term("backward workspace", (layer_ws + dequant) / GIB,
+                      f"{'2' if setup.grad_checkpointing else '1'} x one layer's {per_layer:,.0f} B/token"
+                      f" x {tokens:,} tokens" + (" + one dequantized matrix" if dequant else "")))
+
+    # optimizer step: every gradient at once (unless fused into backward) + foreach temporaries
+    step_tmp = 0.0 if (opt.fused or opt.states == 0) else trainable * state_b / (n if shard_states else 1)
+    if setup.impl.optimizer_in_backward:
+        live_grads = shape.largest_layer_params * grad_b if setup.method == "full" else grads
+        notes.append("optimizer step fused into backward: gradients freed as soon as they are applied")
+    else:
+        live_grads = grads
+    static = weights + adapter + states + master
+    accumulating = setup.grad_accumulation > 1
+    fb_grads = live_grads if accumulating else min(head_grad, live_grads)
+    fb = activations + loss + workspace_fb + fb_grads
+    step = live_grads + step_tmp + gathered
+    if fb >= step:
+        phase, peak_grads, peak_act, peak_loss, peak_ws = "forward/backward", fb_grads, activations, loss, workspace_fb
+    else:
+        phase, peak_grads, peak_act, peak_loss, peak_ws = "optimizer step", live_grads, 0.0, 0.0, step_tmp + gathered
+    allocated = static + max(fb, step)
+    overhead = allocated * cal.allocator_overhead
+    context = cal.cuda_context_gib * GIB
+    if accumulating:
+        notes.append(f"gradient accumulation over {setup.grad_accumulation} micro-batches keeps gradients alive "
+                     "during forward/backward")
+    return MemoryBreakdown(
+        weights=weights / GIB, adapter=adapter / GIB, gradients=peak_grads / GIB, optimizer=states / GIB,
+        master_weights=master / GIB, activations=peak_act / GIB, loss=peak_loss / GIB, workspace=peak_ws / GIB,
+        cuda_context=context / GIB, allocator_overhead=overhead / GIB,
+        total=(allocated + overhead + context) / GIB, allocated=allocated / GIB, optimizer_paged=paged / GIB,
+        phase=phase, terms=tuple(terms), assumptions=tuple(notes),
+    )
+
+
+def fits(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calibration | None = None) -> bool:
+    return estimate_memory(arch, setup, calibration).total <= gpu.memory_gib
+
+
+def _largest(lo: int, hi: int, ok) -> int:
+    """Largest x in [lo, hi] with ok(x), assuming ok is monotone (true then false); lo - 1 if none."""
+    if not ok(lo):
+        return lo - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def max_micro_batch(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *, limit: int = 4096,
+                    calibration: Calibration | None = None) -> int:
+    """Largest micro-batch at ``setup.seq_len`` that fits on ``gpu``; 0 when even 1 does not."""
+    return _largest(1, limit, lambda b: fits(arch, gpu, setup.with_(micro_batch=b), calibration))
+
+
+def max_seq_len(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *, calibration: Calibration | None = None,
+                multiple_of: int = 64) -> int:
+    """Longest sequence (a multiple of ``multiple_of``, up to the model's context) at ``setup.micro_batch`` that
+    fits on ``gpu``; 0 when even ``multiple_of`` tokens do not."""
+    top = max(1, arch.max_position_embeddings // multiple_of)
+    steps = _largest(1, top, lambda k: fits(arch, gpu, setup.with_(seq_len=k * multiple_of), calibration))
+    return steps * multiple_of

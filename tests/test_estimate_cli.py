@@ -1,0 +1,90 @@
+"""`ftbroker estimate` and the SDK call ``ftbroker.estimate(...)``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from estimate_fixtures import A10G, LLAMA31_8B, RTX4090
+from ftbroker.cli import cli
+from ftbroker.errors import UnknownNameError
+from ftbroker.pricing import catalog as catalog_module
+
+
+class _Catalog:
+    """The catalog contract (Catalog.model / Catalog.gpu) over a few rows, until the pricing loader lands."""
+
+    def __init__(self):
+        self.models = {"Llama-3.1-8B": LLAMA31_8B}
+        self.gpus = {"rtx 4090": RTX4090, "a10g": A10G}
+
+    def model(self, name):
+        if name not in self.models:
+            raise UnknownNameError("model", name, self.models)
+        return self.models[name]
+
+    def gpu(self, name):
+        if name.lower() not in self.gpus:
+            raise UnknownNameError("GPU", name, [g.name for g in self.gpus.values()])
+        return self.gpus[name.lower()]
+
+
+@pytest.fixture
+def fake_catalog(monkeypatch):
+    monkeypatch.setattr(catalog_module, "load_catalog", lambda extra=(): _Catalog(), raising=False)
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["estimate", *args])
+
+
+def test_json_is_the_only_output_and_has_the_contract_keys(fake_catalog):
+    result = run("Llama-3.1-8B", "--method", "qlora", "--seq-len", "2048", "--batch", "4", "--gpu", "RTX 4090",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {"vram_gib", "breakdown", "fits", "tokens_per_s", "max_micro_batch", "max_seq_len"} <= set(data)
+    assert data["fits"] is (data["vram_gib"] <= 24)
+    assert data["breakdown"]["weights"] == pytest.approx(5.31, abs=0.01)
+    assert data["tokens_per_s"]["low"] < data["tokens_per_s"]["expected"] < data["tokens_per_s"]["high"]
+    assert data["setup"]["targets"][0] == "down_proj"
+
+
+def test_explain_shows_each_term_with_its_formula(fake_catalog):
+    result = run("Llama-3.1-8B", "--method", "lora", "--targets", "q_proj,v_proj", "--lora-r", "8",
+                 "--gpu", "RTX 4090:2", "--no-grad-checkpointing", "--explain")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "x 2 B (bf16)" in out and "LoRA params (r=8 on q_proj,v_proj)" in out
+    assert "saved per token per layer" in out and "GFLOP per token" in out and "2 GPUs" in out
+
+
+def test_plain_output_and_unknown_throughput(fake_catalog):
+    result = run("Llama-3.1-8B", "--method", "lora", "--gpu", "A10G")
+    assert result.exit_code == 0, result.output
+    assert "tokens/s: unknown" in result.output and "total" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["Llama-3.1-9B", "--method", "lora"], "did you mean 'Llama-3.1-8B'"),
+    (["Llama-3.1-8B", "--method", "lora", "--gpu", "RTX 4091"], "unknown GPU"),
+    (["Llama-3.1-8B", "--method", "lora", "--targets", "q_prj"], "did you mean 'q_proj'"),
+    (["Llama-3.1-8B", "--method", "lora", "--optimizer", "lion"], "unknown optimizer"),
+    (["Llama-3.1-8B", "--method", "full", "--sharding", "zero3"], "needs more than one GPU"),
+    (["Llama-3.1-8B", "--method", "dora"], "Invalid value for '--method'"),
+    (["Llama-3.1-8B", "--method", "lora", "--batch", "0"], "Invalid value for '--batch'"),
+])
+def test_bad_input_is_exit_2_with_a_specific_message(fake_catalog, args, message):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sdk_call_survives_importing_the_submodules(fake_catalog):
+    import ftbroker.estimate.memory
+
+    e = ftbroker.estimate("Llama-3.1-8B", method="lora", gpu="RTX 4090", seq_len=512)
+    assert e.fits and e.memory.total > 15
+    assert ftbroker.estimate(LLAMA31_8B, method="qlora").fits is None  # no GPU: no verdict

@@ -1,0 +1,131 @@
+"""FLOPs, padding waste, throughput and wall-clock."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import pytest
+from estimate_fixtures import A10G, A100_80, LLAMA31_8B, MIXTRAL, RTX4090
+from ftbroker.errors import UnknownNameError
+from ftbroker.estimate.calibration import Calibration
+from ftbroker.estimate.compute import (
+    Overheads,
+    Range,
+    flops_per_token,
+    gpu_class,
+    padded_tokens,
+    throughput,
+    training_time,
+)
+from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
+
+CAL = Calibration(mfu={"full": {"datacenter": 0.5, "workstation": 0.4}, "lora": {"datacenter": 0.4},
+                       "qlora": {"datacenter": 0.4}}, eager_slowdown=1.25, dequant_bytes_per_param=10.0,
+                  multi_gpu_efficiency=0.9, spread=0.2)
+
+
+def test_full_finetune_is_six_flops_per_weight_plus_causal_attention():
+    setup = TrainingSetup("full", seq_len=2048, grad_checkpointing=False)
+    f = flops_per_token(LLAMA31_8B, setup)
+    p = ModelShape(LLAMA31_8B).active_matmul_params
+    attention = 2 * 32 * 4096 * 2048  # 2 * L * q_dim * s: causal, half the 4*L*h*s non-causal count
+    assert f.attention_forward == attention
+    assert f.total == 6 * p + 3 * attention
+
+
+def test_lora_counts_frozen_weights_twice_and_adapters_three_times():
+    setup = TrainingSetup("lora", seq_len=1024, grad_checkpointing=False, targets=("q_proj,v_proj",), lora_r=8)
+    f = flops_per_token(LLAMA31_8B, setup)
+    p = ModelShape(LLAMA31_8B).active_matmul_params
+    adapter = 32 * 8 * ((4096 + 4096) + (4096 + 1024))
+    assert f.total == 4 * p + 6 * adapter + 3 * f.attention_forward
+
+
+def test_checkpointing_adds_one_forward_of_the_layers():
+    base = TrainingSetup("lora", seq_len=1024, grad_checkpointing=False)
+    gc = flops_per_token(LLAMA31_8B, base.with_(grad_checkpointing=True))
+    plain = flops_per_token(LLAMA31_8B, base)
+    head = 2 * 128256 * 4096  # the head is not recomputed
+    assert gc.total - plain.total == pytest.approx(plain.forward - head)
+
+
+def test_moe_flops_use_the_active_experts():
+    dense_equivalent = ModelShape(MIXTRAL).active_matmul_params
+    assert dense_equivalent < ModelShape(MIXTRAL).total_params * 0.3
+
+
+def test_expected_padding_matches_enumeration():
+    counts = {3: 2, 5: 1, 9: 1}
+    lengths = [3, 3, 5, 9]
+    b = 3
+    exact = sum(Fraction(max(c), 1) for c in itertools.product(lengths, repeat=b)) / len(lengths) ** b
+    pad = padded_tokens(counts, b, max_len=100)
+    assert pad.mean_batch_len == pytest.approx(float(exact))
+    assert pad.real_tokens == 20 and pad.processed_tokens == pytest.approx(4 * float(exact))
+    assert 0 < pad.waste < 1
+
+
+def test_sorted_and_packed_batching():
+    counts = {10: 3, 20: 2, 100: 1}
+    sorted_pad = padded_tokens(counts, 2, max_len=64, batching="sorted")
+    assert sorted_pad.processed_tokens == 10 * 2 + 20 * 2 + 64 * 2  # (10,10) (10,20) (20,64)
+    assert sorted_pad.truncated == 1 and sorted_pad.real_tokens == 10 * 3 + 20 * 2 + 64
+    packed = padded_tokens(counts, 2, max_len=64, batching="packed")
+    assert packed.waste == 0 and packed.steps == 2  # 134 tokens -> 3 rows of 64 -> 2 micro-batches of 2
+    with pytest.raises(UnknownNameError):
+        padded_tokens(counts, 2, max_len=64, batching="shuffled")
+
+
+def test_more_batch_means_more_padding():
+    counts = {length: 10 for length in range(50, 1000, 50)}
+    wastes = [padded_tokens(counts, b, max_len=2048).waste for b in (1, 2, 8, 32)]
+    assert wastes[0] == pytest.approx(0, abs=1e-12) and wastes[1:] == sorted(wastes[1:]) and wastes[1] > 0
+
+
+def test_throughput_from_peak_and_calibrated_efficiency():
+    setup = TrainingSetup("full", seq_len=2048, grad_checkpointing=False, impl=Implementation(compiled=True))
+    t = throughput(LLAMA31_8B, A100_80, setup, CAL)
+    assert t.tokens_per_s.expected == pytest.approx(312e12 * 0.5 / t.flops.total)
+    assert t.tokens_per_s.low == pytest.approx(0.8 * t.tokens_per_s.expected)
+    eager = throughput(LLAMA31_8B, A100_80, setup.with_(impl=Implementation()), CAL)
+    assert eager.tokens_per_s.expected == pytest.approx(t.tokens_per_s.expected / 1.25)
+    two = throughput(LLAMA31_8B, A100_80, setup.with_(n_gpus=2, sharding="fsdp"), CAL)
+    assert two.tokens_per_s.expected == pytest.approx(2 * 0.9 * t.tokens_per_s.expected)
+
+
+def test_qlora_pays_for_dequantization_most_at_small_batches():
+    lora = TrainingSetup("lora", seq_len=512)
+    ratio_small = (throughput(LLAMA31_8B, A100_80, lora.with_(method="qlora"), CAL).tokens_per_s.expected
+                   / throughput(LLAMA31_8B, A100_80, lora, CAL).tokens_per_s.expected)
+    big = lora.with_(micro_batch=16)
+    ratio_big = (throughput(LLAMA31_8B, A100_80, big.with_(method="qlora"), CAL).tokens_per_s.expected
+                 / throughput(LLAMA31_8B, A100_80, big, CAL).tokens_per_s.expected)
+    assert ratio_small < ratio_big < 1
+
+
+def test_gpu_class_and_unknown_peak():
+    assert gpu_class(A100_80) == "datacenter" and gpu_class(RTX4090) == "workstation"
+    t = throughput(LLAMA31_8B, A10G, TrainingSetup("lora"), CAL)
+    assert t.tokens_per_s is None and "TFLOPS" in t.reason
+    # a method/class without its own efficiency falls back to the class average
+    assert throughput(LLAMA31_8B, RTX4090, TrainingSetup("lora"), CAL).efficiency == pytest.approx(
+        0.4 / 1.25, rel=1e-6)
+
+
+def test_training_time_adds_overheads_and_scales_with_epochs():
+    setup = TrainingSetup("lora", seq_len=1024, micro_batch=4)
+    one = training_time(LLAMA31_8B, A100_80, setup, real_tokens=10_000_000, processed_tokens=12e6, epochs=1,
+                        calibration=CAL)
+    two = training_time(LLAMA31_8B, A100_80, setup, real_tokens=10_000_000, processed_tokens=12e6, epochs=2,
+                        calibration=CAL)
+    assert two.train_hours.expected == pytest.approx(2 * one.train_hours.expected)
+    assert one.hours.low <= one.hours.expected <= one.hours.high
+    cloud = training_time(LLAMA31_8B, A100_80, setup, real_tokens=10_000_000, processed_tokens=12e6, epochs=1,
+                          calibration=CAL, overheads=Overheads(startup_s=Range(60, 300, 600),
+                                                               download_gbps=Range(0.05, 0.2, 1.0),
+                                                               eval_fraction=0.1))
+    assert {"start-up", "model download", "evaluation", "checkpoints", "model load"} <= set(cloud.breakdown)
+    assert cloud.hours.expected > one.hours.expected
+    assert training_time(LLAMA31_8B, A10G, setup, real_tokens=1, processed_tokens=1.0, epochs=1,
+                         calibration=CAL) is None
