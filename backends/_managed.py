@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -275,6 +276,7 @@ def _provider_message(exc: BaseException) -> str:
 
 
 TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
+QUOTED_PRICE = "quoted_usd_per_m_tokens"  # the key a job's price per million trained tokens is kept under
 
 
 # -- waiting -----------------------------------------------------------------------------------------
@@ -592,8 +594,19 @@ def quote_from_route(backend: str, route: Any) -> Quote:
     warnings = tuple(route.notes) + ((reason,) if reason and not closed else ())
     breakdown = {**route.breakdown, "price_source": route.price_source,
                  "price_as_of": str(route.price_as_of) if route.price_as_of else None, "epochs": route.epochs}
+    price = route.breakdown.get("usd_per_m_tokens")
+    # kept with the job (ledger ``resources``) so the actual cost is priced as quoted: trained tokens x this
+    resources = {QUOTED_PRICE: float(price)} if price is not None else {}
     return Quote(backend=backend, verdict=verdict, reason=reason if closed else None, cost_usd=route.cost_usd,
-                 billed_tokens=route.billed_tokens, warnings=warnings, breakdown=breakdown)
+                 billed_tokens=route.billed_tokens, warnings=warnings, breakdown=breakdown, resources=resources)
+
+
+def actual_cost(job: Job, trained_tokens: int | None) -> Decimal | None:
+    """What a job cost, from the tokens the provider says it trained and the price it was quoted at."""
+    price = job.resources.get(QUOTED_PRICE)
+    if trained_tokens is None or price is None:
+        return None
+    return (Decimal(trained_tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("0.0001"))
 
 
 def _plain(raw: Any) -> dict[str, Any]:

@@ -4,14 +4,16 @@ Facts behind this module: research/apis/NOTES.md section 3 (operations, paramete
 hyperparameter tables of the AWS user guide, statuses, metrics files, data formats, moto's
 behaviour), carried here with their sources in comments.
 
-Models covered (the text models Bedrock fine-tunes today; Claude 3 Haiku reached end of life on
-2026-09-10 and is refused by the catalog's availability window):
+Models covered (the text models Bedrock fine-tunes):
 
-| family | base model ids | training line | hyperparameters (AWS user guide) |
-|---|---|---|---|
-| Llama 3.1 8B/70B | ``meta.llama3-1-*`` | ``{"prompt","completion"}`` (non-conversational, preparing-text-data) | cm-hp-meta-llama31 |
-| Llama 3.2 1B/3B/11B/90B | ``meta.llama3-2-*`` | ``{"system"?, "messages":[{role, content}]}`` chat line (NOTES 3.5 shape) | cm-hp-meta-llama32 |
-| Nova Micro/Lite/Pro | ``amazon.nova-{micro,lite,pro}-*`` | ``bedrock-conversation-2024`` (NOTES 3.5) | cm-hp-nova-mm |
+- Llama 3.1 8B/70B (``meta.llama3-1-*``): ``{"prompt","completion"}`` lines (non-conversational,
+  AWS preparing-text-data); hyperparameters: AWS user guide cm-hp-meta-llama31.
+- Llama 3.2 1B/3B/11B/90B (``meta.llama3-2-*``): ``{"system"?, "messages":[{role, content}]}`` chat lines
+  (the shape of NOTES 3.5); hyperparameters: cm-hp-meta-llama32.
+- Nova Micro/Lite/Pro (``amazon.nova-{micro,lite,pro}-*``): ``bedrock-conversation-2024`` lines (NOTES 3.5);
+  hyperparameters: cm-hp-nova-mm.
+- Claude 3 Haiku (``anthropic.claude-3-haiku-*``): reached end of life on 2026-09-10; its rules are kept so that
+  a job for it is refused by the catalog's availability date (exit 3) rather than as an unknown model.
 
 This part is pure translation (no SDK, no I/O): the status table (refined by ``statusDetails``),
 the metrics CSVs Bedrock writes next to the output, the create request with ``hyperParameters`` as
@@ -116,14 +118,17 @@ class Family:
     name: str
     prefixes: tuple[str, ...]
     epochs: Hyper
-    learning_rate: Hyper
+    learning_rate: Hyper | None
     batch_size: Hyper | None
     warmup_steps: Hyper | None
     source: str
-    fmt: str  # "prompt_completion" | "chat" | "converse"
+    fmt: str  # "prompt_completion" | "chat" | "claude" | "converse"
+    min_examples: int = 1
+    max_examples: int | None = None
 
     def converter(self) -> Converter:
-        return {"prompt_completion": _llama_prompt_completion, "chat": _llama_chat, "converse": _nova}[self.fmt]
+        return {"prompt_completion": _llama_prompt_completion, "chat": _llama_chat, "claude": _claude,
+                "converse": _nova}[self.fmt]
 
 
 _LLAMA_HP = dict(epochs=Hyper("epochCount", 1, 10, True), learning_rate=Hyper("learningRate", 5e-6, 0.1, False),
@@ -136,6 +141,11 @@ FAMILIES: tuple[Family, ...] = (
            epochs=Hyper("epochCount", 1, 5, True), learning_rate=Hyper("learningRate", 1e-6, 1e-4, False),
            batch_size=None, warmup_steps=Hyper("learningRateWarmupSteps", 0, 100, True),
            source="AWS user guide cm-hp-nova-mm", fmt="converse"),
+    # Past end of life (2026-09-10): kept so that a job for it is refused by the catalog's date (exit 3), not
+    # taken for an unknown model. Data limits: aws-samples amazon-bedrock-workshop claude-haiku DataValidation.
+    Family("Claude 3 Haiku", ("anthropic.claude-3-haiku-",), epochs=Hyper("epochCount", 1, 10, True),
+           learning_rate=None, batch_size=Hyper("batchSize", 4, 256, True), warmup_steps=None,
+           source="AWS user guide cm-hp-anth-claude-3", fmt="claude", min_examples=32, max_examples=10_000),
 )
 
 
@@ -149,7 +159,8 @@ def hyperparameters(family: Family, *, epochs: int | None, learning_rate: float 
     Unset values are left out: Bedrock then applies its documented defaults."""
     problems: list[str] = []
     out: dict[str, str] = {}
-    for label, hyper, value in (("epochs", family.epochs, epochs), ("learning rate", family.learning_rate, learning_rate),
+    for label, hyper, value in (("epochs", family.epochs, epochs),
+                                ("learning rate", family.learning_rate, learning_rate),
                                 ("batch size", family.batch_size, batch_size),
                                 ("warmup steps", family.warmup_steps, warmup_steps)):
         if value is None:
@@ -233,6 +244,19 @@ def _llama_chat(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[
     return line
 
 
+# Claude 3 Haiku lines must not contain these (anthropic turn markers; aws-samples DataValidation README)
+CLAUDE_FORBIDDEN = ("\nHuman:", "\nAssistant:")
+
+
+def _claude(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
+    line = _llama_chat(example, fmt, notes)
+    texts = [line.get("system", "")] + [m["content"] for m in line["messages"]]
+    marker = next((m for m in CLAUDE_FORBIDDEN if any(m in t for t in texts)), None)
+    if marker:
+        raise Rejected(f"contains {marker!r}, which Claude 3 Haiku fine-tuning data must not")
+    return line
+
+
 def _nova(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
     system, turns = _turns(example, fmt)
     for where, text in [("system prompt", system or "")] + [(f"{r} turn", t) for r, t in turns if r == "user"]:
@@ -292,7 +316,8 @@ class BedrockBackend(ManagedBackend):
             "hyperparameters.gradient_checkpointing": "Bedrock runs the training hardware; not a setting",
             "hyperparameters.gradient_accumulation_steps": "not a Bedrock hyperparameter",
             "hyperparameters.seed": "not a Bedrock hyperparameter",
-            "hyperparameters.early_stopping_patience": "early stopping is a Claude 3 Haiku hyperparameter only",
+            "hyperparameters.early_stopping_patience": "early stopping is a Claude 3 Haiku setting, and that model is "
+                                                       "past end of life",
             "format.preference": "Bedrock fine-tuning takes chat or prompt/completion lines",
             "format.text": "Bedrock fine-tuning takes chat or prompt/completion lines",
             "resume": "a Bedrock job cannot be continued; start a new one",
@@ -358,7 +383,9 @@ class BedrockBackend(ManagedBackend):
                                batch_size=hp.micro_batch_size, warmup_steps=self.options.warmup_steps)
 
     def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
-        return {"convert": family_of(spec.model).converter(), "rules": "Bedrock data rules"}
+        family = family_of(spec.model)
+        limits = {"min_examples": family.min_examples, "max_examples": family.max_examples} if role == "training" else {}
+        return {"convert": family.converter(), "rules": f"Bedrock data rules for {family.name}", **limits}
 
     # -- S3 -----------------------------------------------------------------------------------------
     def _location(self, *parts: str) -> tuple[str, str]:

@@ -52,6 +52,7 @@ from ._managed import (
     ManagedBackend,
     ManagedOptions,
     Rejected,
+    actual_cost,
     Upload,
     check_range,
     provider_tag,
@@ -436,7 +437,8 @@ class OpenAIBackend(ManagedBackend):
         return Update(status=status, detail=detail, events=normalize_events(fresh), metrics=metrics,
                       progress=progress, cursor=fresh[-1]["id"] if fresh else None,
                       next_poll_s=self.options.poll_interval_s, error=self._error(raw) if status.terminal else None,
-                      trained_tokens=raw.get("trained_tokens"), output_model=raw.get("fine_tuned_model"), raw=raw)
+                      trained_tokens=raw.get("trained_tokens"), output_model=raw.get("fine_tuned_model"),
+                      actual_cost_usd=actual_cost(job, raw.get("trained_tokens")), raw=raw)
 
     def result(self, job: Job) -> Result:
         raw = self._provider_fetch(job)
@@ -459,6 +461,8 @@ class OpenAIBackend(ManagedBackend):
                                    description=f"step {c['step_number']}") for c in checkpoints]
         finished = raw.get("finished_at")
         return Result(id=job.id, backend=self.name, status=status, model=job.spec.model,
-                      output_model=raw.get("fine_tuned_model"), metrics=sorted(points.values(), key=lambda p: (p.step, p.name)),
+                      output_model=raw.get("fine_tuned_model"),
+                      metrics=sorted(points.values(), key=lambda p: (p.step, p.name)),
                       trained_tokens=raw.get("trained_tokens"), estimated_cost_usd=job.estimated_cost_usd,
+                      actual_cost_usd=actual_cost(job, raw.get("trained_tokens")),
                       finished_at=_time(finished), artifacts=artifacts, error=self._error(raw), raw=raw)

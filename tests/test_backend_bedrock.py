@@ -134,7 +134,7 @@ def test_role_and_bucket_are_required_and_explained(aws, broker, tmp_path):
 def test_model_data_and_hyperparameter_checks(aws, broker, tmp_path):
     data = write_chat(tmp_path / "data.jsonl")
     with pytest.raises(SpecError, match="is not a Bedrock base model ftbroker can fine-tune"):
-        broker.submit(spec_for(aws, data, model="anthropic.claude-3-haiku-20240307-v1:0:200k"))
+        broker.submit(spec_for(aws, data, model="cohere.command-text-v14:7:4k"))
     with pytest.raises(SpecError, match=r"epochs: 7 is outside \[1, 5\]"):
         broker.submit(spec_for(aws, data, model=NOVA, hyperparameters={"epochs": 7}))
     multi = tmp_path / "multi.jsonl"

@@ -10,7 +10,7 @@ from fakes import Fault, FakeOpenAI, Outcome
 from fakes.support import FAST, use_stand_ins, write_chat
 
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import BackendAuthError, BackendRateLimitError, DatasetError, SpecError
+from ftbroker.errors import BackendAuthError, BackendRateLimitError, BudgetExceededError, DatasetError, SpecError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -157,3 +157,10 @@ def test_missing_key_is_an_auth_error(fake, broker, tmp_path, monkeypatch):
         broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))
     assert broker.jobs()[0].status is JobStatus.FAILED  # recorded, refused, nothing sent
     assert fake.requests == []
+
+
+def test_a_budget_that_cannot_be_checked_refuses_before_any_upload(fake, broker, tmp_path):
+    spec = spec_for(fake, write_chat(tmp_path / "data.jsonl"), budget={"max_cost_usd": "5"})
+    with pytest.raises(BudgetExceededError, match="cannot be estimated") as err:
+        broker.submit(spec)  # the stand-in catalog has no price for the model
+    assert err.value.exit_code == 3 and fake.requests == [] and broker.jobs() == []

@@ -9,6 +9,7 @@ import random
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -16,22 +17,29 @@ from hypothesis import strategies as st
 
 from ftbroker.backends import bedrock, openai as oai, together
 from ftbroker.backends._managed import (
+    QUOTED_PRICE,
     Backoff,
     ConvertedFile,
     convert_file,
     map_status,
+    actual_cost,
     provider_tag,
+    quote_from_route,
     scrub,
     submit_once,
     translate_error,
 )
+from ftbroker.backends.base import Verdict
+from ftbroker.broker import check_guards
 from ftbroker.errors import (
     BackendAuthError,
+    RouteUnavailableError,
     BackendRateLimitError,
     BackendUnavailableError,
     ProviderAPIError,
 )
 from ftbroker.jobs import JobStatus
+from ftbroker.spec import JobSpec
 
 # botocore 1.44.8 bedrock service-2.json patterns
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
@@ -228,13 +236,17 @@ def test_bedrock_hyperparameters_are_strings_within_the_documented_ranges():
     _, problems = bedrock.hyperparameters(llama, epochs=None, learning_rate=None, batch_size=2, warmup_steps=None)
     assert problems == ["batch size: 2 is outside [1, 1] (Llama 3.1, AWS user guide cm-hp-meta-llama31)"]
     assert bedrock.family_of("meta.llama3-2-3b-instruct-v1:0:128k").fmt == "chat"
-    assert bedrock.family_of("anthropic.claude-3-haiku-20240307-v1:0:200k") is None
+    assert bedrock.family_of("cohere.command-text-v14:7:4k") is None
+    haiku = bedrock.family_of("anthropic.claude-3-haiku-20240307-v1:0:200k")
+    hyper, problems = bedrock.hyperparameters(haiku, epochs=2, learning_rate=1e-4, batch_size=2, warmup_steps=None)
+    assert [p.split(":")[0] for p in problems] == ["learning rate", "batch size"]
 
 
 def test_bedrock_create_request():
     request = bedrock.create_request(job_name="ftb-j", custom_model_name="ftb-j", role_arn="arn:r",
                                      base_model="meta.llama3-1-8b-instruct-v1:0:128k", training_uri="s3://b/t.jsonl",
-                                     validation_uri="s3://b/v.jsonl", output_uri="s3://b/out/", hyper={"epochCount": "2"},
+                                     validation_uri="s3://b/v.jsonl", output_uri="s3://b/out/",
+                                     hyper={"epochCount": "2"},
                                      token="ftb-j", tags={"ftbroker-job-id": "J"})
     assert request["validationDataConfig"] == {"validators": [{"s3Uri": "s3://b/v.jsonl"}]}
     assert request["clientRequestToken"] == "ftb-j" and request["jobTags"] == [{"key": "ftbroker-job-id", "value": "J"}]
@@ -292,7 +304,8 @@ def test_openai_other_formats(tmp_path):
             "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
     result, lines = run(oai.converter("gpt-4o-2024-08-06"), [pref, {**pref, "preferred_output": []}], tmp_path,
                         fmt="preference")
-    assert len(lines) == 1 and result.errors[0].message == "'preferred_output' must be a list of exactly one assistant message"
+    assert len(lines) == 1
+    assert result.errors[0].message == "'preferred_output' must be a list of exactly one assistant message"
     result, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [chat("a", "b")] * 3, tmp_path,
                     min_examples=oai.MIN_EXAMPLES, rules=oai.RULES)
     assert str(result.errors[0]) == "data.jsonl: 3 examples; at least 10 are required (OpenAI fine-tuning data rules)"
@@ -382,6 +395,50 @@ def test_bedrock_llama32_and_nova_lines(tmp_path):
     ]
     result, _ = run(nova.converter(), [{"text": "t"}], tmp_path, fmt="text")
     assert result.errors[0].message == "Bedrock fine-tuning takes chat or prompt/completion examples, not text"
+
+
+def test_bedrock_claude_haiku_lines(tmp_path):
+    haiku = bedrock.family_of("anthropic.claude-3-haiku-20240307-v1:0:200k")
+    examples = [chat("q", "a", system="s")] * 31 + [chat("q", "well\nHuman: again")]
+    result, lines = run(haiku.converter(), examples, tmp_path, min_examples=haiku.min_examples,
+                        max_examples=haiku.max_examples)
+    assert lines[0] == '{"system":"s","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}'
+    assert [str(e) for e in result.errors] == [
+        "data.jsonl:32: contains '\\nHuman:', which Claude 3 Haiku fine-tuning data must not"]
+    result, _ = run(haiku.converter(), examples[:31], tmp_path, min_examples=haiku.min_examples)
+    assert str(result.errors[0]) == "data.jsonl: 31 examples; at least 32 are required"
+
+
+# -- quotes ------------------------------------------------------------------------------------------
+def route(**kw):
+    base = dict(model="gpt-4o-mini-2024-07-18", feasible=True, reason="", notes=(), cost_usd=Decimal("4.5"),
+                billed_tokens=1_500_000, epochs=3, price_source="openai.com/api/pricing", price_as_of=None,
+                breakdown={"billing": "tokens x epochs", "usd_per_m_tokens": Decimal("3.00")})
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_quotes_from_the_planners_route():
+    quote = quote_from_route("openai", route(notes=("closes to new jobs in 39 days (2027-01-06)",)))
+    assert (quote.verdict, quote.cost_usd, quote.billed_tokens) == (Verdict.OK, Decimal("4.5"), 1_500_000)
+    assert quote.warnings == ("closes to new jobs in 39 days (2027-01-06)",)
+    assert quote.resources == {QUOTED_PRICE: 3.0} and quote.breakdown["price_source"] == "openai.com/api/pricing"
+    closed = quote_from_route("bedrock", route(model="anthropic.claude-3-haiku-20240307-v1:0:200k", feasible=False,
+                                               reason="closed: the model reached end of life on 2026-09-10"))
+    assert closed.verdict is Verdict.ROUTE_UNAVAILABLE
+    assert closed.reason == ("anthropic.claude-3-haiku-20240307-v1:0:200k: closed: the model reached end of life "
+                             "on 2026-09-10")
+    spec = JobSpec(dataset="d.jsonl", model="m", backend="bedrock")
+    with pytest.raises(RouteUnavailableError) as err:
+        check_guards(closed, spec)
+    assert err.value.exit_code == 3 and "2026-09-10" in str(err.value)
+    small = quote_from_route("openai", route(feasible=False, reason="needs at least 10 examples; the file has 3"))
+    assert small.verdict is Verdict.OK and small.warnings[-1].endswith("the file has 3")
+
+
+def test_actual_cost_is_trained_tokens_at_the_quoted_price():
+    job = SimpleNamespace(resources={QUOTED_PRICE: 3.0})
+    assert actual_cost(job, 1_234_567) == Decimal("3.7037")
+    assert actual_cost(job, None) is None and actual_cost(SimpleNamespace(resources={}), 10) is None
 
 
 # -- errors ------------------------------------------------------------------------------------------

@@ -243,9 +243,10 @@ class FakeOpenAI(FakeProvider):
     def _jobs_checkpoints(self, req: Request) -> Response:
         job = self._job(req)
         points = job.metrics[-3:] if job.succeeded else []
+        name = f"ft:{job.request['model']}:fake-org::{job.id[-6:]}"
         data = [{"object": "fine_tuning.job.checkpoint", "id": f"ftckpt_{job.id[-6:]}{int(p['step']):03d}",
                  "created_at": job.finished_at, "fine_tuning_job_id": job.id, "step_number": int(p["step"]),
-                 "fine_tuned_model_checkpoint": f"ft:{job.request['model']}:fake-org::{job.id[-6:]}:ckpt-step-{int(p['step'])}",
+                 "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{int(p['step'])}",
                  "metrics": {"step": p["step"], "train_loss": p["train_loss"],
                              "train_mean_token_accuracy": p["train_mean_token_accuracy"]}}
                 for p in reversed(points)]
