@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import random
 import re
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -33,10 +34,11 @@ from ftbroker.backends.base import Verdict
 from ftbroker.broker import check_guards
 from ftbroker.errors import (
     BackendAuthError,
-    RouteUnavailableError,
     BackendRateLimitError,
     BackendUnavailableError,
+    ExtraNotInstalledError,
     ProviderAPIError,
+    RouteUnavailableError,
 )
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
@@ -554,3 +556,16 @@ def test_submit_once_retries_only_transient_errors():
     with pytest.raises(BackendRateLimitError):
         submit_once(lambda: None, limited, attempts=3, backoff=Backoff(initial=0.01, sleep=sleeps.append))
     assert len(calls) == 4 and sleeps == [4.0, 4.0]
+
+
+@pytest.mark.parametrize(("name", "package", "extra"), [("openai", "openai", "openai"),
+                                                          ("together", "together", "together"),
+                                                          ("bedrock", "boto3", "aws")])
+def test_a_missing_sdk_names_its_extra(name, package, extra, monkeypatch, tmp_path):
+    from ftbroker.backends.base import create_backend
+
+    monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed
+    backend = create_backend(name, {}, home=tmp_path)
+    with pytest.raises(ExtraNotInstalledError) as err:
+        backend.sdk()
+    assert f"pip install 'ftbroker[{extra}]'" in str(err.value) and err.value.exit_code == 1
