@@ -23,8 +23,13 @@ Who retries what (the split):
   a blind SDK retry after a create that succeeded on the server but answered 500 (or dropped the
   connection, or timed out) would create a second job. ``submit_once`` retries them instead, each
   attempt starting with a look-up by the job's tag.
-- Polling (``logs --follow``) waits between polls with ``Backoff``; a transient error during a poll
-  is waited out (honouring Retry-After), never turned into a failed job.
+- Polls raise a transient error as ``BackendUnavailableError`` / ``BackendRateLimitError`` (with the
+  server's Retry-After): the Broker's follow loop backs off with jitter and polls again, so a
+  passing outage never turns into a failed job. Each poll suggests its interval (``next_poll_s``).
+- Every call has a timeout (``request_timeout_s``; uploads ``upload_timeout_s``).
+
+``ManagedBackend`` is the flow itself (validate, quote, submit, cancel), with hooks each provider module
+fills in; ``quote_from_route`` turns the planner's priced managed route into the backend's Quote.
 """
 
 from __future__ import annotations
@@ -473,6 +478,8 @@ class ManagedBackend:
         A model the catalog has no offer for is quoted with an unknown cost (a budget then refuses it).
         A closed route (past ``available_until`` / ``end_of_life``) is ``ROUTE_UNAVAILABLE`` with its date.
         """
+        # integration: validate counts no tokens with the offer's tokenizer yet (that needs the pricing area's
+        # planner shell, ``planner.token_needs``), so ``counter_keys`` is empty and the cost comes back unknown
         offers = [o for o in getattr(env.catalog, "managed", ()) if o.backend == self.name]
         if not any(spec.model.lower() in {o.model.lower(), o.base_model.lower()} for o in offers):
             return Quote(backend=self.name, warnings=(
