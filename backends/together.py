@@ -377,8 +377,9 @@ class TogetherBackend(ManagedBackend):
         listed = self.call("reading the job's events", self.client.fine_tuning.list_events, job.remote["job_id"])
         return [plain(e) for e in listed.data]
 
-    def _metrics(self, job: Job) -> list[dict[str, float]]:
-        listed = self.call("reading the job's metrics", self.client.fine_tuning.list_metrics, job.remote["job_id"])
+    def _metrics(self, job: Job, after_step: int = 0) -> list[dict[str, float]]:
+        listed = self.call("reading the job's metrics", self.client.fine_tuning.list_metrics, job.remote["job_id"],
+                           global_step_from=after_step + 1)
         return list(listed.metrics or [])
 
     @staticmethod
@@ -392,7 +393,7 @@ class TogetherBackend(ManagedBackend):
         status, detail = self._provider_status(raw)
         cursor = json.loads(job.cursor) if job.cursor else {"events": 0, "step": 0}
         events = self._events(job)
-        points = [p for p in normalize_metrics(self._metrics(job)) if p.step > cursor["step"]]
+        points = [p for p in normalize_metrics(self._metrics(job, cursor["step"])) if p.step > cursor["step"]]
         fresh = events[cursor["events"]:]
         progress = job.progress
         if points:

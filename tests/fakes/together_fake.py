@@ -18,7 +18,7 @@ Routes (the names that fault injection and ``calls()`` use):
     jobs.retrieve     GET  /v1/fine-tunes/{id}         advances the job one step if advance_on_poll
     jobs.cancel       POST /v1/fine-tunes/{id}/cancel  -> cancel_requested; the next step -> cancelled
     jobs.events       GET  /v1/fine-tunes/{id}/events
-    jobs.metrics      GET  /v1/fine-tunes/{id}/metrics
+    jobs.metrics      GET  /v1/fine-tunes/{id}/metrics   global_step_from
     jobs.checkpoints  GET  /v1/fine-tunes/{id}/checkpoints
 
 ``total_price`` is in nanodollars, as the SDK's ``finetune_price_to_dollars`` reads it;
@@ -269,8 +269,9 @@ class FakeTogether(FakeProvider):
         job = self._job(req)
         lr = float(job.request.get("learning_rate") or 1e-5)
         has_valid = bool(job.request.get("validation_file"))
+        first = float(req.arg("global_step_from") or 0)  # the SDK sends the filters as query parameters
         out = []
-        for p in job.metrics:
+        for p in (p for p in job.metrics if p["step"] >= first):
             row = {"train/loss": p["train_loss"], "train/learning_rate": lr, "train/global_step": p["step"]}
             if has_valid:
                 row["eval/loss"] = p["valid_loss"]
