@@ -1,0 +1,487 @@
+"""The planner, PURE: a dataset report x the catalog x options -> a ``Plan`` of routes.
+
+No I/O, no clock (``today`` is an input), no SDK, no torch. ``ftbroker.planning`` is the shell around it: it
+loads the catalog, resolves model names, counts tokens with every counter the routes need (``token_needs``),
+then calls ``build_plan``.
+
+Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``).
+``managed_routes`` prices the managed fine-tuning APIs; the GPU routes (local and cloud, from the estimator)
+plug in as further sources.
+
+Which managed offers are planned (``--model``):
+- no model asked: every managed offer; a size-tier offer (Together / Fireworks "up to 16B" ...) is shown for its
+  ``reference_model``, since a tier prices no model in particular;
+- ``--model NAME`` (repeatable): the offers for that model. A closed model (``gpt-4o-mini``, ``gemini-2.5-flash``,
+  ``Nova Lite``) selects the offers whose model id or base model it names. An open model (catalog name, HF repo id,
+  local folder) selects the per-model offers that fine-tune it and, for each provider without one, the size tier
+  its parameter count falls in.
+``--method lora|full`` keeps the offers of that method; ``qlora`` keeps none of them. Offers where the provider
+chooses how it trains (method ``sft``: OpenAI, Bedrock, Vertex) stay in every case. The dataset format picks the
+objective: preference data -> DPO offers, anything else -> SFT offers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from ftbroker.pricing.catalog import Catalog, ManagedOffer, ModelArch, is_stale
+
+if TYPE_CHECKING:  # the data area's types; the planner only reads their fields
+    from ftbroker.data import DatasetReport, TokenStats
+
+CLOSING_SOON_DAYS = 60
+_MILLION = Decimal(1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which token counter a route needs; the shell turns it into ``tokens.resolve(tokenizer, hf_repo=, family=)``."""
+
+    tokenizer: str | None = None  # a fixed encoding ("o200k_base") or a local tokenizer / model folder
+    hf_repo: str | None = None
+    family: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One ``--model``: the name as asked, and the architecture when it is an open model."""
+
+    name: str
+    arch: ModelArch | None = None
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    models: tuple[ModelRequest, ...] = ()
+    method: str | None = None  # "full" | "lora" | "qlora"; None: every method
+    epochs: int | None = None  # None: each provider's default
+    n_evals: int | None = None  # validation passes billed per eval (Together); None: the provider default
+    max_seq_len: int | None = None
+    tokenizer: str | None = None  # --tokenizer: counts open-model routes with this instead of their own
+    gpu: str | None = None  # a GpuSpec name (validated by the shell)
+    gpu_count: int = 1
+    lora_r: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.name for m in self.models], "method": self.method, "epochs": self.epochs,
+                "n_evals": self.n_evals, "max_seq_len": self.max_seq_len, "tokenizer": self.tokenizer,
+                "gpu": self.gpu and {"name": self.gpu, "count": self.gpu_count}, "lora_r": self.lora_r}
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    report: DatasetReport
+    validation: DatasetReport | None
+    catalog: Catalog
+    options: PlanOptions
+    counter_keys: Mapping[TokenizerSpec, str]  # spec -> key of the counter that counted it in the reports
+    today: date
+
+    def token_stats(self, spec: TokenizerSpec, report: DatasetReport | None = None) -> TokenStats | None:
+        report = self.report if report is None else report
+        key = self.counter_keys.get(spec)
+        return report.tokens.get(key) if key is not None else None
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+@dataclass(frozen=True)
+class Hardware:
+    gpu: str
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu": self.gpu, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to get the fine-tuned model, with its cost and whether it is possible (``reason`` if not)."""
+
+    kind: str  # "managed" | "local" | "cloud"
+    backend: str
+    model: str
+    method: str
+    objective: str = "sft"
+    hardware: Hardware | None = None
+    feasible: bool = True
+    reason: str = ""
+    vram_gib: float | None = None
+    hours: float | None = None
+    cost_usd: Decimal | None = None
+    billed_tokens: int | None = None
+    epochs: int | None = None
+    breakdown: Mapping[str, Any] = field(default_factory=dict)
+    price_source: str = ""
+    price_as_of: date | None = None
+    stale: bool = False
+    notes: tuple[str, ...] = ()
+    provider_model: str = ""  # the provider's own model id, when it has one
+    price_known: bool = True  # False: no source gave this route's price ("price unknown", never invented)
+
+    @property
+    def id(self) -> str:
+        parts = [self.backend, self.model, self.method]
+        if self.objective != "sft":
+            parts.append(self.objective)
+        if self.hardware:
+            parts.append(f"{self.hardware.gpu}x{self.hardware.count}")
+        return ":".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "backend": self.backend, "model": self.model,
+            "provider_model": self.provider_model or None, "method": self.method, "objective": self.objective,
+            "hardware": self.hardware.to_json() if self.hardware else None, "feasible": self.feasible,
+            "reason": self.reason or None, "vram_gib": self.vram_gib, "hours": self.hours,
+            "cost_usd": jsonable(self.cost_usd), "billed_tokens": self.billed_tokens, "epochs": self.epochs,
+            "breakdown": jsonable(self.breakdown), "price_source": self.price_source or None,
+            "price_as_of": self.price_as_of.isoformat() if self.price_as_of else None, "stale": self.stale,
+            "price_known": self.price_known, "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    version: str
+    oldest: date
+    newest: date
+    files: tuple[str, ...]
+    stale_rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "as_of": {"oldest": self.oldest.isoformat(),
+                                                   "newest": self.newest.isoformat()},
+                "files": list(self.files), "stale_rows": self.stale_rows}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every route for one dataset, sorted: feasible by cost, then those without a price, then the infeasible."""
+
+    dataset: DatasetReport
+    validation: DatasetReport | None
+    routes: tuple[Route, ...]
+    catalog: CatalogInfo
+    today: date
+    options: PlanOptions
+
+    @property
+    def cheapest(self) -> Route | None:
+        priced = [r for r in self.routes if r.feasible and r.cost_usd is not None]
+        return min(priced, key=lambda r: r.cost_usd) if priced else None
+
+    @property
+    def fastest(self) -> Route | None:
+        timed = [r for r in self.routes if r.feasible and r.hours is not None]
+        return min(timed, key=lambda r: r.hours) if timed else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.to_json(),
+            "validation": self.validation.to_json() if self.validation else None,
+            "routes": [r.to_json() for r in self.routes],
+            "cheapest": self.cheapest.id if self.cheapest else None,
+            "fastest": self.fastest.id if self.fastest else None,
+            "catalog": self.catalog.to_json(),
+            "today": self.today.isoformat(),
+            "options": self.options.to_json(),
+        }
+
+
+def jsonable(value: Any) -> Any:
+    """A value fit for ``json.dumps``: money (Decimal) becomes a JSON number, dates ISO text, containers recurse."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+RouteSource = Callable[[PlanInputs], Sequence[Route]]
+
+
+def build_plan(inputs: PlanInputs, sources: Sequence[RouteSource] | None = None) -> Plan:
+    routes = [r for source in (ROUTE_SOURCES if sources is None else sources) for r in source(inputs)]
+    routes.sort(key=_route_order)
+    oldest, newest = inputs.catalog.as_of_range()
+    info = CatalogInfo(version=inputs.catalog.version, oldest=oldest, newest=newest, files=inputs.catalog.files,
+                       stale_rows=len(inputs.catalog.stale_rows(inputs.today)))
+    return Plan(dataset=inputs.report, validation=inputs.validation, routes=tuple(routes), catalog=info,
+                today=inputs.today, options=inputs.options)
+
+
+def _route_order(r: Route) -> tuple:
+    return (not r.feasible, r.cost_usd is None, r.cost_usd or 0, r.hours if r.hours is not None else float("inf"),
+            r.backend, r.model, r.method)
+
+
+def token_needs(catalog: Catalog, options: PlanOptions) -> list[TokenizerSpec]:
+    """Every token counter the routes of this plan need, once each, in a stable order."""
+    specs = [c.spec for c in _managed_candidates(catalog, options)]
+    specs += [model_tokenizer(r.arch, options) for r in options.models if r.arch]
+    return list(dict.fromkeys(specs))
+
+
+def token_limits(catalog: Catalog, options: PlanOptions) -> dict[TokenizerSpec, int]:
+    """The tightest per-example token limit among the offers counted with each spec (for the dataset report)."""
+    limits: dict[TokenizerSpec, int] = {}
+    for c in _managed_candidates(catalog, options):
+        if c.offer.max_tokens_per_example:
+            limits[c.spec] = min(limits.get(c.spec, c.offer.max_tokens_per_example), c.offer.max_tokens_per_example)
+    return limits
+
+
+def model_tokenizer(arch: ModelArch, options: PlanOptions) -> TokenizerSpec:
+    """How an open model's tokens are counted: --tokenizer, else its local folder, else its HF repo or family."""
+    if options.tokenizer:
+        return TokenizerSpec(tokenizer=options.tokenizer)
+    if arch.local_tokenizer:
+        return TokenizerSpec(tokenizer=arch.local_tokenizer)
+    return TokenizerSpec(hf_repo=arch.hf_repo, family=arch.tokenizer_family or None)
+
+
+def matching_offers(offers: Sequence[ManagedOffer], request: ModelRequest) -> list[ManagedOffer]:
+    """The per-model (not size-tier) offers that fine-tune the model a request names."""
+    names = {request.name.lower()}
+    if request.arch:
+        names |= {request.arch.name.lower(), *(a.lower() for a in request.arch.aliases)}
+        names |= {request.arch.hf_repo.lower()} if request.arch.hf_repo else set()
+    return [o for o in offers if not o.tier
+            and names & {o.model.lower(), o.base_model.lower(), (o.hf_repo or "").lower()} - {""}]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    offer: ManagedOffer
+    model: str  # what the route is called
+    arch: ModelArch | None
+    spec: TokenizerSpec
+    via_tier: str = ""  # "reference" | "size" when a size tier prices it
+
+
+def _managed_candidates(catalog: Catalog, options: PlanOptions) -> list[_Candidate]:
+    offers = [o for o in catalog.managed if _method_wanted(o, options.method)]
+    picks: list[tuple[ManagedOffer, ModelArch | None, str]] = []
+    if not options.models:
+        for o in offers:
+            if o.tier:
+                picks.append((o, catalog.models[o.reference_model], "reference"))
+            else:
+                picks.append((o, catalog.models.get(o.base_model), ""))
+    for request in options.models:
+        matched = matching_offers(offers, request)
+        picks += [(o, request.arch or catalog.models.get(o.base_model), "") for o in matched]
+        if request.arch:
+            served = {o.provider for o in matched}
+            picks += [(o, request.arch, "size") for o in offers
+                      if o.provider not in served and o.covers_size(request.arch.size_b)]
+    candidates = []
+    for offer, arch, via_tier in picks:
+        model = offer.model or (arch.name if arch and (via_tier or not offer.base_model) else offer.base_model)
+        candidates.append(_Candidate(offer, model, arch, _offer_tokenizer(offer, arch, options), via_tier))
+    return list(dict.fromkeys(candidates))
+
+
+def _method_wanted(offer: ManagedOffer, method: str | None) -> bool:
+    return method is None or offer.method in ("sft", method)
+
+
+def _offer_tokenizer(offer: ManagedOffer, arch: ModelArch | None, options: PlanOptions) -> TokenizerSpec:
+    if offer.tokenizer:  # the provider counts with a fixed encoding, whatever --tokenizer says
+        return TokenizerSpec(tokenizer=offer.tokenizer)
+    if arch is not None:
+        return model_tokenizer(arch, options)
+    if offer.hf_repo and options.tokenizer:
+        return TokenizerSpec(tokenizer=options.tokenizer)
+    return TokenizerSpec(hf_repo=offer.hf_repo, family=offer.tokenizer_family or None)  # none: a labelled guess
+
+
+def managed_routes(inputs: PlanInputs) -> list[Route]:
+    """One route per managed offer in play (see the module docstring for which)."""
+    objective = "dpo" if inputs.report.format == "preference" else "sft"
+    return [_managed_route(c, inputs) for c in _managed_candidates(inputs.catalog, inputs.options)
+            if c.offer.objective in (objective, "rft")]
+
+
+def _managed_route(c: _Candidate, inputs: PlanInputs) -> Route:
+    offer, report, options = c.offer, inputs.report, inputs.options
+    stats = inputs.token_stats(c.spec)
+    notes: list[str] = []
+    breakdown: dict[str, Any] = {"billing": _billing_rule(offer), "tokenizer": stats.tokenizer if stats else None,
+                                 "exact_tokens": stats.exact if stats else None}
+    billed = epochs = cost = None
+    if stats is not None:
+        epochs, epoch_rule = _epochs(offer, report.examples, options.epochs)
+        breakdown["epochs_rule"] = epoch_rule
+        per_epoch, over, longest = _billable_per_epoch(offer, stats)
+        breakdown["train_tokens_per_epoch"] = per_epoch
+        if over and offer.long_examples == "truncated":
+            notes.append(f"{over:,} example(s) over the {offer.max_tokens_per_example:,}-token limit are truncated "
+                         f"(billed at the limit; longest {longest:,})")
+        validation_tokens = _validation_tokens(c, inputs, breakdown, notes)
+        if epochs is not None:
+            billed = per_epoch * epochs + validation_tokens
+            cost = _cost(offer, billed, breakdown)
+    else:
+        notes.append("no token count for this route's tokenizer")
+    if epochs is None and stats is not None:
+        notes.append(f"{offer.provider} does not publish a default epoch count: pass --epochs to price it")
+    if not offer.price_known:
+        notes.append(offer.note or "no public source gives this price")
+    elif offer.secondary:
+        notes.append("price from a secondary source (unverified)")
+    if offer.note and offer.price_known:
+        breakdown["catalog_note"] = offer.note
+    if c.via_tier == "reference":
+        notes.append(f"{offer.tier} tier shown for {c.model}; pass --model to price another model")
+    elif c.via_tier == "size":
+        notes.append(f"priced by the {offer.tier} size tier ({c.arch.size_b}B); "
+                     f"check that {offer.provider} fine-tunes this model")
+    reason, closing = availability(offer, inputs.today)
+    if closing:
+        notes.insert(0, closing)
+    reason = reason or _infeasible_reason(offer, inputs, stats)
+    return Route(
+        kind="managed", backend=offer.backend, model=c.model, method=offer.method, objective=offer.objective,
+        feasible=not reason, reason=reason, cost_usd=cost, billed_tokens=billed, epochs=epochs,
+        breakdown=breakdown, price_source=offer.source, price_as_of=offer.as_of,
+        stale=is_stale(offer.as_of, inputs.today), notes=tuple(notes),
+        provider_model=offer.model if offer.model != c.model else "", price_known=offer.price_known,
+    )
+
+
+def _billing_rule(offer: ManagedOffer) -> str:
+    if offer.usd_per_hour is not None:
+        return f"${offer.usd_per_hour} per training hour"
+    rule = "tokens x epochs"
+    if offer.long_examples == "truncated" and offer.max_tokens_per_example:
+        rule = f"min(example tokens, {offer.max_tokens_per_example:,}) x epochs"
+    if offer.validation_billing == "per_eval":
+        rule += " + validation tokens x n_evals"
+    if offer.min_charge_usd:
+        rule += f"; minimum ${offer.min_charge_usd}"
+    return rule
+
+
+def _epochs(offer: ManagedOffer, examples: int, asked: int | None) -> tuple[int | None, str]:
+    if asked is not None:
+        return asked, "--epochs"
+    if offer.default_epochs is not None:
+        return offer.default_epochs, f"{offer.provider} default"
+    if offer.auto_epochs is not None:
+        epochs = offer.auto_epochs.epochs_for(examples)
+        return epochs, f"auto: {epochs} for {examples:,} examples"
+    return None, "unknown: no published default"
+
+
+def _billable_per_epoch(offer: ManagedOffer, stats: TokenStats) -> tuple[int, int, int]:
+    """(tokens billed per epoch, examples over the limit, longest example) from the length histogram.
+
+    Truncation is subtracted from the exact total, so examples under the limit count exactly even where the
+    histogram rounds long lengths.
+    """
+    limit = offer.max_tokens_per_example
+    longest = max(stats.length_counts, default=0)
+    if not limit:
+        return stats.total, 0, longest
+    over = {length: n for length, n in stats.length_counts.items() if length > limit}
+    if offer.long_examples != "truncated" or not over:
+        return stats.total, sum(over.values()), longest
+    cut = sum((length - limit) * n for length, n in over.items())
+    return stats.total - cut, sum(over.values()), longest
+
+
+def _validation_tokens(c: _Candidate, inputs: PlanInputs, breakdown: dict[str, Any], notes: list[str]) -> int:
+    """Validation tokens this offer bills (0 unless its rule bills them), with what was assumed in notes."""
+    if inputs.validation is None:
+        return 0
+    stats = inputs.token_stats(c.spec, inputs.validation)
+    tokens = stats.total if stats else 0
+    breakdown["validation_tokens"] = tokens
+    billing = c.offer.validation_billing
+    if billing == "unknown":
+        notes.append(f"{c.offer.provider} does not say whether validation tokens are billed; not included")
+        return 0
+    if billing == "none":
+        return 0
+    n_evals = inputs.options.n_evals if inputs.options.n_evals is not None else c.offer.default_n_evals
+    breakdown["n_evals"] = n_evals
+    if n_evals == 0:
+        notes.append("validation tokens are billed per evaluation; n_evals is 0 (pass --n-evals)")
+    return tokens * n_evals
+
+
+def _cost(offer: ManagedOffer, billed: int, breakdown: dict[str, Any]) -> Decimal | None:
+    if offer.usd_per_m_tokens is None:
+        return None
+    cost = Decimal(billed) * offer.usd_per_m_tokens / _MILLION
+    breakdown["usd_per_m_tokens"] = offer.usd_per_m_tokens
+    if cost < offer.min_charge_usd:
+        breakdown["min_charge_applied"] = offer.min_charge_usd
+        cost = offer.min_charge_usd
+    return cost.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def availability(offer: ManagedOffer, today: date) -> tuple[str, str]:
+    """(why the offer is closed on ``today``, or ""; a warning when it closes within CLOSING_SOON_DAYS, or "").
+
+    The one rule for "is this route open": the plan shows it, and a backend refuses a closed route with it.
+    """
+    why = f" ({offer.availability_note})" if offer.availability_note else ""
+    if offer.available_from and today < offer.available_from:
+        return f"not open yet: opens to new jobs on {offer.available_from}{why}", ""
+    if offer.end_of_life and today >= offer.end_of_life:
+        return f"closed: the model reached end of life on {offer.end_of_life}{why}", ""
+    if offer.available_until and today >= offer.available_until:
+        return f"closed: no new jobs since {offer.available_until}{why}", ""
+    ends = [d for d in (offer.available_until, offer.end_of_life) if d]
+    if ends and (min(ends) - today).days <= CLOSING_SOON_DAYS:
+        end = min(ends)
+        days = (end - today).days
+        return "", f"closes to new jobs in {days} day{'s' if days != 1 else ''} ({end}){why}"
+    return "", ""
+
+
+def _infeasible_reason(offer: ManagedOffer, inputs: PlanInputs, stats: TokenStats | None) -> str:
+    report = inputs.report
+    issues = report.provider_issues.get(offer.provider) or ()
+    if issues:
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        return f"{issues[0]}{more}"
+    if offer.objective == "rft":
+        return "reinforcement fine-tuning needs a grader and is billed per training hour: not planned"
+    accepted = ("preference",) if offer.objective == "dpo" else offer.formats
+    if report.format not in accepted:
+        return f"takes {' or '.join(accepted)} data; this file is {report.format}"
+    if offer.min_examples and report.examples < offer.min_examples:
+        return f"needs at least {offer.min_examples:,} examples; the file has {report.examples:,}"
+    if offer.max_examples and report.examples > offer.max_examples:
+        return f"takes at most {offer.max_examples:,} examples; the file has {report.examples:,}"
+    validation = inputs.validation
+    if validation and offer.max_validation_examples and validation.examples > offer.max_validation_examples:
+        return (f"takes at most {offer.max_validation_examples:,} validation examples; "
+                f"the validation file has {validation.examples:,}")
+    if stats is not None and offer.long_examples == "rejected" and offer.max_tokens_per_example:
+        _, over, longest = _billable_per_epoch(offer, stats)
+        if over:
+            return (f"{over:,} example(s) exceed the {offer.max_tokens_per_example:,}-token limit "
+                    f"(longest {longest:,})")
+    if offer.max_file_bytes and report.size_bytes > offer.max_file_bytes:
+        return f"the file is {report.size_bytes:,} bytes; the limit is {offer.max_file_bytes:,}"
+    return ""
+
+
+ROUTE_SOURCES: tuple[RouteSource, ...] = (managed_routes,)

@@ -1,0 +1,282 @@
+"""The pure planner: billing rules pinned on hand-checked cases, availability by date, model selection, JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from ftbroker import planner
+from ftbroker.errors import DataIssue
+from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, TokenizerSpec, build_plan, token_needs
+from ftbroker.pricing.catalog import load_catalog
+from plan_doubles import report, stats
+
+TODAY = date(2026, 11, 28)
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+def make_plan(cat, lengths, *, options=PlanOptions(), fmt="chat", today=TODAY, validation_lengths=None,
+              per_spec=None, provider_issues=None, size_bytes=1000):
+    """A plan whose every token counter saw ``lengths`` ({tokens: examples}), unless ``per_spec`` says otherwise."""
+    specs = token_needs(cat, options)
+    keys = {spec: f"k{i}" for i, spec in enumerate(specs)}
+
+    def counted(hist):
+        return {keys[s]: stats((per_spec or {}).get(s, hist), tokenizer=s.tokenizer or s.family or "x") for s in specs}
+
+    train = report(counted(lengths), fmt=fmt, provider_issues=provider_issues, size_bytes=size_bytes)
+    validation = report(counted(validation_lengths), fmt=fmt) if validation_lengths else None
+    return build_plan(PlanInputs(train, validation, cat, options, keys, today))
+
+
+def route(plan, model, method="sft", objective="sft", backend=None):
+    found = [r for r in plan.routes if r.model == model and r.method == method and r.objective == objective
+             and backend in (None, r.backend)]
+    assert len(found) == 1, [(r.model, r.method, r.objective) for r in plan.routes]
+    return found[0]
+
+
+def ask(cat, *names, **kw):
+    return PlanOptions(models=tuple(ModelRequest(n, cat.models.get(n)) for n in names), **kw)
+
+
+# ---------------------------------------------------------------------------------------------- OpenAI
+
+def test_openai_gpt4o_mini_auto_epochs_billed_tokens_and_cost(cat):
+    plan = make_plan(cat, {500: 1000}, options=ask(cat, "gpt-4o-mini"))
+    r = route(plan, "gpt-4o-mini-2024-07-18")
+    assert r.epochs == 3
+    assert r.billed_tokens == 1_500_000
+    assert r.cost_usd == Decimal("4.50")
+    assert r.feasible and r.kind == "managed" and r.backend == "openai"
+    assert r.breakdown["epochs_rule"] == "auto: 3 for 1,000 examples"
+    assert plan.routes == (r,)  # only the model asked for
+
+
+def test_openai_auto_epochs_for_20_examples_is_5(cat):
+    r = route(make_plan(cat, {500: 20}, options=ask(cat, "gpt-4o-mini")), "gpt-4o-mini-2024-07-18")
+    assert r.epochs == 5 and r.billed_tokens == 50_000 and r.cost_usd == Decimal("0.15")
+
+
+def test_openai_epochs_flag_wins(cat):
+    r = route(make_plan(cat, {500: 20}, options=ask(cat, "gpt-4o-mini", epochs=2)), "gpt-4o-mini-2024-07-18")
+    assert r.epochs == 2 and r.billed_tokens == 20_000
+
+
+def test_openai_bills_long_examples_at_the_per_example_limit(cat):
+    plan = make_plan(cat, {1000: 9, 70_000: 1}, options=ask(cat, "gpt-4o-mini", epochs=1))
+    r = route(plan, "gpt-4o-mini-2024-07-18")
+    assert r.billed_tokens == 9 * 1000 + 65_536
+    assert r.feasible
+    assert any("1 example(s) over the 65,536-token limit are truncated" in n for n in r.notes)
+
+
+def test_openai_needs_ten_examples_and_chat_data(cat):
+    r = route(make_plan(cat, {500: 5}, options=ask(cat, "gpt-4o-mini")), "gpt-4o-mini-2024-07-18")
+    assert not r.feasible and r.reason == "needs at least 10 examples; the file has 5"
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "davinci-002", "gpt-4o-mini"))
+    assert route(plan, "davinci-002").reason == "takes prompt_completion data; this file is chat"
+    assert plan.routes[-1].model == "davinci-002"  # infeasible routes sort last
+
+
+# ---------------------------------------------------------------------------------------------- availability
+
+@pytest.mark.parametrize("today, feasible, text", [
+    (date(2026, 11, 28), True, "closes to new jobs in 39 days (2027-01-06)"),
+    (date(2027, 1, 5), True, "closes to new jobs in 1 day (2027-01-06)"),
+    (date(2027, 1, 6), False, "closed: no new jobs since 2027-01-06"),
+    (date(2027, 2, 1), False, "closed: the model reached end of life on 2027-01-14"),
+])
+def test_openai_window_closes_2027_01_06(cat, today, feasible, text):
+    r = route(make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini"), today=today), "gpt-4o-mini-2024-07-18")
+    assert r.feasible is feasible
+    assert text in (r.notes[0] if feasible else r.reason)
+    assert r.cost_usd is not None  # a closed route still says what it would have cost
+
+
+def test_open_window_far_from_closing_has_no_warning(cat):
+    r = route(make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini"), today=date(2026, 9, 1)),
+              "gpt-4o-mini-2024-07-18")
+    assert r.feasible and not any("closes" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("today, feasible", [(date(2026, 9, 9), True), (date(2026, 9, 10), False)])
+def test_claude_haiku_on_bedrock_end_of_life_2026_09_10(cat, today, feasible):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Claude 3 Haiku"), today=today)
+    r = route(plan, "anthropic.claude-3-haiku-20240307-v1:0:200k")
+    assert r.feasible is feasible
+    if not feasible:
+        assert r.reason.startswith("closed: the model reached end of life on 2026-09-10")
+    else:
+        assert "closes to new jobs in 1 day (2026-09-10)" in r.notes[0]
+
+
+def test_retired_openai_models_are_shown_closed_not_dropped(cat):
+    plan = make_plan(cat, {500: 100})
+    nano = route(plan, "gpt-4.1-nano-2025-04-14")
+    assert not nano.feasible and "2026-10-23" in nano.reason
+    assert route(plan, "o4-mini-2025-04-16", objective="rft").reason.startswith("closed")
+
+
+# ---------------------------------------------------------------------------------------------- Together
+
+def test_together_lora_bills_train_x_epochs_plus_validation_x_n_evals(cat):
+    options = ask(cat, "Llama-3.1-8B", method="lora", epochs=2, n_evals=3)
+    plan = make_plan(cat, {500: 1000}, options=options, validation_lengths={500: 100})
+    r = route(plan, "Llama-3.1-8B", method="lora", backend="together")
+    together = [x for x in plan.routes if x.backend == "together"]
+    assert together == [r]
+    assert r.billed_tokens == 500_000 * 2 + 50_000 * 3
+    assert r.cost_usd == Decimal("0.552")  # 1,150,000 x $0.48 / 1M
+    assert r.breakdown["validation_tokens"] == 50_000 and r.breakdown["n_evals"] == 3
+    assert any("tier" in n for n in r.notes)
+
+
+def test_together_default_is_one_epoch_and_no_evals(cat):
+    plan = make_plan(cat, {500: 1000}, options=ask(cat, "Llama-3.1-8B", method="full"),
+                     validation_lengths={500: 100})
+    r = route(plan, "Llama-3.1-8B", method="full", backend="together")
+    assert r.epochs == 1 and r.billed_tokens == 500_000 and r.cost_usd == Decimal("0.27")
+    assert any("n_evals is 0" in n for n in r.notes)
+
+
+def test_minimum_charge_applies(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "DeepSeek-V3"))
+    r = route(plan, "DeepSeek-V3", method="lora")
+    assert r.billed_tokens == 50_000  # $0.50 at $10/1M
+    assert r.cost_usd == Decimal("20") and r.breakdown["min_charge_applied"] == Decimal("20")
+
+
+def test_provider_issue_rules_the_provider_out_with_the_first_issue(cat):
+    issues = {"together": [DataIssue("data.jsonl", 7, "two assistant turns in a row"),
+                           DataIssue("data.jsonl", 9, "two user turns in a row")]}
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), provider_issues=issues)
+    for r in plan.routes:
+        if r.backend == "together":
+            assert not r.feasible and r.reason == "data.jsonl:7: two assistant turns in a row (and 1 more)"
+        else:
+            assert r.feasible or r.backend == "bedrock"
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+def test_open_model_selects_its_offers_and_size_tiers(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"))
+    found = {(r.backend, r.model, r.method) for r in plan.routes}
+    assert found == {("together", "Llama-3.1-8B", "lora"), ("together", "Llama-3.1-8B", "full"),
+                     ("fireworks", "Llama-3.1-8B", "lora"), ("fireworks", "Llama-3.1-8B", "full"),
+                     ("bedrock", "meta.llama3-1-8b-instruct-v1:0:128k", "sft")}
+
+
+def test_per_model_offer_wins_over_the_size_tier(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Qwen3-235B-A22B"))
+    together = [r for r in plan.routes if r.backend == "together"]
+    assert [(r.method, r.cost_usd) for r in together] == [("lora", Decimal("0.30"))]  # $6/1M, not a tier
+    assert {r.backend for r in plan.routes} == {"together", "fireworks"}
+
+
+def test_method_filter_keeps_provider_managed_offers(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="qlora"))
+    assert {r.backend for r in plan.routes} == {"bedrock"}
+
+
+def test_no_model_shows_every_managed_offer_with_tiers_on_their_reference_model(cat):
+    plan = make_plan(cat, {500: 100})
+    sft_offers = [o for o in cat.managed if o.objective in ("sft", "rft")]
+    assert len(plan.routes) == len(sft_offers)
+    tier = route(plan, "Qwen2.5-32B", method="lora", backend="together")
+    assert tier.cost_usd == Decimal("0.075") and "17B-69B tier shown for Qwen2.5-32B" in " ".join(tier.notes)
+
+
+def test_preference_data_selects_dpo_offers(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), fmt="preference")
+    assert {(r.backend, r.method, r.objective) for r in plan.routes if r.feasible} == {
+        ("together", "lora", "dpo"), ("together", "full", "dpo"), ("fireworks", "lora", "dpo"),
+        ("fireworks", "full", "dpo")}
+    assert route(plan, "Llama-3.1-8B", "lora", "dpo", "together").cost_usd == Decimal("0.06")  # 50k x $1.20
+
+
+def test_unknown_price_is_shown_not_invented(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"))
+    r = route(plan, "meta.llama3-1-8b-instruct-v1:0:128k")
+    assert r.feasible and r.cost_usd is None and not r.price_known
+    assert r.epochs == 5 and r.billed_tokens == 250_000
+    assert plan.cheapest.backend == "together" and plan.routes.index(r) > plan.routes.index(plan.cheapest)
+
+
+def test_unpublished_default_epochs_need_the_flag(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora"))
+    assert route(plan, "Llama-3.1-8B", "lora", backend="together").cost_usd is not None
+    fireworks = route(plan, "Llama-3.1-8B", "lora", backend="fireworks")
+    assert fireworks.cost_usd is None and fireworks.feasible and any("pass --epochs" in n for n in fireworks.notes)
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora", epochs=2))
+    assert route(plan, "Llama-3.1-8B", "lora", backend="fireworks").cost_usd == Decimal("0.05")  # 100k x $0.50
+
+
+def test_bedrock_claude_rejects_examples_over_its_limit(cat):
+    r = route(make_plan(cat, {500: 40, 40_000: 1}, options=ask(cat, "Claude 3 Haiku"), today=date(2026, 6, 1)),
+              "anthropic.claude-3-haiku-20240307-v1:0:200k")
+    assert r.reason == "1 example(s) exceed the 31,999-token limit (longest 40,000)"
+
+
+def test_each_route_is_billed_with_its_own_counter(cat):
+    options = ask(cat, "gpt-4o-mini", "Llama-3.1-8B", method="lora", epochs=1)
+    llama = TokenizerSpec(hf_repo="meta-llama/Llama-3.1-8B", family="llama3")
+    plan = make_plan(cat, {500: 100}, options=options, per_spec={llama: {600: 100}})
+    assert route(plan, "gpt-4o-mini-2024-07-18").billed_tokens == 50_000
+    assert route(plan, "Llama-3.1-8B", "lora", backend="together").billed_tokens == 60_000
+
+
+def test_token_needs_and_the_tokenizer_flag(cat):
+    specs = token_needs(cat, PlanOptions())
+    assert TokenizerSpec(tokenizer="o200k_base") in specs and TokenizerSpec(tokenizer="cl100k_base") in specs
+    assert TokenizerSpec(hf_repo="meta-llama/Llama-3.1-8B", family="llama3") in specs
+    assert len(specs) == len(set(specs))
+    forced = token_needs(cat, ask(cat, "gpt-4o-mini", "Llama-3.1-8B", tokenizer="/tok"))
+    assert set(forced) == {TokenizerSpec(tokenizer="o200k_base"), TokenizerSpec(tokenizer="/tok")}
+
+
+# ---------------------------------------------------------------------------------------------- the Plan
+
+def test_plan_json_shape_and_order(cat):
+    plan = make_plan(cat, {500: 1000})
+    doc = json.loads(json.dumps(plan.to_json()))
+    assert set(doc) >= {"dataset", "routes", "catalog", "cheapest", "fastest"}
+    assert doc["catalog"]["version"] == cat.version and doc["catalog"]["as_of"]["oldest"] <= doc["today"]
+    first = doc["routes"][0]
+    for key in ("backend", "model", "method", "hardware", "feasible", "reason", "vram_gib", "hours", "cost_usd",
+                "billed_tokens", "breakdown", "price_source", "price_as_of", "stale"):
+        assert key in first
+    assert isinstance(first["cost_usd"], float) and first["hardware"] is None and first["vram_gib"] is None
+    feasible = [r["feasible"] for r in doc["routes"]]
+    assert feasible == sorted(feasible, reverse=True)
+    costs = [r["cost_usd"] for r in doc["routes"] if r["feasible"] and r["cost_usd"] is not None]
+    assert costs == sorted(costs)
+    assert doc["cheapest"] == plan.cheapest.id == doc["routes"][0]["id"]
+    assert doc["fastest"] is None  # managed APIs publish no training time
+
+
+def test_stale_prices_are_flagged(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B", epochs=1))
+    assert route(plan, "gpt-4o-mini-2024-07-18").stale  # mid-2025 price
+    assert route(plan, "Llama-3.1-8B", "lora", backend="together").stale  # ~Feb 2026
+    fireworks = [r for r in plan.routes if r.backend == "fireworks"]
+    assert fireworks and not any(r.stale for r in fireworks)  # fetched 2026-10-08
+
+
+def test_route_sources_are_pluggable(cat):
+    def gpu_source(inputs):
+        return [planner.Route(kind="local", backend="local", model="Llama-3.1-8B", method="qlora",
+                              hardware=planner.Hardware("RTX-4090"), hours=2.0, cost_usd=Decimal("0.30"))]
+
+    specs = token_needs(cat, PlanOptions())
+    inputs = PlanInputs(report({"k": stats({500: 10})}), None, cat, PlanOptions(), dict.fromkeys(specs, "k"), TODAY)
+    plan = build_plan(inputs, sources=(*planner.ROUTE_SOURCES, gpu_source))
+    assert plan.fastest.id == "local:Llama-3.1-8B:qlora:RTX-4090x1"
