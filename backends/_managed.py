@@ -62,6 +62,7 @@ from ftbroker.errors import (
     FtBrokerError,
     ProviderAPIError,
     SpecError,
+    UnknownNameError,
 )
 from ftbroker.jobs import Job, JobStatus
 
@@ -403,6 +404,7 @@ class ManagedBackend:
         self.home = Path(home)
         self._client = client
         self.backoff = Backoff(options.retry_initial_s, options.retry_max_s, sleep=sleep)
+        self._priced: dict[str, tuple[Any, ...]] = {}  # spec (JSON) -> its managed routes, priced by validate
 
     # -- the SDK ------------------------------------------------------------------------------------
     def sdk(self) -> Any:
@@ -440,19 +442,30 @@ class ManagedBackend:
 
     # -- validate -----------------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> Any:
+        """Provider-specific spec problems (SpecError); then the dataset read and priced by the planner's shell
+        (token counts with the tokenizer the provider bills by), converted, and checked (DatasetError)."""
         problems = self._spec_problems(spec)
         if problems:
             raise SpecError(problems)
-        from ftbroker import data
-
-        report = data.analyze(spec.dataset)
+        report, self._priced[spec.model_dump_json()] = self._plan(spec)
         report.raise_for_errors()
-        issues = list((getattr(report, "provider_issues", None) or {}).get(self.name, ()))
+        issues = list(report.provider_issues.get(self.name, ()))
         for _, converted in self.convert(spec, report.format):
             issues.extend(converted.errors)
         if issues:
             raise DatasetError(sorted(issues))
         return report
+
+    def _plan(self, spec: JobSpec) -> tuple[Any, tuple[Any, ...]]:
+        """(dataset report, this backend's managed routes for the spec's model), the plan's own way."""
+        from ftbroker import data, planning
+
+        try:
+            plan = planning.plan(spec.dataset, models=[spec.model], method=spec.method,
+                                 epochs=spec.hyperparameters.epochs, validation_file=spec.validation)
+        except UnknownNameError:  # a model the catalog does not know: checked all the same, its price unknown
+            return data.analyze(spec.dataset), ()
+        return plan.dataset, tuple(r for r in plan.routes if r.kind == "managed" and r.backend == self.name)
 
     def convert(self, spec: JobSpec, fmt: str | None = None) -> list[tuple[str, ConvertedFile]]:
         """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``."""
@@ -473,26 +486,14 @@ class ManagedBackend:
 
     # -- quote --------------------------------------------------------------------------------------
     def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
-        """PURE. The catalog's price and availability for this model, through the planner's managed route.
-
-        A model the catalog has no offer for is quoted with an unknown cost (a budget then refuses it).
-        A closed route (past ``available_until`` / ``end_of_life``) is ``ROUTE_UNAVAILABLE`` with its date.
-        """
-        # integration: validate counts no tokens with the offer's tokenizer yet (that needs the pricing area's
-        # planner shell, ``planner.token_needs``), so ``counter_keys`` is empty and the cost comes back unknown
-        offers = [o for o in getattr(env.catalog, "managed", ()) if o.backend == self.name]
-        if not any(spec.model.lower() in {o.model.lower(), o.base_model.lower()} for o in offers):
+        """PURE: the route ``validate`` priced for this spec (the planner's: catalog price x billed tokens,
+        availability on its dates), as a Quote. No catalog offer for the model: the cost is unknown (a budget
+        then refuses the job). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
+        routes = self._priced.get(spec.model_dump_json())
+        if not routes:
             return Quote(backend=self.name, warnings=(
-                f"the catalog has no {self.name} price for {spec.model}: its cost cannot be estimated",))
-        from ftbroker import planner
-
-        options = planner.PlanOptions(models=(planner.ModelRequest(spec.model),), method=spec.method,
-                                      epochs=spec.hyperparameters.epochs)
-        inputs = planner.PlanInputs(report=dataset, validation=None, catalog=env.catalog, options=options,
-                                    counter_keys={}, today=env.today)
-        routes = [r for r in planner.managed_routes(inputs) if r.backend == self.name]
-        return quote_from_route(self.name, routes[0]) if routes else Quote(
-            backend=self.name, warnings=(f"no {self.name} offer fits {spec.model} ({spec.method}) in the catalog",))
+                f"the catalog has no {self.name} offer for {spec.model}: its cost cannot be estimated",))
+        return quote_from_route(self.name, routes[0])
 
     # -- submit -------------------------------------------------------------------------------------
     def submit(self, job: Job, tracker: Tracker) -> Submission:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import BedrockHarness
-from fakes.support import FAST, use_stand_ins, write_chat
-
+from fakes import BedrockHarness, data_double
+from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import DatasetError, SpecError
+from ftbroker.errors import DatasetError, RouteUnavailableError, SpecError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -25,7 +24,7 @@ def aws():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    use_stand_ins(monkeypatch)
+    data_double.install()
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b
 
@@ -145,3 +144,12 @@ def test_model_data_and_hyperparameter_checks(aws, broker, tmp_path):
         broker.submit(spec_for(aws, multi))
     llama32 = spec_for(aws, multi, model="meta.llama3-2-3b-instruct-v1:0:128k")
     assert broker.backend(llama32).validate(llama32).examples == 1
+
+
+def test_claude_3_haiku_is_refused_by_its_end_of_life_date(aws, broker, tmp_path):
+    data = write_chat(tmp_path / "data.jsonl", n=40)
+    with pytest.raises(RouteUnavailableError) as err:
+        broker.submit(spec_for(aws, data, model="anthropic.claude-3-haiku-20240307-v1:0:200k"))
+    assert err.value.exit_code == 3
+    assert "closed: the model reached end of life on 2026-09-10" in str(err.value)
+    assert broker.jobs() == [] and aws.jobs() == {}

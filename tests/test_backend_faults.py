@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
-from fakes import ALL_FAULTS, Fault, FakeOpenAI
-from fakes.support import FAST, use_stand_ins, write_chat
-
+from fakes import ALL_FAULTS, FakeOpenAI, Fault, data_double
+from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
 from ftbroker.jobs import JobStatus
@@ -41,7 +40,7 @@ def owner(remote_job) -> str:
 
 
 def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
-    use_stand_ins(monkeypatch)
+    data_double.install()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import Fault, FakeOpenAI, Outcome
-from fakes.support import FAST, use_stand_ins, write_chat
-
+from fakes import FakeOpenAI, Fault, Outcome, data_double
+from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import BackendAuthError, BackendRateLimitError, BudgetExceededError, DatasetError, SpecError
+from ftbroker.errors import (
+    BackendAuthError,
+    BackendRateLimitError,
+    BudgetExceededError,
+    DatasetError,
+    SpecError,
+)
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -25,7 +30,7 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    use_stand_ins(monkeypatch)
+    data_double.install()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b
@@ -159,8 +164,18 @@ def test_missing_key_is_an_auth_error(fake, broker, tmp_path, monkeypatch):
     assert fake.requests == []
 
 
-def test_a_budget_that_cannot_be_checked_refuses_before_any_upload(fake, broker, tmp_path):
-    spec = spec_for(fake, write_chat(tmp_path / "data.jsonl"), budget={"max_cost_usd": "5"})
-    with pytest.raises(BudgetExceededError, match="cannot be estimated") as err:
-        broker.submit(spec)  # the stand-in catalog has no price for the model
+def test_the_budget_is_checked_before_any_upload(fake, broker, tmp_path):
+    spec = spec_for(fake, write_chat(tmp_path / "data.jsonl"), budget={"max_cost_usd": "0.000001"})
+    with pytest.raises(BudgetExceededError) as err:  # over it, or (no token counts yet) not estimable
+        broker.submit(spec)
     assert err.value.exit_code == 3 and fake.requests == [] and broker.jobs() == []
+
+
+def test_the_quote_comes_from_the_catalog(fake, broker, tmp_path):
+    data = write_chat(tmp_path / "data.jsonl")
+    quote = broker.prepare(spec_for(fake, data)).quote
+    assert quote.breakdown["price_source"].startswith("platform pricing docs copy")  # the catalog's gpt-4o-mini row
+    assert any("2027-01-06" in w for w in quote.warnings)  # OpenAI stops taking new fine-tuning jobs then
+    unknown = broker.prepare(JobSpec(dataset=str(data), model="my-own-model", backend="openai",
+                                     backend_options={**FAST, "base_url": fake.base_url})).quote
+    assert unknown.cost_usd is None and "no openai offer for my-own-model" in unknown.warnings[0]

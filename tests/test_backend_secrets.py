@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import FakeOpenAI, FakeTogether, Outcome
-from fakes.support import FAST, use_stand_ins, write_chat
-
+from fakes import FakeOpenAI, FakeTogether, Outcome, data_double
+from fakes.support import FAST, write_chat
 from ftbroker.cli import cli
 
 CASES = {
@@ -27,7 +26,7 @@ def test_the_key_never_leaks(name, tmp_path, monkeypatch):
     fake_class, variable, prefix, model = CASES[name]
     canary = prefix + secrets.token_hex(16)
     home = Path(os.environ["FTBROKER_HOME"])
-    use_stand_ins(monkeypatch)
+    data_double.install()
     monkeypatch.setenv(variable, canary)
     data = write_chat(tmp_path / "data.jsonl")
     outputs = []

@@ -5,9 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from fakes import Fault, FakeTogether, Outcome
-from fakes.support import FAST, use_stand_ins, write_chat
-
+from fakes import FakeTogether, Fault, Outcome, data_double
+from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
 from ftbroker.errors import BackendAuthError, SpecError
 from ftbroker.jobs import JobStatus
@@ -24,7 +23,7 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    use_stand_ins(monkeypatch)
+    data_double.install()
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-test-together-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b

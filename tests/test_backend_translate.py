@@ -13,17 +13,15 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from ftbroker.backends import bedrock, openai as oai, together
+from ftbroker.backends import bedrock, together
+from ftbroker.backends import openai as oai
 from ftbroker.backends._managed import (
     QUOTED_PRICE,
     Backoff,
     ConvertedFile,
+    actual_cost,
     convert_file,
     map_status,
-    actual_cost,
     provider_tag,
     quote_from_route,
     scrub,
@@ -42,6 +40,8 @@ from ftbroker.errors import (
 )
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
+from hypothesis import given
+from hypothesis import strategies as st
 
 # botocore 1.44.8 bedrock service-2.json patterns
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")

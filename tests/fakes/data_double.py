@@ -1,8 +1,9 @@
 """A stand-in for the data area's ``ftbroker.data`` until it is merged: REMOVE AT INTEGRATION.
 
-The managed backends read datasets through ``ftbroker.data`` (``analyze``, ``read_examples``). While that
-module is not in this branch, ``install()`` puts a minimal one in its place: JSON lines, the format taken
-from the keys of the first line, no token counts. A no-op once the real module exists.
+The managed backends read datasets through ``ftbroker.data`` (``analyze``, ``read_examples``; ``advise`` for the
+planner's shell). While that module is not in this branch, ``install()`` puts a minimal one in its place: JSON
+lines, the format taken from the keys of the first line, no token counts (so quotes have no cost). A no-op once
+the real module exists.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import importlib.util
 import json
 import sys
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftbroker.errors import DataIssue, DatasetError
 
@@ -26,10 +29,17 @@ def _format(example: dict) -> str:
     return "text"
 
 
-class _Report(types.SimpleNamespace):
-    def __init__(self, path: str, fmt: str, examples: int):
-        super().__init__(path=path, format=fmt, examples=examples, errors=[], warnings=[], tokens={},
-                         provider_issues={})
+@dataclass(frozen=True)
+class _Report:
+    path: str
+    format: str
+    examples: int
+    size_bytes: int
+    errors: list[Any] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)
+    tokens: dict[str, Any] = field(default_factory=dict)
+    provider_issues: dict[str, Any] = field(default_factory=dict)
+    advice: tuple[Any, ...] = ()
 
     def raise_for_errors(self) -> None:
         if self.errors:
@@ -57,15 +67,15 @@ def install() -> None:
 
     def analyze(path, *, counters=(), limits=None):
         examples = [e for _, e in read_examples(path)]
-        report = _Report(str(path), _format(examples[0]) if examples else "chat", len(examples))
-        report.errors = [DataIssue(str(path), n, "not a JSON object") for n, e in parsed(path)
-                         if not isinstance(e, dict)]
-        return report
+        errors = [DataIssue(str(path), n, "not a JSON object") for n, e in parsed(path) if not isinstance(e, dict)]
+        return _Report(str(path), _format(examples[0]) if examples else "chat", len(examples),
+                       Path(path).stat().st_size, errors)
 
     import ftbroker
 
     data = sys.modules.setdefault("ftbroker.data", types.ModuleType("ftbroker.data"))
     data.analyze, data.read_examples = analyze, read_examples
+    data.advise = lambda report, **kw: []
     tokens = sys.modules.setdefault("ftbroker.tokens", types.ModuleType("ftbroker.tokens"))
     if not hasattr(tokens, "resolve"):
         tokens.resolve = lambda tokenizer=None, **kw: types.SimpleNamespace(key="double", name="double", exact=False)

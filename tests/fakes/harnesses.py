@@ -10,10 +10,11 @@ from typing import Any
 
 from ftbroker.spec import JobSpec
 
+from . import data_double
 from ._jobs import Outcome
 from .bedrock_fake import BedrockHarness
 from .openai_fake import FakeOpenAI
-from .support import FAST, use_stand_ins, write_chat
+from .support import FAST, write_chat
 from .together_fake import FakeTogether
 
 FAILURE = "invalid training file: line 7 has no assistant message"
@@ -28,7 +29,7 @@ class _Loopback:
     fake_class: type
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        use_stand_ins(monkeypatch)
+        data_double.install()
         monkeypatch.setenv(self.key_variable, f"test-key-for-{self.name}")
         self.fake = self.fake_class(advance_on_poll=True).start()
         self.data = write_chat(tmp_path / "data.jsonl")
@@ -59,7 +60,7 @@ class BedrockContract:
     failure_message = FAILURE
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        use_stand_ins(monkeypatch)
+        data_double.install()
         self.aws = BedrockHarness().__enter__()
         self.data = write_chat(tmp_path / "data.jsonl")
         self.scenarios: list[str] = []  # one per job created, in order
