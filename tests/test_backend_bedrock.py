@@ -24,7 +24,7 @@ def aws():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install()
+    data_double.install(monkeypatch)
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b
 

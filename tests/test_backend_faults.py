@@ -40,7 +40,7 @@ def owner(remote_job) -> str:
 
 
 def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
-    data_double.install()
+    data_double.install(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()

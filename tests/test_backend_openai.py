@@ -30,7 +30,7 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install()
+    data_double.install(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b

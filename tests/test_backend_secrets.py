@@ -26,7 +26,7 @@ def test_the_key_never_leaks(name, tmp_path, monkeypatch):
     fake_class, variable, prefix, model = CASES[name]
     canary = prefix + secrets.token_hex(16)
     home = Path(os.environ["FTBROKER_HOME"])
-    data_double.install()
+    data_double.install(monkeypatch)
     monkeypatch.setenv(variable, canary)
     data = write_chat(tmp_path / "data.jsonl")
     outputs = []

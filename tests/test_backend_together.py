@@ -23,7 +23,7 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install()
+    data_double.install(monkeypatch)
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-test-together-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b

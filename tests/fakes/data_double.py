@@ -46,8 +46,9 @@ class _Report:
             raise DatasetError(self.errors)
 
 
-def install() -> None:
-    """Install (or complete the spine tests' own double of) ``ftbroker.data`` and ``ftbroker.tokens``."""
+def install(monkeypatch: Any) -> None:
+    """Install (or complete the spine tests' own double of) ``ftbroker.data`` and ``ftbroker.tokens`` for one test:
+    ``monkeypatch`` takes them away again, so no other test sees them."""
     loaded = sys.modules.get("ftbroker.data")
     if loaded is not None and loaded.__spec__ is not None or loaded is None and importlib.util.find_spec(
             "ftbroker.data") is not None:
@@ -73,10 +74,14 @@ def install() -> None:
 
     import ftbroker
 
-    data = sys.modules.setdefault("ftbroker.data", types.ModuleType("ftbroker.data"))
-    data.analyze, data.read_examples = analyze, read_examples
-    data.advise = lambda report, **kw: []
-    tokens = sys.modules.setdefault("ftbroker.tokens", types.ModuleType("ftbroker.tokens"))
+    data = sys.modules.get("ftbroker.data") or types.ModuleType("ftbroker.data")
+    tokens = sys.modules.get("ftbroker.tokens") or types.ModuleType("ftbroker.tokens")
+    for module, name in ((data, "ftbroker.data"), (tokens, "ftbroker.tokens")):
+        monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.setattr(ftbroker, name.rpartition(".")[2], module, raising=False)
+    monkeypatch.setattr(data, "analyze", analyze, raising=False)
+    monkeypatch.setattr(data, "read_examples", read_examples, raising=False)
+    monkeypatch.setattr(data, "advise", lambda report, **kw: [], raising=False)
     if not hasattr(tokens, "resolve"):
-        tokens.resolve = lambda tokenizer=None, **kw: types.SimpleNamespace(key="double", name="double", exact=False)
-    ftbroker.data, ftbroker.tokens = data, tokens
+        monkeypatch.setattr(tokens, "resolve", lambda tokenizer=None, **kw: types.SimpleNamespace(
+            key="double", name="double", exact=False), raising=False)
