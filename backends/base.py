@@ -295,6 +295,9 @@ ENTRY_POINT_GROUP = "ftbroker.backends"
 # name -> "module:Class". Imported only when used, so a backend's SDK is never loaded for another's job.
 BUILTIN_BACKENDS: dict[str, str] = {
     "local": "ftbroker.backends.local.backend:LocalBackend",
+    "openai": "ftbroker.backends.openai:OpenAIBackend",
+    "together": "ftbroker.backends.together:TogetherBackend",
+    "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
 }
 
 

@@ -30,3 +30,21 @@ def tiny_model_dir(tmp_path_factory):
     from tinymodels import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+# --- providers area: figures a test wants shown in every run's output (plain `pytest`, no -s) ---------------
+_SUMMARY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def summary_line(request):
+    """``summary_line("...")`` adds a line to the "ftbroker figures" section printed at the end of the run."""
+    return request.config.stash.setdefault(_SUMMARY, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.section("ftbroker figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -21,6 +21,7 @@ import shutil
 import time
 
 import pytest
+from fakes.harnesses import MANAGED_HARNESSES
 from spine_support import wait_for
 from tinymodels import code_examples, write_jsonl
 
@@ -28,6 +29,7 @@ from ftbroker.backends import base
 from ftbroker.broker import Broker
 from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
 from ftbroker.spec import JobSpec
+from spine_support import SCRIPTED_TRAINER, install_data_double, wait_for, write_chat
 
 
 class LocalHarness:
@@ -57,7 +59,7 @@ class LocalHarness:
         pass
 
 
-HARNESSES = {"local": LocalHarness}
+HARNESSES = {"local": LocalHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock on their fakes
 
 
 @pytest.fixture(params=sorted(HARNESSES))

@@ -1,0 +1,624 @@
+"""What the managed-API backends (OpenAI, Together, Bedrock) share: one policy, written once.
+
+- ``provider_tag``: the stable, provider-safe name derived from an ftbroker job id, which every
+  remote job carries so that a later call can FIND the job it may already have created.
+- ``map_status``: provider status -> ``JobStatus`` through a per-provider table (research/apis
+  NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
+- Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt, notes)`` over
+  parsed examples with their line numbers, streams the provider's JSONL to a file while hashing it,
+  and collects ``FILE:LINE: message`` issues; converters raise ``Rejected`` for a line.
+- ``check_range``: hyperparameter bounds, collected so that every problem is reported at once.
+- Errors: ``translate_error`` maps the SDKs' exceptions (the Stainless-generated openai/together
+  ones, botocore's) onto ``ftbroker.errors`` with secrets scrubbed out of every message.
+- Retries: ``Backoff`` (exponential, full jitter, never shorter than a server's Retry-After) and
+  ``submit_once``: look for the job first, create only when it is not there, retry only on
+  transient errors (tenacity). See "Who retries what" below.
+
+Who retries what (the split):
+- The SDK retries idempotent reads itself (GET: retrieve, list, events, metrics; botocore: every
+  call, which is safe there because Bedrock creates carry ``clientRequestToken``): connection
+  errors, timeouts, 408/409/429/5xx, honouring Retry-After up to its own cap. Backends pass
+  ``max_retries`` explicitly.
+- Non-idempotent writes of the Stainless SDKs (upload, create job) run with ``max_retries=0``:
+  a blind SDK retry after a create that succeeded on the server but answered 500 (or dropped the
+  connection, or timed out) would create a second job. ``submit_once`` retries them instead, each
+  attempt starting with a look-up by the job's tag.
+- Polls raise a transient error as ``BackendUnavailableError`` / ``BackendRateLimitError`` (with the
+  server's Retry-After): the Broker's follow loop backs off with jitter and polls again, so a
+  passing outage never turns into a failed job. Each poll suggests its interval (``next_poll_s``).
+- Every call has a timeout (``request_timeout_s``; uploads ``upload_timeout_s``).
+
+``ManagedBackend`` is the flow itself (validate, quote, submit, cancel), with hooks each provider module
+fills in; ``quote_from_route`` turns the planner's priced managed route into the backend's Quote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
+from ftbroker.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendRateLimitError,
+    BackendUnavailableError,
+    DataIssue,
+    DatasetError,
+    ExtraNotInstalledError,
+    FtBrokerError,
+    ProviderAPIError,
+    SpecError,
+    UnknownNameError,
+)
+from ftbroker.jobs import Job, JobStatus
+
+if TYPE_CHECKING:
+    from ftbroker.spec import JobSpec
+
+T = TypeVar("T")
+
+
+# -- naming ------------------------------------------------------------------------------------------
+def provider_tag(job_id: str, max_len: int = 40) -> str:
+    """``job_id`` (``ftb-...``; another id gains the prefix) lower-cased, [a-z0-9] runs joined by single
+    hyphens, at most ``max_len`` long.
+
+    Valid as an OpenAI suffix, a Together suffix (<= 40), a Bedrock job name, custom model name and
+    client request token. Too long an id keeps its head and gains a hash of the whole, so two ids
+    never share a tag.
+    """
+    body = "-".join(re.findall(r"[a-z0-9]+", job_id.lower()))
+    tag = body if body.startswith("ftb-") else f"ftb-{body}" if body else "ftb"
+    if len(tag) > max_len:
+        digest = hashlib.sha256(job_id.encode()).hexdigest()[:8]
+        tag = f"{tag[: max_len - 9].rstrip('-')}-{digest}"
+    return tag
+
+
+# -- status ------------------------------------------------------------------------------------------
+def map_status(raw: str | None, table: Mapping[str, JobStatus]) -> JobStatus:
+    """A provider's status value, normalized; unknown values are treated as still running."""
+    return table.get(raw or "", JobStatus.RUNNING)
+
+
+# -- datasets ----------------------------------------------------------------------------------------
+class Rejected(Exception):
+    """A dataset line the provider would refuse; the message says why (no path or line: added later)."""
+
+
+def text_of(content: Any, where: str) -> str:
+    """A message's content as plain text: a string, or a list of text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise Rejected(f"{where}: content part of type {kind!r} is not supported (text only)")
+            texts.append(part["text"])
+        return "".join(texts)
+    if content is None:
+        raise Rejected(f"{where}: has no content")
+    raise Rejected(f"{where}: content must be a string or a list of text parts, not {type(content).__name__}")
+
+
+@dataclass(frozen=True)
+class ConvertedFile:
+    """The provider-format file written by ``convert_file``, with what was found on the way."""
+
+    path: Path
+    fmt: str  # the source format it was converted from
+    examples: int
+    size_bytes: int
+    sha256: str
+    errors: tuple[DataIssue, ...] = ()
+    warnings: tuple[DataIssue, ...] = ()
+
+    @property
+    def upload_name(self) -> str:
+        """A file name that names the content: the same bytes always get the same name (reuse key)."""
+        return f"ftbroker-{self.sha256[:32]}.jsonl"
+
+
+Converter = Callable[[Mapping[str, Any], str, list[str]], dict[str, Any]]
+
+
+def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: str, fmt: str,
+                 convert: Converter, out: Path, min_examples: int = 1, max_examples: int | None = None,
+                 rules: str = "") -> ConvertedFile:
+    """Convert parsed ``(line, example)`` pairs of ``source`` into ``out`` (JSONL), constant memory.
+
+    ``convert(example, fmt, notes)`` returns the provider's record, appends warnings to ``notes``
+    and raises ``Rejected`` for a line the provider would refuse. ``rules`` names where the rules
+    come from, for the count messages.
+    """
+    errors: list[DataIssue] = []
+    warnings: list[DataIssue] = []
+    digest = hashlib.sha256()
+    count = size = 0
+    with open(out, "wb") as fh:
+        for line, example in examples:
+            notes: list[str] = []
+            try:
+                record = convert(example, fmt, notes)
+            except Rejected as why:
+                errors.append(DataIssue(source, line, str(why)))
+                continue
+            warnings.extend(DataIssue(source, line, note) for note in notes)
+            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            fh.write(data)
+            digest.update(data)
+            count, size = count + 1, size + len(data)
+    rule = f" ({rules})" if rules else ""
+    if count < min_examples and not errors:
+        errors.append(DataIssue(source, 0, f"{count} examples; at least {min_examples} are required{rule}"))
+    if max_examples is not None and count > max_examples:
+        errors.append(DataIssue(source, 0, f"{count} examples; at most {max_examples} are accepted{rule}"))
+    return ConvertedFile(out, fmt, count, size, digest.hexdigest(), tuple(errors), tuple(warnings))
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- hyperparameters ---------------------------------------------------------------------------------
+def check_range(problems: list[str], name: str, value: float | None, low: float, high: float, *,
+                low_open: bool = False, source: str = "") -> None:
+    """Append a problem when ``value`` is outside [low, high] (or (low, high] with ``low_open``)."""
+    if value is None:
+        return
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        where = f" ({source})" if source else ""
+        problems.append(f"{name}: {value:g} is outside {bracket}{low:g}, {high:g}]{where}")
+
+
+def hp_string(value: float | int) -> str:
+    """A hyperparameter as Bedrock wants it (a string): integers plainly, floats shortest-exact."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+# -- secrets and errors ------------------------------------------------------------------------------
+_SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "TOGETHER_API_KEY", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "WANDB_API_KEY", "HF_TOKEN")
+_SECRET_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|tgp_v1_[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-\.=]{6,}|"
+    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9]))")
+
+
+def scrub(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every known secret (the providers' key variables, key-shaped strings) masked."""
+    secrets = {os.environ.get(name, "") for name in _SECRET_ENV} | set(extra)
+    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _SECRET_PATTERNS.sub("***", text)
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue
+    return None
+
+
+def translate_error(exc: BaseException, backend: str, doing: str) -> BackendError:
+    """The ftbroker error for an SDK exception (call as ``raise translate_error(...) from exc``).
+
+    Works on the Stainless-generated SDKs (openai, together: ``status_code``, ``response``,
+    ``body``; connection and timeout errors by class name) and on botocore (``ClientError`` with
+    ``response['Error']``, connection errors by class). Messages are scrubbed of secrets.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    status = getattr(exc, "status_code", None)
+    request_id = getattr(exc, "request_id", None)
+    message = _provider_message(exc)
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if "ClientError" in names and isinstance(getattr(exc, "response", None), Mapping):  # botocore
+        err = exc.response.get("Error", {})  # type: ignore[attr-defined]
+        meta = exc.response.get("ResponseMetadata", {})  # type: ignore[attr-defined]
+        status, request_id = meta.get("HTTPStatusCode"), meta.get("RequestId")
+        code = err.get("Code", "")
+        message = f"{code}: {err.get('Message', '')}".strip(": ")
+        headers = meta.get("HTTPHeaders")
+        if code in ("ThrottlingException", "TooManyRequestsException"):
+            status = 429
+        elif code in ("AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException",
+                      "InvalidSignatureException"):
+            status = 403
+    text = scrub(f"{doing} failed: {message}")
+    if names & {"APITimeoutError", "APIConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
+                "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException",
+                "TransportError"}:
+        return BackendUnavailableError(text, backend=backend)
+    if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
+        return BackendAuthError(text, backend=backend)
+    if status is None:
+        return BackendError(text, backend=backend, request_id=request_id)
+    if status in (401, 403):
+        return BackendAuthError(text, backend=backend, request_id=request_id)
+    if status == 429:
+        return BackendRateLimitError(text, backend=backend, request_id=request_id, retry_after=_retry_after(headers))
+    if status >= 500 or status == 408:
+        return BackendUnavailableError(text, backend=backend, request_id=request_id)
+    return ProviderAPIError(text, backend=backend, status_code=status, request_id=request_id)
+
+
+def _provider_message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(body.get("message"), str):
+            return body["message"]
+    return str(exc) or type(exc).__name__
+
+
+TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
+QUOTED_PRICE = "quoted_usd_per_m_tokens"  # the key a job's price per million trained tokens is kept under
+
+
+# -- waiting -----------------------------------------------------------------------------------------
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter; a server's Retry-After is a floor, ``maximum`` a cap.
+
+    ``rng`` and ``sleep`` are injectable so that tests run without waiting.
+    """
+
+    initial: float = 2.0
+    maximum: float = 60.0
+    multiplier: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 0)."""
+        ceiling = min(self.maximum, self.initial * self.multiplier**attempt)
+        wait = self.rng.uniform(ceiling / 2, ceiling)
+        return max(wait, retry_after or 0.0)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    return getattr(exc, "retry_after", None)
+
+
+def submit_once(find: Callable[[], T | None], create: Callable[[], T], *, attempts: int,
+                backoff: Backoff, on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+    """Create a remote object exactly once: each attempt first looks for it, then creates it.
+
+    ``find`` and ``create`` raise ftbroker errors; only transient ones (unavailable, rate limited)
+    are retried, up to ``attempts`` attempts, waiting ``backoff`` (honouring Retry-After) between.
+    A create that succeeded remotely but failed locally is found by the next attempt's ``find``.
+    """
+    import tenacity
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return backoff.delay(state.attempt_number - 1, retry_after_of(exc) if exc else None)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.attempt_number, state.outcome.exception())
+
+    def attempt() -> T:
+        existing = find()
+        return existing if existing is not None else create()
+
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(attempts), wait=wait,
+                                 retry=tenacity.retry_if_exception_type(TRANSIENT), reraise=True,
+                                 sleep=backoff.sleep, before_sleep=before_sleep)
+    return retrying(attempt)
+
+
+# -- the backend skeleton ----------------------------------------------------------------------------
+class ManagedOptions(BaseModel):
+    """``backend_options`` every managed backend takes (timings; tests shrink them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_timeout_s: float = Field(60.0, gt=0, description="timeout of every API call")
+    upload_timeout_s: float = Field(900.0, gt=0, description="timeout of a file upload")
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries of idempotent calls (reads)")
+    submit_attempts: int = Field(6, ge=1, le=50, description="look-then-create attempts before giving up")
+    retry_initial_s: float = Field(2.0, gt=0, description="first wait between submit attempts")
+    retry_max_s: float = Field(60.0, gt=0, description="longest wait between submit attempts")
+    poll_interval_s: float = Field(30.0, gt=0, description="how often following polls the provider")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A converted dataset file as uploaded: the provider's handle and what it holds."""
+
+    role: str  # "training" | "validation"
+    file: ConvertedFile
+    remote_id: str
+    reused: bool
+
+
+def read_examples(path: str) -> Iterable[tuple[int, Mapping[str, Any]]]:
+    """The parsed examples of a dataset with their line numbers, from the data area's reader."""
+    from ftbroker import data
+
+    return data.read_examples(path)
+
+
+def dataset_format(path: str) -> str:
+    """The dataset's format as the data area detects it ("chat", "prompt_completion", ...)."""
+    from ftbroker import data
+
+    report = data.analyze(path)
+    report.raise_for_errors()
+    return report.format
+
+
+class ManagedBackend:
+    """The flow every managed API shares; a provider module fills in the ``_provider_*`` hooks.
+
+    - ``validate``: the spec's provider-specific problems (SpecError), the dataset read by the data area,
+      then converted to the provider's format with its rules checked (DatasetError, FILE:LINE).
+    - ``submit``: convert; then ``submit_once``: look for the job by its tag, else upload each file
+      (reusing one already uploaded with the same content) and create the job with SDK retries off.
+      Every remote handle is ``tracker.remember``-ed as soon as it exists.
+    - ``poll`` / ``cancel`` / ``result``: SDK errors become ftbroker errors (the Broker backs off on the
+      transient ones); the provider's error message is surfaced, scrubbed of secrets.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    Options: ClassVar[type[ManagedOptions]]
+    sdk_package: ClassVar[str]  # the PyPI package / import name of the official SDK
+    extra: ClassVar[str]  # the ftbroker extra that installs it
+    status_table: ClassVar[Mapping[str, JobStatus]]  # the provider's status words (research/apis NOTES 6)
+
+    def __init__(self, options: ManagedOptions, *, home: Path, client: Any = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.options = options
+        self.home = Path(home)
+        self._client = client
+        self.backoff = Backoff(options.retry_initial_s, options.retry_max_s, sleep=sleep)
+        self._priced: dict[str, tuple[Any, ...]] = {}  # spec (JSON) -> its managed routes, priced by validate
+
+    # -- the SDK ------------------------------------------------------------------------------------
+    def sdk(self) -> Any:
+        try:
+            return importlib.import_module(self.sdk_package)
+        except ImportError as exc:
+            raise ExtraNotInstalledError(self.sdk_package, self.extra, f"the {self.name} backend") from exc
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if callable(close):
+            close()
+
+    def _writes(self) -> Any:
+        """The (Stainless-generated) client for non-idempotent calls: SDK retries off, since ``submit_once``
+        retries those itself, looking for what an earlier attempt may have created first."""
+        return self.client.with_options(max_retries=0)
+
+    def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
+        try:
+            return fn(*args, **kwargs)
+        except FtBrokerError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, self._sdk_errors()):
+                raise
+            raise translate_error(exc, self.name, doing) from exc
+
+    # -- validate -----------------------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> Any:
+        """Provider-specific spec problems (SpecError); then the dataset read and priced by the planner's shell
+        (token counts with the tokenizer the provider bills by), converted, and checked (DatasetError)."""
+        problems = self._spec_problems(spec)
+        if problems:
+            raise SpecError(problems)
+        report, self._priced[spec.model_dump_json()] = self._plan(spec)
+        report.raise_for_errors()
+        issues = list(report.provider_issues.get(self.name, ()))
+        for _, converted in self.convert(spec, report.format):
+            issues.extend(converted.errors)
+        if issues:
+            raise DatasetError(sorted(issues))
+        return report
+
+    def _plan(self, spec: JobSpec) -> tuple[Any, tuple[Any, ...]]:
+        """(dataset report, this backend's managed routes for the spec's model), the plan's own way."""
+        from ftbroker import data, planning
+
+        try:
+            plan = planning.plan(spec.dataset, models=[spec.model], method=spec.method,
+                                 epochs=spec.hyperparameters.epochs, validation_file=spec.validation)
+        except UnknownNameError:  # a model the catalog does not know: checked all the same, its price unknown
+            return data.analyze(spec.dataset), ()
+        return plan.dataset, tuple(r for r in plan.routes if r.kind == "managed" and r.backend == self.name)
+
+    def convert(self, spec: JobSpec, fmt: str | None = None) -> list[tuple[str, ConvertedFile]]:
+        """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``."""
+        folder = self.home / "uploads" / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        for role, path in (("training", spec.dataset), ("validation", spec.validation)):
+            if path is None:
+                continue
+            kind = fmt if role == "training" and fmt else dataset_format(path)
+            target = folder / f".{role}-{os.getpid()}-{id(self)}.jsonl"
+            converted = convert_file(read_examples(path), source=path, fmt=kind, out=target,
+                                     **self._conversion(spec, role))
+            final = folder / converted.upload_name
+            target.replace(final)
+            out.append((role, dataclasses.replace(converted, path=final)))
+        return out
+
+    # -- quote --------------------------------------------------------------------------------------
+    def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
+        """PURE: the route ``validate`` priced for this spec (the planner's: catalog price x billed tokens,
+        availability on its dates), as a Quote. No catalog offer for the model: the cost is unknown (a budget
+        then refuses the job). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
+        routes = self._priced.get(spec.model_dump_json())
+        if not routes:
+            return Quote(backend=self.name, warnings=(
+                f"the catalog has no {self.name} offer for {spec.model}: its cost cannot be estimated",))
+        return quote_from_route(self.name, routes[0])
+
+    # -- submit -------------------------------------------------------------------------------------
+    def submit(self, job: Job, tracker: Tracker) -> Submission:
+        files = self.convert(job.spec)
+        errors = [issue for _, converted in files for issue in converted.errors]
+        if errors:
+            raise DatasetError(errors)
+
+        def find() -> tuple[Mapping[str, Any], bool] | None:
+            found = self._provider_find(job)
+            return None if found is None else (found, True)
+
+        def create() -> tuple[Mapping[str, Any], bool]:
+            self._provider_preflight(job)
+            uploads = [self._upload(job, role, converted, tracker) for role, converted in files]
+            raw = self._provider_create(job, uploads)
+            tracker.remember(**self._handles(raw))
+            return raw, False
+
+        def on_retry(attempt: int, exc: BaseException) -> None:
+            tracker.event(f"submission attempt {attempt} failed ({exc}); looking for the job before trying again",
+                          kind="warning", level="warning")
+
+        raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
+                                  on_retry=on_retry)
+        status, detail = self._provider_status(raw)
+        return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused,
+                          raw=_plain(raw))
+
+    def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
+        remembered = job.remote.get(f"{role}_file")
+        if remembered and job.remote.get(f"{role}_sha256") == converted.sha256:
+            remote_id, reused = remembered, True
+        else:
+            remote_id = self._provider_find_upload(converted)
+            reused = remote_id is not None
+            if remote_id is None:
+                remote_id = self._provider_upload(converted)
+        tracker.remember(**{f"{role}_file": remote_id, f"{role}_sha256": converted.sha256})
+        if reused:
+            tracker.event(f"{role} data already uploaded as {remote_id} (same content): not uploaded again")
+        return Upload(role, converted, remote_id, reused)
+
+    # -- hooks a provider fills in ------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        raise NotImplementedError
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    def _spec_problems(self, spec: JobSpec) -> list[str]:
+        raise NotImplementedError
+
+    def _conversion(self, spec: JobSpec, role: str) -> dict[str, Any]:
+        """``convert_file`` keywords for this spec: ``convert``, ``min_examples``, ``rules``, ..."""
+        raise NotImplementedError
+
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        raise NotImplementedError
+
+    def _provider_preflight(self, job: Job) -> None:
+        """Checks that need the provider (e.g. its per-model limits), before anything is uploaded."""
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        raise NotImplementedError
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        raise NotImplementedError
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
+        """The provider's record of a submitted job."""
+        raise NotImplementedError
+
+    def _provider_cancel(self, job: Job) -> Mapping[str, Any] | None:
+        """Ask the provider to stop the job; its record if the answer carries one."""
+        raise NotImplementedError
+
+    def _provider_status(self, raw: Mapping[str, Any]) -> tuple[JobStatus, str | None]:
+        """(normalized status, the provider's own word) of a job record."""
+        return map_status(raw.get("status"), self.status_table), raw.get("status")
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        """What ``job.remote`` keeps to find the job again."""
+        return {"job_id": raw["id"]}
+
+    # -- cancel -------------------------------------------------------------------------------------
+    def cancel(self, job: Job) -> Update:
+        try:
+            raw = self._provider_cancel(job) or self._provider_fetch(job)
+        except ProviderAPIError:
+            raw = self._provider_fetch(job)  # refused because it already ended: report where it ended
+            if not self._provider_status(raw)[0].terminal:
+                raise
+        status, detail = self._provider_status(raw)
+        return Update(status=status, detail=detail, raw=_plain(raw))
+
+
+def quote_from_route(backend: str, route: Any) -> Quote:
+    """A planner Route (a managed offer priced for this dataset) as the backend's Quote."""
+    closed = not route.feasible and route.reason.startswith(("closed", "not open"))
+    verdict = Verdict.ROUTE_UNAVAILABLE if closed else Verdict.OK
+    reason = f"{route.model}: {route.reason}" if route.reason else None
+    warnings = tuple(route.notes) + ((reason,) if reason and not closed else ())
+    breakdown = {**route.breakdown, "price_source": route.price_source,
+                 "price_as_of": str(route.price_as_of) if route.price_as_of else None, "epochs": route.epochs}
+    price = route.breakdown.get("usd_per_m_tokens")
+    # kept with the job (ledger ``resources``) so the actual cost is priced as quoted: trained tokens x this
+    resources = {QUOTED_PRICE: float(price)} if price is not None else {}
+    return Quote(backend=backend, verdict=verdict, reason=reason if closed else None, cost_usd=route.cost_usd,
+                 billed_tokens=route.billed_tokens, warnings=warnings, breakdown=breakdown, resources=resources)
+
+
+def actual_cost(job: Job, trained_tokens: int | None) -> Decimal | None:
+    """What a job cost, from the tokens the provider says it trained and the price it was quoted at."""
+    price = job.resources.get(QUOTED_PRICE)
+    if trained_tokens is None or price is None:
+        return None
+    return (Decimal(trained_tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("0.0001"))
+
+
+def _plain(raw: Any) -> dict[str, Any]:
+    """A provider record as JSON-able data (SDK models dumped; datetimes as ISO strings)."""
+    if hasattr(raw, "model_dump"):  # SDK models are lenient: a value off their type is kept, not warned about
+        raw = raw.model_dump(mode="json", by_alias=True, warnings=False)
+    return json.loads(json.dumps(raw, default=str))

@@ -1,0 +1,430 @@
+"""Together AI fine-tuning through the official ``together`` SDK (3.x).
+
+Facts behind this module: research/apis/NOTES.md section 2 (the 3-step upload, what
+``fine_tuning.create`` sends, job, event and metrics shapes, statuses, data formats and the legacy
+SDK's full local checks), carried here with their sources in comments.
+
+This part is pure translation (no SDK, no I/O): the status table, events and metrics, the
+``fine_tuning.create`` arguments and their check against the model's limits, and the conversion of
+a dataset into Together's formats with Together's documented rules checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ftbroker.backends.base import Capabilities, Update
+from ftbroker.errors import BackendAuthError, SpecError
+from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+
+from ._managed import (
+    ConvertedFile,
+    ManagedBackend,
+    ManagedOptions,
+    Rejected,
+    Upload,
+    check_range,
+    provider_tag,
+    scrub,
+    text_of,
+)
+from ._managed import _plain as plain
+
+NAME = "together"
+
+# research/apis NOTES section 6; user_error only in the SDK's lib enum
+STATUS: Mapping[str, JobStatus] = {
+    "pending": JobStatus.QUEUED,
+    "queued": JobStatus.QUEUED,
+    "running": JobStatus.RUNNING,
+    "compressing": JobStatus.RUNNING,
+    "uploading": JobStatus.RUNNING,
+    "cancel_requested": JobStatus.RUNNING,
+    "cancelled": JobStatus.CANCELLED,
+    "error": JobStatus.FAILED,
+    "user_error": JobStatus.FAILED,
+    "completed": JobStatus.SUCCEEDED,
+}
+
+SUFFIX_MAX = 40  # together 3.1.1 fine_tuning.create docstring: "Up to 40 character suffix"
+NANODOLLARS = Decimal(1_000_000_000)  # total_price unit: together/lib/utils/tools.py finetune_price_to_dollars
+MAX_IMAGES = 10  # legacy together-python utils/files.py: at most 10 images per example
+RULES = "Together data rules"
+
+_EVENT_KINDS = {"job_error": "error", "warning": "warning", "billing_limit": "warning", "refund": "warning",
+                "checkpoint_save": "checkpoint", "early_stopped": "warning"}
+
+
+def price_usd(total_price: int | float | None) -> Decimal | None:
+    """A job's ``total_price`` (nanodollars) in dollars."""
+    return None if total_price is None else Decimal(int(total_price)) / NANODOLLARS
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    return obj.model_dump(by_alias=True) if hasattr(obj, "model_dump") else dict(obj)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+# -- events and metrics ------------------------------------------------------------------------------
+def normalize_events(raw_events: Iterable[Any]) -> list[Event]:
+    """Together fine-tune events as normalized Events, oldest first. They carry no losses (NOTES 2.5)."""
+    events = []
+    for raw in (_dump(e) for e in raw_events):
+        level = raw.get("level") or "info"
+        level = "warning" if "warn" in level else "error" if "error" in level else "info"
+        kind = _EVENT_KINDS.get(raw.get("type") or "", {"error": "error", "warning": "warning"}.get(level, "log"))
+        data = {k: raw[k] for k in ("type", "step", "total_steps", "checkpoint_path", "model_path", "wandb_url")
+                if raw.get(k) not in (None, "")}
+        events.append(Event(time=_parse_time(raw["created_at"]), kind=kind, message=raw.get("message") or "",
+                            level=level, data=data))
+    return sorted(events, key=lambda e: e.time)
+
+
+def normalize_metrics(rows: Iterable[Mapping[str, float]]) -> list[MetricPoint]:
+    """``/fine-tunes/{id}/metrics`` rows (flat ``train/loss``-style keys, NOTES 2.1) as points.
+
+    The spec documents ``train/loss``, ``train/learning_rate`` and ``train/global_step``; an
+    ``eval/``, ``valid/`` or ``validation/`` prefix is read as evaluation.
+    """
+    points = []
+    for row in rows:
+        step = next((row[k] for k in ("train/global_step", "eval/global_step", "global_step") if k in row), None)
+        if step is None:
+            continue
+        for key, value in row.items():
+            if "/" not in key or key.endswith("global_step") or value is None:
+                continue
+            prefix, name = key.split("/", 1)
+            prefix = "eval" if prefix in ("eval", "valid", "validation") else prefix
+            points.append(MetricPoint(step=int(step), name=f"{prefix}_{name.replace('/', '_')}", value=float(value)))
+    return sorted(points, key=lambda p: (p.step, p.name))
+
+
+# -- the create call ---------------------------------------------------------------------------------
+def create_arguments(*, model: str, training_file: str, validation_file: str | None, tag: str, method: str,
+                     dpo: bool, epochs: int | None, batch_size: int | None, learning_rate: float | None,
+                     lora_r: int | None, lora_alpha: int | None, lora_dropout: float | None,
+                     lora_targets: str | None, max_seq_len: int | None, seed: int | None,
+                     options: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``client.fine_tuning.create`` (the SDK turns them into the REST body:
+    ``training_type`` {Lora, r, alpha, ...} or {Full}, ``training_method`` {sft|dpo}, NOTES 2.2)."""
+    kwargs: dict[str, Any] = {"model": model, "training_file": training_file, "suffix": tag,
+                              "lora": method != "full", "training_method": "dpo" if dpo else "sft"}
+    if not dpo:
+        kwargs["train_on_inputs"] = options.get("train_on_inputs", "auto")
+    optional = {"validation_file": validation_file, "n_epochs": epochs, "batch_size": batch_size,
+                "learning_rate": learning_rate, "max_seq_length": max_seq_len, "random_seed": seed}
+    if method != "full":
+        optional |= {"lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+                     "lora_trainable_modules": lora_targets}
+    kwargs |= {k: v for k, v in optional.items() if v is not None}
+    if validation_file:
+        kwargs["n_evals"] = int(options.get("n_evals", 1))
+    for key in ("n_checkpoints", "warmup_ratio", "weight_decay", "packing", "dpo_beta"):
+        if options.get(key) is not None:
+            kwargs[key] = options[key]
+    return kwargs
+
+
+def check_against_limits(limits: Mapping[str, Any], *, method: str, dpo: bool, epochs: int | None,
+                         batch_size: int | None, learning_rate: float | None, lora_r: int | None,
+                         max_seq_len: int | None) -> list[str]:
+    """Every value outside the model's limits (``/fine-tunes/models/limits``, NOTES 2.7)."""
+    problems: list[str] = []
+    src = f"limits of {limits.get('model_name', 'the model')}"
+    if method == "full" and not limits.get("supports_full_training"):
+        problems.append(f"method: full fine-tuning is not offered for {limits.get('model_name')}; use lora")
+    block = limits.get("full_training" if method == "full" else "lora_training") or {}
+    if block:
+        top = block.get("max_batch_size_dpo" if dpo else "max_batch_size")
+        check_range(problems, "batch size", batch_size, block.get("min_batch_size", 1), top or float("inf"), source=src)
+    if method != "full" and limits.get("lora_training"):
+        check_range(problems, "lora r", lora_r, 1, limits["lora_training"]["max_rank"], source=src)
+    check_range(problems, "epochs", epochs, 1, limits.get("max_num_epochs") or float("inf"), source=src)
+    check_range(problems, "learning rate", learning_rate, limits.get("min_learning_rate") or 0,
+                limits.get("max_learning_rate") or float("inf"), source=src)
+    top_len = limits.get("max_seq_length_dpo" if dpo else "max_seq_length_sft")
+    check_range(problems, "max sequence length", max_seq_len, limits.get("min_max_seq_length") or 1,
+                top_len or float("inf"), source=src)
+    return problems
+
+
+# -- dataset conversion ------------------------------------------------------------------------------
+def convert(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
+    """One example in Together's format for its kind (NOTES 2.9, rules of 2.10)."""
+    if fmt == "chat":
+        return _conversation(example, notes)
+    if fmt == "prompt_completion":
+        return {"prompt": text_of(example.get("prompt"), "prompt"),
+                "completion": text_of(example.get("completion"), "completion")}
+    if fmt == "preference":
+        return _preference(example)
+    if fmt == "text":
+        return {"text": text_of(example.get("text"), "text")}
+    raise Rejected(f"Together cannot fine-tune on {fmt} examples")
+
+
+def _conversation(example: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    messages = example.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise Rejected("'messages' must be a non-empty list")
+    out, images, previous, assistants = [], 0, None, 0
+    for i, message in enumerate(messages, 1):
+        where = f"message {i}"
+        if not isinstance(message, Mapping):
+            raise Rejected(f"{where}: must be an object")
+        role = message.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise Rejected(f"{where}: role {role!r} is not one of system, user, assistant, tool")
+        if role == "system" and i != 1:
+            raise Rejected(f"{where}: a system message must come first")
+        if previous is None and role not in ("system", "user"):
+            raise Rejected(f"{where}: a conversation must start with a system or user message")
+        if role == previous:
+            raise Rejected(f"{where}: two {role} messages in a row (roles must alternate)")
+        weight = message.get("weight")
+        if weight is not None and (weight not in (0, 1) or isinstance(weight, bool)):
+            raise Rejected(f"{where}: 'weight' must be 0 or 1, not {weight!r}")
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = [p for p in content if isinstance(p, Mapping)]
+            images += sum(1 for p in parts if p.get("type") == "image_url")
+            if any(p.get("type") not in ("text", "image_url") for p in parts) or len(parts) != len(content):
+                raise Rejected(f"{where}: content parts must be text or image_url")
+            if weight and any(p.get("type") == "image_url" for p in parts):
+                raise Rejected(f"{where}: a message with images cannot carry a non-zero weight")
+        elif not isinstance(content, str) and not message.get("tool_calls"):
+            raise Rejected(f"{where}: content must be a string or a list of parts")
+        assistants += role == "assistant"
+        kept = {k: message[k] for k in ("role", "content", "weight", "tool_calls", "tool_call_id", "name")
+                if k in message}
+        out.append(kept)
+        previous = role
+    if images > MAX_IMAGES:
+        raise Rejected(f"{images} images; at most {MAX_IMAGES} per example")
+    if not assistants:
+        raise Rejected("no assistant message")
+    dropped = sorted(set(example) - {"messages", "tools"})
+    if dropped:
+        notes.append(f"keys not sent to Together: {', '.join(dropped)}")
+    line: dict[str, Any] = {"messages": out}
+    if "tools" in example:
+        line["tools"] = example["tools"]
+    return line
+
+
+def _preference(example: Mapping[str, Any]) -> dict[str, Any]:
+    source = example.get("input")
+    messages = source.get("messages") if isinstance(source, Mapping) else None
+    if not isinstance(messages, list) or not messages:
+        raise Rejected("'input.messages' must be a non-empty list")
+    if isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
+        raise Rejected("'input.messages' must not end with an assistant message")
+    out: dict[str, Any] = {"input": {"messages": messages}}
+    for key in ("preferred_output", "non_preferred_output"):
+        value = example.get(key)
+        if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], Mapping)
+                or value[0].get("role") != "assistant"):
+            raise Rejected(f"'{key}' must be a list of exactly one assistant message")
+        text_of(value[0].get("content"), key)
+        out[key] = value
+    return out
+
+
+# -- the backend -------------------------------------------------------------------------------------
+class TogetherOptions(ManagedOptions):
+    base_url: str | None = Field(None, description="default: TOGETHER_BASE_URL, else https://api.together.ai")
+    n_evals: int | None = Field(None, ge=0, description="evaluations over the validation set (default 1 with one)")
+    n_checkpoints: int | None = Field(None, ge=1)
+    warmup_ratio: float | None = Field(None, ge=0, le=1)
+    weight_decay: float | None = Field(None, ge=0)
+    train_on_inputs: bool | Literal["auto"] | None = Field(None, description="train on user turns / prompts too")
+    dpo_beta: float | None = Field(None, gt=0, description="DPO beta (preference data)")
+
+
+class TogetherBackend(ManagedBackend):
+    """Together fine-tuning jobs. Credentials: ``TOGETHER_API_KEY``."""
+
+    name = NAME
+    sdk_package = "together"
+    extra = "together"
+    status_table = STATUS
+    Options = TogetherOptions
+    capabilities = Capabilities(
+        methods=frozenset({"lora", "full"}),
+        data_formats=frozenset({"chat", "prompt_completion", "preference", "text"}),
+        managed=True,
+        poll_interval_s=30.0,
+        unsupported={
+            "method.qlora": "Together trains LoRA adapters on 16-bit weights; QLoRA is not offered",
+            "hyperparameters.gradient_checkpointing": "Together runs the training hardware; not a setting",
+            "resume": "continuing from a checkpoint (from_checkpoint) is not driven by ftbroker yet",
+            "export": "the model is served (and downloadable) on Together: use its output_model name",
+        },
+    )
+
+    def __init__(self, options: TogetherOptions, **kwargs: Any):
+        super().__init__(options, **kwargs)
+        self._limits: dict[str, Any] = {}  # model -> its limits, read once (create needs them too)
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _new_client(self) -> Any:
+        sdk = self.sdk()
+        try:
+            return sdk.Together(base_url=self.options.base_url, max_retries=self.options.max_retries,
+                                timeout=self.options.request_timeout_s)
+        except sdk.TogetherError as exc:
+            raise BackendAuthError("no credentials: set TOGETHER_API_KEY", backend=self.name) from exc
+
+    def _sdk_errors(self) -> tuple[type[BaseException], ...]:
+        import httpx  # the upload's PUT goes through the SDK's raw httpx client, unwrapped
+
+        return (self.sdk().TogetherError, httpx.HTTPError)
+
+    def _spec_problems(self, spec: Any) -> list[str]:
+        if spec.hyperparameters.early_stopping_patience and not spec.validation:
+            return ["hyperparameters.early_stopping_patience: Together's early stopping needs a validation file"]
+        return []
+
+    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
+        return {"convert": convert, "rules": RULES}
+
+    # -- submit -------------------------------------------------------------------------------------
+    def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
+        known = job.remote.get("job_id")
+        if known:
+            return self._retrieve(known)
+        tag = provider_tag(job.id, SUFFIX_MAX)
+        listed = self.call("looking for a job already created for this id", self.client.fine_tuning.list)
+        for remote in listed.data:
+            record = plain(remote)
+            if record.get("suffix") == tag or f"-{tag}-" in (record.get("model_output_name") or ""):
+                return record
+        return None
+
+    def _provider_preflight(self, job: Job) -> None:
+        spec, hp = job.spec, job.spec.hyperparameters
+        limits = self._limits.get(spec.model)
+        if limits is None:
+            limits = self._limits[spec.model] = self.call(
+                "reading the model's limits", self.client.fine_tuning.model_limits, model_name=spec.model)
+        problems = check_against_limits(plain(limits), method=spec.method, dpo=False, epochs=hp.epochs,
+                                        batch_size=hp.micro_batch_size, learning_rate=hp.learning_rate,
+                                        lora_r=spec.lora.r, max_seq_len=hp.max_seq_len)
+        if problems:
+            raise SpecError(problems)
+
+    def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        listed = self.call("looking for the data already uploaded", self.client.files.list)
+        for file in listed.data:
+            if (file.filename == converted.upload_name and file.bytes == converted.size_bytes
+                    and file.processing_status not in ("FAILED", "INVALID_FORMAT")):
+                return file.id
+        return None
+
+    def _provider_upload(self, converted: ConvertedFile) -> str:
+        client = self._writes().with_options(timeout=self.options.upload_timeout_s)
+        return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune").id
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        spec, hp = job.spec, job.spec.hyperparameters
+        by_role = {u.role: u for u in uploads}
+        dpo = by_role["training"].file.fmt == "preference"
+        targets = spec.lora.target_modules
+        options = self.options.model_dump(exclude_none=True)
+        kwargs = create_arguments(
+            model=spec.model, training_file=by_role["training"].remote_id,
+            validation_file=by_role["validation"].remote_id if "validation" in by_role else None,
+            tag=provider_tag(job.id, SUFFIX_MAX), method=spec.method, dpo=dpo, epochs=hp.epochs,
+            batch_size=hp.micro_batch_size, learning_rate=hp.learning_rate, lora_r=spec.lora.r,
+            lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+            lora_targets=",".join(targets) if isinstance(targets, list) else targets, max_seq_len=hp.max_seq_len,
+            seed=hp.seed, options=options)
+        extra = {"gradient_accumulation_steps": hp.gradient_accumulation_steps, "packing": hp.packing}
+        kwargs |= {k: v for k, v in extra.items() if v is not None}
+        if hp.early_stopping_patience:
+            kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience,
+                       "n_evals": max(kwargs.get("n_evals", 0), hp.early_stopping_patience + 2)}
+        try:
+            created = self.call("creating the fine-tuning job", self._writes().fine_tuning.create,
+                                model_limits=self._limits.get(spec.model), **kwargs)
+        except ValueError as exc:  # the SDK's own argument checks
+            raise SpecError([f"{self.name}: {exc}"]) from exc
+        return plain(created)
+
+    # -- track --------------------------------------------------------------------------------------
+    def _retrieve(self, job_id: str) -> dict[str, Any]:
+        return plain(self.call("reading the job", self.client.fine_tuning.retrieve, job_id))
+
+    def _provider_fetch(self, job: Job) -> dict[str, Any]:
+        return self._retrieve(job.remote["job_id"])
+
+    def _provider_cancel(self, job: Job) -> Mapping[str, Any]:
+        return plain(self.call("cancelling the job", self.client.fine_tuning.cancel, job.remote["job_id"]))
+
+    def _events(self, job: Job) -> list[dict[str, Any]]:
+        listed = self.call("reading the job's events", self.client.fine_tuning.list_events, job.remote["job_id"])
+        return [plain(e) for e in listed.data]
+
+    def _metrics(self, job: Job, after_step: int = 0) -> list[dict[str, float]]:
+        listed = self.call("reading the job's metrics", self.client.fine_tuning.list_metrics, job.remote["job_id"],
+                           global_step_from=after_step + 1)
+        return list(listed.metrics or [])
+
+    @staticmethod
+    def _error(events: list[dict[str, Any]]) -> str | None:
+        """Together jobs carry no error field: the last error event says what went wrong."""
+        errors = [e for e in events if e.get("type") == "job_error" or "error" in (e.get("level") or "")]
+        return scrub(errors[-1]["message"]) if errors else None
+
+    def poll(self, job: Job) -> Update:
+        raw = self._provider_fetch(job)
+        status, detail = self._provider_status(raw)
+        cursor = json.loads(job.cursor) if job.cursor else {"events": 0, "step": 0}
+        events = self._events(job)
+        points = [p for p in normalize_metrics(self._metrics(job, cursor["step"])) if p.step > cursor["step"]]
+        fresh = events[cursor["events"]:]
+        progress = job.progress
+        if points:
+            last_step = max(p.step for p in points)
+            losses = {p.name: p.value for p in points if p.step == last_step}
+            total = next((e.get("total_steps") for e in reversed(events) if e.get("total_steps")), None)
+            progress = Progress(step=last_step, total_steps=total, loss=losses.get("train_loss"),
+                                eval_loss=losses.get("eval_loss"), epoch=raw.get("epochs_completed"))
+        new_cursor = {"events": len(events), "step": max([cursor["step"], *(p.step for p in points)])}
+        done = status.terminal
+        return Update(status=status, detail=detail, events=normalize_events(fresh), metrics=points,
+                      progress=progress, cursor=json.dumps(new_cursor), next_poll_s=self.options.poll_interval_s,
+                      error=self._error(events) if status is JobStatus.FAILED else None,
+                      trained_tokens=raw.get("token_count") if done else None,
+                      actual_cost_usd=price_usd(raw.get("total_price")) if done else None,
+                      output_model=raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None, raw=raw)
+
+    def result(self, job: Job) -> Result:
+        raw = self._provider_fetch(job)
+        status, _ = self._provider_status(raw)
+        events = self._events(job)
+        artifacts = []
+        output = raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None
+        if output:
+            artifacts.append(Artifact(kind="provider_model", uri=output, description="call it by this name"))
+            listed = self.call("listing checkpoints", self.client.fine_tuning.list_checkpoints, job.remote["job_id"])
+            artifacts += [Artifact(kind="checkpoint", uri=c.path, description=f"{c.checkpoint_type} (step {c.step})")
+                          for c in listed.data]
+        return Result(id=job.id, backend=self.name, status=status, model=job.spec.model, output_model=output,
+                      metrics=normalize_metrics(self._metrics(job)), trained_tokens=raw.get("token_count"),
+                      estimated_cost_usd=job.estimated_cost_usd, actual_cost_usd=price_usd(raw.get("total_price")),
+                      started_at=_parse_time(raw["started_at"]) if raw.get("started_at") else None,
+                      finished_at=_parse_time(raw["updated_at"]) if status.terminal and raw.get("updated_at") else None,
+                      artifacts=artifacts, error=self._error(events) if status is JobStatus.FAILED else None, raw=raw)

@@ -1,0 +1,15 @@
+"""Offline stand-ins for the managed fine-tuning providers, for the real SDKs to talk to.
+
+- ``FakeOpenAI``: loopback HTTP fake of OpenAI files + fine-tuning (``openai`` SDK, ``base_url=fake.base_url``)
+- ``FakeTogether``: loopback HTTP fake of Together files + fine-tunes (``together`` SDK)
+- ``BedrockHarness``: moto's Bedrock + S3, with the job transitions moto lacks
+- ``Fault`` / ``Outcome``: what goes wrong with a call, and how a job ends
+"""
+
+from ._jobs import Outcome
+from ._server import ALL_FAULTS, Fault
+from .bedrock_fake import BedrockHarness
+from .openai_fake import FakeOpenAI
+from .together_fake import FakeTogether
+
+__all__ = ["ALL_FAULTS", "BedrockHarness", "Fault", "FakeOpenAI", "FakeTogether", "Outcome"]

@@ -1,0 +1,83 @@
+"""Exactly once under faults: 50 jobs through the Broker while 30% of all provider calls fail in every way
+(429 with Retry-After, 500, 503, dropped connections, answers slower than the client waits, and creates or
+uploads that succeed on the server but answer 500 or drop the connection). Every job must exist remotely
+exactly once and end in the ledger with its final status. The figures are printed in the run's summary.
+
+Run on the OpenAI fake (the Together backend shares the same submit path; its own tests inject each fault).
+SDK retries are off here so that every fault reaches ftbroker's own recovery; that the SDK retries reads
+itself is shown in test_fakes_openai.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+
+from fakes import ALL_FAULTS, FakeOpenAI, Fault, data_double
+from fakes.support import FAST, write_chat
+from ftbroker.broker import Broker
+from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
+from ftbroker.jobs import JobStatus
+from ftbroker.spec import JobSpec
+
+JOBS = 50
+RATE = 0.3
+MIX = (*ALL_FAULTS, Fault.slow(0.15))  # slow: three times the client's timeout below
+TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
+
+def _until_done(action, counter: Counter, what: str):
+    """Repeat ``action`` through transient errors, as a user rerunning the command would."""
+    for _ in range(200):
+        try:
+            return action()
+        except TRANSIENT:
+            counter[what] += 1
+    raise AssertionError(f"{what}: still failing after 200 tries")
+
+
+def owner(remote_job) -> str:
+    """The ftbroker job a remote job belongs to (the metadata every job carries)."""
+    return remote_job.request["metadata"]["ftbroker_job_id"]
+
+
+def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
+    data_double.install(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    data = write_chat(tmp_path / "data.jsonl")
+    retries: Counter[str] = Counter()
+    with FakeOpenAI(advance_on_poll=True, total_steps=1) as fake, \
+            Broker(tmp_path / "home", sleep=lambda s: None) as broker:
+        spec = JobSpec(dataset=str(data), model="gpt-4o-mini-2024-07-18", backend="openai",
+                       backend_options={**FAST, "base_url": fake.base_url, "request_timeout_s": 0.05,
+                                        "submit_attempts": 4})
+        fake.faults.random(RATE, MIX, seed=5)
+        ids = []
+        for _ in range(JOBS):
+            try:
+                ids.append(broker.submit(spec).id)
+            except TRANSIENT:  # recorded, maybe created remotely, unconfirmed: resume finishes it
+                retries["submissions left to resume"] += 1
+                ids.append(broker.jobs(limit=1)[0].id)
+        for job_id in ids:
+            while broker.job(job_id).submitted_at is None:
+                _until_done(partial(broker.resume, job_id), retries, "resume retries")
+        results = {job_id: _until_done(partial(broker.follow, job_id), retries, "follow restarts") for job_id in ids}
+        ledger_jobs = {job_id: broker.job(job_id) for job_id in ids}
+
+        remote = list(fake.jobs.values())
+        owners = Counter(owner(job) for job in remote)
+        duplicates = sum(n - 1 for n in owners.values())
+        assert len(remote) == JOBS and duplicates == 0 and set(owners) == set(ids)
+        for job_id, job in ledger_jobs.items():
+            assert job.remote["job_id"] in fake.jobs and owner(fake.jobs[job.remote["job_id"]]) == job_id
+            assert job.status is JobStatus.SUCCEEDED and results[job_id].status is JobStatus.SUCCEEDED
+        uploads = [f for f in fake.files.values() if f.purpose == "fine-tune"]
+        assert len(uploads) < JOBS  # the same data is uploaded again only when an upload broke
+        injected = sum(fake.faults.injected.values())
+        assert injected > 0.2 * len(fake.requests)
+
+    statuses = Counter(j.status.value for j in ledger_jobs.values())
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(fake.faults.injected.items()))
+    summary_line(f"fault test [openai]: {JOBS} jobs at a {RATE:.0%} fault rate -> {len(remote)} remote jobs, "
+                 f"{duplicates} duplicates, ledger: {dict(statuses)}; {len(fake.requests)} requests, {injected} "
+                 f"faults ({kinds}); {len(uploads)} uploads of the (same) data; "
+                 f"recovery: {dict(retries) or 'none needed'}")
