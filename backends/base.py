@@ -344,7 +344,7 @@ def option_problems(cls: type[Backend], options: Mapping[str, Any]) -> list[str]
                 problems.append(f"{path}: {cls.name} has no such option (it takes: "
                                 f"{', '.join(cls.Options.model_fields) or 'none'})")
             else:
-                problems.append(f"{path}: {err['msg']}")
+                problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         return problems
     return []
 

@@ -86,11 +86,12 @@ def test_missing_files_unknown_backend_and_bad_options_together(tmp_path):
 
 def test_backend_options_are_checked_by_the_backend(data):
     with pytest.raises(SpecError) as info:
-        load_spec(None, {"dataset": str(data), "model": "m", "backend_options.gpu": 2,
-                         "backend_options.cancel_grace_s": -1})
+        load_spec(None, {"dataset": str(data), "model": "m", "backend_options.gpu_count": 2,
+                         "backend_options.cancel_grace_s": -1, "backend_options.gpu": "A100:0"})
     text = str(info.value)
-    assert "backend_options.gpu: local has no such option" in text
+    assert "backend_options.gpu_count: local has no such option" in text
     assert "backend_options.cancel_grace_s:" in text
+    assert "backend_options.gpu: GPU count must be at least 1 in 'A100:0'" in text
 
 
 @pytest.mark.parametrize("options", [

@@ -105,6 +105,13 @@ class StopOnRequest(TrainerCallback):
     def on_evaluate(self, args, state, control, **kwargs):
         self._check(args, control)
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # Stopping ends the epoch loop early, and the Trainer then runs the epoch's evaluation and saves again.
+        # The checkpoint was written at the step: an evaluation of a partial epoch would add a point the
+        # uninterrupted run does not have (and count towards early stopping), and delay the stop.
+        if state.epoch is not None and state.epoch % 1 and _any_rank(self.requested(), args.device):
+            control.should_evaluate = control.should_save = False
+
 
 def _any_rank(flag: bool, device) -> bool:
     import torch.distributed as dist

@@ -83,7 +83,7 @@ def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: Sequence[GpuS
     if timing is not None:
         time_est, real_share = timing
         hours = time_est.hours.expected
-        resources["estimated_hours"] = round(hours, 4)
+        resources["estimated_hours"] = hours
         tokens_per_s = est.throughput.tokens_per_s.expected if est.throughput and est.throughput.tokens_per_s else None
         if tokens_per_s:  # the trainer measures non-padding tokens/s: estimate the same
             resources["estimated_tokens_per_s"] = round(tokens_per_s * real_share, 1)

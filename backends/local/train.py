@@ -415,9 +415,11 @@ def _load_model(config: TrainConfig, device: str, precision: str, torch):
         kwargs["device_map"] = {"": PartialState().local_process_index}
         if _concatenates(config) and importlib.util.find_spec("flash_attn"):
             kwargs["attn_implementation"] = "flash_attention_2"  # variable-length kernel: no cross-example work
+    from safetensors import SafetensorError
+
     try:
         return AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or corrupt weights
         raise InputError(f"model {config.model!r} cannot be loaded: {exc}") from exc
 
 
