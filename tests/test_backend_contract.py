@@ -29,7 +29,6 @@ from ftbroker.backends import base
 from ftbroker.broker import Broker
 from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
 from ftbroker.spec import JobSpec
-from spine_support import SCRIPTED_TRAINER, install_data_double, wait_for, write_chat
 
 
 class LocalHarness:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
-from spine_support import SCRIPTED_TRAINER, TESTS, ScriptedBackend, install_data_double, wait_for, write_chat
+from spine_support import SCRIPTED_TRAINER, TESTS, ScriptedBackend, install_data_double, write_chat
 
 from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend

@@ -34,14 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker.backends.base import Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update, detect_gpus
 from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig
-from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENTS_NAME, FINAL_KINDS, OUTPUT_DIR, RESULT_NAME,
-                                             EVENT_FIELDS)
-from ftbroker.errors import (DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, SpecError,
-                             UnknownNameError)
+from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
+from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.spec import JobSpec
 
@@ -318,12 +316,7 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
               "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
               "device": "cpu" if options.gpus == 0 else None,
               "lora": {k: v for k, v in lora.model_dump().items() if v is not None}}
-    try:
-        return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
-    except ValidationError as exc:  # a combination the trainer refuses; name the spec's fields
-        names = {"max_seq_length": "hyperparameters.max_seq_len", "validation_dataset": "validation"}
-        raise SpecError([f"{names.get(str(e['loc'][0]), '.'.join(map(str, e['loc'])) or 'spec')}: "
-                         f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]) from None
+    return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
 def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> dict[str, Any]:

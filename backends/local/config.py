@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
     max_seq_length: int = Field(2048, ge=8)
     packing: bool = False
     padding_free: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = True  # as TRL's SFTConfig and the estimator (ftbroker estimate) default
     seed: int = 42
     early_stopping_patience: int | None = Field(None, ge=1)
     save_steps: int = Field(0, ge=0)

@@ -23,6 +23,7 @@ from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.estimate import Estimate, TrainingSetup, default_sharding, summarize
 from ftbroker.estimate.compute import Overheads, padded_tokens, training_time
 from ftbroker.estimate.cost import local_cost
+from ftbroker.estimate.memory import max_micro_batch
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 BACKEND = "local"
@@ -124,41 +125,63 @@ def _time(config: TrainConfig, arch: ModelArch, gpu: GpuSpec, setup: TrainingSet
     return estimate, padding.real_tokens / padding.processed_tokens
 
 
+CHEAPER = {"full": ("lora", "qlora"), "lora": ("qlora",), "qlora": ()}
+
+
 def not_fit_reason(est: Estimate, config: TrainConfig) -> str:
-    """Why ``est`` does not fit its GPU, and the changes that would make it fit, each with its estimated peak."""
+    """Why ``est`` does not fit its GPU, and what would fit, each with its estimated peak: one change at a time
+    (a cheaper method, gradient checkpointing, the largest micro-batch, the longest sequence); if none is enough,
+    the first method, from the one asked for down to QLoRA, that fits with gradient checkpointing and the largest
+    micro-batch that fits. A smaller micro-batch keeps the effective batch through gradient accumulation."""
     setup, gpu = est.setup, est.gpu
     tips = []
 
-    def fits(**changes) -> float | None:
-        peak = summarize(est.arch, setup.with_(**changes)).memory.total
-        return peak if peak <= gpu.memory_gib else None
+    def peak(setup_: TrainingSetup) -> float:
+        return summarize(est.arch, setup_).memory.total
 
-    for method in {"full": ("lora", "qlora"), "lora": ("qlora",), "qlora": ()}[setup.method]:
-        # lora/qlora in the estimator's terms: the precision and optimizer follow the method
-        if (peak := fits(method=method, precision=GPU_PRECISION[method])) is not None:
-            tips.append(f"--method {method} ({peak:.1f} GiB)")
+    def with_method(method: str) -> TrainingSetup:  # the trainer's precision follows the method
+        return setup.with_(method=method, precision=GPU_PRECISION[method])
+
+    def batch_flags(setup_: TrainingSetup) -> str:
+        return f"--micro-batch {setup_.micro_batch} --grad-accum {setup_.grad_accumulation}"
+
+    for method in CHEAPER[setup.method]:
+        if (gib := peak(with_method(method))) <= gpu.memory_gib:
+            tips.append(f"--method {method} ({gib:.1f} GiB)")
             break
-    if not setup.grad_checkpointing and (peak := fits(grad_checkpointing=True)) is not None:
-        tips.append(f"--grad-checkpointing ({peak:.1f} GiB)")
-    if est.max_micro_batch and est.max_micro_batch < setup.micro_batch:
-        batch = setup.micro_batch * setup.grad_accumulation
-        accum = math.ceil(batch / est.max_micro_batch)
-        peak = summarize(est.arch, setup.with_(micro_batch=est.max_micro_batch)).memory.total
-        tips.append(f"--micro-batch {est.max_micro_batch} --grad-accum {accum} (same effective batch of "
-                    f"{est.max_micro_batch * accum}; {peak:.1f} GiB)")
-    if est.max_seq_len and est.max_seq_len < setup.seq_len:
-        peak = summarize(est.arch, setup.with_(seq_len=est.max_seq_len)).memory.total
-        tips.append(f"--max-seq-len {est.max_seq_len} (now {setup.seq_len}; longer examples are cut; "
-                    f"{peak:.1f} GiB)")
+    if not setup.grad_checkpointing and (gib := peak(setup.with_(grad_checkpointing=True))) <= gpu.memory_gib:
+        tips.append(f"--grad-checkpointing ({gib:.1f} GiB)")
+    if (smaller := _smaller_batch(est, setup)) is not None:
+        tips.append(f"{batch_flags(smaller)} (the same effective batch; {peak(smaller):.1f} GiB)")
+    if 0 < (est.max_seq_len or 0) < setup.seq_len:
+        gib = peak(setup.with_(seq_len=est.max_seq_len))
+        tips.append(f"--max-seq-len {est.max_seq_len} (now {setup.seq_len}; longer examples are cut; {gib:.1f} GiB)")
     if not tips:
-        smallest = setup.with_(method="qlora", precision=GPU_PRECISION["qlora"], grad_checkpointing=True,
-                               micro_batch=1, grad_accumulation=setup.micro_batch * setup.grad_accumulation)
-        peak = summarize(est.arch, smallest).memory.total
-        if peak <= gpu.memory_gib:
-            tips.append(f"--method qlora --grad-checkpointing --micro-batch 1 --grad-accum "
-                        f"{smallest.grad_accumulation} together ({peak:.1f} GiB)")
+        for method in (setup.method, *CHEAPER[setup.method]):
+            candidate = with_method(method).with_(grad_checkpointing=True)
+            fitting = candidate if peak(candidate) <= gpu.memory_gib else _smaller_batch(est, candidate)
+            if fitting is not None:
+                flags = ([f"--method {method}"] if method != setup.method else []) + \
+                    (["--grad-checkpointing"] if not setup.grad_checkpointing else []) + \
+                    ([batch_flags(fitting)] if fitting.micro_batch != setup.micro_batch else [])
+                tips.append(f"{' '.join(flags)} together ({peak(fitting):.1f} GiB)")
+                break
         else:
-            tips.append(f"a GPU with more memory or more GPUs (even QLoRA at micro-batch 1 needs {peak:.1f} GiB)")
+            smallest = candidate.with_(micro_batch=1)
+            tips.append(f"a GPU with more memory or more GPUs (even QLoRA with gradient checkpointing at micro-batch "
+                        f"1 needs {peak(smallest):.1f} GiB)")
     on = f"{setup.n_gpus}x {gpu.name}" if setup.n_gpus > 1 else gpu.name
     return (f"needs about {est.memory.total:.1f} GiB per GPU ({est.memory.phase} peak), {on} has "
             f"{gpu.memory_gib:.1f} GiB; try {'; or '.join(tips)}; or --force to run anyway")
+
+
+def _smaller_batch(est: Estimate, setup: TrainingSetup) -> TrainingSetup | None:
+    """``setup`` with the largest smaller micro-batch that fits, its gradient accumulation raised to keep the
+    effective batch (accumulating keeps the gradients alive through the backward pass: checked with it)."""
+    batch = setup.micro_batch * setup.grad_accumulation
+    top = min(max_micro_batch(est.arch, est.gpu, setup, limit=setup.micro_batch), setup.micro_batch - 1)
+    for micro_batch in range(top, 0, -1):
+        smaller = setup.with_(micro_batch=micro_batch, grad_accumulation=math.ceil(batch / micro_batch))
+        if summarize(est.arch, smaller).memory.total <= est.gpu.memory_gib:
+            return smaller
+    return None
