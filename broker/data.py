@@ -128,7 +128,7 @@ class DatasetReport:
 
 
 # -------------------------------------------------------------------------------------------- accumulation
-_BLOCK_BYTES = 4 << 20
+_BLOCK_BYTES = 1 << 20
 _MAX_ERRORS = 1000  # kept in memory; the rest are counted
 _EXACT_LENGTHS = 8192  # lengths above are rounded up to a multiple of 64 so the histogram stays bounded
 
@@ -744,8 +744,8 @@ class _Context:
     limits: Mapping[str, int]
 
 
-def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> _Partial:
-    """Validates and counts a block of whole lines."""
+def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Partial, list[dict], list[int]]:
+    """Validates a block of whole lines; returns what it found and the valid examples with their lines."""
     part = _Partial(tokens={c.key: _Tokens() for c in ctx.counters})
     check = _Checker(part.issues)
     batch: list[dict] = []
@@ -791,11 +791,16 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> _Partial:
         part.hashes.append((n, hashlib.blake2b(line.strip(), digest_size=8).digest()))
         batch.append(obj)
         batch_lines.append(n)
+    return part, batch, batch_lines
+
+
+def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -> _Partial:
+    """Runs every counter over a block's valid examples."""
     for counter in ctx.counters:
         acc, limit = part.tokens[counter.key], ctx.limits.get(counter.key)
         many = getattr(counter, "count_many", None)
         counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
-        for n, (total, trained) in zip(batch_lines, counts):
+        for n, (total, trained) in zip(lines, counts):
             acc.add(total, trained)
             if limit is not None and total > limit:
                 acc.over += 1
@@ -806,6 +811,40 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> _Partial:
 
 
 # ------------------------------------------------------------------------------------------------ analysis
+_PARALLEL_BYTES = 32 << 20  # from this size on, blocks are scanned by worker processes
+
+
+def _work(block: bytes, line_no: int, offset: int) -> _Partial:
+    return _count(*_scan(block, line_no, offset, _WORKER_CONTEXT), _WORKER_CONTEXT)
+
+
+_WORKER_CONTEXT: _Context  # set before the workers fork, so they inherit the counters without pickling them
+
+
+def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
+    """The partial result of every block, in file order: in this process for small files, else in forked worker
+    processes (parsing and validation are Python, so threads would not share out)."""
+    workers = min(os.cpu_count() or 1, 8)
+    forkable = all(type(c).__name__ == "_TemplateCounter" for c in ctx.counters)  # HF tokenizers' threads are not
+    if workers < 2 or not forkable or path.stat().st_size < _PARALLEL_BYTES or os.name != "posix":
+        for block, line_no, offset in _lines(path):
+            yield _count(*_scan(block, line_no, offset, ctx), ctx)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = ctx
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        window: deque = deque()
+        for block, line_no, offset in _lines(path):
+            window.append(pool.submit(_work, block, line_no, offset))
+            if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
 def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (),
             limits: Mapping[str, int] = {}) -> DatasetReport:  # noqa: B006 - read-only default
     """Reads the dataset once, in constant memory, validating every line and running every counter.
@@ -823,13 +862,16 @@ def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (),
     ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
     total = _Partial(tokens={c.key: _Tokens() for c in counters})
     seen = _Seen()
-    for block, line_no, offset in _lines(p):
-        part = _scan(block, line_no, offset, ctx)
+
+    def fold(part: _Partial) -> None:
         for n, digest in part.hashes:
             first = seen.first_line(n, digest)
             if first is not None:
                 part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
         total.merge(part)
+
+    for part in _partials(p, ctx):
+        fold(part)
     return _report(label, p, ctx.fmt, total, [], counters, limits, seen.full)
 
 
@@ -897,7 +939,7 @@ def advise(report: DatasetReport, *, lora_r: int | None = None, epochs: float | 
     n = report.examples
     out = []
     if 0 < n < 200:
-        out.append(Advice(f"{n} example{"s" if n != 1 else ""} is a small set",
+        out.append(Advice(f"{n} example{'s' if n != 1 else ''} is a small set",
                           "under ~200 examples a model tends to memorise the examples rather than learn the pattern",
                           "collect a few hundred varied examples; meanwhile train 1-3 epochs with a low LoRA rank"))
     if lora_r is not None and lora_r >= 64 and 0 < n < 10_000:

@@ -87,24 +87,18 @@ _OPENAI_CL100K = _ChatRule(3, 1, 3, 1, 0, 0, True, 10)
 
 
 class _Pieces:
-    """The texts of a batch of examples and, per example, the fixed tokens around them."""
+    """The texts of a batch of examples to count, and per example the tokens already known (fixed overheads and
+    texts found in the memo)."""
 
-    __slots__ = ("texts", "owner", "trained", "cacheable", "fixed_total", "fixed_trained")
+    __slots__ = ("texts", "owner", "trained", "cacheable", "total", "trained_total")
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
         self.texts: list[str] = []
         self.owner: list[int] = []  # example index of each text
         self.trained: list[bool] = []
-        self.cacheable: list[bool] = []  # repeats across examples (system prompts, tool definitions, roles)
-        self.fixed_total: list[int] = []
-        self.fixed_trained: list[int] = []
-
-    def add(self, text: str, trained: bool = False, cacheable: bool = False) -> None:
-        if text:
-            self.texts.append(text)
-            self.owner.append(len(self.fixed_total) - 1)
-            self.trained.append(trained)
-            self.cacheable.append(cacheable)
+        self.cacheable: list[bool] = []  # texts that repeat across examples: system prompts, tool definitions
+        self.total: list[float] = [0.0] * n
+        self.trained_total: list[float] = [0.0] * n
 
 
 def _content_text(content: Any) -> str:
@@ -112,120 +106,146 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text") or p.get("refusal") or "" for p in content
-                       if isinstance(p, dict) and isinstance(p.get("text") or p.get("refusal") or "", str))
+        texts = [p.get("text") or p.get("refusal") for p in content if isinstance(p, dict)]
+        return "".join(t for t in texts if isinstance(t, str))
     return ""
-
-
-def _is_trained(message: Mapping) -> bool:
-    return message.get("role") == "assistant" and message.get("weight", 1) != 0
-
-
-def _chat_of(example: Mapping, fmt: str) -> tuple[list, list, list]:
-    """(messages, tools, outputs) of a chat or preference example; outputs are the preference completions."""
-    if fmt == "preference":
-        inp = example.get("input") if isinstance(example.get("input"), dict) else {}
-        outs = [o for key in ("preferred_output", "non_preferred_output")
-                for o in (example.get(key) if isinstance(example.get(key), list) else [])
-                if isinstance(o, dict)]
-        return _list(inp.get("messages")), _list(inp.get("tools")) + _list(inp.get("functions")), outs
-    return _list(example.get("messages")), _list(example.get("tools")) + _list(example.get("functions")), []
 
 
 def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
-def _add_message(p: _Pieces, rule: _ChatRule, m: Any, trained: bool) -> None:
-    if not isinstance(m, dict):
-        return
-    p.fixed_total[-1] += rule.per_message
-    role = m.get("role")
-    if rule.encode_role and isinstance(role, str):
-        p.add(role, cacheable=True)
-    p.add(_content_text(m.get("content")), trained, cacheable=role in ("system", "developer"))
-    if isinstance(m.get("name"), str):
-        p.fixed_total[-1] += rule.per_name
-        p.add(m["name"], cacheable=True)
-    calls = _list(m.get("tool_calls")) + ([m["function_call"]] if isinstance(m.get("function_call"), dict) else [])
-    for call in calls:
-        fn = call.get("function", call) if isinstance(call, dict) else {}
-        if isinstance(fn, dict):
-            p.fixed_total[-1] += 3
-            if trained:
-                p.fixed_trained[-1] += 3
-            for part in (fn.get("name"), fn.get("arguments")):
-                p.add(part if isinstance(part, str) else json.dumps(part, ensure_ascii=False) if part else "",
-                      trained)
-    if trained:  # the stop token is inside per_message already; the loss is taken on it too
-        p.fixed_trained[-1] += rule.end_of_turn
+def _chat_of(example: Mapping, fmt: str) -> tuple[list, list, list]:
+    """(messages, tools, outputs) of a chat or preference example; outputs are the preference completions."""
+    if fmt == "preference":
+        inp = example.get("input") if isinstance(example.get("input"), dict) else {}
+        outs = [o for key in ("preferred_output", "non_preferred_output") for o in _list(example.get(key))
+                if isinstance(o, dict)]
+        return _list(inp.get("messages")), _list(inp.get("tools")) + _list(inp.get("functions")), outs
+    return _list(example.get("messages")), _list(example.get("tools")) + _list(example.get("functions")), []
 
 
-def _add_tools(p: _Pieces, rule: _ChatRule, tools: list) -> None:
-    """Tool definitions: OpenAI's cookbook rule, or the JSON text a chat template prints."""
-    if not tools:
-        return
-    p.fixed_total[-1] += rule.tools_preamble
-    if rule.openai_tools is None:
+class _Walker:
+    """Turns examples into _Pieces under a _ChatRule. Hot path: plain locals, few calls per message."""
+
+    def __init__(self, rule: _ChatRule, role_cost: Mapping[str, float], memo: dict[str, float]):
+        self.rule, self.role_cost, self.memo = rule, role_cost, memo
+
+    def pieces(self, examples: Sequence[Mapping], fmt: str) -> _Pieces:
+        p = _Pieces(len(examples))
+        for i, ex in enumerate(examples):
+            if fmt in ("chat", "preference"):
+                self._chat(p, i, ex, fmt)
+            elif fmt == "prompt_completion":
+                self._add(p, i, ex.get("prompt") if isinstance(ex.get("prompt"), str) else "", False, False)
+                self._add(p, i, ex.get("completion") if isinstance(ex.get("completion"), str) else "", True, False)
+            else:
+                self._add(p, i, ex.get("text") if isinstance(ex.get("text"), str) else "", True, False)
+        return p
+
+    def _add(self, p: _Pieces, i: int, text: str, trained: bool, cacheable: bool) -> None:
+        if not text:
+            return
+        if cacheable:
+            known = self.memo.get(text)
+            if known is not None:
+                p.total[i] += known
+                if trained:
+                    p.trained_total[i] += known
+                return
+        p.texts.append(text)
+        p.owner.append(i)
+        p.trained.append(trained)
+        p.cacheable.append(cacheable)
+
+    def _chat(self, p: _Pieces, i: int, ex: Mapping, fmt: str) -> None:
+        rule, role_cost = self.rule, self.role_cost
+        messages, tools, outputs = _chat_of(ex, fmt)
+        fixed = float(rule.priming)
+        system = ex.get("system")  # Bedrock's top-level system prompt
+        if isinstance(system, str):
+            fixed += rule.per_message
+            self._add(p, i, system, False, True)
+        elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+            fixed += rule.default_system
+        if tools:
+            fixed += self._tools(p, i, tools)
+        trained_fixed = 0.0
+        n_input, is_chat = len(messages), fmt == "chat"
+        for k, m in enumerate(messages + outputs):
+            if not isinstance(m, dict):
+                continue
+            role = m.get("role")
+            cost = role_cost.get(role)
+            fixed += rule.per_message + (cost or 0.0)
+            if cost is None and rule.encode_role and isinstance(role, str):
+                self._add(p, i, role, False, True)
+            content = m.get("content")
+            text = content if type(content) is str else _content_text(content)
+            trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
+            if text:
+                self._add(p, i, text, trained, role == "system" or role == "developer")
+            if "name" in m and isinstance(m["name"], str):
+                fixed += rule.per_name
+                self._add(p, i, m["name"], False, True)
+            if "tool_calls" in m or "function_call" in m:
+                calls = _list(m.get("tool_calls")) + ([m["function_call"]] if isinstance(
+                    m.get("function_call"), dict) else [])
+                for call in calls:
+                    fn = call.get("function", call) if isinstance(call, dict) else None
+                    if isinstance(fn, dict):
+                        fixed += 3
+                        trained_fixed += 3 if trained else 0
+                        for part in (fn.get("name"), fn.get("arguments")):
+                            part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
+                            self._add(p, i, part if part != "null" else "", trained, False)
+            if trained:  # the stop token: inside per_message already, and the loss is taken on it too
+                trained_fixed += rule.end_of_turn
+        p.total[i] += fixed
+        p.trained_total[i] += trained_fixed
+
+    def _tools(self, p: _Pieces, i: int, tools: list) -> float:
+        """Tool definitions: OpenAI's cookbook rule, or the JSON text a chat template prints. Returns the fixed
+        tokens; the texts go into ``p``."""
+        rule = self.rule
+        fixed = float(rule.tools_preamble)
+        if rule.openai_tools is None:
+            for t in tools:
+                self._add(p, i, json.dumps(t, ensure_ascii=False), False, True)
+            return fixed
+        fixed += 12  # func_end
         for t in tools:
-            p.add(json.dumps(t, ensure_ascii=False), cacheable=True)
-        return
-    p.fixed_total[-1] += 12  # func_end
-    for t in tools:
-        fn = t.get("function", t) if isinstance(t, dict) else {}
-        if not isinstance(fn, dict):
-            continue
-        p.fixed_total[-1] += rule.openai_tools
-        desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
-        p.add(f"{fn.get('name', '')}:{desc.removesuffix('.')}", cacheable=True)
-        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-        if props:
-            p.fixed_total[-1] += 3  # prop_init
-        for name, prop in props.items():
-            prop = prop if isinstance(prop, dict) else {}
-            p.fixed_total[-1] += 3  # prop_key
-            enum = _list(prop.get("enum"))
-            if enum:
-                p.fixed_total[-1] += -3 + 3 * len(enum)
-                for item in enum:
-                    p.add(str(item), cacheable=True)
-            pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
-            p.add(f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", cacheable=True)
-            nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
-            if nested:
-                p.add(json.dumps(nested, ensure_ascii=False), cacheable=True)
-
-
-def _pieces(examples: Sequence[Mapping], fmt: str, rule: _ChatRule) -> _Pieces:
-    p = _Pieces()
-    for ex in examples:
-        p.fixed_total.append(0)
-        p.fixed_trained.append(0)
-        if fmt in ("chat", "preference"):
-            messages, tools, outputs = _chat_of(ex, fmt)
-            p.fixed_total[-1] += rule.priming
-            if isinstance(ex.get("system"), (str, list)):  # Bedrock's top-level system prompt
-                p.fixed_total[-1] += rule.per_message
-                p.add(_content_text(ex["system"]) if isinstance(ex["system"], list) else ex["system"],
-                      cacheable=True)
-            elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
-                p.fixed_total[-1] += rule.default_system
-            _add_tools(p, rule, tools)
-            for m in messages:
-                _add_message(p, rule, m, fmt == "chat" and isinstance(m, dict) and _is_trained(m))
-            for m in outputs:
-                _add_message(p, rule, m, True)
-        elif fmt == "prompt_completion":
-            p.add(ex.get("prompt") if isinstance(ex.get("prompt"), str) else "")
-            p.add(ex.get("completion") if isinstance(ex.get("completion"), str) else "", trained=True)
-        else:
-            p.add(ex.get("text") if isinstance(ex.get("text"), str) else "", trained=True)
-    return p
+            fn = t.get("function", t) if isinstance(t, dict) else None
+            if not isinstance(fn, dict):
+                continue
+            fixed += rule.openai_tools
+            desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
+            self._add(p, i, f"{fn.get('name', '')}:{desc.removesuffix('.')}", False, True)
+            params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+            props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+            if props:
+                fixed += 3  # prop_init
+            for name, prop in props.items():
+                prop = prop if isinstance(prop, dict) else {}
+                fixed += 3  # prop_key
+                enum = _list(prop.get("enum"))
+                if enum:
+                    fixed += -3 + 3 * len(enum)
+                    for item in enum:
+                        self._add(p, i, str(item), False, True)
+                pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
+                self._add(p, i, f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", False, True)
+                nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
+                if nested:
+                    self._add(p, i, json.dumps(nested, ensure_ascii=False), False, True)
+        return fixed
 
 
 class _TextCounter(Protocol):
     def __call__(self, texts: list[str]) -> list[float]: ...
+
+
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 class _TemplateCounter:
@@ -235,8 +255,10 @@ class _TemplateCounter:
 
     def __init__(self, key: str, name: str, exact: bool, rule: _ChatRule, texts: _TextCounter):
         self.key, self.name, self.exact = key, name, exact
-        self._rule, self._count_texts = rule, texts
+        self._count_texts = texts
         self._memo: dict[str, float] = {}
+        role_cost = dict(zip(_ROLES, texts(list(_ROLES)))) if rule.encode_role else dict.fromkeys(_ROLES, 0.0)
+        self._walker = _Walker(rule, role_cost, self._memo)
 
     def __repr__(self) -> str:
         return f"<TokenCounter {self.key}>"
@@ -245,69 +267,78 @@ class _TemplateCounter:
         return self.count_many([example], fmt)[0]
 
     def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
-        p = _pieces(examples, fmt, self._rule)
-        memo = self._memo
-        values: list[float] = [0.0] * len(p.texts)
-        todo: list[int] = []
-        for i, text in enumerate(p.texts):
-            known = memo.get(text) if p.cacheable[i] else None
-            if known is None:
-                todo.append(i)
-            else:
-                values[i] = known
-        for i, n in zip(todo, self._count_texts([p.texts[i] for i in todo])):
-            values[i] = n
-            if p.cacheable[i]:
-                if len(memo) >= self._MEMO_LIMIT:
-                    memo.clear()
-                memo[p.texts[i]] = n
-        total = [float(x) for x in p.fixed_total]
-        trained = [float(x) for x in p.fixed_trained]
-        for owner, n, is_trained in zip(p.owner, values, p.trained):
+        p = self._walker.pieces(examples, fmt)
+        memo, total, trained = self._memo, p.total, p.trained_total
+        for text, owner, is_trained, cacheable, n in zip(p.texts, p.owner, p.trained, p.cacheable,
+                                                          self._count_texts(p.texts)):
             total[owner] += n
             if is_trained:
                 trained[owner] += n
+            if cacheable:
+                if len(memo) >= self._MEMO_LIMIT:
+                    memo.clear()
+                memo[text] = n
         return [(round(t), round(tr)) for t, tr in zip(total, trained)]
 
 
 # ------------------------------------------------------------------------------------------------- tiktoken
 _SEP = "<|endoftext|>"
-_BATCH_CHARS = 1 << 20
+_CHUNK_CHARS = 256 << 10  # text per encode call: long enough that per-call costs vanish, short enough to share out
+
+
+def _encoder_pool():
+    """Threads for encoding: tiktoken releases the GIL while it encodes, so big batches use every core."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ftbroker-encode")
+    return _POOL
+
+
+_POOL = None
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _TiktokenTexts:
-    """Exact counts of many texts with few calls: the texts are joined with ``<|endoftext|>``, encoded once with
-    that special token allowed, and split back at it. tiktoken encodes the text between special tokens
-    independently, so each count equals ``len(encode_ordinary(text))``; a text that itself contains the
-    separator is counted on its own."""
+    """Exact counts of many texts with few calls: the texts are joined with ``<|endoftext|>``, encoded with that
+    special token allowed, and split back at it. tiktoken encodes the text between special tokens independently,
+    so each count equals ``len(encode_ordinary(text))``; a text that itself contains the separator is counted on
+    its own. Chunks of joined text are encoded in parallel threads."""
 
     def __init__(self, encoding: Any):
         self._encoding = encoding
-        self._core = encoding._core_bpe  # the buffer form avoids one Python int per token
+        self._core = encoding._core_bpe  # its buffer form avoids one Python int per token
         self._sep_bytes = encoding.eot_token.to_bytes(4, "little")  # ids < 2**24: the pattern only matches aligned
 
     def __call__(self, texts: list[str]) -> list[float]:
-        out: list[float] = []
-        batch: list[str] = []
+        chunks: list[list[str]] = [[]]
         size = 0
         for text in texts:
             if _SEP in text:
-                out.extend(self._joined(batch))
-                batch, size = [], 0
-                out.append(len(self._encoding.encode_ordinary(text)))
+                chunks += [[text], []]  # alone in its chunk: encoded as ordinary text
+                size = 0
                 continue
-            batch.append(text)
+            chunks[-1].append(text)
             size += len(text)
-            if size >= _BATCH_CHARS:
-                out.extend(self._joined(batch))
-                batch, size = [], 0
-        out.extend(self._joined(batch))
-        return out
+            if size >= _CHUNK_CHARS:
+                chunks.append([])
+                size = 0
+        chunks = [c for c in chunks if c]
+        counted = _encoder_pool().map(self._chunk, chunks) if len(chunks) > 1 else map(self._chunk, chunks)
+        return [n for part in counted for n in part]
 
-    def _joined(self, batch: list[str]) -> list[int]:
-        if not batch:
-            return []
-        raw = bytes(self._core.encode_to_tiktoken_buffer(_SEP.join(batch), {_SEP}))
+    def _chunk(self, texts: list[str]) -> list[int]:
+        if len(texts) == 1:
+            return [len(self._encoding.encode_ordinary(texts[0]))]
+        raw = bytes(self._core.encode_to_tiktoken_buffer(_SEP.join(texts), {_SEP}))
         return [len(part) >> 2 for part in raw.split(self._sep_bytes)]
 
 
