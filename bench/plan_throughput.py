@@ -1,22 +1,22 @@
 """Dataset analysis throughput: ftbroker's analysis path against the cookbook-style baseline, in the same run.
 
-    python bench/plan_throughput.py --size-mb 100            # routine
-    python bench/plan_throughput.py --size-mb 1000           # the 1 GB goal (the file is cached under bench/out/)
-    python bench/plan_throughput.py --via cli                # time `ftbroker plan FILE --json` instead of analyze()
+    python bench/plan_throughput.py --size-mb 100      # routine
+    python bench/plan_throughput.py --size-mb 1000     # the 1 GB goal (the file is cached under bench/out/)
+    python bench/plan_throughput.py --via cli          # time `ftbroker plan FILE --json`, not analyze()
 
 It generates (once, cached under bench/out/) a realistic chat dataset: multi-turn support conversations with
 log-normal lengths, several system prompts, tool definitions and calls in about a third of the examples,
-``weight: 0`` turns, and text in English, Spanish, German, Russian, Arabic, Chinese, Japanese and emoji. Then it
-runs, each in its own process and with exact cl100k_base counts:
+``weight: 0`` turns, and text in English, Spanish, German, Russian, Arabic, Chinese, Japanese and emoji. Then
+it runs, each in its own process and with exact cl100k_base counts:
 
 * the baseline: ``json.loads`` per line and ``len(enc.encode(value))`` per message value in a Python loop, as
   OpenAI's cookbook notebook counts (3 per message, 3 for priming; tools as their JSON text);
 * ftbroker: ``ftbroker.data.analyze`` with ``resolve("cl100k_base")`` (validation, duplicates, statistics and
   counts), or the ``ftbroker plan`` command with ``--via cli`` once that command exists.
 
-It prints MB/s of both, the ratio, the peak RSS of each analysis (process and its children, sampled every 20 ms),
-the machine's load, and the start-up time of ``ftbroker --help``. Goals: >= 3x the baseline on 1 GB, peak RSS
-under 300 MB, ``--help`` under 0.3 s.
+It prints MB/s of both, the ratio, the peak RSS of each analysis (process and its children, sampled every 50
+ms), the machine's load, and the start-up time of ``ftbroker --help``. Goals: >= 3x the baseline on 1 GB, peak
+RSS under 300 MB, ``--help`` under 0.3 s.
 """
 
 from __future__ import annotations
@@ -33,67 +33,136 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
 
-_EN = ("the account order payment refund invoice delivery address password email phone number plan subscription "
-       "upgrade downgrade cancel renew card bank transfer charge fee discount code coupon shipping tracking package "
-       "warehouse return exchange size colour product item quantity price total tax receipt store app website "
-       "login error message screen button setting profile notification update version device browser cache "
-       "please thanks sorry help check confirm verify send receive wait minute hour day week month today "
-       "tomorrow yesterday customer agent team support ticket issue problem question answer solution step "
-       "first next then after before again still already just only also very really quite about around "
-       "can could would should will may might must need want try know see look find get give take make "
-       "I you we they it this that these those my your our their is are was were be been have has had do "
-       "does did not no yes and or but if when because so while with without for from to in on at by of").split()
-_ES = ("el la los las un una pedido cuenta pago reembolso factura envío dirección contraseña correo teléfono "
-       "plan suscripción tarjeta cargo descuento paquete devolución producto precio tienda aplicación error "
-       "mensaje gracias por favor ayuda revisar confirmar esperar hoy mañana cliente equipo problema pregunta "
-       "respuesta paso primero después también muy puedo quiero necesito tengo está es son con sin para de en").split()
-_DE = ("der die das ein eine Bestellung Konto Zahlung Rückerstattung Rechnung Lieferung Adresse Passwort "
-       "Telefon Abonnement Karte Gebühr Rabatt Paket Rücksendung Produkt Preis Geschäft Fehler Nachricht danke "
-       "bitte Hilfe prüfen bestätigen warten heute morgen Kunde Problem Frage Antwort Schritt zuerst danach "
-       "auch sehr kann möchte brauche habe ist sind mit ohne für von zu in auf über größer schön").split()
-_RU = ("заказ счёт оплата возврат доставка адрес пароль почта телефон тариф подписка карта банк перевод "
-       "скидка промокод посылка товар цена магазин приложение ошибка сообщение спасибо пожалуйста помощь "
-       "проверить подтвердить подождать сегодня завтра клиент поддержка проблема вопрос ответ шаг сначала "
-       "потом тоже очень могу хочу нужно есть это мой ваш наш не да и или но если когда потому что с без для").split()
-_AR = ("الطلب الحساب الدفع استرداد الفاتورة التوصيل العنوان كلمة المرور البريد الهاتف الاشتراك البطاقة "
-       "الخصم الطرد المنتج السعر المتجر التطبيق خطأ رسالة شكرا من فضلك مساعدة تحقق تأكيد انتظر اليوم غدا "
-       "العميل الدعم مشكلة سؤال جواب خطوة أولا ثم أيضا جدا يمكنني أريد أحتاج هذا في على مع بدون إلى من").split()
-_ZH = ("您好请问我的订单什么时候发货退款已经处理账户密码忘记了怎么办支付失败银行卡信用优惠券使用方法地址修改快递"
-       "物流查询客服工作时间感谢耐心等待问题解决步骤首先然后设置页面点击按钮确认提交成功错误提示重新登录会员积分"
-       "产品质量退换货政策天内无理由价格发票邮箱手机号码验证短信应用程序更新版本")
-_JA = ("こんにちはご注文の商品はいつ届きますか返金手続きアカウントのパスワードを忘れました支払いが失敗しました"
-       "クレジットカードクーポンの使い方住所変更配送状況お問い合わせありがとうございます少々お待ちください"
-       "設定画面ボタンを押して確認してください会員ポイント商品品質返品交換価格請求書メール電話番号アプリ更新")
+_EN = """
+the account order payment refund invoice delivery address password email phone number plan
+subscription upgrade downgrade cancel renew card bank transfer charge fee discount code coupon
+shipping tracking package warehouse return exchange size colour product item quantity price total
+tax receipt store app website login error message screen button setting profile notification update
+version device browser cache please thanks sorry help check confirm verify send receive wait minute
+hour day week month today tomorrow yesterday customer agent team support ticket issue problem
+question answer solution step first next then after before again still already just only also very
+really quite about around can could would should will may might must need want try know see look
+find get give take make I you we they it this that these those my your our their is are was were be
+been have has had do does did not no yes and or but if when because so while with without for from
+to in on at by of
+""".split()  # noqa: SIM905 - a word list
+_ES = """
+el la los las un una pedido cuenta pago reembolso factura envío dirección contraseña correo teléfono
+plan suscripción tarjeta cargo descuento paquete devolución producto precio tienda aplicación error
+mensaje gracias por favor ayuda revisar confirmar esperar hoy mañana cliente equipo problema
+pregunta respuesta paso primero después también muy puedo quiero necesito tengo está es son con sin
+para de en
+""".split()  # noqa: SIM905 - a word list
+_DE = """
+der die das ein eine Bestellung Konto Zahlung Rückerstattung Rechnung Lieferung Adresse Passwort
+Telefon Abonnement Karte Gebühr Rabatt Paket Rücksendung Produkt Preis Geschäft Fehler Nachricht
+danke bitte Hilfe prüfen bestätigen warten heute morgen Kunde Problem Frage Antwort Schritt zuerst
+danach auch sehr kann möchte brauche habe ist sind mit ohne für von zu in auf über größer schön
+""".split()  # noqa: SIM905 - a word list
+_RU = """
+заказ счёт оплата возврат доставка адрес пароль почта телефон тариф подписка карта банк перевод
+скидка промокод посылка товар цена магазин приложение ошибка сообщение спасибо пожалуйста помощь
+проверить подтвердить подождать сегодня завтра клиент поддержка проблема вопрос ответ шаг сначала
+потом тоже очень могу хочу нужно есть это мой ваш наш не да и или но если когда потому что с без для
+""".split()  # noqa: SIM905 - a word list
+_AR = """
+الطلب الحساب الدفع استرداد الفاتورة التوصيل العنوان كلمة المرور البريد الهاتف الاشتراك البطاقة الخصم
+الطرد المنتج السعر المتجر التطبيق خطأ رسالة شكرا من فضلك مساعدة تحقق تأكيد انتظر اليوم غدا العميل
+الدعم مشكلة سؤال جواب خطوة أولا ثم أيضا جدا يمكنني أريد أحتاج هذا في على مع بدون إلى من
+""".split()  # noqa: SIM905 - a word list
+_ZH = (
+    "您好请问我的订单什么时候发货退款已经处理账户密码忘记了怎么办支付失败银行卡信用优惠券使用方法地址修改"
+    "快递物流查询客服工作时间感谢耐心等待问题解决步骤首先然后设置页面点击按钮确认提交成功错误提示重新登录"
+    "会员积分产品质量退换货政策天内无理由价格发票邮箱手机号码验证短信应用程序更新版本"
+)
+_JA = (
+    "こんにちはご注文の商品はいつ届きますか返金手続きアカウントのパスワードを忘れました支払いが失敗しまし"
+    "たクレジットカードクーポンの使い方住所変更配送状況お問い合わせありがとうございます少々お待ちください"
+    "設定画面ボタンを押して確認してください会員ポイント商品品質返品交換価格請求書メール電話番号アプリ更新"
+)
 _EMOJI = "😀🙏👍🎉❤️📦🚚💳✅❌⏳🙂😅🔒📱💡"
 _LANGS = (("en", 0.52), ("es", 0.08), ("de", 0.07), ("ru", 0.09), ("ar", 0.06), ("zh", 0.11), ("ja", 0.07))
 _SYSTEMS = [
-    "You are Nova, the customer-support assistant of Lumen Cloud Storage. Answer briefly and politely, use the "
-    "customer's language, never invent account data, and call a tool whenever you need order, billing or account "
-    "information. If a request needs a human (legal threats, fraud, data deletion), hand the ticket over.",
-    "You are the help-desk agent of Parcelly, an online shop. Be concise. Look orders up with the tools before "
-    "answering questions about delivery, returns or refunds. Refunds above 200 EUR need a supervisor.",
-    "Eres el asistente de soporte de TelcoMax. Responde en el idioma del cliente, con pasos numerados cuando "
-    "expliques una configuración, y ofrece escalar la incidencia si no se resuelve en tres intentos.",
-    "Вы — ассистент службы поддержки банка «Северный». Отвечайте вежливо и кратко, не запрашивайте полный номер "
-    "карты и PIN-код, при подозрении на мошенничество предложите заблокировать карту.",
+    (
+        "You are Nova, the customer-support assistant of Lumen Cloud Storage. Answer briefly and "
+        "politely, use the customer's language, never invent account data, and call a tool whenever you "
+        "need order, billing or account information. If a request needs a human (legal threats, fraud, "
+        "data deletion), hand the ticket over."
+    ),
+    (
+        "You are the help-desk agent of Parcelly, an online shop. Be concise. Look orders up with the "
+        "tools before answering questions about delivery, returns or refunds. Refunds above 200 EUR need"
+        " a supervisor."
+    ),
+    (
+        "Eres el asistente de soporte de TelcoMax. Responde en el idioma del cliente, con pasos "
+        "numerados cuando expliques una configuración, y ofrece escalar la incidencia si no se resuelve "
+        "en tres intentos."
+    ),
+    (
+        "Вы — ассистент службы поддержки банка «Северный». Отвечайте вежливо и кратко, не запрашивайте "
+        "полный номер карты и PIN-код, при подозрении на мошенничество предложите заблокировать карту."
+    ),
     "你是「青禾旅行」的在线客服助手。请用客户使用的语言简洁回答，涉及订单、退改签和发票时先调用工具查询。",
 ]
 _TOOLS = [
-    {"type": "function", "function": {"name": "get_order", "description": "Look up an order by its number.",
-     "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "description": "Order number"}},
-                    "required": ["order_id"]}}},
-    {"type": "function", "function": {"name": "issue_refund", "description": "Refund all or part of an order.",
-     "parameters": {"type": "object", "properties": {
-         "order_id": {"type": "string", "description": "Order number"},
-         "amount": {"type": "number", "description": "Amount in the order's currency"},
-         "reason": {"type": "string", "enum": ["damaged", "late", "wrong_item", "other"],
-                    "description": "Why the refund is made"}}, "required": ["order_id", "amount"]}}},
-    {"type": "function", "function": {"name": "track_package", "description": "Where a parcel is now.",
-     "parameters": {"type": "object", "properties": {
-         "tracking_number": {"type": "string", "description": "Carrier tracking number"}}}}},
-    {"type": "function", "function": {"name": "reset_password", "description": "Send a password-reset email.",
-     "parameters": {"type": "object", "properties": {"email": {"type": "string", "description": "Account email"}},
-                    "required": ["email"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order",
+            "description": "Look up an order by its number.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string", "description": "Order number"}},
+                "required": ["order_id"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "issue_refund",
+            "description": "Refund all or part of an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order_id": {"type": "string", "description": "Order number"},
+                    "amount": {"type": "number", "description": "Amount in the order's currency"},
+                    "reason": {
+                        "type": "string",
+                        "enum": ["damaged", "late", "wrong_item", "other"],
+                        "description": "Why the refund is made",
+                    },
+                },
+                "required": ["order_id", "amount"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "track_package",
+            "description": "Where a parcel is now.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "tracking_number": {"type": "string", "description": "Carrier tracking number"}
+                },
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "reset_password",
+            "description": "Send a password-reset email.",
+            "parameters": {
+                "type": "object",
+                "properties": {"email": {"type": "string", "description": "Account email"}},
+                "required": ["email"],
+            },
+        },
+    },
 ]
 
 
@@ -137,10 +206,30 @@ def _example(rng: random.Random, i: int) -> dict:
             fn = example["tools"][0]["function"]
             call_id = f"call_{i}_{t}"
             args = {k: f"{rng.randrange(10**6, 10**7)}" for k in fn["parameters"]["properties"]}
-            messages.append({"role": "assistant", "tool_calls": [{"id": call_id, "type": "function", "function": {
-                "name": fn["name"], "arguments": json.dumps(args)}}]})
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": json.dumps(
-                {"status": rng.choice(["shipped", "processing", "delivered"]), "eta_days": rng.randint(1, 9)})})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": fn["name"], "arguments": json.dumps(args)},
+                        }
+                    ],
+                }
+            )
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "content": json.dumps(
+                        {
+                            "status": rng.choice(["shipped", "processing", "delivered"]),
+                            "eta_days": rng.randint(1, 9),
+                        }
+                    ),
+                }
+            )
         reply = {"role": "assistant", "content": _paragraph(rng, lang, 60)}
         if t < turns - 1 and rng.random() < 0.1:
             reply["weight"] = 0
@@ -180,7 +269,8 @@ with open(sys.argv[1], encoding="utf-8") as fh:
                     n += len(enc.encode(value))
                 elif key == "tool_calls":
                     for call in value:
-                        n += len(enc.encode(call["function"]["name"])) + len(enc.encode(call["function"]["arguments"]))
+                        n += len(enc.encode(call["function"]["name"])) +
+                        len(enc.encode(call["function"]["arguments"]))
                 if key == "name":
                     n += 1
         examples += 1
@@ -199,9 +289,9 @@ print(json.dumps({"examples": r.examples, "total": s.total, "errors": len(r.erro
 
 
 def _run(cmd: list[str]) -> tuple[float, str, str]:
-    """(seconds, peak memory of the process and its children, stdout). Memory: the sum of RSS (which counts pages
-    that forked workers share with their parent once per process) and of PSS (shared pages split between the
-    processes: the memory really used), sampled every 50 ms."""
+    """(seconds, peak memory of the process and its children, stdout). Memory: the sum of RSS (which counts
+    pages that forked workers share with their parent once per process) and of PSS (shared pages split between
+    the processes: the memory really used), sampled every 50 ms."""
     import psutil
 
     start = time.perf_counter()
@@ -224,8 +314,12 @@ def _run(cmd: list[str]) -> tuple[float, str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=float, default=100)
-    ap.add_argument("--via", choices=["analyze", "cli"], default="analyze",
-                    help="time ftbroker.data.analyze (default) or the `ftbroker plan` command")
+    ap.add_argument(
+        "--via",
+        choices=["analyze", "cli"],
+        default="analyze",
+        help="time ftbroker.data.analyze (default) or the `ftbroker plan` command",
+    )
     ap.add_argument("--skip-baseline", action="store_true")
     args = ap.parse_args()
 
@@ -236,11 +330,22 @@ def main() -> None:
         generate(data, args.size_mb)
         print(f"generated {data} in {time.perf_counter() - t:.0f} s")
     mb = data.stat().st_size / 1e6
-    print(f"dataset: {data.name}, {mb:,.0f} MB; cpus: {os.cpu_count()}, load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"dataset: {data.name}, {mb:,.0f} MB; cpus: {os.cpu_count()}, load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
     if args.via == "cli":
-        ours = [sys.executable, "-m", "ftbroker.cli", "plan", str(data), "--tokenizer", "cl100k_base", "--json"]
+        ours = [
+            sys.executable,
+            "-m",
+            "ftbroker.cli",
+            "plan",
+            str(data),
+            "--tokenizer",
+            "cl100k_base",
+            "--json",
+        ]
     else:
         ours = [sys.executable, "-c", ANALYZE, str(data)]
     t_ours, mem_ours, out_ours = _run(ours)
@@ -256,7 +361,9 @@ def main() -> None:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "ftbroker.cli", "--help"], check=True, capture_output=True)
         runs.append(time.perf_counter() - t)
-    print(f"`ftbroker --help` start-up: best {min(runs):.3f} s, median {sorted(runs)[2]:.3f} s (goal < 0.3 s)")
+    print(
+        f"`ftbroker --help` start-up: best {min(runs):.3f} s, median {sorted(runs)[2]:.3f} s (goal < 0.3 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,29 +1,31 @@
 """Streaming reader and validator of fine-tuning datasets (JSON Lines).
 
 ``analyze(path, counters=..., limits=...)`` reads a file ONCE, in blocks, in constant memory whatever its size
-(length distributions are bounded histograms, duplicates a fixed-size hash table), runs every token counter on the
-way, and returns a ``DatasetReport``; it never raises for what is in the file: problems go into ``errors``
-(``FILE:LINE: message``), ``warnings``, and ``provider_issues`` (a rule of one provider only, so the planner can
-rule that provider out without failing the plan). ``report.raise_for_errors()`` turns errors into a
+(length distributions are bounded histograms, duplicates a fixed-size hash table), runs every token counter on
+the way, and returns a ``DatasetReport``; it never raises for what is in the file: problems go into ``errors``
+(``FILE:LINE: message``), ``warnings``, and ``provider_issues`` (a rule of one provider only, so the planner
+can rule that provider out without failing the plan). ``report.raise_for_errors()`` turns errors into a
 ``DatasetError``. ``advise(report, lora_r=..., epochs=..., has_validation=...)`` gives advice lines.
 
 Formats, detected per line from its keys; a file mixing formats is an error at the first line that breaks it:
 
-* ``chat``: ``{"messages": [...], "tools"?, "parallel_tool_calls"?, "functions"? (deprecated)}``; roles system,
-  developer, user, assistant, tool, function; assistant ``tool_calls`` and ``weight`` 0/1; content a string or a
-  list of parts (text; images in user turns); Bedrock's top-level ``system`` string is accepted.
-* ``preference``: ``{"input": {"messages", "tools"?}, "preferred_output": [msg], "non_preferred_output": [msg]}``.
-* ``prompt_completion``: ``{"prompt", "completion"}``.   * ``text``: ``{"text"}``.
+* ``chat``: ``{"messages": [...], "tools"?, "parallel_tool_calls"?, "functions"? (deprecated)}``; roles
+  system, developer, user, assistant, tool, function; assistant ``tool_calls`` and ``weight`` 0/1; content a
+  string or a list of parts (text; images in user turns); Bedrock's top-level ``system`` string is accepted.
+* ``preference``: ``{"input": {"messages", "tools"?}, "preferred_output": [msg], "non_preferred_output":
+  [msg]}``.
+* ``prompt_completion``: ``{"prompt", "completion"}``.
+* ``text``: ``{"text"}``.
 
-Rules and their sources (research/apis/NOTES.md of the project, carried here):
-OpenAI: the training-line schemas of openai-openapi (2025-04-29: FineTuneChatRequestInput,
-FineTunePreferenceRequestInput, FineTuneCompletionRequestInput; ChatCompletionMessageToolCall: id, type
-"function", function name and JSON arguments; FunctionObject names ``[a-zA-Z0-9_-]{1,64}``; weight 0|1 on
-assistant messages); at least 10 examples, 50-100 recommended (fine-tuning guide). Together: one format per file,
-no extra keys, roles system/user/assistant/tool, start with system or user then alternate, at least one assistant
-message, weight an integer 0/1; preference input must not end with an assistant message (together-python
-utils/files.py, docs.together.ai data-preparation). Bedrock: conversations start with user, end with assistant and
-strictly alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock user guide,
+Rules and their sources (research/apis/NOTES.md of the project, carried here): OpenAI: the training-line
+schemas of openai-openapi (2025-04-29: FineTuneChatRequestInput, FineTunePreferenceRequestInput,
+FineTuneCompletionRequestInput; ChatCompletionMessageToolCall: id, type "function", function name and JSON
+arguments; FunctionObject names ``[a-zA-Z0-9_-]{1,64}``; weight 0|1 on assistant messages); at least 10
+examples, 50-100 recommended (fine-tuning guide). Together: one format per file, no extra keys, roles
+system/user/assistant/tool, start with system or user then alternate, at least one assistant message, weight
+an integer 0/1; preference input must not end with an assistant message (together-python utils/files.py,
+docs.together.ai data-preparation). Bedrock: conversations start with user, end with assistant and strictly
+alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock user guide,
 preparing-text-data; Claude-on-Bedrock cookbook).
 """
 
@@ -36,11 +38,11 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import orjson
-
 from ftbroker.errors import DataIssue, DatasetError
 from ftbroker.tokens import TokenCounter
 
@@ -72,13 +74,22 @@ class TokenStats:
     total: int  # every token of every example, as the route formats it
     trained: int  # tokens the loss is taken on
     per_example: Summary  # of total tokens per example
-    length_counts: Mapping[int, int]  # example length -> examples; lengths over 8192 rounded up to a multiple of 64
+    length_counts: Mapping[
+        int, int
+    ]  # example length -> examples; lengths over 8192 rounded up to a multiple of 64
     limit: int | None
     over_limit: int
 
     def to_json(self) -> dict:
-        return {"tokenizer": self.tokenizer, "exact": self.exact, "total": self.total, "trained": self.trained,
-                "per_example": self.per_example.to_json(), "limit": self.limit, "over_limit": self.over_limit}
+        return {
+            "tokenizer": self.tokenizer,
+            "exact": self.exact,
+            "total": self.total,
+            "trained": self.trained,
+            "per_example": self.per_example.to_json(),
+            "limit": self.limit,
+            "over_limit": self.over_limit,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,21 +119,30 @@ class DatasetReport:
             raise DatasetError(self.errors)
 
     def to_json(self) -> dict:
-        """The ``dataset`` object of ``ftbroker plan --json`` (DESIGN.md); the first counter is the main one."""
+        """The ``dataset`` object of ``ftbroker plan --json`` (DESIGN.md); the first counter is the main."""
         main = next(iter(self.tokens.values()), None)
 
         def issues(items: Sequence[DataIssue]) -> list[dict]:
             return [{"line": i.line, "message": i.message} for i in items]
 
         return {
-            "path": self.path, "format": self.format, "examples": self.examples, "size_bytes": self.size_bytes,
-            "messages_per_example": self.messages_per_example.to_json() if self.messages_per_example else None,
+            "path": self.path,
+            "format": self.format,
+            "examples": self.examples,
+            "size_bytes": self.size_bytes,
+            "messages_per_example": self.messages_per_example.to_json()
+            if self.messages_per_example
+            else None,
             "tokenizer": {"name": main.tokenizer, "exact": main.exact} if main else None,
-            "tokens": ({k: v for k, v in main.to_json().items() if k not in ("tokenizer", "exact")}
-                       if main else None),
+            "tokens": (
+                {k: v for k, v in main.to_json().items() if k not in ("tokenizer", "exact")} if main else None
+            ),
             "token_counts": {key: s.to_json() for key, s in self.tokens.items()},
-            "errors": issues(self.errors), "warnings": issues(self.warnings),
-            "advice": [{"message": a.message, "reason": a.reason, "suggestion": a.suggestion} for a in self.advice],
+            "errors": issues(self.errors),
+            "warnings": issues(self.warnings),
+            "advice": [
+                {"message": a.message, "reason": a.reason, "suggestion": a.suggestion} for a in self.advice
+            ],
             "provider_issues": {p: issues(v) for p, v in self.provider_issues.items()},
         }
 
@@ -170,7 +190,7 @@ class _Issues:
 class _Tokens:
     """One counter's running totals and length histogram."""
 
-    __slots__ = ("n", "total", "trained", "min", "max", "lengths", "over")
+    __slots__ = ("lengths", "max", "min", "n", "over", "total", "trained")
 
     def __init__(self) -> None:
         self.n = self.total = self.trained = self.over = 0
@@ -203,7 +223,9 @@ class _Partial:
     messages: Counter = field(default_factory=Counter)
     tokens: dict[str, _Tokens] = field(default_factory=dict)
     issues: _Issues = field(default_factory=_Issues)
-    hashes: list[tuple[int, bytes]] = field(default_factory=list)  # (line, 8-byte digest) of each valid example
+    hashes: list[tuple[int, bytes]] = field(
+        default_factory=list
+    )  # (line, 8-byte digest) of each valid example
 
     def merge(self, other: _Partial) -> None:
         self.examples += other.examples
@@ -215,7 +237,7 @@ class _Partial:
 
 
 class _Seen:
-    """Fixed-size open-addressing set of 8-byte example digests -> first line (16 MiB whatever the file size)."""
+    """Fixed-size open-addressing set: 8-byte example digest -> first line (16 MiB whatever the file size)."""
 
     SLOTS = 1 << 20
 
@@ -267,23 +289,39 @@ _MSG_KEYS = {
 _ROLE_LIST = ", ".join(_MSG_KEYS)
 _TOP_KEYS = {
     "chat": frozenset({"messages", "tools", "parallel_tool_calls", "functions", "system"}),
-    "preference": frozenset({"input", "preferred_output", "non_preferred_output", "preferred_completion",
-                             "non_preferred_completion"}),
+    "preference": frozenset(
+        {
+            "input",
+            "preferred_output",
+            "non_preferred_output",
+            "preferred_completion",
+            "non_preferred_completion",
+        }
+    ),
     "prompt_completion": frozenset({"prompt", "completion"}),
     "text": frozenset({"text"}),
 }
 _INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_PART_TYPES = {"text": ("system", "developer", "user", "assistant", "tool"), "refusal": ("assistant",),
-               "image_url": ("user",)}
+_PART_TYPES = {
+    "text": ("system", "developer", "user", "assistant", "tool"),
+    "refusal": ("assistant",),
+    "image_url": ("user",),
+}
 
 
 def _jtype(value: Any) -> str:
     """The JSON name of a value's type, for messages."""
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _a(word: str) -> str:
@@ -311,11 +349,15 @@ def _format_of(obj: dict) -> tuple[str | None, str | None]:
     if found:
         return None, f"the line mixes the keys of several formats ({', '.join(found)}); keep the keys of one"
     if "preferred_completion" in obj or "non_preferred_completion" in obj:
-        return None, ("'preferred_completion' is the key of an old OpenAI spec: name the keys 'preferred_output' "
-                      "and 'non_preferred_output'")
+        return None, (
+            "'preferred_completion' is the key of an old OpenAI spec: name the keys 'preferred_output' "
+            "and 'non_preferred_output'"
+        )
     keys = ", ".join(repr(k) for k in list(obj)[:6]) or "none"
-    return None, ("no known format: a line needs 'messages' (chat), 'prompt' and 'completion', 'input' with "
-                  f"'preferred_output' and 'non_preferred_output' (preference), or 'text'; its keys: {keys}")
+    return None, (
+        "no known format: a line needs 'messages' (chat), 'prompt' and 'completion', 'input' with "
+        f"'preferred_output' and 'non_preferred_output' (preference), or 'text'; its keys: {keys}"
+    )
 
 
 class _Checker:
@@ -339,7 +381,9 @@ class _Checker:
         extra = obj.keys() - _TOP_KEYS[fmt]
         for key in sorted(extra):
             self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
-            self.provider("together", f"key:{key}", f"unknown key {key!r}: Together rejects keys outside the format")
+            self.provider(
+                "together", f"key:{key}", f"unknown key {key!r}: Together rejects keys outside the format"
+            )
         return getattr(self, fmt)(obj)
 
     # -- chat
@@ -375,24 +419,45 @@ class _Checker:
 
     def _provider_roles(self, roles: list, messages: Sequence) -> None:
         if "developer" in roles or "function" in roles:
-            self.provider("together", "roles", "a developer or function message: Together takes the roles "
-                                               "system, user, assistant and tool")
+            self.provider(
+                "together",
+                "roles",
+                "a developer or function message: Together takes the roles system, user, assistant and tool",
+            )
         body = roles[1:] if roles[0] == "system" else roles
         if "system" in body:
             self.provider("together", "system-late", "a system message after the first message (Together)")
         # a tool round (assistant tool calls, tool answers) sits inside the assistant's turn
-        turns = [r for r, m in zip(roles, messages) if r != "tool" and "tool_calls" not in m][len(roles) - len(body):]
-        if turns and turns[0] != "user" or any(a == b for a, b in zip(turns, turns[1:])):
-            self.provider("together", "alternation", "after the system message, turns must start with user and "
-                                                     "alternate user/assistant (Together)")
+        turns = [r for r, m in zip(roles, messages) if r != "tool" and "tool_calls" not in m][
+            len(roles) - len(body) :
+        ]
+        if turns and turns[0] != "user" or any(a == b for a, b in pairwise(turns)):
+            self.provider(
+                "together",
+                "alternation",
+                "after the system message, turns must start with user and "
+                "alternate user/assistant (Together)",
+            )
         if any(r in ("tool", "function", "developer") for r in roles) or any(
-                "tool_calls" in m or "function_call" in m for m in messages):
-            self.provider("bedrock", "tools", "tool calls or tool messages: Bedrock fine-tuning data has user and "
-                                              "assistant turns only")
-        elif not body or body[0] != "user" or body[-1] != "assistant" or "system" in body or any(
-                a == b for a, b in zip(body, body[1:])):
-            self.provider("bedrock", "alternation", "turns must go user, assistant, user, ... and end with an "
-                                                    "assistant turn (Bedrock)")
+            "tool_calls" in m or "function_call" in m for m in messages
+        ):
+            self.provider(
+                "bedrock",
+                "tools",
+                "tool calls or tool messages: Bedrock fine-tuning data has user and assistant turns only",
+            )
+        elif (
+            not body
+            or body[0] != "user"
+            or body[-1] != "assistant"
+            or "system" in body
+            or any(a == b for a, b in pairwise(body))
+        ):
+            self.provider(
+                "bedrock",
+                "alternation",
+                "turns must go user, assistant, user, ... and end with an assistant turn (Bedrock)",
+            )
         if any(m.get("weight") == 0 for m in messages):
             self.provider("bedrock", "weight", "'weight: 0' turns cannot be expressed in Bedrock's format")
 
@@ -415,26 +480,37 @@ class _Checker:
                 continue
             role = m.get("role")
             if role not in _MSG_KEYS:
-                self.err(f"{where}: no 'role'" if role is None else
-                         f"{where}: unknown role {_show(role)} (expected {_ROLE_LIST})")
+                self.err(
+                    f"{where}: no 'role'"
+                    if role is None
+                    else f"{where}: unknown role {_show(role)} (expected {_ROLE_LIST})"
+                )
                 roles.append(None)
                 continue
             roles.append(role)
             for key in sorted(m.keys() - _MSG_KEYS[role]):
-                self.warn(f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in {_a(role)} message (ignored)")
+                self.warn(
+                    f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in {_a(role)} message (ignored)"
+                )
             if "weight" in m:
                 weight = m["weight"]
                 if type(weight) is not int or weight not in (0, 1):
                     self.err(f"{where}: 'weight' must be 0 or 1, got {_show(weight)}")
                 elif role != "assistant":
-                    self.provider("openai", "weight-role", f"{where}: 'weight' on {_a(role)} message: OpenAI takes "
-                                                           "it on assistant messages only")
+                    self.provider(
+                        "openai",
+                        "weight-role",
+                        f"{where}: 'weight' on {_a(role)} message: OpenAI takes "
+                        "it on assistant messages only",
+                    )
             if "name" in m and not isinstance(m["name"], str):
                 self.err(f"{where}: 'name' must be a string, got {_jtype(m['name'])}")
             if pending and role != "tool":
                 call_id, at = next(iter(pending.items()))
-                self.warn("unanswered", f"tool call {call_id!r} of message {at} gets no tool message before "
-                                        f"message {i}")
+                self.warn(
+                    "unanswered",
+                    f"tool call {call_id!r} of message {at} gets no tool message before message {i}",
+                )
                 pending.clear()
             content = m.get("content")
             if role == "assistant":
@@ -454,8 +530,10 @@ class _Checker:
                 elif call_id in pending:
                     del pending[call_id]
                 else:
-                    self.err(f"{where}: tool_call_id {_show(call_id)} answers no "
-                             f"{'open' if call_id in used else 'earlier'} tool call of this example")
+                    self.err(
+                        f"{where}: tool_call_id {_show(call_id)} answers no "
+                        f"{'open' if call_id in used else 'earlier'} tool call of this example"
+                    )
                 self._content(content, where, role, empty_ok=True)
             elif role == "function":
                 if not isinstance(m.get("name"), str):
@@ -472,7 +550,9 @@ class _Checker:
                 self.err(f"{where}: empty content")
             return
         if content is None:
-            self.err(f"{where}: no 'content'" if not empty_ok or role == "tool" else f"{where}: 'content' is null")
+            self.err(
+                f"{where}: no 'content'" if not empty_ok or role == "tool" else f"{where}: 'content' is null"
+            )
             return
         if not isinstance(content, list):
             self.err(f"{where}: 'content' must be a string or a list of content parts, got {_jtype(content)}")
@@ -495,7 +575,7 @@ class _Checker:
             elif kind == "image_url":
                 image = part.get("image_url")
                 if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-                    self.err(f"{at}: an image_url part needs {{\"image_url\": {{\"url\": ...}}}}")
+                    self.err(f'{at}: an image_url part needs {{"image_url": {{"url": ...}}}}')
                 else:
                     filled = True
                     self.warn("images", "images are not counted in the token totals")
@@ -506,8 +586,9 @@ class _Checker:
         if not filled and not empty_ok and len(self.issues.errors) == errors:
             self.err(f"{where}: empty content")
 
-    def _tool_calls(self, calls: Any, where: str, at: int, tool_names: set | None, pending: dict,
-                    used: set) -> None:
+    def _tool_calls(
+        self, calls: Any, where: str, at: int, tool_names: set | None, pending: dict, used: set
+    ) -> None:
         if not isinstance(calls, list) or not calls:
             self.err(f"{where}: 'tool_calls' must be a non-empty list")
             return
@@ -592,8 +673,12 @@ class _Checker:
             tool_names = self.tools(inp["tools"], "'input.tools'") if "tools" in inp else None
             roles = self.messages(inp.get("messages"), "input ", tool_names)
             if roles and roles[-1] == "assistant":
-                self.provider("together", "pref-last", "the input ends with an assistant message (Together wants "
-                                                       "the last input message from the user)")
+                self.provider(
+                    "together",
+                    "pref-last",
+                    "the input ends with an assistant message (Together wants "
+                    "the last input message from the user)",
+                )
         texts = []
         for key in ("preferred_output", "non_preferred_output"):
             out = obj.get(key)
@@ -605,12 +690,14 @@ class _Checker:
             elif not isinstance(out, list) or len(out) != 1 or not isinstance(out[0], dict):
                 self.err(f"{key!r} must be a list of exactly one assistant message")
             elif out[0].get("role") != "assistant":
-                self.err(f"{key!r}: the message's role must be \"assistant\", got {_show(out[0].get('role'))}")
+                self.err(f'{key!r}: the message\'s role must be "assistant", got {_show(out[0].get("role"))}')
             else:
                 self._content(out[0].get("content"), repr(key), "assistant", empty_ok=False)
                 texts.append(out[0].get("content"))
         if len(texts) == 2 and texts[0] == texts[1]:
-            self.warn("same-pair", "the preferred and non-preferred outputs are identical: the pair teaches nothing")
+            self.warn(
+                "same-pair", "the preferred and non-preferred outputs are identical: the pair teaches nothing"
+            )
         return ()
 
     def prompt_completion(self, obj: dict) -> Sequence:
@@ -668,11 +755,15 @@ def _file_problem(path: Path) -> str | None:
         if head.startswith(magic):
             return f"this is {what}"
     sample = head[:1024]
-    if len(sample) >= 4 and (sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4):
+    if len(sample) >= 4 and (
+        sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4
+    ):
         return "this looks like UTF-16 text (every other byte is NUL): save it as UTF-8"
     if head.removeprefix(_BOM).lstrip()[:1] == b"[":
-        return ("the file is a JSON array; JSONL needs one JSON object per line (convert it with: "
-                "jq -c '.[]' FILE > FILE.jsonl)")
+        return (
+            "the file is a JSON array; JSONL needs one JSON object per line (convert it with: "
+            "jq -c '.[]' FILE > FILE.jsonl)"
+        )
     return None
 
 
@@ -703,29 +794,36 @@ def _lines(path: Path) -> Iterator[tuple[bytes, int, int]]:
 
 
 def _unparsable(line: bytes, offset: int, orjson_message: str, last: bool = False) -> str:
-    """A precise message for a line orjson refused (``last``: the file's final line, with no newline after it)."""
+    """A precise message for a line orjson refused (``last``: the file's final line, without a newline)."""
     nul = line.find(b"\x00")
     if nul >= 0:
-        return (f"NUL byte at byte offset {offset + nul}: binary data, or UTF-16 text (save the file as UTF-8)")
+        return f"NUL byte at byte offset {offset + nul}: binary data, or UTF-16 text (save the file as UTF-8)"
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return (f"invalid UTF-8 at byte offset {offset + exc.start} (byte 0x{line[exc.start]:02x}): save the file "
-                "as UTF-8 (is it Latin-1 or Windows-1252?)")
+        return (
+            f"invalid UTF-8 at byte offset {offset + exc.start} (byte 0x{line[exc.start]:02x}): save the "
+            "file "
+            "as UTF-8 (is it Latin-1 or Windows-1252?)"
+        )
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
         if last and (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")):
-            return "the file ends inside a JSON value: the last line is cut short (an incomplete copy or download?)"
+            return "the file ends inside a JSON value: its last line is cut short (an incomplete copy?)"
         if exc.pos >= len(text.rstrip()) and text.lstrip()[:1] in ("{", "["):
-            return ("the line ends inside a JSON value: is an example spread over several lines (pretty-printed "
-                    "JSON)? JSONL needs one example per line (convert it with: jq -c . FILE)")
+            return (
+                "the line ends inside a JSON value: is an example spread over several lines (pretty-printed "
+                "JSON)? JSONL needs one example per line (convert it with: jq -c . FILE)"
+            )
         return f"invalid JSON at column {exc.colno}: {exc.msg}"
     except RecursionError:
         pass
     if "surrogate" in orjson_message:
-        return ("a \\ud800-\\udfff escape without its pair (a lone UTF-16 surrogate) is not a character: "
-                f"{orjson_message}")
+        return (
+            "a \\ud800-\\udfff escape without its pair (a lone UTF-16 surrogate) is not a character: "
+            f"{orjson_message}"
+        )
     return f"unreadable JSON: {orjson_message}"
 
 
@@ -792,8 +890,13 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
             check.err(problem)
             continue
         if fmt != ctx.fmt:
-            part.issues.tally("error", "mixed", n, f"a {fmt} example in a {ctx.fmt} file (line {ctx.fmt_line} set "
-                                                   "the format): one file holds one format")
+            part.issues.tally(
+                "error",
+                "mixed",
+                n,
+                f"a {fmt} example in a {ctx.fmt} file (line {ctx.fmt_line} set "
+                "the format): one file holds one format",
+            )
             continue
         errors_before = len(part.issues.errors) + part.issues.dropped
         messages = check.example(obj, fmt)
@@ -821,9 +924,13 @@ def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -
             acc.add(total, trained)
             if limit is not None and total > limit:
                 acc.over += 1
-                part.issues.tally("warning", f"over:{counter.key}", n,
-                                  f"{total:,} tokens by {counter.name}, over the {limit:,}-token limit: the example "
-                                  "will be truncated")
+                part.issues.tally(
+                    "warning",
+                    f"over:{counter.key}",
+                    n,
+                    f"{total:,} tokens by {counter.name}, over the {limit:,}-token limit: the example "
+                    "will be truncated",
+                )
     return part
 
 
@@ -839,10 +946,12 @@ _WORKER_CONTEXT: _Context  # set before the workers fork, so they inherit the co
 
 
 def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
-    """The partial result of every block, in file order: in this process for small files, else in forked worker
-    processes (parsing and validation are Python, so threads would not share out)."""
+    """The partial result of every block, in file order: in this process for small files, else in forked
+    worker processes (parsing and validation are Python, so threads would not share out)."""
     workers = min(os.cpu_count() or 1, 8)
-    forkable = all(type(c).__name__ == "_TemplateCounter" for c in ctx.counters)  # HF tokenizers' threads are not
+    forkable = all(
+        type(c).__name__ == "_TemplateCounter" for c in ctx.counters
+    )  # HF tokenizers' threads are not
     if workers < 2 or not forkable or path.stat().st_size < _PARALLEL_BYTES or os.name != "posix":
         for block, line_no, offset in _lines(path):
             yield _count(*_scan(block, line_no, offset, ctx), ctx)
@@ -862,8 +971,10 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
         while window:
             yield window.popleft().result()
 
-def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (),
-            limits: Mapping[str, int] = {}) -> DatasetReport:  # noqa: B006 - read-only default
+
+def analyze(
+    path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (), limits: Mapping[str, int] = {}
+) -> DatasetReport:
     """Reads the dataset once, in constant memory, validating every line and running every counter.
 
     Never raises for what is in the file: see ``DatasetReport.errors``, ``warnings`` and ``provider_issues``.
@@ -875,7 +986,9 @@ def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (),
         return _report(label, p, "chat", _Partial(), [DataIssue(label, 0, problem)], counters, limits, False)
     fmt, fmt_line, fatal = _first_format(p)
     if fatal:
-        return _report(label, p, "chat", _Partial(), [DataIssue(label, fmt_line, fatal)], counters, limits, False)
+        return _report(
+            label, p, "chat", _Partial(), [DataIssue(label, fmt_line, fatal)], counters, limits, False
+        )
     ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
     total = _Partial(tokens={c.key: _Tokens() for c in counters})
     seen = _Seen()
@@ -892,27 +1005,55 @@ def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (),
     return _report(label, p, ctx.fmt, total, [], counters, limits, seen.full)
 
 
-def _report(label: str, path: Path, fmt: str, part: _Partial, fatal: list[DataIssue],
-            counters: Sequence[TokenCounter], limits: Mapping[str, int], seen_full: bool) -> DatasetReport:
+def _report(
+    label: str,
+    path: Path,
+    fmt: str,
+    part: _Partial,
+    fatal: list[DataIssue],
+    counters: Sequence[TokenCounter],
+    limits: Mapping[str, int],
+    seen_full: bool,
+) -> DatasetReport:
     issues = part.issues
     n = part.examples
     if not fatal and part.non_blank == 0:
         fatal = [DataIssue(label, 0, "the file has no examples: it holds only blank lines")]
     if seen_full:
-        issues.tally("warning", "dup-cap", 0, "the duplicate check covered the first "
-                                              f"{_Seen.SLOTS * 3 // 4:,} distinct examples only")
+        issues.tally(
+            "warning",
+            "dup-cap",
+            0,
+            f"the duplicate check covered the first {_Seen.SLOTS * 3 // 4:,} distinct examples only",
+        )
     if not fatal and n and n < 50:
-        issues.tally("warning", "few", 0, f"only {n} example{'s' if n != 1 else ''}: OpenAI recommends starting "
-                                          "with 50 to 100 (its minimum is 10)")
+        issues.tally(
+            "warning",
+            "few",
+            0,
+            f"only {n} example{'s' if n != 1 else ''}: OpenAI recommends starting "
+            "with 50 to 100 (its minimum is 10)",
+        )
     if not fatal and 0 < n < 10:
         issues.tally("openai", "min", 0, f"OpenAI needs at least 10 examples; the file has {n}")
     if not fatal and fmt == "text":
-        issues.tally("openai", "format", 0, "OpenAI fine-tuning takes chat, preference or prompt/completion data, "
-                                            "not plain text")
-        issues.tally("bedrock", "format", 0, "plain text is continued pre-training on Bedrock, not fine-tuning")
+        issues.tally(
+            "openai",
+            "format",
+            0,
+            "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text",
+        )
+        issues.tally(
+            "bedrock", "format", 0, "plain text is continued pre-training on Bedrock, not fine-tuning"
+        )
     if not fatal and fmt == "prompt_completion":
-        issues.tally("openai", "format", 0, "OpenAI takes prompt/completion data only for babbage-002 and "
-                                            "davinci-002; its chat models need 'messages'")
+        issues.tally(
+            "openai",
+            "format",
+            0,
+            "OpenAI takes prompt/completion data only for babbage-002 and "
+            "davinci-002; its chat models need 'messages'",
+        )
     if not fatal and fmt == "preference":
         issues.tally("bedrock", "format", 0, "Bedrock fine-tuning takes no preference (DPO) data")
 
@@ -922,8 +1063,18 @@ def _report(label: str, path: Path, fmt: str, part: _Partial, fatal: list[DataIs
             if b == bucket:
                 more = count - 1
                 unit = "example" if kind == "duplicate" else "line"
-                out.append(DataIssue(label, line, message + (f" (and {more:,} more {unit}{'s' if more != 1 else ''})"
-                                                              if more > 0 and line else "")))
+                out.append(
+                    DataIssue(
+                        label,
+                        line,
+                        message
+                        + (
+                            f" (and {more:,} more {unit}{'s' if more != 1 else ''})"
+                            if more > 0 and line
+                            else ""
+                        ),
+                    )
+                )
         return sorted(out)
 
     errors = fatal + sorted([DataIssue(label, line, m) for line, m in issues.errors] + rendered("error"))
@@ -932,9 +1083,14 @@ def _report(label: str, path: Path, fmt: str, part: _Partial, fatal: list[DataIs
     tokens = {}
     for c in counters:
         acc = part.tokens.get(c.key) or _Tokens()
-        per = _summary(acc.lengths, acc.n, acc.total / acc.n, acc.min, acc.max) if acc.n else Summary(0, 0, 0, 0, 0)
-        tokens[c.key] = TokenStats(c.name, c.exact, acc.total, acc.trained, per, dict(acc.lengths),
-                                   limits.get(c.key), acc.over)
+        per = (
+            _summary(acc.lengths, acc.n, acc.total / acc.n, acc.min, acc.max)
+            if acc.n
+            else Summary(0, 0, 0, 0, 0)
+        )
+        tokens[c.key] = TokenStats(
+            c.name, c.exact, acc.total, acc.trained, per, dict(acc.lengths), limits.get(c.key), acc.over
+        )
     msgs = part.messages
     per_msgs = None
     if fmt in ("chat", "preference") and msgs:
@@ -944,32 +1100,62 @@ def _report(label: str, path: Path, fmt: str, part: _Partial, fatal: list[DataIs
         size = path.stat().st_size
     except OSError:
         size = 0
-    report = DatasetReport(label, fmt, n, size, per_msgs, tokens, errors, rendered("warning"), (),
-                           {p: rendered(p) for p in PROVIDERS if rendered(p)})
+    report = DatasetReport(
+        label,
+        fmt,
+        n,
+        size,
+        per_msgs,
+        tokens,
+        errors,
+        rendered("warning"),
+        (),
+        {p: rendered(p) for p in PROVIDERS if rendered(p)},
+    )
     return DatasetReport(**{**report.__dict__, "advice": tuple(advise(report))})
 
 
 # ------------------------------------------------------------------------------------------------ advice
-def advise(report: DatasetReport, *, lora_r: int | None = None, epochs: float | None = None,
-           has_validation: bool | None = None) -> list[Advice]:
+def advise(
+    report: DatasetReport,
+    *,
+    lora_r: int | None = None,
+    epochs: float | None = None,
+    has_validation: bool | None = None,
+) -> list[Advice]:
     """Advice lines for a dataset and the training set-up (None: not known, no advice on it). Pure."""
     n = report.examples
     out = []
     if 0 < n < 200:
-        out.append(Advice(f"{n} example{'s' if n != 1 else ''} is a small set",
-                          "under ~200 examples a model tends to memorise the examples rather than learn the pattern",
-                          "collect a few hundred varied examples; meanwhile train 1-3 epochs with a low LoRA rank"))
+        out.append(
+            Advice(
+                f"{n} example{'s' if n != 1 else ''} is a small set",
+                "under ~200 examples a model tends to memorise the examples rather than learn the pattern",
+                "collect a few hundred varied examples; meanwhile train 1-3 epochs with a low LoRA rank",
+            )
+        )
     if lora_r is not None and lora_r >= 64 and 0 < n < 10_000:
-        out.append(Advice(f"LoRA rank {lora_r} on {n:,} examples",
-                          "a rank of 64 or more has far more capacity than under 10K examples need, and overfits",
-                          "use r=8 to 16 (alpha 2r)"))
+        out.append(
+            Advice(
+                f"LoRA rank {lora_r} on {n:,} examples",
+                "a rank of 64 or more has far more capacity than under 10K examples need, and overfits",
+                "use r=8 to 16 (alpha 2r)",
+            )
+        )
     if epochs is not None and 0 < n and (epochs > 5 or (epochs > 3 and n < 1_000)):
-        out.append(Advice(f"{epochs:g} epochs on {n:,} examples",
-                          "every example is seen many times: the training loss keeps falling while the model "
-                          "overfits",
-                          "train 2-3 epochs with a validation split and stop when the validation loss stops falling"))
+        out.append(
+            Advice(
+                f"{epochs:g} epochs on {n:,} examples",
+                "every example is seen many times: the training loss keeps falling while the model overfits",
+                "train 2-3 epochs with a validation split and stop when the validation loss stops falling",
+            )
+        )
     if has_validation is False:
-        out.append(Advice("no validation split",
-                          "without held-out examples overfitting goes unseen",
-                          "hold out 5-10% of the examples (at least 20) as a validation file"))
+        out.append(
+            Advice(
+                "no validation split",
+                "without held-out examples overfitting goes unseen",
+                "hold out 5-10% of the examples (at least 20) as a validation file",
+            )
+        )
     return out

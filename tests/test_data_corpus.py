@@ -1,14 +1,13 @@
 """The bad-file corpus: every file in tests/corpus/ with the exact issues it must produce.
 
-Each ``NAME.expected`` lists, in order, the errors, then the warnings, then each provider's issues of ``NAME.jsonl``,
-one per line as ``KIND FILE:LINE: message`` (KIND: error, warning, openai, together, bedrock; FILE stands for the
-path; a line-0 issue is about the whole file and shows as ``FILE: message``).
+Each ``NAME.expected`` lists, in order, the errors, then the warnings, then each provider's issues of
+``NAME.jsonl``, one per line as ``KIND FILE:LINE: message`` (KIND: error, warning, openai, together, bedrock;
+FILE stands for the path; a line-0 issue is about the whole file and shows as ``FILE: message``).
 """
 
 from pathlib import Path
 
 import pytest
-
 from ftbroker.data import PROVIDERS, analyze
 
 CORPUS = Path(__file__).parent / "corpus"

