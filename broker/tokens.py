@@ -574,6 +574,22 @@ _FAMILY_PATTERNS = (  # model name (catalog name or HF repo) -> tokenizer family
 )
 
 
+_CONFIG_FAMILIES = (("qwen3_5", "qwen3.5"), ("qwen", "qwen2"), ("gemma", "gemma"), ("mixtral", "mistral-spm"))
+
+
+def _family_of_config(path: Path) -> str | None:
+    """The tokenizer family of a model folder that has no tokenizer.json, from its config.json."""
+    config = _read_json(path)
+    kind, vocab = str(config.get("model_type", "")), config.get("vocab_size") or 0
+    if kind == "llama":
+        return "llama3" if vocab >= 128_000 else None  # Llama 2 and older: no calibrated family
+    if kind == "mistral":
+        return "mistral" if vocab >= 131_072 else "mistral-spm"
+    if kind == "phi3" and vocab == 100_352:  # Phi-4 (Phi-3 has a 32k SentencePiece vocabulary)
+        return "phi"
+    return next((family for prefix, family in _CONFIG_FAMILIES if kind.startswith(prefix)), None)
+
+
 def family_of(model: str) -> str | None:
     """The tokenizer family of a model name or Hugging Face repo id, if it is one of ``FAMILIES``."""
     lowered = model.lower()
@@ -754,11 +770,13 @@ def resolve(
         if path.is_file() and path.name == "tokenizer.json":
             path = path.parent
         if path.is_dir():
-            if not (path / "tokenizer.json").is_file():
+            if (path / "tokenizer.json").is_file():
+                return _HFCounter(path.resolve(), path.resolve().name)
+            if not (path / "config.json").is_file():
                 raise InputError(
                     f"{path} has no tokenizer.json (a Hugging Face tokenizer or model folder has one)"
                 )
-            return _HFCounter(path.resolve(), path.resolve().name)
+            return _estimate(_family_of_config(path / "config.json"), why=f"no tokenizer.json in {path}")
         if tokenizer in _TIKTOKEN_URLS:
             return _tiktoken_counter(tokenizer)
         encoding = _encoding_for_openai_model(tokenizer)

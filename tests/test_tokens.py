@@ -346,3 +346,22 @@ def test_hub_cache_is_used_without_download(tmp_path, monkeypatch):
     assert counter.exact and counter.name == "tiny-chat (local tokenizer)"
     missing = resolve(hf_repo="meta-llama/Llama-3.1-8B-Instruct")
     assert missing.key == "estimate:llama3" and not missing.exact
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"model_type": "qwen2", "vocab_size": 151936}, "estimate:qwen2"),
+        ({"model_type": "llama", "vocab_size": 128256}, "estimate:llama3"),
+        ({"model_type": "llama", "vocab_size": 32000}, "estimate:cl100k"),
+        ({"model_type": "mistral", "vocab_size": 131072}, "estimate:mistral"),
+        ({"model_type": "gemma3_text", "vocab_size": 262208}, "estimate:gemma"),
+    ],
+)
+def test_model_folder_without_tokenizer_json(tmp_path, config, key):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    counter = resolve(str(tmp_path))
+    assert counter.key == key and not counter.exact and f"no tokenizer.json in {tmp_path}" in counter.name
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(InputError, match="has no tokenizer.json"):
+        resolve(str(tmp_path))
