@@ -74,7 +74,8 @@ def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool
 
 def _dataset_text(report) -> str:
     plural = "s" if report.examples != 1 else ""
-    lines = [f"{report.path}: {report.format}, {report.examples:,} valid example{plural}, {report.size_bytes:,} bytes"]
+    lines = [f"{report.path}: {report.format}, {report.examples:,} valid example{plural}, "
+             f"{report.size_bytes:,} bytes"]
     if report.messages_per_example:
         m = report.messages_per_example
         lines.append(f"messages per example: mean {m.mean:g}, p50 {m.p50:g}, min {m.min:g}, max {m.max:g}")

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from ftbroker.cli import cli
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "data" / "support_chats.jsonl"
@@ -49,11 +48,11 @@ def test_unreadable_files_exit_2():
 
 
 def test_validate_imports_no_heavy_module():
+    heavy = ("torch", "transformers", "openai", "together", "boto3", "httpx")
     code = (
-        "import sys; from ftbroker.cli import main; sys.argv = ['ftbroker', 'validate', %r];\n"
+        f"import sys; from ftbroker.cli import main; sys.argv = ['ftbroker', 'validate', {str(EXAMPLE)!r}]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'transformers', 'openai', 'together', 'boto3', 'httpx') if m in sys.modules]\n"
-        "print('HEAVY', heavy)"
-    ) % str(EXAMPLE)
+        f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("HEAVY []")
