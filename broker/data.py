@@ -544,6 +544,14 @@ class _Checker:
                 self._content(content, where, role, empty_ok=False)
         return roles
 
+    def _objects(self, items: list, label: str) -> Iterator[tuple[str, dict]]:
+        """Each item that is a JSON object, with where it is ("LABEL N"); reports the others."""
+        for j, item in enumerate(items, 1):
+            if isinstance(item, dict):
+                yield f"{label} {j}", item
+            else:
+                self.err(f"{label} {j}: expected an object, got {_jtype(item)}")
+
     def _content(self, content: Any, where: str, role: str, empty_ok: bool) -> None:
         if isinstance(content, str):
             if not empty_ok and not content.strip():
@@ -562,11 +570,7 @@ class _Checker:
             return
         filled = False
         errors = len(self.issues.errors)
-        for j, part in enumerate(content, 1):
-            at = f"{where}, content part {j}"
-            if not isinstance(part, dict):
-                self.err(f"{at}: expected an object, got {_jtype(part)}")
-                continue
+        for at, part in self._objects(content, f"{where}, content part"):
             kind = part.get("type")
             if kind not in _PART_TYPES:
                 self.err(f"{at}: no 'type'" if kind is None else f"{at}: unknown part type {_show(kind)}")
@@ -592,11 +596,7 @@ class _Checker:
         if not isinstance(calls, list) or not calls:
             self.err(f"{where}: 'tool_calls' must be a non-empty list")
             return
-        for j, call in enumerate(calls, 1):
-            w = f"{where}, tool call {j}"
-            if not isinstance(call, dict):
-                self.err(f"{w}: expected an object, got {_jtype(call)}")
-                continue
+        for w, call in self._objects(calls, f"{where}, tool call"):
             call_id = call.get("id")
             if not isinstance(call_id, str) or not call_id:
                 self.err(f"{w}: no 'id' string")
@@ -638,11 +638,7 @@ class _Checker:
             self.err(f"{what} must be a list of tool definitions, got {_jtype(tools)}")
             return None
         names: set[str] = set()
-        for j, tool in enumerate(tools, 1):
-            w = f"{what} item {j}"
-            if not isinstance(tool, dict):
-                self.err(f"{w}: expected an object, got {_jtype(tool)}")
-                continue
+        for w, tool in self._objects(tools, f"{what} item"):
             if tool.get("type") != "function":
                 self.err(f"{w}: 'type' must be \"function\", got {_show(tool.get('type'))}")
             fn = tool.get("function")
