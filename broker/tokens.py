@@ -326,12 +326,16 @@ def _encoder_pool():
 _POOL = None
 
 
-def _forget_pool() -> None:
-    global _POOL
-    _POOL = None  # a forked child has none of its parent's threads
+_THREADS = True
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+def _forked() -> None:
+    global _POOL, _THREADS
+    _POOL = None  # a forked child has none of its parent's threads,
+    _THREADS = False  # and shares the cores with its sibling workers (ftbroker.data forks one per core)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _TiktokenTexts:
@@ -361,7 +365,11 @@ class _TiktokenTexts:
                 chunks.append([])
                 size = 0
         chunks = [c for c in chunks if c]
-        counted = _encoder_pool().map(self._chunk, chunks) if len(chunks) > 1 else map(self._chunk, chunks)
+        counted = (
+            _encoder_pool().map(self._chunk, chunks)
+            if len(chunks) > 1 and _THREADS
+            else map(self._chunk, chunks)
+        )
         return [n for part in counted for n in part]
 
     def _chunk(self, texts: list[str]) -> list[int]:
