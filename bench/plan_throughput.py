@@ -269,8 +269,8 @@ with open(sys.argv[1], encoding="utf-8") as fh:
                     n += len(enc.encode(value))
                 elif key == "tool_calls":
                     for call in value:
-                        n += len(enc.encode(call["function"]["name"])) +
-                        len(enc.encode(call["function"]["arguments"]))
+                        fn = call["function"]
+                        n += len(enc.encode(fn["name"])) + len(enc.encode(fn["arguments"]))
                 if key == "name":
                     n += 1
         examples += 1
