@@ -2,7 +2,8 @@
 
     python bench/plan_throughput.py --size-mb 100      # routine
     python bench/plan_throughput.py --size-mb 1000     # the 1 GB goal (the file is cached under bench/out/)
-    python bench/plan_throughput.py --via cli          # time `ftbroker plan FILE --json`, not analyze()
+    python bench/plan_throughput.py --via validate     # time `ftbroker validate FILE --json`, not analyze()
+    python bench/plan_throughput.py --via cli          # time `ftbroker plan FILE --json` (the pricing area's)
 
 It generates (once, cached under bench/out/) a realistic chat dataset: multi-turn support conversations with
 log-normal lengths, several system prompts, tool definitions and calls in about a third of the examples,
@@ -12,7 +13,7 @@ it runs, each in its own process and with exact cl100k_base counts:
 * the baseline: ``json.loads`` per line and ``len(enc.encode(value))`` per message value in a Python loop, as
   OpenAI's cookbook notebook counts (3 per message, 3 for priming; tools as their JSON text);
 * ftbroker: ``ftbroker.data.analyze`` with ``resolve("cl100k_base")`` (validation, duplicates, statistics and
-  counts), or the ``ftbroker plan`` command with ``--via cli`` once that command exists.
+  counts), or the ``ftbroker validate`` command (``--via validate``) or ``ftbroker plan`` (``--via cli``).
 
 It prints MB/s of both, the ratio, the peak RSS of each analysis (process and its children, sampled every 50
 ms), the machine's load, and the start-up time of ``ftbroker --help``. Goals: >= 3x the baseline on 1 GB, peak
@@ -316,9 +317,9 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, default=100)
     ap.add_argument(
         "--via",
-        choices=["analyze", "cli"],
+        choices=["analyze", "validate", "cli"],
         default="analyze",
-        help="time ftbroker.data.analyze (default) or the `ftbroker plan` command",
+        help="time ftbroker.data.analyze (default), `ftbroker validate --json`, or `ftbroker plan --json` (cli)",
     )
     ap.add_argument("--skip-baseline", action="store_true")
     args = ap.parse_args()
@@ -335,12 +336,13 @@ def main() -> None:
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
-    if args.via == "cli":
+    command = {"cli": ["plan"], "validate": ["validate"]}.get(args.via)
+    if command:
         ours = [
             sys.executable,
             "-m",
             "ftbroker.cli",
-            "plan",
+            *command,
             str(data),
             "--tokenizer",
             "cl100k_base",
