@@ -37,13 +37,13 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import orjson
-from ftbroker.errors import DataIssue, DatasetError
+from ftbroker.errors import DataIssue, DatasetError, InputError
 from ftbroker.tokens import TokenCounter
 
 FORMATS = ("chat", "prompt_completion", "preference", "text")
@@ -910,13 +910,27 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
     return part, batch, batch_lines
 
 
+def _count_one(counter: TokenCounter, example: dict, fmt: str, line: int, issues: _Issues) -> tuple | None:
+    try:
+        return counter.count(example, fmt)
+    except InputError as exc:
+        issues.error(line, str(exc))
+        return None
+
+
 def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -> _Partial:
     """Runs every counter over a block's valid examples."""
     for counter in ctx.counters:
         acc, limit = part.tokens[counter.key], ctx.limits.get(counter.key)
-        many = getattr(counter, "count_many", None)
-        counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
-        for n, (total, trained) in zip(lines, counts):
+        try:
+            many = getattr(counter, "count_many", None)
+            counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
+        except InputError:  # a chat template that refuses an example: find which, say where
+            counts = [_count_one(counter, ex, ctx.fmt, n, part.issues) for ex, n in zip(batch, lines)]
+        for n, count in zip(lines, counts):
+            if count is None:
+                continue
+            total, trained = count
             acc.add(total, trained)
             if limit is not None and total > limit:
                 acc.over += 1
@@ -1108,7 +1122,7 @@ def _report(
         (),
         {p: rendered(p) for p in PROVIDERS if rendered(p)},
     )
-    return DatasetReport(**{**report.__dict__, "advice": tuple(advise(report))})
+    return replace(report, advice=tuple(advise(report)))
 
 
 # ------------------------------------------------------------------------------------------------ advice

@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -679,43 +679,37 @@ class _HFCounter:
 
     def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
         plans = [self._plan(ex, fmt) for ex in examples]
-        flat = [text for _, texts in plans for text, _ in texts]
+        flat = [text for _, texts in plans for text in texts]
         lengths = iter(len(e.ids) for e in self._tok.encode_batch(flat, add_special_tokens=False))
-        out = []
-        for combine, texts in plans:
-            out.append(combine([next(lengths) for _ in texts]))
-        return out
+        return [combine([next(lengths) for _ in texts]) for combine, texts in plans]
 
-    def _plan(self, ex: Mapping, fmt: str):
+    def _plan(self, ex: Mapping, fmt: str) -> tuple[Callable[[list[int]], tuple[int, int]], list[str]]:
         """The texts to encode for one example, and how their lengths make (total, trained)."""
         if fmt == "text":
-            text = self._bos_eos(ex.get("text") or "")
-            return (lambda n: (n[0], n[0])), [(text, True)]
+            return (lambda n: (n[0], n[0])), [self._wrap(ex.get("text") or "")]
         if fmt == "prompt_completion":
-            prompt = self._bos_eos(ex.get("prompt") or "", eos=False)
-            full = self._bos_eos((ex.get("prompt") or "") + (ex.get("completion") or ""))
-            return (lambda n: (n[1], n[1] - n[0])), [(prompt, False), (full, True)]
+            prompt, completion = ex.get("prompt") or "", ex.get("completion") or ""
+            return (lambda n: (n[1], n[1] - n[0])), [
+                self._wrap(prompt, eos=False),
+                self._wrap(prompt + completion),
+            ]
         original, tools, outputs = _chat_of(ex, fmt)
         original = [m for m in original if isinstance(m, dict)]
         if isinstance(ex.get("system"), str):
             original.insert(0, {"role": "system", "content": ex["system"]})
         messages = [_template_message(m) for m in original]
-        if fmt == "preference":  # prompt once, both completions
+        if fmt == "preference":  # the prompt once, then what each output adds to it
             texts = [self._render(messages, tools, True)]
-            texts += [self._render(messages + [_template_message(o)], tools, False) for o in outputs]
-            return (lambda n: (n[0] + sum(x - n[0] for x in n[1:]), sum(x - n[0] for x in n[1:]))), [
-                (t, False) for t in texts
-            ]
+            texts += [self._render([*messages, _template_message(o)], tools, False) for o in outputs]
+            return (lambda n: (n[0] + sum(x - n[0] for x in n[1:]), sum(x - n[0] for x in n[1:]))), texts
         texts = [self._render(messages, tools, False)]
-        for i, m in enumerate(original):
+        for i, m in enumerate(original):  # each trained turn: the render with it minus the render before it
             if m.get("role") == "assistant" and m.get("weight", 1) != 0:
                 texts += [
                     self._render(messages[:i], tools, True),
                     self._render(messages[: i + 1], tools, False),
                 ]
-        return (lambda n: (n[0], sum(n[k + 1] - n[k] for k in range(1, len(n), 2)))), [
-            (t, False) for t in texts
-        ]
+        return (lambda n: (n[0], sum(n[k + 1] - n[k] for k in range(1, len(n), 2)))), texts
 
     def _render(self, messages: list, tools: list, generation_prompt: bool) -> str:
         if self._template is None:  # a base model without a template: the texts one after the other
@@ -730,9 +724,10 @@ class _HFCounter:
         except Exception as exc:  # a template's own raise_exception, or a Jinja error
             raise InputError(f"the chat template of {self.name} failed on an example: {exc}") from exc
 
-    def _bos_eos(self, text: str, eos: bool = True) -> str:
-        bos = self._specials.get("bos_token") or ""
-        return f"{bos}{text}{self._specials.get('eos_token') or '' if eos else ''}"
+    def _wrap(self, text: str, eos: bool = True) -> str:
+        """A plain text between the tokenizer's begin and end tokens, as trainers feed it."""
+        end = (self._specials.get("eos_token") or "") if eos else ""
+        return f"{self._specials.get('bos_token') or ''}{text}{end}"
 
 
 def _template_message(m: Mapping) -> dict:

@@ -385,3 +385,26 @@ def test_model_folder_without_tokenizer_json(tmp_path, config, key):
     (tmp_path / "config.json").unlink()
     with pytest.raises(InputError, match="has no tokenizer.json"):
         resolve(str(tmp_path))
+
+
+def test_a_template_that_refuses_an_example_is_an_error_on_its_line(tmp_path):
+    from ftbroker.data import analyze
+
+    folder = _tiny_tokenizer(tmp_path / "no-system-model")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + CHATML
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    rows = [CHAT, {"messages": CHAT["messages"][1:3]}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = analyze(data, counters=[resolve(str(folder))])
+    assert [(e.line, e.message) for e in report.errors] == [
+        (
+            1,
+            "the chat template of no-system-model (local tokenizer) failed on an example: System role not supported",
+        )
+    ]
+    assert sum(report.tokens[f"hf:{folder}"].length_counts.values()) == 1
