@@ -864,20 +864,17 @@ def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Part
         lines.pop()
     unterminated = line_no + len(lines) - 1 if not block.endswith(b"\n") else 0  # only a file's last line
     for n, line in enumerate(lines, line_no):
-        size = len(line)
+        start, offset = offset, offset + len(line) + 1
         if not line or line.isspace():
             part.issues.tally("warning", "blank", n, "blank lines are skipped")
-            offset += size + 1
             continue
         part.non_blank += 1
         check.line = n
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            check.err(_unparsable(line.rstrip(b"\r"), offset, str(exc), n == unterminated))
-            offset += size + 1
+            check.err(_unparsable(line.rstrip(b"\r"), start, str(exc), n == unterminated))
             continue
-        offset += size + 1
         if type(obj) is not dict:
             check.err(f"expected a JSON object, got {_jtype(obj)}")
             continue

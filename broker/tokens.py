@@ -789,8 +789,10 @@ def _hf_cached_folder(repo: str) -> Path | None:
     """The snapshot folder of ``repo``'s tokenizer if the local Hugging Face cache has it (no download)."""
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # it comes with the tokenizers package; without it there is no cache to look in
+        return None
     found = try_to_load_from_cache(repo, "tokenizer.json")
     return Path(found).parent if isinstance(found, str) else None
 
