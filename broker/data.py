@@ -730,6 +730,10 @@ _MAGIC = (
     (b"\xfe\xff", "UTF-16 text: save it as UTF-8"),
 )
 _BOM = b"\xef\xbb\xbf"
+_SPREAD = (
+    "the line ends inside a JSON value: is an example spread over several lines (pretty-printed JSON)? JSONL "
+    "needs one example per line (convert it with: jq -c . FILE)"
+)
 
 
 def _file_problem(path: Path) -> str | None:
@@ -808,10 +812,7 @@ def _unparsable(line: bytes, offset: int, orjson_message: str, last: bool = Fals
         if last and (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")):
             return "the file ends inside a JSON value: its last line is cut short (an incomplete copy?)"
         if exc.pos >= len(text.rstrip()) and text.lstrip()[:1] in ("{", "["):
-            return (
-                "the line ends inside a JSON value: is an example spread over several lines (pretty-printed "
-                "JSON)? JSONL needs one example per line (convert it with: jq -c . FILE)"
-            )
+            return _SPREAD
         return f"invalid JSON at column {exc.colno}: {exc.msg}"
     except RecursionError:
         pass
@@ -824,18 +825,22 @@ def _unparsable(line: bytes, offset: int, orjson_message: str, last: bool = Fals
 
 
 def _first_format(path: Path) -> tuple[str | None, int, str | None]:
-    """(the file's format, the line that set it, a fatal message) from the first line with a known format."""
+    """(the file's format, the line that set it, a fatal message) from the first line with a known format.
+    Fatal: the first line of the file is the start of a JSON object that goes on over the next lines."""
+    first = True
     for block, line_no, offset in _lines(path):
-        for line in block.split(b"\n"):
+        lines = block.split(b"\n")
+        for i, line in enumerate(lines):
             stripped = line.strip()
             if stripped:
                 try:
                     obj = orjson.loads(stripped)
                 except orjson.JSONDecodeError as exc:
-                    message = _unparsable(stripped, offset, str(exc))
-                    if "ends inside a JSON value" in message and stripped[:1] == b"{":
-                        return None, line_no, message
+                    last = i == len(lines) - 1 and not block.endswith(b"\n")
+                    if first and _unparsable(stripped, offset, str(exc), last) == _SPREAD:
+                        return None, line_no, _SPREAD
                     obj = None
+                first = False
                 if isinstance(obj, dict):
                     fmt, _ = _format_of(obj)
                     if fmt:
