@@ -223,9 +223,8 @@ class _Partial:
     messages: Counter = field(default_factory=Counter)
     tokens: dict[str, _Tokens] = field(default_factory=dict)
     issues: _Issues = field(default_factory=_Issues)
-    hashes: list[tuple[int, bytes]] = field(
-        default_factory=list
-    )  # (line, 8-byte digest) of each valid example
+    # (line, 8-byte digest) of each valid example
+    hashes: list[tuple[int, bytes]] = field(default_factory=list)
 
     def merge(self, other: _Partial) -> None:
         self.examples += other.examples
@@ -961,9 +960,8 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     """The partial result of every block, in file order: in this process for small files, else in forked
     worker processes (parsing and validation are Python, so threads would not share out)."""
     workers = min(os.cpu_count() or 1, 8)
-    forkable = all(
-        type(c).__name__ == "_TemplateCounter" for c in ctx.counters
-    )  # HF tokenizers' threads are not
+    # only counters known to be safe in a forked child (HF tokenizers' own threads are not)
+    forkable = all(type(c).__name__ == "_TemplateCounter" for c in ctx.counters)
     if workers < 2 or not forkable or path.stat().st_size < _PARALLEL_BYTES or os.name != "posix":
         for block, line_no, offset in _lines(path):
             yield _count(*_scan(block, line_no, offset, ctx), ctx)

@@ -82,8 +82,7 @@ class TokenCounter(Protocol):
     def count(self, example: Mapping, fmt: str) -> tuple[int, int]: ...
 
 
-# --------------------------------------------------------------------------------------------- shared chat
-# walk
+# ------------------------------------------------------------------------------------------ chat formatting
 @dataclass(frozen=True)
 class _ChatRule:
     """How a route wraps a chat example in tokens, beyond the text itself."""
@@ -95,9 +94,7 @@ class _ChatRule:
     default_system: int  # tokens a template injects when the example has no system message
     tools_preamble: int  # tokens a template adds once when tools are given
     encode_role: bool  # OpenAI's rule encodes the role text; templates count it in per_message
-    openai_tools: (
-        int | None
-    )  # per-function constant of the cookbook rule (7 o200k, 10 cl100k); None: JSON text
+    openai_tools: int | None  # per-function constant of the cookbook rule (7 o200k, 10 cl100k); None: JSON
 
 
 _OPENAI_O200K = _ChatRule(3, 1, 3, 1, 0, 0, True, 7)
@@ -309,9 +306,8 @@ class _TemplateCounter:
 
 # ------------------------------------------------------------------------------------------------- tiktoken
 _SEP = "<|endoftext|>"
-_CHUNK_CHARS = (
-    256 << 10
-)  # text per encode call: long enough that per-call costs vanish, short enough to share out
+# text per encode call: long enough that per-call costs vanish, short enough to share out among threads
+_CHUNK_CHARS = 256 << 10
 
 
 def _encoder_pool():
@@ -348,9 +344,8 @@ class _TiktokenTexts:
     def __init__(self, encoding: Any):
         self._encoding = encoding
         self._core = encoding._core_bpe  # its buffer form avoids one Python int per token
-        self._sep_bytes = encoding.eot_token.to_bytes(
-            4, "little"
-        )  # ids < 2**24: the pattern only matches aligned
+        # token ids < 2**24, so this 4-byte pattern can only match at a token boundary
+        self._sep_bytes = encoding.eot_token.to_bytes(4, "little")
 
     def __call__(self, texts: list[str]) -> list[float]:
         chunks: list[list[str]] = [[]]
