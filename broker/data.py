@@ -960,8 +960,8 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     """The partial result of every block, in file order: in this process for small files, else in forked
     worker processes (parsing and validation are Python, so threads would not share out)."""
     workers = min(os.cpu_count() or 1, 8)
-    # only counters known to be safe in a forked child (HF tokenizers' own threads are not)
-    forkable = all(type(c).__name__ == "_TemplateCounter" for c in ctx.counters)
+    # only counters that say they work in a forked child (HF tokenizers' own threads do not)
+    forkable = all(getattr(c, "forkable", False) for c in ctx.counters)
     if workers < 2 or not forkable or path.stat().st_size < _PARALLEL_BYTES or os.name != "posix":
         for block, line_no, offset in _lines(path):
             yield _count(*_scan(block, line_no, offset, ctx), ctx)

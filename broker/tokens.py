@@ -72,8 +72,9 @@ from ftbroker.errors import InputError, UnknownNameError
 
 @runtime_checkable
 class TokenCounter(Protocol):
-    """Counts the tokens of parsed examples. ``count_many(examples, fmt)`` is an optional batch form that
-    ``analyze`` uses when a counter has it (every counter here does)."""
+    """Counts the tokens of parsed examples. Optional: ``count_many(examples, fmt)``, a batch form that
+    ``analyze`` uses when a counter has it (every counter here does), and ``forkable = True`` when the counter
+    works in a forked worker process (then ``analyze`` spreads a large file over the cores)."""
 
     key: str
     name: str
@@ -272,6 +273,8 @@ _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 class _TemplateCounter:
     """A counter that walks examples with a ``_ChatRule`` and counts their texts with a text counter."""
+
+    forkable = True  # analyze() may run it in forked worker processes
 
     _MEMO_LIMIT = 8192
 
