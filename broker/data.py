@@ -168,23 +168,20 @@ class _Issues:
         else:
             self.dropped += 1
 
-    def tally(self, bucket: str, kind: str, line: int, message: str) -> None:
+    def tally(self, bucket: str, kind: str, line: int, message: str, count: int = 1) -> None:
         entry = self.tallies.get((bucket, kind))
         if entry is None:
-            self.tallies[(bucket, kind)] = [line, message, 1]
+            self.tallies[(bucket, kind)] = [line, message, count]
         else:
-            entry[2] += 1
+            entry[2] += count
 
     def merge(self, other: _Issues) -> None:
+        """Adds the issues of the lines after ours."""
         for line, message in other.errors:
             self.error(line, message)
         self.dropped += other.dropped
-        for key, (line, message, count) in other.tallies.items():
-            entry = self.tallies.get(key)
-            if entry is None:
-                self.tallies[key] = [line, message, count]
-            else:
-                entry[2] += count
+        for (bucket, kind), (line, message, count) in other.tallies.items():
+            self.tally(bucket, kind, line, message, count)
 
 
 class _Tokens:
@@ -1015,6 +1012,66 @@ def analyze(
     return _report(label, p, ctx.fmt, total, [], counters, limits, seen.full)
 
 
+_FORMAT_RULES = {  # provider rules about a whole file's format (sources: the module docstring)
+    "text": (
+        ("openai", "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text"),
+        ("bedrock", "plain text is continued pre-training on Bedrock, not fine-tuning"),
+    ),
+    "prompt_completion": (
+        (
+            "openai",
+            (
+                "OpenAI takes prompt/completion data only for babbage-002 and davinci-002; its chat models "
+                "need 'messages'"
+            ),
+        ),
+    ),
+    "preference": (("bedrock", "Bedrock fine-tuning takes no preference (DPO) data"),),
+}
+
+
+def _file_remarks(issues: _Issues, fmt: str, n: int, seen_full: bool) -> None:
+    """Remarks about the file as a whole (line 0)."""
+    if seen_full:
+        limit = f"{_Seen.SLOTS * 3 // 4:,}"
+        issues.tally(
+            "warning", "dup-cap", 0, f"the duplicate check covered the first {limit} distinct examples only"
+        )
+    if 0 < n < 50:
+        plural = "s" if n != 1 else ""
+        issues.tally(
+            "warning",
+            "few",
+            0,
+            f"only {n} example{plural}: OpenAI recommends starting with 50 to 100 (its minimum is 10)",
+        )
+    if 0 < n < 10:
+        issues.tally("openai", "min", 0, f"OpenAI needs at least 10 examples; the file has {n}")
+    for provider, message in _FORMAT_RULES.get(fmt, ()):
+        issues.tally(provider, "format", 0, message)
+
+
+def _rendered(issues: _Issues, label: str, bucket: str) -> list[DataIssue]:
+    """The tallies of one bucket as issues, in line order: the first line, and how many more share it."""
+    out = []
+    for (b, kind), (line, message, count) in issues.tallies.items():
+        if b == bucket:
+            more, unit = count - 1, "example" if kind == "duplicate" else "line"
+            if more > 0 and line:
+                message += f" (and {more:,} more {unit}{'s' if more != 1 else ''})"
+            out.append(DataIssue(label, line, message))
+    return sorted(out)
+
+
+def _stats(counter: TokenCounter, acc: _Tokens, limit: int | None) -> TokenStats:
+    per = (
+        _summary(acc.lengths, acc.n, acc.total / acc.n, acc.min, acc.max) if acc.n else Summary(0, 0, 0, 0, 0)
+    )
+    return TokenStats(
+        counter.name, counter.exact, acc.total, acc.trained, per, dict(acc.lengths), limit, acc.over
+    )
+
+
 def _report(
     label: str,
     path: Path,
@@ -1026,81 +1083,15 @@ def _report(
     seen_full: bool,
 ) -> DatasetReport:
     issues = part.issues
-    n = part.examples
     if not fatal and part.non_blank == 0:
         fatal = [DataIssue(label, 0, "the file has no examples: it holds only blank lines")]
-    if seen_full:
-        issues.tally(
-            "warning",
-            "dup-cap",
-            0,
-            f"the duplicate check covered the first {_Seen.SLOTS * 3 // 4:,} distinct examples only",
-        )
-    if not fatal and n and n < 50:
-        issues.tally(
-            "warning",
-            "few",
-            0,
-            f"only {n} example{'s' if n != 1 else ''}: OpenAI recommends starting "
-            "with 50 to 100 (its minimum is 10)",
-        )
-    if not fatal and 0 < n < 10:
-        issues.tally("openai", "min", 0, f"OpenAI needs at least 10 examples; the file has {n}")
-    if not fatal and fmt == "text":
-        issues.tally(
-            "openai",
-            "format",
-            0,
-            "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text",
-        )
-        issues.tally(
-            "bedrock", "format", 0, "plain text is continued pre-training on Bedrock, not fine-tuning"
-        )
-    if not fatal and fmt == "prompt_completion":
-        issues.tally(
-            "openai",
-            "format",
-            0,
-            "OpenAI takes prompt/completion data only for babbage-002 and "
-            "davinci-002; its chat models need 'messages'",
-        )
-    if not fatal and fmt == "preference":
-        issues.tally("bedrock", "format", 0, "Bedrock fine-tuning takes no preference (DPO) data")
-
-    def rendered(bucket: str) -> list[DataIssue]:
-        out = []
-        for (b, kind), (line, message, count) in issues.tallies.items():
-            if b == bucket:
-                more = count - 1
-                unit = "example" if kind == "duplicate" else "line"
-                out.append(
-                    DataIssue(
-                        label,
-                        line,
-                        message
-                        + (
-                            f" (and {more:,} more {unit}{'s' if more != 1 else ''})"
-                            if more > 0 and line
-                            else ""
-                        ),
-                    )
-                )
-        return sorted(out)
-
-    errors = fatal + sorted([DataIssue(label, line, m) for line, m in issues.errors] + rendered("error"))
+    if not fatal:
+        _file_remarks(issues, fmt, part.examples, seen_full)
+    errors = fatal + sorted(
+        [DataIssue(label, line, m) for line, m in issues.errors] + _rendered(issues, label, "error")
+    )
     if issues.dropped:
         errors.append(DataIssue(label, 0, f"{issues.dropped:,} more errors are not listed"))
-    tokens = {}
-    for c in counters:
-        acc = part.tokens.get(c.key) or _Tokens()
-        per = (
-            _summary(acc.lengths, acc.n, acc.total / acc.n, acc.min, acc.max)
-            if acc.n
-            else Summary(0, 0, 0, 0, 0)
-        )
-        tokens[c.key] = TokenStats(
-            c.name, c.exact, acc.total, acc.trained, per, dict(acc.lengths), limits.get(c.key), acc.over
-        )
     msgs = part.messages
     per_msgs = None
     if fmt in ("chat", "preference") and msgs:
@@ -1110,17 +1101,18 @@ def _report(
         size = path.stat().st_size
     except OSError:
         size = 0
+    providers = {p: _rendered(issues, label, p) for p in PROVIDERS}
     report = DatasetReport(
-        label,
-        fmt,
-        n,
-        size,
-        per_msgs,
-        tokens,
-        errors,
-        rendered("warning"),
-        (),
-        {p: rendered(p) for p in PROVIDERS if rendered(p)},
+        path=label,
+        format=fmt,
+        examples=part.examples,
+        size_bytes=size,
+        messages_per_example=per_msgs,
+        tokens={c.key: _stats(c, part.tokens.get(c.key) or _Tokens(), limits.get(c.key)) for c in counters},
+        errors=errors,
+        warnings=_rendered(issues, label, "warning"),
+        advice=(),
+        provider_issues={p: v for p, v in providers.items() if v},
     )
     return replace(report, advice=tuple(advise(report)))
 
