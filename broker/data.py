@@ -414,19 +414,19 @@ class _Checker:
         self._provider_roles(roles, messages)
 
     def _provider_roles(self, roles: list, messages: Sequence) -> None:
+        """Together's and Bedrock's rules on roles and turns (OpenAI takes any order of its roles)."""
+        start = 1 if roles[0] == "system" else 0
+        body = roles[start:]
         if "developer" in roles or "function" in roles:
             self.provider(
                 "together",
                 "roles",
                 "a developer or function message: Together takes the roles system, user, assistant and tool",
             )
-        body = roles[1:] if roles[0] == "system" else roles
         if "system" in body:
             self.provider("together", "system-late", "a system message after the first message (Together)")
-        # a tool round (assistant tool calls, tool answers) sits inside the assistant's turn
-        turns = [r for r, m in zip(roles, messages) if r != "tool" and "tool_calls" not in m][
-            len(roles) - len(body) :
-        ]
+        # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
+        turns = [r for r, m in zip(body, messages[start:]) if r != "tool" and "tool_calls" not in m]
         if turns and turns[0] != "user" or any(a == b for a, b in pairwise(turns)):
             self.provider(
                 "together",
@@ -434,13 +434,14 @@ class _Checker:
                 "after the system message, turns must start with user and "
                 "alternate user/assistant (Together)",
             )
-        if any(r in ("tool", "function", "developer") for r in roles) or any(
+        if set(roles) - {"system", "user", "assistant"} or any(
             "tool_calls" in m or "function_call" in m for m in messages
         ):
             self.provider(
                 "bedrock",
-                "tools",
-                "tool calls or tool messages: Bedrock fine-tuning data has user and assistant turns only",
+                "roles",
+                "tool calls, tool or developer messages: Bedrock fine-tuning data "
+                "has user and assistant turns (and a system prompt) only",
             )
         elif (
             not body
