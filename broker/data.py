@@ -476,7 +476,7 @@ class _Checker:
                 roles.append(None)
                 continue
             role = m.get("role")
-            if role not in _MSG_KEYS:
+            if not isinstance(role, str) or role not in _MSG_KEYS:
                 self.err(
                     f"{where}: no 'role'"
                     if role is None
@@ -569,7 +569,7 @@ class _Checker:
         errors = len(self.issues.errors)
         for at, part in self._objects(content, f"{where}, content part"):
             kind = part.get("type")
-            if kind not in _PART_TYPES:
+            if not isinstance(kind, str) or kind not in _PART_TYPES:
                 self.err(f"{at}: no 'type'" if kind is None else f"{at}: unknown part type {_show(kind)}")
             elif role not in _PART_TYPES[kind]:
                 self.err(f"{at}: {_a(kind)} part is not allowed in {_a(role)} message")

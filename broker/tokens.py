@@ -198,7 +198,7 @@ class _Walker:
             if not isinstance(m, dict):
                 continue
             role = m.get("role")
-            cost = role_cost.get(role)
+            cost = role_cost.get(role) if isinstance(role, str) else None
             fixed += rule.per_message + (cost or 0.0)
             if cost is None and rule.encode_role and isinstance(role, str):
                 self._add(p, i, role, False, True)

@@ -293,3 +293,60 @@ def test_random_bytes_give_a_report(tmp_path, blob):
     report = analyze(path, counters=[resolve("cl100k_base")])
     json.dumps(report.to_json())
     assert all(e.line >= 0 for e in report.errors)
+
+
+# examples of the right overall shape whose every field may hold any JSON value
+any_json = json_values
+message = st.dictionaries(
+    st.sampled_from(
+        ["role", "content", "weight", "name", "tool_calls", "tool_call_id", "function_call", "x"]
+    ),
+    st.sampled_from(["user", "assistant", "system", "tool"]) | any_json,
+    max_size=5,
+)
+tool_call = st.dictionaries(
+    st.sampled_from(["id", "type", "function"]), any_json, max_size=3
+) | st.fixed_dictionaries(
+    {
+        "id": st.sampled_from(["a", "b"]),
+        "type": st.just("function"),
+        "function": st.dictionaries(
+            st.sampled_from(["name", "arguments"]), any_json | st.sampled_from(["f", "{}"])
+        ),
+    }
+)
+chat_like = st.fixed_dictionaries(
+    {
+        "messages": st.lists(
+            message
+            | st.fixed_dictionaries(
+                {"role": st.just("assistant"), "tool_calls": st.lists(tool_call, max_size=2)}
+            ),
+            max_size=5,
+        )
+    },
+    optional={
+        "tools": any_json | st.lists(st.dictionaries(st.sampled_from(["type", "function"]), any_json)),
+        "system": any_json,
+        "parallel_tool_calls": any_json,
+    },
+)
+preference_like = st.fixed_dictionaries(
+    {"input": st.fixed_dictionaries({"messages": st.lists(message, max_size=3)}) | any_json},
+    optional={
+        "preferred_output": st.lists(message, max_size=2) | any_json,
+        "non_preferred_output": st.lists(message, max_size=2),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(chat_like, min_size=1, max_size=4) | st.lists(preference_like, min_size=1, max_size=4))
+def test_random_chat_structures_give_a_report(tmp_path, rows):
+    path = tmp_path / "fuzz.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    report = analyze(path, counters=[resolve("cl100k_base"), resolve(family="qwen2")])
+    json.dumps(report.to_json())
+    for counter in (resolve("cl100k_base"), resolve(family="llama3")):  # count() is public: any dict is safe
+        for row in rows:
+            counter.count(row, "chat" if "messages" in row else "preference")
