@@ -989,27 +989,27 @@ def analyze(
     ``limits`` maps a counter key to the per-example token limit to check (over it: a truncation warning).
     """
     label, p = str(path), Path(path)
+    total = _Partial(tokens={c.key: _Tokens() for c in counters})
     problem = _file_problem(p)
     if problem:
-        return _report(label, p, "chat", _Partial(), [DataIssue(label, 0, problem)], counters, limits, False)
-    fmt, fmt_line, fatal = _first_format(p)
-    if fatal:
-        return _report(
-            label, p, "chat", _Partial(), [DataIssue(label, fmt_line, fatal)], counters, limits, False
-        )
-    ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
-    total = _Partial(tokens={c.key: _Tokens() for c in counters})
+        return _report(label, p, "chat", total, [DataIssue(label, 0, problem)], counters, limits, False)
     seen = _Seen()
-
-    def fold(part: _Partial) -> None:
-        for n, digest in part.hashes:
-            first = seen.first_line(n, digest)
-            if first is not None:
-                part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
-        total.merge(part)
-
-    for part in _partials(p, ctx):
-        fold(part)
+    try:
+        fmt, fmt_line, fatal = _first_format(p)
+        if fatal:
+            return _report(
+                label, p, "chat", total, [DataIssue(label, fmt_line, fatal)], counters, limits, False
+            )
+        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
+        for part in _partials(p, ctx):
+            for n, digest in part.hashes:
+                first = seen.first_line(n, digest)
+                if first is not None:
+                    part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
+            total.merge(part)
+    except OSError as exc:  # the file vanished or the disk failed while it was read
+        problem = f"cannot read the file: {exc.strerror or exc}"
+        return _report(label, p, "chat", _Partial(), [DataIssue(label, 0, problem)], counters, limits, False)
     return _report(label, p, ctx.fmt, total, [], counters, limits, seen.full)
 
 

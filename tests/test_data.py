@@ -350,3 +350,14 @@ def test_random_chat_structures_give_a_report(tmp_path, rows):
     for counter in (resolve("cl100k_base"), resolve(family="llama3")):  # count() is public: any dict is safe
         for row in rows:
             counter.count(row, "chat" if "messages" in row else "preference")
+
+
+def test_a_read_failure_midway_is_an_error_not_a_crash(tmp_path, monkeypatch):
+    path = write(tmp_path / "t.jsonl", [chat(i) for i in range(3)])
+
+    def failing(path):
+        yield from ()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(data, "_lines", failing)
+    assert [str(e) for e in analyze(path).errors] == [f"{path}: cannot read the file: Input/output error"]
