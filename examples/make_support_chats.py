@@ -129,102 +129,83 @@ def _call(rng: random.Random, n: int, name: str, args: dict) -> tuple[dict, str]
     }, call_id
 
 
-def _tool_round(rng, messages, name, args, result):
+def _tool_round(rng: random.Random, messages: list, name: str, args: dict, result: dict) -> None:
     call, call_id = _call(rng, len(messages), name, args)
     messages.append({"role": "assistant", "tool_calls": [call]})
     messages.append({"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)})
 
 
+def _say(messages: list, role: str, content: str, **extra) -> None:
+    messages.append({"role": role, **extra, "content": content})
+
+
 def _where_is_my_parcel(rng: random.Random, m: list) -> None:
     o = _order(rng)
-    m.append(
-        {
-            "role": "user",
-            "content": rng.choice(
-                [
-                    (
-                        f"Hi, I ordered a {o['item']} on {o['placed']} and it still hasn't arrived. "
-                        f"Order {o['order_id']}."
-                    ),
-                    f"Where is my order {o['order_id']}? It's been more than a week.",
-                    (
-                        f"Hello! Can you tell me when {o['order_id']} will be delivered? "
-                        "I need it before the weekend."
-                    ),
-                ]
-            ),
-        }
+    _say(
+        m,
+        "user",
+        rng.choice(
+            [
+                (
+                    f"Hi, I ordered a {o['item']} on {o['placed']} and it still hasn't arrived. "
+                    f"Order {o['order_id']}."
+                ),
+                f"Where is my order {o['order_id']}? It's been more than a week.",
+                (
+                    f"Hello! Can you tell me when {o['order_id']} will be delivered? "
+                    "I need it before the weekend."
+                ),
+            ]
+        ),
     )
     eta = TODAY + timedelta(days=rng.randint(1, 4))
     status = rng.choice(["in transit", "at the local depot", "out for delivery"])
+    scan = f"{o['city']} sorting centre"
     _tool_round(
         rng,
         m,
         "track_parcel",
         {"order_id": o["order_id"]},
-        {"status": status, "last_scan": f"{o['city']} sorting centre", "eta": eta.isoformat()},
+        {"status": status, "last_scan": scan, "eta": eta.isoformat()},
     )
-    m.append(
-        {
-            "role": "assistant",
-            "content": (
-                f"Thanks for waiting! Your {o['item']} is {status} (last scanned at the {o['city']} sorting "
-                "centre) and "
-                f"should reach you on {eta:%A %d %B}. You'll get a text with a one-hour window on the day."
-            ),
-        }
+    _say(
+        m,
+        "assistant",
+        f"Thanks for waiting! Your {o['item']} is {status} (last scanned at the {scan}) and "
+        f"should reach you on {eta:%A %d %B}. You'll get a text with a one-hour window on the day.",
     )
     if rng.random() < 0.5:
-        m.append(
-            {
-                "role": "user",
-                "content": rng.choice(
-                    [
-                        "Can the courier leave it with a neighbour if I'm out?",
-                        "What if I'm not home that day?",
-                    ]
-                ),
-            }
+        _say(
+            m,
+            "user",
+            rng.choice(
+                ["Can the courier leave it with a neighbour if I'm out?", "What if I'm not home that day?"]
+            ),
         )
-        m.append(
-            {
-                "role": "assistant",
-                "content": (
-                    "Yes. The link in the delivery text lets you pick a neighbour, a safe place or a "
-                    "pick-up point until "
-                    "8 am on the delivery day. If you miss it, the parcel waits at the nearest pick-up "
-                    "point for 7 days."
-                ),
-            }
+        _say(
+            m,
+            "assistant",
+            "Yes. The link in the delivery text lets you pick a neighbour, a safe place or a "
+            "pick-up point until 8 am on the delivery day. If you miss it, the parcel waits at "
+            "the nearest pick-up point for 7 days.",
         )
 
 
 def _damaged_item(rng: random.Random, m: list) -> None:
     o = _order(rng)
-    m.append(
-        {
-            "role": "user",
-            "content": rng.choice(
-                [
-                    f"My {o['item']} arrived broken. Order {o['order_id']}. I'd like my money back.",
-                    (
-                        f"The {o['item']} from order {o['order_id']} came damaged, the box was crushed. "
-                        "What now?"
-                    ),
-                ]
-            ),
-        }
+    _say(
+        m,
+        "user",
+        rng.choice(
+            [
+                f"My {o['item']} arrived broken. Order {o['order_id']}. I'd like my money back.",
+                f"The {o['item']} from order {o['order_id']} came damaged, the box was crushed. What now?",
+            ]
+        ),
     )
     if rng.random() < 0.3:  # a first, unhelpful answer the customer pushed back on: context, not trained
-        m.append(
-            {"role": "assistant", "weight": 0, "content": "Please send the item back and we will look at it."}
-        )
-        m.append(
-            {
-                "role": "user",
-                "content": "I don't want to pay to ship a broken thing back. Can't you just refund?",
-            }
-        )
+        _say(m, "assistant", "Please send the item back and we will look at it.", weight=0)
+        _say(m, "user", "I don't want to pay to ship a broken thing back. Can't you just refund?")
     _tool_round(
         rng,
         m,
@@ -232,18 +213,15 @@ def _damaged_item(rng: random.Random, m: list) -> None:
         {"order_id": o["order_id"]},
         {"item": o["item"], "quantity": o["quantity"], "total_eur": o["total_eur"], "status": "delivered"},
     )
+    total = f"{o['total_eur']:.2f} EUR"
     if o["total_eur"] > 200:
-        m.append(
-            {
-                "role": "assistant",
-                "content": (
-                    f"I'm sorry it arrived damaged. Because the order is {o['total_eur']:.2f} EUR, a "
-                    "colleague has to "
-                    "approve the refund: I've opened a handover and they'll email you within one working "
-                    "day. You don't "
-                    "need to send anything back; please keep a photo of the damage."
-                ),
-            }
+        _say(
+            m,
+            "assistant",
+            f"I'm sorry it arrived damaged. Because the order is {total}, a colleague has to "
+            "approve the refund: I've opened a handover and they'll email you within one "
+            "working day. You don't need to send anything back; please keep a photo of the "
+            "damage.",
         )
         return
     _tool_round(
@@ -253,171 +231,123 @@ def _damaged_item(rng: random.Random, m: list) -> None:
         {"order_id": o["order_id"], "amount_eur": o["total_eur"], "reason": "damaged"},
         {"refund_id": f"RF-{rng.randint(10000, 99999)}", "status": "approved", "days_to_arrive": 5},
     )
-    m.append(
-        {
-            "role": "assistant",
-            "content": (
-                f"I'm sorry about that! I've refunded {o['total_eur']:.2f} EUR to your original payment "
-                "method; it "
-                "usually shows up within 5 working days. There's no need to return the broken item: please "
-                "recycle it."
-            ),
-        }
+    _say(
+        m,
+        "assistant",
+        f"I'm sorry about that! I've refunded {total} to your original payment method; it "
+        "usually shows up within 5 working days. There's no need to return the broken item: "
+        "please recycle it.",
     )
 
 
 def _password(rng: random.Random, m: list) -> None:
     name = rng.choice(NAMES)
     email = f"{name.lower()}.{rng.choice(['m', 'k', 'r', 's'])}@example.com"
-    m.append(
-        {
-            "role": "user",
-            "content": rng.choice(
-                [
-                    "I can't log in, it says my password is wrong.",
-                    "How do I reset my password?",
-                    "Forgot my password and the reset email never came.",
-                ]
-            ),
-        }
+    _say(
+        m,
+        "user",
+        rng.choice(
+            [
+                "I can't log in, it says my password is wrong.",
+                "How do I reset my password?",
+                "Forgot my password and the reset email never came.",
+            ]
+        ),
     )
-    m.append(
-        {
-            "role": "assistant",
-            "content": "I can send you a reset link. Which email address is on the account?",
-        }
-    )
-    m.append({"role": "user", "content": f"It's {email}"})
+    _say(m, "assistant", "I can send you a reset link. Which email address is on the account?")
+    _say(m, "user", f"It's {email}")
     _tool_round(rng, m, "send_password_reset", {"email": email}, {"sent": True})
-    m.append(
-        {
-            "role": "assistant",
-            "content": (
-                f"Done: a reset link is on its way to {email}. It's valid for 30 minutes. If it isn't in "
-                "your inbox in a "
-                "few minutes, check the spam folder, and make sure mails from no-reply@parcelly.example "
-                "aren't blocked."
-            ),
-        }
+    _say(
+        m,
+        "assistant",
+        f"Done: a reset link is on its way to {email}. It's valid for 30 minutes. If it isn't in "
+        "your inbox in a few minutes, check the spam folder, and make sure mails from "
+        "no-reply@parcelly.example aren't blocked.",
     )
 
 
 def _returns_policy(rng: random.Random, m: list) -> None:
     item, _ = rng.choice(PRODUCTS)
-    m.append(
-        {
-            "role": "user",
-            "content": rng.choice(
-                [
-                    f"Can I return a {item} if I don't like it?",
-                    "What's your return policy?",
-                    f"I bought a {item} as a gift, can the person I gave it to return it?",
-                ]
-            ),
-        }
+    question = rng.choice(
+        [
+            f"Can I return a {item} if I don't like it?",
+            "What's your return policy?",
+            f"I bought a {item} as a gift, can the person I gave it to return it?",
+        ]
     )
-    m.append(
-        {
-            "role": "assistant",
-            "content": (
-                ("Yes: you have" if m[-1]["content"].startswith("Can") else "You have")
-                + " 30 days from delivery to return anything unused in its original packaging, for any "
-                "reason. "
-                "Start the return under Orders > Return an item; you'll get a free return label by email. "
-                "Once the "
-                "parcel reaches our warehouse, the refund takes 3 to 5 working days."
-                + (
-                    " A gift return works the same with the order number, and the refund goes to the buyer."
-                    if "gift" in m[-1]["content"]
-                    else ""
-                )
-            ),
-        }
+    _say(m, "user", question)
+    gift = " A gift return works the same with the order number, and the refund goes to the buyer."
+    _say(
+        m,
+        "assistant",
+        ("Yes: you have" if question.startswith("Can") else "You have")
+        + " 30 days from delivery to return anything unused in its original packaging, for any reason. Start "
+        "the return under Orders > Return an item; you'll get a free return label by email. Once the parcel "
+        "reaches our warehouse, the refund takes 3 to 5 working days." + (gift if "gift" in question else ""),
     )
     if rng.random() < 0.4:
-        m.append({"role": "user", "content": "And if the packaging is already open?"})
-        m.append(
-            {
-                "role": "assistant",
-                "content": (
-                    "That's fine as long as the item itself is unused and complete. Opened small electrical "
-                    "items "
-                    "(like kettles or mixers) can be returned too, but we check that they work before "
-                    "refunding."
-                ),
-            }
+        _say(m, "user", "And if the packaging is already open?")
+        _say(
+            m,
+            "assistant",
+            "That's fine as long as the item itself is unused and complete. Opened small "
+            "electrical items (like kettles or mixers) can be returned too, but we check that "
+            "they work before refunding.",
         )
 
 
 def _change_address(rng: random.Random, m: list) -> None:
     o = _order(rng)
-    m.append(
-        {
-            "role": "user",
-            "content": (
-                f"I moved last week, can you change the delivery address for {o['order_id']}? The new one is "
-                f"{rng.randint(2, 140)} "
-                f"{rng.choice(['Lindenstrasse', 'Rue des Lilas', 'Via Roma', 'Kerkstraat'])}, "
-                f"{o['city']}."
-            ),
-        }
-    )
-    _tool_round(
-        rng,
+    number = rng.randint(2, 140)
+    street = rng.choice(["Lindenstrasse", "Rue des Lilas", "Via Roma", "Kerkstraat"])
+    _say(
         m,
-        "get_order",
-        {"order_id": o["order_id"]},
-        {"status": rng.choice(["processing", "shipped"]), "item": o["item"]},
+        "user",
+        f"I moved last week, can you change the delivery address for {o['order_id']}? The new one is "
+        f"{number} {street}, {o['city']}.",
     )
-    shipped = json.loads(m[-1]["content"])["status"] == "shipped"
-    m.append(
-        {
-            "role": "assistant",
-            "content": (
-                "Your parcel has already left our warehouse, so I can't change the address any more. You "
-                "can redirect "
-                "it to a pick-up point near your new home with the link in the shipping email."
-                if shipped
-                else "Good news: the order hasn't shipped yet. I've asked the warehouse to use the new "
-                "address; you'll get a "
-                "confirmation email within the hour."
-            ),
-        }
-    )
+    status = rng.choice(["processing", "shipped"])
+    _tool_round(rng, m, "get_order", {"order_id": o["order_id"]}, {"status": status, "item": o["item"]})
+    if status == "shipped":
+        _say(
+            m,
+            "assistant",
+            "Your parcel has already left our warehouse, so I can't change the address any "
+            "more. You can redirect it to a pick-up point near your new home with the link in "
+            "the shipping email.",
+        )
+    else:
+        _say(
+            m,
+            "assistant",
+            "Good news: the order hasn't shipped yet. I've asked the warehouse to use the new "
+            "address; you'll get a confirmation email within the hour.",
+        )
+
+
+SMALL_TALK = {
+    "Do you ship to Switzerland?": (
+        "Not yet: we ship to the 27 EU countries only. Switzerland and the UK are planned for next year."
+    ),
+    "How long does delivery usually take?": (
+        "Within your country 2 to 4 working days, elsewhere in the EU 4 to 7. Orders placed before 2 pm "
+        "leave the warehouse the same day."
+    ),
+    "Do you have a physical store?": (
+        "We're online only, which keeps prices down. You can return anything within 30 days if it isn't what "
+        "you expected."
+    ),
+    "Can I pay with PayPal?": "Yes: PayPal, cards (Visa, Mastercard, Amex), iDEAL, Bancontact and Klarna.",
+    "Is there a discount for first orders?": (
+        "Yes: subscribe to the newsletter and you'll get a 10% code for your first order (minimum 30 EUR)."
+    ),
+}
 
 
 def _small_talk(rng: random.Random, m: list) -> None:
-    m.append(
-        {
-            "role": "user",
-            "content": rng.choice(
-                [
-                    "Do you ship to Switzerland?",
-                    "How long does delivery usually take?",
-                    "Do you have a physical store?",
-                    "Can I pay with PayPal?",
-                    "Is there a discount for first orders?",
-                ]
-            ),
-        }
-    )
-    answers = {
-        "Do you ship to Switzerland?": "Not yet: we ship to the 27 EU countries only. Switzerland and the "
-        "UK are "
-        "planned for next year.",
-        "How long does delivery usually take?": "Within your country 2 to 4 working days, elsewhere in the "
-        "EU 4 to 7. "
-        "Orders placed before 2 pm leave the warehouse the same day.",
-        "Do you have a physical store?": "We're online only, which keeps prices down. You can return "
-        "anything within "
-        "30 days if it isn't what you expected.",
-        "Can I pay with PayPal?": "Yes: PayPal, cards (Visa, Mastercard, Amex), iDEAL, Bancontact and "
-        "Klarna.",
-        "Is there a discount for first orders?": "Yes: subscribe to the newsletter and you'll get a 10% "
-        "code for "
-        "your first order (minimum 30 EUR).",
-    }
-    m.append({"role": "assistant", "content": answers[m[-1]["content"]]})
+    question = rng.choice(list(SMALL_TALK))
+    _say(m, "user", question)
+    _say(m, "assistant", SMALL_TALK[question])
 
 
 SCENARIOS = [
