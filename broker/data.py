@@ -103,16 +103,18 @@ class Advice:
 
 @dataclass(frozen=True)
 class DatasetReport:
+    """What ``analyze`` found. Statistics and token counts cover the valid examples only."""
+
     path: str
     format: str  # one of FORMATS ("chat" for a file with no readable example)
-    examples: int
+    examples: int  # valid examples
     size_bytes: int
-    messages_per_example: Summary | None
-    tokens: Mapping[str, TokenStats]  # by counter key
-    errors: Sequence[DataIssue]
-    warnings: Sequence[DataIssue]
-    advice: Sequence[Advice]
-    provider_issues: Mapping[str, Sequence[DataIssue]]
+    messages_per_example: Summary | None  # chat and preference (input messages + 1 output)
+    tokens: Mapping[str, TokenStats]  # by counter key, in the order the counters were given
+    errors: Sequence[DataIssue]  # in line order; line 0: the file as a whole
+    warnings: Sequence[DataIssue]  # one per kind of remark: its first line, "(and N more lines)"
+    advice: Sequence[Advice]  # what the dataset alone tells; see advise() for the training set-up
+    provider_issues: Mapping[str, Sequence[DataIssue]]  # "openai" | "together" | "bedrock", only those with any
 
     def raise_for_errors(self) -> None:
         if self.errors:
