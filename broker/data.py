@@ -114,7 +114,8 @@ class DatasetReport:
     errors: Sequence[DataIssue]  # in line order; line 0: the file as a whole
     warnings: Sequence[DataIssue]  # one per kind of remark: its first line, "(and N more lines)"
     advice: Sequence[Advice]  # what the dataset alone tells; see advise() for the training set-up
-    provider_issues: Mapping[str, Sequence[DataIssue]]  # "openai" | "together" | "bedrock", only those with any
+    # "openai" | "together" | "bedrock" -> the rules of that provider only that the file breaks (none: absent)
+    provider_issues: Mapping[str, Sequence[DataIssue]]
 
     def raise_for_errors(self) -> None:
         if self.errors:
