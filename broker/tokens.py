@@ -276,12 +276,13 @@ class _TemplateCounter:
 
     forkable = True  # analyze() may run it in forked worker processes
 
-    _MEMO_LIMIT = 8192
+    _MEMO_CHARS = 8 << 20  # the memo of repeated texts is emptied when it holds more characters than this
 
     def __init__(self, key: str, name: str, exact: bool, rule: _ChatRule, texts: _TextCounter):
         self.key, self.name, self.exact = key, name, exact
         self._count_texts = texts
         self._memo: dict[str, float] = {}
+        self._memo_chars = 0
         role_cost = dict(zip(_ROLES, texts(list(_ROLES)))) if rule.encode_role else dict.fromkeys(_ROLES, 0.0)
         self._walker = _Walker(rule, role_cost, self._memo)
 
@@ -301,8 +302,10 @@ class _TemplateCounter:
             if is_trained:
                 trained[owner] += n
             if cacheable:
-                if len(memo) >= self._MEMO_LIMIT:
+                self._memo_chars += len(text)
+                if self._memo_chars > self._MEMO_CHARS:
                     memo.clear()
+                    self._memo_chars = len(text)
                 memo[text] = n
         return [(round(t), round(tr)) for t, tr in zip(total, trained)]
 
