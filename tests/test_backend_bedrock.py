@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import BedrockHarness, data_double
+from fakes import BedrockHarness
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
 from ftbroker.errors import DatasetError, RouteUnavailableError, SpecError
@@ -24,7 +24,6 @@ def aws():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install(monkeypatch)
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b
 

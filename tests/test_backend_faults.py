@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
-from fakes import ALL_FAULTS, FakeOpenAI, Fault, data_double
+from fakes import ALL_FAULTS, FakeOpenAI, Fault
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
@@ -40,7 +40,6 @@ def owner(remote_job) -> str:
 
 
 def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
-    data_double.install(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeOpenAI, Fault, Outcome, data_double
+from fakes import FakeOpenAI, Fault, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
 from ftbroker.errors import (
@@ -30,7 +30,6 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b

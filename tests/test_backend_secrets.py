@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import FakeOpenAI, FakeTogether, Outcome, data_double
+from fakes import FakeOpenAI, FakeTogether, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.cli import cli
 
@@ -26,7 +26,6 @@ def test_the_key_never_leaks(name, tmp_path, monkeypatch):
     fake_class, variable, prefix, model = CASES[name]
     canary = prefix + secrets.token_hex(16)
     home = Path(os.environ["FTBROKER_HOME"])
-    data_double.install(monkeypatch)
     monkeypatch.setenv(variable, canary)
     data = write_chat(tmp_path / "data.jsonl")
     outputs = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from fakes import FakeTogether, Fault, Outcome, data_double
+from fakes import FakeTogether, Fault, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
 from ftbroker.errors import BackendAuthError, SpecError
@@ -23,7 +23,6 @@ def fake():
 
 @pytest.fixture
 def broker(tmp_path, monkeypatch):
-    data_double.install(monkeypatch)
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-test-together-key")
     with Broker(tmp_path / "home", sleep=lambda s: None) as b:
         yield b

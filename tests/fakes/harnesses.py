@@ -10,7 +10,6 @@ from typing import Any
 
 from ftbroker.spec import JobSpec
 
-from . import data_double
 from ._jobs import Outcome
 from .bedrock_fake import BedrockHarness
 from .openai_fake import FakeOpenAI
@@ -29,7 +28,6 @@ class _Loopback:
     fake_class: type
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        data_double.install(monkeypatch)
         monkeypatch.setenv(self.key_variable, f"test-key-for-{self.name}")
         self.fake = self.fake_class(advance_on_poll=True).start()
         self.data = write_chat(tmp_path / "data.jsonl")
@@ -60,7 +58,6 @@ class BedrockContract:
     failure_message = FAILURE
 
     def __init__(self, tmp_path: Any, monkeypatch: Any):
-        data_double.install(monkeypatch)
         self.aws = BedrockHarness().__enter__()
         self.data = write_chat(tmp_path / "data.jsonl")
         self.scenarios: list[str] = []  # one per job created, in order

@@ -1,0 +1,58 @@
+"""`ftbroker validate`: exit codes, FILE:LINE errors on stderr, JSON only on stdout, no heavy imports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from ftbroker.cli import cli
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "data" / "support_chats.jsonl"
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def test_valid_file_exits_0_with_a_summary():
+    result = CliRunner().invoke(cli, ["validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert f"{EXAMPLE}: chat, 300 valid examples" in result.stdout
+    assert "tokens (cl100k_base, exact):" in result.stdout and "bedrock rules" in result.stdout
+
+
+def test_errors_exit_2_with_file_and_line():
+    path = CORPUS / "weights.jsonl"
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == f"error: {path}:2: message 2: 'weight' must be 0 or 1, got 2"
+    assert "Traceback" not in result.output
+
+
+def test_json_is_the_only_output_on_stdout():
+    result = CliRunner().invoke(cli, ["validate", str(EXAMPLE), "--json", "--max-seq-len", "500"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["examples"] == 300 and doc["tokenizer"] == {"name": "cl100k_base", "exact": True}
+    assert doc["tokens"]["limit"] == 500 and doc["tokens"]["over_limit"] > 0
+    bad = CliRunner().invoke(cli, ["validate", str(CORPUS / "json_array.jsonl"), "--json"])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["errors"][0]["line"] == 0
+
+
+def test_unreadable_files_exit_2():
+    for args in (
+        ["/no/such/file.jsonl"],
+        [str(CORPUS / "a_directory.jsonl")],
+        [str(EXAMPLE), "--tokenizer", "x"],
+    ):
+        result = CliRunner().invoke(cli, ["validate", *args])
+        assert result.exit_code == 2 and result.stdout == "", (args, result.output)
+
+
+def test_validate_imports_no_heavy_module():
+    heavy = ("torch", "transformers", "openai", "together", "boto3", "httpx")
+    code = (
+        f"import sys; from ftbroker.cli import main; sys.argv = ['ftbroker', 'validate', {str(EXAMPLE)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', [m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("HEAVY []")

