@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 import types
 from collections.abc import Callable
@@ -38,36 +36,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
-
-
-def install_data_double() -> None:
-    """Until the data area's ``ftbroker.data`` / ``ftbroker.tokens`` are merged, give the local backend's
-    ``validate`` a minimal reader with the same names (JSON lines, a ``messages`` list per line). A no-op once
-    the real modules exist; remove at integration."""
-    if "ftbroker.data" in sys.modules or importlib.util.find_spec("ftbroker.data") is not None:
-        return
-
-    def analyze(path, *, counters=(), limits=None):
-        errors, examples = [], 0
-        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-            try:
-                ok = isinstance(json.loads(line).get("messages"), list)
-            except (ValueError, AttributeError):
-                ok = False
-            if ok:
-                examples += 1
-            else:
-                errors.append(DataIssue(str(path), number, "not a chat example"))
-        return types.SimpleNamespace(format="chat", examples=examples, errors=errors)
-
-    data = types.ModuleType("ftbroker.data")
-    data.analyze = analyze
-    tokens = types.ModuleType("ftbroker.tokens")
-    tokens.resolve = lambda tokenizer=None, **kw: types.SimpleNamespace(key="double", name="double", exact=False)
-    sys.modules["ftbroker.data"], sys.modules["ftbroker.tokens"] = data, tokens
-    import ftbroker
-
-    ftbroker.data, ftbroker.tokens = data, tokens
 
 
 # --- a scripted in-memory backend, for the Broker's own logic --------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
-from spine_support import SCRIPTED_TRAINER, TESTS, ScriptedBackend, install_data_double, write_chat
+from spine_support import SCRIPTED_TRAINER, ScriptedBackend, write_chat
 
 from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend
@@ -24,7 +24,6 @@ RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "t
 
 @pytest.fixture(autouse=True)
 def fast(monkeypatch):
-    install_data_double()
     monkeypatch.setattr(LocalBackend, "capabilities", replace(LocalBackend.capabilities, poll_interval_s=0.05))
     monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "spine_support:ScriptedBackend")
     monkeypatch.setattr(ScriptedBackend, "calls", [])
@@ -121,12 +120,9 @@ def test_result_of_a_running_job_and_export_rules(data):
                                                                  ok=(2,)).stderr
 
 
-_CLI = "import sys, spine_support; spine_support.install_data_double(); from ftbroker.cli import main; main()"
-
-
 def test_two_cli_processes_share_one_ledger(data, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "FTB_SCRIPT_STEPS": "2"}
-    procs = [subprocess.Popen([sys.executable, "-c", _CLI, *local_run(data, "--json", "--name", name)],
+    env = {**os.environ, "FTB_SCRIPT_STEPS": "2"}
+    procs = [subprocess.Popen([sys.executable, "-m", "ftbroker.cli", *local_run(data, "--json", "--name", name)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("first", "second")]
     outs = [p.communicate(timeout=120) for p in procs]

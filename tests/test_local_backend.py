@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from spine_support import install_data_double, write_chat
+from spine_support import write_chat
 
 from ftbroker.backends.local.backend import TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events
 from ftbroker.backends.local.config import TrainConfig
@@ -18,7 +18,6 @@ from ftbroker.spec import JobSpec
 
 @pytest.fixture
 def broker(tmp_path):
-    install_data_double()
     with Broker(tmp_path / "home") as b:
         yield b
         for job in b.jobs():  # never leave a trainer behind

@@ -11,8 +11,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from plan_doubles import Summary, TokenStats
-from spine_support import install_data_double, write_chat
+from spine_support import write_chat
 
 from ftbroker.backends.base import Environment, Gpu, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, measured_resources, train_config
@@ -20,6 +19,7 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import CPU_NOTE, local_quote, training_setup
 from ftbroker.broker import check_guards
 from ftbroker.cli import cli
+from ftbroker.data import Summary, TokenStats
 from ftbroker.errors import BudgetExceededError, UnknownNameError
 from ftbroker.estimate import summarize
 from ftbroker.ledger import Ledger
@@ -193,7 +193,6 @@ def test_measured_figures_are_named_by_what_was_measured():
 
 @pytest.fixture
 def data(tmp_path, monkeypatch):
-    install_data_double()
     return write_chat(tmp_path / "data.jsonl")
 
 
