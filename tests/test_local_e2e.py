@@ -289,3 +289,22 @@ def test_full_fine_tune_with_packing_learns_to_stop(home, data, tiny_model_dir):
         notes = [e.message for _, e in ledger.events(job_id) if e.kind == "warning"]
     assert any(n.startswith("no GPU found: the trainer runs on the CPU") for n in notes)
     assert "hardware" in done.stderr and "CPU" in done.stderr
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_estimate_for_it_sits_beside_the_measured_vram(home, data, tiny_model_dir):
+    out = json.loads(ftbroker(home, "run", data["train"], *lora_flags(tiny_model_dir), "--yes", "--json").stdout)
+    measured, resources = out["result"]["raw"]["measured"], out["job"]["resources"]
+    assert measured["device"] == "cuda" and measured["precision"] == "bf16"
+    assert out["result"]["raw"]["final_eval_loss"] < 4.0
+    # planned for the GPU nvidia-smi shows; measured with torch.cuda on the same card
+    assert resources["estimated_peak_vram_gib"] > resources["measured_peak_vram_reserved_gib"] > 0
+    assert 0 < resources["measured_peak_vram_allocated_gib"] <= resources["measured_peak_vram_reserved_gib"]
+    assert resources["estimated_tokens_per_s"] > 0 and resources["measured_tokens_per_s"] > 0
