@@ -159,7 +159,7 @@ def quote_summary(prepared: Prepared) -> Table:
             ("dataset", f"{spec.dataset} ({getattr(prepared.dataset, 'examples', '?')} examples)"),
             ("hardware", quote.hardware or "managed"),
             ("peak VRAM", f"{quote.peak_vram_gib:.1f} GiB per GPU" if quote.peak_vram_gib is not None else "-"),
-            ("time", f"{quote.hours:.2f} h" if quote.hours is not None else "-"),
+            ("time", _duration(quote.hours * 3600) if quote.hours is not None else "-"),
             ("cost", _money(quote.cost_usd) + (f" (up to {_money(quote.cost_high_usd)})"
                                                if quote.cost_high_usd is not None else "")),
             ("budget", _money(spec.budget.max_cost_usd))]

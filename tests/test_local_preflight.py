@@ -69,6 +69,7 @@ def test_the_estimate_describes_what_the_trainer_runs(method, precision):
     assert (setup.lora_r, setup.targets, setup.lora_dropout) == (16, ("all-linear",), 0.05)
     assert training_setup(cfg, n_gpus=4, seq_len=2048).sharding == ("fsdp" if method == "full" else "ddp")
     assert training_setup(cfg, n_gpus=4, seq_len=2048, distributed="deepspeed").sharding == "zero3"
+    assert training_setup(cfg, n_gpus=1, seq_len=2048, distributed="fsdp").sharding == "none"  # no accelerate
 
 
 def test_a_job_that_fits_is_priced_with_its_resources(catalog):

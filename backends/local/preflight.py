@@ -43,7 +43,8 @@ def training_setup(config: TrainConfig, *, n_gpus: int, seq_len: int, distribute
         else tuple(config.lora.target_modules),
         lora_dropout=config.lora.dropout, grad_checkpointing=config.gradient_checkpointing, optimizer="adamw",
         precision=GPU_PRECISION[config.method], n_gpus=n_gpus,
-        sharding=SHARDING[distributed] or default_sharding(config.method, n_gpus),
+        # one GPU: the trainer runs without accelerate, whatever strategy several GPUs would get
+        sharding=(SHARDING[distributed] or default_sharding(config.method, n_gpus)) if n_gpus > 1 else "none",
         grad_accumulation=config.gradient_accumulation_steps, packing=config.packing or config.padding_free)
 
 
