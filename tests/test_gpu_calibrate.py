@@ -41,6 +41,12 @@ def test_tiny_cases_train_through_the_local_trainer_and_report(tmp_path):
     assert "tiny-llama/qlora/64x2" in text and "device: cpu" in text
 
 
+def test_a_case_the_estimator_says_will_not_fit_is_skipped_not_run(tmp_path):
+    case = gc.TINY_PLAN.cases[0]
+    record = gc.measure_case(case, gc.TINY_ARCH, tmp_path / "no-model", tmp_path, gc.TINY_PLAN, None, memory_gib=0.001)
+    assert record["status"] == "skipped" and "> the card's 0.0 GiB" in record["reason"] and "measured" not in record
+
+
 def test_the_built_models_have_the_catalog_shapes():
     import torch
     from transformers import AutoModelForCausalLM
@@ -133,6 +139,9 @@ def test_fit_pins_the_allocator_overhead_the_context_and_the_trainer_efficiency(
         throughput(arch, gpus["A100-SXM4-80GB"], setup(lora), base).efficiency)
     assert fitted.measured_efficiency("hf", "lora", 989.4) is None
     assert any("no case with >= 2048 tokens" in line for line in lines if "full" in line)
+    table = gc.report(H200_META, records)
+    assert "NVIDIA H200 (139.8 GiB, bench row H200)" in table
+    assert next(line for line in table.splitlines() if line.startswith(lora.id)).endswith("30.0%")
     # written and read back, the [measured] part survives; the published-run fit keeps the GPU's memory readings
     assert replace(parse_calibration(estimator_accuracy.calibration_toml(fitted), "t"), source=fitted.source) == fitted
     refit = estimator_accuracy.fit_memory(estimator_accuracy.load_points(), fitted)
