@@ -8,12 +8,12 @@
 # Before: `bash bench/gpu_wheels.sh` in the checkout that travels (it fills .whl/, git-ignored), and the device
 # tool's `carry` names .whl. The steps, each time-boxed (`timeout`); a failed step is reported and the next one
 # runs, and the whole script ends within about 8 minutes even if one step hangs:
-#   1. install  .whl/*.whl into /tmp/gpu_check-site (--target, no index); ftbroker made importable through a folder of
-#               symlinks (broker/ -> ftbroker, backends/ and pricing/ inside it: the package-dir mapping of
-#               pyproject.toml, with no build step)
-#   2. env      nvidia-smi, python and package versions, the CUDA device, an import check of the trainer
-#   3. pytest   pytest -m gpu tests/test_local_train.py: the trainer end to end on CUDA (LoRA, QLoRA, full)
-#   4. calibrate  bench/gpu_calibrate.py: estimate vs measured peak memory and tokens/s (~4.5 min)
+#   1. install  .whl/*.whl into /tmp/gpu_check-site (--target, no index); ftbroker made importable through a
+#               folder of symlinks (broker/ -> ftbroker, backends/ and pricing/ inside it: the package-dir
+#               mapping of pyproject.toml, with no build step), checked by importing the trainer
+#   2. env      nvidia-smi, Python and package versions (each imported), the device, a bitsandbytes NF4 layer on it
+#   3. calibrate  bench/gpu_calibrate.py: estimate vs measured peak memory and tokens/s (at most 4.5 min)
+#   4. pytest   pytest -m gpu tests/test_local_train.py: the trainer end to end on CUDA (LoRA, QLoRA, full)
 #   5. throughput bench/train_throughput.py: padded vs padding-free vs packed batches on CUDA
 #   6. fit      bench/gpu_calibrate.py --fit: the constants calibration.toml would get (not written there)
 # In $OUT (7 files): gpu_check.log (everything), env.txt, pytest_gpu.txt, gpu_calibrate.json, gpu_calibrate.txt,
@@ -119,13 +119,16 @@ main() {
     echo "gpu_check: $(date -u +%FT%TZ), repo $root ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')), OUT=$OUT, cpu=$cpu"
     step install 90 - install
     step env 60 env.txt environment
-    step pytest 120 pytest_gpu.txt "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_local_train.py
     if [ "$cpu" = 1 ]; then
         step calibrate 120 - "$python" bench/gpu_calibrate.py --tiny --out "$OUT"
+    else
+        step calibrate 310 - "$python" bench/gpu_calibrate.py --out "$OUT" --budget 270
+    fi
+    step pytest 150 pytest_gpu.txt "$python" -m pytest -m gpu -v -p no:cacheprovider tests/test_local_train.py
+    if [ "$cpu" = 1 ]; then
         step throughput 90 train_throughput.txt "$python" bench/train_throughput.py --examples 40 --micro-batch 4
         step fit 30 fit.txt "$python" bench/gpu_calibrate.py --fit "$OUT/gpu_calibrate-tiny.json"
     else
-        step calibrate 310 - "$python" bench/gpu_calibrate.py --out "$OUT" --budget 270
         step throughput 60 train_throughput.txt "$python" bench/train_throughput.py
         step fit 30 fit.txt "$python" bench/gpu_calibrate.py --fit "$OUT/gpu_calibrate.json"
     fi
