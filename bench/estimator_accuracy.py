@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import gpu_class, quantized_params, throughput
+from ftbroker.estimate.compute import achieved_efficiency, dequant_seconds, gpu_class, throughput
 from ftbroker.estimate.memory import GIB, estimate_memory
 from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
@@ -187,7 +187,8 @@ CUDA_CONTEXT_GIB = 1000 / 1024
 
 def fit_memory(points: list[Point], base: Calibration) -> Calibration:
     """activation_scale: grid search minimising the mean absolute % error on the fit points that report allocated
-    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi."""
+    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi,
+    unless ``base`` holds readings from a GPU (bench/gpu_calibrate.py), which are kept with the CUDA context."""
     fit = [p for p in vram_points(points) if p.split == "fit"]
     allocated = [p for p in fit if p.metric in ("allocated", "active")]
     cal = replace(base, cuda_context_gib=CUDA_CONTEXT_GIB, allocator_overhead=0.0)
@@ -204,7 +205,9 @@ def fit_memory(points: list[Point], base: Calibration) -> Calibration:
             alloc = estimate_memory(p.arch, p.setup, cal).allocated
             context = cal.cuda_context_gib if p.metric == "nvidia-smi" else 0.0
             implied.append(max(0.0, (p.vram - context) / alloc - 1))
-    return replace(cal, allocator_overhead=round(statistics.median(implied), 3),
+    overhead = base.allocator_overhead if base.measured_on else round(statistics.median(implied), 3)
+    context = base.cuda_context_gib if base.measured_on else cal.cuda_context_gib
+    return replace(cal, allocator_overhead=overhead, cuda_context_gib=context,
                    points=tuple(p.id for p in fit), fitted_on=date.today().isoformat(), source="fit")
 
 
@@ -231,17 +234,12 @@ def seconds_per_iteration(p: Point) -> float:
 
 def dequant_seconds_per_byte(p: Point) -> float:
     """Seconds one byte of dequantization traffic per weight costs for this QLoRA run (passes x weights / BW)."""
-    passes = 3 if p.setup.grad_checkpointing else 2
-    return passes * quantized_params(p.arch, p.setup) / (p.gpu.bandwidth_gbps * 1e9)
+    return dequant_seconds(p.arch, p.gpu, p.setup, Calibration(dequant_bytes_per_param=1.0))
 
 
 def implied_efficiency(p: Point, cal: Calibration) -> float:
     """The compiled single-GPU efficiency that reproduces this point's measured tokens/s per GPU."""
-    flat = replace(cal, eager_slowdown=1.0, multi_gpu_efficiency=1.0, mfu={p.setup.method: {gpu_class(p.gpu): 1.0}})
-    t = throughput(p.arch, p.gpu, p.setup, flat)
-    tokens, peak = p.setup.tokens, p.gpu.bf16_tflops * 1e12
-    dequant = t.step_seconds - tokens * t.flops.total / peak
-    eff = tokens * t.flops.total / (peak * (tokens / p.tokens_per_s - dequant))
+    eff = achieved_efficiency(p.arch, p.gpu, p.setup, p.tokens_per_s, cal)
     if not p.setup.impl.compiled:
         eff *= cal.eager_slowdown
     return eff / (cal.multi_gpu_efficiency if p.setup.n_gpus > 1 else 1.0)
@@ -346,18 +344,26 @@ def report_dropped(points: list[Point]) -> None:
 
 
 def calibration_toml(cal: Calibration) -> str:
+    """The calibration file; bench/gpu_calibrate.py --fit --write writes it too (with its [measured] part)."""
     mfu = "\n".join(f"[throughput.mfu.{m}]\n" + "\n".join(f"{c} = {v}" for c, v in sorted(by.items())) + "\n"
                     for m, by in sorted(cal.mfu.items()))
     points = ",\n".join(f'    "{p}"' for p in cal.points)
-    return f"""# Estimator calibration, written by bench/estimator_accuracy.py --write. Do not edit by hand: refit.
-# Data: bench/data/reference_points.csv (sources per row); fit on the rows whose split is "fit".
+    if cal.measured_on:
+        overhead_why = "max_memory_reserved / max_memory_allocated - 1, median of the GPU cases in [measured]"
+        context_why = "device memory in use minus memory reserved by torch, median of the GPU cases in [measured]"
+    else:
+        overhead_why = "median implied by the fit points read as reserved / nvidia-smi"
+        context_why = "1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)"
+    return f"""# Estimator calibration, written by bench/estimator_accuracy.py --write and bench/gpu_calibrate.py --fit --write.
+# Do not edit by hand: refit. Data: bench/data/reference_points.csv (sources per row; fit on the rows whose split
+# is "fit") and, in [measured], the local trainer measured on a GPU (bench/results/).
 
 [memory]
 # multiplies the per-tensor activation accounting (grid search, mean |error| on allocated-memory fit points)
 activation_scale = {cal.activation_scale}
-# reserved-but-unallocated share of the peak: median implied by the fit points read as reserved / nvidia-smi
+# reserved-but-unallocated share of the peak: {overhead_why}
 allocator_overhead = {cal.allocator_overhead}
-# CUDA context: 1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)
+# CUDA context: {context_why}
 cuda_context_gib = {cal.cuda_context_gib}
 
 [throughput]
@@ -377,6 +383,24 @@ date = "{cal.fitted_on}"
 points = [
 {points},
 ]
+{_measured_toml(cal)}"""
+
+
+def _measured_toml(cal: Calibration) -> str:
+    if not cal.measured_on:
+        return ""
+    mfu = "\n".join(f"{method} = {value}" for method, value in sorted(cal.measured_mfu.items()))
+    return f"""
+# The local trainer measured on a GPU by bench/gpu_calibrate.py --fit. mfu: achieved fraction of that GPU's dense
+# bf16 peak by method (median of the cases with enough tokens per step), used for this implementation on GPUs
+# whose peak is within 10% of it (the same chip generation) instead of mfu / eager_slowdown above.
+[measured]
+on = "{cal.measured_on}"
+implementation = "{cal.measured_impl}"
+peak_tflops = {cal.measured_peak_tflops}
+
+[measured.mfu]
+{mfu}
 """
 
 

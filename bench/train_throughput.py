@@ -36,15 +36,20 @@ def synthetic_chats(n: int, seed: int = 0) -> list[dict]:
                           {"role": "assistant", "content": text(40)}]} for _ in range(n)]
 
 
-def build_model(folder: Path) -> Path:
-    """A random 4-layer Llama (hidden 256) with the test suite's ChatML tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def words_tokenizer():
+    """The test suite's ChatML tokenizer (no generation markers), trained on WORDS: one token per word."""
     sys.path.insert(0, str(ROOT / "tests"))
     from tinymodels import CHATML_TEMPLATE, build_tokenizer
 
-    tokenizer = build_tokenizer(CHATML_TEMPLATE, extra_texts=[" ".join(WORDS)] * 20, vocab_size=1024)
+    return build_tokenizer(CHATML_TEMPLATE, extra_texts=[" ".join(WORDS)] * 20, vocab_size=1024)
+
+
+def build_model(folder: Path) -> Path:
+    """A random 4-layer Llama (hidden 256) with ``words_tokenizer``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = words_tokenizer()
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -56,24 +61,16 @@ def build_model(folder: Path) -> Path:
 
 
 def measure(mode: str, base: dict, workdir: Path) -> dict:
-    import datasets
     import torch
     from ftbroker.backends.local import train as recipe
     from ftbroker.backends.local.config import TrainConfig
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
     config = TrainConfig.model_validate(base | MODES[mode])
     device, precision = recipe._device_and_precision(config, torch)
     tokenizer = recipe._load_tokenizer(config)
     data = recipe._prepare_data(config, tokenizer)
-    trainer = SFTTrainer(
-        model=recipe._load_model(config, device, precision, torch),
-        args=recipe._sft_config(config, workdir / mode, device, precision, has_eval=False, fresh=True),
-        train_dataset=recipe._to_dataset(data.train, datasets),
-        processing_class=tokenizer,
-        peft_config=recipe._lora_config(config) if config.uses_adapter else None,
-    )
+    trainer = recipe.build_trainer(config, tokenizer, data, workdir / mode, device, precision)
     trainer.remove_callback(PrinterCallback)
     # The batches exactly as the trainer builds them (same sampler seed, same collator).
     batches = list(trainer.get_train_dataloader())

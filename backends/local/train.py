@@ -244,8 +244,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
     import datasets
     import torch
     import transformers
-    from ftbroker.backends.local import callbacks, export, guards
-    from trl import SFTTrainer
+    from ftbroker.backends.local import callbacks, export
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
@@ -256,29 +255,17 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
     data = _prepare_data(config, tokenizer)  # bad data fails before the (slow) model load
     for warning in data.warnings:
         events.emit("warning", warning)
-    model = _load_model(config, device, precision, torch)
-    if _concatenates(config) and "flash" not in str(model.config._attn_implementation):
+
+    early = callbacks.EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
+    reporter = callbacks.Reporter(events)
+    gradient_guard = callbacks.GradientGuard(quantized=config.method == "qlora", adapter=config.uses_adapter)
+    extra_callbacks = [reporter, callbacks.StopOnRequest(lambda: stop.requested), gradient_guard]
+    trainer = build_trainer(config, tokenizer, data, run_dir, device, precision,
+                            callbacks=extra_callbacks + ([early] if early else []), fresh=checkpoint is None)
+    if _concatenates(config) and "flash" not in str(trainer.model.config._attn_implementation):
         events.emit("warning", "packing/padding_free without a FlashAttention kernel: attention runs over each "
                     "whole concatenated batch with a block-diagonal mask, which can be slower than padding "
                     "(bench/train_throughput.py measures it); install flash-attn on a CUDA machine")
-
-    quantized = config.method == "qlora"
-    if quantized:
-        guards.disable_cpu_weight_repacking(model)  # before any evaluation; see guards.py
-    has_eval = bool(data.eval)
-    early = callbacks.EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
-    reporter = callbacks.Reporter(events)
-    gradient_guard = callbacks.GradientGuard(quantized=quantized, adapter=config.uses_adapter)
-    extra_callbacks = [reporter, callbacks.StopOnRequest(lambda: stop.requested), gradient_guard]
-    trainer = SFTTrainer(
-        model=model,
-        args=_sft_config(config, run_dir, device, precision, has_eval, fresh=checkpoint is None),
-        train_dataset=_to_dataset(data.train, datasets),
-        eval_dataset=_to_dataset(data.eval, datasets) if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
-        callbacks=extra_callbacks + ([early] if early else []),
-    )
     started["trainer"] = trainer
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -318,6 +305,32 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
     stopped = f", stopped early after epoch {state.epoch:g}" if raw["early_stopped"] else ""
     return _Outcome(JobStatus.SUCCEEDED, f"trained {state.global_step} steps{stopped}; output in {output_model}",
                     trainer, str(output_model), artifacts, trained_tokens, raw)
+
+
+def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, device: str, precision: str, *,
+                  callbacks=(), fresh: bool = True, **sft_overrides):
+    """The run's SFTTrainer: the model loaded as the method needs (``_load_model``; 4-bit layers kept in their
+    trainable layout, see guards.py), the LoRA config, the SFT arguments and the datasets. The recipe builds it
+    here, and so do the benchmarks that must measure exactly what a run does. ``sft_overrides`` replace or add
+    SFTConfig arguments (bench/gpu_calibrate.py: an 8-bit optimizer, no checkpoint saving)."""
+    import datasets
+    import torch
+    from ftbroker.backends.local import guards
+    from trl import SFTTrainer
+
+    model = _load_model(config, device, precision, torch)
+    if config.method == "qlora":
+        guards.disable_cpu_weight_repacking(model)  # before any evaluation; see guards.py
+    has_eval = bool(data.eval)
+    return SFTTrainer(
+        model=model,
+        args=_sft_config(config, run_dir, device, precision, has_eval, fresh=fresh, **sft_overrides),
+        train_dataset=_to_dataset(data.train, datasets),
+        eval_dataset=_to_dataset(data.eval, datasets) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
+        callbacks=list(callbacks),
+    )
 
 
 def _check_installed(config: TrainConfig) -> None:
@@ -532,11 +545,12 @@ def _to_dataset(examples: list[masking.TokenizedExample], datasets):
                                        "labels": [e.labels for e in examples]})
 
 
-def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str, has_eval: bool, fresh: bool):
+def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str, has_eval: bool, fresh: bool,
+                **overrides):
     from trl import SFTConfig
 
     by_epoch = config.save_steps == 0
-    return SFTConfig(
+    arguments = dict(
         output_dir=str(run_dir / CHECKPOINTS_DIR),
         num_train_epochs=config.epochs,
         learning_rate=config.learning_rate,
@@ -570,6 +584,7 @@ def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str,
         report_to="none",
         disable_tqdm=True,
     )
+    return SFTConfig(**(arguments | overrides))
 
 
 def _measured(torch, device: str, precision: str, reporter) -> dict[str, Any]:

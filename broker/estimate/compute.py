@@ -131,29 +131,62 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         return Throughput(None, None, None, None, flops,
                           reason=f"{gpu.name} has no published dense bf16/fp16 TFLOPS in the catalog")
     klass = gpu_class(gpu)
-    eff = cal.efficiency(setup.method, klass)
-    notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, compiled code)"]
-    if not setup.impl.compiled:
-        eff /= cal.eager_slowdown
-        notes.append(f"eager PyTorch: / {cal.eager_slowdown:.2f} vs torch.compile")
+    measured = cal.measured_efficiency(setup.impl.name, setup.method, peak)
+    if measured is not None:
+        eff = measured
+        notes = [f"{eff:.0%} of the {peak:g} TFLOPS dense peak: {setup.impl.name} measured for {setup.method} on a "
+                 f"GPU with this peak ({cal.measured_on})"]
+    else:
+        eff = cal.efficiency(setup.method, klass)
+        notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, compiled code)"]
+        if not setup.impl.compiled:
+            eff /= cal.eager_slowdown
+            notes.append(f"eager PyTorch: / {cal.eager_slowdown:.2f} vs torch.compile")
     if setup.n_gpus > 1:
         eff *= cal.multi_gpu_efficiency
         notes.append(f"{setup.n_gpus} GPUs: x {cal.multi_gpu_efficiency:.2f} per-GPU scaling")
     tokens = setup.micro_batch * (setup.seq_len if context is None else context)
     seconds = tokens * flops.total / (peak * 1e12 * eff)
     if setup.method == "qlora":
-        passes = 3 if setup.grad_checkpointing else 2  # forward, backward, recompute
-        quantized = quantized_params(arch, setup)
-        dequant = passes * quantized * cal.dequant_bytes_per_param / (gpu.bandwidth_gbps * 1e9)
+        dequant = dequant_seconds(arch, gpu, setup, cal)
         seconds += dequant
-        notes.append(f"NF4 dequantization: {passes} passes x {quantized / 1e9:.2f}e9 weights x "
-                     f"{cal.dequant_bytes_per_param:.1f} B / {gpu.bandwidth_gbps:g} GB/s = {dequant * 1e3:.0f} ms per step")
+        notes.append(f"NF4 dequantization: {_dequant_passes(setup)} passes x {quantized_params(arch, setup) / 1e9:.2f}e9"
+                     f" weights x {cal.dequant_bytes_per_param:.1f} B / {gpu.bandwidth_gbps:g} GB/s = "
+                     f"{dequant * 1e3:.0f} ms per step")
     per_gpu = tokens / seconds
     achieved = per_gpu * flops.total / (peak * 1e12)
     spread = Range(1 - cal.spread, 1.0, 1 + cal.spread)
     per_gpu_range = spread.scaled(per_gpu)
     return Throughput(per_gpu_range.scaled(setup.n_gpus), per_gpu_range, seconds, achieved, flops,
                       assumptions=tuple(notes))
+
+
+def _dequant_passes(setup: TrainingSetup) -> int:
+    return 3 if setup.grad_checkpointing else 2  # forward, backward, recompute
+
+
+def dequant_seconds(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calibration) -> float:
+    """Seconds per micro-batch that bitsandbytes spends dequantizing NF4 weights (HBM-bound; 0 unless QLoRA)."""
+    if setup.method != "qlora":
+        return 0.0
+    passes = _dequant_passes(setup)
+    return passes * quantized_params(arch, setup) * calibration.dequant_bytes_per_param / (gpu.bandwidth_gbps * 1e9)
+
+
+def achieved_efficiency(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, tokens_per_s: float,
+                        calibration: Calibration | None = None) -> float | None:
+    """The inverse of ``throughput`` on one GPU: the fraction of the dense peak that makes it predict
+    ``tokens_per_s`` for this setup, after the calibrated dequantization time. None when that time alone is
+    longer than the measured step, or the GPU's peak is unknown."""
+    cal = calibration or default_calibration()
+    peak = peak_tflops(gpu)
+    if not peak:
+        return None
+    tokens = setup.tokens
+    compute_s = tokens / tokens_per_s - dequant_seconds(arch, gpu, setup, cal)
+    if compute_s <= 0:
+        return None
+    return tokens * flops_per_token(arch, setup).total / (peak * 1e12 * compute_s)
 
 
 @dataclass(frozen=True)
