@@ -100,8 +100,10 @@ class Job(_Record):
 
     ``submitted_at`` is None while the job is only an intent: the ledger row was written but the backend has
     not confirmed a submission (a crash in between is recovered by ``resume``, which submits idempotently).
-    ``resources`` holds estimated vs measured figures (``estimated_peak_vram_gib``, ``measured_peak_memory_gib``,
-    ``estimated_tokens_per_s``, ``measured_tokens_per_s``, ...): the calibration data of the estimator.
+    ``resources`` holds estimated vs measured figures (``estimated_peak_vram_gib``, ``estimated_allocated_gib``,
+    ``measured_peak_vram_allocated_gib``, ``measured_peak_vram_reserved_gib``, ``measured_peak_rss_gib`` on a CPU,
+    ``estimated_tokens_per_s`` / ``measured_tokens_per_s`` (non-padding tokens), ``estimated_hours``,
+    ``measured_train_seconds``): the calibration data of the estimator.
     """
 
     id: str

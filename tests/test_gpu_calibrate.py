@@ -112,7 +112,8 @@ def test_fit_pins_the_allocator_overhead_the_context_and_the_trainer_efficiency(
 
     def setup(case):
         return TrainConfig(model="m", dataset="d", method=case.method, micro_batch_size=case.micro_batch,
-                           max_seq_length=case.seq_len).training_setup("bf16")
+                           max_seq_length=case.seq_len, gradient_checkpointing=case.checkpointing
+                           ).training_setup("bf16")
 
     arch = archs["Llama-3.2-1B"]
     # LoRA at 30% of the peak: tokens/s = 0.3 x peak / FLOPs per token (no dequantization term)

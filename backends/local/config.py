@@ -85,25 +85,23 @@ class TrainConfig(BaseModel):
     def uses_adapter(self) -> bool:
         return self.method in ("lora", "qlora")
 
-    def training_setup(self, precision: str):
-        """This config on one GPU as the estimator sees it (``ftbroker.estimate.TrainingSetup``), for the
-        trainer's resolved ``precision`` ("bf16", "fp16" or "fp32"): full fine-tuning loads fp32 weights and
-        autocasts ("amp"); LoRA and QLoRA keep the frozen base in the 16-bit precision; the optimizer is the
-        Trainer's default, fused AdamW."""
+    def training_setup(self, precision: str = "bf16", *, seq_len: int | None = None, n_gpus: int = 1,
+                       sharding: str = "none"):
+        """This config as the estimator sees it (``ftbroker.estimate.TrainingSetup``): the one mapping, used by the
+        local backend's pre-flight and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
+        "fp16" on a GPU: ``GPU_PRECISION`` of the method; "fp32": everything fp32); ``seq_len`` the longest row a
+        micro-batch will hold (default max_seq_length). The optimizer is the Trainer's default, fused AdamW;
+        packing and padding-free batches both concatenate examples."""
         from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
 
-        sixteen_bit = precision in ("bf16", "fp16")
-        if self.method == "full":
-            estimate_precision = "amp" if sixteen_bit else "fp32"
-        else:
-            estimate_precision = "bf16" if sixteen_bit else "fp32"
         targets = self.lora.target_modules
         return TrainingSetup(
-            method=self.method, micro_batch=self.micro_batch_size, seq_len=self.max_seq_length,
+            method=self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
             lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing, optimizer="adamw",
-            precision=estimate_precision, grad_accumulation=self.gradient_accumulation_steps,
-            packing=self.packing, impl=LOCAL_TRAINER)
+            precision=GPU_PRECISION[self.method] if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,
+            sharding=sharding, grad_accumulation=self.gradient_accumulation_steps,
+            packing=self.packing or self.padding_free, impl=LOCAL_TRAINER)
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -36,16 +36,10 @@ CPU_NOTE = ("no GPU found: the trainer runs on the CPU in fp32, which suits only
 
 
 def training_setup(config: TrainConfig, *, n_gpus: int, seq_len: int, distributed: str = "auto") -> TrainingSetup:
-    """The estimator's description of what the trainer will run with ``config`` on ``n_gpus`` GPUs."""
-    return TrainingSetup(
-        method=config.method, micro_batch=config.micro_batch_size, seq_len=seq_len, lora_r=config.lora.r,
-        targets=(config.lora.target_modules,) if isinstance(config.lora.target_modules, str)
-        else tuple(config.lora.target_modules),
-        lora_dropout=config.lora.dropout, grad_checkpointing=config.gradient_checkpointing, optimizer="adamw",
-        precision=GPU_PRECISION[config.method], n_gpus=n_gpus,
-        # one GPU: the trainer runs without accelerate, whatever strategy several GPUs would get
-        sharding=(SHARDING[distributed] or default_sharding(config.method, n_gpus)) if n_gpus > 1 else "none",
-        grad_accumulation=config.gradient_accumulation_steps, packing=config.packing or config.padding_free)
+    """``config`` on ``n_gpus`` GPUs as the estimator sees it, with the multi-GPU strategy the backend launches."""
+    # one GPU: the trainer runs without accelerate, whatever strategy several GPUs would get
+    sharding = (SHARDING[distributed] or default_sharding(config.method, n_gpus)) if n_gpus > 1 else "none"
+    return config.training_setup("bf16", seq_len=seq_len, n_gpus=n_gpus, sharding=sharding)
 
 
 def peak_seq_len(config: TrainConfig, stats: Any | None) -> int:
