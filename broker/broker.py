@@ -80,8 +80,9 @@ def check_guards(quote: Quote, spec: JobSpec, *, force: bool = False) -> None:
         return
     cost = quote.budget_cost_usd
     if cost is None:
+        why = f" ({quote.reason})" if quote.reason else ""
         raise BudgetExceededError(
-            f"the cost of this job on {spec.backend} cannot be estimated, so it cannot be held to "
+            f"the cost of this job on {spec.backend} cannot be estimated{why}, so it cannot be held to "
             f"--max-cost ${budget}; run without --max-cost to accept an unbounded cost")
     if cost > budget:
         shown = f"${quote.cost_usd}-${cost}" if quote.cost_usd is not None and quote.cost_usd != cost else f"${cost}"
