@@ -4,9 +4,13 @@
   remote job carries so that a later call can FIND the job it may already have created.
 - ``map_status``: provider status -> ``JobStatus`` through a per-provider table (research/apis
   NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
-- Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt, notes)`` over
-  parsed examples with their line numbers, streams the provider's JSONL to a file while hashing it,
-  and collects ``FILE:LINE: message`` issues; converters raise ``Rejected`` for a line.
+- Dataset rules live in ONE place each: ``ftbroker.data.analyze`` checks the general rules and records each
+  provider's own in ``provider_issues``; the catalog row of a model holds what differs by model (formats,
+  example counts, token limits), which the planner checks. ``validate`` raises them as ``DatasetError``.
+- Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt)`` over parsed examples
+  with their line numbers and streams the provider's JSONL to a file while hashing it. A converter only
+  converts; it raises ``Rejected`` only for a rule of its model's target format that the data layer cannot
+  express (e.g. Llama 3.1 on Bedrock: one prompt and one completion per line).
 - ``check_range``: hyperparameter bounds, collected so that every problem is reported at once.
 - Errors: ``translate_error`` maps the SDKs' exceptions (the Stainless-generated openai/together
   ones, botocore's) onto ``ftbroker.errors`` with secrets scrubbed out of every message.
@@ -97,29 +101,12 @@ def map_status(raw: str | None, table: Mapping[str, JobStatus]) -> JobStatus:
 
 # -- datasets ----------------------------------------------------------------------------------------
 class Rejected(Exception):
-    """A dataset line the provider would refuse; the message says why (no path or line: added later)."""
-
-
-def text_of(content: Any, where: str) -> str:
-    """A message's content as plain text: a string, or a list of text parts joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise Rejected(f"{where}: content part of type {kind!r} is not supported (text only)")
-            texts.append(part["text"])
-        return "".join(texts)
-    if content is None:
-        raise Rejected(f"{where}: has no content")
-    raise Rejected(f"{where}: content must be a string or a list of text parts, not {type(content).__name__}")
+    """A dataset line the model's target format cannot hold; the message says why (the caller adds FILE:LINE)."""
 
 
 @dataclass(frozen=True)
 class ConvertedFile:
-    """The provider-format file written by ``convert_file``, with what was found on the way."""
+    """The provider-format file written by ``convert_file``, with the lines it could not convert."""
 
     path: Path
     fmt: str  # the source format it was converted from
@@ -127,7 +114,6 @@ class ConvertedFile:
     size_bytes: int
     sha256: str
     errors: tuple[DataIssue, ...] = ()
-    warnings: tuple[DataIssue, ...] = ()
 
     @property
     def upload_name(self) -> str:
@@ -135,49 +121,36 @@ class ConvertedFile:
         return f"ftbroker-{self.sha256[:32]}.jsonl"
 
 
-Converter = Callable[[Mapping[str, Any], str, list[str]], dict[str, Any]]
+Converter = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 
 def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: str, fmt: str,
-                 convert: Converter, out: Path, min_examples: int = 1, max_examples: int | None = None,
-                 rules: str = "") -> ConvertedFile:
-    """Convert parsed ``(line, example)`` pairs of ``source`` into ``out`` (JSONL), constant memory.
-
-    ``convert(example, fmt, notes)`` returns the provider's record, appends warnings to ``notes``
-    and raises ``Rejected`` for a line the provider would refuse. ``rules`` names where the rules
-    come from, for the count messages.
-    """
+                 convert: Converter, out: Path) -> ConvertedFile:
+    """Convert parsed ``(line, example)`` pairs of ``source`` (checked by ``data.analyze``) into ``out`` (JSONL),
+    in constant memory. ``convert(example, fmt)`` returns the provider's record or raises ``Rejected``."""
     errors: list[DataIssue] = []
-    warnings: list[DataIssue] = []
     digest = hashlib.sha256()
     count = size = 0
     with open(out, "wb") as fh:
         for line, example in examples:
-            notes: list[str] = []
             try:
-                record = convert(example, fmt, notes)
+                record = convert(example, fmt)
             except Rejected as why:
                 errors.append(DataIssue(source, line, str(why)))
                 continue
-            warnings.extend(DataIssue(source, line, note) for note in notes)
             data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
             fh.write(data)
             digest.update(data)
             count, size = count + 1, size + len(data)
-    rule = f" ({rules})" if rules else ""
-    if count < min_examples and not errors:
-        errors.append(DataIssue(source, 0, f"{count} examples; at least {min_examples} are required{rule}"))
-    if max_examples is not None and count > max_examples:
-        errors.append(DataIssue(source, 0, f"{count} examples; at most {max_examples} are accepted{rule}"))
-    return ConvertedFile(out, fmt, count, size, digest.hexdigest(), tuple(errors), tuple(warnings))
+    return ConvertedFile(out, fmt, count, size, digest.hexdigest(), tuple(errors))
 
 
-def hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def with_system_message(example: Mapping[str, Any]) -> list[Any]:
+    """A chat example's messages, its top-level ``system`` prompt (Bedrock's shape) made the first message."""
+    messages = list(example["messages"])
+    if isinstance(example.get("system"), str):
+        messages.insert(0, {"role": "system", "content": example["system"]})
+    return messages
 
 
 # -- hyperparameters ---------------------------------------------------------------------------------
@@ -363,27 +336,12 @@ class Upload:
     reused: bool
 
 
-def read_examples(path: str) -> Iterable[tuple[int, Mapping[str, Any]]]:
-    """The parsed examples of a dataset with their line numbers, from the data area's reader."""
-    from ftbroker import data
-
-    return data.read_examples(path)
-
-
-def dataset_format(path: str) -> str:
-    """The dataset's format as the data area detects it ("chat", "prompt_completion", ...)."""
-    from ftbroker import data
-
-    report = data.analyze(path)
-    report.raise_for_errors()
-    return report.format
-
-
 class ManagedBackend:
     """The flow every managed API shares; a provider module fills in the ``_provider_*`` hooks.
 
-    - ``validate``: the spec's provider-specific problems (SpecError), the dataset read by the data area,
-      then converted to the provider's format with its rules checked (DatasetError, FILE:LINE).
+    - ``validate``: the spec's provider-specific problems (SpecError); the dataset read and priced as
+      ``ftbroker plan`` does it, its problems for this provider and model raised (DatasetError, FILE:LINE),
+      then converted to the provider's format (what only the target format can refuse, DatasetError).
     - ``submit``: convert; then ``submit_once``: look for the job by its tag, else upload each file
       (reusing one already uploaded with the same content) and create the job with SDK retries off.
       Every remote handle is ``tracker.remember``-ed as soon as it exists.
@@ -405,6 +363,7 @@ class ManagedBackend:
         self._client = client
         self.backoff = Backoff(options.retry_initial_s, options.retry_max_s, sleep=sleep)
         self._priced: dict[str, tuple[Any, ...]] = {}  # spec (JSON) -> its managed routes, priced by validate
+        self._validated: dict[tuple, Any] = {}  # (spec, its files' sizes and times) -> the report validate gave
 
     # -- the SDK ------------------------------------------------------------------------------------
     def sdk(self) -> Any:
@@ -443,42 +402,75 @@ class ManagedBackend:
     # -- validate -----------------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> Any:
         """Provider-specific spec problems (SpecError); then the dataset read and priced by the planner's shell
-        (token counts with the tokenizer the provider bills by), converted, and checked (DatasetError)."""
+        (token counts with the tokenizer the provider bills by), checked, and converted (DatasetError)."""
         problems = self._spec_problems(spec)
         if problems:
             raise SpecError(problems)
-        report, self._priced[spec.model_dump_json()] = self._plan(spec)
-        report.raise_for_errors()
-        issues = list(report.provider_issues.get(self.name, ()))
-        for _, converted in self.convert(spec, report.format):
-            issues.extend(converted.errors)
+        # the same spec on unchanged files (a sweep of jobs through the SDK) is not read again
+        key = (spec.model_dump_json(), *(_stamp(path) for path in (spec.dataset, spec.validation)))
+        if key in self._validated:
+            return self._validated[key]
+        report, validation, routes = self._plan(spec)
+        self._priced[spec.model_dump_json()] = routes
+        issues = self._dataset_issues(report, validation, routes[0] if routes else None)
         if issues:
-            raise DatasetError(sorted(issues))
+            raise DatasetError(issues)
+        formats = {"training": report.format, "validation": validation.format if validation else None}
+        issues = [issue for _, converted in self.convert(spec, formats) for issue in converted.errors]
+        if issues:
+            raise DatasetError(issues)
+        self._validated[key] = report
         return report
 
-    def _plan(self, spec: JobSpec) -> tuple[Any, tuple[Any, ...]]:
-        """(dataset report, this backend's managed routes for the spec's model), the plan's own way."""
+    def _plan(self, spec: JobSpec) -> tuple[Any, Any, tuple[Any, ...]]:
+        """(training report, validation report or None, this backend's managed routes for the spec's model),
+        the plan's own way. The model is looked up in the catalog under each of ``_catalog_names``."""
         from ftbroker import data, planning
 
-        try:
-            plan = planning.plan(spec.dataset, models=[spec.model], method=spec.method,
-                                 epochs=spec.hyperparameters.epochs, validation_file=spec.validation)
-        except UnknownNameError:  # a model the catalog does not know: checked all the same, its price unknown
-            return data.analyze(spec.dataset), ()
-        return plan.dataset, tuple(r for r in plan.routes if r.kind == "managed" and r.backend == self.name)
+        for name in self._catalog_names(spec.model):
+            try:
+                plan = planning.plan(spec.dataset, models=[name], method=spec.method,
+                                     epochs=spec.hyperparameters.epochs, validation_file=spec.validation,
+                                     **self._plan_options(spec))
+            except UnknownNameError:  # raised before the data are read
+                continue
+            return plan.dataset, plan.validation, tuple(
+                r for r in plan.routes if r.kind == "managed" and r.backend == self.name)
+        # a model the catalog does not know: checked all the same, its price unknown
+        return data.analyze(spec.dataset), data.analyze(spec.validation) if spec.validation else None, ()
 
-    def convert(self, spec: JobSpec, fmt: str | None = None) -> list[tuple[str, ConvertedFile]]:
-        """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``."""
+    def _dataset_issues(self, report: Any, validation: Any, route: Any) -> list[DataIssue]:
+        """What in the data this provider and model refuse, each rule from the one place that holds it: the data
+        layer's general rules (errors) and this provider's (provider_issues), and the catalog row of the model
+        (why the planner rules the route out, e.g. too few examples or a format the model does not take)."""
+        issues = sorted([*report.errors, *report.provider_issues.get(self.name, ())], key=lambda i: i.line)
+        if validation is not None:
+            # rules about a whole file (line 0: its format, how many examples) are the training file's
+            issues += sorted([*validation.errors, *(i for i in validation.provider_issues.get(self.name, ())
+                                                    if i.line)], key=lambda i: i.line)
+            if not validation.errors and validation.format != report.format:
+                issues.append(DataIssue(validation.path, 0, f"the validation data are {validation.format}; the "
+                                                            f"training data are {report.format}"))
+        if not issues and route is not None and not route.feasible and not route_closed(route):
+            issues.append(DataIssue(report.path, 0, f"{route.model} on {self.name}: {route.reason}"))
+        return issues
+
+    def convert(self, spec: JobSpec, formats: Mapping[str, str | None] | None = None
+                ) -> list[tuple[str, ConvertedFile]]:
+        """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``.
+        ``formats``: each role's data format where known (else read from the head of its file)."""
+        from ftbroker import data
+
         folder = self.home / "uploads" / self.name
         folder.mkdir(parents=True, exist_ok=True)
+        convert = self._converter(spec)
         out = []
         for role, path in (("training", spec.dataset), ("validation", spec.validation)):
             if path is None:
                 continue
-            kind = fmt if role == "training" and fmt else dataset_format(path)
+            fmt = (formats or {}).get(role) or data.file_format(path)
             target = folder / f".{role}-{os.getpid()}-{id(self)}.jsonl"
-            converted = convert_file(read_examples(path), source=path, fmt=kind, out=target,
-                                     **self._conversion(spec, role))
+            converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert, out=target)
             final = folder / converted.upload_name
             target.replace(final)
             out.append((role, dataclasses.replace(converted, path=final)))
@@ -488,11 +480,11 @@ class ManagedBackend:
     def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
         """PURE: the route ``validate`` priced for this spec (the planner's: catalog price x billed tokens,
         availability on its dates), as a Quote. No catalog offer for the model: the cost is unknown (a budget
-        then refuses the job). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
+        then refuses the job, saying why). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
         routes = self._priced.get(spec.model_dump_json())
         if not routes:
-            return Quote(backend=self.name, warnings=(
-                f"the catalog has no {self.name} offer for {spec.model}: its cost cannot be estimated",))
+            return Quote(backend=self.name, reason=f"the catalog has no {self.name} offer for {spec.model}: its "
+                                                   "cost cannot be estimated")
         return quote_from_route(self.name, routes[0])
 
     # -- submit -------------------------------------------------------------------------------------
@@ -547,9 +539,17 @@ class ManagedBackend:
     def _spec_problems(self, spec: JobSpec) -> list[str]:
         raise NotImplementedError
 
-    def _conversion(self, spec: JobSpec, role: str) -> dict[str, Any]:
-        """``convert_file`` keywords for this spec: ``convert``, ``min_examples``, ``rules``, ..."""
+    def _converter(self, spec: JobSpec) -> Converter:
+        """The per-line converter into the provider's format for the spec's model."""
         raise NotImplementedError
+
+    def _catalog_names(self, model: str) -> tuple[str, ...]:
+        """The names to look the provider's model id up by in the catalog, in order."""
+        return (model,)
+
+    def _plan_options(self, spec: JobSpec) -> dict[str, Any]:
+        """``planning.plan`` keywords that price the job as the backend will submit it (e.g. ``n_evals``)."""
+        return {}
 
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
         raise NotImplementedError
@@ -594,19 +594,37 @@ class ManagedBackend:
         return Update(status=status, detail=detail, raw=_plain(raw))
 
 
+def _stamp(path: str | None) -> tuple[int, int] | None:
+    """What changes when a file does: its size and modification time (None: no file, or none to read)."""
+    try:
+        stat = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns) if stat else None
+
+
+def route_closed(route: Any) -> bool:
+    """Whether the planner ruled a route out because the provider takes no new jobs on it (``availability``)."""
+    return not route.feasible and route.reason.startswith(("closed", "not open"))
+
+
 def quote_from_route(backend: str, route: Any) -> Quote:
-    """A planner Route (a managed offer priced for this dataset) as the backend's Quote."""
-    closed = not route.feasible and route.reason.startswith(("closed", "not open"))
-    verdict = Verdict.ROUTE_UNAVAILABLE if closed else Verdict.OK
-    reason = f"{route.model}: {route.reason}" if route.reason else None
-    warnings = tuple(route.notes) + ((reason,) if reason and not closed else ())
+    """A planner Route (a managed offer priced for this dataset, open or closed) as the backend's Quote."""
+    closed = route_closed(route)
+    reason = None
+    if closed:
+        reason = f"{route.model}: {route.reason}"
+    elif route.cost_usd is None:  # said when a budget refuses the job
+        reason = (f"price unknown: the catalog has no {backend} training price for {route.model}"
+                  if not route.price_known else f"{route.model}: {'; '.join(route.notes)}")
     breakdown = {**route.breakdown, "price_source": route.price_source,
                  "price_as_of": str(route.price_as_of) if route.price_as_of else None, "epochs": route.epochs}
     price = route.breakdown.get("usd_per_m_tokens")
     # kept with the job (ledger ``resources``) so the actual cost is priced as quoted: trained tokens x this
     resources = {QUOTED_PRICE: float(price)} if price is not None else {}
-    return Quote(backend=backend, verdict=verdict, reason=reason if closed else None, cost_usd=route.cost_usd,
-                 billed_tokens=route.billed_tokens, warnings=warnings, breakdown=breakdown, resources=resources)
+    return Quote(backend=backend, verdict=Verdict.ROUTE_UNAVAILABLE if closed else Verdict.OK, reason=reason,
+                 cost_usd=route.cost_usd, billed_tokens=route.billed_tokens, warnings=tuple(route.notes),
+                 breakdown=breakdown, resources=resources)
 
 
 def actual_cost(job: Job, trained_tokens: int | None) -> Decimal | None:

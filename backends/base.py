@@ -174,7 +174,7 @@ class Quote:
 
     backend: str
     verdict: Verdict = Verdict.OK
-    reason: str | None = None  # why not OK, with a concrete suggestion
+    reason: str | None = None  # why not OK, with a concrete suggestion; or, with no cost, why it is unknown
     cost_usd: Decimal | None = None
     cost_high_usd: Decimal | None = None
     hours: float | None = None

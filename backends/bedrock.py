@@ -17,7 +17,10 @@ Models covered (the text models Bedrock fine-tunes):
 
 This part is pure translation (no SDK, no I/O): the status table (refined by ``statusDetails``),
 the metrics CSVs Bedrock writes next to the output, the create request with ``hyperParameters`` as
-strings, and the per-family dataset conversion with the documented rules checked.
+strings, and the per-family dataset conversion. ``ftbroker.data`` checks Bedrock's rules for every model
+(turns, roles, text only) and the catalog each model's formats and example counts; a converter refuses only
+what its family's format cannot hold (Llama 3.1: one prompt and one completion; Nova's reserved keywords;
+Claude's turn markers).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from ._managed import (
     map_status,
     provider_tag,
     scrub,
-    text_of,
+    with_system_message,
 )
 from ._managed import _plain as plain
 
@@ -123,8 +126,6 @@ class Family:
     warmup_steps: Hyper | None
     source: str
     fmt: str  # "prompt_completion" | "chat" | "claude" | "converse"
-    min_examples: int = 1
-    max_examples: int | None = None
 
     def converter(self) -> Converter:
         return {"prompt_completion": _llama_prompt_completion, "chat": _llama_chat, "claude": _claude,
@@ -142,10 +143,10 @@ FAMILIES: tuple[Family, ...] = (
            batch_size=None, warmup_steps=Hyper("learningRateWarmupSteps", 0, 100, True),
            source="AWS user guide cm-hp-nova-mm", fmt="converse"),
     # Past end of life (2026-09-10): kept so that a job for it is refused by the catalog's date (exit 3), not
-    # taken for an unknown model. Data limits: aws-samples amazon-bedrock-workshop claude-haiku DataValidation.
+    # taken for an unknown model. Its example counts and token limit are the catalog row's.
     Family("Claude 3 Haiku", ("anthropic.claude-3-haiku-",), epochs=Hyper("epochCount", 1, 10, True),
            learning_rate=None, batch_size=Hyper("batchSize", 4, 256, True), warmup_steps=None,
-           source="AWS user guide cm-hp-anth-claude-3", fmt="claude", min_examples=32, max_examples=10_000),
+           source="AWS user guide cm-hp-anth-claude-3", fmt="claude"),
 )
 
 
@@ -190,54 +191,34 @@ def create_request(*, job_name: str, custom_model_name: str, role_arn: str, base
 
 
 # -- dataset conversion ------------------------------------------------------------------------------
+def _text(content: Any) -> str:
+    """A message's content as plain text: a string, or its text (and refusal) parts joined."""
+    return content if isinstance(content, str) else "".join(part[part["type"]] for part in content)
+
+
 def _turns(example: Mapping[str, Any], fmt: str) -> tuple[str | None, list[tuple[str, str]]]:
-    """(system prompt, [(role, text), ...]) of a chat or prompt/completion example, with the rules
-    every Bedrock chat format shares: user first, roles alternate, assistant last, text only."""
+    """(system prompt, [(role, text), ...]) of a chat or prompt/completion example, which ``ftbroker.data`` has
+    checked against the rules every Bedrock chat format shares: user first, roles alternate, assistant last,
+    text only. A top-level ``system`` and a first system message are one prompt."""
     if fmt == "prompt_completion":
-        return None, [("user", text_of(example.get("prompt"), "prompt")),
-                      ("assistant", text_of(example.get("completion"), "completion"))]
-    if fmt != "chat":
-        raise Rejected(f"Bedrock fine-tuning takes chat or prompt/completion examples, not {fmt}")
-    messages = example.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise Rejected("'messages' must be a non-empty list")
-    system, turns = None, []
-    for i, message in enumerate(messages, 1):
-        where = f"message {i}"
-        if not isinstance(message, Mapping):
-            raise Rejected(f"{where}: must be an object")
-        role = message.get("role")
-        if role == "system" and i == 1:
-            system = text_of(message.get("content"), where)
-            continue
-        if role not in ("user", "assistant"):
-            raise Rejected(f"{where}: role {role!r} is not supported (Bedrock: an optional first system "
-                           "message, then user and assistant)")
-        if message.get("weight", 1) != 1:
-            raise Rejected(f"{where}: 'weight' {message.get('weight')!r} is not supported: Bedrock trains on every "
-                           "assistant turn")
-        expected = "user" if not turns or turns[-1][0] == "assistant" else "assistant"
-        if role != expected:
-            raise Rejected(f"{where}: expected a {expected} message (the first turn is user, then roles alternate)")
-        turns.append((role, text_of(message.get("content"), where)))
-    if not turns or turns[-1][0] != "assistant":
-        raise Rejected("the last message must be the assistant's reply")
-    return system, turns
+        return None, [("user", example["prompt"]), ("assistant", example["completion"])]
+    messages = with_system_message(example)
+    system = "\n\n".join(_text(m["content"]) for m in messages if m["role"] == "system")
+    return system or None, [(m["role"], _text(m["content"])) for m in messages if m["role"] != "system"]
 
 
-def _llama_prompt_completion(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
+def _llama_prompt_completion(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """Llama 3.1: one prompt and one completion per line; the system prompt goes in front of the prompt, as the
+    format has no field for it."""
     system, turns = _turns(example, fmt)
     if len(turns) != 2:
         raise Rejected(f"Llama 3.1 on Bedrock takes one prompt and one completion per line; this conversation has "
                        f"{len(turns)} turns (split it, or use a Llama 3.2 or Nova model)")
     prompt = turns[0][1]
-    if system:
-        prompt = f"{system}\n\n{prompt}"
-        notes.append("system prompt put in front of the prompt (the prompt/completion format has no system field)")
-    return {"prompt": prompt, "completion": turns[1][1]}
+    return {"prompt": f"{system}\n\n{prompt}" if system else prompt, "completion": turns[1][1]}
 
 
-def _llama_chat(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
+def _llama_chat(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     system, turns = _turns(example, fmt)
     line: dict[str, Any] = {"system": system} if system else {}
     line["messages"] = [{"role": role, "content": text} for role, text in turns]
@@ -248,8 +229,8 @@ def _llama_chat(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[
 CLAUDE_FORBIDDEN = ("\nHuman:", "\nAssistant:")
 
 
-def _claude(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
-    line = _llama_chat(example, fmt, notes)
+def _claude(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    line = _llama_chat(example, fmt)
     texts = [line.get("system", "")] + [m["content"] for m in line["messages"]]
     marker = next((m for m in CLAUDE_FORBIDDEN if any(m in t for t in texts)), None)
     if marker:
@@ -257,7 +238,7 @@ def _claude(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str,
     return line
 
 
-def _nova(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
+def _nova(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     system, turns = _turns(example, fmt)
     for where, text in [("system prompt", system or "")] + [(f"{r} turn", t) for r, t in turns if r == "user"]:
         keyword = next((k for k in NOVA_RESERVED if text.lstrip().startswith(k)), None)
@@ -318,8 +299,6 @@ class BedrockBackend(ManagedBackend):
             "hyperparameters.seed": "not a Bedrock hyperparameter",
             "hyperparameters.early_stopping_patience": "early stopping is a Claude 3 Haiku setting, and that model is "
                                                        "past end of life",
-            "format.preference": "Bedrock fine-tuning takes chat or prompt/completion lines",
-            "format.text": "Bedrock fine-tuning takes chat or prompt/completion lines",
             "resume": "a Bedrock job cannot be continued; start a new one",
             "export": "the custom model stays in Bedrock (serve it with Provisioned Throughput or a custom-model "
                       "deployment)",
@@ -382,10 +361,8 @@ class BedrockBackend(ManagedBackend):
         return hyperparameters(family, epochs=hp.epochs, learning_rate=hp.learning_rate,
                                batch_size=hp.micro_batch_size, warmup_steps=self.options.warmup_steps)
 
-    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
-        family = family_of(spec.model)
-        limits = {"min_examples": family.min_examples, "max_examples": family.max_examples} if role == "training" else {}
-        return {"convert": family.converter(), "rules": f"Bedrock data rules for {family.name}", **limits}
+    def _converter(self, spec: Any) -> Converter:
+        return family_of(spec.model).converter()
 
     # -- S3 -----------------------------------------------------------------------------------------
     def _location(self, *parts: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ with their sources in comments.
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics (metrics
 events and the result CSV, plain or base64), the create-job request, and the conversion of a
-dataset into OpenAI's training lines with OpenAI's documented rules checked.
+dataset (checked by ``ftbroker.data``, which holds OpenAI's line rules) into OpenAI's training lines.
 
 OpenAI-compatible endpoints: the backend takes ``base_url`` (or the SDK's ``OPENAI_BASE_URL``).
 Anything that serves ``/files`` and ``/fine_tuning/jobs`` with OpenAI's shapes works. What an
@@ -49,15 +49,15 @@ from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress
 
 from ._managed import (
     ConvertedFile,
+    Converter,
     ManagedBackend,
     ManagedOptions,
-    Rejected,
-    actual_cost,
     Upload,
+    actual_cost,
     check_range,
     provider_tag,
     scrub,
-    text_of,
+    with_system_message,
 )
 from ._managed import _plain as plain
 
@@ -87,11 +87,9 @@ METRIC_NAMES: Mapping[str, str] = {
     "full_valid_mean_token_accuracy": "full_eval_accuracy",
 }
 
-COMPLETION_MODELS = ("babbage-002", "davinci-002")  # take {"prompt","completion"} lines (NOTES 1.9)
-MIN_EXAMPLES = 10  # NOTES 1.9: "Minimum 10 examples"
-MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-CHAT_KEYS = ("messages", "tools", "parallel_tool_calls", "functions")
-RULES = "OpenAI fine-tuning data rules"
+# the keys of a training line (NOTES 1.9: FineTuneChatRequestInput, FineTunePreferenceRequestInput)
+CHAT_KEYS = ("tools", "parallel_tool_calls", "functions")
+PREFERENCE_INPUT_KEYS = ("messages", "tools", "parallel_tool_calls")
 
 
 def _time(ts: int | float | None) -> datetime | None:
@@ -209,77 +207,17 @@ def check_hyperparameters(*, epochs: int | None, batch_size: int | None, options
 
 
 # -- dataset conversion ------------------------------------------------------------------------------
-def converter(model: str):
-    """The per-line converter for ``model`` (chat models, or the completion models)."""
-    completion_model = model.startswith(COMPLETION_MODELS)
-
-    def convert(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
-        if completion_model:
-            if fmt != "prompt_completion":
-                raise Rejected(f"{model} is a completion model: it takes prompt/completion lines, not {fmt}")
-            return {"prompt": text_of(example.get("prompt"), "prompt"),
-                    "completion": text_of(example.get("completion"), "completion")}
-        if fmt == "chat":
-            return _chat_line(example, notes)
-        if fmt == "prompt_completion":  # chat models train on messages: one user turn, one reply
-            return {"messages": [{"role": "user", "content": text_of(example.get("prompt"), "prompt")},
-                                 {"role": "assistant", "content": text_of(example.get("completion"), "completion")}]}
-        if fmt == "preference":
-            return _preference_line(example)
-        raise Rejected(f"OpenAI cannot fine-tune on {fmt} examples; use chat or prompt/completion lines")
-
-    return convert
-
-
-def _chat_line(example: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
-    messages = example.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise Rejected("'messages' must be a non-empty list")
-    trained = 0
-    for i, message in enumerate(messages, 1):
-        where = f"message {i}"
-        if not isinstance(message, Mapping):
-            raise Rejected(f"{where}: must be an object")
-        role = message.get("role")
-        if role not in MESSAGE_ROLES:
-            raise Rejected(f"{where}: role {role!r} is not one of {', '.join(sorted(MESSAGE_ROLES))}")
-        if "weight" in message:
-            if role != "assistant":
-                raise Rejected(f"{where}: 'weight' is only allowed on assistant messages")
-            if message["weight"] not in (0, 1) or isinstance(message["weight"], bool):
-                raise Rejected(f"{where}: 'weight' must be 0 or 1, not {message['weight']!r}")
-        if role == "assistant":
-            _check_assistant(message, where)
-            trained += message.get("weight", 1)
-    if trained == 0:
-        raise Rejected("no assistant message to train on (every assistant turn is missing or has weight 0)")
-    dropped = sorted(set(example) - set(CHAT_KEYS))
-    if dropped:
-        notes.append(f"keys not sent to OpenAI: {', '.join(dropped)}")
-    return {key: example[key] for key in CHAT_KEYS if key in example}
-
-
-def _check_assistant(message: Mapping[str, Any], where: str) -> None:
-    content = message.get("content")
-    if isinstance(content, list) and any(isinstance(p, Mapping) and p.get("type") != "text" for p in content):
-        raise Rejected(f"{where}: assistant messages cannot contain images (text only)")
-    if content is None and not message.get("tool_calls") and not message.get("function_call"):
-        raise Rejected(f"{where}: assistant message has neither content nor tool_calls")
-
-
-def _preference_line(example: Mapping[str, Any]) -> dict[str, Any]:
-    source = example.get("input")
-    if not isinstance(source, Mapping) or not isinstance(source.get("messages"), list) or not source["messages"]:
-        raise Rejected("'input.messages' must be a non-empty list")
-    out = {"input": {k: source[k] for k in ("messages", "tools", "parallel_tool_calls") if k in source}}
-    for key in ("preferred_output", "non_preferred_output"):
-        value = example.get(key)
-        if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], Mapping)
-                or value[0].get("role") != "assistant"):
-            raise Rejected(f"'{key}' must be a list of exactly one assistant message")
-        text_of(value[0].get("content"), key)  # DPO examples are text-only (NOTES 1.9)
-        out[key] = value
-    return out
+def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """One example (checked by ``ftbroker.data``) as an OpenAI training line with the keys OpenAI reads (NOTES
+    1.9); a top-level system prompt becomes the first message. Which model takes which format is the catalog's
+    (chat models: chat and, for DPO, preference lines; babbage-002 and davinci-002: prompt/completion)."""
+    if fmt == "chat":
+        return {"messages": with_system_message(example), **{k: example[k] for k in CHAT_KEYS if k in example}}
+    if fmt == "preference":
+        return {"input": {k: v for k, v in example["input"].items() if k in PREFERENCE_INPUT_KEYS},
+                "preferred_output": example["preferred_output"],
+                "non_preferred_output": example["non_preferred_output"]}
+    return {"prompt": example["prompt"], "completion": example["completion"]}
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -316,7 +254,6 @@ class OpenAIBackend(ManagedBackend):
             "hyperparameters.packing": "OpenAI decides how examples are batched",
             "hyperparameters.gradient_checkpointing": "OpenAI runs the training hardware; not a setting",
             "hyperparameters.early_stopping_patience": "OpenAI has no early-stopping setting",
-            "format.text": "OpenAI trains on chat, prompt/completion or preference lines, not plain text",
             "resume": "an OpenAI job cannot be continued; start a new one",
             "export": "the model stays on OpenAI: call it by its output_model name",
         },
@@ -344,9 +281,8 @@ class OpenAIBackend(ManagedBackend):
         return check_hyperparameters(epochs=spec.hyperparameters.epochs, batch_size=self._batch_size(spec),
                                      options=self.options.model_dump())
 
-    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
-        return {"convert": converter(spec.model), "rules": RULES,
-                "min_examples": MIN_EXAMPLES if role == "training" else 1}
+    def _converter(self, spec: Any) -> Converter:
+        return convert
 
     # -- submit -------------------------------------------------------------------------------------
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:

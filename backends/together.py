@@ -5,8 +5,9 @@ Facts behind this module: research/apis/NOTES.md section 2 (the 3-step upload, w
 SDK's full local checks), carried here with their sources in comments.
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics, the
-``fine_tuning.create`` arguments and their check against the model's limits, and the conversion of
-a dataset into Together's formats with Together's documented rules checked.
+``fine_tuning.create`` arguments and their check against the model's limits, the conversion of a
+dataset (checked by ``ftbroker.data``, which holds Together's line rules) into Together's formats, and
+the catalog names of a Together model id (so a job is priced by the catalog row or size tier).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress
 
 from ._managed import (
     ConvertedFile,
+    Converter,
     ManagedBackend,
     ManagedOptions,
-    Rejected,
     Upload,
     check_range,
     provider_tag,
     scrub,
-    text_of,
+    with_system_message,
 )
 from ._managed import _plain as plain
 
@@ -54,8 +55,8 @@ STATUS: Mapping[str, JobStatus] = {
 
 SUFFIX_MAX = 40  # together 3.1.1 fine_tuning.create docstring: "Up to 40 character suffix"
 NANODOLLARS = Decimal(1_000_000_000)  # total_price unit: together/lib/utils/tools.py finetune_price_to_dollars
-MAX_IMAGES = 10  # legacy together-python utils/files.py: at most 10 images per example
-RULES = "Together data rules"
+MESSAGE_KEYS = ("role", "content", "weight", "tool_calls", "tool_call_id", "name")  # NOTES 2.9, 2.10
+SERVING_SUFFIX = "-Reference"  # Together's id of the unquantized weights it fine-tunes (its OpenAPI spec's example)
 
 _EVENT_KINDS = {"job_error": "error", "warning": "warning", "billing_limit": "warning", "refund": "warning",
                 "checkpoint_save": "checkpoint", "early_stopped": "warning"}
@@ -115,7 +116,7 @@ def normalize_metrics(rows: Iterable[Mapping[str, float]]) -> list[MetricPoint]:
 def create_arguments(*, model: str, training_file: str, validation_file: str | None, tag: str, method: str,
                      dpo: bool, epochs: int | None, batch_size: int | None, learning_rate: float | None,
                      lora_r: int | None, lora_alpha: int | None, lora_dropout: float | None,
-                     lora_targets: str | None, max_seq_len: int | None, seed: int | None,
+                     lora_targets: str | None, max_seq_len: int | None, seed: int | None, n_evals: int,
                      options: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``client.fine_tuning.create`` (the SDK turns them into the REST body:
     ``training_type`` {Lora, r, alpha, ...} or {Full}, ``training_method`` {sft|dpo}, NOTES 2.2)."""
@@ -130,7 +131,7 @@ def create_arguments(*, model: str, training_file: str, validation_file: str | N
                      "lora_trainable_modules": lora_targets}
     kwargs |= {k: v for k, v in optional.items() if v is not None}
     if validation_file:
-        kwargs["n_evals"] = int(options.get("n_evals", 1))
+        kwargs["n_evals"] = n_evals
     for key in ("n_checkpoints", "warmup_ratio", "weight_decay", "packing", "dpo_beta"):
         if options.get(key) is not None:
             kwargs[key] = options[key]
@@ -161,85 +162,32 @@ def check_against_limits(limits: Mapping[str, Any], *, method: str, dpo: bool, e
 
 
 # -- dataset conversion ------------------------------------------------------------------------------
-def convert(example: Mapping[str, Any], fmt: str, notes: list[str]) -> dict[str, Any]:
-    """One example in Together's format for its kind (NOTES 2.9, rules of 2.10)."""
+def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """One example (checked by ``ftbroker.data``) in Together's format for its kind (NOTES 2.9), with only the
+    keys of that format (Together refuses others, NOTES 2.10); a top-level system prompt becomes the first
+    message."""
     if fmt == "chat":
-        return _conversation(example, notes)
-    if fmt == "prompt_completion":
-        return {"prompt": text_of(example.get("prompt"), "prompt"),
-                "completion": text_of(example.get("completion"), "completion")}
+        line: dict[str, Any] = {"messages": [{k: m[k] for k in MESSAGE_KEYS if k in m}
+                                             for m in with_system_message(example)]}
+        if "tools" in example:
+            line["tools"] = example["tools"]
+        return line
     if fmt == "preference":
-        return _preference(example)
+        return {"input": {"messages": example["input"]["messages"]}, "preferred_output": example["preferred_output"],
+                "non_preferred_output": example["non_preferred_output"]}
     if fmt == "text":
-        return {"text": text_of(example.get("text"), "text")}
-    raise Rejected(f"Together cannot fine-tune on {fmt} examples")
+        return {"text": example["text"]}
+    return {"prompt": example["prompt"], "completion": example["completion"]}
 
 
-def _conversation(example: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
-    messages = example.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise Rejected("'messages' must be a non-empty list")
-    out, images, previous, assistants = [], 0, None, 0
-    for i, message in enumerate(messages, 1):
-        where = f"message {i}"
-        if not isinstance(message, Mapping):
-            raise Rejected(f"{where}: must be an object")
-        role = message.get("role")
-        if role not in ("system", "user", "assistant", "tool"):
-            raise Rejected(f"{where}: role {role!r} is not one of system, user, assistant, tool")
-        if role == "system" and i != 1:
-            raise Rejected(f"{where}: a system message must come first")
-        if previous is None and role not in ("system", "user"):
-            raise Rejected(f"{where}: a conversation must start with a system or user message")
-        if role == previous:
-            raise Rejected(f"{where}: two {role} messages in a row (roles must alternate)")
-        weight = message.get("weight")
-        if weight is not None and (weight not in (0, 1) or isinstance(weight, bool)):
-            raise Rejected(f"{where}: 'weight' must be 0 or 1, not {weight!r}")
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = [p for p in content if isinstance(p, Mapping)]
-            images += sum(1 for p in parts if p.get("type") == "image_url")
-            if any(p.get("type") not in ("text", "image_url") for p in parts) or len(parts) != len(content):
-                raise Rejected(f"{where}: content parts must be text or image_url")
-            if weight and any(p.get("type") == "image_url" for p in parts):
-                raise Rejected(f"{where}: a message with images cannot carry a non-zero weight")
-        elif not isinstance(content, str) and not message.get("tool_calls"):
-            raise Rejected(f"{where}: content must be a string or a list of parts")
-        assistants += role == "assistant"
-        kept = {k: message[k] for k in ("role", "content", "weight", "tool_calls", "tool_call_id", "name")
-                if k in message}
-        out.append(kept)
-        previous = role
-    if images > MAX_IMAGES:
-        raise Rejected(f"{images} images; at most {MAX_IMAGES} per example")
-    if not assistants:
-        raise Rejected("no assistant message")
-    dropped = sorted(set(example) - {"messages", "tools"})
-    if dropped:
-        notes.append(f"keys not sent to Together: {', '.join(dropped)}")
-    line: dict[str, Any] = {"messages": out}
-    if "tools" in example:
-        line["tools"] = example["tools"]
-    return line
-
-
-def _preference(example: Mapping[str, Any]) -> dict[str, Any]:
-    source = example.get("input")
-    messages = source.get("messages") if isinstance(source, Mapping) else None
-    if not isinstance(messages, list) or not messages:
-        raise Rejected("'input.messages' must be a non-empty list")
-    if isinstance(messages[-1], Mapping) and messages[-1].get("role") == "assistant":
-        raise Rejected("'input.messages' must not end with an assistant message")
-    out: dict[str, Any] = {"input": {"messages": messages}}
-    for key in ("preferred_output", "non_preferred_output"):
-        value = example.get(key)
-        if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], Mapping)
-                or value[0].get("role") != "assistant"):
-            raise Rejected(f"'{key}' must be a list of exactly one assistant message")
-        text_of(value[0].get("content"), key)
-        out[key] = value
-    return out
+def catalog_names(model_id: str) -> tuple[str, ...]:
+    """Names to look a Together model id up by in the catalog, most specific first: the id (a per-model row's
+    Hugging Face repo), then without the serving suffix, then the bare names, which a catalog model's name or
+    alias matches (``meta-llama/Meta-Llama-3.1-8B-Instruct-Reference`` -> ``Meta-Llama-3.1-8B-Instruct``: the
+    Llama-3.1-8B architecture, priced by the size tier its parameter count falls in)."""
+    names = [model_id, model_id.removesuffix(SERVING_SUFFIX)]
+    names += [n.rsplit("/", 1)[-1] for n in names]
+    return tuple(dict.fromkeys(names))
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -297,8 +245,23 @@ class TogetherBackend(ManagedBackend):
             return ["hyperparameters.early_stopping_patience: Together's early stopping needs a validation file"]
         return []
 
-    def _conversion(self, spec: Any, role: str) -> dict[str, Any]:
-        return {"convert": convert, "rules": RULES}
+    def _converter(self, spec: Any) -> Converter:
+        return convert
+
+    def _catalog_names(self, model: str) -> tuple[str, ...]:
+        return catalog_names(model)
+
+    def _plan_options(self, spec: Any) -> dict[str, Any]:
+        return {"n_evals": self._n_evals(spec)}
+
+    def _n_evals(self, spec: Any) -> int:
+        """Evaluations over the validation set the job asks for (each one billed): the option, else one with a
+        validation file; early stopping needs at least patience + 2."""
+        if not spec.validation:
+            return 0
+        n_evals = self.options.n_evals if self.options.n_evals is not None else 1
+        patience = spec.hyperparameters.early_stopping_patience
+        return max(n_evals, patience + 2) if patience else n_evals
 
     # -- submit -------------------------------------------------------------------------------------
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
@@ -350,12 +313,11 @@ class TogetherBackend(ManagedBackend):
             batch_size=hp.micro_batch_size, learning_rate=hp.learning_rate, lora_r=spec.lora.r,
             lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
             lora_targets=",".join(targets) if isinstance(targets, list) else targets, max_seq_len=hp.max_seq_len,
-            seed=hp.seed, options=options)
+            seed=hp.seed, n_evals=self._n_evals(spec), options=options)
         extra = {"gradient_accumulation_steps": hp.gradient_accumulation_steps, "packing": hp.packing}
         kwargs |= {k: v for k, v in extra.items() if v is not None}
         if hp.early_stopping_patience:
-            kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience,
-                       "n_evals": max(kwargs.get("n_evals", 0), hp.early_stopping_patience + 2)}
+            kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience}
         try:
             created = self.call("creating the fine-tuning job", self._writes().fine_tuning.create,
                                 model_limits=self._limits.get(spec.model), **kwargs)

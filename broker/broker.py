@@ -82,7 +82,8 @@ def check_guards(quote: Quote, spec: JobSpec, *, force: bool = False) -> None:
         return
     cost = quote.budget_cost_usd
     if cost is None:
-        why = f" ({'; '.join(quote.warnings)})" if quote.warnings else ""
+        notes = [quote.reason] if quote.reason else quote.warnings  # the reason, else what the quote noted
+        why = f" ({'; '.join(notes)})" if notes else ""
         raise BudgetExceededError(
             f"the cost of this job on {spec.backend} cannot be estimated{why}, so it cannot be held to "
             f"--max-cost ${budget}; run without --max-cost to accept an unbounded cost")

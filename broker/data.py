@@ -21,12 +21,21 @@ Rules and their sources (research/apis/NOTES.md of the project, carried here): O
 schemas of openai-openapi (2025-04-29: FineTuneChatRequestInput, FineTunePreferenceRequestInput,
 FineTuneCompletionRequestInput; ChatCompletionMessageToolCall: id, type "function", function name and JSON
 arguments; FunctionObject names ``[a-zA-Z0-9_-]{1,64}``; weight 0|1 on assistant messages); at least 10
-examples, 50-100 recommended (fine-tuning guide). Together: one format per file, no extra keys, roles
-system/user/assistant/tool, start with system or user then alternate, at least one assistant message, weight
-an integer 0/1; preference input must not end with an assistant message (together-python utils/files.py,
-docs.together.ai data-preparation). Bedrock: conversations start with user, end with assistant and strictly
-alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock user guide,
-preparing-text-data; Claude-on-Bedrock cookbook).
+examples, 50-100 recommended; at most 10 images per example (fine-tuning guide). Together: one format per
+file, roles system/user/assistant/tool, start with system or user then alternate, at least one assistant
+message, weight an integer 0/1, content parts text or image_url, at most 10 images per example and none on a
+message of weight 1; preference input must not end with an assistant message (together-python
+utils/files.py, docs.together.ai data-preparation). Bedrock: conversations start with user, end with
+assistant and strictly alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock
+user guide, preparing-text-data; Claude-on-Bedrock cookbook); text only (ftbroker's Bedrock formats carry no
+images).
+
+These are the rules of a provider as a whole, for what ftbroker sends it: the backends send only the keys of
+the format (Together refuses others; an unknown key is a warning here, as it is dropped), and a top-level
+``system`` prompt as the first message. What differs by model (the formats a model takes, minimum and
+maximum example counts, the per-example token limit) is a catalog row's (``pricing/data/managed.toml``), which
+the planner checks; a model's own line format (e.g. Llama 3.1 on Bedrock: one prompt and one completion) is
+checked by that backend's converter.
 """
 
 from __future__ import annotations
@@ -164,6 +173,7 @@ class _Issues:
         self.errors: list[tuple[int, str]] = []
         self.dropped = 0
         self.tallies: dict[tuple[str, str], list] = {}  # (bucket, kind) -> [first line, message, count]
+        self._last: dict[tuple[str, str], int] = {}  # (bucket, kind) -> the last line counted
 
     def error(self, line: int, message: str) -> None:
         if len(self.errors) < _MAX_ERRORS:
@@ -172,11 +182,14 @@ class _Issues:
             self.dropped += 1
 
     def tally(self, bucket: str, kind: str, line: int, message: str, count: int = 1) -> None:
-        entry = self.tallies.get((bucket, kind))
+        """Counts ``line`` under a kind of remark once, however many times the line makes it."""
+        key = (bucket, kind)
+        entry = self.tallies.get(key)
         if entry is None:
-            self.tallies[(bucket, kind)] = [line, message, count]
-        else:
+            self.tallies[key] = [line, message, count]
+        elif self._last[key] != line:
             entry[2] += count
+        self._last[key] = line
 
     def merge(self, other: _Issues) -> None:
         """Adds the issues of the lines after ours."""
@@ -185,6 +198,7 @@ class _Issues:
         self.dropped += other.dropped
         for (bucket, kind), (line, message, count) in other.tallies.items():
             self.tally(bucket, kind, line, message, count)
+            self._last[(bucket, kind)] = other._last[(bucket, kind)]
 
 
 class _Tokens:
@@ -302,11 +316,19 @@ _TOP_KEYS = {
 }
 _INPUT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_MAX_IMAGES = 10  # per example, OpenAI and Together (module docstring)
 _PART_TYPES = {
     "text": ("system", "developer", "user", "assistant", "tool"),
     "refusal": ("assistant",),
     "image_url": ("user",),
 }
+
+
+def _parts(content: Any, kind: str) -> int:
+    """How many parts of type ``kind`` a message's content has."""
+    if not isinstance(content, list):
+        return 0
+    return sum(isinstance(p, dict) and p.get("type") == kind for p in content)
 
 
 def _jtype(value: Any) -> str:
@@ -380,9 +402,6 @@ class _Checker:
         extra = obj.keys() - _TOP_KEYS[fmt]
         for key in sorted(extra):
             self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
-            self.provider(
-                "together", f"key:{key}", f"unknown key {key!r}: Together rejects keys outside the format"
-            )
         return getattr(self, fmt)(obj)
 
     # -- chat
@@ -415,6 +434,28 @@ class _Checker:
         if "system" not in roles and "developer" not in roles and "system" not in obj:
             self.warn("no-system", "no system message (the same system prompt in training and use helps)")
         self._provider_roles(roles, messages)
+        self._provider_parts(messages)
+
+    def _provider_parts(self, messages: Sequence) -> None:
+        """The providers' rules on the content parts of a chat example (images, refusals)."""
+        if any(_parts(m.get("content"), "refusal") for m in messages):
+            self.provider("together", "refusal", "a refusal part: Together takes text and image_url parts")
+        per_message = [_parts(m.get("content"), "image_url") for m in messages]
+        total = sum(per_message)
+        if not total:
+            return
+        self.provider("bedrock", "images", "image parts: ftbroker's Bedrock formats carry text only")
+        if total > _MAX_IMAGES:
+            for provider, name in (("openai", "OpenAI"), ("together", "Together")):
+                self.provider(
+                    provider, "images", f"{total} images in one example: {name} takes at most {_MAX_IMAGES}"
+                )
+        for i, (m, images) in enumerate(zip(messages, per_message), 1):
+            if images and m.get("weight") == 1:
+                self.provider(
+                    "together", "image-weight", f"message {i}: a message with images cannot have weight 1 "
+                    "(Together)"
+                )
 
     def _provider_roles(self, roles: list, messages: Sequence) -> None:
         """Together's and Bedrock's rules on roles and turns (OpenAI takes any order of its roles)."""
@@ -811,6 +852,12 @@ def read_examples(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 yield number, example
 
 
+def file_format(path: str | os.PathLike) -> str | None:
+    """The format ``analyze`` takes a file to be in (that of its first example of a known format), read from
+    the head of the file only; None when no line has a known format."""
+    return _first_format(Path(path))[0]
+
+
 def _unparsable(line: bytes, offset: int, orjson_message: str, last: bool = False) -> str:
     """A precise message for a line orjson refused (``last``: the file's final line, without a newline)."""
     nul = line.find(b"\x00")
@@ -1039,15 +1086,6 @@ _FORMAT_RULES = {  # provider rules about a whole file's format (sources: the mo
         ("openai", "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text"),
         ("bedrock", "plain text is continued pre-training on Bedrock, not fine-tuning"),
     ),
-    "prompt_completion": (
-        (
-            "openai",
-            (
-                "OpenAI takes prompt/completion data only for babbage-002 and davinci-002; its chat models "
-                "need 'messages'"
-            ),
-        ),
-    ),
     "preference": (("bedrock", "Bedrock fine-tuning takes no preference (DPO) data"),),
 }
 
@@ -1067,8 +1105,6 @@ def _file_remarks(issues: _Issues, fmt: str, n: int, seen_full: bool) -> None:
             0,
             f"only {n} example{plural}: OpenAI recommends starting with 50 to 100 (its minimum is 10)",
         )
-    if 0 < n < 10:
-        issues.tally("openai", "min", 0, f"OpenAI needs at least 10 examples; the file has {n}")
     for provider, message in _FORMAT_RULES.get(fmt, ()):
         issues.tally(provider, "format", 0, message)
 

@@ -322,6 +322,8 @@ def _managed_route(c: _Candidate, inputs: PlanInputs) -> Route:
     notes: list[str] = []
     breakdown: dict[str, Any] = {"billing": _billing_rule(offer), "tokenizer": stats.tokenizer if stats else None,
                                  "exact_tokens": stats.exact if stats else None}
+    if offer.usd_per_m_tokens is not None:  # even when the cost cannot be computed: an actual cost is priced by it
+        breakdown["usd_per_m_tokens"] = offer.usd_per_m_tokens
     billed = epochs = cost = None
     if stats is not None:
         epochs, epoch_rule = _epochs(offer, report.examples, options.epochs)
@@ -428,7 +430,6 @@ def _cost(offer: ManagedOffer, billed: int, breakdown: dict[str, Any]) -> Decima
     if offer.usd_per_m_tokens is None:
         return None
     cost = Decimal(billed) * offer.usd_per_m_tokens / _MILLION
-    breakdown["usd_per_m_tokens"] = offer.usd_per_m_tokens
     if cost < offer.min_charge_usd:
         breakdown["min_charge_applied"] = offer.min_charge_usd
         cost = offer.min_charge_usd

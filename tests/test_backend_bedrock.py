@@ -140,7 +140,23 @@ def test_model_data_and_hyperparameter_checks(aws, broker, tmp_path):
                                               {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})
                      + "\n")
     with pytest.raises(DatasetError, match=r"multi.jsonl:1: Llama 3.1 on Bedrock takes one prompt"):
-        broker.submit(spec_for(aws, multi))
+        broker.submit(spec_for(aws, multi))  # the target format's own rule, checked by the converter
+    tools = tmp_path / "tools.jsonl"
+    tools.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "where is 7?"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                              "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "shipped"}, {"role": "assistant", "content": "Shipped."}]})
+        + "\n")
+    with pytest.raises(DatasetError) as err:  # Bedrock's rule for every model, held by ftbroker.data
+        broker.submit(spec_for(aws, tools, model=NOVA))
+    assert str(err.value) == (f"{tools}:1: tool calls, tool or developer messages: Bedrock fine-tuning data has user "
+                              "and assistant turns (and a system prompt) only")
+    pc = tmp_path / "pc.jsonl"
+    pc.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")
+    with pytest.raises(DatasetError) as err:  # the catalog row's formats for the model
+        broker.submit(spec_for(aws, pc, model=NOVA))
+    assert str(err.value) == f"{pc}: {NOVA} on bedrock: takes chat data; this file is prompt_completion"
     llama32 = spec_for(aws, multi, model="meta.llama3-2-3b-instruct-v1:0:128k")
     assert broker.backend(llama32).validate(llama32).examples == 1
 

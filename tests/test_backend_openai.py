@@ -147,9 +147,23 @@ def test_validate_refuses_bad_data_and_settings_before_any_upload(fake, broker, 
     bad.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     with pytest.raises(DatasetError) as err:
         broker.submit(spec_for(fake, bad))
-    assert str(err.value) == f"{bad}:4: message 1: 'weight' is only allowed on assistant messages"
-    with pytest.raises(DatasetError, match="at least 10 are required"):
+    assert str(err.value) == (f"{bad}:4: message 1: 'weight' on a user message: OpenAI takes it on assistant "
+                              "messages only")
+    with pytest.raises(DatasetError) as err:  # the catalog row's minimum, as `ftbroker plan` says it
         broker.submit(spec_for(fake, write_chat(tmp_path / "small.jsonl", n=3)))
+    small = tmp_path / "small.jsonl"
+    assert str(err.value) == f"{small}: {MODEL} on openai: needs at least 10 examples; the file has 3"
+    completion = tmp_path / "completion.jsonl"
+    completion.write_text("".join(json.dumps({"prompt": f"{i} + {i} =", "completion": f" {2 * i}"}) + "\n"
+                                  for i in range(12)))
+    with pytest.raises(DatasetError, match="on openai: takes chat data; this file is prompt_completion"):
+        broker.submit(spec_for(fake, completion))  # a chat model; babbage-002 takes it (test below)
+    valid = write_chat(tmp_path / "valid.jsonl", n=3)  # a small validation file is fine (the minimum is training's)
+    weighted = tmp_path / "weighted.jsonl"
+    weighted.write_text(bad.read_text().splitlines()[3] + "\n")
+    with pytest.raises(DatasetError, match=r"weighted.jsonl:1: message 1: 'weight' on a user message"):
+        broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl"), validation=str(weighted)))
+    broker.prepare(spec_for(fake, write_chat(tmp_path / "data.jsonl"), validation=str(valid)))
     with pytest.raises(SpecError, match=r"epochs: 60 is outside \[1, 50\]"):
         broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl"), hyperparameters={"epochs": 60}))
     assert fake.requests == [] and broker.jobs() == []
@@ -177,4 +191,33 @@ def test_the_quote_comes_from_the_catalog(fake, broker, tmp_path):
     assert any("2027-01-06" in w for w in quote.warnings)  # OpenAI stops taking new fine-tuning jobs then
     unknown = broker.prepare(JobSpec(dataset=str(data), model="my-own-model", backend="openai",
                                      backend_options={**FAST, "base_url": fake.base_url})).quote
-    assert unknown.cost_usd is None and "no openai offer for my-own-model" in unknown.warnings[0]
+    assert unknown.cost_usd is None and "no openai offer for my-own-model" in unknown.reason
+
+
+def test_a_completion_model_takes_prompt_completion_lines(fake, broker, tmp_path):
+    data = tmp_path / "completion.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{i} + {i} =", "completion": f" {2 * i}", "id": i}) + "\n"
+                            for i in range(12)))
+    job = broker.submit(JobSpec(dataset=str(data), model="babbage-002", backend="openai",
+                                backend_options={**FAST, "base_url": fake.base_url}))
+    assert fake.calls("jobs.create")[0].json()["model"] == "babbage-002"
+    uploaded = broker.home / "uploads" / "openai"
+    lines = [json.loads(line) for f in uploaded.glob("ftbroker-*.jsonl") for line in f.read_text().splitlines()]
+    assert lines[0] == {"prompt": "0 + 0 =", "completion": " 0"} and len(lines) == 12  # the unknown key dropped
+    assert job.estimated_cost_usd is not None
+
+
+def test_an_unchanged_dataset_is_not_read_again(fake, broker, tmp_path, monkeypatch):
+    from ftbroker import planning
+
+    reads = []
+    real = planning.plan
+    monkeypatch.setattr(planning, "plan", lambda *a, **kw: reads.append(a) or real(*a, **kw))
+    data = write_chat(tmp_path / "data.jsonl")
+    spec = spec_for(fake, data)
+    assert broker.prepare(spec).quote == broker.prepare(spec).quote and len(reads) == 1
+    with data.open("a") as fh:
+        fh.write('{"messages": []}\n')
+    with pytest.raises(DatasetError, match=r"data.jsonl:13: 'messages' is empty"):  # changed: read again
+        broker.prepare(spec)
+    assert len(reads) == 2

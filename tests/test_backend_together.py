@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 from fakes import FakeTogether, Fault, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import BackendAuthError, SpecError
+from ftbroker.errors import BackendAuthError, DatasetError, SpecError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -123,3 +124,16 @@ def test_spec_problems_and_missing_key(fake, broker, tmp_path, monkeypatch):
     with pytest.raises(BackendAuthError, match="set TOGETHER_API_KEY"):
         broker.submit(spec_for(fake, data))
     assert fake.requests == []
+
+
+def test_togethers_data_rules_are_checked_before_upload(fake, broker, tmp_path):
+    lines = [json.loads(line) for line in write_chat(tmp_path / "data.jsonl").read_text().splitlines()]
+    lines[2] = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                             {"role": "assistant", "content": "c"}]}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({**line, "id": i}) + "\n" for i, line in enumerate(lines)))
+    with pytest.raises(DatasetError) as err:  # Together's rule, held by ftbroker.data (unknown keys are dropped)
+        broker.submit(spec_for(fake, bad))
+    assert str(err.value) == (f"{bad}:3: after the system message, turns must start with user and alternate "
+                              "user/assistant (Together)")
+    assert fake.requests == [] and broker.jobs() == []

@@ -5,6 +5,7 @@ produced for real against a fake."""
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
 import sys
@@ -34,6 +35,7 @@ from ftbroker.errors import (
     BackendAuthError,
     BackendRateLimitError,
     BackendUnavailableError,
+    BudgetExceededError,
     ExtraNotInstalledError,
     ProviderAPIError,
     RouteUnavailableError,
@@ -204,14 +206,15 @@ LIMITS = {"model_name": "m", "max_num_epochs": 20, "max_learning_rate": 1.0, "mi
 def test_together_create_arguments_and_limits():
     kwargs = together.create_arguments(model="m", training_file="f", validation_file="v", tag="ftb-j", method="lora",
                                        dpo=False, epochs=2, batch_size=16, learning_rate=1e-4, lora_r=16, lora_alpha=32,
-                                       lora_dropout=None, lora_targets=None, max_seq_len=None, seed=3, options={})
+                                       lora_dropout=None, lora_targets=None, max_seq_len=None, seed=3, n_evals=1,
+                                       options={})
     assert kwargs == {"model": "m", "training_file": "f", "suffix": "ftb-j", "lora": True, "training_method": "sft",
                       "train_on_inputs": "auto", "validation_file": "v", "n_epochs": 2, "batch_size": 16,
                       "learning_rate": 1e-4, "random_seed": 3, "lora_r": 16, "lora_alpha": 32, "n_evals": 1}
     full = together.create_arguments(model="m", training_file="f", validation_file=None, tag="t", method="full",
                                      dpo=True, epochs=None, batch_size=None, learning_rate=None, lora_r=8,
                                      lora_alpha=16, lora_dropout=0.1, lora_targets="q_proj", max_seq_len=None,
-                                     seed=None, options={"dpo_beta": 0.2})
+                                     seed=None, n_evals=0, options={"dpo_beta": 0.2})
     assert full == {"model": "m", "training_file": "f", "suffix": "t", "lora": False, "training_method": "dpo",
                     "dpo_beta": 0.2}
     assert together.check_against_limits(LIMITS, method="lora", dpo=False, epochs=2, batch_size=16,
@@ -254,166 +257,127 @@ def test_bedrock_create_request():
     assert request["clientRequestToken"] == "ftb-j" and request["jobTags"] == [{"key": "ftbroker-job-id", "value": "J"}]
 
 
-# -- dataset conversion ------------------------------------------------------------------------------
+# -- dataset conversion (the lines were checked by ftbroker.data: converters only convert) -----------
 def chat(*turns, system=None, **extra):
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
     return {"messages": messages, **extra}
 
 
-def run(convert, examples, tmp_path, fmt="chat", **kw) -> tuple[ConvertedFile, list[str]]:
+def run(convert, examples, tmp_path, fmt="chat") -> tuple[ConvertedFile, list[str]]:
     out = convert_file(list(enumerate(examples, 1)), source="data.jsonl", fmt=fmt, convert=convert,
-                       out=tmp_path / "out.jsonl", **kw)
+                       out=tmp_path / "out.jsonl")
     return out, (tmp_path / "out.jsonl").read_text().splitlines()
 
 
-def test_openai_chat_conversion_and_rules(tmp_path):
-    good = chat("hi", "hello", system="be nice", tools=[{"type": "function"}], id="x")
-    examples = [good] * 10 + [
-        {"messages": [{"role": "user", "content": "q", "weight": 0}, {"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
-        {"messages": [{"role": "robot", "content": "q"}]},
-        {"messages": [{"role": "user", "content": "q"},
-                      {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-        {"messages": []},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [{"id": "c"}]}]},
-    ]
-    result, lines = run(oai.converter("gpt-4o-mini-2024-07-18"), examples, tmp_path, min_examples=oai.MIN_EXAMPLES)
-    assert [str(e) for e in result.errors] == [
-        "data.jsonl:11: message 1: 'weight' is only allowed on assistant messages",
-        "data.jsonl:12: no assistant message to train on (every assistant turn is missing or has weight 0)",
-        "data.jsonl:13: message 1: role 'robot' is not one of assistant, developer, function, system, tool, user",
-        "data.jsonl:14: message 2: assistant messages cannot contain images (text only)",
-        "data.jsonl:15: 'messages' must be a non-empty list",
-    ]
-    assert str(result.warnings[0]) == "data.jsonl:1: keys not sent to OpenAI: id"
-    assert result.examples == 11 and len(lines) == 11
-    assert '"tools"' in lines[0] and '"id"' not in lines[0]
+TOOL_ROUND = [{"role": "user", "content": "where is 7?"},
+              {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                    "function": {"name": "find", "arguments": "{}"}}]},
+              {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
+              {"role": "assistant", "content": "It shipped.", "weight": 1, "refusal": None}]
+PREFERENCE = {"input": {"messages": [{"role": "user", "content": "q"}], "parallel_tool_calls": False},
+              "preferred_output": [{"role": "assistant", "content": "good"}],
+              "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
 
 
-def test_openai_other_formats(tmp_path):
-    pc = [{"prompt": "p", "completion": "c"}]
-    _, lines = run(oai.converter("gpt-4o-mini-2024-07-18"), pc, tmp_path, fmt="prompt_completion")
-    assert lines == ['{"messages":[{"role":"user","content":"p"},{"role":"assistant","content":"c"}]}']
-    _, lines = run(oai.converter("babbage-002"), pc, tmp_path, fmt="prompt_completion")
-    assert lines == ['{"prompt":"p","completion":"c"}']
-    result, _ = run(oai.converter("babbage-002"), [chat("a", "b")], tmp_path)
-    assert "completion model" in result.errors[0].message
-    result, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [{"text": "t"}], tmp_path, fmt="text")
-    assert result.errors[0].message.startswith("OpenAI cannot fine-tune on text examples")
-    pref = {"input": {"messages": [{"role": "user", "content": "q"}]},
-            "preferred_output": [{"role": "assistant", "content": "good"}],
-            "non_preferred_output": [{"role": "assistant", "content": "bad"}]}
-    result, lines = run(oai.converter("gpt-4o-2024-08-06"), [pref, {**pref, "preferred_output": []}], tmp_path,
-                        fmt="preference")
-    assert len(lines) == 1
-    assert result.errors[0].message == "'preferred_output' must be a list of exactly one assistant message"
-    result, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [chat("a", "b")] * 3, tmp_path,
-                    min_examples=oai.MIN_EXAMPLES, rules=oai.RULES)
-    assert str(result.errors[0]) == "data.jsonl: 3 examples; at least 10 are required (OpenAI fine-tuning data rules)"
+def test_openai_lines(tmp_path):
+    examples = [chat("hi", "hello", system="be nice", tools=[{"type": "function"}], id="x"),
+                {"system": "bedrock-style", "messages": TOOL_ROUND}]
+    result, lines = run(oai.convert, examples, tmp_path)
+    assert result.errors == () and result.examples == 2
+    assert json.loads(lines[0]) == {"messages": examples[0]["messages"], "tools": [{"type": "function"}]}
+    assert json.loads(lines[1]) == {"messages": [{"role": "system", "content": "bedrock-style"}, *TOOL_ROUND]}
+    _, lines = run(oai.convert, [{"prompt": "p", "completion": "c", "id": 1}], tmp_path, fmt="prompt_completion")
+    assert lines == ['{"prompt":"p","completion":"c"}']  # babbage-002 / davinci-002 lines
+    _, lines = run(oai.convert, [PREFERENCE], tmp_path, fmt="preference")
+    assert json.loads(lines[0]) == PREFERENCE
 
 
 def test_same_content_same_upload_name(tmp_path):
-    a, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [chat("a", "b")], tmp_path)
+    a, _ = run(oai.convert, [chat("a", "b")], tmp_path)
     (tmp_path / "other").mkdir()
-    b, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [chat("a", "b")], tmp_path / "other")
-    c, _ = run(oai.converter("gpt-4o-mini-2024-07-18"), [chat("a", "c")], tmp_path)
+    b, _ = run(oai.convert, [chat("a", "b")], tmp_path / "other")
+    c, _ = run(oai.convert, [chat("a", "c")], tmp_path)
     assert a.upload_name == b.upload_name != c.upload_name
     assert re.fullmatch(r"ftbroker-[0-9a-f]{32}\.jsonl", a.upload_name)
 
 
-def test_together_conversion_and_rules(tmp_path):
+def test_together_lines(tmp_path):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    examples = [
-        chat("hi", "hello", system="s"),
-        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-        {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
-        {"messages": [{"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": [image] * 11}, {"role": "assistant", "content": "x"}]},
-        {"messages": [{"role": "user", "content": [image], "weight": 1}, {"role": "assistant", "content": "x"}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 2}]},
-        {"messages": [{"role": "user", "content": "q"}]},
-    ]
+    examples = [{"system": "s", "messages": TOOL_ROUND, "parallel_tool_calls": True, "id": 3},
+                {"messages": [{"role": "user", "content": [image], "weight": 0, "extra": 1},
+                              {"role": "assistant", "content": "x"}], "tools": []}]
     result, lines = run(together.convert, examples, tmp_path)
-    assert [e.message for e in result.errors] == [
-        "message 2: two user messages in a row (roles must alternate)",
-        "message 2: a system message must come first",
-        "message 1: a conversation must start with a system or user message",
-        "11 images; at most 10 per example",
-        "message 1: a message with images cannot carry a non-zero weight",
-        "message 2: 'weight' must be 0 or 1, not 2",
-        "no assistant message",
-    ]
-    assert len(lines) == 1
+    assert result.errors == ()
+    assert json.loads(lines[0]) == {"messages": [{"role": "system", "content": "s"}, *TOOL_ROUND[:3],
+                                                 {"role": "assistant", "content": "It shipped.", "weight": 1}]}
+    assert json.loads(lines[1]) == {"messages": [{"role": "user", "content": [image], "weight": 0},
+                                                 {"role": "assistant", "content": "x"}], "tools": []}
     _, lines = run(together.convert, [{"text": "raw"}], tmp_path, fmt="text")
     assert lines == ['{"text":"raw"}']
-    bad_pref = {"input": {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-                "preferred_output": [{"role": "assistant", "content": "g"}],
-                "non_preferred_output": [{"role": "assistant", "content": "b"}]}
-    result, _ = run(together.convert, [bad_pref], tmp_path, fmt="preference")
-    assert result.errors[0].message == "'input.messages' must not end with an assistant message"
+    _, lines = run(together.convert, [{"prompt": "p", "completion": "c"}], tmp_path, fmt="prompt_completion")
+    assert lines == ['{"prompt":"p","completion":"c"}']
+    _, lines = run(together.convert, [PREFERENCE], tmp_path, fmt="preference")
+    assert json.loads(lines[0]) == {**PREFERENCE, "input": {"messages": PREFERENCE["input"]["messages"]}}
+
+
+@pytest.mark.parametrize(("model_id", "names"), [
+    ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+     ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "meta-llama/Meta-Llama-3.1-8B-Instruct",
+      "Meta-Llama-3.1-8B-Instruct-Reference", "Meta-Llama-3.1-8B-Instruct")),
+    ("deepseek-ai/DeepSeek-R1", ("deepseek-ai/DeepSeek-R1", "DeepSeek-R1")),
+    ("Qwen2.5-7B-Instruct", ("Qwen2.5-7B-Instruct",)),
+])
+def test_together_catalog_names(model_id, names):
+    assert together.catalog_names(model_id) == names
 
 
 def test_bedrock_llama31_prompt_completion(tmp_path):
     family = bedrock.family_of("meta.llama3-1-8b-instruct-v1:0:128k")
     result, lines = run(family.converter(), [chat("q", "a", system="sys"), chat("q1", "a1", "q2", "a2")], tmp_path)
     assert lines == ['{"prompt":"sys\\n\\nq","completion":"a"}']
-    assert "system prompt put in front" in result.warnings[0].message
-    assert result.errors[0].message.startswith("Llama 3.1 on Bedrock takes one prompt and one completion per line")
+    assert [str(e) for e in result.errors] == [
+        "data.jsonl:2: Llama 3.1 on Bedrock takes one prompt and one completion per line; this conversation has "
+        "4 turns (split it, or use a Llama 3.2 or Nova model)"]
     _, lines = run(family.converter(), [{"prompt": "p", "completion": "c"}], tmp_path, fmt="prompt_completion")
     assert lines == ['{"prompt":"p","completion":"c"}']
 
 
 def test_bedrock_llama32_and_nova_lines(tmp_path):
     llama = bedrock.family_of("meta.llama3-2-3b-instruct-v1:0:128k")
-    _, lines = run(llama.converter(), [chat("q1", "a1", "q2", "a2", system="s")], tmp_path)
+    examples = [chat("q1", "a1", "q2", "a2", system="s"), {**chat("q", "a"), "system": "top"}]
+    _, lines = run(llama.converter(), examples, tmp_path)
     assert lines == ['{"system":"s","messages":[{"role":"user","content":"q1"},{"role":"assistant","content":"a1"},'
-                     '{"role":"user","content":"q2"},{"role":"assistant","content":"a2"}]}']
+                     '{"role":"user","content":"q2"},{"role":"assistant","content":"a2"}]}',
+                     '{"system":"top","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}']
     nova = bedrock.family_of("amazon.nova-lite-v1:0:300k")
     examples = [
-        chat("why is the sky blue", [{"type": "text", "text": "Rayleigh "}, {"type": "text", "text": "scattering"}],
+        chat("why is the sky blue", [{"type": "text", "text": "Rayleigh "}, {"type": "refusal", "refusal": "no"}],
              system="short answers"),
         chat("User: hi", "hello"),
-        {"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "x"}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
-                      {"role": "user", "content": "more?"}]},
-        {"messages": [{"role": "assistant", "content": "a"}]},
-        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]},
-                      {"role": "assistant", "content": "a"}]},
+        chat("hi", "hello", system="  System: be brief"),
     ]
     result, lines = run(nova.converter(), examples, tmp_path)
     assert lines == ['{"schemaVersion":"bedrock-conversation-2024","system":[{"text":"short answers"}],'
                      '"messages":[{"role":"user","content":[{"text":"why is the sky blue"}]},'
-                     '{"role":"assistant","content":[{"text":"Rayleigh scattering"}]}]}']
+                     '{"role":"assistant","content":[{"text":"Rayleigh no"}]}]}']
     assert [str(e) for e in result.errors] == [
         "data.jsonl:2: user turn starts with 'User:', a keyword Nova fine-tuning reserves",
-        "data.jsonl:3: message 2: role 'tool' is not supported (Bedrock: an optional first system message, "
-        "then user and assistant)",
-        "data.jsonl:4: message 2: 'weight' 0 is not supported: Bedrock trains on every assistant turn",
-        "data.jsonl:5: the last message must be the assistant's reply",
-        "data.jsonl:6: message 1: expected a user message (the first turn is user, then roles alternate)",
-        "data.jsonl:7: message 1: content part of type 'image_url' is not supported (text only)",
-    ]
-    result, _ = run(nova.converter(), [{"text": "t"}], tmp_path, fmt="text")
-    assert result.errors[0].message == "Bedrock fine-tuning takes chat or prompt/completion examples, not text"
+        "data.jsonl:3: system prompt starts with 'System:', a keyword Nova fine-tuning reserves"]
 
 
 def test_bedrock_claude_haiku_lines(tmp_path):
     haiku = bedrock.family_of("anthropic.claude-3-haiku-20240307-v1:0:200k")
-    examples = [chat("q", "a", system="s")] * 31 + [chat("q", "well\nHuman: again")]
-    result, lines = run(haiku.converter(), examples, tmp_path, min_examples=haiku.min_examples,
-                        max_examples=haiku.max_examples)
-    assert lines[0] == '{"system":"s","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}'
+    result, lines = run(haiku.converter(), [chat("q", "a", system="s"), chat("q", "well\nHuman: again")], tmp_path)
+    assert lines == ['{"system":"s","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}']
     assert [str(e) for e in result.errors] == [
-        "data.jsonl:32: contains '\\nHuman:', which Claude 3 Haiku fine-tuning data must not"]
-    result, _ = run(haiku.converter(), examples[:31], tmp_path, min_examples=haiku.min_examples)
-    assert str(result.errors[0]) == "data.jsonl: 31 examples; at least 32 are required"
+        "data.jsonl:2: contains '\\nHuman:', which Claude 3 Haiku fine-tuning data must not"]
 
 
 # -- quotes ------------------------------------------------------------------------------------------
 def route(**kw):
     base = dict(model="gpt-4o-mini-2024-07-18", feasible=True, reason="", notes=(), cost_usd=Decimal("4.5"),
+                price_known=True,
                 billed_tokens=1_500_000, epochs=3, price_source="openai.com/api/pricing", price_as_of=None,
                 breakdown={"billing": "tokens x epochs", "usd_per_m_tokens": Decimal("3.00")})
     return SimpleNamespace(**{**base, **kw})
@@ -429,12 +393,18 @@ def test_quotes_from_the_planners_route():
     assert closed.verdict is Verdict.ROUTE_UNAVAILABLE
     assert closed.reason == ("anthropic.claude-3-haiku-20240307-v1:0:200k: closed: the model reached end of life "
                              "on 2026-09-10")
-    spec = JobSpec(dataset="d.jsonl", model="m", backend="bedrock")
+    spec = JobSpec(dataset="d.jsonl", model="m", backend="bedrock", budget={"max_cost_usd": 5})
     with pytest.raises(RouteUnavailableError) as err:
         check_guards(closed, spec)
     assert err.value.exit_code == 3 and "2026-09-10" in str(err.value)
-    small = quote_from_route("openai", route(feasible=False, reason="needs at least 10 examples; the file has 3"))
-    assert small.verdict is Verdict.OK and small.warnings[-1].endswith("the file has 3")
+    unpriced = quote_from_route("bedrock", route(model="amazon.nova-micro-v1:0:128k", cost_usd=None, price_known=False,
+                                                 breakdown={"billing": "tokens x epochs"}))
+    assert unpriced.verdict is Verdict.OK and unpriced.resources == {}
+    assert unpriced.reason == "price unknown: the catalog has no bedrock training price for amazon.nova-micro-v1:0:128k"
+    with pytest.raises(BudgetExceededError) as err:
+        check_guards(unpriced, spec)
+    assert err.value.exit_code == 3 and "(price unknown: the catalog has no bedrock training price" in str(err.value)
+    check_guards(unpriced, spec.model_copy(update={"budget": spec.budget.model_copy(update={"max_cost_usd": None})}))
 
 
 def test_actual_cost_is_trained_tokens_at_the_quoted_price():

@@ -181,8 +181,10 @@ def test_duplicate_table_is_bounded(tmp_path, monkeypatch):
 
 
 def test_report_json_shape(tmp_path):
+    system, user, assistant = chat(4)["messages"]
+    weighted_user = {"messages": [system, {**user, "weight": 1}, assistant]}
     report = analyze(
-        write(tmp_path / "s.jsonl", [chat(i) for i in range(5)]),
+        write(tmp_path / "s.jsonl", [chat(i) for i in range(4)] + [weighted_user]),
         counters=[resolve("cl100k_base"), resolve(family="qwen2")],
     )
     doc = json.loads(json.dumps(report.to_json()))
@@ -196,9 +198,11 @@ def test_report_json_shape(tmp_path):
         "line": 0,
         "message": "only 5 examples: OpenAI recommends starting with 50 to 100 (its minimum is 10)",
     }
-    assert doc["provider_issues"]["openai"] == [
-        {"line": 0, "message": "OpenAI needs at least 10 examples; the file has 5"}
-    ]
+    assert doc["provider_issues"] == {
+        "openai": [
+            {"line": 5, "message": "message 2: 'weight' on a user message: OpenAI takes it on assistant messages only"}
+        ]
+    }
     assert doc["advice"][0]["message"] == "5 examples is a small set"
 
 
