@@ -4,9 +4,10 @@ No I/O, no clock (``today`` is an input), no SDK, no torch. ``ftbroker.planning`
 loads the catalog, resolves model names, counts tokens with every counter the routes need (``token_needs``),
 then calls ``build_plan``.
 
-Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``).
-``managed_routes`` prices the managed fine-tuning APIs; the GPU routes (local and cloud, from the estimator)
-plug in as further sources.
+Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``), and
+plan-wide notes from note sources (``NOTE_SOURCES``). ``managed_routes`` prices the managed fine-tuning APIs;
+``gpu_routes`` the local trainer on the user's GPU and on rented cloud instances, with the estimator
+(``ftbroker.estimate``; like every estimate, it reads the estimator's shipped calibration once).
 
 Which managed offers are planned (``--model``):
 - no model asked: every managed offer; a size-tier offer (Together / Fireworks "up to 16B" ...) is shown for its
@@ -628,8 +629,8 @@ def _gpu_breakdown(job: _GpuJob, run: _GpuRun) -> dict[str, Any]:
     if run.time is not None:
         t, p = run.time, run.time.padding
         out["tokens"] = {"real_per_epoch": round(t.real_tokens), "processed_per_epoch": round(t.processed_tokens),
-                         "padding_waste": round(p.waste, 4), "eval_per_pass": round(t.eval_tokens),
-                         "eval_passes": job.eval_passes}
+                         "padding_waste": max(0.0, round(p.waste, 4)),
+                         "eval_processed_per_pass": round(t.eval_tokens), "eval_passes": job.eval_passes}
         if t.time is not None:
             out["hours"] = t.time.hours.to_json()
             out["hours_by_part"] = {k: round(v.expected / 3600, 4) for k, v in t.time.breakdown.items()}

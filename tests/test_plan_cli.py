@@ -16,9 +16,11 @@ import ftbroker
 import pytest
 from click.testing import CliRunner
 from ftbroker import planner
-from ftbroker.backends.base import Gpu
+from ftbroker.backends.base import Gpu, parse_nvidia_smi
 from ftbroker.cli import cli
 from ftbroker.estimate.setup import TRAINER_DEFAULTS
+from ftbroker.planning import local_gpu
+from ftbroker.pricing.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "data"
@@ -100,7 +102,7 @@ def test_together_route_with_validation_hand_checked():
     # the same counter prices the GPU routes: all of the file trained (the validation file is the held-out set)
     cloud = next(r for r in doc["routes"] if r["kind"] == "cloud" and r["feasible"])
     assert cloud["breakdown"]["tokens"]["real_per_epoch"] == train["total"]
-    assert cloud["breakdown"]["tokens"]["eval_per_pass"] >= held_out["total"]  # padded like the training batches
+    assert cloud["breakdown"]["tokens"]["eval_processed_per_pass"] >= held_out["total"]  # padded like training
 
 
 def test_every_managed_route_bills_its_counters_tokens(example):
@@ -201,6 +203,13 @@ def test_a_detected_gpu_is_planned_on(monkeypatch):
     assert [r["id"] for r in local] == ["local:Qwen2.5-7B:qlora:H100-SXMx2"]
     assert doc["options"]["gpu"] == {"name": "H100-SXM", "count": 2, "source": "detected"}
     assert "local GPU: 2 x H100-SXM (detected)" in doc["notes"]
+
+
+def test_what_nvidia_smi_says_on_an_h200_resolves_to_the_catalogs_h200(monkeypatch):
+    # recorded on an H200 machine (2026-11-28) with the query detect_gpus runs
+    found = parse_nvidia_smi("0, GPU-3ea88e84-df26-ac01-b961-3dca62a033b1, NVIDIA H200, 143771\n", None)
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: found)
+    assert local_gpu(load_catalog(), None) == ("H200-SXM", 1, "detected", "")
 
 
 def test_no_gpu_or_an_unknown_one_is_said_in_one_line(monkeypatch):

@@ -68,8 +68,8 @@ def test_local_qlora_on_a_4090_hand_checked(few):
     # 1,000 examples of 500 tokens: 10% held out, so 450,000 trained and 50,000 evaluated per pass (no padding:
     # every example has the same length); 3 epochs and 4 evaluations (one before training)
     tokens = r.breakdown["tokens"]
-    assert (tokens["real_per_epoch"], tokens["processed_per_epoch"], tokens["eval_per_pass"]) == (450_000, 450_000,
-                                                                                                   50_000)
+    assert (tokens["real_per_epoch"], tokens["processed_per_epoch"], tokens["eval_processed_per_pass"]) == (
+        450_000, 450_000, 50_000)
     expected = training_time(arch, gpu, setup, real_tokens=450_000, processed_tokens=450_000, epochs=3,
                              context=500, overheads=Overheads(checkpoints=3, eval_fraction=50_000 * 4 / 1_350_000),
                              calibration=cal)
@@ -188,7 +188,7 @@ def test_gcp_prices_are_host_plus_gpu_as_the_catalog_sums_them(few):
 def test_validation_file_replaces_the_held_out_share(few):
     r = only(gpu_plan(few, {500: 1000}, validation_lengths={400: 50}, method="qlora", gpu="H100-SXM"), kind="local")
     assert r.breakdown["tokens"]["real_per_epoch"] == 500_000
-    assert r.breakdown["tokens"]["eval_per_pass"] == 20_000
+    assert r.breakdown["tokens"]["eval_processed_per_pass"] == 20_000
     assert "evaluation on the validation file" in r.breakdown["assumptions"]
 
 
