@@ -598,6 +598,8 @@ class _EstimatedTexts:
 
     def __call__(self, texts: list[str]) -> list[float]:
         coef = self._family.coef
+        if not any(coef[1:]):  # the cl100k count alone (cl100k, phi): no need to scan the texts' scripts
+            return [max(1.0, coef[0] * n) for n in self._cl100k(texts)]
         return [
             max(1.0, sum(c * x for c, x in zip(coef, _features(text, n)) if x))
             for text, n in zip(texts, self._cl100k(texts))
