@@ -1,5 +1,5 @@
-"""How long `ftbroker plan` spends outside the dataset pass: catalog load, planning (every route source), JSON
-and the table. Prints its figures.
+"""How long `ftbroker plan` spends outside the dataset pass: catalog import and load (bench/catalog_load.py),
+planning (every route source), JSON and the table. Prints its figures.
 
     python bench/planning_speed.py [ROUNDS]
 
@@ -21,10 +21,12 @@ import sys
 import time
 from datetime import date
 
+from rich.console import Console
+
+import catalog_load  # bench/catalog_load.py, beside this script
 from ftbroker import planner, render
 from ftbroker.data import DatasetReport, Summary, TokenStats
 from ftbroker.pricing.catalog import load_catalog
-from rich.console import Console
 
 
 def _report(keys: list[str]) -> DatasetReport:
@@ -50,8 +52,8 @@ def _time(fn, rounds: int) -> tuple[float, object]:
 
 
 def main(rounds: int) -> None:
-    load_s, cat = _time(load_catalog, rounds)
-    print(f"load_catalog(): median {load_s * 1e3:.1f} ms over {rounds} rounds")
+    catalog_load.main(rounds)
+    cat = load_catalog()
     six = ("Llama-3.1-8B", "Qwen2.5-7B", "Llama-3.2-3B", "Qwen3-14B", "Gemma-3-27B-it", "Llama-3.1-70B")
     cases = (("default", planner.PlanOptions(gpu="RTX-4090", gpu_source="--gpu")),
              ("--all", planner.PlanOptions(gpu="RTX-4090", gpu_source="--gpu", all_instances=True)),
