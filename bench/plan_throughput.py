@@ -29,6 +29,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -303,17 +304,21 @@ def _run(cmd: list[str]) -> tuple[float, float, str, str]:
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps, rss, pss = psutil.Process(proc.pid), 0, 0
-    while proc.poll() is None:
-        try:
-            infos = [q.memory_full_info() for q in [ps, *ps.children(recursive=True)]]
-            rss, pss = max(rss, sum(i.rss for i in infos)), max(pss, sum(i.pss for i in infos))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
+    # output to files, not pipes: a plan's JSON (megabytes) would fill a pipe nobody reads until the end
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True)
+        ps, rss, pss = psutil.Process(proc.pid), 0, 0
+        while proc.poll() is None:
+            try:
+                infos = [q.memory_full_info() for q in [ps, *ps.children(recursive=True)]]
+                rss, pss = max(rss, sum(i.rss for i in infos)), max(pss, sum(i.pss for i in infos))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if proc.returncode not in (0, 2):  # 2: a dataset with errors, still analysed

@@ -399,29 +399,37 @@ def _print_estimate(result) -> None:
 # --- pricing: `plan` and `catalog` (rendering in ftbroker.render; the work in ftbroker.planning, planner, catalog) ---
 
 @cli.command()
-@click.argument("data", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data")  # no click.Path check: the data layer says precisely what is wrong with the file
 @click.option("--model", "models", multiple=True, metavar="M",
               help="Model to plan for (repeatable): catalog name, HF repo id, local model folder, config.json, "
-                   "or a managed model (gpt-4o-mini). Default: every managed offer.")
+                   "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
+                   "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
-@click.option("--epochs", type=click.IntRange(1, 100), help="Epochs. Default: each provider's own default.")
+@click.option("--epochs", type=click.IntRange(1, 100),
+              help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
 @click.option("--n-evals", type=click.IntRange(0, 1000),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(1), help="Longest training sequence, in tokens.")
+@click.option("--max-seq-len", type=click.IntRange(1),
+              help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count open-model routes with this tokenizer (tiktoken encoding or local tokenizer folder).")
-@click.option("--gpu", metavar="NAME[:COUNT]", help="Your GPU, e.g. RTX-4090 or H100:8.")
+@click.option("--gpu", metavar="NAME[:COUNT]",
+              help="Your GPU, e.g. RTX-4090 or H100:8. Default: the GPUs nvidia-smi reports, if any.")
 @click.option("--lora-r", type=click.IntRange(1, 4096), help="LoRA rank.")
-@click.option("--validation-file", type=click.Path(exists=True, dir_okay=False), help="A held-out JSONL file.")
+@click.option("--validation-file", help="A held-out JSONL file.")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
+@click.option("--all", "all_instances", is_flag=True,
+              help="Every cloud instance type, not only the cheapest per GPU type and cloud; the table shows every "
+                   "route.")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per route on stdout.")
 def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lora_r, validation_file,
-         catalog_files, as_json, as_csv):
-    """Read DATA once and price every route: managed APIs now, your GPU and cloud GPUs as they are estimated.
+         catalog_files, all_instances, as_json, as_csv):
+    """Read DATA once and price every route: managed APIs, your GPU, and cloud GPUs (on-demand and spot).
 
-    Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan.
+    Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan
+    unless no example could be read at all.
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
@@ -430,7 +438,11 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
 
     result = make_plan(data, models=models, method=method, epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len,
                        tokenizer=tokenizer, gpu=gpu, lora_r=lora_r, validation_file=validation_file,
-                       catalog=catalog_files)
+                       catalog=catalog_files, all_instances=all_instances)
+    errors = [*result.dataset.errors, *(result.validation.errors if result.validation else ())]
+    unreadable = [r for r in (result.dataset, result.validation) if r is not None and r.errors and not r.examples]
+    if unreadable:  # a missing, empty or unreadable file: its error alone, no plan of nothing
+        raise DatasetError(errors)
     from ftbroker import render
 
     if as_json:
@@ -438,8 +450,7 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     elif as_csv:
         click.echo(render.plan_csv(result), nl=False)
     else:
-        render.print_plan(result, _console())
-    errors = [*result.dataset.errors, *(result.validation.errors if result.validation else ())]
+        render.print_plan(result, _console(), all_routes=all_instances)
     if errors:
         raise DatasetError(errors)
 

@@ -4,9 +4,10 @@ No I/O, no clock (``today`` is an input), no SDK, no torch. ``ftbroker.planning`
 loads the catalog, resolves model names, counts tokens with every counter the routes need (``token_needs``),
 then calls ``build_plan``.
 
-Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``).
-``managed_routes`` prices the managed fine-tuning APIs; the GPU routes (local and cloud, from the estimator)
-plug in as further sources.
+Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``), and
+plan-wide notes from note sources (``NOTE_SOURCES``). ``managed_routes`` prices the managed fine-tuning APIs;
+``gpu_routes`` the local trainer on the user's GPU and on rented cloud instances, with the estimator
+(``ftbroker.estimate``; like every estimate, it reads the estimator's shipped calibration once).
 
 Which managed offers are planned (``--model``):
 - no model asked: every managed offer; a size-tier offer (Together / Fireworks "up to 16B" ...) is shown for its
@@ -23,12 +24,19 @@ objective: preference data -> DPO offers, anything else -> SFT offers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from ftbroker.pricing.catalog import Catalog, ManagedOffer, ModelArch, is_stale
+from ftbroker.estimate import default_sharding
+from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.compute import Overheads, Padding, Range, gpu_class, padded_tokens
+from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
+                                    CostEstimate, cloud_cost, local_cost)
+from ftbroker.estimate.run import DatasetTime, Fit, dataset_time, fit_setup
+from ftbroker.estimate.setup import TRAINER_DEFAULTS, TrainingSetup
+from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ManagedOffer, ModelArch, is_stale
 
 if TYPE_CHECKING:  # the data area's types; the planner only reads their fields
     from ftbroker.data import DatasetReport, TokenStats
@@ -64,14 +72,18 @@ class PlanOptions:
     n_evals: int | None = None  # validation passes billed per eval (Together); None: the provider default
     max_seq_len: int | None = None
     tokenizer: str | None = None  # --tokenizer: counts open-model routes with this instead of their own
-    gpu: str | None = None  # a GpuSpec name (validated by the shell)
+    gpu: str | None = None  # the local GPU: a GpuSpec name (validated by the shell), named or detected
     gpu_count: int = 1
+    gpu_source: str = ""  # "--gpu" | "detected"
+    gpu_note: str = ""  # why there is no local GPU (none detected, or one the catalog does not know)
     lora_r: int | None = None
+    all_instances: bool = False  # every cloud instance, not only the cheapest per GPU type and cloud
 
     def to_json(self) -> dict[str, Any]:
         return {"models": [m.name for m in self.models], "method": self.method, "epochs": self.epochs,
                 "n_evals": self.n_evals, "max_seq_len": self.max_seq_len, "tokenizer": self.tokenizer,
-                "gpu": self.gpu and {"name": self.gpu, "count": self.gpu_count}, "lora_r": self.lora_r}
+                "gpu": self.gpu and {"name": self.gpu, "count": self.gpu_count, "source": self.gpu_source},
+                "gpu_note": self.gpu_note or None, "lora_r": self.lora_r, "all_instances": self.all_instances}
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,16 @@ class Route:
     notes: tuple[str, ...] = ()
     provider_model: str = ""  # the provider's own model id, when it has one
     price_known: bool = True  # False: no source gave this route's price ("price unknown", never invented)
+    instance: str = ""  # cloud routes: the instance type
+    pricing: str = ""  # cloud routes: "on-demand" | "spot"
 
     @property
     def id(self) -> str:
         parts = [self.backend, self.model, self.method]
         if self.objective != "sft":
             parts.append(self.objective)
+        if self.instance:
+            parts += [self.instance, self.pricing]
         if self.hardware:
             parts.append(f"{self.hardware.gpu}x{self.hardware.count}")
         return ":".join(parts)
@@ -143,7 +159,8 @@ class Route:
             "cost_usd": jsonable(self.cost_usd), "billed_tokens": self.billed_tokens, "epochs": self.epochs,
             "breakdown": jsonable(self.breakdown), "price_source": self.price_source or None,
             "price_as_of": self.price_as_of.isoformat() if self.price_as_of else None, "stale": self.stale,
-            "price_known": self.price_known, "notes": list(self.notes),
+            "price_known": self.price_known, "notes": list(self.notes), "instance": self.instance or None,
+            "pricing": self.pricing or None,
         }
 
 
@@ -171,6 +188,7 @@ class Plan:
     catalog: CatalogInfo
     today: date
     options: PlanOptions
+    notes: tuple[str, ...] = ()  # about the plan as a whole (which models, which GPU, what was assumed)
 
     @property
     def cheapest(self) -> Route | None:
@@ -192,6 +210,7 @@ class Plan:
             "catalog": self.catalog.to_json(),
             "today": self.today.isoformat(),
             "options": self.options.to_json(),
+            "notes": list(self.notes),
         }
 
 
@@ -211,16 +230,19 @@ def jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- planning
 
 RouteSource = Callable[[PlanInputs], Sequence[Route]]
+NoteSource = Callable[[PlanInputs], Sequence[str]]
 
 
-def build_plan(inputs: PlanInputs, sources: Sequence[RouteSource] | None = None) -> Plan:
+def build_plan(inputs: PlanInputs, sources: Sequence[RouteSource] | None = None,
+               note_sources: Sequence[NoteSource] | None = None) -> Plan:
     routes = [r for source in (ROUTE_SOURCES if sources is None else sources) for r in source(inputs)]
     routes.sort(key=_route_order)
+    notes = [n for source in (NOTE_SOURCES if note_sources is None else note_sources) for n in source(inputs)]
     oldest, newest = inputs.catalog.as_of_range()
     info = CatalogInfo(version=inputs.catalog.version, oldest=oldest, newest=newest, files=inputs.catalog.files,
                        stale_rows=len(inputs.catalog.stale_rows(inputs.today)))
     return Plan(dataset=inputs.report, validation=inputs.validation, routes=tuple(routes), catalog=info,
-                today=inputs.today, options=inputs.options)
+                today=inputs.today, options=inputs.options, notes=tuple(notes))
 
 
 def _route_order(r: Route) -> tuple:
@@ -232,6 +254,7 @@ def token_needs(catalog: Catalog, options: PlanOptions) -> list[TokenizerSpec]:
     """Every token counter the routes of this plan need, once each, in a stable order."""
     specs = [c.spec for c in _managed_candidates(catalog, options)]
     specs += [model_tokenizer(r.arch, options) for r in options.models if r.arch]
+    specs += [model_tokenizer(arch, options) for arch in gpu_models(catalog, options)]
     return list(dict.fromkeys(specs))
 
 
@@ -390,18 +413,21 @@ def _epochs(offer: ManagedOffer, examples: int, asked: int | None) -> tuple[int 
 
 
 def _billable_per_epoch(offer: ManagedOffer, stats: TokenStats) -> tuple[int, int, int]:
-    """(tokens billed per epoch, examples over the limit, longest example) from the length histogram.
+    """(tokens billed per epoch, examples over the limit, longest example)."""
+    capped, over, longest = capped_tokens(stats, offer.max_tokens_per_example)
+    return (capped if offer.long_examples == "truncated" else stats.total), over, longest
 
-    Truncation is subtracted from the exact total, so examples under the limit count exactly even where the
+
+def capped_tokens(stats: TokenStats, limit: int | None) -> tuple[int, int, int]:
+    """(tokens with every example cut to ``limit``, examples over it, longest example) from the length histogram.
+
+    The cut is subtracted from the exact total, so examples under the limit count exactly even where the
     histogram rounds long lengths.
     """
-    limit = offer.max_tokens_per_example
     longest = max(stats.length_counts, default=0)
     if not limit:
         return stats.total, 0, longest
     over = {length: n for length, n in stats.length_counts.items() if length > limit}
-    if offer.long_examples != "truncated" or not over:
-        return stats.total, sum(over.values()), longest
     cut = sum((length - limit) * n for length, n in over.items())
     return stats.total - cut, sum(over.values()), longest
 
@@ -485,4 +511,256 @@ def _infeasible_reason(offer: ManagedOffer, inputs: PlanInputs, stats: TokenStat
     return ""
 
 
-ROUTE_SOURCES: tuple[RouteSource, ...] = (managed_routes,)
+# ---------------------------------------------------------------------------------------------- GPU routes
+# Local and cloud GPU routes: the local trainer (ftbroker run --backend local) on the user's GPU or on a rented
+# instance, priced by the estimator (ftbroker.estimate) with this dataset's real token lengths.
+
+DEFAULT_GPU_MODELS = ("Llama-3.1-8B", "Qwen2.5-7B")  # when --model names no open model: two common 7-8B bases
+GPU_METHODS = ("full", "lora", "qlora")
+# Cloud wall-clock outside training, billed too (assumptions, stated in each route's breakdown): instance boot and
+# environment set-up, and the model's download from the Hugging Face hub. A local run assumes the model is cached.
+CLOUD_STARTUP_S = Range(120, 300, 900)
+CLOUD_DOWNLOAD_GBPS = Range(0.1, 0.3, 1.0)
+
+
+def gpu_models(catalog: Catalog, options: PlanOptions) -> list[ModelArch]:
+    """The open models GPU routes are planned for: those asked for, else (nothing asked) the default set."""
+    if options.models:
+        return list({r.arch.name: r.arch for r in options.models if r.arch}.values())
+    return [catalog.models[name] for name in DEFAULT_GPU_MODELS if name in catalog.models]
+
+
+@dataclass(frozen=True)
+class _GpuJob:
+    """One model and method trained on this dataset by the local trainer: what every GPU option shares."""
+
+    arch: ModelArch
+    base: TrainingSetup  # one GPU; micro-batch and checkpointing are chosen per GPU
+    stats: TokenStats
+    epochs: int
+    epochs_rule: str
+    real_tokens: float  # trained per epoch: examples cut to the sequence length, held-out share removed
+    eval_tokens: float  # read per evaluation pass
+    eval_passes: int
+    reason: str  # why no GPU can run it ("" when some may)
+    notes: tuple[str, ...]
+    assumptions: tuple[str, ...]
+    paddings: Mapping[int, Padding]  # by micro-batch (1 to the trainer's default): one epoch's padding
+
+
+def _gpu_jobs(inputs: PlanInputs) -> list[_GpuJob]:
+    options, defaults = inputs.options, TRAINER_DEFAULTS
+    epochs = options.epochs or defaults.epochs
+    epochs_rule = "--epochs" if options.epochs else f"the local trainer's default ({defaults.epochs}; --epochs)"
+    cap = options.max_seq_len or defaults.max_seq_len
+    cap_rule = "--max-seq-len" if options.max_seq_len else "the local trainer's default; --max-seq-len"
+    jobs = []
+    for arch in gpu_models(inputs.catalog, options):
+        spec = model_tokenizer(arch, options)
+        stats = inputs.token_stats(spec)
+        if stats is None or not stats.length_counts:
+            continue
+        seq_len = min(max(stats.length_counts), cap)
+        trained, cut, longest = capped_tokens(stats, seq_len)
+        notes, assumptions = [], [f"tokens counted with {stats.tokenizer}"]
+        if cut:
+            notes.append(f"{cut:,} example(s) longer than {seq_len:,} tokens are cut to it ({cap_rule}); "
+                         f"longest {longest:,}")
+        over_context = sum(n for length, n in stats.length_counts.items()
+                           if min(length, seq_len) > arch.max_position_embeddings)
+        reason = (f"{over_context:,} example(s) exceed the {arch.max_position_embeddings:,}-token context of "
+                  f"{arch.name} (longest {longest:,}): cut them with --max-seq-len" if over_context else "")
+        validation = inputs.token_stats(spec, inputs.validation) if inputs.validation else None
+        if validation is not None:
+            real, evaluated = float(trained), float(capped_tokens(validation, seq_len)[0])
+            assumptions.append("evaluation on the validation file")
+        else:
+            share = defaults.eval_fraction
+            real, evaluated = trained * (1 - share), trained * share
+            assumptions.append(f"{share:.0%} of the examples held out for evaluation (the local trainer's default)")
+        passes = epochs + (1 if defaults.eval_at_start else 0)
+        paddings = {b: padded_tokens(stats.length_counts, b, seq_len) for b in range(1, defaults.micro_batch + 1)}
+        for method in (options.method,) if options.method else GPU_METHODS:
+            base = TrainingSetup(method=method, seq_len=seq_len, lora_r=options.lora_r or defaults.lora_r,
+                                 lora_dropout=defaults.lora_dropout, precision=defaults.precision(method))
+            jobs.append(_GpuJob(arch, base, stats, epochs, epochs_rule, real, evaluated, passes, reason,
+                                tuple(notes), tuple(assumptions), paddings))
+    return jobs
+
+
+@dataclass(frozen=True)
+class _GpuRun:
+    """A job on ``count`` GPUs of one type: the setup that fits (or why none does) and its wall-clock."""
+
+    gpu: GpuSpec
+    count: int
+    fit: Fit
+    time: DatasetTime | None  # None: it does not fit
+    reason: str
+
+
+def _gpu_run(job: _GpuJob, gpu: GpuSpec, count: int, overheads: Overheads, cal: Calibration) -> _GpuRun:
+    base = job.base.with_(n_gpus=count, sharding=default_sharding(job.base.method, count))
+    fit = fit_setup(job.arch, gpu, base, max_batch=TRAINER_DEFAULTS.micro_batch, calibration=cal)
+    if not fit.fits:
+        where = f"{count} x {gpu.name}" if count > 1 else gpu.name
+        longest = (f"the longest sequence that fits is {fit.longest_seq:,} tokens" if fit.longest_seq
+                   else "the weights, gradients and optimizer states alone do not fit")
+        reason = (f"does not fit even at micro-batch 1 with checkpointing: {fit.memory.total:.1f} GiB per GPU "
+                  f"at {base.seq_len:,} tokens, {where} has {gpu.memory_gib:g} GiB; {longest}")
+        return _GpuRun(gpu, count, fit, None, job.reason or reason)
+    time = dataset_time(job.arch, gpu, fit.setup, job.paddings[fit.setup.micro_batch], real_tokens=job.real_tokens,
+                        epochs=job.epochs, eval_tokens=job.eval_tokens, eval_passes=job.eval_passes,
+                        overheads=replace(overheads, checkpoints=job.epochs), calibration=cal)
+    return _GpuRun(gpu, count, fit, time, job.reason)
+
+
+def _gpu_breakdown(job: _GpuJob, run: _GpuRun) -> dict[str, Any]:
+    s, m = run.fit.setup, run.fit.memory
+    setup = {"micro_batch": s.micro_batch, "seq_len": s.seq_len, "grad_checkpointing": s.grad_checkpointing,
+             "precision": s.precision, "optimizer": s.optimizer_kind.name, "n_gpus": s.n_gpus,
+             "sharding": s.sharding}
+    if s.method != "full":
+        setup.update(lora_r=s.lora_r, lora_dropout=s.lora_dropout, targets=sorted(s.lora_modules))
+    out: dict[str, Any] = {"setup": setup, "vram_gib": m.to_json(), "gpu_memory_gib": run.gpu.memory_gib,
+                           "gpu_class": gpu_class(run.gpu),
+                           "epochs_rule": job.epochs_rule, "tokenizer": job.stats.tokenizer,
+                           "exact_tokens": job.stats.exact}
+    assumptions = [*job.assumptions, *m.assumptions]
+    if run.time is not None:
+        t, p = run.time, run.time.padding
+        out["tokens"] = {"real_per_epoch": round(t.real_tokens), "processed_per_epoch": round(t.processed_tokens),
+                         "padding_waste": max(0.0, round(p.waste, 4)),
+                         "eval_processed_per_pass": round(t.eval_tokens), "eval_passes": job.eval_passes}
+        if t.time is not None:
+            out["hours"] = t.time.hours.to_json()
+            out["hours_by_part"] = {k: round(v.expected / 3600, 4) for k, v in t.time.breakdown.items()}
+            assumptions += t.time.assumptions
+    out["assumptions"] = assumptions
+    return out
+
+
+def _gpu_route(kind: str, backend: str, job: _GpuJob, run: _GpuRun, cost: CostEstimate | None,
+               notes: Sequence[str], extra: Mapping[str, Any] = {}, **fields: Any) -> Route:
+    breakdown = {**_gpu_breakdown(job, run), **extra}
+    timed = run.time.time if run.time else None
+    hours = timed.hours if timed else None
+    if cost is not None:
+        breakdown.update(cost_usd=cost.usd.to_json(), cost=cost.breakdown)
+        if cost.hours != hours:  # spot: the reclaims' restarts and lost work, billed and waited for
+            hours = cost.hours
+            breakdown["hours_with_reclaims"] = hours.to_json()
+    if run.time is not None and timed is None:
+        notes = [*notes, f"time and cost unknown: the catalog has no TFLOPS figure for {run.gpu.name}"]
+    return Route(kind=kind, backend=backend, model=job.arch.name, method=job.base.method,
+                 hardware=Hardware(run.gpu.name, run.count), feasible=not run.reason, reason=run.reason,
+                 vram_gib=round(run.fit.memory.total, 2), hours=round(hours.expected, 3) if hours else None,
+                 cost_usd=cost.usd.expected if cost else None, epochs=job.epochs, breakdown=breakdown,
+                 notes=(*job.notes, *notes), **fields)
+
+
+def _local_route(job: _GpuJob, run: _GpuRun, today: date) -> Route:
+    timed = run.time.time if run.time else None
+    cost, notes = None, []
+    if timed is not None and run.gpu.tdp_w:
+        cost = local_cost(timed.hours, run.gpu, run.count)
+    elif timed is not None:
+        notes.append(f"electricity cost unknown: the catalog has no TDP for {run.gpu.name}")
+    return _gpu_route("local", "local", job, run, cost, notes,
+                      price_source=f"electricity at {DEFAULT_USD_PER_KWH} $/kWh: {DEFAULT_USD_PER_KWH_SOURCE}",
+                      price_as_of=DEFAULT_USD_PER_KWH_AS_OF, stale=is_stale(DEFAULT_USD_PER_KWH_AS_OF, today))
+
+
+def _cloud_routes(job: _GpuJob, run: _GpuRun, inst: CloudInstance, today: date) -> list[Route]:
+    timed = run.time.time if run.time else None
+    notes = [inst.note] if inst.note else []
+    weights_gib = job.arch.params * 2 / 2**30
+    if not run.reason and inst.memory_gib is not None and inst.memory_gib < weights_gib:
+        run = replace(run, reason=f"{inst.memory_gib:g} GiB of host RAM is less than the model's "
+                                  f"{weights_gib:.0f} GiB of 16-bit weights, which loading reads through it")
+    routes = []
+    for pricing, price, region in (("on-demand", inst.on_demand_usd_per_hour, inst.region),
+                                   ("spot", inst.spot_usd_per_hour, inst.spot_region or inst.region)):
+        if price is None:
+            continue
+        cost = None
+        if timed is not None:
+            parts = timed.breakdown
+            restart = parts["start-up"] + parts["model download"] + parts["model load"]
+            cost = cloud_cost(timed.hours, price, spot=pricing == "spot", restart_hours=restart.scaled(1 / 3600),
+                              checkpoint_hours=parts["checkpoints"].expected / job.epochs / 3600)
+        routes.append(_gpu_route("cloud", inst.cloud, job, run, cost, notes,
+                                 {"usd_per_hour": price, "region": region}, instance=inst.instance_type,
+                                 pricing=pricing, price_source=inst.source, price_as_of=inst.as_of,
+                                 stale=is_stale(inst.as_of, today)))
+    return routes
+
+
+def _cheapest_per_cloud_and_gpu(routes: Sequence[Route]) -> list[Route]:
+    """Per model, method, cloud, GPU type and pricing: the cheapest feasible instance (else the cheapest per hour;
+    else, all out, the one with the most GPUs, whose reason says the most)."""
+    best: dict[tuple, Route] = {}
+    for r in routes:
+        key = (r.model, r.method, r.backend, r.hardware.gpu, r.pricing)
+        if key not in best or _cloud_order(r) < _cloud_order(best[key]):
+            best[key] = r
+    return list(best.values())
+
+
+def _cloud_order(r: Route) -> tuple:
+    return (not r.feasible, r.cost_usd is None, r.cost_usd or 0,
+            r.breakdown["usd_per_hour"] if r.feasible else -r.hardware.count)
+
+
+def gpu_routes(inputs: PlanInputs) -> list[Route]:
+    """Local routes on the user's GPU and cloud routes on every instance type (by default the cheapest per GPU
+    type and cloud), for each model and method (see ``gpu_models``, ``GPU_METHODS``)."""
+    from ftbroker.backends.local.backend import LocalBackend  # the trainer's capabilities (data)
+
+    if inputs.report.format not in LocalBackend.capabilities.data_formats:
+        return []
+    cal, catalog, options, today = default_calibration(), inputs.catalog, inputs.options, inputs.today
+    local = Overheads()
+    cloud = Overheads(startup_s=CLOUD_STARTUP_S, download_gbps=CLOUD_DOWNLOAD_GBPS)
+    routes: list[Route] = []
+    for job in _gpu_jobs(inputs):
+        if options.gpu:
+            routes.append(_local_route(job, _gpu_run(job, catalog.gpus[options.gpu], options.gpu_count, local, cal),
+                                       today))
+        runs: dict[tuple[str, int], _GpuRun] = {}
+        offers = []
+        for inst in catalog.instances:
+            key = (inst.gpu, inst.gpu_count)
+            if key not in runs:
+                runs[key] = _gpu_run(job, catalog.gpus[inst.gpu], inst.gpu_count, cloud, cal)
+            offers += _cloud_routes(job, runs[key], inst, today)
+        routes += offers if options.all_instances else _cheapest_per_cloud_and_gpu(offers)
+    return routes
+
+
+def gpu_notes(inputs: PlanInputs) -> list[str]:
+    """What the GPU routes assume, said once for the plan."""
+    from ftbroker.backends.local.backend import LocalBackend
+
+    caps, options, fmt = LocalBackend.capabilities, inputs.options, inputs.report.format
+    if fmt not in caps.data_formats:
+        return [f"no GPU routes: {caps.reason(f'format.{fmt}') or f'the local trainer does not train {fmt} data'}"]
+    models = gpu_models(inputs.catalog, options)
+    if not models:
+        return ["no GPU routes: --model names no open model (a catalog model, a local folder or a config.json)"]
+    epochs = (f"{options.epochs} epochs" if options.epochs
+              else f"{TRAINER_DEFAULTS.epochs} epochs (the local trainer's default; --epochs)")
+    chosen = "" if options.models else " (the default models; --model for others)"
+    notes = [f"GPU routes: {', '.join(m.name for m in models)}{chosen}, {epochs}"]
+    if options.gpu:
+        notes.append(f"local GPU: {options.gpu_count} x {options.gpu} ({options.gpu_source or '--gpu'})")
+    else:
+        notes.append(options.gpu_note or "local GPU: none named (--gpu NAME[:COUNT]), so no local routes")
+    shown = "every instance" if options.all_instances else "the cheapest instance per GPU type and cloud (--all: all)"
+    notes.append(f"cloud GPUs: {shown}, on-demand and spot. No ftbroker backend rents instances yet: on the "
+                 "instance, ftbroker run --backend local")
+    return notes
+
+
+ROUTE_SOURCES: tuple[RouteSource, ...] = (managed_routes, gpu_routes)
+NOTE_SOURCES: tuple[NoteSource, ...] = (gpu_notes,)

@@ -14,6 +14,7 @@ from datetime import date
 
 from ftbroker import planner
 from ftbroker.errors import InputError, UnknownNameError
+from ftbroker.estimate import parse_gpu_count
 from ftbroker.pricing.catalog import Catalog, load_catalog
 
 
@@ -21,12 +22,15 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
          epochs: int | None = None, n_evals: int | None = None, max_seq_len: int | None = None,
          tokenizer: str | None = None, gpu: str | None = None, lora_r: int | None = None,
          validation_file: str | os.PathLike | None = None, catalog: Sequence[str | os.PathLike] = (),
-         today: date | None = None) -> planner.Plan:
+         all_instances: bool = False, today: date | None = None) -> planner.Plan:
     """Plan every route for the dataset at ``path``; the same Plan ``ftbroker plan`` renders.
 
     ``models``: catalog names, HF repo ids, local model folders or config.json paths, or managed model names
-    (``gpt-4o-mini``); empty: every managed offer. ``gpu``: ``NAME[:COUNT]``. ``catalog``: extra catalog files.
-    Dataset problems do not raise: they are in ``plan.dataset.errors`` (``plan.dataset.raise_for_errors()``).
+    (``gpt-4o-mini``); empty: every managed offer, and GPU routes for ``planner.DEFAULT_GPU_MODELS``.
+    ``gpu``: the local GPU, ``NAME[:COUNT]``; None: the GPUs ``nvidia-smi`` reports, if any. ``catalog``: extra
+    catalog files. ``all_instances``: a cloud route for every instance type, not only the cheapest per GPU type
+    and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
+    (``plan.dataset.raise_for_errors()``).
     """
     from ftbroker import data, tokens  # the data area's modules; light (no torch)
 
@@ -37,10 +41,11 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
         if value is not None and (not isinstance(value, int) or value < low):
             raise InputError(f"{name} must be an integer >= {low}, not {value!r}")
     cat = load_catalog(catalog)
-    gpu_name, gpu_count = _gpu(cat, gpu)
+    gpu_name, gpu_count, gpu_source, gpu_note = local_gpu(cat, gpu)
     options = planner.PlanOptions(models=tuple(resolve_model(cat, m) for m in models), method=method,
                                   epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len, tokenizer=tokenizer,
-                                  gpu=gpu_name, gpu_count=gpu_count, lora_r=lora_r)
+                                  gpu=gpu_name, gpu_count=gpu_count, gpu_source=gpu_source, gpu_note=gpu_note,
+                                  lora_r=lora_r, all_instances=all_instances)
     counters = {spec: tokens.resolve(spec.tokenizer, hf_repo=spec.hf_repo, family=spec.family)
                 for spec in planner.token_needs(cat, options)}
     unique = list({c.key: c for c in counters.values()}.values())
@@ -72,10 +77,21 @@ def resolve_model(cat: Catalog, name: str) -> planner.ModelRequest:
                                hint="a catalog or managed model, a local model folder or a config.json") from None
 
 
-def _gpu(cat: Catalog, spec: str | None) -> tuple[str | None, int]:
-    if not spec:
-        return None, 1
-    name, _, count = spec.partition(":")
-    if count and (not count.isdigit() or int(count) < 1):
-        raise InputError(f"--gpu {spec!r}: COUNT must be a positive integer (NAME[:COUNT])")
-    return cat.gpu(name).name, int(count or 1)
+def local_gpu(cat: Catalog, spec: str | None) -> tuple[str | None, int, str, str]:
+    """(catalog GPU name, count, "--gpu" | "detected", why there is none) for the local routes: ``spec``
+    (``NAME[:COUNT]``), else the GPUs ``nvidia-smi`` reports (the first one's type, and how many of it)."""
+    if spec:
+        name, count = parse_gpu_count(spec)
+        return cat.gpu(name).name, count, "--gpu", ""
+    from ftbroker.backends.base import detect_gpus  # nvidia-smi, not torch
+
+    found = detect_gpus()
+    if not found:
+        return None, 1, "", "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"
+    first = found[0]
+    try:
+        known = cat.gpu(first.name)
+    except UnknownNameError:
+        return None, 1, "", (f"local GPU: detected {first.name} ({first.memory_gib:g} GiB), which the catalog does "
+                             "not know: name a catalog GPU with --gpu NAME[:COUNT], or add it to the catalog")
+    return known.name, sum(1 for g in found if g.name == first.name), "detected", ""

@@ -80,17 +80,20 @@ def _table(title: str, columns: Sequence[str], wide: Mapping[str, int] | None = 
 
 
 _NUMERIC = {"epochs", "tokens", "cost", "total", "trained", "mean", "p95", "max", "GiB", "TFLOPS", "GB/s",
+            "GiB/GPU", "hours", "$/h",
             "W", "on-demand $/h", "spot $/h", "$/1M tok", "min $", "params B", "layers", "hidden", "vocab", "context",
             "#"}
 
 
 # ---------------------------------------------------------------------------------------------- plan
 
-def print_plan(plan: Plan, console: Console) -> None:
+def print_plan(plan: Plan, console: Console, *, all_routes: bool = False) -> None:
+    """The dataset, then the routes: every managed and local one; of the cloud ones, unless ``all_routes``, the
+    CLOUD_ROWS cheapest feasible per model, method and GPU class (the JSON and CSV keep every route)."""
     _print_dataset(plan.dataset, "Dataset", console)
     if plan.validation is not None:
         _print_dataset(plan.validation, "Validation set", console)
-    _print_routes(plan, console)
+    _print_routes(plan, console, all_routes)
 
 
 def _print_dataset(report: Any, title: str, console: Console) -> None:
@@ -127,22 +130,36 @@ def _print_issues(label: str, issues: Sequence[Any], console: Console, style: st
         console.print(f"    ... and {len(issues) - MAX_SHOWN_ISSUES:,} more", highlight=False)
 
 
-def _print_routes(plan: Plan, console: Console) -> None:
+CLOUD_ROWS = 3  # cloud rows shown per model, method and GPU class (datacenter / workstation) without --all
+
+
+def _print_routes(plan: Plan, console: Console, all_routes: bool) -> None:
     cat = plan.catalog
     console.print(f"[bold]Routes[/bold] on {plan.today} · catalog {cat.version} · prices as of {cat.oldest} … "
                   f"{cat.newest} (! = older than 90 days)", highlight=False)
-    table = _table("", ("#", "backend", "model", "method", "epochs", "tokens", "cost", "price as of"),
-                   wide={"model": 12, "price as of": 10, "method": 4})
+    shown = plan.routes if all_routes else _shown_routes(plan)
     sources = _Footnotes()
-    feasible = [r for r in plan.routes if r.feasible]
-    out = [r for r in plan.routes if not r.feasible]
-    numbered = list(enumerate([*feasible, *out], 1))
-    for n, route in numbered:
-        if n == len(feasible) + 1:
-            table.add_section()
-        table.add_row(*_route_cells(n, route, sources), style=None if route.feasible else "dim")
-    console.print(table)
+    numbered: list[tuple[int, Route]] = []
+    for kind, title, columns, wide in _ROUTE_TABLES:
+        routes = [r for r in shown if r.kind == kind]
+        routes = [r for r in routes if r.feasible] + [r for r in routes if not r.feasible]
+        if not routes:
+            continue
+        table = _table(title(plan, routes), columns, wide)
+        for route in routes:
+            n = len(numbered) + 1
+            if not route.feasible and (n == 1 or numbered[-1][1].feasible) and routes[0].feasible:
+                table.add_section()
+            numbered.append((n, route))
+            table.add_row(*_ROUTE_CELLS[kind](n, route, sources), style=None if route.feasible else "dim")
+        console.print(table)
+    hidden = len(plan.routes) - len(shown)
+    if hidden:
+        console.print(f"  {hidden:,} more cloud routes (dearer, or out) are in --json and --csv; --all shows "
+                      f"them here and adds every instance type", highlight=False)
     console.print("[bold]Notes[/bold] (# route)")
+    for note in plan.notes:
+        console.print(f"   -  {note}", highlight=False, markup=False)
     for n, route in numbered:
         lines = ([f"OUT: {route.reason}"] if not route.feasible else []) + list(route.notes)
         for line in lines:
@@ -151,29 +168,108 @@ def _print_routes(plan: Plan, console: Console) -> None:
     cheapest, fastest = plan.cheapest, plan.fastest
     console.print(f"[bold]Cheapest:[/bold] {_route_name(cheapest)} {money(cheapest.cost_usd)}" if cheapest
                   else "[bold]Cheapest:[/bold] no feasible route has a price", highlight=False)
-    console.print(f"[bold]Fastest:[/bold] {_route_name(fastest)} {fastest.hours:.1f} h" if fastest
+    console.print(f"[bold]Fastest:[/bold] {_route_name(fastest)} {_hours(fastest.hours)} h "
+                  f"{money(fastest.cost_usd, unknown='(cost unknown)')}" if fastest
                   else "[bold]Fastest:[/bold] no route has a time estimate (managed APIs publish none)",
                   highlight=False)
 
 
+def _shown_routes(plan: Plan) -> list[Route]:
+    """Every managed and local route; the cheapest feasible cloud ones per model, method and GPU class; and the
+    plan's cheapest and fastest wherever they are."""
+    per_group: dict[tuple, int] = {}
+    keep = {id(plan.cheapest), id(plan.fastest)}
+    shown = []
+    for route in plan.routes:  # in the plan's order: feasible by cost first
+        if route.kind == "cloud":
+            group = (route.model, route.method, route.breakdown.get("gpu_class"))
+            per_group[group] = per_group.get(group, 0) + 1
+            if id(route) not in keep and (not route.feasible or per_group[group] > CLOUD_ROWS):
+                continue
+        shown.append(route)
+    return shown
+
+
 def _route_name(route: Route) -> str:
-    return f"{route.backend} · {route.model} · {_method(route)}"
+    if route.kind == "managed":
+        return f"{route.backend} · {route.model} · {_method(route)}"
+    where = route.backend if route.kind == "local" else f"{route.backend} {route.instance} ({route.pricing})"
+    return f"{where} · {_gpus(route)} · {route.model} · {route.method}"
 
 
 def _method(route: Route) -> str:
     return route.method if route.objective == "sft" else f"{route.method} ({route.objective})"
 
 
-def _route_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    as_of = f"{route.price_as_of or '-'}{' !' if route.stale else ''} {sources.ref(route.price_source)}"
-    cost = money(route.cost_usd, unknown="-" if route.price_known else "unknown")
+def _gpus(route: Route) -> str:
+    return f"{route.hardware.count}x{route.hardware.gpu}" if route.hardware else "-"
+
+
+def _hours(hours: float | None) -> str:
+    return "-" if hours is None else f"{hours:.2f}" if hours < 10 else f"{hours:,.0f}"
+
+
+def _as_of_cell(route: Route, sources: _Footnotes) -> str:
+    return f"{route.price_as_of or '-'}{' !' if route.stale else ''} {sources.ref(route.price_source)}"
+
+
+def _cost_cell(route: Route) -> str:
+    unknown = "unknown" if not route.price_known or (route.kind != "managed" and route.feasible) else "-"
+    cost = money(route.cost_usd, unknown=unknown)
+    return cost if route.feasible else f"({cost})"
+
+
+def _managed_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
     return [str(n), route.backend, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
-            cost if route.feasible else f"({cost})", as_of]
+            _cost_cell(route), _as_of_cell(route, sources)]
+
+
+def _batch(route: Route) -> str:
+    setup = route.breakdown.get("setup") or {}
+    return f"{setup['micro_batch']}x{setup['seq_len']:,}{' ckpt' if setup['grad_checkpointing'] else ''}"
+
+
+def _vram(route: Route) -> str:
+    return f"{route.vram_gib:.1f}/{route.breakdown['gpu_memory_gib']:g}"
+
+
+def _local_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
+    return [str(n), route.model, route.method, _cost_cell(route), _hours(route.hours), _batch(route), _vram(route),
+            _source_cell(route, sources)]
+
+
+def _source_cell(route: Route, sources: _Footnotes) -> str:
+    return f"{sources.ref(f'{route.price_source} (as of {route.price_as_of})')}{' !' if route.stale else ''}"
+
+
+def _cloud_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
+    price = f"{route.breakdown['usd_per_hour']:.2f}{' spot' if route.pricing == 'spot' else ''}"
+    return [str(n), f"{route.backend} {route.instance}", _gpus(route), route.model, route.method, _cost_cell(route),
+            _hours(route.hours), price, _batch(route), _vram(route), _source_cell(route, sources)]
+
+
+def _local_title(plan: Plan, routes: Sequence[Route]) -> str:
+    gpu = plan.options
+    return f"Your GPU: {gpu.gpu_count} x {gpu.gpu} ({gpu.gpu_source or '--gpu'}); cost: its electricity"
+
+
+_ROUTE_TABLES = (
+    ("managed", lambda plan, routes: "Managed fine-tuning APIs",
+     ("#", "backend", "model", "method", "epochs", "tokens", "cost", "price as of"),
+     {"model": 12, "price as of": 10, "method": 4}),
+    ("local", _local_title, ("#", "model", "method", "cost", "hours", "batch", "GiB/GPU", "src"),
+     {"model": 10, "batch": 5}),
+    ("cloud", lambda plan, routes: "Cloud GPUs: the local trainer on a rented instance (src: price source, ! = "
+                                   "older than 90 days)",
+     ("#", "cloud instance", "GPUs", "model", "method", "cost", "hours", "$/h", "batch", "GiB/GPU", "src"),
+     {"cloud instance": 10, "GPUs": 6, "$/h": 4, "model": 8, "batch": 5}),
+)
+_ROUTE_CELLS = {"managed": _managed_cells, "local": _local_cells, "cloud": _cloud_cells}
 
 
 _CSV_COLUMNS = ("id", "kind", "backend", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
-                "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens", "epochs", "price_source",
-                "price_as_of", "stale", "notes")
+                "instance", "pricing", "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens",
+                "epochs", "price_source", "price_as_of", "stale", "notes")
 
 
 def plan_csv(plan: Plan) -> str:

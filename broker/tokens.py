@@ -271,7 +271,22 @@ class _TextCounter(Protocol):
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-class _TemplateCounter:
+class _BatchCounter:
+    """A counter whose work is ``count_many``; ``count`` is one example of it."""
+
+    key: str
+
+    def __repr__(self) -> str:
+        return f"<TokenCounter {self.key}>"
+
+    def count(self, example: Mapping, fmt: str) -> tuple[int, int]:
+        return self.count_many([example], fmt)[0]
+
+    def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+
+class _TemplateCounter(_BatchCounter):
     """A counter that walks examples with a ``_ChatRule`` and counts their texts with a text counter."""
 
     forkable = True  # analyze() may run it in forked worker processes
@@ -285,12 +300,6 @@ class _TemplateCounter:
         self._memo_chars = 0
         role_cost = dict(zip(_ROLES, texts(list(_ROLES)))) if rule.encode_role else dict.fromkeys(_ROLES, 0.0)
         self._walker = _Walker(rule, role_cost, self._memo)
-
-    def __repr__(self) -> str:
-        return f"<TokenCounter {self.key}>"
-
-    def count(self, example: Mapping, fmt: str) -> tuple[int, int]:
-        return self.count_many([example], fmt)[0]
 
     def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
         p = self._walker.pieces(examples, fmt)
@@ -589,6 +598,8 @@ class _EstimatedTexts:
 
     def __call__(self, texts: list[str]) -> list[float]:
         coef = self._family.coef
+        if not any(coef[1:]):  # the cl100k count alone (cl100k, phi): no need to scan the texts' scripts
+            return [max(1.0, coef[0] * n) for n in self._cl100k(texts)]
         return [
             max(1.0, sum(c * x for c, x in zip(coef, _features(text, n)) if x))
             for text, n in zip(texts, self._cl100k(texts))
@@ -622,19 +633,19 @@ _FAMILY_PATTERNS = (  # model name (catalog name or HF repo) -> tokenizer family
 )
 
 
-_CONFIG_FAMILIES = (("qwen3_5", "qwen3.5"), ("qwen", "qwen2"), ("gemma", "gemma"), ("mixtral", "mistral-spm"))
+_CONFIG_FAMILIES = (  # model_type prefix -> family, after the vocabulary-size rules of family_of_config
+    ("qwen3_5", "qwen3.5"), ("qwen", "qwen2"), ("gemma", "gemma"), ("mixtral", "mistral-spm"), ("gpt_oss", "o200k"))
 
 
-def _family_of_config(path: Path) -> str | None:
-    """The tokenizer family of a model folder that has no tokenizer.json, from its config.json."""
-    config = _read_json(path)
+def family_of_config(config: Mapping) -> str | None:
+    """The tokenizer family of a model from its config.json (``model_type``, ``vocab_size``), if one fits."""
     kind, vocab = str(config.get("model_type", "")), config.get("vocab_size") or 0
     if kind == "llama":
         return "llama3" if vocab >= 128_000 else None  # Llama 2 and older: no calibrated family
     if kind == "mistral":
-        return "mistral" if vocab >= 131_072 else "mistral-spm"
-    if kind == "phi3" and vocab == 100_352:  # Phi-4 (Phi-3 has a 32k SentencePiece vocabulary)
-        return "phi"
+        return "mistral" if vocab >= 131_072 else "mistral-spm"  # Tekken (NeMo and later) vs SentencePiece v1-v3
+    if kind == "phi3":
+        return "phi" if vocab >= 100_000 else None  # Phi-4 (cl100k-based); Phi-3 uses Llama 2's tokenizer
     return next((family for prefix, family in _CONFIG_FAMILIES if kind.startswith(prefix)), None)
 
 
@@ -645,7 +656,7 @@ def family_of(model: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------- Hugging Face
-class _HFCounter:
+class _HFCounter(_BatchCounter):
     """The model's own tokenizer (``tokenizers``) and chat template (Jinja2), loaded from a local folder."""
 
     exact = True
@@ -671,12 +682,6 @@ class _HFCounter:
             if k.endswith("_token") and isinstance(v, (str, dict))
         }
         self._template = _compile_template(template) if isinstance(template, str) else None
-
-    def __repr__(self) -> str:
-        return f"<TokenCounter {self.key}>"
-
-    def count(self, example: Mapping, fmt: str) -> tuple[int, int]:
-        return self.count_many([example], fmt)[0]
 
     def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
         plans = [self._plan(ex, fmt) for ex in examples]
@@ -821,7 +826,7 @@ def resolve(
                 raise InputError(
                     f"{path} has no tokenizer.json (a Hugging Face tokenizer or model folder has one)"
                 )
-            return _estimate(_family_of_config(path / "config.json"), why=f"no tokenizer.json in {path}")
+            return _estimate(family_of_config(_read_json(path / "config.json")), why=f"no tokenizer.json in {path}")
         if tokenizer in _TIKTOKEN_URLS:
             return _tiktoken_counter(tokenizer)
         encoding = _encoding_for_openai_model(tokenizer)

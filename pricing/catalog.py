@@ -34,10 +34,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ftbroker.errors import CatalogError, InputError, UnknownNameError
+from ftbroker.tokens import family_of_config
 
 DATA_DIR = Path(__file__).with_name("data")
 SHIPPED_FILES = ("gpus.csv", "instances.csv", "managed.toml", "models.toml")
@@ -46,6 +48,20 @@ STALE_AFTER_DAYS = 90
 
 
 # ---------------------------------------------------------------------------------------------- row types
+
+@dataclass(frozen=True)
+class Linear:
+    """One kind of matrix in a decoder layer: ``count`` copies (experts) of a d_in x d_out weight."""
+
+    name: str
+    d_in: int
+    d_out: int
+    count: int = 1
+
+    @property
+    def params(self) -> int:
+        return self.d_in * self.d_out * self.count
+
 
 @dataclass(frozen=True)
 class ModelArch:
@@ -76,22 +92,47 @@ class ModelArch:
     note: str = ""
 
     @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def mlp_width(self) -> int:
+        """Width of one MLP a token passes through (an expert's for MoE models)."""
+        if self.num_experts:
+            return self.moe_intermediate_size or self.intermediate_size
+        return self.intermediate_size
+
+    @cached_property
+    def linears(self) -> tuple[Linear, ...]:
+        """The weight matrices of one decoder layer (Llama-style: q/k/v/o, gated MLP; MoE: every expert)."""
+        h, experts = self.hidden_size, max(1, self.num_experts)
+        return (
+            Linear("q_proj", h, self.q_dim),
+            Linear("k_proj", h, self.kv_dim),
+            Linear("v_proj", h, self.kv_dim),
+            Linear("o_proj", self.q_dim, h),
+            Linear("gate_proj", h, self.mlp_width, experts),
+            Linear("up_proj", h, self.mlp_width, experts),
+            Linear("down_proj", self.mlp_width, h, experts),
+        )
+
+    @cached_property
+    def layer_other_params(self) -> int:
+        """Per layer, what is not a matrix: norms, q/k/v biases, q/k norms and the MoE router (small)."""
+        bias = self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0
+        qk_norm = 2 * self.head_dim if self.qk_norm else 0
+        return self.norms_per_layer * self.hidden_size + bias + qk_norm + self.hidden_size * self.num_experts
+
+    @cached_property
     def params(self) -> int:
         """Total parameters from the shapes (MoE: every expert). Biases other than q/k/v are not counted."""
-        h, q_width, kv_width = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        attention = h * q_width * 2 + h * kv_width * 2
-        if self.qkv_bias:
-            attention += q_width + 2 * kv_width
-        if self.qk_norm:
-            attention += 2 * self.head_dim
-        if self.num_experts:
-            mlp = self.num_experts * 3 * h * (self.moe_intermediate_size or self.intermediate_size)
-            mlp += h * self.num_experts  # router
-        else:
-            mlp = 3 * h * self.intermediate_size
-        per_layer = attention + mlp + self.norms_per_layer * h
-        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return self.num_layers * per_layer + embeddings + h  # + final norm
+        per_layer = sum(lin.params for lin in self.linears) + self.layer_other_params
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + embeddings + self.hidden_size  # + final norm
 
     @property
     def size_b(self) -> int:
@@ -831,7 +872,6 @@ def _first(cfg: Mapping[str, Any], *keys: str) -> Any:
 _TIED_BY_DEFAULT = ("gemma",)  # model_type prefixes whose HF config class ties embeddings when the key is absent
 _QK_NORM_TYPES = ("qwen3", "gemma3", "olmo2")
 _FOUR_NORM_TYPES = ("gemma2", "gemma3")
-_FAMILY_BY_TYPE = (("gemma", "gemma"), ("qwen", "qwen2"), ("gpt_oss", "o200k"))  # the token counters' families
 
 
 def model_from_config(path: Path) -> ModelArch:
@@ -884,7 +924,7 @@ def model_from_config(path: Path) -> ModelArch:
         qkv_bias=bool(_first(cfg, "attention_bias", "qkv_bias")) or model_type.startswith("qwen2"),
         qk_norm=model_type.startswith(_QK_NORM_TYPES),
         norms_per_layer=4 if model_type.startswith(_FOUR_NORM_TYPES) else 2,
-        tokenizer_family=_family(model_type, vocab), source=str(config_path),
+        tokenizer_family=family_of_config(cfg) or "", source=str(config_path),
         as_of=date.fromtimestamp(config_path.stat().st_mtime),
         local_tokenizer=str(config_path.parent.resolve()) if (config_path.parent / "tokenizer.json").is_file()
         else None,
@@ -896,16 +936,5 @@ def model_from_config(path: Path) -> ModelArch:
     return arch
 
 
-def _family(model_type: str, vocab: int) -> str:
-    """The token estimate for a local model whose folder holds no tokenizer ("" when none fits)."""
-    if model_type == "llama":
-        return "llama3" if vocab >= 128000 else ""
-    if model_type == "phi3":
-        return "phi" if vocab >= 100000 else ""  # Phi-4 (cl100k-based); Phi-3 uses Llama 2's tokenizer
-    if model_type in ("mistral", "mixtral"):
-        return "mistral-spm" if vocab <= 32768 else "mistral"  # v1-v3 SentencePiece; Tekken has 131072
-    return next((fam for prefix, fam in _FAMILY_BY_TYPE if model_type.startswith(prefix)), "")
-
-
-__all__ = ["AutoEpochs", "Catalog", "CloudInstance", "GpuSpec", "ManagedOffer", "ModelArch", "is_stale",
+__all__ = ["AutoEpochs", "Catalog", "CloudInstance", "GpuSpec", "Linear", "ManagedOffer", "ModelArch", "is_stale",
            "load_catalog", "model_from_config", "user_override_path"]

@@ -44,7 +44,7 @@ def test_spot_allowance_for_preemption_restarts():
     assert est.checkpoint_interval_hours == pytest.approx(tau)
     expected = 10 + 0.01 * 10 * (0.25 + tau / 2) + 10 / tau * 0.05
     assert est.hours.expected == pytest.approx(expected)
-    assert est.usd.expected == Decimal(str(expected)).quantize(Decimal("0.01"))
+    assert est.usd.expected == Decimal(str(expected)).quantize(Decimal("0.0001"))
     assert checkpoint_interval(0.05, 0) is None
     assert DEFAULT_INTERRUPTIONS_PER_HOUR.low < DEFAULT_INTERRUPTIONS_PER_HOUR.expected < DEFAULT_INTERRUPTIONS_PER_HOUR.high
 

@@ -12,7 +12,7 @@ from ftbroker import planner
 from ftbroker.errors import DataIssue
 from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, TokenizerSpec, build_plan, token_needs
 from ftbroker.pricing.catalog import load_catalog
-from plan_doubles import report, stats
+from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
 
@@ -23,8 +23,9 @@ def cat():
 
 
 def make_plan(cat, lengths, *, options=PlanOptions(), fmt="chat", today=TODAY, validation_lengths=None,
-              per_spec=None, provider_issues=None, size_bytes=1000):
-    """A plan whose every token counter saw ``lengths`` ({tokens: examples}), unless ``per_spec`` says otherwise."""
+              per_spec=None, provider_issues=None, size_bytes=1000, sources=(planner.managed_routes,)):
+    """A plan whose every token counter saw ``lengths`` ({tokens: examples}), unless ``per_spec`` says otherwise.
+    Managed routes only, unless ``sources`` says otherwise."""
     specs = token_needs(cat, options)
     keys = {spec: f"k{i}" for i, spec in enumerate(specs)}
 
@@ -33,7 +34,7 @@ def make_plan(cat, lengths, *, options=PlanOptions(), fmt="chat", today=TODAY, v
 
     train = report(counted(lengths), fmt=fmt, provider_issues=provider_issues, size_bytes=size_bytes)
     validation = report(counted(validation_lengths), fmt=fmt) if validation_lengths else None
-    return build_plan(PlanInputs(train, validation, cat, options, keys, today))
+    return build_plan(PlanInputs(train, validation, cat, options, keys, today), sources=sources)
 
 
 def route(plan, model, method="sft", objective="sft", backend=None):
@@ -278,5 +279,5 @@ def test_route_sources_are_pluggable(cat):
 
     specs = token_needs(cat, PlanOptions())
     inputs = PlanInputs(report({"k": stats({500: 10})}), None, cat, PlanOptions(), dict.fromkeys(specs, "k"), TODAY)
-    plan = build_plan(inputs, sources=(*planner.ROUTE_SOURCES, gpu_source))
+    plan = build_plan(inputs, sources=(planner.managed_routes, gpu_source))
     assert plan.fastest.id == "local:Llama-3.1-8B:qlora:RTX-4090x1"

@@ -8,7 +8,7 @@ import pytest
 import tiktoken
 from ftbroker import tokens
 from ftbroker.errors import InputError, UnknownNameError
-from ftbroker.tokens import FAMILIES, TokenCounter, family_of, resolve
+from ftbroker.tokens import FAMILIES, TokenCounter, family_of, family_of_config, resolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -408,3 +408,22 @@ def test_a_template_that_refuses_an_example_is_an_error_on_its_line(tmp_path):
         )
     ]
     assert sum(report.tokens[f"hf:{folder}"].length_counts.values()) == 1
+
+
+@pytest.mark.parametrize("config, family", [
+    ({"model_type": "llama", "vocab_size": 128256}, "llama3"),
+    ({"model_type": "llama", "vocab_size": 32000}, None),  # Llama 2: no calibrated family
+    ({"model_type": "mistral", "vocab_size": 131072}, "mistral"),
+    ({"model_type": "mistral", "vocab_size": 32768}, "mistral-spm"),
+    ({"model_type": "mixtral", "vocab_size": 32000}, "mistral-spm"),
+    ({"model_type": "phi3", "vocab_size": 100352}, "phi"),
+    ({"model_type": "phi3", "vocab_size": 32064}, None),
+    ({"model_type": "qwen3_5", "vocab_size": 248320}, "qwen3.5"),
+    ({"model_type": "qwen2", "vocab_size": 152064}, "qwen2"),
+    ({"model_type": "gemma3_text", "vocab_size": 262144}, "gemma"),
+    ({"model_type": "gpt_oss", "vocab_size": 201088}, "o200k"),
+])
+def test_family_of_config(config, family):
+    """One rule for a model folder's family, used by the token counters and by the catalog's config.json reader."""
+    assert family_of_config(config) == family
+    assert family is None or family in FAMILIES

@@ -27,12 +27,12 @@ __all__ = ["Estimate", "Implementation", "TrainingSetup", "estimate", "parse_gpu
 
 
 def parse_gpu_count(text: str) -> tuple[str, int]:
-    """``NAME[:COUNT]`` -> (name, count)."""
-    name, sep, count = text.rpartition(":")
-    if not sep or not count.strip().isdigit():
+    """``NAME[:COUNT]`` -> (name, count); the one parser of the ``--gpu`` flags (estimate, plan)."""
+    name, sep, count = text.strip().rpartition(":")
+    if not sep:
         return text.strip(), 1
-    if int(count) < 1:
-        raise InputError(f"GPU count must be at least 1 in {text!r}")
+    if not count.strip().isdigit() or int(count) < 1:
+        raise InputError(f"GPU {text!r}: COUNT must be a positive integer (NAME[:COUNT])")
     return name.strip(), int(count)
 
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
 from ftbroker.errors import InputError
 from ftbroker.estimate.compute import Range
 from ftbroker.pricing.catalog import GpuSpec
 
-CENT = Decimal("0.01")
+MONEY_STEP = Decimal("0.0001")  # a hundredth of a cent: a short local run costs less than a cent
 
 # U.S. average residential price, January 2024: 15.45 cents/kWh (EIA Electricity Monthly Update, "End Use",
 # https://www.eia.gov/electricity/monthly/update/end-use.php); state averages for 2023 range from 10.98
 # (Washington) to 42.39 (Hawaii) cents/kWh (EIA Electric Power Annual 2023, secrev-map).
 DEFAULT_USD_PER_KWH = Decimal("0.1545")
+DEFAULT_USD_PER_KWH_SOURCE = "EIA Electricity Monthly Update, U.S. average residential price, January 2024"
+DEFAULT_USD_PER_KWH_AS_OF = date(2024, 1, 31)
 # Sustained board power while training, as a share of TDP (assumption: training keeps tensor cores busy;
 # memory-bound phases draw less).
 DEFAULT_UTILISATION = Range(0.6, 0.85, 1.0)
@@ -42,11 +45,11 @@ class MoneyRange:
 
 
 def _usd(value: float | Decimal) -> Decimal:
-    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+    return Decimal(str(value)).quantize(MONEY_STEP, rounding=ROUND_HALF_UP)
 
 
 def _money(quantity: Range, unit_price: Decimal) -> MoneyRange:
-    """A range of hours (or kWh) times a Decimal unit price, in cents."""
+    """A range of hours (or kWh) times a Decimal unit price."""
     return MoneyRange(*(_usd(Decimal(str(q)) * unit_price) for q in (quantity.low, quantity.expected, quantity.high)))
 
 
@@ -77,7 +80,7 @@ def local_cost(hours: Range, gpu: GpuSpec, n_gpus: int = 1, *, usd_per_kwh: Deci
     return CostEstimate(_money(kwh, usd_per_kwh), hours, {
         "power": f"{n_gpus} x {source}",
         "energy_kwh": f"{kwh.low:.2f} / {kwh.expected:.2f} / {kwh.high:.2f}",
-        "price": f"{usd_per_kwh} $/kWh" + (" (EIA U.S. residential average, Jan 2024)"
+        "price": f"{usd_per_kwh} $/kWh" + (f" ({DEFAULT_USD_PER_KWH_SOURCE})"
                                            if usd_per_kwh == DEFAULT_USD_PER_KWH else " (given)"),
         "excludes": "host CPU, memory and cooling power; the GPU's purchase price",
     })

@@ -3,7 +3,7 @@
 ``TrainingSetup`` is the user's choice (method, batch, sequence, optimizer, GPUs). ``Implementation`` says how
 the training code stores tensors; its default is the local trainer (HF Trainer + TRL + PEFT, eager PyTorch).
 The other presets describe the frameworks whose published measurements calibrate the estimator.
-``ModelShape`` turns a catalog ``ModelArch`` into the matrix shapes everything else is computed from.
+``ModelShape`` is the estimator's view of a catalog ``ModelArch`` (whose matrices and parameter count it reuses).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from ftbroker.errors import InputError, UnknownNameError
-from ftbroker.pricing.catalog import ModelArch
+from ftbroker.pricing.catalog import Linear, ModelArch
 
 METHODS = ("full", "lora", "qlora")
 
@@ -158,6 +158,29 @@ LOCAL_TRAINER = Implementation()
 
 
 @dataclass(frozen=True)
+class TrainerDefaults:
+    """What the local trainer does when a job does not say (``backends/local/config.py``'s ``TrainConfig``
+    defaults; a test keeps the two equal). The planner prices GPU routes as that trainer would run them."""
+
+    epochs: int = 3
+    micro_batch: int = 4
+    max_seq_len: int = 2048
+    lora_r: int = 16
+    lora_dropout: float = 0.05
+    eval_fraction: float = 0.1     # of the training file held out when no validation file is given
+    eval_at_start: bool = True     # one evaluation before the first step, then one per epoch
+    checkpoint_every_epoch: bool = True
+
+    @staticmethod
+    def precision(method: str) -> str:
+        """Full fine-tuning loads fp32 weights and autocasts (``amp``); LoRA/QLoRA load the base in 16-bit."""
+        return "amp" if method == "full" else "bf16"
+
+
+TRAINER_DEFAULTS = TrainerDefaults()
+
+
+@dataclass(frozen=True)
 class TrainingSetup:
     """One training configuration. ``micro_batch`` and ``seq_len`` are per GPU and per step."""
 
@@ -229,22 +252,9 @@ class TrainingSetup:
 
 
 @dataclass(frozen=True)
-class Linear:
-    """One kind of matrix in a decoder layer: ``count`` copies (experts) of a d_in x d_out weight."""
-
-    name: str
-    d_in: int
-    d_out: int
-    count: int = 1
-
-    @property
-    def params(self) -> int:
-        return self.d_in * self.d_out * self.count
-
-
-@dataclass(frozen=True)
 class ModelShape:
-    """The matrix shapes of a decoder-only transformer, from its catalog row."""
+    """The estimator's view of a catalog ``ModelArch``: its matrices (from the arch, the one place parameters are
+    counted), the embedding and head, the LoRA adapters and the weights one token is multiplied by."""
 
     arch: ModelArch
 
@@ -254,11 +264,11 @@ class ModelShape:
 
     @property
     def q_dim(self) -> int:
-        return self.arch.num_heads * self.arch.head_dim
+        return self.arch.q_dim
 
     @property
     def kv_dim(self) -> int:
-        return self.arch.num_kv_heads * self.arch.head_dim
+        return self.arch.kv_dim
 
     @property
     def moe(self) -> bool:
@@ -266,34 +276,20 @@ class ModelShape:
 
     @property
     def mlp_width(self) -> int:
-        """Width of one MLP the token passes through (an expert's for MoE models)."""
-        if self.moe:
-            return self.arch.moe_intermediate_size or self.arch.intermediate_size
-        return self.arch.intermediate_size
+        return self.arch.mlp_width
 
-    @cached_property
+    @property
     def linears(self) -> tuple[Linear, ...]:
-        h, experts = self.h, max(1, self.arch.num_experts)
-        return (
-            Linear("q_proj", h, self.q_dim),
-            Linear("k_proj", h, self.kv_dim),
-            Linear("v_proj", h, self.kv_dim),
-            Linear("o_proj", self.q_dim, h),
-            Linear("gate_proj", h, self.mlp_width, experts),
-            Linear("up_proj", h, self.mlp_width, experts),
-            Linear("down_proj", self.mlp_width, h, experts),
-        )
+        return self.arch.linears
 
     @cached_property
     def layer_linear_params(self) -> int:
         return sum(lin.params for lin in self.linears)
 
-    @cached_property
+    @property
     def layer_other_params(self) -> int:
         """Norms, attention biases and the MoE router: small, never quantized."""
-        bias = self.q_dim + 2 * self.kv_dim if self.arch.qkv_bias else 0
-        router = self.h * self.arch.num_experts
-        return 2 * self.h + bias + router
+        return self.arch.layer_other_params
 
     @property
     def embedding_params(self) -> int:
@@ -304,10 +300,9 @@ class ModelShape:
         """Separate output-head parameters (0 when tied to the input embedding)."""
         return 0 if self.arch.tie_word_embeddings else self.embedding_params
 
-    @cached_property
+    @property
     def total_params(self) -> int:
-        layers = self.arch.num_layers * (self.layer_linear_params + self.layer_other_params)
-        return layers + self.embedding_params + self.lm_head_params + self.h
+        return self.arch.params
 
     @cached_property
     def active_matmul_params(self) -> int:

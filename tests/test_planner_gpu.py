@@ -1,0 +1,230 @@
+"""GPU routes of the pure planner: local and cloud, priced by the estimator with the dataset's real lengths."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from ftbroker import planner
+from ftbroker.backends.local.config import TrainConfig
+from ftbroker.estimate.calibration import default_calibration
+from ftbroker.estimate.compute import Overheads, Range, training_time
+from ftbroker.estimate.cost import cloud_cost
+from ftbroker.estimate.memory import estimate_memory, max_micro_batch, max_seq_len
+from ftbroker.estimate.setup import TRAINER_DEFAULTS, TrainingSetup
+from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, build_plan, token_needs
+from ftbroker.pricing.catalog import Catalog, load_catalog
+from plan_reports import report, stats
+
+TODAY = date(2026, 11, 28)
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def few(cat):
+    """The shipped catalog with a handful of instances (a test of one rule need not price 160)."""
+    keep = {("aws", "g6e.xlarge"), ("aws", "g6e.4xlarge"), ("aws", "p5.48xlarge"), ("gcp", "a3-highgpu-1g"),
+            ("cudo", "intel-ice-lake-a100-pci_1x2v4gb"), ("lambda", "gpu_1x_a10")}
+    return Catalog(models=cat.models, gpus=cat.gpus, instances=[i for i in cat.instances
+                                                                   if (i.cloud, i.instance_type) in keep],
+                   managed=cat.managed, files=cat.files, version=cat.version)
+
+
+def gpu_plan(cat, lengths, *, models=("Llama-3.1-8B",), fmt="chat", validation_lengths=None, **options):
+    opts = PlanOptions(models=tuple(ModelRequest(n, cat.models[n]) for n in models), **options)
+    keys = {spec: f"k{i}" for i, spec in enumerate(token_needs(cat, opts))}
+    counted = {k: stats(lengths, "llama3 estimate", exact=False) for k in keys.values()}
+    validation = ({k: stats(validation_lengths, "llama3 estimate", exact=False) for k in keys.values()}
+                  if validation_lengths else None)
+    inputs = PlanInputs(report(counted, fmt=fmt), validation and report(validation), cat, opts, keys, TODAY)
+    return build_plan(inputs, sources=(planner.gpu_routes,), note_sources=(planner.gpu_notes,))
+
+
+def only(plan, **attrs):
+    found = [r for r in plan.routes if all(getattr(r, k) == v for k, v in attrs.items())]
+    assert len(found) == 1, [r.id for r in found]
+    return found[0]
+
+
+# ---------------------------------------------------------------------------------------------- local
+
+def test_local_qlora_on_a_4090_hand_checked(few):
+    arch, gpu, cal = few.models["Llama-3.1-8B"], few.gpus["RTX-4090"], default_calibration()
+    plan = gpu_plan(few, {500: 1000}, method="qlora", gpu="RTX-4090", gpu_source="--gpu")
+    r = only(plan, kind="local")
+    assert r.id == "local:Llama-3.1-8B:qlora:RTX-4090x1" and r.feasible and r.epochs == 3
+    base = TrainingSetup("qlora", seq_len=500, lora_r=16, lora_dropout=0.05, precision="bf16")
+    batch = max_micro_batch(arch, gpu, base.with_(grad_checkpointing=False), limit=4, calibration=cal)
+    assert batch >= 1  # fits without checkpointing: the fastest choice
+    setup = base.with_(grad_checkpointing=False, micro_batch=batch)
+    assert r.breakdown["setup"]["micro_batch"] == batch and not r.breakdown["setup"]["grad_checkpointing"]
+    assert r.vram_gib == round(estimate_memory(arch, setup, cal).total, 2) <= gpu.memory_gib
+    # 1,000 examples of 500 tokens: 10% held out, so 450,000 trained and 50,000 evaluated per pass (no padding:
+    # every example has the same length); 3 epochs and 4 evaluations (one before training)
+    tokens = r.breakdown["tokens"]
+    assert (tokens["real_per_epoch"], tokens["processed_per_epoch"], tokens["eval_processed_per_pass"]) == (
+        450_000, 450_000, 50_000)
+    expected = training_time(arch, gpu, setup, real_tokens=450_000, processed_tokens=450_000, epochs=3,
+                             context=500, overheads=Overheads(checkpoints=3, eval_fraction=50_000 * 4 / 1_350_000),
+                             calibration=cal)
+    assert r.hours == round(expected.hours.expected, 3)
+    # electricity: hours x 450 W TDP x 85% x $0.1545/kWh
+    assert float(r.cost_usd) == pytest.approx(expected.hours.expected * 0.450 * 0.85 * 0.1545, abs=5e-5)
+    assert r.breakdown["cost_usd"]["low"] < float(r.cost_usd) < r.breakdown["cost_usd"]["high"]
+    assert r.price_as_of == date(2024, 1, 31) and r.stale and "EIA" in r.price_source
+
+
+def test_full_fine_tuning_of_8b_does_not_fit_a_24gb_card(few):
+    r = only(gpu_plan(few, {500: 100}, method="full", gpu="RTX-4090"), kind="local")
+    assert not r.feasible and r.hours is None and r.cost_usd is None
+    assert r.reason.startswith("does not fit even at micro-batch 1 with checkpointing: ")
+    needed = float(re.search(r"([0-9.]+) GiB per GPU", r.reason)[1])
+    assert needed == pytest.approx(r.vram_gib, abs=0.06) and "RTX-4090 has 24 GiB" in r.reason
+    assert "alone do not fit" in r.reason  # fp32 weights + AdamW states of 8B parameters: ~120 GiB
+    assert r.breakdown["setup"]["precision"] == "amp"  # the local trainer loads fp32 weights for full training
+
+
+def test_a_sequence_too_long_for_the_card_names_the_longest_that_fits(few):
+    arch, gpu = few.models["Llama-3.1-8B"], few.gpus["L4"]
+    r = only(gpu_plan(few, {100_000: 1, 500: 50}, method="qlora", gpu="L4", max_seq_len=131_072), kind="local")
+    longest = max_seq_len(arch, gpu, TrainingSetup("qlora", seq_len=100_000, lora_dropout=0.05),
+                          calibration=default_calibration())
+    assert 0 < longest < 100_000
+    assert not r.feasible and r.reason.endswith(f"the longest sequence that fits is {longest:,} tokens")
+
+
+def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
+    plan = gpu_plan(few, {40_000: 2, 500: 100}, models=("Qwen2.5-7B",), method="qlora", gpu="H100-SXM",
+                    max_seq_len=65_536)
+    r = only(plan, kind="local")
+    assert not r.feasible
+    assert r.reason == ("2 example(s) exceed the 32,768-token context of Qwen2.5-7B (longest 40,000): "
+                        "cut them with --max-seq-len")
+    assert all(not x.feasible for x in plan.routes)
+    cut = only(gpu_plan(few, {40_000: 2, 500: 100}, models=("Qwen2.5-7B",), method="qlora", gpu="H100-SXM"),
+               kind="local")
+    assert cut.feasible and cut.breakdown["setup"]["seq_len"] == 2048
+    assert "2 example(s) longer than 2,048 tokens are cut to it (the local trainer's default; --max-seq-len); " \
+           "longest 40,000" in cut.notes
+    assert cut.breakdown["tokens"]["real_per_epoch"] == round((2 * 2048 + 100 * 500) * 0.9)
+
+
+def test_a_gpu_without_tflops_has_unknown_time_and_cost(few):
+    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="RTX-3090"), kind="local")
+    assert r.feasible and r.vram_gib and r.hours is None and r.cost_usd is None
+    assert "time and cost unknown: the catalog has no TFLOPS figure for RTX-3090" in r.notes
+
+
+def test_a_gpu_without_tdp_has_unknown_electricity(few):
+    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="A10"), kind="local")
+    assert r.feasible and r.hours and r.cost_usd is None
+    assert "electricity cost unknown: the catalog has no TDP for A10" in r.notes
+
+
+def test_several_local_gpus_shard_full_fine_tuning(few):
+    r = only(gpu_plan(few, {500: 100}, method="full", gpu="H100-SXM", gpu_count=8), kind="local")
+    assert r.feasible and r.hardware == planner.Hardware("H100-SXM", 8)
+    assert r.breakdown["setup"]["sharding"] == "fsdp" and r.vram_gib < 80
+
+
+# ---------------------------------------------------------------------------------------------- cloud
+
+def test_cloud_on_demand_and_spot_costs(few):
+    plan = gpu_plan(few, {2000: 20_000}, method="qlora")  # a few hours, so that reclaims show
+    on_demand = only(plan, instance="g6e.xlarge", pricing="on-demand")
+    spot = only(plan, instance="g6e.xlarge", pricing="spot")
+    assert on_demand.id == "aws:Llama-3.1-8B:qlora:g6e.xlarge:on-demand:L40Sx1"
+    hours = on_demand.breakdown["hours"]
+    # $1.861/h on-demand x the hours (rounded to 3.6 s in the JSON)
+    assert float(on_demand.cost_usd) == pytest.approx(hours["expected"] * 1.861, rel=0.01)
+    assert "start-up" in on_demand.breakdown["hours_by_part"] and "model download" in on_demand.breakdown["hours_by_part"]
+    # spot: the same work at $0.3623/h plus the preemption allowance (restarts and lost work)
+    assert spot.hours > on_demand.hours
+    restart = sum(on_demand.breakdown["hours_by_part"][p] for p in ("start-up", "model download", "model load"))
+    checkpoint = on_demand.breakdown["hours_by_part"]["checkpoints"] / 3
+    expected = cloud_cost(Range(**hours), Decimal("0.3623"), spot=True, restart_hours=Range(restart, restart, restart),
+                          checkpoint_hours=checkpoint)
+    assert float(spot.cost_usd) == pytest.approx(float(expected.usd.expected), rel=0.02)
+    assert spot.breakdown["hours_with_reclaims"]["expected"] == spot.hours
+    assert spot.breakdown["region"] == "me-central-1" and on_demand.breakdown["region"] == "us-east-1"
+    assert on_demand.stale and on_demand.price_as_of == date(2026, 7, 9) and "skypilot" in on_demand.price_source
+
+
+def test_cheapest_instance_per_gpu_type_and_cloud_unless_all(few):
+    every = gpu_plan(few, {500: 200}, method="lora", all_instances=True).routes
+    cheapest = gpu_plan(few, {500: 200}, method="lora").routes
+    assert len(cheapest) < len(every)
+    groups = {}
+    for r in every:
+        groups.setdefault((r.backend, r.hardware.gpu, r.pricing), []).append(r)
+    assert {(r.backend, r.hardware.gpu, r.pricing) for r in cheapest} == set(groups)
+    for r in cheapest:
+        group = groups[(r.backend, r.hardware.gpu, r.pricing)]
+        priced = [g.cost_usd for g in group if g.feasible and g.cost_usd is not None]
+        assert r.cost_usd == (min(priced) if priced else r.cost_usd)
+    l40s = [r for r in cheapest if r.hardware.gpu == "L40S" and r.pricing == "on-demand"]
+    assert [r.instance for r in l40s] == ["g6e.xlarge"]  # not the dearer g6e.4xlarge
+
+
+def test_a_host_too_small_to_load_the_model_is_out(few):
+    r = only(gpu_plan(few, {500: 100}, method="qlora", all_instances=True), instance="intel-ice-lake-a100-pci_1x2v4gb")
+    assert not r.feasible and r.reason.startswith("4 GiB of host RAM is less than the model's 15 GiB")
+
+
+def test_gcp_prices_are_host_plus_gpu_as_the_catalog_sums_them(few):
+    r = only(gpu_plan(few, {500: 100}, method="qlora"), instance="a3-highgpu-1g", pricing="on-demand")
+    assert r.breakdown["usd_per_hour"] == Decimal("5.38327")
+    assert "GCP price = host VM + GPUs" in " ".join(r.notes)
+
+
+# ---------------------------------------------------------------------------------------------- inputs, notes
+
+def test_validation_file_replaces_the_held_out_share(few):
+    r = only(gpu_plan(few, {500: 1000}, validation_lengths={400: 50}, method="qlora", gpu="H100-SXM"), kind="local")
+    assert r.breakdown["tokens"]["real_per_epoch"] == 500_000
+    assert r.breakdown["tokens"]["eval_processed_per_pass"] == 20_000
+    assert "evaluation on the validation file" in r.breakdown["assumptions"]
+
+
+def test_epochs_default_to_the_local_trainer_and_the_flag_wins(few):
+    plan = gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM")
+    assert only(plan, kind="local").epochs == 3
+    assert "3 epochs (the local trainer's default; --epochs)" in plan.notes[0]
+    assert only(gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM", epochs=1), kind="local").epochs == 1
+
+
+def test_methods_and_default_models(few):
+    plan = gpu_plan(few, {500: 100}, models=(), gpu="H100-SXM")
+    assert {(r.model, r.method) for r in plan.routes if r.kind == "local"} == {
+        (m, method) for m in planner.DEFAULT_GPU_MODELS for method in ("full", "lora", "qlora")}
+    assert plan.notes[0].startswith("GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models; --model for others)")
+    specs = token_needs(few, PlanOptions(models=(ModelRequest("gpt-4o-mini"),)))
+    assert planner.model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions()) in token_needs(few, PlanOptions())
+    assert planner.model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions()) not in specs  # a closed model only
+
+
+def test_notes_say_where_there_is_no_local_gpu_and_no_gpu_route(few):
+    plan = gpu_plan(few, {500: 100}, method="qlora", gpu_note="local GPU: none detected")
+    assert "local GPU: none detected" in plan.notes and not [r for r in plan.routes if r.kind == "local"]
+    dpo = gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM", fmt="preference")
+    assert dpo.routes == ()
+    assert dpo.notes == ("no GPU routes: the local trainer does supervised fine-tuning only (no DPO yet)",)
+    closed = gpu_plan(few, {500: 100}, models=())
+    assert closed.routes  # the default models
+    opts = PlanOptions(models=(ModelRequest("gpt-4o-mini"),))
+    assert planner.gpu_models(few, opts) == []
+
+
+def test_trainer_defaults_are_the_local_trainers():
+    config = TrainConfig(model="m", dataset="d")
+    assert (config.epochs, config.micro_batch_size, config.max_seq_length, config.lora.r, config.lora.dropout,
+            config.eval_fraction, config.eval_at_start, config.save_steps == 0, config.gradient_checkpointing) == (
+        TRAINER_DEFAULTS.epochs, TRAINER_DEFAULTS.micro_batch, TRAINER_DEFAULTS.max_seq_len, TRAINER_DEFAULTS.lora_r,
+        TRAINER_DEFAULTS.lora_dropout, TRAINER_DEFAULTS.eval_fraction, TRAINER_DEFAULTS.eval_at_start,
+        TRAINER_DEFAULTS.checkpoint_every_epoch, False)
