@@ -17,6 +17,10 @@ Public rules, applied as their authors describe them (estimator NOTES sec. 1.1 a
   QLoRA-4bit 0.5 (GB = 1e9 bytes).
 Both give a per-model figure; for runs sharded over N GPUs (zero3/fsdp) they are divided by N (the generous
 reading). Neither predicts throughput.
+
+Then the local trainer's own cases, measured on an H200 (bench/results/gpu_calibrate.json), as reference points
+of their own: VRAM (max_memory_allocated and max_memory_reserved) and tokens/s, held out by model size (the
+constants fitted on the 1B cases predict the 7B/8B ones and the reverse) and all (the shipped constants).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 fine-tuning of randomly initialised models with real architectures, and the constants that pins.
 
     python bench/gpu_calibrate.py [--out DIR] [--budget 270]        # CUDA: GPU_PLAN below, ~4.5 min on one H200
-    python bench/gpu_calibrate.py --tiny [--out DIR]                # CPU smoke test: a tiny Llama, seconds
+    python bench/gpu_calibrate.py --cases validate                  # CUDA: VALIDATE_PLAN, new cases, ~2.5 min
+    python bench/gpu_calibrate.py --tiny [--cases validate]         # CPU smoke test: a tiny Llama, seconds
     python bench/gpu_calibrate.py --fit RESULTS.json [--write]      # measured constants for calibration.toml
+    python bench/gpu_calibrate.py --report RESULTS.json             # a results table, estimated anew
 
 How it measures
   * No download: each architecture row (bench/data/models.csv) becomes a Hugging Face config, is initialised at
@@ -29,10 +31,13 @@ How it measures
   * A case the estimator says will not fit the card is skipped, not run; an out-of-memory error is caught and
     recorded (with the peak reached) and the next case runs.
 
---fit reads the JSON and derives what the published runs could only guess: the allocator overhead (reserved /
-allocated - 1), the CUDA context, and the local trainer's achieved fraction of the dense peak per method on this
-GPU; --write puts them into broker/estimate/calibration.toml (its [measured] part; estimator_accuracy.py --write
-keeps them). Results: bench/results/ (see its README.md).
+--fit reads the JSON and derives what the published runs could only guess (broker/estimate/calibration.py,
+TrainerTiming): the allocator overhead by method (reserved / allocated - 1), the CUDA context, and the step-time
+model of the trainer, step = (host^k + device^k)^(1/k), whose host milliseconds per decoder layer-pass (by
+method) and device efficiency it fits by least squares on the log step times of every case; --write puts them
+into broker/estimate/calibration.toml (its [trainer] part; estimator_accuracy.py --write keeps it).
+estimator_accuracy.py reads the measured cases as reference points of their own, with held-out folds by model
+size. Results: bench/results/ (see its README.md).
 """
 
 from __future__ import annotations
@@ -131,8 +136,10 @@ GPU_PLAN = Plan(
     steps=8, warmup=3, budget_s=270, worker_min_s=30, case_margin_s=15)
 
 # Cases the calibration was NOT fitted on, to check the fitted constants (--cases validate): new sequence lengths,
-# batches and checkpointing choices, LoRA on the 8B row (never measured before) and QLoRA on it without
-# checkpointing. Two model builds (1B ~12 s, 8B ~35 s) and ~10 s of imports per process: about 2 minutes.
+# batches and checkpointing choices, LoRA on the 8B row (never measured before), QLoRA on it without
+# checkpointing, and last (an out-of-memory error must not cost the others) full fine-tuning of it with fp32
+# AdamW, which the fitted model puts at ~130 of the card's 139.8 GiB (the old one said 152 and skipped it): the
+# fit decision at its edge. Two model builds (1B ~12 s, 8B ~35 s), ~10 s of imports per process: about 2.3 min.
 VALIDATE_PLAN = Plan(
     cases=(
         Case("Llama-3.2-1B", "full", 1024, 2),
@@ -140,6 +147,7 @@ VALIDATE_PLAN = Plan(
         Case("Llama-3.2-1B", "qlora", 1024, 4, checkpointing=True),
         Case("Llama-3.1-8B", "lora", 1024, 2, checkpointing=True),
         Case("Llama-3.1-8B", "qlora", 1024, 8),
+        Case("Llama-3.1-8B", "full", 1024, 1, checkpointing=True),
     ),
     steps=8, warmup=3, budget_s=150, worker_min_s=30, case_margin_s=12)
 
@@ -711,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny Llama, full/LoRA/QLoRA")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="folder for gpu_calibrate[-tiny].json and .txt (default bench/results)")
+                        help="folder for gpu_calibrate[-tiny] / gpu_validate[-tiny] .json and .txt "
+                             "(default bench/results)")
     parser.add_argument("--budget", type=float, help="seconds for all the cases (default: 270 GPU, 120 tiny)")
     parser.add_argument("--cases", choices=("calibrate", "validate"), default="calibrate",
                         help="calibrate: the cases the constants are fitted on; validate: new cases to check them")

@@ -7,9 +7,12 @@ the decoder layers. Causal attention does 4 * q_dim * i FLOPs for the i-th token
 2 * q_dim * s per token on average: FlashAttention/SDPA skip the masked half, so this is the work done,
 half the non-causal 4*L*h*s convention that MFU tables use.
 
-Throughput = the GPU's dense bf16 peak x an efficiency calibrated on published runs (per method and GPU
-class), then the memory-bound extras the FLOP count misses: bitsandbytes NF4 dequantization (HBM traffic
-per weight per pass) and multi-GPU scaling. Results are ranges with their assumptions.
+Throughput, for an implementation measured on a GPU (the local trainer: bench/gpu_calibrate.py): a step takes
+(host^k + device^k)^(1/k), the host launching eager kernels ahead of the GPU (a fixed cost per decoder layer
+and pass, so small steps are bound by it), the device doing the FLOPs at a measured fraction of its dense peak
+plus the HBM traffic the FLOP count misses at its bandwidth (``step_traffic_bytes``). For the frameworks of the
+published runs: the dense peak x an efficiency calibrated on them (per method and GPU class), plus the NF4
+dequantization traffic. Both: multi-GPU scaling; results are ranges with their assumptions.
 """
 
 from __future__ import annotations
