@@ -17,6 +17,10 @@ Public rules, applied as their authors describe them (estimator NOTES sec. 1.1 a
   QLoRA-4bit 0.5 (GB = 1e9 bytes).
 Both give a per-model figure; for runs sharded over N GPUs (zero3/fsdp) they are divided by N (the generous
 reading). Neither predicts throughput.
+
+Then the local trainer's own cases, measured on an H200 (bench/results/gpu_calibrate.json), as reference points
+of their own: VRAM (max_memory_allocated and max_memory_reserved) and tokens/s, held out by model size (the
+constants fitted on the 1B cases predict the 7B/8B ones and the reverse) and all (the shipped constants).
 """
 
 from __future__ import annotations
@@ -187,8 +191,8 @@ CUDA_CONTEXT_GIB = 1000 / 1024
 
 def fit_memory(points: list[Point], base: Calibration) -> Calibration:
     """activation_scale: grid search minimising the mean absolute % error on the fit points that report allocated
-    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi,
-    unless ``base`` holds readings from a GPU (bench/gpu_calibrate.py), which are kept with the CUDA context."""
+    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi.
+    ``base``'s measured trainer constants (bench/gpu_calibrate.py --fit) are kept."""
     fit = [p for p in vram_points(points) if p.split == "fit"]
     allocated = [p for p in fit if p.metric in ("allocated", "active")]
     cal = replace(base, cuda_context_gib=CUDA_CONTEXT_GIB, allocator_overhead=0.0)
@@ -205,9 +209,7 @@ def fit_memory(points: list[Point], base: Calibration) -> Calibration:
             alloc = estimate_memory(p.arch, p.setup, cal).allocated
             context = cal.cuda_context_gib if p.metric == "nvidia-smi" else 0.0
             implied.append(max(0.0, (p.vram - context) / alloc - 1))
-    overhead = base.allocator_overhead if base.measured_on else round(statistics.median(implied), 3)
-    context = base.cuda_context_gib if base.measured_on else cal.cuda_context_gib
-    return replace(cal, allocator_overhead=overhead, cuda_context_gib=context,
+    return replace(cal, allocator_overhead=round(statistics.median(implied), 3),
                    points=tuple(p.id for p in fit), fitted_on=date.today().isoformat(), source="fit")
 
 
@@ -344,26 +346,20 @@ def report_dropped(points: list[Point]) -> None:
 
 
 def calibration_toml(cal: Calibration) -> str:
-    """The calibration file; bench/gpu_calibrate.py --fit --write writes it too (with its [measured] part)."""
+    """The calibration file; bench/gpu_calibrate.py --fit --write writes it too (with its [trainer] part)."""
     mfu = "\n".join(f"[throughput.mfu.{m}]\n" + "\n".join(f"{c} = {v}" for c, v in sorted(by.items())) + "\n"
                     for m, by in sorted(cal.mfu.items()))
     points = ",\n".join(f'    "{p}"' for p in cal.points)
-    if cal.measured_on:
-        overhead_why = "max_memory_reserved / max_memory_allocated - 1, median of the GPU cases in [measured]"
-        context_why = "device memory in use minus memory reserved by torch, median of the GPU cases in [measured]"
-    else:
-        overhead_why = "median implied by the fit points read as reserved / nvidia-smi"
-        context_why = "1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)"
     return f"""# Estimator calibration, written by bench/estimator_accuracy.py --write and bench/gpu_calibrate.py --fit --write.
-# Do not edit by hand: refit. Data: bench/data/reference_points.csv (sources per row; fit on the rows whose split
-# is "fit") and, in [measured], the local trainer measured on a GPU (bench/results/).
+# Do not edit by hand: refit. Data: bench/data/reference_points.csv (published runs, sources per row; fit on the
+# rows whose split is "fit") and, in [trainer], the local trainer measured on a GPU (bench/results/).
 
 [memory]
 # multiplies the per-tensor activation accounting (grid search, mean |error| on allocated-memory fit points)
 activation_scale = {cal.activation_scale}
-# reserved-but-unallocated share of the peak: {overhead_why}
+# reserved-but-unallocated share of the peak: median implied by the fit points read as reserved / nvidia-smi
 allocator_overhead = {cal.allocator_overhead}
-# CUDA context: {context_why}
+# CUDA context: 1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)
 cuda_context_gib = {cal.cuda_context_gib}
 
 [throughput]
@@ -383,25 +379,118 @@ date = "{cal.fitted_on}"
 points = [
 {points},
 ]
-{_measured_toml(cal)}"""
+{_trainer_toml(cal)}"""
 
 
-def _measured_toml(cal: Calibration) -> str:
-    if not cal.measured_on:
+def _trainer_toml(cal: Calibration) -> str:
+    t = cal.trainer
+    if t is None:
         return ""
-    mfu = "\n".join(f"{method} = {value}" for method, value in sorted(cal.measured_mfu.items()))
-    return f"""
-# The local trainer measured on a GPU by bench/gpu_calibrate.py --fit. mfu: achieved fraction of that GPU's dense
-# bf16 peak by method (median of the cases with enough tokens per step), used for this implementation on GPUs
-# whose peak is within 10% of it (the same chip generation) instead of mfu / eager_slowdown above.
-[measured]
-on = "{cal.measured_on}"
-implementation = "{cal.measured_impl}"
-peak_tflops = {cal.measured_peak_tflops}
 
-[measured.mfu]
-{mfu}
+    def table(values: dict[str, float]) -> str:
+        return "\n".join(f"{key} = {value}" for key, value in sorted(values.items()))
+
+    return f"""
+# The local trainer measured on a GPU (bench/gpu_calibrate.py --fit; ftbroker.estimate.calibration.TrainerTiming).
+# It replaces the published constants above for that implementation: step = (host^k + device^k)^(1/k), host =
+# host_ms x decoder layers x passes, device = FLOPs / (dense peak x device_efficiency) + HBM traffic / bandwidth.
+# device_efficiency carries to other GPU classes in proportion to [throughput.mfu]. overlap (k) and
+# dequant_bytes_per_param are fixed by bench/gpu_calibrate.py (OVERLAP, DEQUANT_BYTES_PER_PARAM), not fitted.
+[trainer]
+on = "{t.on}"
+implementation = "{t.implementation}"
+gpu_class = "{t.gpu_class}"
+peak_tflops = {t.peak_tflops}
+device_efficiency = {t.device_efficiency}
+overlap = {t.overlap}
+dequant_bytes_per_param = {t.dequant_bytes_per_param}
+# device memory in use outside the allocator (cudaMemGetInfo minus memory_reserved), median of the cases
+cuda_context_gib = {t.cuda_context_gib}
+
+# host milliseconds per decoder layer per pass (forward, backward, recompute), by method
+[trainer.host_ms]
+{table(t.host_ms)}
+
+# max_memory_reserved / max_memory_allocated - 1, median of the cases, by method
+[trainer.allocator_overhead]
+{table(t.allocator_overhead)}
 """
+
+
+# --- the local trainer, measured on a GPU -----------------------------------------------------------------
+TRAINER_RESULTS = Path(__file__).parent / "results" / "gpu_calibrate.json"
+TRAINER_LABEL = "ftbroker trainer, H200, measured 2026-11-28"
+# Cross-validation by model size: the constants fitted on the 1B cases predict the 7B/8B ones, and the reverse.
+# The 1B steps are bound by the host, the 7B/8B ones by the GPU, so each fold must carry over between regimes.
+TRAINER_FOLDS = (("Llama-3.2-1B",), ("Llama-3.1-8B", "Qwen2.5-7B"))
+
+
+def trainer_points(cal: Calibration) -> tuple[list[dict], str]:
+    """Every successful case of bench/results/gpu_calibrate.json with its measurements and two predictions:
+    ``held`` from the calibration fitted on the other fold, ``all`` from ``cal`` (fitted on every case)."""
+    import json
+
+    import gpu_calibrate as gc  # it imports this module: loaded here, not at the top
+
+    results = json.loads(TRAINER_RESULTS.read_text(encoding="utf-8"))
+    records = gc.cuda_records(results, str(TRAINER_RESULTS))
+    meta, archs = results["meta"], gc.architectures()
+    gpu = gc.gpu_spec(meta["gpu"])
+
+    def predict(record: dict, calibration: Calibration) -> dict:
+        arch, setup = archs[record["case"]["model"]], gc.setup_from_json(record["setup"])
+        memory = estimate_memory(arch, setup, calibration)
+        return {"allocated": memory.allocated, "reserved": memory.allocated + memory.allocator_overhead,
+                "tokens_per_s": throughput(arch, gpu, setup, calibration).tokens_per_s_per_gpu.expected}
+
+    held = {}
+    for fold in TRAINER_FOLDS:
+        fitted = gc.fit_calibration([r for r in records if r["case"]["model"] in fold], meta, cal,
+                                    str(TRAINER_RESULTS), results["date"])
+        held |= {r["id"]: predict(r, fitted) for r in records if r["case"]["model"] not in fold}
+    points = []
+    for r in records:
+        arch, setup = archs[r["case"]["model"]], gc.setup_from_json(r["setup"])
+        rule = Point(r["id"], {}, arch, gpu, setup, "", "", None, None, "", "")
+        points.append({"id": r["id"], "method": setup.method, "held": held[r["id"]], "all": predict(r, cal),
+                       "measured": {"allocated": r["measured"]["max_allocated"] / GIB,
+                                    "reserved": r["measured"]["max_reserved"] / GIB,
+                                    "tokens_per_s": r["measured"]["tokens_per_s"]},
+                       "accelerate": accelerate_rule(rule), "LLaMA-Factory": llamafactory_rule(rule)})
+    return points, f"{TRAINER_LABEL} ({len(points)} cases, source {TRAINER_RESULTS.relative_to(DATA.parent.parent)})"
+
+
+def report_trainer(cal: Calibration, show_points: bool) -> None:
+    points, title = trainer_points(cal)
+    print(f"\n== {title} ==")
+    print("   held-out: each case predicted by the constants fitted on the other model size (folds: "
+          + " | ".join(", ".join(f) for f in TRAINER_FOLDS) + "); all: the shipped constants, fitted on every case")
+    print("   (allocated memory has no constant fitted on these cases: held-out and all differ only in reserved)")
+    header = f"{'method':7} {'subset':9} {'n':>3} {'ours':>15} {'accelerate':>15} {'LLaMA-Factory':>15}  ours / (best rule / 3)"
+    for key, title in (("allocated", "VRAM max_memory_allocated"), ("reserved", "VRAM max_memory_reserved"),
+                       ("tokens_per_s", "throughput (tokens/s)")):
+        print(f"\n-- {title}: absolute % error by method (median / p90) --\n{header}")
+        for method in ("full", "lora", "qlora", "all"):
+            for subset in ("held", "all"):
+                sel = [p for p in points if method in ("all", p["method"])]
+                ours = [err(p[subset][key], p["measured"][key]) for p in sel]
+                cols = [f"{statistics.median(ours):6.1f} / {p90(ours):6.1f}"]
+                versus = ""
+                if key != "tokens_per_s":
+                    rules = [[err(p[rule], p["measured"][key]) for p in sel] for rule in ("accelerate", "LLaMA-Factory")]
+                    cols += [f"{statistics.median(e):6.1f} / {p90(e):6.1f}" for e in rules]
+                    best = min(statistics.median(e) for e in rules)
+                    versus = f"  {statistics.median(ours) / (best / 3):.2f} (median)"
+                print(f"{method:7} {'held-out' if subset == 'held' else 'all':9} {len(sel):3d} "
+                      + " ".join(f"{c:>15}" for c in cols) + versus)
+        if key == "tokens_per_s":
+            print("   (the two public memory rules do not predict throughput)")
+    if show_points:
+        print(f"\n-- every case: measured / held-out / all (GiB, GiB, tokens/s) --")
+        for p in points:
+            print(f"{p['id']:42} " + "   ".join(
+                f"{key} {p['measured'][key]:,.2f} / {p['held'][key]:,.2f} / {p['all'][key]:,.2f}"
+                for key in ("allocated", "reserved", "tokens_per_s")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.points:
         report_points(points, cal)
     report_dropped(points)
+    report_trainer(cal, args.points)
     return 0
 
 

@@ -2,8 +2,10 @@
 fine-tuning of randomly initialised models with real architectures, and the constants that pins.
 
     python bench/gpu_calibrate.py [--out DIR] [--budget 270]        # CUDA: GPU_PLAN below, ~4.5 min on one H200
-    python bench/gpu_calibrate.py --tiny [--out DIR]                # CPU smoke test: a tiny Llama, seconds
+    python bench/gpu_calibrate.py --cases validate                  # CUDA: VALIDATE_PLAN, new cases, ~2.5 min
+    python bench/gpu_calibrate.py --tiny [--cases validate]         # CPU smoke test: a tiny Llama, seconds
     python bench/gpu_calibrate.py --fit RESULTS.json [--write]      # measured constants for calibration.toml
+    python bench/gpu_calibrate.py --report RESULTS.json             # a results table, estimated anew
 
 How it measures
   * No download: each architecture row (bench/data/models.csv) becomes a Hugging Face config, is initialised at
@@ -29,10 +31,13 @@ How it measures
   * A case the estimator says will not fit the card is skipped, not run; an out-of-memory error is caught and
     recorded (with the peak reached) and the next case runs.
 
---fit reads the JSON and derives what the published runs could only guess: the allocator overhead (reserved /
-allocated - 1), the CUDA context, and the local trainer's achieved fraction of the dense peak per method on this
-GPU; --write puts them into broker/estimate/calibration.toml (its [measured] part; estimator_accuracy.py --write
-keeps them). Results: bench/results/ (see its README.md).
+--fit reads the JSON and derives what the published runs could only guess (broker/estimate/calibration.py,
+TrainerTiming): the allocator overhead by method (reserved / allocated - 1), the CUDA context, and the step-time
+model of the trainer, step = (host^k + device^k)^(1/k), whose host milliseconds per decoder layer-pass (by
+method) and device efficiency it fits by least squares on the log step times of every case; --write puts them
+into broker/estimate/calibration.toml (its [trainer] part; estimator_accuracy.py --write keeps it).
+estimator_accuracy.py reads the measured cases as reference points of their own, with held-out folds by model
+size. Results: bench/results/ (see its README.md).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import random
 import shutil
@@ -54,19 +60,35 @@ from datetime import date
 from pathlib import Path
 
 from estimator_accuracy import CALIBRATION_TOML, RETRIEVED, calibration_toml, err, load_gpus, load_models, p90
-from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import achieved_efficiency, gpu_class, peak_tflops
+from ftbroker.estimate.calibration import Calibration, TrainerTiming, default_calibration
+from ftbroker.estimate.compute import (
+    achieved_efficiency,
+    flops_per_token,
+    gpu_class,
+    layer_passes,
+    overlapped,
+    peak_tflops,
+    step_traffic_bytes,
+    throughput,
+)
 from ftbroker.estimate.memory import GIB
 from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 from train_throughput import WORDS, words_tokenizer
 
 METHODS = ("full", "lora", "qlora")
+# Every example here is cut to exactly max_seq_length, so a batch has no padding: transformers drops the all-ones
+# attention mask and SDPA runs GQA without repeating k/v. The estimator's default (HF's rule for padded batches)
+# would repeat them; the bench describes what it runs.
+BENCH_IMPL = replace(LOCAL_TRAINER, repeat_kv=False)
+# The step-time model's fixed constants (broker/estimate/calibration.py TrainerTiming): the overlap of host and
+# device (k = 2: host and device times add in quadrature; the data put k between 2 and 4: a pure maximum misses
+# the steps where both are comparable), and bitsandbytes' NF4 dequantization traffic, from its kernel: it reads
+# the 4-bit codes (0.5 B per weight) and writes a 16-bit copy (2 B) each pass. The QLoRA/LoRA pairs check it.
+OVERLAP = 2.0
+DEQUANT_BYTES_PER_PARAM = 2.5
 # SFTConfig optim for the estimator's optimizer names (None: the trainer's default, fused AdamW)
 HF_OPTIMIZERS = {"adamw": None, "adamw_8bit": "adamw_bnb_8bit"}
-# The efficiency fit uses steps of at least this many tokens: smaller ones are bound by kernel launches, and
-# the planner prices micro-batches of max_seq_length (2048 by default).
-FIT_MIN_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -113,12 +135,34 @@ GPU_PLAN = Plan(
     ),
     steps=8, warmup=3, budget_s=270, worker_min_s=30, case_margin_s=15)
 
+# Cases the calibration was NOT fitted on, to check the fitted constants (--cases validate): new sequence lengths,
+# batches and checkpointing choices, LoRA on the 8B row (never measured before), QLoRA on it without
+# checkpointing, and last (an out-of-memory error must not cost the others) full fine-tuning of it with fp32
+# AdamW, which the fitted model puts at ~130 of the card's 139.8 GiB (the old one said 152 and skipped it): the
+# fit decision at its edge. Two model builds (1B ~12 s, 8B ~35 s), ~10 s of imports per process: about 2.3 min.
+VALIDATE_PLAN = Plan(
+    cases=(
+        Case("Llama-3.2-1B", "full", 1024, 2),
+        Case("Llama-3.2-1B", "lora", 4096, 1, checkpointing=True),
+        Case("Llama-3.2-1B", "qlora", 1024, 4, checkpointing=True),
+        Case("Llama-3.1-8B", "lora", 1024, 2, checkpointing=True),
+        Case("Llama-3.1-8B", "qlora", 1024, 8),
+        Case("Llama-3.1-8B", "full", 1024, 1, checkpointing=True),
+    ),
+    steps=8, warmup=3, budget_s=150, worker_min_s=30, case_margin_s=12)
+
 # A Llama-shaped toy with a vocabulary twice the tokenizer's, like the real rows (model vocab > ids used).
 TINY_ARCH = ModelArch(name="tiny-llama", hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
                       num_kv_heads=2, head_dim=16, vocab_size=2048, max_position_embeddings=256,
                       tie_word_embeddings=False, source="bench/gpu_calibrate.py (CPU smoke test)", as_of=RETRIEVED)
 TINY_PLAN = Plan(cases=tuple(Case(TINY_ARCH.name, m, 64, 2) for m in METHODS),
                  steps=3, warmup=1, budget_s=120, worker_min_s=5, case_margin_s=2)
+TINY_VALIDATE_PLAN = Plan(cases=(Case(TINY_ARCH.name, "lora", 128, 1, checkpointing=True),
+                                 Case(TINY_ARCH.name, "qlora", 64, 4)),
+                          steps=3, warmup=1, budget_s=120, worker_min_s=5, case_margin_s=2)
+# (tiny CPU smoke test?, which cases) -> plan
+PLANS = {(False, "calibrate"): GPU_PLAN, (False, "validate"): VALIDATE_PLAN,
+         (True, "calibrate"): TINY_PLAN, (True, "validate"): TINY_VALIDATE_PLAN}
 
 
 def architectures() -> dict[str, ModelArch]:
@@ -210,11 +254,9 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
                  memory_gib: float | None) -> dict:
     """Train one case for ``plan.steps`` steps through the local trainer's code; the record of it."""
     import torch
-    from ftbroker.backends.local import callbacks
     from ftbroker.backends.local import train as recipe
     from ftbroker.backends.local.config import TrainConfig
     from ftbroker.estimate import summarize
-    from transformers import PrinterCallback
 
     data_file = scratch / f"chats-{case.seq_len}x{plan.steps * case.micro_batch}.jsonl"
     if not data_file.exists():
@@ -224,7 +266,7 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
                          eval_fraction=0, micro_batch_size=case.micro_batch, max_seq_length=case.seq_len,
                          gradient_checkpointing=case.checkpointing, logging_steps=1, seed=0)
     device, precision = recipe._device_and_precision(config, torch)
-    setup = config.training_setup(precision).with_(optimizer=case.optimizer)
+    setup = config.training_setup(precision).with_(optimizer=case.optimizer, impl=BENCH_IMPL)
     estimate = summarize(arch, setup, gpu)
     record = {"case": asdict(case), "id": case.id, "setup": _setup_json(setup), "device": device,
               "precision": precision, "steps": plan.steps, "warmup": plan.warmup,
@@ -232,6 +274,9 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
     if memory_gib is not None and estimate.memory.total > memory_gib:
         return record | {"status": "skipped", "reason": f"estimated {estimate.memory.total:.1f} GiB > the card's "
                                                          f"{memory_gib:.1f} GiB"}
+    from ftbroker.backends.local import callbacks  # transformers: imported only for a case that runs
+    from transformers import PrinterCallback
+
     started = time.perf_counter()
     cuda = device == "cuda"
     tokenizer = recipe._load_tokenizer(config)
@@ -288,9 +333,9 @@ def _setup_json(setup: TrainingSetup) -> dict:
 
 
 def setup_from_json(fields: dict) -> TrainingSetup:
-    if fields["impl"] != LOCAL_TRAINER.name:
+    if fields["impl"] != BENCH_IMPL.name:
         raise ValueError(f"a case measured with implementation {fields['impl']!r}, not the local trainer")
-    return TrainingSetup(**(fields | {"impl": LOCAL_TRAINER, "targets": tuple(fields["targets"])}))
+    return TrainingSetup(**(fields | {"impl": BENCH_IMPL, "targets": tuple(fields["targets"])}))
 
 
 def _estimate_json(estimate) -> dict:
@@ -300,8 +345,10 @@ def _estimate_json(estimate) -> dict:
     return {"allocated_gib": m.allocated, "reserved_gib": m.allocated + m.allocator_overhead, "total_gib": m.total,
             "static_gib": m.weights + m.adapter, "phase": m.phase,
             "tokens_per_s": tput.tokens_per_s_per_gpu.expected if tput and tput.tokens_per_s_per_gpu else None,
-            "calibration": {"source": cal.source, "fitted_on": cal.fitted_on, "measured_on": cal.measured_on,
-                            "allocator_overhead": cal.allocator_overhead, "cuda_context_gib": cal.cuda_context_gib}}
+            "calibration": {"source": cal.source, "fitted_on": cal.fitted_on,
+                            "measured_on": cal.trainer.on if cal.trainer else "",
+                            "allocator_overhead": m.allocator_overhead / m.allocated if m.allocated else 0.0,
+                            "cuda_context_gib": m.cuda_context}}
 
 
 def worker(cases: Sequence[Case], plan: Plan, scratch: Path, results: Path, deadline: float) -> None:
@@ -406,9 +453,9 @@ def read_lines(path: Path) -> list[dict]:
     return lines
 
 
-def run_plan(plan: Plan, scratch: Path, tiny: bool, save) -> tuple[dict, list[dict]]:
-    """Run every model's cases in its own worker process; ``save(meta, records)`` after each (a kill of this
-    process at a time limit keeps what was measured)."""
+def run_plan(plan: Plan, scratch: Path, plan_args: list[str], save) -> tuple[dict, list[dict]]:
+    """Run every model's cases in its own worker process (``plan_args`` select the same plan there);
+    ``save(meta, records)`` after each (a kill of this process at a time limit keeps what was measured)."""
     deadline = time.time() + plan.budget_s
     meta: dict = {}
     records: list[dict] = []
@@ -419,7 +466,7 @@ def run_plan(plan: Plan, scratch: Path, tiny: bool, save) -> tuple[dict, list[di
             continue
         results = scratch / f"{model}.jsonl"
         command = [sys.executable, __file__, "--worker", model, "--scratch", str(scratch), "--results", str(results),
-                   "--deadline", str(deadline)] + (["--tiny"] if tiny else [])
+                   "--deadline", str(deadline), *plan_args]
         print(f"== {model}: {len(cases)} cases, {left:.0f} s left", flush=True)
         try:
             code = subprocess.run(command, timeout=left + 20).returncode
@@ -503,62 +550,138 @@ def report(meta: dict, records: Sequence[dict]) -> str:
 
 # ---- --fit ---------------------------------------------------------------------------------------------
 
-def fit(results: dict, base: Calibration, source: str) -> tuple[Calibration, list[str]]:
-    """The measured constants: allocator overhead (median reserved / allocated - 1), CUDA context (median),
-    and the local trainer's efficiency per method (median over the cases with >= FIT_MIN_TOKENS tokens a step).
-    Raises ValueError when the results hold no GPU measurement."""
-    meta, records = results["meta"], results["cases"]
-    ok = [r for r in records if r["status"] == "ok" and r.get("device") == "cuda"]
-    gpu = gpu_spec(meta.get("gpu", "")) if meta.get("gpu") else None
+def step_parts(record: dict, arch: ModelArch, gpu: GpuSpec) -> dict:
+    """The measured step time of a record and the parts of the step-time model that do not depend on the fitted
+    constants: FLOP seconds at the full dense peak, HBM traffic seconds, and decoder layer-passes."""
+    setup = setup_from_json(record["setup"])
+    tokens = record["tokens_per_step"]
+    return {"method": setup.method, "seconds": tokens / record["measured"]["tokens_per_s"],
+            "flop_s": tokens * flops_per_token(arch, setup).total / (peak_tflops(gpu) * 1e12),
+            "traffic_s": step_traffic_bytes(arch, setup, tokens, DEQUANT_BYTES_PER_PARAM) / (gpu.bandwidth_gbps * 1e9),
+            "layer_passes": arch.num_layers * layer_passes(setup)}
+
+
+def _predicted_step(part: dict, host_ms: dict[str, float], efficiency: float) -> float:
+    return overlapped(host_ms[part["method"]] * 1e-3 * part["layer_passes"],
+                      part["flop_s"] / efficiency + part["traffic_s"], OVERLAP)
+
+
+def _minimize(f, x0: list[float], step: float = 0.5, iterations: int = 600) -> list[float]:
+    """Nelder-Mead (reflection, expansion, contraction, shrink): the few constants of the step-time model."""
+    simplex = [list(x0)] + [[v + (step if i == j else 0) for j, v in enumerate(x0)] for i in range(len(x0))]
+    values = [f(x) for x in simplex]
+    for _ in range(iterations):
+        order = sorted(range(len(simplex)), key=values.__getitem__)
+        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+        centre = [sum(col) / (len(simplex) - 1) for col in zip(*simplex[:-1])]
+
+        def toward(t: float) -> list[float]:
+            return [c + t * (w - c) for c, w in zip(centre, simplex[-1])]
+
+        reflected = toward(-1)
+        fr = f(reflected)
+        if fr < values[0]:
+            expanded = toward(-2)
+            fe = f(expanded)
+            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = reflected, fr
+        else:
+            contracted = toward(0.5)
+            fc = f(contracted)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = contracted, fc
+            else:
+                simplex = [simplex[0]] + [[b + (v - b) / 2 for b, v in zip(simplex[0], x)] for x in simplex[1:]]
+                values = [values[0]] + [f(x) for x in simplex[1:]]
+    return simplex[min(range(len(simplex)), key=values.__getitem__)]
+
+
+def fit_timing(parts: Sequence[dict]) -> tuple[dict[str, float], float]:
+    """(host ms per layer-pass by method, device efficiency) minimising the squared log error of the step times."""
+    methods = sorted({p["method"] for p in parts})
+
+    def unpack(x):  # logs keep the host times positive; a logistic keeps the efficiency in (0, 1)
+        return {m: math.exp(v) for m, v in zip(methods, x)}, 1 / (1 + math.exp(-x[-1]))
+
+    def loss(x):
+        host, eff = unpack(x)
+        return sum(math.log(_predicted_step(p, host, eff) / p["seconds"]) ** 2 for p in parts)
+
+    host, eff = unpack(_minimize(loss, [math.log(3.0)] * len(methods) + [0.0]))
+    return {m: round(v, 3) for m, v in host.items()}, round(eff, 3)
+
+
+def fit_calibration(records: Sequence[dict], meta: dict, base: Calibration, source: str, when: str) -> Calibration:
+    """``base`` with the local trainer's measured constants (a ``TrainerTiming``) from these successful CUDA
+    records: allocator overhead per method (median reserved / allocated - 1), CUDA context (median), and the
+    step-time model's host times and device efficiency (least squares on log step time)."""
+    gpu = gpu_spec(meta.get("gpu", ""))
+    archs = architectures()
+    parts = [step_parts(r, archs[r["case"]["model"]], gpu) for r in records]
+    host, efficiency = fit_timing(parts)
+    overheads: dict[str, list[float]] = {}
+    for r in records:
+        overheads.setdefault(r["case"]["method"], []).append(r["measured"]["max_reserved"] / r["measured"]["max_allocated"] - 1)
+    versions = meta.get("versions") or {}
+    timing = TrainerTiming(
+        on=(f"{meta['gpu']}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
+            f"trl {versions.get('trl')}, measured {when}: {Path(source).name}, {len(records)} cases"),
+        implementation=BENCH_IMPL.name, gpu_class=gpu_class(gpu), peak_tflops=float(peak_tflops(gpu)),
+        device_efficiency=efficiency, host_ms=host, overlap=OVERLAP, dequant_bytes_per_param=DEQUANT_BYTES_PER_PARAM,
+        allocator_overhead={m: round(statistics.median(v), 3) for m, v in sorted(overheads.items())},
+        cuda_context_gib=round(statistics.median(r["measured"]["context"] / GIB for r in records), 3))
+    return replace(base, trainer=timing)
+
+
+def cuda_records(results: dict, source: str) -> list[dict]:
+    """The successful CUDA records; ValueError when there are none or the GPU has no row with a dense peak."""
+    meta = results["meta"]
+    ok = [r for r in results["cases"] if r["status"] == "ok" and r.get("device") == "cuda"]
     if not ok:
         raise ValueError(f"{source} holds no successful CUDA case: nothing to fit")
+    gpu = gpu_spec(meta.get("gpu", "")) if meta.get("gpu") else None
     if gpu is None or not peak_tflops(gpu):
         raise ValueError(f"{meta.get('gpu')!r} has no row with a dense peak in bench/data/gpus.csv: add it first")
+    return ok
+
+
+def fit(results: dict, base: Calibration, source: str) -> tuple[Calibration, list[str]]:
+    """The measured constants of the local trainer and what they change (see ``fit_calibration``)."""
+    meta = results["meta"]
+    ok = cuda_records(results, source)
+    gpu = gpu_spec(meta["gpu"])
+    fitted = fit_calibration(ok, meta, base, source, results.get("date", "?"))
+    t = fitted.trainer
+    lines = [f"{len(ok)} successful CUDA cases on {meta['gpu']} (bench row {gpu.name}, {peak_tflops(gpu):g} TFLOPS, "
+             f"{gpu.bandwidth_gbps:g} GB/s)",
+             "allocator overhead (reserved / allocated - 1, median by method): "
+             + ", ".join(f"{m} {v}" for m, v in t.allocator_overhead.items()),
+             f"CUDA context: {t.cuda_context_gib} GiB (median)",
+             f"step = (host^{OVERLAP:g} + device^{OVERLAP:g})^(1/{OVERLAP:g}); host = ms per layer-pass x layers x passes;"
+             f" device = FLOPs / ({peak_tflops(gpu):g} TFLOPS x efficiency) + HBM traffic / bandwidth",
+             "  host ms per layer-pass: " + ", ".join(f"{m} {v}" for m, v in t.host_ms.items()),
+             f"  device efficiency: {t.device_efficiency} of the dense peak",
+             f"  NF4 dequantization: {t.dequant_bytes_per_param} B per weight and pass (fixed; pairs below)"]
+    return fitted, lines + dequant_pairs(ok, fitted, gpu) + _fit_errors(ok, base, fitted, gpu, architectures())
+
+
+def dequant_pairs(records: Sequence[dict], cal: Calibration, gpu: GpuSpec) -> list[str]:
+    """QLoRA minus LoRA step time on the same model, batch and checkpointing: measured and estimated."""
     archs = architectures()
-    overheads = [r["measured"]["max_reserved"] / r["measured"]["max_allocated"] - 1 for r in ok]
-    contexts = [r["measured"]["context"] / GIB for r in ok]
-    by_method: dict[str, list[float]] = {}
-    notes = []
-    for r in ok:
-        if r["tokens_per_step"] < FIT_MIN_TOKENS or not r["measured"].get("tokens_per_s"):
+    by_key = {(r["case"]["model"], r["case"]["seq_len"], r["case"]["micro_batch"], r["case"]["checkpointing"],
+               r["case"]["method"]): r for r in records}
+    lines = ["", "QLoRA minus LoRA step time, same model, batch and checkpointing (ms): measured / estimated"]
+    for (model, seq, batch, ckpt, method), q in by_key.items():
+        lora = by_key.get((model, seq, batch, ckpt, "lora"))
+        if method != "qlora" or lora is None:
             continue
-        eff = achieved_efficiency(archs[r["case"]["model"]], gpu, setup_from_json(r["setup"]),
-                                  r["measured"]["tokens_per_s"], base)
-        if eff is None:
-            notes.append(f"{r['id']}: the calibrated dequantization time alone exceeds the measured step; left out")
-            continue
-        by_method.setdefault(r["case"]["method"], []).append(eff)
-    versions = meta.get("versions") or {}
-    fitted = replace(
-        base,
-        allocator_overhead=round(statistics.median(overheads), 3),
-        cuda_context_gib=round(statistics.median(contexts), 3),
-        measured_on=(f"{meta['gpu']}, torch {versions.get('torch')}, transformers {versions.get('transformers')}, "
-                     f"trl {versions.get('trl')}, measured {results.get('date', '?')}: {Path(source).name}, "
-                     f"{len(ok)} cases"),
-        measured_impl=LOCAL_TRAINER.name,
-        measured_peak_tflops=float(peak_tflops(gpu)),
-        measured_mfu={m: round(statistics.median(v), 3) for m, v in sorted(by_method.items())},
-    )
-    lines = [f"{len(ok)} successful CUDA cases on {meta['gpu']} (bench row {gpu.name}, {peak_tflops(gpu):g} TFLOPS)",
-             f"allocator_overhead: {base.allocator_overhead} -> {fitted.allocator_overhead}"
-             f"  (reserved / allocated - 1: min {min(overheads):.3f}, max {max(overheads):.3f})",
-             f"cuda_context_gib:   {base.cuda_context_gib} -> {fitted.cuda_context_gib}"
-             f"  (min {min(contexts):.3f}, max {max(contexts):.3f})"]
-    for method, values in sorted(by_method.items()):
-        lines.append(f"measured mfu {method:5}: {fitted.measured_mfu[method]:.3f} (median of {len(values)}; "
-                     f"min {min(values):.3f}, max {max(values):.3f}); before: {_before(base, method, gpu)}")
-    for method in METHODS:
-        if method not in by_method:
-            lines.append(f"measured mfu {method:5}: no case with >= {FIT_MIN_TOKENS} tokens a step")
-    return fitted, lines + notes + _fit_errors(ok, base, fitted, gpu, archs)
-
-
-def _before(cal: Calibration, method: str, gpu: GpuSpec) -> str:
-    measured = cal.measured_efficiency(LOCAL_TRAINER.name, method, peak_tflops(gpu))
-    if measured is not None:
-        return f"{measured:.3f} (measured)"
-    return f"{cal.efficiency(method, gpu_class(gpu)) / cal.eager_slowdown:.3f} (published runs / eager slowdown)"
+        diff = []
+        for r in (q, lora):
+            est = throughput(archs[model], gpu, setup_from_json(r["setup"]), cal).step_seconds
+            diff.append((r["tokens_per_step"] / r["measured"]["tokens_per_s"], est))
+        lines.append(f"  {q['id']:34} {(diff[0][0] - diff[1][0]) * 1e3:+7.1f} / {(diff[0][1] - diff[1][1]) * 1e3:+7.1f}")
+    return lines
 
 
 def _fit_errors(ok: Sequence[dict], base: Calibration, fitted: Calibration, gpu: GpuSpec, archs) -> list[str]:
@@ -596,21 +719,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a tiny Llama, full/LoRA/QLoRA")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
-                        help="folder for gpu_calibrate[-tiny].json and .txt (default bench/results)")
+                        help="folder for gpu_calibrate[-tiny] / gpu_validate[-tiny] .json and .txt "
+                             "(default bench/results)")
     parser.add_argument("--budget", type=float, help="seconds for all the cases (default: 270 GPU, 120 tiny)")
+    parser.add_argument("--cases", choices=("calibrate", "validate"), default="calibrate",
+                        help="calibrate: the cases the constants are fitted on; validate: new cases to check them")
     parser.add_argument("--fit", type=Path, metavar="RESULTS", help="derive calibration constants from a results JSON")
     parser.add_argument("--write", action="store_true", help="with --fit: rewrite broker/estimate/calibration.toml")
+    parser.add_argument("--report", type=Path, metavar="RESULTS",
+                        help="print a results JSON's table again, estimated with the shipped calibration")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    plan = TINY_PLAN if args.tiny else GPU_PLAN
+    plan = PLANS[args.tiny, args.cases]
     if args.budget:
         plan = replace(plan, budget_s=args.budget)
 
     if args.fit:
         return _fit_command(args.fit, args.write)
+    if args.report:
+        return _report_command(args.report)
     if args.worker:
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
             os.environ.setdefault(name, "1")  # the GPU machine has no network: never wait on a hub
@@ -620,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tiny and not _cuda_present():
         print("no CUDA GPU here: run with --tiny for the CPU smoke test", file=sys.stderr)
         return 2
-    stem = "gpu_calibrate-tiny" if args.tiny else "gpu_calibrate"
+    stem = ("gpu_calibrate" if args.cases == "calibrate" else "gpu_validate") + ("-tiny" if args.tiny else "")
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="gpu_calibrate-"))
     started = time.monotonic()
@@ -634,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{stem}.txt").write_text(report(meta, records) + "\n", encoding="utf-8")
 
     try:
-        meta, records = run_plan(plan, scratch, args.tiny, save)
+        meta, records = run_plan(plan, scratch, ["--cases", args.cases] + (["--tiny"] if args.tiny else []), save)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     save(meta, records)
@@ -650,6 +780,25 @@ def _cuda_present() -> bool:
     if shutil.which("nvidia-smi") is None:
         return False
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+def _report_command(path: Path) -> int:
+    """The table of a results JSON with every estimate made again from the shipped calibration."""
+    from ftbroker.estimate import summarize
+
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        meta, records = results["meta"], results["cases"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {path}: {exc}", file=sys.stderr)
+        return 2
+    archs, gpu = architectures(), gpu_spec(meta.get("gpu", ""))
+    for record in records:
+        if "setup" in record:
+            record["estimate"] = _estimate_json(summarize(archs[record["case"]["model"]],
+                                                          setup_from_json(record["setup"]), gpu))
+    print(report(meta, records))
+    return 0
 
 
 def _fit_command(path: Path, write: bool) -> int:

@@ -4,6 +4,9 @@
 #   bash bench/gpu_check.sh                    # on the GPU machine; results in $OUT (default: a new temp folder)
 #   bash bench/gpu_check.sh --cpu [--python PY] [--wheels DIR]
 #                                              # a dry run without a GPU: the same steps, --tiny calibration
+#   bash bench/gpu_check.sh --validate [--cpu]  # only install + the validation cases (gpu_calibrate.py --cases
+#                                              # validate, ~2.5 min on an H200; ends within 200 s): the shipped
+#                                              # calibration against cases it was not fitted on
 #
 # Before: `bash bench/gpu_wheels.sh` in the checkout that travels (it fills .whl/, git-ignored), and the device
 # tool's `carry` names .whl. The steps, each time-boxed (`timeout`); a failed step is reported and the next one
@@ -19,17 +22,20 @@
 #   6. fit      bench/gpu_calibrate.py --fit: the constants calibration.toml would get (not written there)
 # In $OUT (7 files): gpu_check.log (everything), env.txt, pytest_gpu.txt, gpu_calibrate.json, gpu_calibrate.txt,
 # train_throughput.txt, fit.txt. bench/results/README.md says how to commit them and apply the fit.
+# --validate: gpu_check.log, gpu_validate.json and gpu_validate.txt (gpu_validate-tiny.* with --cpu).
 set -uo pipefail
 
 cpu=0
+validate=0
 python=python3
 wheels=.whl
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) cpu=1; shift ;;
+        --validate) validate=1; shift ;;
         --python) python="$2"; shift 2 ;;
         --wheels) wheels="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -39,6 +45,7 @@ cd "$root" || exit 1
 OUT=${OUT:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 mkdir -p "$OUT"
 TOTAL_S=470      # the whole script; each step gets at most what is left of it
+[ "$validate" = 1 ] && TOTAL_S=200
 site=/tmp/gpu_check-site
 shim=/tmp/gpu_check-shim
 
@@ -116,9 +123,20 @@ EOF
 
 export -f install environment
 
+validation() {
+    local tiny=()
+    [ "$cpu" = 1 ] && tiny=(--tiny)
+    step calibrate 185 - "$python" bench/gpu_calibrate.py --cases validate "${tiny[@]}" --out "$OUT" --budget 150
+}
+
 main() {
-    echo "gpu_check: $(date -u +%FT%TZ), repo $root ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')), OUT=$OUT, cpu=$cpu"
+    echo "gpu_check: $(date -u +%FT%TZ), repo $root ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')), OUT=$OUT, cpu=$cpu, validate=$validate"
     step install 90 - install
+    if [ "$validate" = 1 ]; then
+        validation
+        summary_and_files
+        return
+    fi
     step env 60 env.txt environment
     if [ "$cpu" = 1 ]; then
         step calibrate 120 - "$python" bench/gpu_calibrate.py --tiny --out "$OUT"
@@ -133,6 +151,10 @@ main() {
         step throughput 60 train_throughput.txt "$python" bench/train_throughput.py
         step fit 30 fit.txt "$python" bench/gpu_calibrate.py --fit "$OUT/gpu_calibrate.json"
     fi
+    summary_and_files
+}
+
+summary_and_files() {
     echo
     echo "=== summary after ${SECONDS} s"
     printf '  %s\n' "${summary[@]}"

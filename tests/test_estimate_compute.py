@@ -6,7 +6,7 @@ import itertools
 from fractions import Fraction
 
 import pytest
-from estimate_fixtures import A10G, A100_80, LLAMA31_8B, MIXTRAL, RTX4090
+from estimate_fixtures import A10G, A100_80, LLAMA31_8B, LLAMA32_1B, MIXTRAL, RTX4090
 from ftbroker.errors import UnknownNameError
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.compute import (
@@ -25,21 +25,52 @@ CAL = Calibration(mfu={"full": {"datacenter": 0.5, "workstation": 0.4}, "lora": 
                   multi_gpu_efficiency=0.9, spread=0.2)
 
 
+HF_LOSS = Implementation(loss="hf")  # logits materialised: the head is projected once
+TRL_HEAD = 2 * 128256 * 4096  # TRL's chunked loss head projects the head again in backward
+
+
 def test_full_finetune_is_six_flops_per_weight_plus_causal_attention():
-    setup = TrainingSetup("full", seq_len=2048, grad_checkpointing=False)
+    setup = TrainingSetup("full", seq_len=2048, grad_checkpointing=False, impl=HF_LOSS)
     f = flops_per_token(LLAMA31_8B, setup)
     p = ModelShape(LLAMA31_8B).active_matmul_params
     attention = 2 * 32 * 4096 * 2048  # 2 * L * q_dim * s: causal, half the 4*L*h*s non-causal count
     assert f.attention_forward == attention
     assert f.total == 6 * p + 3 * attention
+    # the local trainer (TRL SFTTrainer) recomputes the V x h projection once more in backward
+    assert flops_per_token(LLAMA31_8B, setup.with_(impl=Implementation())).total == f.total + TRL_HEAD
 
 
 def test_lora_counts_frozen_weights_twice_and_adapters_three_times():
-    setup = TrainingSetup("lora", seq_len=1024, grad_checkpointing=False, targets=("q_proj,v_proj",), lora_r=8)
+    setup = TrainingSetup("lora", seq_len=1024, grad_checkpointing=False, targets=("q_proj,v_proj",), lora_r=8,
+                          impl=HF_LOSS)
     f = flops_per_token(LLAMA31_8B, setup)
     p = ModelShape(LLAMA31_8B).active_matmul_params
     adapter = 32 * 8 * ((4096 + 4096) + (4096 + 1024))
     assert f.total == 4 * p + 6 * adapter + 3 * f.attention_forward
+
+
+def test_step_traffic_hand_checked():
+    """HBM bytes a step moves that the FLOPs miss (compute.step_traffic_bytes)."""
+    from ftbroker.estimate.compute import step_traffic_bytes
+
+    shape = ModelShape(LLAMA32_1B)
+    lora = TrainingSetup("lora", seq_len=2048, grad_checkpointing=False, lora_dropout=0.05)
+    # per adapted input element: fp32 cast up and back (6 + 6) and fp32 dropout (4 + 4 + 1), forward and
+    # backward, + the gradient sum (6); inputs per layer: q, k, v, o, gate, up 2048 wide, down 8192
+    side = 2048 * 16 * (6 * 2048 + 8192) * (21 * 2 + 6)
+    adamw = shape.lora_params(lora.lora_modules, 16) * (2 * 4 + 2 * 4 + 2 * 2 * 4)  # p r/w, g + clip, 2 states r/w
+    assert step_traffic_bytes(LLAMA32_1B, lora, 2048, 0.0) == side + adamw
+    # QLoRA: bf16 adapters (dropout only: 2 + 2 + 1), and each pass dequantizes every decoder matrix
+    qlora = lora.with_(method="qlora")
+    side = 2048 * 16 * (6 * 2048 + 8192) * (5 * 2 + 6)
+    adamw = shape.lora_params(lora.lora_modules, 16) * (2 * 2 + 2 * 2 + 2 * 2 * 2)
+    dequant = 2 * 16 * shape.layer_linear_params * 2.5
+    assert step_traffic_bytes(LLAMA32_1B, qlora, 2048, 2.5) == pytest.approx(side + adamw + dequant)
+    # full fine-tuning under autocast: every weight cast per forward pass (6 B), the fp32 .grad accumulation (8 B)
+    full = TrainingSetup("full", seq_len=2048, precision="amp", grad_checkpointing=True)
+    p = shape.total_params
+    expected = 6 * shape.active_matmul_params * 2 + p * (2 * 4 + 2 * 4 + 2 * 2 * 4) + 8 * p
+    assert step_traffic_bytes(LLAMA32_1B, full, 2048, 0.0) == expected
 
 
 def test_checkpointing_adds_one_forward_of_the_layers():

@@ -74,13 +74,68 @@ def test_per_layer_saved_bytes_hand_checked_small_case():
     assert lora.total() == 2 * (4 * h + 4) + 2 * (2 * h + 2 * 8) + 4 * q + 4 * kv + 4 * 8 + 6 * inter
 
 
+def test_the_local_trainers_lora_layer_hand_checked():
+    """PEFT LoRA r=16 on all linear layers with dropout 0.05 (the trainer's defaults), per token per layer, on
+    h=256, q=8x32, kv=2x32, I=704: each adapted module saves its own 16-bit copy of its input (2 d_in: PEFT's fp32
+    cast cast back by autocast, or the dropout output), the bool dropout mask CUDA's fused kernel keeps (d_in) and
+    A's output (2r); so the frozen norms keep only their fp32 upcast and 1/rms, and the shared inputs are not kept."""
+    h, q, kv, inter, r = 256, 256, 64, 704, 16
+    norms = 2 * (4 * h + 4)
+    attention = 2 * q + 4 * kv + 2 * q + 4 * 8
+    adapters = 6 * (3 * h + 2 * r) + (3 * inter + 2 * r)  # q, k, v, o, gate, up read h (o: q = h) wide; down I
+    for method in ("lora", "qlora"):  # TRL's bf16 QLoRA adapters: the dropout output is the copy
+        layer = _Layer(ModelShape(TINY), TrainingSetup(method, lora_dropout=0.05))
+        assert layer.total() == norms + attention + 6 * inter + adapters == 14536
+    # QLoRA without dropout: A reads the shared inputs, saved once (the norms' outputs, down's input)
+    plain = _Layer(ModelShape(TINY), TrainingSetup("qlora", lora_dropout=0.0))
+    assert plain.total() == 2 * (4 * h + 4 + 2 * h) + attention + 8 * inter + 7 * 2 * r == 10248
+
+
+def test_backward_transients_and_the_recomputed_layer():
+    """Beyond what is stored, one layer's backward holds the 16-bit gradient of the MLP width (2I), and with
+    PEFT's fp32 adapters the fp32 gradients of the widest adapted input's cast and dropout (4 + 4 bytes x I)."""
+    inter = 14336
+    lora = _Layer(ModelShape(LLAMA31_8B), TrainingSetup("lora", lora_dropout=0.05))
+    qlora = _Layer(ModelShape(LLAMA31_8B), TrainingSetup("qlora", lora_dropout=0.05))
+    assert (lora.backward_transient(), qlora.backward_transient()) == (10 * inter, 2 * inter)
+    setup = TrainingSetup("qlora", micro_batch=4, seq_len=2048, lora_dropout=0.05)
+    m = estimate_memory(LLAMA31_8B, setup, RAW)
+    # checkpointing: the layer being recomputed, its transients, and one dequantized 4096 x 14336 matrix (the
+    # loss buffers are freed by then)
+    recomputed = _Layer(ModelShape(LLAMA31_8B), setup).total()
+    assert m.workspace * GIB == pytest.approx((recomputed + 2 * inter) * 8192 * RAW.activation_scale
+                                              + 4096 * 14336 * 2 - m.loss * GIB)
+
+
+def test_the_measured_h200_peaks_stay_within_a_few_percent():
+    """The 20 cases bench/gpu_calibrate.py measured on an H200 through the trainer's own code."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import gpu_calibrate as gc
+
+    results = json.loads((Path(gc.__file__).parent / "results" / "gpu_calibrate.json").read_text())
+    archs = gc.architectures()
+    for record in gc.cuda_records(results, "gpu_calibrate.json"):
+        m = estimate_memory(archs[record["case"]["model"]], gc.setup_from_json(record["setup"]))
+        measured = record["measured"]
+        assert m.allocated * GIB / measured["max_allocated"] == pytest.approx(1, abs=0.05), record["id"]
+        reserved = (m.allocated + m.allocator_overhead) * GIB
+        assert reserved / measured["max_reserved"] == pytest.approx(1, abs=0.08), record["id"]
+
+
 def test_checkpointing_stores_2h_per_layer_and_lowers_activation_memory():
     base = TrainingSetup("lora", micro_batch=4, seq_len=1024)
     with_gc = estimate_memory(LLAMA31_8B, base, RAW)
     without = estimate_memory(LLAMA31_8B, base.with_(grad_checkpointing=False), RAW)
     assert with_gc.activations < without.activations / 5
     final_norm = 4 * 4096 + 4  # fp32 upcast + rstd; the frozen head needs no input
-    assert with_gc.activations * GIB == pytest.approx((32 * 2 * 4096 + final_norm) * 4096)
+    # + autocast's 16-bit copies of PEFT's fp32 adapter weights, for the one layer being recomputed:
+    # r x (d_in + d_out) over q, k, v, o, gate, up, down, 2 bytes each
+    adapter_copies = 2 * 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096) + 3 * (4096 + 14336))
+    assert with_gc.activations * GIB == pytest.approx((32 * 2 * 4096 + final_norm) * 4096 + adapter_copies)
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
@@ -108,8 +163,14 @@ def test_large_vocabulary_logits_dominate_at_long_sequence_unless_fused():
     # the local trainer (TRL SFTTrainer) projects through its chunked log-prob head instead
     trl = estimate_memory(LLAMA31_8B, hf.with_(impl=Implementation()), RAW)
     assert trl.loss * GIB == pytest.approx(4 * 4096 * (8 * 4096 + 16) + 4096 * 32768 * 2)
-    full = estimate_memory(LLAMA32_1B, TrainingSetup("full", seq_len=512, grad_checkpointing=False), RAW)
-    assert full.loss * GIB == pytest.approx(512 * (8 * 2048 + 16) + 512 * 32768 * 2 + 6 * 128256 * 2048)
+    # a trained 16-bit head: its fp32 gradient accumulates beside the 16-bit .grad it is cast to (counted with the
+    # gradients); an fp32 head ("amp", the trainer's full fine-tuning) accumulates straight into its .grad
+    full = TrainingSetup("full", seq_len=512, grad_checkpointing=False)
+    def loss_term(setup):  # the term, whichever phase the peak falls in
+        return next(t.gib for t in estimate_memory(LLAMA32_1B, setup, RAW).terms if t.name == "loss") * GIB
+
+    assert loss_term(full) == pytest.approx(512 * (8 * 2048 + 16) + 512 * 32768 * 2 + 4 * 128256 * 2048)
+    assert loss_term(full.with_(precision="amp")) == pytest.approx(512 * (8 * 2048 + 16) + 512 * 32768 * 2)
 
 
 def test_optimizers_paged_states_are_outside_allocated():

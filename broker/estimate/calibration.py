@@ -16,34 +16,55 @@ from importlib import resources
 from ftbroker.errors import CatalogError
 
 GPU_CLASSES = ("datacenter", "workstation")
-# A measured efficiency carries over to GPUs whose dense peak is this close to the measured one's: the same chip
-# generation (H100 SXM and H200 share their 989 TFLOPS), where eager kernels reach the same share of the peak.
-SAME_PEAK = 0.10
+
+
+@dataclass(frozen=True)
+class TrainerTiming:
+    """How one implementation's training step was measured to take its time on a GPU (bench/gpu_calibrate.py --fit).
+
+    step = (host^k + device^k)^(1/k): eager PyTorch launches every kernel from the host, ahead of the GPU, so a
+    step takes the longer of the two with partial overlap (k = ``overlap``; k -> infinity is a pure maximum).
+    host = ``host_ms[method]`` per decoder layer per pass (forward, backward, and the recompute under
+    checkpointing): Python, dispatch and kernel launches, independent of the tokens and of the GPU. device = FLOPs /
+    (dense peak x efficiency) + the HBM traffic FLOPs miss / bandwidth (compute.step_traffic_bytes).
+    """
+
+    on: str                          # what was measured, where and when
+    implementation: str              # the Implementation.name measured
+    gpu_class: str                   # of the GPU measured ("datacenter" for an H200)
+    peak_tflops: float               # its dense bf16 peak
+    device_efficiency: float         # fraction of that peak the FLOP count reaches when the GPU is the bound
+    host_ms: dict[str, float]        # by method: host milliseconds per decoder layer per pass
+    overlap: float                   # k of the smooth maximum
+    dequant_bytes_per_param: float   # HBM bytes one NF4 dequantization moves per weight and pass
+    allocator_overhead: dict[str, float]  # by method: max_memory_reserved / max_memory_allocated - 1
+    cuda_context_gib: float          # device memory in use outside the allocator
+
+    def host_seconds(self, method: str, layers: int, passes: int) -> float:
+        return self.host_ms[method] * 1e-3 * layers * passes
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Constants the physics does not give. Defaults are the uncalibrated model (scale 1, no overhead)."""
+    """Constants the physics does not give. Defaults are the uncalibrated model (scale 1, no overhead).
+
+    The published-run constants (activation_scale to spread) describe the frameworks of bench/data's reference
+    points; ``trainer``, when set, is what the local trainer was measured to do and replaces them for that
+    implementation (its allocator overhead, CUDA context and step time)."""
 
     activation_scale: float = 1.0      # multiplies the per-tensor activation accounting
     allocator_overhead: float = 0.0    # reserved-but-unallocated share of the allocated peak
     cuda_context_gib: float = 0.0      # CUDA context, cuBLAS/cuDNN workspaces: outside the allocator
     # achieved fraction of the GPU's dense bf16 peak, by method then GPU class, for compiled training code
     mfu: dict[str, dict[str, float]] = field(default_factory=dict)
-    eager_slowdown: float = 1.0        # eager PyTorch (the local trainer) vs torch.compile
+    eager_slowdown: float = 1.0        # eager PyTorch vs torch.compile, from the published runs
     dequant_bytes_per_param: float = 0.0  # HBM traffic of one bitsandbytes NF4 dequantization, per weight
     multi_gpu_efficiency: float = 1.0  # per-GPU throughput of a sharded run relative to one GPU
     spread: float = 0.25               # relative half-width of the throughput range
     fitted_on: str = ""
     points: tuple[str, ...] = ()
     source: str = "defaults"
-    # Measured on a GPU (bench/gpu_calibrate.py --fit): one implementation's achieved fraction of the dense peak by
-    # method, used instead of mfu / eager_slowdown for that implementation on GPUs with the same peak. When set,
-    # allocator_overhead and cuda_context_gib are that run's readings too.
-    measured_on: str = ""              # what was measured, where and when; "" when nothing was
-    measured_impl: str = ""            # the Implementation.name measured
-    measured_peak_tflops: float = 0.0  # dense bf16 peak of the GPU measured
-    measured_mfu: dict[str, float] = field(default_factory=dict)
+    trainer: TrainerTiming | None = None
 
     def efficiency(self, method: str, gpu_class: str) -> float:
         by_class = self.mfu.get(method) or {}
@@ -53,20 +74,51 @@ class Calibration:
             return sum(by_class.values()) / len(by_class)
         raise CatalogError(f"calibration has no throughput efficiency for method {method!r}")
 
-    def measured_efficiency(self, impl: str, method: str, peak_tflops: float) -> float | None:
-        """The measured efficiency of ``impl`` for ``method`` on a GPU with this dense peak, if there is one."""
-        if impl != self.measured_impl or not self.measured_peak_tflops:
-            return None
-        if abs(peak_tflops / self.measured_peak_tflops - 1) > SAME_PEAK:
-            return None
-        return self.measured_mfu.get(method)
+    def measured(self, impl: str) -> TrainerTiming | None:
+        """The GPU measurement of ``impl``, if it is the implementation measured."""
+        return self.trainer if self.trainer is not None and self.trainer.implementation == impl else None
+
+    def memory_constants(self, impl: str, method: str) -> tuple[float, float, float]:
+        """(activation scale, allocator overhead share, CUDA context GiB) for this implementation and method. The
+        measured implementation's activations are counted tensor by tensor as its autograd saves them (checked on
+        CPU in tests/test_estimate_autograd.py): no scale."""
+        measured = self.measured(impl)
+        if measured is not None and method in measured.allocator_overhead:
+            return 1.0, measured.allocator_overhead[method], measured.cuda_context_gib
+        return self.activation_scale, self.allocator_overhead, self.cuda_context_gib
+
+    def device_efficiency(self, impl: str, method: str, gpu_class: str) -> float:
+        """Fraction of the dense peak the FLOP count reaches when the GPU bounds the step.
+
+        The measured implementation: its measured efficiency, carried to other GPU classes in proportion to the
+        published compiled efficiencies (so an H100 SXM, of the H200's class and die, gets the measured one).
+        Other implementations: the published compiled efficiency (the caller divides eager code by the slowdown).
+        """
+        measured = self.measured(impl)
+        if measured is None:
+            return self.efficiency(method, gpu_class)
+        if gpu_class == measured.gpu_class:
+            return measured.device_efficiency
+        ratio = self.efficiency(method, gpu_class) / self.efficiency(method, measured.gpu_class)
+        return measured.device_efficiency * ratio
 
 
 def parse_calibration(text: str, source: str) -> Calibration:
     try:
         data = tomllib.loads(text)
         mem, thr, fit = data.get("memory", {}), data.get("throughput", {}), data.get("fit", {})
-        measured = data.get("measured", {})
+        trainer = None
+        if "trainer" in data:
+            t = data["trainer"]
+            trainer = TrainerTiming(
+                on=str(t["on"]), implementation=str(t["implementation"]), gpu_class=str(t["gpu_class"]),
+                peak_tflops=float(t["peak_tflops"]), device_efficiency=float(t["device_efficiency"]),
+                host_ms={m: float(v) for m, v in t["host_ms"].items()}, overlap=float(t["overlap"]),
+                dequant_bytes_per_param=float(t["dequant_bytes_per_param"]),
+                allocator_overhead={m: float(v) for m, v in t["allocator_overhead"].items()},
+                cuda_context_gib=float(t["cuda_context_gib"]))
+            if trainer.gpu_class not in GPU_CLASSES or not 0 < trainer.device_efficiency <= 1 or trainer.overlap < 1:
+                raise ValueError("[trainer]: gpu_class, device_efficiency in (0, 1] and overlap >= 1 expected")
         return Calibration(
             activation_scale=float(mem["activation_scale"]),
             allocator_overhead=float(mem["allocator_overhead"]),
@@ -79,10 +131,7 @@ def parse_calibration(text: str, source: str) -> Calibration:
             fitted_on=str(fit.get("date", "")),
             points=tuple(str(p) for p in fit.get("points", ())),
             source=source,
-            measured_on=str(measured.get("on", "")),
-            measured_impl=str(measured.get("implementation", "")),
-            measured_peak_tflops=float(measured.get("peak_tflops", 0.0)),
-            measured_mfu={m: float(v) for m, v in measured.get("mfu", {}).items()},
+            trainer=trainer,
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CatalogError(f"{source}: invalid estimator calibration: {exc}") from exc

@@ -7,9 +7,12 @@ the decoder layers. Causal attention does 4 * q_dim * i FLOPs for the i-th token
 2 * q_dim * s per token on average: FlashAttention/SDPA skip the masked half, so this is the work done,
 half the non-causal 4*L*h*s convention that MFU tables use.
 
-Throughput = the GPU's dense bf16 peak x an efficiency calibrated on published runs (per method and GPU
-class), then the memory-bound extras the FLOP count misses: bitsandbytes NF4 dequantization (HBM traffic
-per weight per pass) and multi-GPU scaling. Results are ranges with their assumptions.
+Throughput, for an implementation measured on a GPU (the local trainer: bench/gpu_calibrate.py): a step takes
+(host^k + device^k)^(1/k), the host launching eager kernels ahead of the GPU (a fixed cost per decoder layer
+and pass, so small steps are bound by it), the device doing the FLOPs at a measured fraction of its dense peak
+plus the HBM traffic the FLOP count misses at its bandwidth (``step_traffic_bytes``). For the frameworks of the
+published runs: the dense peak x an efficiency calibrated on them (per method and GPU class), plus the NF4
+dequantization traffic. Both: multi-GPU scaling; results are ranges with their assumptions.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.setup import ModelShape, TrainingSetup
+from ftbroker.estimate.setup import PRECISIONS, ModelShape, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 # HBM-class cards (A100, H100, H200, B200, MI300X) vs GDDR workstation/consumer cards (RTX 4090, L40S, L4, A10)
@@ -91,7 +94,74 @@ def flops_per_token(arch: ModelArch, setup: TrainingSetup, context: float | None
     if setup.grad_checkpointing:
         recompute = 2 * layer_matmul + attention + (2 * adapter if setup.method != "full" else 0)
         terms.append("checkpointing recomputes one forward of the decoder layers")
+    if setup.impl.loss == "trl_fused":
+        # TRL's chunked log-prob head never keeps the logits: its backward projects every tile again
+        # (trl/kernels/chunked_logprob.py, backward: torch.mm(hidden_chunk, w_chunk.t()) before the gradients)
+        recompute += 2 * shape.embedding_params
+        terms.append("TRL's chunked loss head recomputes the output projection in backward (2 x V x h)")
     return FlopsPerToken(forward, backward, recompute, attention, tuple(terms))
+
+
+def trainable_params(shape: ModelShape, setup: TrainingSetup) -> int:
+    return shape.total_params if setup.method == "full" else shape.lora_params(setup.lora_modules, setup.lora_r)
+
+
+def fp32_adapters(setup: TrainingSetup) -> bool:
+    """PEFT keeps LoRA adapters in fp32 (autocast_adapter_dtype) over a 16-bit base: each adapted module casts its
+    input up, and autocast casts it back for the matmul. TRL casts QLoRA adapters to the 16-bit compute dtype."""
+    return setup.method == "lora" and setup.impl.peft_adapters and setup.precision in ("bf16", "mixed")
+
+
+def trainable_bytes(setup: TrainingSetup) -> int:
+    """Bytes of one trainable parameter: the model's for full fine-tuning; PEFT keeps LoRA adapters in fp32
+    (TRL casts QLoRA adapters to the 16-bit compute dtype); fp32/amp precisions keep them in fp32."""
+    if setup.method == "full":
+        return PRECISIONS[setup.precision][0]
+    if setup.method == "lora" and setup.impl.peft_adapters:
+        return 4
+    return 4 if setup.precision in ("amp", "fp32") else 2
+
+
+# Bytes one element of an adapted module's input moves through HBM in the LoRA side path per pass, beyond the
+# matmuls: PEFT's fp32 adapters cast the input up (read 2, write 4) and autocast casts it back for lora_A (read 4,
+# write 2); fused dropout reads and writes it and writes a 1-byte mask (fp32: 4 + 4 + 1, 16-bit: 2 + 2 + 1).
+# Backward moves the same in reverse, and adds the adapter's input gradient to the base layer's (2 + 2 + 2).
+_ADAPTER_CAST_BYTES = 12
+_ADAPTER_DROPOUT_BYTES = {4: 9, 2: 5}
+_ADAPTER_GRAD_SUM_BYTES = 6
+# Under autocast ("amp") every fp32 matmul weight is cast to 16-bit in each forward pass (read 4, write 2), and a
+# trained weight's 16-bit gradient is cast and accumulated into its fp32 .grad (write 2, read 2, write 4).
+_AMP_CAST_BYTES = 6
+_AMP_GRAD_BYTES = 8
+
+
+def step_traffic_bytes(arch: ModelArch, setup: TrainingSetup, tokens: float, dequant_bytes_per_param: float) -> float:
+    """HBM bytes per micro-batch step of eager training code that the FLOP count does not see: the LoRA side path
+    per token (casts, dropout, gradient sums), autocast weight casts, the optimizer update and gradient clipping
+    (read and write the parameter, read the gradient, read and write every state; read the gradient again to
+    clip) and the NF4 dequantizations of QLoRA."""
+    shape = ModelShape(arch)
+    forward_passes = 2 if setup.grad_checkpointing else 1
+    total = 0.0
+    if setup.method != "full":
+        per_element = (_ADAPTER_CAST_BYTES if fp32_adapters(setup) else 0) + (
+            _ADAPTER_DROPOUT_BYTES[trainable_bytes(setup)] if setup.lora_dropout > 0 else 0)
+        elements = sum(lin.d_in * (arch.experts_per_token if lin.count > 1 else 1)
+                       for lin in shape.linears if lin.name in setup.lora_modules)
+        total += tokens * arch.num_layers * elements * (
+            per_element * (forward_passes + 1) + _ADAPTER_GRAD_SUM_BYTES)
+    if setup.precision == "amp":
+        total += _AMP_CAST_BYTES * shape.active_matmul_params * forward_passes
+    trainable = trainable_params(shape, setup)
+    param_b, grad_b = trainable_bytes(setup), trainable_bytes(setup)
+    opt = setup.optimizer_kind
+    state_b = opt.state_bytes if opt.state_bytes is not None else param_b
+    total += trainable * (2 * param_b + 2 * grad_b + 2 * opt.states * state_b)
+    if setup.precision == "amp":
+        total += _AMP_GRAD_BYTES * trainable
+    if setup.method == "qlora":
+        total += layer_passes(setup) * quantized_params(arch, setup) * dequant_bytes_per_param
+    return total
 
 
 def quantized_params(arch: ModelArch, setup: TrainingSetup) -> int:
@@ -124,6 +194,8 @@ class Throughput:
 
 def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calibration | None = None,
                *, context: float | None = None) -> Throughput:
+    """Tokens per second. The implementation measured on a GPU (the local trainer) takes the longer of its host
+    time and its device time, with partial overlap (``TrainerTiming``); others run at a published efficiency."""
     cal = calibration or default_calibration()
     flops = flops_per_token(arch, setup, context)
     peak = peak_tflops(gpu)
@@ -131,13 +203,14 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         return Throughput(None, None, None, None, flops,
                           reason=f"{gpu.name} has no published dense bf16/fp16 TFLOPS in the catalog")
     klass = gpu_class(gpu)
-    measured = cal.measured_efficiency(setup.impl.name, setup.method, peak)
-    if measured is not None:
-        eff = measured
-        notes = [f"{eff:.0%} of the {peak:g} TFLOPS dense peak: {setup.impl.name} measured for {setup.method} on a "
-                 f"GPU with this peak ({cal.measured_on})"]
+    timing = cal.measured(setup.impl.name)
+    eff = cal.device_efficiency(setup.impl.name, setup.method, klass)
+    if timing is not None:
+        notes = [f"device: {eff:.0%} of the {peak:g} TFLOPS dense peak on the FLOP count ({setup.impl.name} measured "
+                 f"on a {timing.gpu_class} GPU: {timing.on}"
+                 + (")" if klass == timing.gpu_class else f"; scaled by the published {klass}/{timing.gpu_class}"
+                    " efficiencies)")]
     else:
-        eff = cal.efficiency(setup.method, klass)
         notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, compiled code)"]
         if not setup.impl.compiled:
             eff /= cal.eager_slowdown
@@ -147,10 +220,23 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         notes.append(f"{setup.n_gpus} GPUs: x {cal.multi_gpu_efficiency:.2f} per-GPU scaling")
     tokens = setup.micro_batch * (setup.seq_len if context is None else context)
     seconds = tokens * flops.total / (peak * 1e12 * eff)
-    if setup.method == "qlora":
+    bandwidth = gpu.bandwidth_gbps * 1e9
+    if timing is not None:
+        traffic = step_traffic_bytes(arch, setup, tokens, timing.dequant_bytes_per_param)
+        device = seconds + traffic / bandwidth
+        host = timing.host_seconds(setup.method, arch.num_layers, layer_passes(setup))
+        k = timing.overlap
+        seconds = overlapped(host, device, k)
+        notes += [f"device: + {traffic / 1e9:.2f} GB of HBM traffic the FLOPs miss (LoRA casts and dropout, autocast"
+                  f" casts, optimizer update, NF4 dequantization) / {gpu.bandwidth_gbps:g} GB/s; {device * 1e3:.0f} ms"
+                  " per step",
+                  f"host: {timing.host_ms[setup.method]:.2f} ms x {arch.num_layers} layers x {layer_passes(setup)}"
+                  f" passes = {host * 1e3:.0f} ms per step (eager launches, measured: a similar host CPU assumed)",
+                  f"step = (host^{k:g} + device^{k:g})^(1/{k:g}) = {seconds * 1e3:.0f} ms"]
+    elif setup.method == "qlora":
         dequant = dequant_seconds(arch, gpu, setup, cal)
         seconds += dequant
-        notes.append(f"NF4 dequantization: {_dequant_passes(setup)} passes x {quantized_params(arch, setup) / 1e9:.2f}e9"
+        notes.append(f"NF4 dequantization: {layer_passes(setup)} passes x {quantized_params(arch, setup) / 1e9:.2f}e9"
                      f" weights x {cal.dequant_bytes_per_param:.1f} B / {gpu.bandwidth_gbps:g} GB/s = "
                      f"{dequant * 1e3:.0f} ms per step")
     per_gpu = tokens / seconds
@@ -161,15 +247,21 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
                       assumptions=tuple(notes))
 
 
-def _dequant_passes(setup: TrainingSetup) -> int:
-    return 3 if setup.grad_checkpointing else 2  # forward, backward, recompute
+def overlapped(host_s: float, device_s: float, k: float) -> float:
+    """A step's time when the host launches work ahead of the device: a smooth maximum, (host^k + device^k)^(1/k)."""
+    return (host_s**k + device_s**k) ** (1 / k)
+
+
+def layer_passes(setup: TrainingSetup) -> int:
+    """Passes over the decoder layers per step: forward, backward, and the recompute under checkpointing."""
+    return 3 if setup.grad_checkpointing else 2
 
 
 def dequant_seconds(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calibration) -> float:
     """Seconds per micro-batch that bitsandbytes spends dequantizing NF4 weights (HBM-bound; 0 unless QLoRA)."""
     if setup.method != "qlora":
         return 0.0
-    passes = _dequant_passes(setup)
+    passes = layer_passes(setup)
     return passes * quantized_params(arch, setup) * calibration.dequant_bytes_per_param / (gpu.bandwidth_gbps * 1e9)
 
 
@@ -269,8 +361,7 @@ class TimeEstimate:
 
 def checkpoint_bytes(arch: ModelArch, setup: TrainingSetup) -> float:
     """What one save writes: trainable weights and optimizer states (HF Trainer saves both)."""
-    shape = ModelShape(arch)
-    trainable = shape.total_params if setup.method == "full" else shape.lora_params(setup.lora_modules, setup.lora_r)
+    trainable = trainable_params(ModelShape(arch), setup)
     opt = setup.optimizer_kind
     state_b = opt.state_bytes if opt.state_bytes is not None else 4
     return trainable * (2 + opt.states * state_b)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import quantized_params
+from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
 from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, PRECISIONS, ModelShape, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
@@ -29,6 +29,9 @@ GIB = 2**30
 # double quantization fp8 absmax per 64 + one fp32 constant per 256 blocks (8/64 + 32/(64*256) = 0.127 bit).
 NF4_BYTES = (4 + 32 / 64) / 8
 NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+# CUDA's fused dropout kernel keeps a bool mask for backward (aten/src/ATen/native/Dropout.cpp: dropout runs as
+# native_dropout when is_fused_kernel_acceptable, i.e. on CUDA)
+DROPOUT_MASK_BYTES = 1
 
 
 @dataclass(frozen=True)
@@ -81,20 +84,23 @@ def _fmt(x: float) -> str:
 TRL_TILE = (4096, 32768)
 
 
-def loss_buffer_bytes(loss: str, tokens: int, arch: ModelArch, head_trains: bool) -> tuple[float, str]:
-    """Bytes the logits and the cross-entropy hold at the start of backward, and how they were counted."""
+def loss_buffer_bytes(loss: str, tokens: int, arch: ModelArch, head_trains: bool,
+                      head_bytes: int = 2) -> tuple[float, str]:
+    """Bytes the logits and the cross-entropy hold at the start of backward, and how they were counted.
+    ``head_bytes``: bytes of one output-head weight (its gradient, the .grad, is counted with the gradients)."""
     per_logit = LOSS_BYTES_PER_LOGIT[loss]
     total = tokens * arch.vocab_size * per_logit
     formula = f"{tokens:,} tokens x vocab {arch.vocab_size:,} x {per_logit:g} B ({loss} cross-entropy)"
     if loss == "trl_fused":
         # saved: the gathered 16-bit hidden states + fp32 log-sum-exp and entropy; backward: the fp32 input
-        # gradient and its 16-bit cast, one 16-bit projection tile, and for a trained head its fp32 gradient + cast
+        # gradient and its 16-bit cast, one 16-bit projection tile, and for a trained 16-bit head the fp32
+        # gradient it accumulates before the cast that becomes the .grad (an fp32 head's is the .grad itself)
         h = arch.hidden_size
         tile = min(tokens, TRL_TILE[0]) * TRL_TILE[1] * 2
-        head = 6 * arch.vocab_size * h if head_trains else 0
+        head = 4 * arch.vocab_size * h if head_trains and head_bytes < 4 else 0
         total = tokens * (8 * h + 16) + tile + head
         formula = (f"TRL chunked log-prob head: {tokens:,} tokens x (8h + 16) B + a {TRL_TILE[0]}x{TRL_TILE[1]}"
-                   f" 16-bit tile" + (" + fp32 head gradient and its cast (6 B x V x h)" if head else ""))
+                   f" 16-bit tile" + (" + the fp32 head gradient before its cast (4 B x V x h)" if head else ""))
     return total, formula
 
 
@@ -105,39 +111,48 @@ class _Layer:
         self.shape, self.setup = shape, setup
         self.full = setup.method == "full"
         self.lora = setup.lora_modules
-        # PEFT casts the input to the fp32 adapter dtype and autocast casts it back: each adapted module then
-        # saves its own 16-bit copy instead of sharing the block's input.
-        self.peft_copies = setup.impl.peft_adapters and setup.method == "lora"
+        # LoRA's A saves its own transformed copy of the input, not the block's shared one, when the adapter path
+        # transforms it: dropout, or PEFT's cast to the fp32 adapter dtype that autocast casts back to 16-bit.
+        self.fp32_adapters = fp32_adapters(setup)
+        self.own_copies = bool(self.lora) and (setup.lora_dropout > 0 or self.fp32_adapters)
         self.keeps_inputs = self.full or setup.impl.saves_frozen_inputs
 
     def needs_input(self, module: str) -> bool:
         return self.keeps_inputs or module in self.lora
 
-    def _shared_input_needed(self, modules: tuple[str, ...]) -> bool:
-        return self.keeps_inputs or (not self.peft_copies and any(m in self.lora for m in modules))
+    def _input_readers(self, modules: tuple[str, ...]) -> int:
+        """How many of these matmuls, which read one shared input, need it saved for a weight gradient."""
+        if self.keeps_inputs:
+            return len(modules)
+        return 0 if self.own_copies else sum(m in self.lora for m in modules)
 
-    def norm(self, output_needed: bool) -> float:
+    def norm(self, readers: int) -> float:
+        """RMSNorm followed by ``readers`` matmuls that need its output for their weight gradients."""
         h = self.shape.h
         if self.setup.impl.compiled:  # fused RMSNorm saves its 16-bit input and the inverse RMS
-            return 2 * h + 4 + (2 * h if output_needed else 0)
+            return 2 * h + 4 + (2 * h if readers else 0)
+        if self.setup.precision == "amp":
+            # fp32 weights keep the residual stream in fp32: the norm saves its fp32 input, 1/rms and, when its
+            # weight trains, the fp32 normalised tensor; autocast casts the fp32 output to 16-bit once per matmul
+            return 4 * h + 4 + (4 * h if self.full else 0) + 2 * h * readers
         # eager: the fp32 upcast (4h; the 16-bit input without upcast) and 1/rms; the normalised 16-bit tensor
         # (2h) when the weight trains; the output (2h) when a following matmul needs it for a weight gradient
         upcast = 4 * h if self.setup.impl.norm_upcast else 2 * h
-        return upcast + 4 + (2 * h if self.full else 0) + (2 * h if output_needed else 0)
+        return upcast + 4 + (2 * h if self.full else 0) + (2 * h if readers else 0)
 
     def attention(self) -> float:
         s, a = self.shape, self.shape.arch
         kv = s.q_dim if self.setup.repeats_kv else s.kv_dim
         if self.setup.impl.attention == "eager":
             # q, repeated k and v; fp32 softmax + its 16-bit copy (s^2 per head); o_proj's input copy
-            o_in = 2 * s.q_dim if self.needs_input("o_proj") and not self.peft_copies else 0
+            o_in = 2 * s.q_dim if self.needs_input("o_proj") and not self.own_copies else 0
             return 2 * s.q_dim + 4 * s.q_dim + 6 * a.num_heads * self.setup.seq_len + o_in
         # SDPA / flash: q, k, v after RoPE, the output (which is also o_proj's input) and a fp32 log-sum-exp
         return 2 * s.q_dim + 4 * kv + 2 * s.q_dim + 4 * a.num_heads
 
     def mlp(self, width: int) -> float:
         act = 4 * width if self.setup.impl.compiled else 6 * width  # gate (+ act(gate) eager) + up
-        down_in = 2 * width if (self.keeps_inputs or ("down_proj" in self.lora and not self.peft_copies)) else 0
+        down_in = 2 * width if (self.keeps_inputs or ("down_proj" in self.lora and not self.own_copies)) else 0
         return act + down_in
 
     def moe(self) -> float:
@@ -147,18 +162,36 @@ class _Layer:
         return a.experts_per_token * per_expert + 8 * a.num_experts  # + fp32 router logits and softmax
 
     def adapters(self) -> float:
+        """Per adapted module: A's 16-bit output (2r, saved by B), its own 16-bit input copy (2 d_in) when the path
+        transforms the input, and the dropout mask. CUDA's fused dropout (at::native_dropout) keeps a bool mask,
+        1 byte an element; PyTorch's unfused CPU path would keep the scaled noise in the input dtype instead."""
         total = 0.0
         r, dropout = self.setup.lora_r, self.setup.lora_dropout > 0
         for lin in self.shape.linears:
             if lin.name not in self.lora:
                 continue
             copies = lin.count if lin.count == 1 else self.shape.arch.experts_per_token
-            per = 2 * r
-            if self.peft_copies:
-                per += 2 * lin.d_in + (4 * lin.d_in if dropout else 0)  # measured on HF + PEFT under autocast
-            elif dropout:
-                per += 3 * lin.d_in  # dropout output (2) + bool mask (1)
+            per = 2 * r + (2 * lin.d_in if self.own_copies else 0) + (DROPOUT_MASK_BYTES * lin.d_in if dropout else 0)
             total += copies * per
+        return total
+
+    def autocast_weight_copies(self) -> float:
+        """Bytes (per layer, not per token) of the 16-bit copies autocast makes of fp32 weights for each matmul,
+        which autograd keeps for the input gradient: the base weights under "amp", PEFT's fp32 adapters."""
+        params = self.shape.layer_linear_params if self.setup.precision == "amp" else 0
+        if self.fp32_adapters:
+            params += self.shape.lora_params(self.lora - {"lm_head"}, self.setup.lora_r) // self.shape.arch.num_layers
+        return 2 * params
+
+    def backward_transient(self) -> float:
+        """Gradient buffers alive in one layer's backward beyond its saved tensors, per token: the 16-bit gradient
+        of the MLP's hidden width; with PEFT's fp32 adapters, the fp32 gradients of the widest adapted input's
+        cast and of its dropout (measured against the H200 peaks and the CPU memory timeline of the HF stack)."""
+        width = self.shape.mlp_width * (self.shape.arch.experts_per_token if self.shape.moe else 1)
+        total = 2.0 * width
+        if self.fp32_adapters:
+            widest = max(lin.d_in for lin in self.shape.linears if lin.name in self.lora)
+            total += (4 + (4 if self.setup.lora_dropout > 0 else 0)) * widest
         return total
 
     def quantized_inputs(self) -> float:
@@ -169,8 +202,8 @@ class _Layer:
         return 4 * self.shape.h + 2 * width
 
     def total(self) -> float:
-        attn_in = self._shared_input_needed(("q_proj", "k_proj", "v_proj"))
-        mlp_in = self._shared_input_needed(("gate_proj", "up_proj"))
+        attn_in = self._input_readers(("q_proj", "k_proj", "v_proj"))
+        mlp_in = self._input_readers(("gate_proj", "up_proj"))
         mlp = self.moe() if self.shape.moe else self.mlp(self.shape.mlp_width)
         return (self.norm(attn_in) + self.attention() + self.norm(mlp_in) + mlp + self.adapters()
                 + self.quantized_inputs())
@@ -204,16 +237,10 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
         terms.append(Term("weights", weights / GIB, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})"))
 
     # --- trainable parameters, their gradients and optimizer states ----------------------------------
-    if setup.method == "full":
-        trainable = total_p
-        train_b = param_b
-        adapter = 0.0
-    else:
-        trainable = shape.lora_params(setup.lora_modules, setup.lora_r)
-        if setup.method == "lora" and setup.impl.peft_adapters:
-            train_b = 4  # PEFT autocast_adapter_dtype upcasts adapters to fp32
-        else:
-            train_b = 4 if setup.precision in ("amp", "fp32") else 2
+    trainable = trainable_params(shape, setup)
+    train_b = trainable_bytes(setup)
+    adapter = 0.0
+    if setup.method != "full":
         adapter = trainable * train_b
         terms.append(Term("adapter", adapter / GIB,
                           f"{_fmt(trainable)} LoRA params (r={setup.lora_r} on {','.join(sorted(setup.lora_modules))})"
@@ -272,7 +299,7 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     tokens = setup.tokens
     layer = _Layer(shape, setup)
     per_layer = layer.total()
-    final_norm = layer.norm(setup.method == "full" or "lm_head" in setup.lora_modules)
+    final_norm = layer.norm(int(setup.method == "full" or "lm_head" in setup.lora_modules))
     stored_layers = min(a.num_layers, 2) if setup.impl.activation_offload else a.num_layers
     if setup.grad_checkpointing:
         act_per_token = stored_layers * 2 * shape.h + final_norm
@@ -284,23 +311,28 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
                        f" ({final_norm:,.0f} B), x {tokens:,} tokens")
     if setup.impl.activation_offload:
         notes.append("activation offloading: only the layers in flight keep activations on the GPU")
-    activations = act_per_token * tokens * cal.activation_scale
-    if cal.activation_scale != 1:
-        act_formula += f" x {cal.activation_scale:.3f} (calibrated)"
-    if setup.precision == "amp":
-        # autocast casts each weight to 16-bit for its matmul and autograd keeps the copy for backward
+    activation_scale, overhead_share, context_gib = cal.memory_constants(setup.impl.name, setup.method)
+    activations = act_per_token * tokens * activation_scale
+    if activation_scale != 1:
+        act_formula += f" x {activation_scale:.3f} (calibrated)"
+    casts_per_layer = layer.autocast_weight_copies()
+    if casts_per_layer:
+        # autocast casts each fp32 weight to 16-bit for its matmul and autograd keeps the copy for backward
         cast_layers = 1 if setup.grad_checkpointing else a.num_layers
-        casts = cast_layers * shape.layer_linear_params * compute_b
-        activations += casts
-        act_formula += f" + 16-bit autocast copies of {cast_layers} layers' weights"
+        activations += cast_layers * casts_per_layer
+        act_formula += f" + 16-bit autocast copies of {cast_layers} layers' fp32 weights"
     terms.append(Term("activations", activations / GIB, act_formula))
 
     head_trains = setup.method == "full" or "lm_head" in setup.lora_modules
-    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, tokens, a, head_trains)
+    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, tokens, a, head_trains, param_b)
     terms.append(Term("loss", loss / GIB, loss_formula))
 
     # one layer's backward: its gradient buffers, plus its recomputed activations under checkpointing
-    layer_ws = per_layer * tokens * (2 if setup.grad_checkpointing else 1) * cal.activation_scale
+    # one layer's backward: its gradient transients on top of what is stored, and under checkpointing the layer's
+    # recomputed saved tensors as well
+    transient = layer.backward_transient()
+    recomputed = per_layer if setup.grad_checkpointing else 0.0
+    layer_ws = (recomputed + transient) * tokens * activation_scale
     # bitsandbytes dequantizes a whole matrix to 16-bit for each matmul, forward and backward; a quantized head
     # (V x h) is the largest one and is dequantized while every activation is still stored
     dequant = 0.0
@@ -310,8 +342,9 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
     workspace_fb = max(layer_ws + dequant, loss) - loss + gathered
     terms.append(Term("backward workspace", (layer_ws + dequant) / GIB,
-                      f"{'2' if setup.grad_checkpointing else '1'} x one layer's {per_layer:,.0f} B/token"
-                      f" x {tokens:,} tokens" + (" + one dequantized matrix" if dequant else "")))
+                      (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
+                      + f"gradient transients ({transient:,.0f} B/token) x {tokens:,} tokens"
+                      + (" + one dequantized matrix" if dequant else "")))
 
     # optimizer step: every gradient at once (unless fused into backward) + foreach temporaries
     step_tmp = 0.0 if (opt.fused or opt.states == 0) else trainable * state_b / (n if shard_states else 1)
@@ -324,14 +357,19 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     accumulating = setup.grad_accumulation > 1
     fb_grads = live_grads if accumulating else min(head_grad, live_grads)
     fb = activations + loss + workspace_fb + fb_grads
-    step = live_grads + step_tmp + gathered
+    # the end of backward: with every gradient made, a tied input embedding's dense gradient is made too, then
+    # added to the head's (the same .grad)
+    tied = (shape.embedding_params * grad_b if setup.method == "full" and a.tie_word_embeddings
+            and not setup.impl.optimizer_in_backward else 0.0)
+    step_ws = max(step_tmp, tied) + gathered
+    step = live_grads + step_ws
     if fb >= step:
         phase, peak_grads, peak_act, peak_loss, peak_ws = "forward/backward", fb_grads, activations, loss, workspace_fb
     else:
-        phase, peak_grads, peak_act, peak_loss, peak_ws = "optimizer step", live_grads, 0.0, 0.0, step_tmp + gathered
+        phase, peak_grads, peak_act, peak_loss, peak_ws = "optimizer step", live_grads, 0.0, 0.0, step_ws
     allocated = static + max(fb, step)
-    overhead = allocated * cal.allocator_overhead
-    context = cal.cuda_context_gib * GIB
+    overhead = allocated * overhead_share
+    context = context_gib * GIB
     if accumulating:
         notes.append(f"gradient accumulation over {setup.grad_accumulation} micro-batches keeps gradients alive "
                      "during forward/backward")

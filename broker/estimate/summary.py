@@ -60,9 +60,8 @@ class Estimate:
         lines += [f"  {t.name:22} {t.gib:9.3f} GiB   {t.formula}" for t in m.terms]
         lines += ["", f"Peak during the {m.phase} phase:"]
         lines += [f"  {name:22} {gib:9.3f} GiB" for name, gib in m.components().items() if gib]
-        lines.append(f"  {'total':22} {m.total:9.3f} GiB  (allocated {m.allocated:.3f} x (1 + "
-                     f"{self.calibration.allocator_overhead:.2f} allocator overhead) + "
-                     f"{self.calibration.cuda_context_gib:.2f} GiB CUDA context)")
+        lines.append(f"  {'total':22} {m.total:9.3f} GiB  (allocated {m.allocated:.3f} + "
+                     f"{m.allocator_overhead:.3f} allocator overhead + {m.cuda_context:.2f} GiB CUDA context)")
         if m.optimizer_paged:
             lines.append(f"  (+ {m.optimizer_paged:.3f} GiB paged optimizer states in unified memory)")
         if self.gpu is not None:
