@@ -94,6 +94,9 @@ class Capabilities:
 
 # --- what goes in and out of the calls ------------------------------------------------------------------------
 
+GPU_ENV = "FTBROKER_GPU"  # NAME[:COUNT]: the GPU a local job is planned for instead of (or without) those found
+
+
 @dataclass(frozen=True)
 class Gpu:
     """A GPU found on this machine."""
@@ -149,7 +152,7 @@ class Environment:
     today: date
     gpus: tuple[Gpu, ...] = ()
     load_catalog: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
-    declared_gpu: str | None = None  # FTBROKER_GPU: NAME[:COUNT] to plan for instead of the GPUs found
+    declared_gpu: str | None = None  # GPU_ENV: NAME[:COUNT] to plan for instead of the GPUs found
 
     @cached_property
     def catalog(self) -> Any:

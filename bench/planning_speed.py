@@ -55,10 +55,11 @@ def main(rounds: int) -> None:
     catalog_load.main(rounds)
     cat = load_catalog()
     six = ("Llama-3.1-8B", "Qwen2.5-7B", "Llama-3.2-3B", "Qwen3-14B", "Gemma-3-27B-it", "Llama-3.1-70B")
-    cases = (("default", planner.PlanOptions(gpu="RTX-4090", gpu_source="--gpu")),
-             ("--all", planner.PlanOptions(gpu="RTX-4090", gpu_source="--gpu", all_instances=True)),
+    gpu = cat.gpu("RTX-4090")
+    cases = (("default", planner.PlanOptions(gpu=gpu, gpu_source="--gpu")),
+             ("--all", planner.PlanOptions(gpu=gpu, gpu_source="--gpu", all_instances=True)),
              ("--all, 6 models", planner.PlanOptions(
-                 models=tuple(planner.ModelRequest(m, cat.models[m]) for m in six), gpu="RTX-4090",
+                 models=tuple(planner.ModelRequest(m, cat.models[m]) for m in six), gpu=gpu,
                  gpu_source="--gpu", all_instances=True)))
     for label, options in cases:
         specs = planner.token_needs(cat, options)

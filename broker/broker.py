@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from ftbroker.backends.base import (Backend, Environment, Exportable, Quote, Resumable, Submission, Update, Verdict,
-                                    create_backend, detect_gpus)
+from ftbroker.backends.base import (GPU_ENV, Backend, Environment, Exportable, Quote, Resumable, Submission, Update,
+                                    Verdict, create_backend, detect_gpus)
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
                              FtBrokerError, InputError, JobError, NotConfirmedError, RouteUnavailableError,
                              SpecError)
@@ -30,7 +30,6 @@ from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.ledger import Ledger, default_home
 from ftbroker.spec import JobSpec
 
-GPU_ENV = "FTBROKER_GPU"  # NAME[:COUNT]: the GPU a local job is planned for when this machine shows none
 MAX_POLL_FAILURES = 8  # consecutive transient poll errors before following gives up (the job is unaffected)
 
 

@@ -414,7 +414,7 @@ def _print_estimate(result) -> None:
 @click.option("--tokenizer", metavar="NAME",
               help="Count open-model routes with this tokenizer (tiktoken encoding or local tokenizer folder).")
 @click.option("--gpu", metavar="NAME[:COUNT]",
-              help="Your GPU, e.g. RTX-4090 or H100:8. Default: the GPUs nvidia-smi reports, if any.")
+              help="Your GPU, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, else the GPUs nvidia-smi reports.")
 @click.option("--lora-r", type=click.IntRange(1, 4096), help="LoRA rank.")
 @click.option("--validation-file", help="A held-out JSONL file.")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),

@@ -6,8 +6,10 @@ then calls ``build_plan``.
 
 Routes come from route sources, each a pure function ``(PlanInputs) -> list[Route]`` (``ROUTE_SOURCES``), and
 plan-wide notes from note sources (``NOTE_SOURCES``). ``managed_routes`` prices the managed fine-tuning APIs;
-``gpu_routes`` the local trainer on the user's GPU and on rented cloud instances, with the estimator
-(``ftbroker.estimate``; like every estimate, it reads the estimator's shipped calibration once).
+``gpu_routes`` the local trainer on the user's GPU and on rented cloud instances: the config ``ftbroker run
+--backend local`` would give the trainer for the same flags, estimated by the local backend's pre-flight path
+(``ftbroker.backends.local.preflight``, on ``ftbroker.estimate``; like every estimate, it reads the estimator's
+shipped calibration once), so a local route and ``run``'s quote agree.
 
 Which managed offers are planned (``--model``):
 - no model asked: every managed offer; a size-tier offer (Together / Fireworks "up to 16B" ...) is shown for its
@@ -29,13 +31,14 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from ftbroker.estimate import default_sharding
+from ftbroker.backends.local.config import TrainConfig
+from ftbroker.backends.local.preflight import (TrainerData, electricity, lowered_batch_note, no_fit_reason,
+                                               trainer_data, untimed_note)
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import Overheads, Padding, Range, gpu_class, padded_tokens
+from ftbroker.estimate.compute import Overheads, Range, gpu_class
 from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
-                                    CostEstimate, cloud_cost, local_cost)
-from ftbroker.estimate.run import DatasetTime, Fit, dataset_time, fit_setup
-from ftbroker.estimate.setup import TRAINER_DEFAULTS, TrainingSetup
+                                    CostEstimate, cloud_cost)
+from ftbroker.estimate.run import DatasetTime, Fit, capped_tokens, fit_setup
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ManagedOffer, ModelArch, is_stale
 
 if TYPE_CHECKING:  # the data area's types; the planner only reads their fields
@@ -72,17 +75,17 @@ class PlanOptions:
     n_evals: int | None = None  # validation passes billed per eval (Together); None: the provider default
     max_seq_len: int | None = None
     tokenizer: str | None = None  # --tokenizer: counts open-model routes with this instead of their own
-    gpu: str | None = None  # the local GPU: a GpuSpec name (validated by the shell), named or detected
+    gpu: GpuSpec | None = None  # the local GPU (``preflight.local_gpus``: named or detected)
     gpu_count: int = 1
-    gpu_source: str = ""  # "--gpu" | "detected"
-    gpu_note: str = ""  # why there is no local GPU (none detected, or one the catalog does not know)
+    gpu_source: str = ""  # "--gpu" | "FTBROKER_GPU" | "detected"
+    gpu_note: str = ""  # why there is no local GPU, or what to know about it (a card the catalog does not know)
     lora_r: int | None = None
     all_instances: bool = False  # every cloud instance, not only the cheapest per GPU type and cloud
 
     def to_json(self) -> dict[str, Any]:
         return {"models": [m.name for m in self.models], "method": self.method, "epochs": self.epochs,
                 "n_evals": self.n_evals, "max_seq_len": self.max_seq_len, "tokenizer": self.tokenizer,
-                "gpu": self.gpu and {"name": self.gpu, "count": self.gpu_count, "source": self.gpu_source},
+                "gpu": self.gpu and {"name": self.gpu.name, "count": self.gpu_count, "source": self.gpu_source},
                 "gpu_note": self.gpu_note or None, "lora_r": self.lora_r, "all_instances": self.all_instances}
 
 
@@ -418,20 +421,6 @@ def _billable_per_epoch(offer: ManagedOffer, stats: TokenStats) -> tuple[int, in
     return (capped if offer.long_examples == "truncated" else stats.total), over, longest
 
 
-def capped_tokens(stats: TokenStats, limit: int | None) -> tuple[int, int, int]:
-    """(tokens with every example cut to ``limit``, examples over it, longest example) from the length histogram.
-
-    The cut is subtracted from the exact total, so examples under the limit count exactly even where the
-    histogram rounds long lengths.
-    """
-    longest = max(stats.length_counts, default=0)
-    if not limit:
-        return stats.total, 0, longest
-    over = {length: n for length, n in stats.length_counts.items() if length > limit}
-    cut = sum((length - limit) * n for length, n in over.items())
-    return stats.total - cut, sum(over.values()), longest
-
-
 def _validation_tokens(c: _Candidate, inputs: PlanInputs, breakdown: dict[str, Any], notes: list[str]) -> int:
     """Validation tokens this offer bills (0 unless its rule bills them), with what was assumed in notes."""
     if inputs.validation is None:
@@ -535,24 +524,29 @@ class _GpuJob:
     """One model and method trained on this dataset by the local trainer: what every GPU option shares."""
 
     arch: ModelArch
-    base: TrainingSetup  # one GPU; micro-batch and checkpointing are chosen per GPU
-    stats: TokenStats
-    epochs: int
+    config: TrainConfig  # what ``ftbroker run --backend local`` with this plan's flags gives the trainer
+    data: TrainerData  # the dataset as that trainer reads it
     epochs_rule: str
-    real_tokens: float  # trained per epoch: examples cut to the sequence length, held-out share removed
-    eval_tokens: float  # read per evaluation pass
-    eval_passes: int
     reason: str  # why no GPU can run it ("" when some may)
     notes: tuple[str, ...]
     assumptions: tuple[str, ...]
-    paddings: Mapping[int, Padding]  # by micro-batch (1 to the trainer's default): one epoch's padding
+
+
+def trainer_config(inputs: PlanInputs, model: str, method: str) -> TrainConfig:
+    """The trainer's config for this plan's flags: the JobSpec ``ftbroker run`` would build from the same flags,
+    through the local backend's one mapping, so every setting the plan does not name is the trainer's default."""
+    from ftbroker.backends.local.backend import LocalOptions, train_config
+    from ftbroker.spec import JobSpec
+
+    options = inputs.options
+    spec = JobSpec(dataset=inputs.report.path, validation=inputs.validation.path if inputs.validation else None,
+                   model=model, method=method, lora={"r": options.lora_r},
+                   hyperparameters={"epochs": options.epochs, "max_seq_len": options.max_seq_len})
+    return train_config(spec, LocalOptions())
 
 
 def _gpu_jobs(inputs: PlanInputs) -> list[_GpuJob]:
-    options, defaults = inputs.options, TRAINER_DEFAULTS
-    epochs = options.epochs or defaults.epochs
-    epochs_rule = "--epochs" if options.epochs else f"the local trainer's default ({defaults.epochs}; --epochs)"
-    cap = options.max_seq_len or defaults.max_seq_len
+    options = inputs.options
     cap_rule = "--max-seq-len" if options.max_seq_len else "the local trainer's default; --max-seq-len"
     jobs = []
     for arch in gpu_models(inputs.catalog, options):
@@ -560,31 +554,16 @@ def _gpu_jobs(inputs: PlanInputs) -> list[_GpuJob]:
         stats = inputs.token_stats(spec)
         if stats is None or not stats.length_counts:
             continue
-        seq_len = min(max(stats.length_counts), cap)
-        trained, cut, longest = capped_tokens(stats, seq_len)
-        notes, assumptions = [], [f"tokens counted with {stats.tokenizer}"]
-        if cut:
-            notes.append(f"{cut:,} example(s) longer than {seq_len:,} tokens are cut to it ({cap_rule}); "
-                         f"longest {longest:,}")
-        over_context = sum(n for length, n in stats.length_counts.items()
-                           if min(length, seq_len) > arch.max_position_embeddings)
-        reason = (f"{over_context:,} example(s) exceed the {arch.max_position_embeddings:,}-token context of "
-                  f"{arch.name} (longest {longest:,}): cut them with --max-seq-len" if over_context else "")
         validation = inputs.token_stats(spec, inputs.validation) if inputs.validation else None
-        if validation is not None:
-            real, evaluated = float(trained), float(capped_tokens(validation, seq_len)[0])
-            assumptions.append("evaluation on the validation file")
-        else:
-            share = defaults.eval_fraction
-            real, evaluated = trained * (1 - share), trained * share
-            assumptions.append(f"{share:.0%} of the examples held out for evaluation (the local trainer's default)")
-        passes = epochs + (1 if defaults.eval_at_start else 0)
-        paddings = {b: padded_tokens(stats.length_counts, b, seq_len) for b in range(1, defaults.micro_batch + 1)}
-        for method in (options.method,) if options.method else GPU_METHODS:
-            base = TrainingSetup(method=method, seq_len=seq_len, lora_r=options.lora_r or defaults.lora_r,
-                                 lora_dropout=defaults.lora_dropout, precision=defaults.precision(method))
-            jobs.append(_GpuJob(arch, base, stats, epochs, epochs_rule, real, evaluated, passes, reason,
-                                tuple(notes), tuple(assumptions), paddings))
+        configs = [trainer_config(inputs, arch.name, method)
+                   for method in ((options.method,) if options.method else GPU_METHODS)]
+        data = trainer_data(configs[0], stats, validation)  # the same for every method
+        epochs_rule = ("--epochs" if options.epochs
+                       else f"the local trainer's default ({configs[0].epochs:g}; --epochs)")
+        notes = (data.cut_note(cap_rule),) if data.cut else ()
+        assumptions = (f"tokens counted with {stats.tokenizer}", data.evaluation)
+        jobs += [_GpuJob(arch, config, data, epochs_rule, data.context_reason(arch), notes, assumptions)
+                 for config in configs]
     return jobs
 
 
@@ -600,38 +579,31 @@ class _GpuRun:
 
 
 def _gpu_run(job: _GpuJob, gpu: GpuSpec, count: int, overheads: Overheads, cal: Calibration) -> _GpuRun:
-    base = job.base.with_(n_gpus=count, sharding=default_sharding(job.base.method, count))
-    fit = fit_setup(job.arch, gpu, base, max_batch=TRAINER_DEFAULTS.micro_batch, calibration=cal)
+    """The job as the trainer would run it: its config's setup, or the largest micro-batch that fits."""
+    setup = job.config.training_setup(seq_len=job.data.seq_len, n_gpus=count)
+    fit = fit_setup(job.arch, gpu, setup, calibration=cal)
     if not fit.fits:
-        where = f"{count} x {gpu.name}" if count > 1 else gpu.name
-        longest = (f"the longest sequence that fits is {fit.longest_seq:,} tokens" if fit.longest_seq
-                   else "the weights, gradients and optimizer states alone do not fit")
-        reason = (f"does not fit even at micro-batch 1 with checkpointing: {fit.memory.total:.1f} GiB per GPU "
-                  f"at {base.seq_len:,} tokens, {where} has {gpu.memory_gib:g} GiB; {longest}")
-        return _GpuRun(gpu, count, fit, None, job.reason or reason)
-    time = dataset_time(job.arch, gpu, fit.setup, job.paddings[fit.setup.micro_batch], real_tokens=job.real_tokens,
-                        epochs=job.epochs, eval_tokens=job.eval_tokens, eval_passes=job.eval_passes,
-                        overheads=replace(overheads, checkpoints=job.epochs), calibration=cal)
-    return _GpuRun(gpu, count, fit, time, job.reason)
+        return _GpuRun(gpu, count, fit, None, job.reason or no_fit_reason(fit, gpu))
+    return _GpuRun(gpu, count, fit, job.data.time(job.arch, gpu, fit.setup, overheads, cal), job.reason)
 
 
 def _gpu_breakdown(job: _GpuJob, run: _GpuRun) -> dict[str, Any]:
     s, m = run.fit.setup, run.fit.memory
-    setup = {"micro_batch": s.micro_batch, "seq_len": s.seq_len, "grad_checkpointing": s.grad_checkpointing,
-             "precision": s.precision, "optimizer": s.optimizer_kind.name, "n_gpus": s.n_gpus,
-             "sharding": s.sharding}
+    setup = {"micro_batch": s.micro_batch, "grad_accumulation": s.grad_accumulation, "seq_len": s.seq_len,
+             "grad_checkpointing": s.grad_checkpointing, "precision": s.precision,
+             "optimizer": s.optimizer_kind.name, "n_gpus": s.n_gpus, "sharding": s.sharding}
     if s.method != "full":
         setup.update(lora_r=s.lora_r, lora_dropout=s.lora_dropout, targets=sorted(s.lora_modules))
     out: dict[str, Any] = {"setup": setup, "vram_gib": m.to_json(), "gpu_memory_gib": run.gpu.memory_gib,
                            "gpu_class": gpu_class(run.gpu),
-                           "epochs_rule": job.epochs_rule, "tokenizer": job.stats.tokenizer,
-                           "exact_tokens": job.stats.exact}
+                           "epochs_rule": job.epochs_rule, "tokenizer": job.data.stats.tokenizer,
+                           "exact_tokens": job.data.stats.exact}
     assumptions = [*job.assumptions, *m.assumptions]
     if run.time is not None:
         t, p = run.time, run.time.padding
         out["tokens"] = {"real_per_epoch": round(t.real_tokens), "processed_per_epoch": round(t.processed_tokens),
                          "padding_waste": max(0.0, round(p.waste, 4)),
-                         "eval_processed_per_pass": round(t.eval_tokens), "eval_passes": job.eval_passes}
+                         "eval_processed_per_pass": round(t.eval_tokens), "eval_passes": job.data.eval_passes}
         if t.time is not None:
             out["hours"] = t.time.hours.to_json()
             out["hours_by_part"] = {k: round(v.expected / 3600, 4) for k, v in t.time.breakdown.items()}
@@ -651,21 +623,19 @@ def _gpu_route(kind: str, backend: str, job: _GpuJob, run: _GpuRun, cost: CostEs
             hours = cost.hours
             breakdown["hours_with_reclaims"] = hours.to_json()
     if run.time is not None and timed is None:
-        notes = [*notes, f"time and cost unknown: the catalog has no TFLOPS figure for {run.gpu.name}"]
-    return Route(kind=kind, backend=backend, model=job.arch.name, method=job.base.method,
+        notes = [*notes, untimed_note(run.gpu)]
+    lowered = lowered_batch_note(job.config, run.fit) if run.fit.fits else ""
+    return Route(kind=kind, backend=backend, model=job.arch.name, method=job.config.method,
                  hardware=Hardware(run.gpu.name, run.count), feasible=not run.reason, reason=run.reason,
                  vram_gib=round(run.fit.memory.total, 2), hours=round(hours.expected, 3) if hours else None,
-                 cost_usd=cost.usd.expected if cost else None, epochs=job.epochs, breakdown=breakdown,
-                 notes=(*job.notes, *notes), **fields)
+                 cost_usd=cost.usd.expected if cost else None, epochs=int(job.config.epochs), breakdown=breakdown,
+                 notes=(*job.notes, *([lowered] if lowered else []), *notes), **fields)
 
 
 def _local_route(job: _GpuJob, run: _GpuRun, today: date) -> Route:
     timed = run.time.time if run.time else None
-    cost, notes = None, []
-    if timed is not None and run.gpu.tdp_w:
-        cost = local_cost(timed.hours, run.gpu, run.count)
-    elif timed is not None:
-        notes.append(f"electricity cost unknown: the catalog has no TDP for {run.gpu.name}")
+    cost, why_not = electricity(timed, run.gpu, run.count) if timed is not None else (None, "")
+    notes = [why_not] if why_not else []
     return _gpu_route("local", "local", job, run, cost, notes,
                       price_source=f"electricity at {DEFAULT_USD_PER_KWH} $/kWh: {DEFAULT_USD_PER_KWH_SOURCE}",
                       price_as_of=DEFAULT_USD_PER_KWH_AS_OF, stale=is_stale(DEFAULT_USD_PER_KWH_AS_OF, today))
@@ -688,7 +658,7 @@ def _cloud_routes(job: _GpuJob, run: _GpuRun, inst: CloudInstance, today: date) 
             parts = timed.breakdown
             restart = parts["start-up"] + parts["model download"] + parts["model load"]
             cost = cloud_cost(timed.hours, price, spot=pricing == "spot", restart_hours=restart.scaled(1 / 3600),
-                              checkpoint_hours=parts["checkpoints"].expected / job.epochs / 3600)
+                              checkpoint_hours=parts["checkpoints"].expected / job.data.checkpoints / 3600)
         routes.append(_gpu_route("cloud", inst.cloud, job, run, cost, notes,
                                  {"usd_per_hour": price, "region": region}, instance=inst.instance_type,
                                  pricing=pricing, price_source=inst.source, price_as_of=inst.as_of,
@@ -725,8 +695,7 @@ def gpu_routes(inputs: PlanInputs) -> list[Route]:
     routes: list[Route] = []
     for job in _gpu_jobs(inputs):
         if options.gpu:
-            routes.append(_local_route(job, _gpu_run(job, catalog.gpus[options.gpu], options.gpu_count, local, cal),
-                                       today))
+            routes.append(_local_route(job, _gpu_run(job, options.gpu, options.gpu_count, local, cal), today))
         runs: dict[tuple[str, int], _GpuRun] = {}
         offers = []
         for inst in catalog.instances:
@@ -749,11 +718,12 @@ def gpu_notes(inputs: PlanInputs) -> list[str]:
     if not models:
         return ["no GPU routes: --model names no open model (a catalog model, a local folder or a config.json)"]
     epochs = (f"{options.epochs} epochs" if options.epochs
-              else f"{TRAINER_DEFAULTS.epochs} epochs (the local trainer's default; --epochs)")
+              else f"{TrainConfig.model_fields['epochs'].default:g} epochs (the local trainer's default; --epochs)")
     chosen = "" if options.models else " (the default models; --model for others)"
     notes = [f"GPU routes: {', '.join(m.name for m in models)}{chosen}, {epochs}"]
     if options.gpu:
-        notes.append(f"local GPU: {options.gpu_count} x {options.gpu} ({options.gpu_source or '--gpu'})")
+        notes.append(f"local GPU: {options.gpu_count} x {options.gpu.name} ({options.gpu_source or '--gpu'})"
+                     + (f"; {options.gpu_note}" if options.gpu_note else ""))
     else:
         notes.append(options.gpu_note or "local GPU: none named (--gpu NAME[:COUNT]), so no local routes")
     shown = "every instance" if options.all_instances else "the cheapest instance per GPU type and cloud (--all: all)"

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from datetime import date
 
 from ftbroker import planner
+from ftbroker.backends.base import GPU_ENV
+from ftbroker.backends.local.preflight import LocalGpus, local_gpus
 from ftbroker.errors import InputError, UnknownNameError
-from ftbroker.estimate import parse_gpu_count
 from ftbroker.pricing.catalog import Catalog, load_catalog
 
 
@@ -27,25 +28,28 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
 
     ``models``: catalog names, HF repo ids, local model folders or config.json paths, or managed model names
     (``gpt-4o-mini``); empty: every managed offer, and GPU routes for ``planner.DEFAULT_GPU_MODELS``.
-    ``gpu``: the local GPU, ``NAME[:COUNT]``; None: the GPUs ``nvidia-smi`` reports, if any. ``catalog``: extra
-    catalog files. ``all_instances``: a cloud route for every instance type, not only the cheapest per GPU type
-    and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
+    ``gpu``: the local GPU, ``NAME[:COUNT]``; None: FTBROKER_GPU, else the GPUs ``nvidia-smi`` reports, if any.
+    ``catalog``: extra catalog files. ``all_instances``: a cloud route for every instance type, not only the
+    cheapest per GPU type and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
     (``plan.dataset.raise_for_errors()``).
     """
     from ftbroker import data, tokens  # the data area's modules; light (no torch)
 
     if method not in (None, "full", "lora", "qlora"):
         raise InputError(f"method must be full, lora or qlora, not {method!r}")
-    for name, value, low in (("epochs", epochs, 1), ("n_evals", n_evals, 0), ("max_seq_len", max_seq_len, 1),
-                             ("lora_r", lora_r, 1)):
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise InputError(f"{name} must be an integer >= {low}, not {value!r}")
+    for name, value in (("epochs", epochs), ("n_evals", n_evals), ("max_seq_len", max_seq_len), ("lora_r", lora_r)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise InputError(f"{name} must be an integer >= 0, not {value!r}")
+    _check_trainer_settings(epochs=epochs, max_seq_len=max_seq_len, lora_r=lora_r)
+    today = today or date.today()
     cat = load_catalog(catalog)
-    gpu_name, gpu_count, gpu_source, gpu_note = local_gpu(cat, gpu)
+    local = find_local_gpus(cat, gpu, today=today)
     options = planner.PlanOptions(models=tuple(resolve_model(cat, m) for m in models), method=method,
                                   epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len, tokenizer=tokenizer,
-                                  gpu=gpu_name, gpu_count=gpu_count, gpu_source=gpu_source, gpu_note=gpu_note,
-                                  lora_r=lora_r, all_instances=all_instances)
+                                  gpu=local.gpu if local else None, gpu_count=local.count if local else 1,
+                                  gpu_source=local.source if local else "",
+                                  gpu_note=local.note if local else NO_LOCAL_GPU, lora_r=lora_r,
+                                  all_instances=all_instances)
     counters = {spec: tokens.resolve(spec.tokenizer, hf_repo=spec.hf_repo, family=spec.family)
                 for spec in planner.token_needs(cat, options)}
     unique = list({c.key: c for c in counters.values()}.values())
@@ -58,9 +62,25 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     advice = data.advise(report, lora_r=lora_r, epochs=epochs, has_validation=validation is not None)
     report = dataclasses.replace(report, advice=tuple(advice))  # with what the options add (rank, epochs)
     inputs = planner.PlanInputs(report=report, validation=validation, catalog=cat, options=options,
-                                counter_keys={spec: c.key for spec, c in counters.items()},
-                                today=today or date.today())
+                                counter_keys={spec: c.key for spec, c in counters.items()}, today=today)
     return planner.build_plan(inputs)
+
+
+def _check_trainer_settings(*, epochs: int | None, max_seq_len: int | None, lora_r: int | None) -> None:
+    """The bounds ``ftbroker run`` holds these to (the JobSpec's): the GPU routes give the trainer the same config."""
+    from pydantic import ValidationError
+
+    from ftbroker.spec import Hyperparameters, LoraSettings
+
+    problems = []
+    for part, fields, prefix in ((Hyperparameters, {"epochs": epochs, "max_seq_len": max_seq_len}, ""),
+                                 (LoraSettings, {"r": lora_r}, "lora_")):
+        try:
+            part(**fields)
+        except ValidationError as exc:
+            problems += [f"{prefix}{e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def resolve_model(cat: Catalog, name: str) -> planner.ModelRequest:
@@ -77,21 +97,14 @@ def resolve_model(cat: Catalog, name: str) -> planner.ModelRequest:
                                hint="a catalog or managed model, a local model folder or a config.json") from None
 
 
-def local_gpu(cat: Catalog, spec: str | None) -> tuple[str | None, int, str, str]:
-    """(catalog GPU name, count, "--gpu" | "detected", why there is none) for the local routes: ``spec``
-    (``NAME[:COUNT]``), else the GPUs ``nvidia-smi`` reports (the first one's type, and how many of it)."""
-    if spec:
-        name, count = parse_gpu_count(spec)
-        return cat.gpu(name).name, count, "--gpu", ""
+NO_LOCAL_GPU = "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"
+
+
+def find_local_gpus(cat: Catalog, gpu: str | None, *, today: date) -> LocalGpus | None:
+    """The local routes' GPUs: ``gpu`` (``NAME[:COUNT]``), else FTBROKER_GPU, else what ``nvidia-smi`` reports;
+    resolved by the local backend's own rule (``preflight.local_gpus``), so plan and run plan for the same GPU."""
     from ftbroker.backends.base import detect_gpus  # nvidia-smi, not torch
 
-    found = detect_gpus()
-    if not found:
-        return None, 1, "", "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"
-    first = found[0]
-    try:
-        known = cat.gpu(first.name)
-    except UnknownNameError:
-        return None, 1, "", (f"local GPU: detected {first.name} ({first.memory_gib:g} GiB), which the catalog does "
-                             "not know: name a catalog GPU with --gpu NAME[:COUNT], or add it to the catalog")
-    return known.name, sum(1 for g in found if g.name == first.name), "detected", ""
+    declared = gpu or os.environ.get(GPU_ENV) or None
+    return local_gpus(cat, () if declared else detect_gpus(), declared, declared_by="--gpu" if gpu else GPU_ENV,
+                      today=today)

@@ -250,7 +250,7 @@ def _cloud_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
 
 def _local_title(plan: Plan, routes: Sequence[Route]) -> str:
     gpu = plan.options
-    return f"Your GPU: {gpu.gpu_count} x {gpu.gpu} ({gpu.gpu_source or '--gpu'}); cost: its electricity"
+    return f"Your GPU: {gpu.gpu_count} x {gpu.gpu.name} ({gpu.gpu_source or '--gpu'}); cost: its electricity"
 
 
 _ROUTE_TABLES = (

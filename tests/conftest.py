@@ -24,6 +24,7 @@ def _isolated(tmp_path_factory, monkeypatch):
         if name.startswith(_CREDENTIAL_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
+    monkeypatch.delenv("FTBROKER_GPU", raising=False)  # a test plans for the GPU it names
 
 
 # ---- trainer area: tiny real models (built once per session; see tests/tinymodels.py) ----

@@ -8,7 +8,8 @@ import sys
 import pytest
 from spine_support import write_chat
 
-from ftbroker.backends.local.backend import TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events
+from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
+                                            train_config)
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.broker import Broker
 from ftbroker.errors import JobError
@@ -126,7 +127,7 @@ def test_generated_accelerate_config_is_what_accelerate_reads(tmp_path, method, 
     from accelerate.commands.config.config_args import load_config_from_file
 
     spec = JobSpec(dataset="d", model="m", method=method, hyperparameters={"gradient_accumulation_steps": 4})
-    config = accelerate_config(spec, 4, strategy)
+    config = accelerate_config(train_config(spec, LocalOptions()), 4, strategy)
     path = tmp_path / "accelerate.yaml"
     path.write_text(yaml.safe_dump(config))
     loaded = load_config_from_file(str(path))  # accelerate's own parser: unknown keys are an error there

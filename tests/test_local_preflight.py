@@ -16,7 +16,7 @@ from spine_support import write_chat
 from ftbroker.backends.base import Environment, Gpu, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, measured_resources, train_config
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.backends.local.preflight import CPU_NOTE, local_quote, training_setup
+from ftbroker.backends.local.preflight import CPU_NOTE, LocalGpus, local_gpus, local_quote
 from ftbroker.broker import check_guards
 from ftbroker.cli import cli
 from ftbroker.data import Summary, TokenStats
@@ -42,6 +42,10 @@ def config(model="Llama-3.1-8B", method="lora", **hyperparameters) -> TrainConfi
                         LocalOptions())
 
 
+def on(gpu, count=1) -> LocalGpus:
+    return LocalGpus(gpu, count, "--gpu")
+
+
 def test_unset_settings_are_the_trainers_defaults_and_set_ones_map_to_its_fields():
     bare = train_config(JobSpec(dataset="/d.jsonl", model="/m"), LocalOptions())
     assert bare == TrainConfig(model="/m", dataset="/d.jsonl")
@@ -62,23 +66,23 @@ def test_unset_settings_are_the_trainers_defaults_and_set_ones_map_to_its_fields
 @pytest.mark.parametrize("method, precision", [("full", "amp"), ("lora", "bf16"), ("qlora", "bf16")])
 def test_the_estimate_describes_what_the_trainer_runs(method, precision):
     cfg = config(method=method, micro_batch_size=2, gradient_accumulation_steps=4, max_seq_len=4096)
-    setup = training_setup(cfg, n_gpus=1, seq_len=2048)
+    setup = cfg.training_setup(n_gpus=1, seq_len=2048)
     assert (setup.method, setup.precision, setup.optimizer) == (method, precision, "adamw")
     assert (setup.micro_batch, setup.seq_len, setup.grad_accumulation) == (2, 2048, 4)
     assert setup.grad_checkpointing is cfg.gradient_checkpointing is True  # the trainer's default
     assert (setup.lora_r, setup.targets, setup.lora_dropout) == (16, ("all-linear",), 0.05)
-    assert training_setup(cfg, n_gpus=4, seq_len=2048).sharding == ("fsdp" if method == "full" else "ddp")
-    assert training_setup(cfg, n_gpus=4, seq_len=2048, distributed="deepspeed").sharding == "zero3"
-    assert training_setup(cfg, n_gpus=1, seq_len=2048, distributed="fsdp").sharding == "none"  # no accelerate
+    assert cfg.training_setup(n_gpus=4, seq_len=2048).sharding == ("fsdp" if method == "full" else "ddp")
+    assert cfg.training_setup(n_gpus=4, seq_len=2048, distributed="deepspeed").sharding == "zero3"
+    assert cfg.training_setup(n_gpus=1, seq_len=2048, distributed="fsdp").sharding == "none"  # no accelerate
 
 
 def test_a_job_that_fits_is_priced_with_its_resources(catalog):
     gpu = catalog.gpu("H100")
     cfg = config(micro_batch_size=2)
-    quote = local_quote(cfg, catalog.model("Llama-3.1-8B"), [gpu], STATS)
+    quote = local_quote(cfg, catalog.model("Llama-3.1-8B"), on(gpu), STATS)
     assert quote.verdict is Verdict.OK and quote.reason is None and quote.hardware == f"1x {gpu.name}"
     # the very setup the trainer runs: unpacked, so a micro-batch is as long as the longest example (2,048)
-    expected = summarize(catalog.model("Llama-3.1-8B"), training_setup(cfg, n_gpus=1, seq_len=2048), gpu)
+    expected = summarize(catalog.model("Llama-3.1-8B"), cfg.training_setup(n_gpus=1, seq_len=2048), gpu)
     assert quote.peak_vram_gib == expected.memory.total
     assert quote.resources["estimated_peak_vram_gib"] == round(expected.memory.total, 3)
     assert quote.resources["estimated_allocated_gib"] == round(expected.memory.allocated, 3)
@@ -103,7 +107,7 @@ def _flags(tip: str) -> dict[str, str]:
 def test_what_does_not_fit_is_refused_with_changes_that_do(catalog, model, method, gpu, hp):
     gpu, arch = catalog.gpu(gpu), catalog.model(model)
     cfg = config(model, method, **hp)
-    quote = local_quote(cfg, arch, [gpu], STATS)
+    quote = local_quote(cfg, arch, on(gpu), STATS)
     assert quote.verdict is Verdict.DOES_NOT_FIT
     assert quote.reason.startswith(f"needs about {quote.peak_vram_gib:.1f} GiB per GPU")
     assert quote.reason.endswith("or --force to run anyway")
@@ -116,7 +120,7 @@ def test_what_does_not_fit_is_refused_with_changes_that_do(catalog, model, metho
             **({"micro_batch_size": int(flags["micro-batch"]), "gradient_accumulation_steps": int(flags["grad-accum"])}
                if "micro-batch" in flags else {}),
             **({"max_seq_len": int(flags["max-seq-len"])} if "max-seq-len" in flags else {})})
-        again = local_quote(train_config(changed, LocalOptions()), arch, [gpu], STATS)
+        again = local_quote(train_config(changed, LocalOptions()), arch, on(gpu), STATS)
         assert again.verdict is Verdict.OK, (tip, again.reason)
         assert f"{again.peak_vram_gib:.1f} GiB" in tip
         if "grad-accum" in flags:  # the effective batch is kept
@@ -124,13 +128,13 @@ def test_what_does_not_fit_is_refused_with_changes_that_do(catalog, model, metho
 
 
 def test_when_nothing_fits_it_says_so(catalog):
-    quote = local_quote(config("Llama-3.1-405B"), catalog.model("Llama-3.1-405B"), [catalog.gpu("T4")], STATS)
+    quote = local_quote(config("Llama-3.1-405B"), catalog.model("Llama-3.1-405B"), on(catalog.gpu("T4")), STATS)
     assert "a GPU with more memory or more GPUs (even QLoRA with gradient checkpointing at micro-batch 1 needs" \
         in quote.reason
 
 
 def test_without_a_gpu_the_cpu_trains_and_no_budget_can_be_checked():
-    quote = local_quote(config(), None, [], STATS)
+    quote = local_quote(config(), None, None, STATS)
     assert quote.verdict is Verdict.OK and quote.hardware == "CPU" and CPU_NOTE in quote.warnings
     assert quote.hours is None and quote.cost_usd is None and quote.peak_vram_gib is None
     with pytest.raises(BudgetExceededError, match="cannot be estimated"):
@@ -138,7 +142,8 @@ def test_without_a_gpu_the_cpu_trains_and_no_budget_can_be_checked():
 
 
 def test_over_budget_compares_the_high_end_of_the_electricity(catalog):
-    quote = local_quote(config(micro_batch_size=1), catalog.model("Llama-3.1-8B"), [catalog.gpu("RTX 4090")], STATS)
+    quote = local_quote(config(micro_batch_size=1), catalog.model("Llama-3.1-8B"), on(catalog.gpu("RTX 4090")),
+                        STATS)
     assert quote.cost_usd < quote.cost_high_usd
     check_guards(quote, JobSpec(dataset="d", model="m", budget={"max_cost_usd": quote.cost_high_usd}))
     with pytest.raises(BudgetExceededError, match=rf"\${quote.cost_usd}-\${quote.cost_high_usd} is over"):
@@ -146,12 +151,13 @@ def test_over_budget_compares_the_high_end_of_the_electricity(catalog):
 
 
 def test_unknown_lengths_assume_max_seq_len_and_give_no_time(catalog):
-    quote = local_quote(config(max_seq_len=1024), catalog.model("Llama-3.1-8B"), [catalog.gpu("H100")], None)
+    quote = local_quote(config(max_seq_len=1024), catalog.model("Llama-3.1-8B"), on(catalog.gpu("H100")), None)
     assert quote.breakdown["estimate"]["setup"]["seq_len"] == 1024
     assert quote.hours is None and "token lengths are unknown" in quote.warnings[0]
-    cut = local_quote(config(max_seq_len=1024), catalog.model("Llama-3.1-8B"), [catalog.gpu("H100")],
+    cut = local_quote(config(max_seq_len=1024), catalog.model("Llama-3.1-8B"), on(catalog.gpu("H100")),
                       replace(STATS, limit=1024, over_limit=300))
-    assert "300 examples are longer than max_seq_len 1024 tokens and will be cut at the end" in cut.warnings
+    assert ("300 example(s) longer than 1,024 tokens are cut to it (max_seq_len 1024; --max-seq-len); "
+            "longest 2,048") in cut.warnings
 
 
 def _env(**kw):
@@ -180,6 +186,18 @@ def test_the_gpus_planned_for_declared_found_or_none(tmp_path):
     assert hub.warnings[0].startswith("no memory, time or cost estimate: unknown model 'someone/unknown-7b'")
 
 
+def test_one_rule_resolves_the_gpus_plan_and_run_plan_for(catalog):
+    today = date(2026, 12, 1)
+    assert local_gpus(catalog, (), None, today=today) is None  # the CPU
+    mixed = (Gpu("NVIDIA H100 80GB HBM3", 79.65), Gpu("NVIDIA L4", 22.5))
+    found = local_gpus(catalog, mixed, today=today)  # every card, planned as the smallest, with its real memory
+    assert (found.gpu.name, found.gpu.memory_gib, found.count, found.source, found.hardware) == (
+        "L4", 22.5, 2, "detected", "2x L4")
+    declared = local_gpus(catalog, mixed, "h100:8", declared_by="FTBROKER_GPU", use=2, today=today)
+    assert declared == LocalGpus(catalog.gpu("H100"), 2, "FTBROKER_GPU")  # the gpus option caps a declaration too
+    assert local_gpus(catalog, mixed, use=0, today=today) is None
+
+
 def test_measured_figures_are_named_by_what_was_measured():
     cuda = {"raw": {"measured": {"device": "cuda", "peak_memory_bytes": 3 * 2**30, "cuda_max_reserved_bytes": 2**32,
                                  "tokens_per_s": 1234.5, "train_seconds": 60.0, "gpu": "NVIDIA H200"}}}
@@ -206,19 +224,20 @@ def ftb(*args, ok):
 
 def test_a_spec_that_does_not_fit_is_exit_3_with_what_to_change(data, monkeypatch):
     out = ftb("run", data, "--model", "Llama-3.1-70B", "--method", "full", "--gpu", "RTX 4090", "--yes", ok=3)
-    assert "does not fit: needs about" in out.stderr and "RTX-4090 has 24.0 GiB" in out.stderr
+    assert "does not fit: needs about" in out.stderr and "RTX-4090 has 24 GiB" in out.stderr
     assert "--force" in out.stderr
     monkeypatch.setenv("FTBROKER_GPU", "T4")
     out = ftb("run", data, "--model", "Llama-3.1-8B", "--micro-batch", "1", "--yes", ok=3)
-    assert "T4 has 16.0 GiB; try --method qlora (" in out.stderr
+    assert "T4 has 16 GiB; try --method qlora (" in out.stderr
     assert Ledger().list() == []
 
 
 def test_bad_gpu_declarations_and_an_uncheckable_budget(data, monkeypatch):
     assert "unknown GPU 'RTX 9999'" in ftb("run", data, "--model", "Llama-3.1-8B", "--gpu", "RTX 9999", "--yes",
                                           ok=2).stderr
-    assert "backend_options.gpu: GPU count must be at least 1" in ftb(
-        "run", data, "--model", "m", "--gpu", "T4:0", "--yes", ok=2).stderr
+    for bad in ("T4:0", "H100:x"):  # the one NAME[:COUNT] parser of every --gpu (ftbroker.estimate.parse_gpu_count)
+        assert f"backend_options.gpu: GPU '{bad}': COUNT must be a positive integer (NAME[:COUNT])" in ftb(
+            "run", data, "--model", "m", "--gpu", bad, "--yes", ok=2).stderr
     out = ftb("run", data, "--model", "Llama-3.1-8B", "--max-cost", "5", "--yes", ok=3)  # no GPU here
     assert "cannot be estimated (no GPU found: the trainer runs on the CPU" in out.stderr
     assert "so it cannot be held to --max-cost $5" in out.stderr

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from ftbroker import planner
 from ftbroker.backends.base import Gpu, parse_nvidia_smi
 from ftbroker.cli import cli
-from ftbroker.estimate.setup import TRAINER_DEFAULTS
-from ftbroker.planning import local_gpu
+from ftbroker.backends.local.config import TrainConfig
+from ftbroker.planning import find_local_gpus
 from ftbroker.pricing.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +27,7 @@ EXAMPLES = REPO / "examples" / "data"
 CHATS, HELD_OUT, PREFERENCES = (EXAMPLES / n for n in ("support_chats.jsonl", "support_chats_val.jsonl",
                                                        "support_preferences.jsonl"))
 HEAVY = ("torch", "transformers", "openai", "together", "boto3", "botocore", "httpx", "peft", "trl")
+TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 
 def run(*args):
@@ -125,8 +126,8 @@ def test_every_gpu_route_is_consistent(example):
     llama = example["dataset"]["token_counts"]["estimate:llama3"]
     for r in gpu:
         b = r["breakdown"]
-        assert r["hardware"]["gpu"] and r["epochs"] == TRAINER_DEFAULTS.epochs and r["vram_gib"] > 0
-        assert b["setup"]["seq_len"] == min(llama["per_example"]["max"], TRAINER_DEFAULTS.max_seq_len) \
+        assert r["hardware"]["gpu"] and r["epochs"] == TRAINER.epochs and r["vram_gib"] > 0
+        assert b["setup"]["seq_len"] == min(llama["per_example"]["max"], TRAINER.max_seq_length) \
             or r["model"] != "Llama-3.1-8B"
         if not r["feasible"]:
             assert r["reason"] and r["cost_usd"] is None
@@ -209,7 +210,9 @@ def test_what_nvidia_smi_says_on_an_h200_resolves_to_the_catalogs_h200(monkeypat
     # recorded on an H200 machine (2026-11-28) with the query detect_gpus runs
     found = parse_nvidia_smi("0, GPU-3ea88e84-df26-ac01-b961-3dca62a033b1, NVIDIA H200, 143771\n", None)
     monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: found)
-    assert local_gpu(load_catalog(), None) == ("H200-SXM", 1, "detected", "")
+    local = find_local_gpus(load_catalog(), None, today=date(2026, 11, 28))
+    assert (local.gpu.name, local.gpu.memory_gib, local.count, local.source, local.note) == (
+        "H200-SXM", 140.4, 1, "detected", "")
 
 
 def test_no_gpu_or_an_unknown_one_is_said_in_one_line(monkeypatch):
@@ -219,8 +222,17 @@ def test_no_gpu_or_an_unknown_one_is_said_in_one_line(monkeypatch):
         in doc["notes"]
     monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: (Gpu("NVIDIA H100 NVL", 93.6),))
     doc = plan_json(CHATS, "--model", "Qwen2.5-7B", "--method", "qlora")
-    assert any(n.startswith("local GPU: detected NVIDIA H100 NVL (93.6 GiB), which the catalog does not know")
-               for n in doc["notes"])
+    assert ("local GPU: 1 x NVIDIA H100 NVL (detected); NVIDIA H100 NVL (93.6 GiB) is not in the catalog: planned "
+            "with its memory alone (no time or cost)") in " ".join(doc["notes"])
+    local = next(r for r in doc["routes"] if r["kind"] == "local")  # whether it fits, as `ftbroker run` checks
+    assert local["feasible"] and 0 < local["vram_gib"] <= 93.6 and local["hours"] is None
+
+
+def test_ftbroker_gpu_names_the_local_gpu_for_plan_as_for_run(monkeypatch):
+    monkeypatch.setenv("FTBROKER_GPU", "L4:2")
+    doc = plan_json(CHATS, "--model", "Qwen2.5-7B", "--method", "qlora")
+    assert doc["options"]["gpu"] == {"name": "L4", "count": 2, "source": "FTBROKER_GPU"}
+    assert plan_json(CHATS, "--model", "Qwen2.5-7B", "--gpu", "T4")["options"]["gpu"]["source"] == "--gpu"
 
 
 def test_gpu_and_lora_r_are_recorded():
@@ -290,7 +302,7 @@ def test_bad_options_exit_2(args, message):
 def test_the_help_states_the_defaults_the_planner_uses():
     text = " ".join(run("plan", "--help").stdout.split())
     assert f"GPU routes for {' and '.join(planner.DEFAULT_GPU_MODELS)}" in text
-    assert f"{TRAINER_DEFAULTS.epochs} on GPUs" in text and f"default {TRAINER_DEFAULTS.max_seq_len})" in text
+    assert f"{TRAINER.epochs} on GPUs" in text and f"default {TRAINER.max_seq_length})" in text
 
 
 def test_sdk_plan_returns_the_object_the_cli_renders():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -12,8 +13,8 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.estimate.calibration import default_calibration
 from ftbroker.estimate.compute import Overheads, Range, training_time
 from ftbroker.estimate.cost import cloud_cost
-from ftbroker.estimate.memory import estimate_memory, max_micro_batch, max_seq_len
-from ftbroker.estimate.setup import TRAINER_DEFAULTS, TrainingSetup
+from ftbroker.estimate.memory import estimate_memory, max_seq_len
+from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, build_plan, token_needs
 from ftbroker.pricing.catalog import Catalog, load_catalog
 from plan_reports import report, stats
@@ -37,6 +38,8 @@ def few(cat):
 
 
 def gpu_plan(cat, lengths, *, models=("Llama-3.1-8B",), fmt="chat", validation_lengths=None, **options):
+    if isinstance(options.get("gpu"), str):
+        options["gpu"] = cat.gpus[options["gpu"]]
     opts = PlanOptions(models=tuple(ModelRequest(n, cat.models[n]) for n in models), **options)
     keys = {spec: f"k{i}" for i, spec in enumerate(token_needs(cat, opts))}
     counted = {k: stats(lengths, "llama3 estimate", exact=False) for k in keys.values()}
@@ -59,11 +62,10 @@ def test_local_qlora_on_a_4090_hand_checked(few):
     plan = gpu_plan(few, {500: 1000}, method="qlora", gpu="RTX-4090", gpu_source="--gpu")
     r = only(plan, kind="local")
     assert r.id == "local:Llama-3.1-8B:qlora:RTX-4090x1" and r.feasible and r.epochs == 3
-    base = TrainingSetup("qlora", seq_len=500, lora_r=16, lora_dropout=0.05, precision="bf16")
-    batch = max_micro_batch(arch, gpu, base.with_(grad_checkpointing=False), limit=4, calibration=cal)
-    assert batch >= 1  # fits without checkpointing: the fastest choice
-    setup = base.with_(grad_checkpointing=False, micro_batch=batch)
-    assert r.breakdown["setup"]["micro_batch"] == batch and not r.breakdown["setup"]["grad_checkpointing"]
+    # the local trainer's defaults: micro-batch 4, gradient checkpointing, LoRA r 16 and dropout 0.05, the base in bf16
+    setup = TrainingSetup("qlora", micro_batch=4, seq_len=500, lora_r=16, lora_dropout=0.05, precision="bf16",
+                          grad_checkpointing=True)
+    assert r.breakdown["setup"]["micro_batch"] == 4 and r.breakdown["setup"]["grad_checkpointing"]
     assert r.vram_gib == round(estimate_memory(arch, setup, cal).total, 2) <= gpu.memory_gib
     # 1,000 examples of 500 tokens: 10% held out, so 450,000 trained and 50,000 evaluated per pass (no padding:
     # every example has the same length); 3 epochs and 4 evaluations (one before training)
@@ -80,10 +82,25 @@ def test_local_qlora_on_a_4090_hand_checked(few):
     assert r.price_as_of == date(2024, 1, 31) and r.stale and "EIA" in r.price_source
 
 
+def test_a_micro_batch_the_card_cannot_hold_is_lowered_keeping_the_effective_batch(few):
+    arch, cal = few.models["Llama-3.1-8B"], default_calibration()
+    at = {b: TrainingSetup("lora", micro_batch=b, grad_accumulation=-(-4 // b), seq_len=1024, lora_dropout=0.05)
+          for b in (1, 2, 3, 4)}
+    peak = {b: estimate_memory(arch, setup, cal).total for b, setup in at.items()}
+    card = replace(few.gpus["RTX-4090"], memory_gib=(peak[1] + peak[4]) / 2)  # holds micro-batch 1, not 4
+    r = only(gpu_plan(few, {1024: 300}, method="lora", gpu=card), kind="local")
+    chosen = max(b for b in at if peak[b] <= card.memory_gib)
+    s = r.breakdown["setup"]
+    assert r.feasible and (s["micro_batch"], s["grad_accumulation"]) == (chosen, at[chosen].grad_accumulation)
+    assert r.vram_gib == round(peak[chosen], 2)
+    assert (f"micro-batch 4 does not fit: run with --micro-batch {chosen} --grad-accum "
+            f"{at[chosen].grad_accumulation} (the same effective batch)") in r.notes
+
+
 def test_full_fine_tuning_of_8b_does_not_fit_a_24gb_card(few):
     r = only(gpu_plan(few, {500: 100}, method="full", gpu="RTX-4090"), kind="local")
     assert not r.feasible and r.hours is None and r.cost_usd is None
-    assert r.reason.startswith("does not fit even at micro-batch 1 with checkpointing: ")
+    assert r.reason.startswith("does not fit even at micro-batch 1 with checkpointing and 500 tokens: needs about ")
     needed = float(re.search(r"([0-9.]+) GiB per GPU", r.reason)[1])
     assert needed == pytest.approx(r.vram_gib, abs=0.06) and "RTX-4090 has 24 GiB" in r.reason
     assert "alone do not fit" in r.reason  # fp32 weights + AdamW states of 8B parameters: ~120 GiB
@@ -93,7 +110,8 @@ def test_full_fine_tuning_of_8b_does_not_fit_a_24gb_card(few):
 def test_a_sequence_too_long_for_the_card_names_the_longest_that_fits(few):
     arch, gpu = few.models["Llama-3.1-8B"], few.gpus["L4"]
     r = only(gpu_plan(few, {100_000: 1, 500: 50}, method="qlora", gpu="L4", max_seq_len=131_072), kind="local")
-    longest = max_seq_len(arch, gpu, TrainingSetup("qlora", seq_len=100_000, lora_dropout=0.05),
+    # micro-batch 1 keeps the trainer's effective batch (4) by accumulating
+    longest = max_seq_len(arch, gpu, TrainingSetup("qlora", seq_len=100_000, lora_dropout=0.05, grad_accumulation=4),
                           calibration=default_calibration())
     assert 0 < longest < 100_000
     assert not r.feasible and r.reason.endswith(f"the longest sequence that fits is {longest:,} tokens")
@@ -221,10 +239,16 @@ def test_notes_say_where_there_is_no_local_gpu_and_no_gpu_route(few):
     assert planner.gpu_models(few, opts) == []
 
 
-def test_trainer_defaults_are_the_local_trainers():
-    config = TrainConfig(model="m", dataset="d")
-    assert (config.epochs, config.micro_batch_size, config.max_seq_length, config.lora.r, config.lora.dropout,
-            config.eval_fraction, config.eval_at_start, config.save_steps == 0, config.gradient_checkpointing) == (
-        TRAINER_DEFAULTS.epochs, TRAINER_DEFAULTS.micro_batch, TRAINER_DEFAULTS.max_seq_len, TRAINER_DEFAULTS.lora_r,
-        TRAINER_DEFAULTS.lora_dropout, TRAINER_DEFAULTS.eval_fraction, TRAINER_DEFAULTS.eval_at_start,
-        TRAINER_DEFAULTS.checkpoint_every_epoch, False)
+def test_routes_run_the_local_trainers_own_defaults(few):
+    """The planner keeps no copy of the trainer's defaults: a route runs TrainConfig's, through its one mapping."""
+    r = only(gpu_plan(few, {500: 1000}, method="lora", gpu="H100-SXM"), kind="local")
+    trainer = TrainConfig(model="m", dataset="d")
+    setup = trainer.training_setup(seq_len=500)
+    assert r.breakdown["setup"] == {
+        "micro_batch": setup.micro_batch, "grad_accumulation": setup.grad_accumulation, "seq_len": 500,
+        "grad_checkpointing": trainer.gradient_checkpointing, "precision": setup.precision, "optimizer": "adamw",
+        "n_gpus": 1, "sharding": "none", "lora_r": trainer.lora.r, "lora_dropout": trainer.lora.dropout,
+        "targets": sorted(setup.lora_modules)}
+    assert r.epochs == trainer.epochs
+    assert r.breakdown["tokens"]["real_per_epoch"] == round(500_000 * (1 - trainer.eval_fraction))
+    assert r.breakdown["tokens"]["eval_passes"] == trainer.epochs + trainer.eval_at_start

@@ -91,7 +91,7 @@ def test_backend_options_are_checked_by_the_backend(data):
     text = str(info.value)
     assert "backend_options.gpu_count: local has no such option" in text
     assert "backend_options.cancel_grace_s:" in text
-    assert "backend_options.gpu: GPU count must be at least 1 in 'A100:0'" in text
+    assert "backend_options.gpu: GPU 'A100:0': COUNT must be a positive integer (NAME[:COUNT])" in text
 
 
 @pytest.mark.parametrize("options", [

@@ -36,8 +36,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ftbroker.backends.base import Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update, detect_gpus
-from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig
+from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
+                                    detect_gpus)
+from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, launch_strategy
 from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -103,66 +104,57 @@ class LocalBackend:
     def __init__(self, options: LocalOptions, *, home: Path):
         self.options = options
         self.runs = home / "runs"
+        self._validation_stats: dict[str, Any] = {}  # spec -> its validation file's TokenStats (validate, for quote)
 
     # --- before submission ---
 
     def validate(self, spec: JobSpec):
-        """Check the dataset (and the validation set), counted with the tokenizer the model trains with."""
+        """Check the dataset (and the validation set), counted with the tokenizer ``ftbroker plan`` counts the
+        model's tokens with (``planner.model_tokenizer``: its local folder, else its cached or estimated hub
+        tokenizer), so the quote and the plan read the same lengths."""
         from ftbroker import data, tokens
+        from ftbroker.planner import PlanOptions, model_tokenizer
+        from ftbroker.pricing.catalog import load_catalog
 
-        local_folder = Path(spec.model).expanduser()
-        counter = (tokens.resolve(str(local_folder)) if local_folder.is_dir()
-                   else tokens.resolve(hf_repo=spec.model))
+        try:
+            need = model_tokenizer(load_catalog().model(spec.model), PlanOptions())
+        except InputError:  # a hub id the catalog lacks, or a folder whose config.json it cannot read
+            folder = Path(spec.model).expanduser()
+            counter = tokens.resolve(str(folder)) if folder.is_dir() else tokens.resolve(hf_repo=spec.model)
+        else:
+            counter = tokens.resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
         limits = {counter.key: train_config(spec, self.options).max_seq_length}
         report = data.analyze(spec.dataset, counters=[counter], limits=limits)
         issues = list(report.errors)
         if spec.validation is not None:
-            issues += data.analyze(spec.validation, counters=[counter]).errors
+            validation = data.analyze(spec.validation, counters=[counter])
+            issues += validation.errors
+            self._validation_stats[spec.model_dump_json()] = validation.tokens.get(counter.key)
         if issues:
             raise DatasetError(issues)
         return report
 
     def quote(self, spec: JobSpec, dataset, env: Environment) -> Quote:
         """The estimator's peak VRAM, time and electricity cost for the config the trainer will get, on the GPUs
-        declared (``gpu`` option, FTBROKER_GPU) or found; the CPU when there are none."""
-        from ftbroker.backends.local.preflight import local_quote
+        declared (``gpu`` option, FTBROKER_GPU) or found (``preflight.local_gpus``, as ``ftbroker plan``); the CPU
+        when there are none."""
+        from ftbroker.backends.local.preflight import local_gpus, local_quote
 
+        if env.catalog is None:
+            raise FtBrokerError("no catalog is at hand to look the GPUs and the model up with")
         config = train_config(spec, self.options)
-        gpus = self._plan_gpus(env)
+        gpus = local_gpus(env.catalog, env.gpus, self.options.gpu or env.declared_gpu, use=self.options.gpus,
+                          today=env.today, declared_by="--gpu" if self.options.gpu else GPU_ENV)
         notes: list[str] = []
         arch = None
-        if gpus and env.catalog is not None:
+        if gpus:
             try:
                 arch = env.catalog.model(config.model)
             except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
                 notes.append(f"no memory, time or cost estimate: {exc}")
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        return local_quote(config, arch, gpus, stats, distributed=self.options.distributed, notes=notes)
-
-    def _plan_gpus(self, env: Environment) -> list:
-        """The GPUs to plan for, as catalog rows: the declared ones, else the ones found (with their real memory;
-        a GPU the catalog lacks is planned with its memory alone)."""
-        from ftbroker.estimate import parse_gpu_count
-        from ftbroker.pricing.catalog import GpuSpec
-
-        declared = self.options.gpu or env.declared_gpu
-        if declared:
-            if env.catalog is None:
-                raise FtBrokerError(f"the GPU {declared!r} was declared, but no catalog is at hand to look it up")
-            name, count = parse_gpu_count(declared)
-            return self._use_gpus([env.catalog.gpu(name)] * count)
-        planned = []
-        for found in self._use_gpus(env.gpus):
-            try:
-                row = env.catalog.gpu(found.name) if env.catalog is not None else None
-            except UnknownNameError:
-                row = None
-            if row is None:
-                row = GpuSpec(name=found.name, memory_gib=found.memory_gib, bf16_tflops=None, fp16_tflops=None,
-                              bandwidth_gbps=0.0, tdp_w=None, supports_bf16=True,
-                              source="nvidia-smi on this machine (not in the catalog)", as_of=env.today)
-            planned.append(replace(row, memory_gib=found.memory_gib))  # what this card really has
-        return planned
+        return local_quote(config, arch, gpus, stats, self._validation_stats.get(spec.model_dump_json()),
+                           distributed=self.options.distributed, notes=notes)
 
     # --- the process ---
 
@@ -214,8 +206,8 @@ class LocalBackend:
         config = run_dir / "accelerate.yaml"
         import yaml
 
-        config.write_text(yaml.safe_dump(accelerate_config(spec, gpu_count, self.options.distributed),
-                                         sort_keys=False))
+        config.write_text(yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
+                                                           self.options.distributed), sort_keys=False))
         return [python, "-m", "accelerate.commands.launch", "--config_file", str(config),
                 *(script or ["-m", TRAINER_MODULE]), *tail]
 
@@ -319,15 +311,14 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> dict[str, Any]:
-    """An ``accelerate launch`` config for ``gpu_count`` GPUs on this machine.
+def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "auto") -> dict[str, Any]:
+    """An ``accelerate launch`` config for training ``config`` on ``gpu_count`` GPUs of this machine.
 
     LoRA and QLoRA replicate the (small, or 4-bit) base model on every GPU: DDP. Full fine-tuning shards
     weights, gradients and optimizer states: FSDP2 by default, DeepSpeed ZeRO-3 when asked for.
     """
-    if strategy == "auto":
-        strategy = "fsdp" if spec.method == "full" else "ddp"
-    config: dict[str, Any] = {
+    strategy = launch_strategy(config.method, gpu_count, distributed)
+    launch: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "distributed_type": {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[strategy],
         "num_machines": 1,
@@ -339,9 +330,8 @@ def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> 
         "same_network": True,
         "use_cpu": False,
     }
-    checkpointing = spec.hyperparameters.gradient_checkpointing is not False
     if strategy == "fsdp":
-        config["fsdp_config"] = {
+        launch["fsdp_config"] = {
             "fsdp_version": 2,
             "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
             "fsdp_reshard_after_forward": True,
@@ -349,18 +339,18 @@ def accelerate_config(spec: JobSpec, gpu_count: int, strategy: str = "auto") -> 
             "fsdp_cpu_ram_efficient_loading": True,
             "fsdp_offload_params": False,
             # FSDP2 checkpoints activations itself; the model's own gradient checkpointing must then be off.
-            "fsdp_activation_checkpointing": checkpointing,
+            "fsdp_activation_checkpointing": config.gradient_checkpointing,
         }
     elif strategy == "deepspeed":
-        config["deepspeed_config"] = {
+        launch["deepspeed_config"] = {
             "zero_stage": 3,
             "zero3_init_flag": True,
             "zero3_save_16bit_model": True,
             "offload_optimizer_device": "none",
             "offload_param_device": "none",
-            "gradient_accumulation_steps": spec.hyperparameters.gradient_accumulation_steps or 1,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
         }
-    return config
+    return launch
 
 
 def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:

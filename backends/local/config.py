@@ -86,12 +86,13 @@ class TrainConfig(BaseModel):
         return self.method in ("lora", "qlora")
 
     def training_setup(self, precision: str = "bf16", *, seq_len: int | None = None, n_gpus: int = 1,
-                       sharding: str = "none"):
+                       distributed: str = "auto"):
         """This config as the estimator sees it (``ftbroker.estimate.TrainingSetup``): the one mapping, used by the
-        local backend's pre-flight and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
-        "fp16" on a GPU: ``GPU_PRECISION`` of the method; "fp32": everything fp32); ``seq_len`` the longest row a
-        micro-batch will hold (default max_seq_length). The optimizer is the Trainer's default, fused AdamW;
-        packing and padding-free batches both concatenate examples."""
+        local backend's pre-flight, the planner's GPU routes and the GPU calibration. ``precision`` is the
+        trainer's resolved one ("bf16" or "fp16" on a GPU: ``GPU_PRECISION`` of the method; "fp32": everything
+        fp32); ``seq_len`` the longest row a micro-batch will hold (default max_seq_length); ``distributed`` the
+        backend's multi-GPU strategy (``sharding``). The optimizer is the Trainer's default, fused AdamW; packing
+        and padding-free batches both concatenate examples."""
         from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
 
         targets = self.lora.target_modules
@@ -100,8 +101,28 @@ class TrainConfig(BaseModel):
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
             lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing, optimizer="adamw",
             precision=GPU_PRECISION[self.method] if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,
-            sharding=sharding, grad_accumulation=self.gradient_accumulation_steps,
+            sharding=sharding(self.method, n_gpus, distributed), grad_accumulation=self.gradient_accumulation_steps,
             packing=self.packing or self.padding_free, impl=LOCAL_TRAINER)
+
+
+# backend_options.distributed -> the estimator's sharding
+SHARDING = {"ddp": "ddp", "fsdp": "fsdp", "deepspeed": "zero3"}
+
+
+def sharding(method: str, n_gpus: int, distributed: str = "auto") -> str:
+    """How the backend spreads a run over ``n_gpus``, in the estimator's terms: one GPU runs without accelerate
+    (none); several, the strategy asked for, else ``launch_strategy``'s."""
+    if n_gpus == 1:
+        return "none"
+    return SHARDING[launch_strategy(method, n_gpus, distributed)]
+
+
+def launch_strategy(method: str, n_gpus: int, distributed: str = "auto") -> str:
+    """What ``accelerate launch`` runs on several GPUs: ``distributed`` ("ddp", "fsdp", "deepspeed"), or for "auto"
+    the estimator's default (DDP for LoRA / QLoRA, FSDP for full fine-tuning)."""
+    from ftbroker.estimate import default_sharding
+
+    return default_sharding(method, n_gpus) if distributed == "auto" else distributed
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -1,13 +1,18 @@
-"""The local backend's pre-flight: will this job fit the GPU, how long will it take, what will the power cost.
+"""The local trainer's runs, estimated: the pre-flight of ``ftbroker run --backend local`` and the planner's GPU
+routes (``ftbroker plan``: your GPU, and a rented one running the same trainer) take one path, so the same job gets
+the same peak VRAM, hours and cost from both.
 
-PURE (no I/O, no clock, no torch): the trainer's own config (``TrainConfig``, what will really run), the model's
-shape, the GPUs planned for and the dataset's token counts in; a ``Quote`` out. The estimator
-(``ftbroker.estimate``) is told what the trainer does: its precision per method (``config.GPU_PRECISION``), the
-micro-batch, sequence length, gradient checkpointing, accumulation, packing and LoRA shape of the config, AdamW
-(the trainer's optimizer), and the longest batch the data will form.
+PURE (no I/O, no clock, no torch). In: the trainer's own config (``TrainConfig``, what will really run; the
+planner builds it from its flags with the same ``train_config`` as ``run``), the model's shape, the GPUs
+(``local_gpus``: declared or found, resolved to catalog rows) and the dataset's token counts. The steps:
 
-When the job does not fit, the reason names concrete changes with the numbers the estimator says fit (a method,
-gradient checkpointing, the largest micro-batch, the longest sequence), each with its estimated peak.
+* ``TrainConfig.training_setup``: the one mapping from the trainer's settings to the estimator's ``TrainingSetup``;
+* ``trainer_data``: the dataset as the trainer reads it (examples cut at max_seq_length, the held-out share, the
+  evaluation passes, one checkpoint per epoch, the padding of its batches), whatever the GPU;
+* ``ftbroker.estimate.run.fit_setup``: the planner runs the largest micro-batch up to the config's that fits (the
+  effective batch kept); the pre-flight takes the user's and, when it does not fit, suggests what does;
+* ``TrainerData.time`` (``dataset_time``) and ``electricity`` (``local_cost``): wall-clock and power.
+
 With no GPU the trainer runs on the CPU: nothing to compare, no time or power estimate, and the quote says so.
 """
 
@@ -15,168 +20,275 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
-from ftbroker.backends.base import Quote, Verdict
-from ftbroker.backends.local.config import GPU_PRECISION, TrainConfig
-from ftbroker.errors import InputError, UnknownNameError
-from ftbroker.estimate import Estimate, TrainingSetup, default_sharding, summarize
-from ftbroker.estimate.compute import Overheads, padded_tokens, training_time
-from ftbroker.estimate.cost import local_cost
-from ftbroker.estimate.memory import max_micro_batch
+from ftbroker.backends.base import Gpu, Quote, Verdict
+from ftbroker.backends.local.config import TrainConfig
+from ftbroker.errors import UnknownNameError
+from ftbroker.estimate import Estimate, parse_gpu_count, summarize
+from ftbroker.estimate.calibration import Calibration
+from ftbroker.estimate.compute import Overheads, Padding, TimeEstimate, padded_tokens
+from ftbroker.estimate.cost import CostEstimate, local_cost
+from ftbroker.estimate.memory import MemoryBreakdown
+from ftbroker.estimate.run import DatasetTime, Fit, capped_tokens, dataset_time, fit_setup
+from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 BACKEND = "local"
-# backend_options.distributed -> the estimator's sharding
-SHARDING = {"auto": None, "ddp": "ddp", "fsdp": "fsdp", "deepspeed": "zero3"}
 
 CPU_NOTE = ("no GPU found: the trainer runs on the CPU in fp32, which suits only small models; there is no time or "
             "electricity estimate for CPU training (so --max-cost cannot be checked). To plan for a GPU this "
             "machine does not show, declare it: --gpu NAME[:COUNT] or FTBROKER_GPU")
 
 
-def training_setup(config: TrainConfig, *, n_gpus: int, seq_len: int, distributed: str = "auto") -> TrainingSetup:
-    """``config`` on ``n_gpus`` GPUs as the estimator sees it, with the multi-GPU strategy the backend launches."""
-    # one GPU: the trainer runs without accelerate, whatever strategy several GPUs would get
-    sharding = (SHARDING[distributed] or default_sharding(config.method, n_gpus)) if n_gpus > 1 else "none"
-    return config.training_setup("bf16", seq_len=seq_len, n_gpus=n_gpus, sharding=sharding)
+# --- which GPUs -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalGpus:
+    """The GPUs a local run is planned for."""
+
+    gpu: GpuSpec  # the catalog's row; for GPUs found, with the real memory of the smallest card
+    count: int
+    source: str  # who named them: "--gpu", "FTBROKER_GPU" or "detected"
+    note: str = ""  # e.g. a card the catalog does not know
+
+    @property
+    def hardware(self) -> str:
+        return f"{self.count}x {self.gpu.name}"
 
 
-def peak_seq_len(config: TrainConfig, stats: Any | None) -> int:
-    """The longest row a micro-batch will hold: max_seq_length when packing, else the longest example (cut)."""
-    if config.packing or stats is None:
-        return config.max_seq_length
-    return max(1, min(config.max_seq_length, math.ceil(stats.per_example.max)))
-
-
-def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: Sequence[GpuSpec], stats: Any | None = None,
-                *, distributed: str = "auto", notes: Sequence[str] = ()) -> Quote:
-    """The quote of training ``config`` on ``gpus`` (empty: the CPU). ``stats`` is the dataset's
-    ``ftbroker.data.TokenStats`` counted with the model's tokenizer (None: lengths unknown, the worst case
-    max_seq_length is assumed and no time is estimated); ``arch`` None: the model's shape is unknown."""
-    notes = list(notes)
-    if stats is not None and stats.over_limit:
-        notes.append(f"{stats.over_limit} examples are longer than max_seq_len {config.max_seq_length} tokens "
-                     "and will be cut at the end")
-    if not gpus:
-        return Quote(backend=BACKEND, hardware="CPU", warnings=(*notes, CPU_NOTE), breakdown={"device": "cpu"})
-    gpu = min(gpus, key=lambda g: g.memory_gib)
-    hardware = f"{len(gpus)}x {gpu.name}"
-    if arch is None:
-        return Quote(backend=BACKEND, hardware=hardware, warnings=tuple(notes))
-    try:
-        setup = training_setup(config, n_gpus=len(gpus), seq_len=peak_seq_len(config, stats),
-                               distributed=distributed)
-    except UnknownNameError as exc:  # e.g. LoRA targets of an architecture the estimator does not model
-        return Quote(backend=BACKEND, hardware=hardware, warnings=(*notes, f"no memory estimate: {exc}"))
-    est = summarize(arch, setup, gpu)
-    verdict, reason = (Verdict.OK, None) if est.fits else (Verdict.DOES_NOT_FIT, not_fit_reason(est, config))
-    breakdown: dict[str, Any] = {"estimate": est.to_json()}
-    resources = {"estimated_peak_vram_gib": round(est.memory.total, 3),
-                 "estimated_allocated_gib": round(est.memory.allocated, 3)}
-    hours = cost = cost_high = None
-    timing = _time(config, arch, gpu, setup, stats, notes)
-    if timing is not None:
-        time_est, real_share = timing
-        hours = time_est.hours.expected
-        resources["estimated_hours"] = hours
-        tokens_per_s = est.throughput.tokens_per_s.expected if est.throughput and est.throughput.tokens_per_s else None
-        if tokens_per_s:  # the trainer measures non-padding tokens/s: estimate the same
-            resources["estimated_tokens_per_s"] = round(tokens_per_s * real_share, 1)
-        breakdown["time_s"] = {name: part.to_json(0) for name, part in time_est.breakdown.items()}
+def local_gpus(catalog: Any, found: Sequence[Gpu], declared: str | None = None, *, declared_by: str = "--gpu",
+               use: int | None = None, today: date) -> LocalGpus | None:
+    """The GPUs to plan for, for ``ftbroker plan`` and ``ftbroker run`` alike: ``declared`` (``NAME[:COUNT]``, a
+    catalog GPU: UnknownNameError otherwise), else those ``found`` (nvidia-smi), planned as the smallest of them
+    with its real memory (a card the catalog does not know: with its memory alone, so no time or cost). ``use``
+    caps the count (the local backend's ``gpus`` option); None: no GPU, the CPU trains."""
+    if declared:
+        name, count = parse_gpu_count(declared)
+        row, source, note = catalog.gpu(name), declared_by, ""
+    else:
+        if not found:
+            return None
+        count, smallest = len(found), min(found, key=lambda g: g.memory_gib)
+        source, note = "detected", ""
         try:
-            power = local_cost(time_est.hours, gpu, len(gpus))
-        except InputError as exc:
-            notes.append(f"no electricity estimate: {exc}")
-        else:
-            cost, cost_high = power.usd.expected, power.usd.high
-            breakdown["electricity"] = {**power.breakdown, "usd": power.usd.to_json()}
-    return Quote(backend=BACKEND, verdict=verdict, reason=reason, cost_usd=cost, cost_high_usd=cost_high,
-                 hours=hours, peak_vram_gib=est.memory.total, hardware=hardware, warnings=tuple(notes),
-                 breakdown=breakdown, resources=resources)
+            row = catalog.gpu(smallest.name)
+        except UnknownNameError:
+            row = GpuSpec(name=smallest.name, memory_gib=smallest.memory_gib, bf16_tflops=None, fp16_tflops=None,
+                          bandwidth_gbps=0.0, tdp_w=None, supports_bf16=True,
+                          source="nvidia-smi on this machine (not in the catalog)", as_of=today)
+            note = (f"{smallest.name} ({smallest.memory_gib:g} GiB) is not in the catalog: planned with its memory "
+                    "alone (no time or cost); name a catalog GPU with --gpu NAME[:COUNT], or add it to the catalog")
+        row = replace(row, memory_gib=smallest.memory_gib)  # what this card really has
+    count = count if use is None else min(count, use)
+    return LocalGpus(row, count, source, note) if count else None
 
 
-def _time(config: TrainConfig, arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, stats: Any | None,
-          notes: list[str]):
-    """(time estimate, share of processed tokens that are real) of the whole run; None when it cannot be made."""
-    if stats is None:
-        notes.append("no time estimate: the dataset's token lengths are unknown")
-        return None
-    # The held-out share (eval_fraction of the examples, when no validation file is given) is not trained on.
-    train_share = 1.0 if config.validation_dataset else 1.0 - config.eval_fraction
-    batching = "packed" if config.packing or config.padding_free else "random"
-    padding = padded_tokens(stats.length_counts, config.micro_batch_size, config.max_seq_length, batching=batching)
-    if not padding.processed_tokens:
-        return None
-    eval_share = config.eval_fraction / train_share if config.has_eval and not config.validation_dataset else 0.0
-    estimate = training_time(
-        arch, gpu, setup, real_tokens=round(padding.real_tokens * train_share),
-        processed_tokens=padding.processed_tokens * train_share, epochs=config.epochs,
-        context=None if batching == "packed" else padding.mean_batch_len,
-        overheads=Overheads(checkpoints=math.ceil(config.epochs), eval_fraction=eval_share), padding=padding)
-    if estimate is None:
-        notes.append(f"no time or electricity estimate: the catalog has no TFLOPS figure for {gpu.name}")
-        return None
-    return estimate, padding.real_tokens / padding.processed_tokens
+# --- the dataset as the trainer reads it -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainerData:
+    """A dataset as the trainer reads it under one config, whatever the GPU and the method."""
+
+    stats: Any  # ftbroker.data.TokenStats, counted with the model's tokenizer
+    max_len: int  # max_seq_length: longer examples are cut to it (and packed rows are this long)
+    seq_len: int  # the longest row a micro-batch holds: max_len when packing, else the longest example (cut)
+    batching: str  # "packed" (packing or padding-free) | "random" (each micro-batch padded to its longest)
+    real_tokens: float  # trained per epoch: examples cut, the held-out share removed
+    eval_tokens: float  # read per evaluation pass, before padding
+    eval_passes: int
+    epochs: float
+    checkpoints: int
+    cut: int  # examples longer than max_len
+    longest: int
+    evaluation: str  # what is evaluated, for the assumptions
+    _paddings: dict[int, Padding] = field(default_factory=dict, compare=False, repr=False)
+
+    def padding(self, micro_batch: int) -> Padding:
+        """One epoch of the whole file in micro-batches of ``micro_batch`` (per GPU)."""
+        if micro_batch not in self._paddings:
+            self._paddings[micro_batch] = padded_tokens(self.stats.length_counts, micro_batch, self.max_len,
+                                                        batching=self.batching)
+        return self._paddings[micro_batch]
+
+    def time(self, arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, overheads: Overheads = Overheads(),
+             calibration: Calibration | None = None) -> DatasetTime:
+        return dataset_time(arch, gpu, setup, self.padding(setup.micro_batch), real_tokens=self.real_tokens,
+                            epochs=self.epochs, eval_tokens=self.eval_tokens, eval_passes=self.eval_passes,
+                            overheads=replace(overheads, checkpoints=self.checkpoints), calibration=calibration)
+
+    def cut_note(self, rule: str) -> str:
+        return (f"{self.cut:,} example(s) longer than {self.max_len:,} tokens are cut to it ({rule}); "
+                f"longest {self.longest:,}")
+
+    def context_reason(self, arch: ModelArch) -> str:
+        """Why ``arch`` cannot train on these rows: examples (as cut) longer than its context; "" if none."""
+        over = sum(n for length, n in self.stats.length_counts.items()
+                   if min(length, self.max_len) > arch.max_position_embeddings)
+        return (f"{over:,} example(s) exceed the {arch.max_position_embeddings:,}-token context of {arch.name} "
+                f"(longest {self.longest:,}): cut them with --max-seq-len" if over else "")
+
+
+def trainer_data(config: TrainConfig, stats: Any, validation: Any | None = None) -> TrainerData:
+    """``stats`` (the training file's ``TokenStats``; ``validation``: the validation file's, if any) as the trainer
+    under ``config`` reads them: evaluated on the validation file, else on ``eval_fraction`` of the examples held
+    out (counted as that share of the tokens); once before the first step (``eval_at_start``) and after every
+    epoch; one checkpoint per epoch (``save_steps`` 0: no JobSpec sets it)."""
+    max_len = config.max_seq_length
+    longest = math.ceil(stats.per_example.max)
+    packed = config.packing or config.padding_free
+    trained, cut, _ = capped_tokens(stats, max_len)
+    if config.validation_dataset:
+        real = float(trained)
+        evaluated = float(capped_tokens(validation, max_len)[0]) if validation is not None else 0.0
+        evaluation = ("evaluation on the validation file" if validation is not None else
+                      "the validation file's length is unknown: its evaluation is not timed")
+    else:
+        share = config.eval_fraction
+        real, evaluated = trained * (1 - share), trained * share
+        evaluation = (f"{share:.0%} of the examples held out for evaluation (the local trainer's eval_fraction)"
+                      if share else "no evaluation (eval_fraction 0)")
+    passes = math.ceil(config.epochs) + (1 if config.eval_at_start else 0) if config.has_eval else 0
+    return TrainerData(stats, max_len, max_len if packed else max(1, min(max_len, longest)),
+                       "packed" if packed else "random", real, evaluated, passes, config.epochs,
+                       math.ceil(config.epochs), cut, longest, evaluation)
+
+
+# --- what fits, and what to change when it does not -------------------------------------------------------------
+
+def shortfall(memory: MemoryBreakdown, gpu: GpuSpec, n_gpus: int) -> str:
+    on = f"{n_gpus}x {gpu.name}" if n_gpus > 1 else gpu.name
+    return f"needs about {memory.total:.1f} GiB per GPU ({memory.phase} peak), {on} has {gpu.memory_gib:g} GiB"
+
+
+def no_fit_reason(fit: Fit, gpu: GpuSpec) -> str:
+    """Why a run is out even at micro-batch 1 (``fit_setup`` found nothing), and the longest sequence that fits."""
+    s = fit.setup
+    longest = (f"the longest sequence that fits is {fit.longest_seq:,} tokens" if fit.longest_seq
+               else "the weights, gradients and optimizer states alone do not fit")
+    return (f"does not fit even at micro-batch 1{' with checkpointing' if s.grad_checkpointing else ''} and "
+            f"{s.seq_len:,} tokens: {shortfall(fit.memory, gpu, s.n_gpus)}; {longest}")
+
+
+def batch_flags(setup: TrainingSetup) -> str:
+    return f"--micro-batch {setup.micro_batch} --grad-accum {setup.grad_accumulation}"
 
 
 CHEAPER = {"full": ("lora", "qlora"), "lora": ("qlora",), "qlora": ()}
 
 
-def not_fit_reason(est: Estimate, config: TrainConfig) -> str:
-    """Why ``est`` does not fit its GPU, and what would fit, each with its estimated peak: one change at a time
-    (a cheaper method, gradient checkpointing, the largest micro-batch, the longest sequence); if none is enough,
-    the first method, from the one asked for down to QLoRA, that fits with gradient checkpointing and the largest
-    micro-batch that fits. A smaller micro-batch keeps the effective batch through gradient accumulation."""
+def not_fit_reason(est: Estimate, config: TrainConfig, distributed: str = "auto") -> str:
+    """Why ``est`` (of ``config``) does not fit its GPU, and what would fit, each with its estimated peak: one
+    change at a time (a cheaper method, gradient checkpointing, the largest micro-batch, the longest sequence);
+    if none is enough, the first method, from the one asked for down to QLoRA, that fits with gradient
+    checkpointing and the largest micro-batch that fits. A smaller micro-batch keeps the effective batch through
+    gradient accumulation."""
     setup, gpu = est.setup, est.gpu
     tips = []
+
+    def with_(**changes) -> TrainingSetup:  # a changed config, through the one mapping
+        return config.model_copy(update=changes).training_setup(seq_len=setup.seq_len, n_gpus=setup.n_gpus,
+                                                                distributed=distributed)
 
     def peak(setup_: TrainingSetup) -> float:
         return summarize(est.arch, setup_).memory.total
 
-    def with_method(method: str) -> TrainingSetup:  # the trainer's precision follows the method
-        return setup.with_(method=method, precision=GPU_PRECISION[method])
-
-    def batch_flags(setup_: TrainingSetup) -> str:
-        return f"--micro-batch {setup_.micro_batch} --grad-accum {setup_.grad_accumulation}"
-
     for method in CHEAPER[setup.method]:
-        if (gib := peak(with_method(method))) <= gpu.memory_gib:
+        if (gib := peak(with_(method=method))) <= gpu.memory_gib:
             tips.append(f"--method {method} ({gib:.1f} GiB)")
             break
-    if not setup.grad_checkpointing and (gib := peak(setup.with_(grad_checkpointing=True))) <= gpu.memory_gib:
+    if not setup.grad_checkpointing and (gib := peak(with_(gradient_checkpointing=True))) <= gpu.memory_gib:
         tips.append(f"--grad-checkpointing ({gib:.1f} GiB)")
-    if (smaller := _smaller_batch(est, setup)) is not None:
-        tips.append(f"{batch_flags(smaller)} (the same effective batch; {peak(smaller):.1f} GiB)")
+    if (smaller := fit_setup(est.arch, gpu, setup)).fits:
+        tips.append(f"{batch_flags(smaller.setup)} (the same effective batch; {smaller.memory.total:.1f} GiB)")
     if 0 < (est.max_seq_len or 0) < setup.seq_len:
         gib = peak(setup.with_(seq_len=est.max_seq_len))
         tips.append(f"--max-seq-len {est.max_seq_len} (now {setup.seq_len}; longer examples are cut; {gib:.1f} GiB)")
     if not tips:
         for method in (setup.method, *CHEAPER[setup.method]):
-            candidate = with_method(method).with_(grad_checkpointing=True)
-            fitting = candidate if peak(candidate) <= gpu.memory_gib else _smaller_batch(est, candidate)
-            if fitting is not None:
+            fit = fit_setup(est.arch, gpu, with_(method=method, gradient_checkpointing=True))
+            if fit.fits:
                 flags = ([f"--method {method}"] if method != setup.method else []) + \
                     (["--grad-checkpointing"] if not setup.grad_checkpointing else []) + \
-                    ([batch_flags(fitting)] if fitting.micro_batch != setup.micro_batch else [])
-                tips.append(f"{' '.join(flags)} together ({peak(fitting):.1f} GiB)")
+                    ([batch_flags(fit.setup)] if fit.setup.micro_batch != setup.micro_batch else [])
+                tips.append(f"{' '.join(flags)} together ({fit.memory.total:.1f} GiB)")
                 break
         else:
-            smallest = candidate.with_(micro_batch=1)
             tips.append(f"a GPU with more memory or more GPUs (even QLoRA with gradient checkpointing at micro-batch "
-                        f"1 needs {peak(smallest):.1f} GiB)")
-    on = f"{setup.n_gpus}x {gpu.name}" if setup.n_gpus > 1 else gpu.name
-    return (f"needs about {est.memory.total:.1f} GiB per GPU ({est.memory.phase} peak), {on} has "
-            f"{gpu.memory_gib:.1f} GiB; try {'; or '.join(tips)}; or --force to run anyway")
+                        f"1 needs {fit.memory.total:.1f} GiB)")
+    return f"{shortfall(est.memory, gpu, setup.n_gpus)}; try {'; or '.join(tips)}; or --force to run anyway"
 
 
-def _smaller_batch(est: Estimate, setup: TrainingSetup) -> TrainingSetup | None:
-    """``setup`` with the largest smaller micro-batch that fits, its gradient accumulation raised to keep the
-    effective batch (accumulating keeps the gradients alive through the backward pass: checked with it)."""
-    batch = setup.micro_batch * setup.grad_accumulation
-    top = min(max_micro_batch(est.arch, est.gpu, setup, limit=setup.micro_batch), setup.micro_batch - 1)
-    for micro_batch in range(top, 0, -1):
-        smaller = setup.with_(micro_batch=micro_batch, grad_accumulation=math.ceil(batch / micro_batch))
-        if summarize(est.arch, smaller).memory.total <= est.gpu.memory_gib:
-            return smaller
-    return None
+def lowered_batch_note(config: TrainConfig, fit: Fit) -> str:
+    """What to pass ``ftbroker run`` when the config's micro-batch does not fit and ``fit`` took a smaller one."""
+    if fit.setup.micro_batch == config.micro_batch_size:
+        return ""
+    return (f"micro-batch {config.micro_batch_size} does not fit: run with {batch_flags(fit.setup)} "
+            "(the same effective batch)")
+
+
+def untimed_note(gpu: GpuSpec) -> str:
+    return f"time and cost unknown: the catalog has no TFLOPS figure for {gpu.name}"
+
+
+def electricity(time: TimeEstimate, gpu: GpuSpec, n_gpus: int) -> tuple[CostEstimate | None, str]:
+    """The GPUs' power over the run's hours, or why it cannot be priced."""
+    if not gpu.tdp_w:
+        return None, f"electricity cost unknown: the catalog has no TDP for {gpu.name}"
+    return local_cost(time.hours, gpu, n_gpus), ""
+
+
+# --- the pre-flight quote --------------------------------------------------------------------------------------
+
+def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | None, stats: Any | None = None,
+                validation: Any | None = None, *, distributed: str = "auto", notes: Sequence[str] = ()) -> Quote:
+    """The quote of training ``config`` on ``gpus`` (None: the CPU). ``stats`` / ``validation`` are the training and
+    validation files' ``ftbroker.data.TokenStats`` counted with the model's tokenizer (``stats`` None: lengths
+    unknown, the worst case max_seq_length is assumed and no time is estimated); ``arch`` None: the model's shape
+    is unknown."""
+    notes = list(notes)
+    data = trainer_data(config, stats, validation) if stats is not None and stats.length_counts else None
+    if data is not None and data.cut:
+        notes.append(data.cut_note(f"max_seq_len {config.max_seq_length}; --max-seq-len"))
+    if gpus is None:
+        return Quote(backend=BACKEND, hardware="CPU", warnings=(*notes, CPU_NOTE), breakdown={"device": "cpu"})
+    notes += [gpus.note] if gpus.note else []
+    if arch is None:
+        return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=tuple(notes))
+    gpu = gpus.gpu
+    try:
+        setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_length, n_gpus=gpus.count,
+                                      distributed=distributed)
+    except UnknownNameError as exc:  # e.g. LoRA targets of an architecture the estimator does not model
+        return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=(*notes, f"no memory estimate: {exc}"))
+    est = summarize(arch, setup, gpu)
+    reasons = [data.context_reason(arch) if data else "", "" if est.fits else not_fit_reason(est, config, distributed)]
+    reason = "; ".join(r for r in reasons if r) or None
+    breakdown: dict[str, Any] = {"estimate": est.to_json()}
+    resources = {"estimated_peak_vram_gib": round(est.memory.total, 3),
+                 "estimated_allocated_gib": round(est.memory.allocated, 3)}
+    hours = cost = cost_high = None
+    if data is None:
+        notes.append("no time estimate: the dataset's token lengths are unknown")
+    else:
+        timed = data.time(arch, gpu, setup)
+        if timed.time is None:
+            notes.append(untimed_note(gpu))
+        else:
+            hours = resources["estimated_hours"] = timed.time.hours.expected
+            breakdown["time_s"] = {name: part.to_json(0) for name, part in timed.time.breakdown.items()}
+            tokens_per_s = est.throughput.tokens_per_s if est.throughput else None
+            if tokens_per_s:  # the trainer measures non-padding tokens/s: estimate the same
+                real_share = 1 - timed.padding.waste
+                resources["estimated_tokens_per_s"] = round(tokens_per_s.expected * real_share, 1)
+            power, why_not = electricity(timed.time, gpu, gpus.count)
+            if power is None:
+                notes.append(why_not)
+            else:
+                cost, cost_high = power.usd.expected, power.usd.high
+                breakdown["electricity"] = {**power.breakdown, "usd": power.usd.to_json()}
+    return Quote(backend=BACKEND, verdict=Verdict.DOES_NOT_FIT if reason else Verdict.OK, reason=reason,
+                 cost_usd=cost, cost_high_usd=cost_high, hours=hours, peak_vram_gib=est.memory.total,
+                 hardware=gpus.hardware, warnings=tuple(notes), breakdown=breakdown, resources=resources)

@@ -1,18 +1,20 @@
 """A training run of a real dataset on one GPU type: the setup that fits, and the wall-clock. Pure.
 
-The planner prices every GPU route with these two steps:
+The local backend's pre-flight and the planner's GPU routes (``ftbroker.backends.local.preflight``) price a run
+with these two steps:
 
-* ``fit_setup``: the micro-batch and checkpointing the run would use. The largest micro-batch up to the
-  trainer's default that fits without gradient checkpointing (fastest: no recompute); else the largest with
-  checkpointing; else the run does not fit, and ``longest_seq`` says how long a sequence would.
+* ``fit_setup``: the setup asked for when it fits; else the largest smaller micro-batch that does, its gradient
+  accumulation raised to keep the effective batch; else the run does not fit, and ``longest_seq`` says how long a
+  sequence would.
 * ``dataset_time``: ``training_time`` over the dataset's real tokens, with the padding its real length
-  distribution causes at that micro-batch (``padded_tokens``: random batches, each padded to its longest
-  example), and the evaluation passes.
+  distribution causes at that micro-batch (``padded_tokens``), and the evaluation passes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.compute import Overheads, Padding, TimeEstimate, training_time
@@ -23,24 +25,42 @@ from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 @dataclass(frozen=True)
 class Fit:
-    setup: TrainingSetup        # with the micro-batch and checkpointing chosen (micro-batch 1 + checkpointing if out)
+    setup: TrainingSetup        # the one that fits (micro-batch 1 when none does)
     memory: MemoryBreakdown     # peak per GPU at that setup
     fits: bool
-    longest_seq: int | None = None  # out: the longest sequence that fits at micro-batch 1 with checkpointing
+    longest_seq: int | None = None  # out: the longest sequence that fits at micro-batch 1 (0: none)
 
 
-def fit_setup(arch: ModelArch, gpu: GpuSpec, base: TrainingSetup, *, max_batch: int,
-              calibration: Calibration) -> Fit:
-    """The setup a run of ``base`` (its seq_len: the longest sequence it will see) would use on ``gpu``."""
-    for checkpointing in (False, True):
-        setup = base.with_(grad_checkpointing=checkpointing)
-        batch = max_micro_batch(arch, gpu, setup, limit=max_batch, calibration=calibration)
-        if batch:
-            setup = setup.with_(micro_batch=batch)
-            return Fit(setup, estimate_memory(arch, setup, calibration), True)
-    setup = base.with_(grad_checkpointing=True, micro_batch=1)
-    return Fit(setup, estimate_memory(arch, setup, calibration), False,
-               max_seq_len(arch, gpu, setup, calibration=calibration))
+def fit_setup(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *,
+              calibration: Calibration | None = None) -> Fit:
+    """``setup`` if it fits ``gpu``; else the largest smaller micro-batch that fits, its gradient accumulation
+    raised to keep the effective batch (accumulating keeps the gradients alive through the backward pass, so each
+    candidate is checked with it); else micro-batch 1, which does not fit, with the longest sequence that would."""
+    batch = setup.micro_batch * setup.grad_accumulation
+    top = max_micro_batch(arch, gpu, setup, limit=setup.micro_batch, calibration=calibration)
+    for micro_batch in range(top, 0, -1):
+        candidate = setup.with_(micro_batch=micro_batch, grad_accumulation=math.ceil(batch / micro_batch))
+        memory = estimate_memory(arch, candidate, calibration)
+        if memory.total <= gpu.memory_gib:
+            return Fit(candidate, memory, True)
+    smallest = setup.with_(micro_batch=1, grad_accumulation=batch)
+    return Fit(smallest, estimate_memory(arch, smallest, calibration), False,
+               max_seq_len(arch, gpu, smallest, calibration=calibration))
+
+
+def capped_tokens(stats: Any, limit: int | None) -> tuple[int, int, int]:
+    """(tokens with every example cut to ``limit``, examples over it, longest example) of a dataset's
+    ``TokenStats``, from its length histogram.
+
+    The cut is subtracted from the exact total, so examples under the limit count exactly even where the
+    histogram rounds long lengths.
+    """
+    longest = max(stats.length_counts, default=0)
+    if not limit:
+        return stats.total, 0, longest
+    over = {length: n for length, n in stats.length_counts.items() if length > limit}
+    cut = sum((length - limit) * n for length, n in over.items())
+    return stats.total - cut, sum(over.values()), longest
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,8 @@ class DatasetTime:
 
 
 def dataset_time(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, padding: Padding, *, real_tokens: float,
-                 epochs: int, eval_tokens: float, eval_passes: int, overheads: Overheads,
-                 calibration: Calibration) -> DatasetTime:
+                 epochs: float, eval_tokens: float, eval_passes: int, overheads: Overheads,
+                 calibration: Calibration | None = None) -> DatasetTime:
     """Wall-clock of ``epochs`` over a dataset whose batches pad as ``padding`` says (``padded_tokens`` of its
     length distribution at ``setup.micro_batch`` and ``setup.seq_len``).
 

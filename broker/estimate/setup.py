@@ -158,29 +158,6 @@ LOCAL_TRAINER = Implementation()
 
 
 @dataclass(frozen=True)
-class TrainerDefaults:
-    """What the local trainer does when a job does not say (``backends/local/config.py``'s ``TrainConfig``
-    defaults; a test keeps the two equal). The planner prices GPU routes as that trainer would run them."""
-
-    epochs: int = 3
-    micro_batch: int = 4
-    max_seq_len: int = 2048
-    lora_r: int = 16
-    lora_dropout: float = 0.05
-    eval_fraction: float = 0.1     # of the training file held out when no validation file is given
-    eval_at_start: bool = True     # one evaluation before the first step, then one per epoch
-    checkpoint_every_epoch: bool = True
-
-    @staticmethod
-    def precision(method: str) -> str:
-        """Full fine-tuning loads fp32 weights and autocasts (``amp``); LoRA/QLoRA load the base in 16-bit."""
-        return "amp" if method == "full" else "bf16"
-
-
-TRAINER_DEFAULTS = TrainerDefaults()
-
-
-@dataclass(frozen=True)
 class TrainingSetup:
     """One training configuration. ``micro_batch`` and ``seq_len`` are per GPU and per step."""
 

@@ -1,0 +1,66 @@
+"""`ftbroker plan --gpu X` and `ftbroker run --backend local --gpu X` on the same data give the same job the same
+peak VRAM, hours and electricity cost: both take the trainer's config through one path (preflight.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ftbroker.broker import Broker
+from ftbroker.cli import cli
+from ftbroker.ledger import Ledger
+from ftbroker.spec import JobSpec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
+CHATS, HELD_OUT = EXAMPLES / "support_chats.jsonl", EXAMPLES / "support_chats_val.jsonl"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("method, plan_flags, run_flags", [
+    ("lora", (), ()),  # on a 24 GiB card the plan may lower the micro-batch: run is given the flags it names
+    ("qlora", ("--validation-file", HELD_OUT), ("--validation", HELD_OUT)),
+])
+def test_plan_and_run_quote_the_same_local_job(monkeypatch, method, plan_flags, run_flags):
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+    model, gpu = "Llama-3.1-8B", "RTX-4090"
+    planned = invoke("plan", CHATS, "--model", model, "--gpu", gpu, "--method", method, *plan_flags, "--json")
+    assert planned.exit_code == 0, planned.stderr
+    route = next(r for r in json.loads(planned.stdout)["routes"] if r["kind"] == "local")
+    assert route["feasible"] and route["hours"] and route["cost_usd"]
+    setup = route["breakdown"]["setup"]
+    batch = ("--micro-batch", setup["micro_batch"], "--grad-accum", setup["grad_accumulation"])
+    if setup["micro_batch"] != 4:  # the trainer's default, lowered to fit: the route says what to run with
+        assert f"run with {' '.join(map(str, batch))} (the same effective batch)" in " ".join(route["notes"])
+
+    # ftbroker run, quote only: without a terminal the confirmation is refused after the quote is shown
+    ran = invoke("run", CHATS, "--backend", "local", "--model", model, "--gpu", gpu, "--method", method, *batch,
+                 *run_flags)
+    assert ran.exit_code == 3 and "confirmation needs a terminal" in ran.stderr, ran.stderr
+    shown = dict(re.findall(r"^(peak VRAM|time|cost)\s+(.+?)\s*$", ran.stderr, re.M))
+    assert shown["peak VRAM"] == f"{route['vram_gib']:.1f} GiB per GPU"
+    minutes, seconds = map(int, re.fullmatch(r"(\d+)m(\d+)s", shown["time"]).groups())
+    assert minutes * 60 + seconds == pytest.approx(route["hours"] * 3600, abs=3)  # the JSON keeps hours to 3.6 s
+    assert shown["cost"].startswith(f"${Decimal(str(route['cost_usd'])):.2f}")
+    assert Ledger().list() == []
+
+    # the same through the SDK, to the last digit the plan's JSON keeps
+    spec = JobSpec(dataset=str(CHATS), model=model, method=method, backend_options={"gpu": gpu},
+                   validation=str(HELD_OUT) if run_flags else None,
+                   hyperparameters={"micro_batch_size": setup["micro_batch"],
+                                    "gradient_accumulation_steps": setup["grad_accumulation"]})
+    with Broker() as broker:
+        quote = broker.prepare(spec).quote
+    assert quote.verdict.value == "ok" and quote.hardware == f"1x {gpu}"
+    assert (round(quote.peak_vram_gib, 2), round(quote.hours, 3), float(quote.cost_usd)) == (
+        route["vram_gib"], route["hours"], route["cost_usd"])
+    assert quote.breakdown["estimate"]["setup"]["micro_batch"] == setup["micro_batch"]
+    assert quote.breakdown["time_s"]["training"]["expected"] == pytest.approx(
+        route["breakdown"]["hours_by_part"]["training"] * 3600, abs=2)
