@@ -369,22 +369,29 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif explain:
-        click.echo(result.explain())
+        from ftbroker.tables import hanging
+
+        console = _console()  # wrapped for a terminal; whole lines into a pipe or file, for grep
+        click.echo(hanging(result.explain(), console.width) if console.is_terminal else result.explain())
     else:
         _print_estimate(result)
 
 
 def _print_estimate(result) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     data = result.to_json()
-    table = Table(title=f"{data['model']} {data['method']}: peak memory per GPU (GiB)", show_header=False)
+    console = Console()
+    console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("term")
+    table.add_column("GiB", justify="right")
     for name, gib in result.memory.components().items():
         if gib:
             table.add_row(name.replace("_", " "), f"{gib:.2f}")
     table.add_row("[bold]total[/bold]", f"[bold]{result.memory.total:.2f}[/bold]")
-    console = Console()
     console.print(table)
     if result.gpu is not None:
         console.print(f"{'fits' if result.fits else '[red]does not fit[/red]'} on {result.setup.n_gpus} x "
@@ -424,8 +431,10 @@ def _print_estimate(result) -> None:
                    "route.")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per route on stdout.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Every note of every listed route, and notes, reasons and sources in full.")
 def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lora_r, validation_file,
-         catalog_files, all_instances, as_json, as_csv):
+         catalog_files, all_instances, as_json, as_csv, verbose):
     """Read DATA once and price every route: managed APIs, your GPU, and cloud GPUs (on-demand and spot).
 
     Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan
@@ -450,7 +459,7 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     elif as_csv:
         click.echo(render.plan_csv(result), nl=False)
     else:
-        render.print_plan(result, _console(), all_routes=all_instances)
+        render.print_plan(result, _console(), all_routes=all_instances, verbose=verbose)
     if errors:
         raise DatasetError(errors)
 

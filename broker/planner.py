@@ -474,9 +474,9 @@ def availability(offer: ManagedOffer, today: date) -> tuple[str, str]:
 def _infeasible_reason(offer: ManagedOffer, inputs: PlanInputs, stats: TokenStats | None) -> str:
     report = inputs.report
     issues = report.provider_issues.get(offer.provider) or ()
-    if issues:
-        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-        return f"{issues[0]}{more}"
+    if issues:  # every rule broken, each once (the data layer has already counted the lines that break it)
+        return "; ".join([str(issues[0]), *(f"line {i.line}: {i.message}" if i.line else i.message
+                                            for i in issues[1:])])
     if offer.objective == "rft":
         return "reinforcement fine-tuning needs a grader and is billed per training hour: not planned"
     accepted = ("preference",) if offer.objective == "dpo" else offer.formats

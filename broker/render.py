@@ -1,6 +1,10 @@
 """How plans and catalogs look: rich tables for people, CSV and JSON for programs.
 
 Pure formatting: every function takes the objects and a stream or console; nothing here decides a number.
+
+Tables fit the terminal (``ftbroker.tables``), one line per row; what fitting cut or left out is said at the end.
+Texts (notes, reasons, sources) are grouped, said once with the route numbers they are about, and held to a line
+or two unless ``verbose``; JSON and CSV keep everything.
 """
 
 from __future__ import annotations
@@ -8,20 +12,26 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ftbroker.planner import Plan, Route, jsonable
 from ftbroker.pricing.catalog import Catalog, is_stale
+from ftbroker.tables import Col, build, fit_widths, natural_widths
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
 MAX_SHOWN_ISSUES = 5
+TEXT_LINES = 2  # lines a reason, source or plan note may take unless verbose (a route's note: 1)
+MANAGED_ROWS = 10  # managed routes in the table without --all: the cheapest (the rest are counted below it)
+CLOUD_ROWS = 1  # cloud routes per model and method (per method for the default models) in each pricing's table
 
 
 def to_json_text(document: Any) -> str:
@@ -34,6 +44,11 @@ def money(value: Decimal | None, unknown: str = "-") -> str:
     if 0 < value < Decimal("0.01"):
         return "<$0.01"
     return f"${value:,.2f}"
+
+
+def _dollars(value: Decimal | None, unknown: str = "-") -> str:
+    """Money in a column whose header says "$"."""
+    return money(value, unknown).replace("$", "")
 
 
 def _count(value: int | None) -> str:
@@ -50,8 +65,87 @@ def _compact(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
+def _numbers(numbers: Iterable[int]) -> str:
+    """Route numbers as "#1, #2, #5-#9": runs of three or more as a range."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"#{r[0]}-#{r[-1]}" if len(r) > 2 else ", ".join(f"#{n}" for n in r) for r in runs)
+
+
+def gist(text: str) -> str:
+    """A text without its closing explanation: a long trailing parenthesis ("closes in 39 days (2027-01-06)
+    (OpenAI is winding down ...)" -> "closes in 39 days (2027-01-06)"). Short ones (a date, a count) stay."""
+    text = text.rstrip()
+    if not text.endswith(")"):
+        return text
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            head = text[:i].rstrip(" ;,:")
+            return head if len(text) - i > 30 and len(head) >= 20 else text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+class Out:
+    """A console, and what fitting to it cut: said once by ``footer``."""
+
+    def __init__(self, console: Console, verbose: bool = False):
+        self.console, self.verbose = console, verbose
+        self.cut_names = False
+        self.left_out: dict[str, None] = {}  # column headers, in order
+        self.clipped = False
+
+    def title(self, text: str, rest: str = "") -> None:
+        from rich.text import Text
+
+        self.console.print(Text.assemble((text, "bold"), rest), no_wrap=False)
+
+    def table(self, columns: Sequence[Col], rows: Sequence[Sequence[str]], *, header: bool = True,
+              indent: int = 0) -> None:
+        from rich.padding import Padding
+
+        widths = fit_widths(columns, rows, self.console.width - indent)
+        natural = natural_widths(columns, rows)
+        self.cut_names |= any(w is not None and w < n and not c.wrap for c, w, n in zip(columns, widths, natural))
+        self.left_out.update((c.header, None) for c, w in zip(columns, widths) if w is None)
+        table = build(columns, rows, widths, header=header)
+        self.console.print(Padding(table, (0, 0, 0, indent), expand=False) if indent else table)
+
+    def text(self, body: str, *, lead: str = "  ", hang: str = "    ", style: str = "",
+             most: int | None = TEXT_LINES) -> None:
+        """A paragraph with a hanging indent, held to ``most`` lines (None: any number) unless verbose."""
+        from rich.text import Text
+
+        width = max(20, self.console.width - max(len(lead), len(hang)))
+        lines = Text(body, style=style).wrap(self.console, width)
+        if most is not None and not self.verbose and len(lines) > most:
+            lines = lines[:most]
+            lines[-1].rstrip()
+            lines[-1].truncate(width - 1)
+            lines[-1].append("…")
+            self.clipped = True
+        for n, line in enumerate(lines):
+            line.rstrip()
+            self.console.print(Text(lead if n == 0 else hang) + line, no_wrap=True, overflow="ignore", crop=False)
+
+    def footer(self, more: str) -> None:
+        """What was cut to fit, and how to see it all."""
+        cut = (["long names"] if self.cut_names else []) + (
+            [f"column{'s' if len(self.left_out) > 1 else ''} {', '.join(self.left_out)}"] if self.left_out else []
+        ) + (["notes and reasons (-v: in full)"] if self.clipped else [])
+        fitted = f"Cut to fit {self.console.width} columns: {'; '.join(cut)}. " if cut else ""
+        self.text(fitted + more, lead="", hang="  ", style="dim", most=None)
+
+
 class _Footnotes:
-    """Long source strings shown once, below a table, and referred to as [1], [2] in it."""
+    """Long source strings shown once, at the end, and referred to as [1], [2] in the tables."""
 
     def __init__(self) -> None:
         self.sources: dict[str, int] = {}
@@ -59,143 +153,302 @@ class _Footnotes:
     def ref(self, source: str) -> str:
         return f"[{self.sources.setdefault(source, len(self.sources) + 1)}]" if source else ""
 
-    def print(self, console: Console, title: str = "Sources") -> None:
+    def print(self, out: Out, title: str = "Sources", rest: str = "") -> None:
         if self.sources:
-            console.print(f"[bold]{title}[/bold]")
+            out.title(title, rest)
             for source, n in self.sources.items():
-                console.print(f"  [{n}] {source}", highlight=False, markup=False)
+                out.text(source, lead=f"  [{n}] ", hang="      ")
 
 
-def _table(title: str, columns: Sequence[str], wide: Mapping[str, int] | None = None) -> Table:
-    """A plain table; the ``wide`` columns fold long values (down to the given width), the others do not wrap."""
-    from rich import box
-    from rich.table import Table
-
-    wide = wide or {}
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in columns:
-        table.add_column(name, overflow="fold", no_wrap=name not in wide, min_width=wide.get(name),
-                         justify="right" if name in _NUMERIC else "left")
-    return table
+def _print_issues(label: str, issues: Sequence[Any], out: Out, style: str) -> None:
+    if not issues:
+        return
+    out.console.print(f"  [{style}]{label} ({len(issues):,}):[/{style}]")
+    for issue in issues[:MAX_SHOWN_ISSUES]:
+        out.text(str(issue), lead="    ", hang="      ", most=None)
+    if len(issues) > MAX_SHOWN_ISSUES:
+        out.console.print(f"    ... and {len(issues) - MAX_SHOWN_ISSUES:,} more", highlight=False)
 
 
-_NUMERIC = {"epochs", "tokens", "cost", "total", "trained", "mean", "p95", "max", "GiB", "TFLOPS", "GB/s",
-            "GiB/GPU", "hours", "$/h",
-            "W", "on-demand $/h", "spot $/h", "$/1M tok", "min $", "params B", "layers", "hidden", "vocab", "context",
-            "#"}
+# ---------------------------------------------------------------------------------------------- dataset
+
+_ESTIMATE_NAME = re.compile(r"estimate \((?:(?P<family>[^ ]+) family, typical error (?P<error>[^;]*)"
+                            r"|unknown tokenizer family: (?P<stand_in>[^ ;]+) counts)(?:; (?P<why>.*))?\)$")
+
+
+def counter_label(stats: Any) -> tuple[str, str, str]:
+    """(short name, accuracy, why it is an estimate or "") of a token count, from its counter's name:
+    "estimate (llama3 family, typical error 0.3%, p90 5.9%)" -> ("llama3 (estimate)", "±0.3%, p90 5.9%", "")."""
+    if stats.exact:
+        return stats.tokenizer, "exact", ""
+    found = _ESTIMATE_NAME.match(stats.tokenizer)
+    if found is None:
+        return stats.tokenizer, "estimate", ""
+    why = found["why"] or ""
+    if found["family"]:
+        error = found["error"]
+        return f"{found['family']} (estimate)", f"±{error}" if error[:1].isdigit() else error, why
+    return "unknown (estimate)", f"as {found['stand_in']}", why
+
+
+_TOKEN_COLUMNS = (Col("tokenizer", flex=True, min_width=10), Col("accuracy", flex=True, min_width=6),
+                  Col("tokens", right=True), Col("trained", right=True), Col("mean", right=True),
+                  Col("p95", right=True), Col("max", right=True), Col("limit", right=True, optional=True),
+                  Col("over", right=True))
+
+
+def _print_dataset(report: Any, title: str, out: Out) -> None:
+    out.title(title, f" {report.path}")
+    line = (f"  {report.format} · {report.examples:,} example{'s' if report.examples != 1 else ''} · "
+            f"{report.size_bytes:,} bytes")
+    if report.messages_per_example is not None:
+        m = report.messages_per_example
+        line += f" · {m.min:g}-{m.max:g} messages per example (mean {m.mean:.1f})"
+    out.console.print(line, highlight=False)
+    if report.tokens:
+        rows, whys = [], []
+        for stats in report.tokens.values():
+            name, accuracy, why = counter_label(stats)
+            s = stats.per_example
+            rows.append([name, accuracy, _compact(stats.total), _compact(stats.trained), _compact(s.mean),
+                         _compact(s.p95), _compact(s.max), _count(stats.limit),
+                         _count(stats.over_limit) if stats.limit else "-"])
+            whys += [f"{name}: {why}"] if why else []
+        out.table(_TOKEN_COLUMNS, rows, indent=1)
+        for why in whys:
+            out.text(why)
+    _print_issues("errors", report.errors, out, style="red")
+    _print_issues("warnings", report.warnings, out, style="yellow")
+    for advice in report.advice:
+        out.text(f"advice: {advice.message} ({advice.reason}); {advice.suggestion}", most=None)
+    out.console.print()
 
 
 # ---------------------------------------------------------------------------------------------- plan
 
-def print_plan(plan: Plan, console: Console, *, all_routes: bool = False) -> None:
-    """The dataset, then the routes: every managed and local one; of the cloud ones, unless ``all_routes``, the
-    CLOUD_ROWS cheapest feasible per model, method and GPU class (the JSON and CSV keep every route)."""
-    _print_dataset(plan.dataset, "Dataset", console)
+def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbose: bool = False) -> None:
+    """The dataset; the best routes; a table per kind of route (managed APIs, your GPU, cloud on-demand, cloud
+    spot), each with what is not available and why; the notes, grouped; the price sources.
+
+    Without ``all_routes`` the tables hold the MANAGED_ROWS cheapest managed routes and the CLOUD_ROWS cheapest
+    cloud ones per model and method (per method for the planner's default models), with the best routes wherever
+    they are, and count the rest (the JSON and CSV keep every route). ``verbose``: every note of every numbered
+    route, and every text in full.
+    """
+    out = Out(console, verbose)
+    _print_dataset(plan.dataset, "Dataset", out)
     if plan.validation is not None:
-        _print_dataset(plan.validation, "Validation set", console)
-    _print_routes(plan, console, all_routes)
-
-
-def _print_dataset(report: Any, title: str, console: Console) -> None:
-    console.print(f"[bold]{title}[/bold] {report.path}", highlight=False)
-    line = f"  {report.format} · {report.examples:,} examples · {report.size_bytes:,} bytes"
-    if report.messages_per_example is not None:
-        m = report.messages_per_example
-        line += f" · {m.min:g}-{m.max:g} messages per example (mean {m.mean:.1f})"
-    console.print(line, highlight=False)
-    if report.tokens:
-        table = _table("", ("tokenizer", "exact", "total", "trained", "mean", "p95", "max", "over limit"),
-                       wide={"tokenizer": 12})
-        for stats in report.tokens.values():
-            s = stats.per_example
-            over = f"{stats.over_limit:,} over {stats.limit:,}" if stats.limit else "-"
-            table.add_row(stats.tokenizer, "yes" if stats.exact else "estimate", _compact(stats.total),
-                          _compact(stats.trained), _compact(s.mean), _compact(s.p95), _compact(s.max), over)
-        console.print(table)
-    _print_issues("errors", report.errors, console, style="red")
-    _print_issues("warnings", report.warnings, console, style="yellow")
-    for advice in report.advice:
-        console.print(f"  [cyan]advice:[/cyan] {advice.message} ({advice.reason}); {advice.suggestion}",
-                      highlight=False)
-    console.print()
-
-
-def _print_issues(label: str, issues: Sequence[Any], console: Console, style: str) -> None:
-    if not issues:
-        return
-    console.print(f"  [{style}]{label} ({len(issues):,}):[/{style}]")
-    for issue in issues[:MAX_SHOWN_ISSUES]:
-        console.print(f"    {issue}", highlight=False, markup=False)
-    if len(issues) > MAX_SHOWN_ISSUES:
-        console.print(f"    ... and {len(issues) - MAX_SHOWN_ISSUES:,} more", highlight=False)
-
-
-CLOUD_ROWS = 3  # cloud rows shown per model, method and GPU class (datacenter / workstation) without --all
-
-
-def _print_routes(plan: Plan, console: Console, all_routes: bool) -> None:
-    cat = plan.catalog
-    console.print(f"[bold]Routes[/bold] on {plan.today} · catalog {cat.version} · prices as of {cat.oldest} … "
-                  f"{cat.newest} (! = older than 90 days)", highlight=False)
-    shown = plan.routes if all_routes else _shown_routes(plan)
+        _print_dataset(plan.validation, "Validation set", out)
     sources = _Footnotes()
-    numbered: list[tuple[int, Route]] = []
-    for kind, title, columns, wide in _ROUTE_TABLES:
-        routes = [r for r in shown if r.kind == kind]
-        routes = [r for r in routes if r.feasible] + [r for r in routes if not r.feasible]
-        if not routes:
-            continue
-        table = _table(title(plan, routes), columns, wide)
-        for route in routes:
-            n = len(numbered) + 1
-            if not route.feasible and (n == 1 or numbered[-1][1].feasible) and routes[0].feasible:
-                table.add_section()
-            numbered.append((n, route))
-            table.add_row(*_ROUTE_CELLS[kind](n, route, sources), style=None if route.feasible else "dim")
-        console.print(table)
-    hidden = len(plan.routes) - len(shown)
-    if hidden:
-        console.print(f"  {hidden:,} more cloud routes (dearer, or out) are in --json and --csv; --all shows "
-                      f"them here and adds every instance type", highlight=False)
-    console.print("[bold]Notes[/bold] (# route)")
-    for note in plan.notes:
-        console.print(f"   -  {note}", highlight=False, markup=False)
-    for n, route in numbered:
-        lines = ([f"OUT: {route.reason}"] if not route.feasible else []) + list(route.notes)
-        for line in lines:
-            console.print(f"  {n:>2}  {line}", highlight=False, markup=False)
-    sources.print(console, "Price sources")
-    cheapest, fastest = plan.cheapest, plan.fastest
-    console.print(f"[bold]Cheapest:[/bold] {_route_name(cheapest)} {money(cheapest.cost_usd)}" if cheapest
-                  else "[bold]Cheapest:[/bold] no feasible route has a price", highlight=False)
-    console.print(f"[bold]Fastest:[/bold] {_route_name(fastest)} {_hours(fastest.hours)} h "
-                  f"{money(fastest.cost_usd, unknown='(cost unknown)')}" if fastest
-                  else "[bold]Fastest:[/bold] no route has a time estimate (managed APIs publish none)",
-                  highlight=False)
+    sections = _sections(plan, all_routes, sources)
+    numbers = {id(route): n for section in sections for n, route in (*section.rows, *section.out)}
+    _print_best(plan, numbers, out)
+    for section in sections:
+        _print_section(section, out, plan.dataset.path)
+    _print_notes(sections, out)
+    cat = plan.catalog
+    sources.print(out, "Price sources",
+                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = older than 90 days)")
+    out.footer("--all: every route and instance type · -v: every note, in full · --json, --csv: every figure.")
 
 
-def _shown_routes(plan: Plan) -> list[Route]:
-    """Every managed and local route; the cheapest feasible cloud ones per model, method and GPU class; and the
-    plan's cheapest and fastest wherever they are."""
-    per_group: dict[tuple, int] = {}
-    keep = {id(plan.cheapest), id(plan.fastest)}
-    shown = []
+@dataclasses.dataclass
+class _Section:
+    """One table of routes: the rows, the routes out (listed with their reasons) and those left out of view."""
+
+    title: str
+    columns: tuple[Col, ...]
+    rows: list[tuple[int, Route]]
+    cells: list[list[str]]
+    out: list[tuple[int, Route]]
+    hidden: list[Route]
+    what: str  # what its routes are called in the line that counts the hidden ones
+
+
+def _section_key(route: Route) -> tuple[str, str]:
+    return route.kind, route.pricing if route.kind == "cloud" else ""
+
+
+def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Section]:
+    """The tables, their routes numbered in the order shown: each table's rows, then its routes out."""
+    grouped: dict[tuple[str, str], list[Route]] = {key: [] for key in _LAYOUTS}
     for route in plan.routes:  # in the plan's order: feasible by cost first
-        if route.kind == "cloud":
-            group = (route.model, route.method, route.breakdown.get("gpu_class"))
-            per_group[group] = per_group.get(group, 0) + 1
-            if id(route) not in keep and (not route.feasible or per_group[group] > CLOUD_ROWS):
-                continue
-        shown.append(route)
-    return shown
+        grouped.setdefault(_section_key(route), []).append(route)
+    best = {id(r) for r in (plan.cheapest, plan.fastest) if r is not None}
+    # the cheapest cloud routes per model and method; per method alone when the models are the planner's examples
+    per_model = bool(plan.options.models)
+    picked = {key: _pick(key[0], routes, best, all_routes, per_model) for key, routes in grouped.items() if routes}
+    number = itertools.count(1)
+    digits = len(str(sum(len(rows) + len(out) for rows, out in picked.values())))
+    sections = []
+    for key, (rows, out) in picked.items():
+        title, columns, cells, what = _LAYOUTS.get(key, _LAYOUTS[("local", "")])
+        columns = (Col("#".rjust(digits), right=True), *columns[1:])  # one width in every table
+        numbered_rows = [(next(number), r) for r in rows]
+        numbered_out = [(next(number), r) for r in out]
+        chosen = {id(r) for r in (*rows, *out)}
+        which = f" (the cheapest per {'model and ' if per_model else ''}method)" if not all_routes else ""
+        sections.append(_Section(title(plan).replace("{which}", which), columns, numbered_rows,
+                                 [cells(n, r, sources) for n, r in numbered_rows], numbered_out,
+                                 [r for r in grouped[key] if id(r) not in chosen], what))
+    return sections
+
+
+def _pick(kind: str, routes: Sequence[Route], best: set[int], all_routes: bool,
+          per_model: bool) -> tuple[list[Route], list[Route]]:
+    """(the routes shown as rows, the routes out listed with their reasons); the rest are counted only."""
+    feasible = [r for r in routes if r.feasible]
+    infeasible = [r for r in routes if not r.feasible]
+    if all_routes or kind == "local":
+        return feasible, infeasible
+    if kind == "managed":
+        return [r for i, r in enumerate(feasible) if i < MANAGED_ROWS or id(r) in best], infeasible
+    def job(r: Route) -> tuple[str, str]:
+        return (r.model if per_model else "", r.method)
+
+    per_job: Counter[tuple[str, str]] = Counter()
+    rows = []
+    for r in feasible:
+        per_job[job(r)] += 1
+        if per_job[job(r)] <= CLOUD_ROWS or id(r) in best:
+            rows.append(r)
+    # a model and method no instance can train: its first route out says why
+    fits = {job(r) for r in feasible}
+    first_out: dict[tuple[str, str], Route] = {}
+    for r in infeasible:
+        first_out.setdefault(job(r), r)
+    return rows, [r for j, r in first_out.items() if j not in fits]
+
+
+def _print_section(section: _Section, out: Out, data_path: str) -> None:
+    out.title(section.title)
+    if section.rows:
+        out.table(section.columns, section.cells)
+    if section.hidden:
+        out.text(f"{len(section.hidden):,} more {section.what}: {_tally(section.hidden)}. --all shows them.",
+                 style="dim")
+    if section.out:
+        out.console.print("  Not available:", style="bold", highlight=False)
+        for numbers, label, reason in _grouped([(n, r, [r.reason]) for n, r in section.out], out.verbose):
+            # FILE:LINE of the dataset above as "line N"
+            out.text(f"{numbers} {label}: {reason.replace(f'{data_path}:', 'line ')}", lead="   ", hang="      ")
+    out.console.print()
+
+
+def _tally(routes: Sequence[Route]) -> str:
+    """"9 dearer (up to $60.00), 9 without a price, 2 not available"."""
+    dearer = [r.cost_usd for r in routes if r.feasible and r.cost_usd is not None]
+    unpriced = sum(r.feasible and r.cost_usd is None for r in routes)
+    out = sum(not r.feasible for r in routes)
+    return ", ".join([f"{len(dearer):,} dearer (up to {money(max(dearer))})"] * bool(dearer)
+                     + [f"{unpriced:,} without a price"] * bool(unpriced) + [f"{out:,} not available"] * bool(out))
+
+
+def _grouped(items: Iterable[tuple[int, Route, Sequence[str]]], verbose: bool) -> list[tuple[str, str, str]]:
+    """(route numbers, what they are, text) for each text said of several routes, in the order first said;
+    texts are compared by their gist unless verbose."""
+    groups: dict[str, list[tuple[int, Route]]] = {}
+    for n, route, texts in items:
+        for text in texts:
+            groups.setdefault(text if verbose else gist(text), []).append((n, route))
+    return [(_numbers(n for n, _ in members), _label([r for _, r in members]), text)
+            for text, members in groups.items()]
+
+
+def _label(routes: Sequence[Route]) -> str:
+    """What a group of routes is, briefly: "openai babbage-002, davinci-002", "bedrock nova-lite, ... and 7 more"."""
+    label = " / ".join(dict.fromkeys(r.backend for r in routes))
+    names = list(dict.fromkeys(_short_name(r) for r in routes))
+    for i, name in enumerate(names):
+        if i and len(label) + len(name) + 2 > _LABEL_WIDTH:
+            return f"{label} and {len(names) - i} more"
+        label += f"{',' if i else ''} {name}"
+    return label
+
+
+_LABEL_WIDTH = 40  # a group's label lists its routes' names up to about this length
+
+
+def _short_name(route: Route) -> str:
+    if route.kind == "managed":
+        return route.model if route.method == "sft" else f"{route.model} {_method(route)}"
+    return f"{route.model} {route.method}" + (f" on {_gpus(route)}" if route.kind == "cloud" else "")
+
+
+def _print_notes(sections: Sequence[_Section], out: Out) -> None:
+    """Each note once, with the routes it is about: those in the tables (verbose: the routes out too)."""
+    numbered = [nr for s in sections for nr in (*s.rows, *(s.out if out.verbose else ()))]
+    groups = _grouped([(n, r, r.notes) for n, r in numbered], out.verbose)
+    if groups:
+        out.title("Notes")
+        for numbers, _, text in groups:
+            out.text(f"{numbers}: {text}", most=1)
+        out.console.print()
+
+
+# --- the best routes
+
+def _best_routes(plan: Plan) -> list[tuple[str, Route | None, str]]:
+    """(label, route, what to say when there is none): the overall cheapest and fastest, then the cheapest of each
+    kind of route (a kind whose cheapest is the overall cheapest is said in that line)."""
+    kinds = {"managed API": lambda r: r.kind == "managed", "your GPU": lambda r: r.kind == "local",
+             "cloud on-demand": lambda r: r.kind == "cloud" and r.pricing == "on-demand",
+             "cloud spot": lambda r: r.kind == "cloud" and r.pricing == "spot"}
+
+    def kind_of(route: Route) -> str:
+        return next((f" ({label})" for label, match in kinds.items() if match(route)), "")
+
+    lines = [(f"cheapest{kind_of(plan.cheapest) if plan.cheapest else ''}", plan.cheapest,
+              "no available route has a price")]
+    if plan.fastest is None or plan.fastest is not plan.cheapest:
+        lines.append((f"fastest{kind_of(plan.fastest) if plan.fastest else ''}", plan.fastest,
+                      "no available route has a time estimate (managed APIs publish none)"))
+    else:
+        lines[0] = (f"cheapest, fastest{kind_of(plan.cheapest)}", plan.cheapest, "")
+    no_gpu = (plan.options.gpu_note or "none named (--gpu NAME[:COUNT])").removeprefix("local GPU: ").removesuffix(
+        ", so no local routes")
+    gpu_routes = any(r.kind in ("local", "cloud") for r in plan.routes)
+    for label, match in kinds.items():
+        routes = [r for r in plan.routes if match(r)]
+        ok = [r for r in routes if r.feasible]
+        priced = [r for r in ok if r.cost_usd is not None]
+        best = min(priced, key=lambda r: r.cost_usd) if priced else ok[0] if ok else None
+        if routes and best is not plan.cheapest:
+            lines.append((label, best, "none available (see its table)"))
+        elif not routes and label == "your GPU" and gpu_routes:  # cloud GPU routes, none on the user's own GPU
+            lines.append((label, None, no_gpu))
+    return lines
+
+
+_BEST_COLUMNS = (Col("", min_width=8), Col("cost", right=True), Col("hours", right=True), Col("#", right=True),
+                 Col("route", flex=True, min_width=24, wrap=True))
+
+
+def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
+    out.title("Best routes", f" on {plan.today}")
+    rows = []
+    for label, route, none in _best_routes(plan):
+        if route is None:
+            rows.append([label, "-", "-", "", none])
+        else:
+            rows.append([label, money(route.cost_usd, unknown="?"),
+                         "-" if route.hours is None else f"{_hours(route.hours)} h",
+                         f"#{numbers[id(route)]}" if id(route) in numbers else "", _route_name(route)])
+    out.table(_BEST_COLUMNS, rows, header=False, indent=2)
+    for note in plan.notes:
+        if note != plan.options.gpu_note:  # said in the "your GPU" line
+            out.text(note if out.verbose else gist(note), style="dim")
+    out.console.print()
 
 
 def _route_name(route: Route) -> str:
+    """What, on what, where (the kind of route, and so the pricing, is said by the line's label)."""
     if route.kind == "managed":
-        return f"{route.backend} · {route.model} · {_method(route)}"
-    where = route.backend if route.kind == "local" else f"{route.backend} {route.instance} ({route.pricing})"
-    return f"{where} · {_gpus(route)} · {route.model} · {route.method}"
+        return f"{route.model} {_method(route)} · {route.backend}"
+    return f"{route.model} {route.method} · {_gpus(route)} · {route.backend} {route.instance}".rstrip()
 
+
+# --- the tables' cells
 
 def _method(route: Route) -> str:
     return route.method if route.objective == "sft" else f"{route.method} ({route.objective})"
@@ -209,62 +462,72 @@ def _hours(hours: float | None) -> str:
     return "-" if hours is None else f"{hours:.2f}" if hours < 10 else f"{hours:,.0f}"
 
 
-def _as_of_cell(route: Route, sources: _Footnotes) -> str:
-    return f"{route.price_as_of or '-'}{' !' if route.stale else ''} {sources.ref(route.price_source)}"
-
-
 def _cost_cell(route: Route) -> str:
-    unknown = "unknown" if not route.price_known or (route.kind != "managed" and route.feasible) else "-"
-    cost = money(route.cost_usd, unknown=unknown)
-    return cost if route.feasible else f"({cost})"
+    return _dollars(route.cost_usd, unknown="?" if not route.price_known or route.kind != "managed" else "-")
 
 
-def _managed_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    return [str(n), route.backend, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
-            _cost_cell(route), _as_of_cell(route, sources)]
+def _price_cells(route: Route, sources: _Footnotes) -> list[str]:
+    """The price's month and its source's footnote, "!" when older than 90 days (the footnote has the day)."""
+    as_of = route.price_as_of
+    source = f"{route.price_source} (as of {as_of})" if as_of else route.price_source
+    return [as_of.strftime("%Y-%m") if as_of else "-", f"{sources.ref(source)}{'!' if route.stale else ''}"]
 
 
 def _batch(route: Route) -> str:
     setup = route.breakdown.get("setup") or {}
+    if not setup:
+        return "-"
     return f"{setup['micro_batch']}x{setup['seq_len']:,}{' ckpt' if setup['grad_checkpointing'] else ''}"
 
 
 def _vram(route: Route) -> str:
-    return f"{route.vram_gib:.1f}/{route.breakdown['gpu_memory_gib']:g}"
+    if route.vram_gib is None:
+        return "-"
+    return f"{route.vram_gib:.1f}/{route.breakdown.get('gpu_memory_gib', 0):g}"
+
+
+def _managed_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
+    return [str(n), route.backend, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
+            _cost_cell(route), *_price_cells(route, sources)]
 
 
 def _local_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    return [str(n), route.model, route.method, _cost_cell(route), _hours(route.hours), _batch(route), _vram(route),
-            _source_cell(route, sources)]
-
-
-def _source_cell(route: Route, sources: _Footnotes) -> str:
-    return f"{sources.ref(f'{route.price_source} (as of {route.price_as_of})')}{' !' if route.stale else ''}"
+    return [str(n), route.model, route.method, _cost_cell(route), _hours(route.hours), _vram(route), _batch(route),
+            *_price_cells(route, sources)]
 
 
 def _cloud_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    price = f"{route.breakdown['usd_per_hour']:.2f}{' spot' if route.pricing == 'spot' else ''}"
-    return [str(n), f"{route.backend} {route.instance}", _gpus(route), route.model, route.method, _cost_cell(route),
-            _hours(route.hours), price, _batch(route), _vram(route), _source_cell(route, sources)]
+    per_hour = route.breakdown.get("usd_per_hour")
+    return [str(n), f"{route.backend} {route.instance}", _gpus(route), route.model, route.method,
+            _cost_cell(route), _hours(route.hours), "-" if per_hour is None else f"{per_hour:.2f}", _vram(route),
+            _batch(route), *_price_cells(route, sources)]
 
 
-def _local_title(plan: Plan, routes: Sequence[Route]) -> str:
-    gpu = plan.options
-    return f"Your GPU: {gpu.gpu_count} x {gpu.gpu.name} ({gpu.gpu_source or '--gpu'}); cost: its electricity"
-
-
-_ROUTE_TABLES = (
-    ("managed", lambda plan, routes: "Managed fine-tuning APIs",
-     ("#", "backend", "model", "method", "epochs", "tokens", "cost", "price as of"),
-     {"model": 12, "price as of": 10, "method": 4}),
-    ("local", _local_title, ("#", "model", "method", "cost", "hours", "batch", "GiB/GPU", "src"),
-     {"model": 10, "batch": 5}),
-    ("cloud", lambda plan, routes: "Cloud GPUs: the local trainer on a rented instance (src: price source, ! = "
-                                   "older than 90 days)",
-     ("#", "cloud instance", "GPUs", "model", "method", "cost", "hours", "$/h", "batch", "GiB/GPU", "src"),
-     {"cloud instance": 10, "GPUs": 6, "$/h": 4, "model": 8, "batch": 5}),
-)
-_ROUTE_CELLS = {"managed": _managed_cells, "local": _local_cells, "cloud": _cloud_cells}
+_NUMBER = Col("#", right=True)
+_PRICE = (Col("as of", optional=True), Col("src"))
+_GPU_FIGURES = (Col("cost $", right=True), Col("hours", right=True))
+_LAYOUTS: dict[tuple[str, str], tuple[Callable[[Plan], str], tuple[Col, ...], Callable[..., list[str]], str]] = {
+    ("managed", ""): (
+        lambda plan: "Managed fine-tuning APIs",
+        (_NUMBER, Col("provider"), Col("model", flex=True, min_width=14), Col("method"), Col("epochs", right=True),
+         Col("tokens", right=True), Col("cost $", right=True), *_PRICE),
+        _managed_cells, "managed routes"),
+    ("local", ""): (
+        lambda plan: (f"Your GPU: {plan.options.gpu_count} x {plan.options.gpu.name} "
+                      f"({plan.options.gpu_source or '--gpu'}) · cost: its electricity"),
+        (_NUMBER, Col("model", flex=True, min_width=12), Col("method"), *_GPU_FIGURES,
+         Col("GiB/GPU", right=True), Col("batch", optional=True), *_PRICE),
+        _local_cells, "routes on your GPU"),
+    ("cloud", "on-demand"): (
+        lambda plan: "Cloud GPUs, on-demand{which}",
+        (_NUMBER, Col("instance", flex=True, min_width=12), Col("GPUs", flex=True, min_width=6),
+         Col("model", flex=True, min_width=12), Col("method"), *_GPU_FIGURES, Col("$/h", right=True, optional=True),
+         Col("GiB/GPU", right=True), Col("batch", optional=True), *_PRICE),
+        _cloud_cells, "on-demand cloud routes"),
+}
+_LAYOUTS[("cloud", "spot")] = (
+    lambda plan: "Cloud GPUs, spot{which}: may be reclaimed; hours and cost allow for it",
+    *_LAYOUTS[("cloud", "on-demand")][1:3], "spot cloud routes")
 
 
 _CSV_COLUMNS = ("id", "kind", "backend", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
@@ -316,80 +579,94 @@ def _row_json(row: Any, today: date, priced: bool) -> dict[str, Any]:
 
 
 def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Console) -> None:
+    out = Out(console)
     oldest, newest = cat.as_of_range()
-    console.print(f"[bold]Catalog {cat.version}[/bold] · as of {oldest} … {newest} · today {today}",
-                  highlight=False)
+    out.title(f"Catalog {cat.version}", f" · as of {oldest} … {newest} · today {today}")
     for name in cat.files:
-        console.print(f"  {name}", highlight=False, markup=False)
-    notes = _Footnotes()
+        out.text(name)
+    out.console.print()
+    sources = _Footnotes()
     for kind in kinds:
-        table = _CATALOG_TABLES[kind](cat, today, notes)
-        console.print(table)
-    notes.print(console)
+        title, columns, rows = _CATALOG_TABLES[kind](cat, today, sources)
+        out.title(title)
+        out.table(columns, rows)
+        out.console.print()
+    sources.print(out, "Sources", " (! = a price older than 90 days)")
     stale = cat.stale_rows(today)
     if stale:
         worst = min(stale, key=lambda r: r.as_of)
-        console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) are older than 90 days (marked !; oldest "
-                      f"{worst.as_of}). Prices change: check them, and put newer ones in an override file.",
-                      highlight=False)
+        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) are older than 90 days (marked !; "
+                          f"oldest {worst.as_of}). Prices change: check them, and put newer ones in an override "
+                          "file.", highlight=False)
+    out.footer("--json: every field of every row.")
 
 
-def _gpus_table(cat: Catalog, today: date, notes: _Footnotes) -> Table:
-    table = _table(f"GPUs ({len(cat.gpus)})", ("name", "aliases", "GiB", "TFLOPS", "GB/s", "W", "bf16", "as of"),
-                   wide={"aliases": 12, "as of": 10})
+_CatalogRows = tuple[str, tuple[Col, ...], list[list[str]]]
+_AS_OF = (Col("as of"), Col("src"))
+
+
+def _as_of(as_of: date, today: date, source: str, sources: _Footnotes, priced: bool = True) -> list[str]:
+    return [str(as_of), f"{sources.ref(source)}{'!' if priced and is_stale(as_of, today) else ''}"]
+
+
+def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
+    columns = (Col("name", flex=True, min_width=10), Col("aliases", flex=True, min_width=6, optional=True),
+               Col("GiB", right=True), Col("TFLOPS", right=True), Col("GB/s", right=True), Col("W", right=True),
+               Col("bf16"), *_AS_OF)
+    rows = []
     for g in cat.gpus.values():
         tflops = g.bf16_tflops or g.fp16_tflops
-        table.add_row(g.name, ", ".join(g.aliases), f"{g.memory_gib:g}",
-                      "-" if tflops is None else f"{tflops:g}" + ("" if g.bf16_tflops else " fp16"),
-                      f"{g.bandwidth_gbps:g}", "-" if g.tdp_w is None else f"{g.tdp_w:g}",
-                      "yes" if g.supports_bf16 else "no", f"{g.as_of} {notes.ref(g.source)}")
-    return table
+        rows.append([g.name, ", ".join(g.aliases), f"{g.memory_gib:g}",
+                     "-" if tflops is None else f"{tflops:g}" + ("" if g.bf16_tflops else " fp16"),
+                     f"{g.bandwidth_gbps:g}", "-" if g.tdp_w is None else f"{g.tdp_w:g}",
+                     "yes" if g.supports_bf16 else "no", *_as_of(g.as_of, today, g.source, sources, priced=False)])
+    return f"GPUs ({len(cat.gpus)})", columns, rows
 
 
-def _instances_table(cat: Catalog, today: date, notes: _Footnotes) -> Table:
-    table = _table(f"Cloud GPU instances ({len(cat.instances)})",
-                   ("cloud", "instance", "GPUs", "on-demand $/h", "spot $/h", "region", "as of", "note"),
-                   wide={"instance": 12, "GPUs": 8, "region": 8, "as of": 10, "note": 16})
-    for i in cat.instances:
-        spot = "-" if i.spot_usd_per_hour is None else f"{i.spot_usd_per_hour:g}"
-        table.add_row(i.cloud, i.instance_type, f"{i.gpu_count} x {i.gpu}",
-                      "-" if i.on_demand_usd_per_hour is None else f"{i.on_demand_usd_per_hour:g}", spot, i.region,
-                      _as_of(i.as_of, today, notes.ref(i.source)), i.note)
-    return table
+def _instances_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
+    columns = (Col("cloud"), Col("instance", flex=True, min_width=12), Col("GPUs", flex=True, min_width=8),
+               Col("on-demand $/h", right=True), Col("spot $/h", right=True),
+               Col("region", flex=True, min_width=8, optional=True), *_AS_OF,
+               Col("note", flex=True, min_width=12, optional=True))
+    rows = [[i.cloud, i.instance_type, f"{i.gpu_count}x{i.gpu}",
+             _rate(i.on_demand_usd_per_hour), _rate(i.spot_usd_per_hour), i.region or "-",
+             *_as_of(i.as_of, today, i.source, sources), i.note] for i in cat.instances]
+    return f"Cloud GPU instances ({len(cat.instances)})", columns, rows
 
 
-def _managed_table(cat: Catalog, today: date, notes: _Footnotes) -> Table:
-    table = _table(f"Managed fine-tuning offers ({len(cat.managed)})",
-                   ("provider", "model / tier", "method", "$/1M tok", "min $", "epochs", "open until", "as of"),
-                   wide={"model / tier": 14, "open until": 10, "as of": 10})
+def _managed_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
+    columns = (Col("provider"), Col("model / tier", flex=True, min_width=12), Col("method"),
+               Col("$/1M tok", right=True), Col("min $", right=True), Col("epochs", right=True),
+               Col("new jobs until", optional=True), Col("end of life", optional=True), *_AS_OF)
+    rows = []
     for o in cat.managed:
         price = (f"{o.usd_per_m_tokens:g}" if o.usd_per_m_tokens is not None
                  else f"{o.usd_per_hour:g}/h" if o.usd_per_hour is not None else "unknown")
         epochs = (str(o.default_epochs) if o.default_epochs else "auto" if o.auto_epochs else "-")
-        ends = [f"new jobs {o.available_until}" if o.available_until else "",
-                f"EOL {o.end_of_life}" if o.end_of_life else ""]
         method = o.method if o.objective == "sft" else f"{o.method} ({o.objective})"
-        table.add_row(o.provider, o.label + (" *" if o.secondary else ""), method, price,
-                      f"{o.min_charge_usd:g}" if o.min_charge_usd else "-", epochs,
-                      "\n".join(e for e in ends if e) or "-", _as_of(o.as_of, today, notes.ref(o.source)))
-    return table
+        rows.append([o.provider, o.label + (" *" if o.secondary else ""), method, price,
+                     f"{o.min_charge_usd:g}" if o.min_charge_usd else "-", epochs, str(o.available_until or "-"),
+                     str(o.end_of_life or "-"), *_as_of(o.as_of, today, o.source, sources)])
+    return f"Managed fine-tuning offers ({len(cat.managed)}; * = price from a secondary source)", columns, rows
 
 
-def _models_table(cat: Catalog, today: date, notes: _Footnotes) -> Table:
-    table = _table(f"Model architectures ({len(cat.models)})",
-                   ("name", "params B", "layers", "hidden", "heads/kv", "vocab", "context", "family", "hf repo"),
-                   wide={"name": 12, "params B": 8, "hf repo": 12})
-    for m in cat.models.values():
-        experts = f" MoE {m.experts_per_token}/{m.num_experts}" if m.num_experts else ""
-        table.add_row(m.name, f"{m.params / 1e9:.2f}{experts}", str(m.num_layers), str(m.hidden_size),
-                      f"{m.num_heads}/{m.num_kv_heads}", f"{m.vocab_size:,}", f"{m.max_position_embeddings:,}",
-                      m.tokenizer_family, m.hf_repo or "")
-    return table
+def _models_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
+    columns = (Col("name", flex=True, min_width=12), Col("params B", right=True),
+               Col("experts", right=True, optional=True), Col("layers", right=True), Col("hidden", right=True),
+               Col("heads/kv", right=True), Col("vocab", right=True), Col("context", right=True, optional=True),
+               Col("family"), Col("hf repo", flex=True, min_width=12, optional=True))
+    rows = [[m.name, f"{m.params / 1e9:.2f}", f"{m.experts_per_token}/{m.num_experts}" if m.num_experts else "-",
+             str(m.num_layers), str(m.hidden_size), f"{m.num_heads}/{m.num_kv_heads}", f"{m.vocab_size:,}",
+             f"{m.max_position_embeddings:,}", m.tokenizer_family, m.hf_repo or ""] for m in cat.models.values()]
+    return f"Model architectures ({len(cat.models)})", columns, rows
 
 
-def _as_of(as_of: date, today: date, ref: str) -> str:
-    return f"{as_of}{' !' if is_stale(as_of, today) else ''} {ref}"
+def _rate(usd_per_hour: Decimal | None) -> str:
+    """$/h in a column: cents, or three figures under a dollar."""
+    if usd_per_hour is None:
+        return "-"
+    return f"{usd_per_hour:,.2f}" if usd_per_hour >= 1 else f"{usd_per_hour:.3g}"
 
 
-_CATALOG_TABLES = {"gpus": _gpus_table, "instances": _instances_table, "managed": _managed_table,
-                   "models": _models_table}
+_CATALOG_TABLES: dict[str, Callable[[Catalog, date, _Footnotes], _CatalogRows]] = {
+    "gpus": _gpus_table, "instances": _instances_table, "managed": _managed_table, "models": _models_table}

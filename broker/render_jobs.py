@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ftbroker.broker import Prepared
 from ftbroker.jobs import Artifact, Event, Job, Result
+from ftbroker.tables import Col, Fitted
 
 
 def _number(value: Decimal | None) -> float | None:
@@ -76,15 +77,17 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M") if value is not None else "-"
 
 
-def jobs_table(jobs: Sequence[Job]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "backend", "model", "method", "status", "created", "cost est/actual"):
-        table.add_column(column)
+def jobs_table(jobs: Sequence[Job]) -> Fitted:
+    """One line per job, fitted to the terminal: the id is never cut (it is what the other commands take)."""
+    columns = (Col("id"), Col("backend"), Col("model", flex=True, min_width=12), Col("method"),
+               Col("status", flex=True, min_width=9), Col("created", optional=True), Col("est $", right=True),
+               Col("actual $", right=True))
+    rows = []
     for job in jobs:
         status = job.status.value + ("" if job.submitted_at or job.status.terminal else " (not submitted)")
-        table.add_row(job.id, job.backend, job.model, job.spec.method, status, _when(job.created_at),
-                      f"{_money(job.estimated_cost_usd)} / {_money(job.actual_cost_usd)}")
-    return table
+        rows.append([job.id, job.backend, job.model, job.spec.method, status, _when(job.created_at),
+                     _money(job.estimated_cost_usd).removeprefix("$"), _money(job.actual_cost_usd).removeprefix("$")])
+    return Fitted(columns, rows)
 
 
 def progress_text(job: Job) -> str:

@@ -155,13 +155,14 @@ def test_minimum_charge_applies(cat):
     assert r.cost_usd == Decimal("20") and r.breakdown["min_charge_applied"] == Decimal("20")
 
 
-def test_provider_issue_rules_the_provider_out_with_the_first_issue(cat):
-    issues = {"together": [DataIssue("data.jsonl", 7, "two assistant turns in a row"),
+def test_provider_issues_rule_the_provider_out_each_said_once(cat):
+    issues = {"together": [DataIssue("data.jsonl", 7, "two assistant turns in a row (and 4 more lines)"),
                            DataIssue("data.jsonl", 9, "two user turns in a row")]}
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), provider_issues=issues)
     for r in plan.routes:
         if r.backend == "together":
-            assert not r.feasible and r.reason == "data.jsonl:7: two assistant turns in a row (and 1 more)"
+            assert not r.feasible and r.reason == ("data.jsonl:7: two assistant turns in a row (and 4 more lines); "
+                                                   "line 9: two user turns in a row")
         else:
             assert r.feasible or r.backend == "bedrock"
 

@@ -1,0 +1,239 @@
+"""How plans, catalogs, jobs and estimates read: tables that fit the terminal, each route on one line, each note
+and reason said once with its route numbers, the best routes first. Built on hand-made plans (formatting, not the
+planner's figures) and on the bundled example's real plan."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from plan_reports import report, stats
+from rich.console import Console
+
+import ftbroker
+from ftbroker import render, tokens
+from ftbroker.cli import cli
+from ftbroker.jobs import Job, JobStatus
+from ftbroker.planner import CatalogInfo, Hardware, Plan, PlanOptions, Route
+from ftbroker.pricing.catalog import load_catalog
+from ftbroker.render_jobs import jobs_table
+from ftbroker.spec import JobSpec
+from ftbroker.tables import Col, fit_widths, hanging
+
+CHATS = Path(__file__).resolve().parents[1] / "examples" / "data" / "support_chats.jsonl"
+WINDING_DOWN = ("closes to new jobs in 39 days (2027-01-06) (OpenAI is winding down self-serve fine-tuning: since "
+                "2026-07-02 only organizations with fine-tuned-model inference in the past 60 days may create jobs)")
+
+
+def show(plan: Plan, width: int = 100, **options) -> str:
+    buffer = io.StringIO()
+    render.print_plan(plan, Console(file=buffer, width=width, highlight=False, soft_wrap=False), **options)
+    return buffer.getvalue()
+
+
+def managed(model: str, cost: str | None, *, backend: str = "together", reason: str = "", notes=(),
+            method: str = "lora") -> Route:
+    return Route(kind="managed", backend=backend, model=model, method=method, feasible=not reason, reason=reason,
+                 cost_usd=None if cost is None else Decimal(cost), billed_tokens=12_000, epochs=1,
+                 notes=tuple(notes), price_source="provider pricing page", price_as_of=date(2026, 2, 1), stale=True)
+
+
+def gpu(kind: str, model: str, method: str, cost: str | None, hours: float | None, *, pricing: str = "",
+        instance: str = "", backend: str = "aws", reason: str = "", notes=()) -> Route:
+    return Route(kind=kind, backend=backend, model=model, method=method, hardware=Hardware("L40S", 1),
+                 feasible=not reason, reason=reason, vram_gib=30.5, hours=hours,
+                 cost_usd=None if cost is None else Decimal(cost), epochs=3, notes=tuple(notes),
+                 breakdown={"usd_per_hour": 0.36, "gpu_memory_gib": 48,
+                            "setup": {"micro_batch": 2, "seq_len": 1024, "grad_checkpointing": True}},
+                 price_source="skypilot catalog", price_as_of=date(2026, 7, 9), instance=instance, pricing=pricing)
+
+
+def plan_of(*routes: Route, notes=(), **options) -> Plan:
+    ordered = sorted(routes, key=lambda r: (not r.feasible, r.cost_usd is None, r.cost_usd or 0,
+                                            r.hours if r.hours is not None else float("inf")))
+    return Plan(dataset=report({"tiktoken:o200k_base": stats({100: 10, 300: 5})}), validation=None,
+                routes=tuple(ordered), catalog=CatalogInfo("c0ffee", date(2026, 1, 1), date(2026, 7, 9), (), 3),
+                today=date(2026, 11, 28), options=PlanOptions(**options), notes=tuple(notes))
+
+
+@pytest.fixture(scope="module")
+def example() -> Plan:
+    """The bundled example's real plan with a named GPU, so that every kind of table is in it."""
+    return ftbroker.plan(CHATS, gpu="RTX-4090", today=date(2026, 11, 28))
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+
+COLUMNS = (Col("#", right=True), Col("instance", flex=True, min_width=10), Col("model", flex=True, min_width=12),
+           Col("cost $", right=True), Col("batch", optional=True), Col("as of", optional=True))
+ROWS = [["1", "azure Standard_NC24ads_A100_v4", "Llama-3.1-8B", "0.06", "4x935 ckpt", "2026-07"]]
+
+
+def test_optional_columns_are_left_out_before_any_name_is_cut():
+    natural = fit_widths(COLUMNS, ROWS, 1000)
+    assert natural == [1, 30, 12, 6, 10, 7]
+    assert fit_widths(COLUMNS, ROWS, 72) == [1, 30, 12, 6, 10, None]  # "as of" (rightmost optional) goes first
+    assert fit_widths(COLUMNS, ROWS, 60) == [1, 30, 12, 6, None, None]
+
+
+def test_names_are_cut_widest_first_and_never_below_their_minimum():
+    widths = fit_widths(COLUMNS, ROWS, 40)
+    assert widths == [1, 15, 12, 6, None, None] and sum(w for w in widths if w) + 2 * 3 == 40
+    assert fit_widths(COLUMNS, ROWS, 20) == [1, 10, 12, 6, None, None]  # as narrow as they go; rich does the rest
+
+
+def test_explain_text_wraps_under_its_description_column():
+    line = "  optimizer states          29.915 GiB   8.030e9 trainable x 2 states x 2 B (adamw), paged, 8-bit"
+    wrapped = hanging(f"Title\n{line}", 80).splitlines()
+    assert wrapped[0] == "Title" and all(len(w) <= 80 for w in wrapped) and len(wrapped) == 3
+    assert wrapped[1].startswith(line[:60].rsplit(" ", 1)[0][:40]) and wrapped[2].startswith(" " * 41 + "(adamw)")
+    assert line.index("8.030e9") == 41
+
+
+def test_gist_drops_a_long_closing_explanation_and_keeps_a_date_or_a_count():
+    assert render.gist(WINDING_DOWN) == "closes to new jobs in 39 days (2027-01-06)"
+    assert render.gist("FILE:2: tool calls (and 193 more lines)") == "FILE:2: tool calls (and 193 more lines)"
+    assert render.gist("(all of it in parentheses, which is no explanation of anything)").startswith("(all")
+
+
+def test_route_numbers_read_as_ranges():
+    assert render._numbers([9, 8, 12, 13, 14, 15, 1]) == "#1, #8, #9, #12-#15"
+
+
+@pytest.mark.parametrize("spec, name, accuracy", [
+    ({"tokenizer": "o200k_base"}, "o200k_base", "exact"),
+    ({"family": "llama3"}, "llama3 (estimate)", "±0.3%, p90 5.9%"),
+    ({"family": "gemma"}, "gemma (estimate)", "not measured"),
+    ({}, "unknown (estimate)", "as cl100k_base"),
+])
+def test_token_counters_get_a_short_name_and_a_separate_accuracy(spec, name, accuracy):
+    counter = tokens.resolve(spec.get("tokenizer"), family=spec.get("family"))
+    counted = stats({100: 1}, tokenizer=counter.name, exact=counter.exact)
+    assert render.counter_label(counted)[:2] == (name, accuracy)
+
+
+# ---------------------------------------------------------------------------------------------- the example
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+def test_the_example_fits_every_width_with_each_route_on_one_line(example, width):
+    text = show(example, width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    sections = render._sections(example, False, render._Footnotes())
+    rows = [n for s in sections for n, _ in s.rows]
+    starts = [int(m[1]) for line in lines if (m := re.match(r"\s*(\d+)  \S", line))]
+    assert starts == rows  # every table row on a line of its own, in order
+    assert all(re.search(rf"^\s*{n}  .*\b(together|openai|lora|qlora|full)\b", text, re.M) for n in rows[:3])
+
+
+def test_the_example_answers_first_and_is_short(example):
+    lines = show(example, 120).splitlines()
+    best = next(i for i, line in enumerate(lines) if line.startswith("Best routes"))
+    assert best < 15 and lines[best + 1].lstrip().startswith("cheapest")
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("Managed fine-tuning APIs"))
+    assert best < first_table
+    assert len(lines) <= 100, len(lines)  # the route-by-route notes made it ~300
+
+
+def test_the_example_says_what_is_out_once_per_reason(example):
+    text = show(example, 200)
+    bedrock_out = [r for r in example.routes if r.backend == "bedrock" and "tool calls" in r.reason]
+    assert len(bedrock_out) > 3
+    said = [line for line in text.splitlines() if "tool calls, tool or developer messages" in line]
+    assert len(said) == 1 and "line 2: tool calls" in said[0] and str(CHATS) not in said[0]
+    assert "(and 1 more)" not in text and text.count("OpenAI is winding down") == 0  # the gist, unless -v
+    assert "OpenAI is winding down" in show(example, 200, verbose=True)
+
+
+# ---------------------------------------------------------------------------------------------- hand-made plans
+
+def test_identical_notes_and_reasons_are_said_once_with_their_route_numbers():
+    plan = plan_of(*(managed(f"gpt-{i}", f"{i}.00", backend="openai", method="sft", notes=[WINDING_DOWN])
+                     for i in range(1, 5)),
+                   managed("babbage-002", None, backend="openai", method="sft",
+                           reason="takes prompt_completion data; this file is chat"),
+                   managed("davinci-002", None, backend="openai", method="sft",
+                           reason="takes prompt_completion data; this file is chat"))
+    text = show(plan)
+    assert text.count("closes to new jobs") == 1
+    assert "  #1-#4: closes to new jobs in 39 days (2027-01-06)\n" in text
+    assert "Not available:\n   #5, #6 openai babbage-002, davinci-002: takes prompt_completion data; this file is " \
+           "chat\n" in text
+    verbose = show(plan, 200, verbose=True)
+    assert verbose.count("OpenAI is winding down") == 1 and "#1-#4: closes" in verbose
+
+
+def test_notes_of_routes_out_are_shown_with_verbose_only():
+    plan = plan_of(managed("a", "1.00"), managed("b", None, reason="closed", notes=["a note about b"]))
+    assert "a note about b" not in show(plan) and "#2: a note about b" in show(plan, verbose=True)
+
+
+def test_more_managed_routes_than_the_table_holds_are_counted_and_all_shows_them():
+    priced = [managed(f"m{i}", f"{i}.00") for i in range(1, render.MANAGED_ROWS + 4)]
+    plan = plan_of(*priced, managed("tierless", None))
+    text = show(plan)
+    assert f"m{render.MANAGED_ROWS} " in text and f"m{render.MANAGED_ROWS + 1} " not in text
+    assert f"4 more managed routes: 3 dearer (up to ${render.MANAGED_ROWS + 3}.00), 1 without a price. " \
+           "--all shows them." in text
+    every = show(plan, all_routes=True)
+    assert "more managed routes" not in every and "tierless" in every
+
+
+def test_cloud_tables_keep_the_cheapest_per_model_and_method_and_the_fastest():
+    routes = [gpu("cloud", "M", "lora", cost, hours, pricing="spot", instance=f"i{n}")
+              for n, (cost, hours) in enumerate([("1.00", 2.0), ("2.00", 1.0), ("3.00", 0.5), ("4.00", 3.0)])]
+    routes.append(gpu("cloud", "M", "full", None, None, pricing="spot", instance="tiny",
+                      reason="does not fit even at micro-batch 1 with checkpointing"))
+    text = show(plan_of(*routes))
+    assert "aws i0" in text and "aws i2" in text and "aws i1" not in text  # the cheapest, and the fastest
+    assert "Cloud GPUs, spot" in text and "Cloud GPUs, on-demand" not in text
+    assert "2 more spot cloud routes: 2 dearer (up to $4.00). --all shows them." in text
+    assert "#3 aws M full on 1xL40S: does not fit even at micro-batch 1" in text  # why no full route at all
+
+
+def test_best_routes_name_each_kind_once():
+    plan = plan_of(managed("api-model", "5.00"),
+                   gpu("cloud", "M", "qlora", "0.50", 1.0, pricing="spot", instance="cheap"),
+                   gpu("cloud", "M", "lora", "0.90", 0.4, pricing="on-demand", instance="quick"),
+                   gpu_note="local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no "
+                            "local routes")
+    lines = show(plan, 120).splitlines()
+    best = lines[lines.index("Best routes on 2026-11-28") + 1:][:4]
+    assert [re.split(r"\s{2,}", line.strip())[0] for line in best] == [
+        "cheapest (cloud spot)", "fastest (cloud on-demand)", "managed API", "your GPU"]
+    assert "none detected (nvidia-smi) and none named (--gpu NAME[:COUNT])" in best[3]
+    assert "M qlora · 1xL40S · aws cheap" in best[0] and best[0].split()[-1] == "cheap"
+
+
+def test_the_same_route_cheapest_and_fastest_is_one_line():
+    plan = plan_of(gpu("local", "M", "qlora", "0.01", 0.1, backend="local"), gpu_count=1,
+                   gpu=load_catalog().gpu("RTX-4090"))
+    text = show(plan)
+    assert "cheapest, fastest (your GPU)  $0.01  0.10 h  #1  M qlora · 1xL40S · local" in text
+    assert "Your GPU: 1 x RTX-4090 (--gpu) · cost: its electricity" in text
+
+
+# ---------------------------------------------------------------------------------------------- other views
+
+def test_the_jobs_table_never_cuts_a_job_id():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    jobs = [Job(id=f"ftb-{n:08d}", spec=JobSpec(dataset="d.jsonl", model="meta.llama3-1-70b-instruct-v1:0:128k",
+                                                 backend="bedrock"),
+                status=JobStatus.QUEUED, created_at=now, updated_at=now, estimated_cost_usd=Decimal("12.5"))
+            for n in range(3)]
+    buffer = io.StringIO()
+    Console(file=buffer, width=80).print(jobs_table(jobs))
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 5 and all(len(line.rstrip()) <= 80 for line in lines)
+    assert [line.split()[0] for line in lines[2:]] == [j.id for j in jobs] and "12.50" in lines[2]
+
+
+def test_catalog_show_fits_a_narrow_terminal():
+    out = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["catalog", "show"], catch_exceptions=False).stdout
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
+    assert "Model architectures" in out and "heads/kv" in out and "Sources (! = a price older than 90 days)" in out
