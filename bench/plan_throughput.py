@@ -3,7 +3,7 @@
     python bench/plan_throughput.py --size-mb 100      # routine
     python bench/plan_throughput.py --size-mb 1000     # the 1 GB goal (the file is cached under bench/out/)
     python bench/plan_throughput.py --via validate     # time `ftbroker validate FILE --json`, not analyze()
-    python bench/plan_throughput.py --via cli          # time `ftbroker plan FILE --json` (the pricing area's)
+    python bench/plan_throughput.py --via cli          # time `ftbroker plan FILE --json` (the whole plan)
 
 It generates (once, cached under bench/out/) a realistic chat dataset: multi-turn support conversations with
 log-normal lengths, several system prompts, tool definitions and calls in about a third of the examples,

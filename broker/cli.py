@@ -44,7 +44,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.meta["ftbroker.debug"] = debug
 
 
-# --- spine: the job commands (run, jobs, status, logs, cancel, result, resume, export) -------------------------
+# --- the job commands: run, jobs, status, logs, cancel, result, resume, export ------------------------------
 
 # run's flags -> JobSpec field paths. Numbers arrive as text so that every bad value is reported at once, with
 # its field, by the spec's own validation (a click type would stop at the first).
@@ -334,9 +334,9 @@ def export(job_id, fmt, output, json_mode):
         for artifact in artifacts:
             click.echo(f"{artifact.kind}: {artifact.uri}")
 
-# --- end of spine block ---
 
-# --- estimate area: the dataset-free calculator --------------------------------------------------------------
+# --- estimate: the dataset-free calculator ------------------------------------------------------------------
+
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
@@ -403,7 +403,8 @@ def _print_estimate(result) -> None:
                       else f"tokens/s: unknown ({result.throughput.reason})")
     console.print("run with --explain for the derivation")
 
-# --- pricing: `plan` and `catalog` (rendering in ftbroker.render; the work in ftbroker.planning, planner, catalog) ---
+
+# --- plan and catalog (rendering in ftbroker.render; the work in ftbroker.planning, planner, catalog) ---------
 
 @cli.command()
 @click.argument("data")  # no click.Path check: the data layer says precisely what is wrong with the file
@@ -511,9 +512,9 @@ def _console():
 
     return Console(highlight=False, soft_wrap=False)
 
-# --- end of pricing block ---
 
-# --- data area: validate --------------------------------------------------------------------------------
+# --- validate: one dataset file against every provider's rules ---------------------------------------------
+
 @cli.command()
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
@@ -564,7 +565,6 @@ def _dataset_text(report) -> str:
         lines.append("advice:")
         lines += [f"  {a.message}: {a.reason}; {a.suggestion}" for a in report.advice]
     return "\n".join(lines)
-# --- end of data block ---
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_
 from ftbroker.estimate.run import DatasetTime, Fit, capped_tokens, fit_setup
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ManagedOffer, ModelArch, is_stale
 
-if TYPE_CHECKING:  # the data area's types; the planner only reads their fields
+if TYPE_CHECKING:  # the dataset report's types; the planner only reads their fields
     from ftbroker.data import DatasetReport, TokenStats
 
 CLOSING_SOON_DAYS = 60

@@ -33,7 +33,7 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     cheapest per GPU type and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
     (``plan.dataset.raise_for_errors()``).
     """
-    from ftbroker import data, tokens  # the data area's modules; light (no torch)
+    from ftbroker import data, tokens  # light (no torch), but not needed for --help
 
     if method not in (None, "full", "lora", "qlora"):
         raise InputError(f"method must be full, lora or qlora, not {method!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -14,6 +15,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # the CPU time of a training run (measured: LoRA tiny run 8.5 s CPU with 1 thread, 17.8 s with 2). Inherited by
 # the trainer processes the tests start.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# What a test module reads at import (estimate_fixtures loads the catalog) must not see the user's own catalog
+# override or ledger; each test then gets a home of its own (_isolated).
+_IMPORT_HOME = tempfile.TemporaryDirectory(prefix="ftbroker-tests-")
+os.environ["FTBROKER_HOME"] = _IMPORT_HOME.name
 
 _CREDENTIAL_PREFIXES = ("OPENAI_", "TOGETHER_", "AWS_", "AZURE_OPENAI", "ANTHROPIC_")
 
@@ -27,7 +32,7 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("FTBROKER_GPU", raising=False)  # a test plans for the GPU it names
 
 
-# ---- trainer area: tiny real models (built once per session; see tests/tinymodels.py) ----
+# --- tiny real models (built once per session; see tests/tinymodels.py) -------------------------------------
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
@@ -37,7 +42,7 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
-# --- providers area: figures a test wants shown in every run's output (plain `pytest`, no -s) ---------------
+# --- figures a test wants shown in every run's output (plain `pytest`, no -s) -------------------------------
 _SUMMARY = pytest.StashKey[list]()
 
 

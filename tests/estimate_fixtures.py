@@ -1,29 +1,28 @@
-"""Catalog rows for the estimator tests, copied from the research catalog (estimator models.csv, gpus.csv)
-until the pricing area's loader lands; sources as in those files."""
+"""The estimator tests' models and GPUs: rows of the shipped catalog, plus two shapes the catalog does not hold."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from ftbroker.pricing.catalog import GpuSpec, ModelArch
+from ftbroker.pricing.catalog import ModelArch, load_catalog
 
-AS_OF = date(2026, 11, 28)
+CATALOG = load_catalog()  # conftest points FTBROKER_HOME at an empty folder: no user override file is read
 
+LLAMA31_8B = CATALOG.model("Llama-3.1-8B")
+LLAMA32_1B = CATALOG.model("Llama-3.2-1B")
+QWEN25_7B = CATALOG.model("Qwen2.5-7B")
+MIXTRAL = CATALOG.model("Mixtral-8x7B-v0.1")
 
-def arch(name, h, inter, layers, heads, kv, head_dim, vocab, tied, **kw) -> ModelArch:
-    return ModelArch(name=name, hidden_size=h, intermediate_size=inter, num_layers=layers, num_heads=heads,
-                     num_kv_heads=kv, head_dim=head_dim, vocab_size=vocab, max_position_embeddings=kw.pop("ctx", 131072),
-                     tie_word_embeddings=tied, source="test copy of research models.csv", as_of=AS_OF, **kw)
+RTX4090 = CATALOG.gpu("RTX-4090")
+A100_80 = CATALOG.gpu("A100-SXM-80GB")
+A10G = CATALOG.gpu("A10G")  # no TFLOPS figure in the catalog: a GPU whose throughput is unknown
 
+# Llama 2 7B, for the LoRA paper's parameter count (bench/data/models.csv row, from litgpt's Llama-2-7b-hf config).
+LLAMA2_7B = ModelArch(name="Llama-2-7B", hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,
+                      num_kv_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096,
+                      tie_word_embeddings=False, source="bench/data/models.csv", as_of=date(2026, 11, 28))
 
-LLAMA31_8B = arch("Llama-3.1-8B", 4096, 14336, 32, 32, 8, 128, 128256, False)
-LLAMA2_7B = arch("Llama-2-7B", 4096, 11008, 32, 32, 32, 128, 32000, False, ctx=4096)
-LLAMA32_1B = arch("Llama-3.2-1B", 2048, 8192, 16, 32, 8, 64, 128256, True)
-QWEN25_7B = arch("Qwen2.5-7B", 3584, 18944, 28, 28, 4, 128, 152064, False, qkv_bias=True)
-MIXTRAL = arch("Mixtral-8x7B-v0.1", 4096, 14336, 32, 32, 8, 128, 32000, False, ctx=32768, num_experts=8,
-               experts_per_token=2, moe_intermediate_size=14336)
-TINY = arch("tiny", 256, 704, 2, 8, 2, 32, 1000, False, ctx=4096)
-
-RTX4090 = GpuSpec("RTX 4090", 24, 165.2, 165.2, 1008, 450, True, "hmc-tech.com; waredb.com", AS_OF)
-A100_80 = GpuSpec("A100-SXM4-80GB", 80, 312, 312, 2039, 400, True, "thundercompute.com A100 guide", AS_OF)
-A10G = GpuSpec("A10G", 24, None, None, 600, None, True, "baseten.co", AS_OF)
+# A two-layer GQA model small enough to run forward and backward on the CPU (the autograd tests).
+TINY = ModelArch(name="tiny", hidden_size=256, intermediate_size=704, num_layers=2, num_heads=8, num_kv_heads=2,
+                 head_dim=32, vocab_size=1000, max_position_embeddings=4096, tie_word_embeddings=False,
+                 source="made up for the tests", as_of=date(2026, 11, 28))

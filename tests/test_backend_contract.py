@@ -11,8 +11,8 @@ Each backend takes part through a harness that knows how to make its remote side
         def wait(self, seconds) -> None            # the Broker's sleep: advance a fake, or really wait a little
         def close(self) -> None
 
-Adding a backend = one harness class and one entry in ``HARNESSES`` (the providers area adds openai, together
-and bedrock with their loopback fakes / moto).
+Adding a backend = one harness class and one entry in ``HARNESSES`` (the managed backends' harnesses, over their
+loopback fakes and moto, are in ``tests/fakes/harnesses.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 import pytest
 from fakes.harnesses import MANAGED_HARNESSES
-from spine_support import wait_for
+from jobsupport import wait_for
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends import base

@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from spine_support import ScriptedBackend, write_chat
+from jobsupport import ScriptedBackend, write_chat
 
 from ftbroker.backends import base
 from ftbroker.broker import Broker, check_guards
@@ -15,7 +15,7 @@ from ftbroker.spec import Budget, JobSpec
 
 @pytest.fixture(autouse=True)
 def scripted(monkeypatch):
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "spine_support:ScriptedBackend")
+    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
     monkeypatch.setattr(ScriptedBackend, "calls", [])
     monkeypatch.setattr(ScriptedBackend, "remote_jobs", {})
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
-from spine_support import SCRIPTED_TRAINER, ScriptedBackend, write_chat
+from jobsupport import SCRIPTED_TRAINER, ScriptedBackend, write_chat
 
 from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend
@@ -25,7 +25,7 @@ RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "t
 @pytest.fixture(autouse=True)
 def fast(monkeypatch):
     monkeypatch.setattr(LocalBackend, "capabilities", replace(LocalBackend.capabilities, poll_interval_s=0.05))
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "spine_support:ScriptedBackend")
+    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
     monkeypatch.setattr(ScriptedBackend, "calls", [])
     monkeypatch.setattr(ScriptedBackend, "remote_jobs", {})
 

@@ -6,40 +6,15 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from estimate_fixtures import A10G, LLAMA31_8B, RTX4090
+from estimate_fixtures import LLAMA31_8B
 from ftbroker.cli import cli
-from ftbroker.errors import UnknownNameError
-from ftbroker.pricing import catalog as catalog_module
-
-
-class _Catalog:
-    """The catalog contract (Catalog.model / Catalog.gpu) over a few rows, until the pricing loader lands."""
-
-    def __init__(self):
-        self.models = {"Llama-3.1-8B": LLAMA31_8B}
-        self.gpus = {"rtx 4090": RTX4090, "a10g": A10G}
-
-    def model(self, name):
-        if name not in self.models:
-            raise UnknownNameError("model", name, self.models)
-        return self.models[name]
-
-    def gpu(self, name):
-        if name.lower() not in self.gpus:
-            raise UnknownNameError("GPU", name, [g.name for g in self.gpus.values()])
-        return self.gpus[name.lower()]
-
-
-@pytest.fixture
-def fake_catalog(monkeypatch):
-    monkeypatch.setattr(catalog_module, "load_catalog", lambda extra=(): _Catalog(), raising=False)
 
 
 def run(*args):
     return CliRunner().invoke(cli, ["estimate", *args])
 
 
-def test_json_is_the_only_output_and_has_the_contract_keys(fake_catalog):
+def test_json_is_the_only_output_and_has_the_contract_keys():
     result = run("Llama-3.1-8B", "--method", "qlora", "--seq-len", "2048", "--batch", "4", "--gpu", "RTX 4090",
                  "--json")
     assert result.exit_code == 0, result.output
@@ -51,7 +26,7 @@ def test_json_is_the_only_output_and_has_the_contract_keys(fake_catalog):
     assert data["setup"]["targets"][0] == "down_proj"
 
 
-def test_explain_shows_each_term_with_its_formula(fake_catalog):
+def test_explain_shows_each_term_with_its_formula():
     result = run("Llama-3.1-8B", "--method", "lora", "--targets", "q_proj,v_proj", "--lora-r", "8",
                  "--gpu", "RTX 4090:2", "--no-grad-checkpointing", "--explain")
     assert result.exit_code == 0, result.output
@@ -60,7 +35,7 @@ def test_explain_shows_each_term_with_its_formula(fake_catalog):
     assert "saved per token per layer" in out and "GFLOP per token" in out and "2 GPUs" in out
 
 
-def test_plain_output_and_unknown_throughput(fake_catalog):
+def test_plain_output_and_unknown_throughput():
     result = run("Llama-3.1-8B", "--method", "lora", "--gpu", "A10G")
     assert result.exit_code == 0, result.output
     assert "tokens/s: unknown" in result.output and "total" in result.output
@@ -75,14 +50,14 @@ def test_plain_output_and_unknown_throughput(fake_catalog):
     (["Llama-3.1-8B", "--method", "dora"], "Invalid value for '--method'"),
     (["Llama-3.1-8B", "--method", "lora", "--batch", "0"], "Invalid value for '--batch'"),
 ])
-def test_bad_input_is_exit_2_with_a_specific_message(fake_catalog, args, message):
+def test_bad_input_is_exit_2_with_a_specific_message(args, message):
     result = run(*args)
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
 
 
-def test_sdk_call_survives_importing_the_submodules(fake_catalog):
+def test_sdk_call_survives_importing_the_submodules():
     import ftbroker.estimate.memory
 
     e = ftbroker.estimate("Llama-3.1-8B", method="lora", gpu="RTX 4090", seq_len=512)

@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from spine_support import write_chat
+from jobsupport import write_chat
 
 from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
                                             train_config)

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from spine_support import write_chat
+from jobsupport import write_chat
 
 from ftbroker.backends.base import Environment, Gpu, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, measured_resources, train_config

@@ -32,7 +32,7 @@ def test_unknown_backend_lists_the_valid_ones():
 
 
 def test_a_plug_in_through_an_entry_point(monkeypatch, tmp_path):
-    ep = importlib.metadata.EntryPoint(name="scripted", value="spine_support:ScriptedBackend",
+    ep = importlib.metadata.EntryPoint(name="scripted", value="jobsupport:ScriptedBackend",
                                        group=base.ENTRY_POINT_GROUP)
     monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(ep))
     assert base.backend_names() == sorted([*base.BUILTIN_BACKENDS, "scripted"])
@@ -45,7 +45,7 @@ def test_a_plug_in_through_an_entry_point(monkeypatch, tmp_path):
 def test_a_broken_plug_in_is_reported_not_crashed(monkeypatch):
     eps = [importlib.metadata.EntryPoint(name="broken", value="no_such_module_xyz:Backend",
                                          group=base.ENTRY_POINT_GROUP),
-           importlib.metadata.EntryPoint(name="half", value="spine_support:write_chat",
+           importlib.metadata.EntryPoint(name="half", value="jobsupport:write_chat",
                                          group=base.ENTRY_POINT_GROUP)]
     monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(*eps))
     with pytest.raises(FtBrokerError, match="backend 'broken' failed to load"):
@@ -55,7 +55,7 @@ def test_a_broken_plug_in_is_reported_not_crashed(monkeypatch):
 
 
 def test_a_plug_in_cannot_shadow_a_builtin(monkeypatch):
-    ep = importlib.metadata.EntryPoint(name="local", value="spine_support:ScriptedBackend",
+    ep = importlib.metadata.EntryPoint(name="local", value="jobsupport:ScriptedBackend",
                                        group=base.ENTRY_POINT_GROUP)
     monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(ep))
     assert base.backend_class("local").__name__ == "LocalBackend"

@@ -2,7 +2,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from spine_support import write_chat
+from jobsupport import write_chat
 
 from ftbroker.errors import SpecError
 from ftbroker.spec import JobSpec, load_spec
@@ -120,7 +120,7 @@ def test_harmless_option_names_are_not_taken_for_secrets():
 def test_backend_capabilities_refuse_what_it_cannot_do(data, monkeypatch):
     from ftbroker.backends import base
 
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "spine_support:ScriptedBackend")
+    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
     with pytest.raises(SpecError) as info:
         load_spec(None, {"dataset": str(data), "model": "m", "backend": "scripted", "method": "qlora",
                          "hyperparameters.packing": True})

@@ -1,4 +1,5 @@
-"""Shared pieces of the spine tests: datasets, the scripted trainer, a scripted backend, waiting helpers."""
+"""Helpers for the tests of jobs (Broker, job commands, spec, registry, local backend): a small chat dataset,
+the path of the scripted trainer, a wait helper, and a scripted in-memory backend."""
 
 from __future__ import annotations
 
