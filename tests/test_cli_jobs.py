@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +14,8 @@ from jobsupport import SCRIPTED_TRAINER, ScriptedBackend, write_chat
 from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend
 from ftbroker.cli import cli
-from ftbroker.ledger import Ledger
+from ftbroker.ledger import Ledger, default_home
+from ftbroker.pricing.catalog import load_catalog
 
 JOB_KEYS = {"id", "backend", "model", "method", "status", "status_detail", "submitted", "created_at",
             "submitted_at", "started_at", "finished_at", "progress", "estimated_cost_usd", "actual_cost_usd",
@@ -118,6 +120,31 @@ def test_result_of_a_running_job_and_export_rules(data):
     assert done["result"]["actual_cost_usd"] == 0.42  # money is a number in JSON
     assert "scripted cannot export jobs: not implemented" in ftb("export", done["job"]["id"], "--format", "merged",
                                                                  ok=(2,)).stderr
+
+
+@pytest.mark.parametrize("model, loaded", [
+    ("Llama-3.1-8B", "meta-llama/Llama-3.1-8B"),          # a catalog name: its Hugging Face repo
+    ("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B"),  # an alias, in any case
+    ("someone/unknown-7b", "someone/unknown-7b"),          # a repo id stays as given
+])
+def test_the_trainer_loads_a_catalog_model_from_its_hugging_face_repo(data, model, loaded):
+    job = json.loads(ftb("run", data, "--model", model, "--option", f"trainer={SCRIPTED_TRAINER}", "--yes",
+                         "--json").stdout)["job"]
+    config = json.loads((Path(job["remote"]["run_dir"]) / "config.json").read_text())
+    assert config["model"] == job["remote"]["base_model"] == loaded  # what the trainer loads, kept in the job
+    assert job["model"] == job["spec"]["model"] == model  # the name the user gave
+
+
+def test_a_catalog_model_without_a_repo_is_refused_before_anything_starts(data):
+    row = load_catalog().model("Llama-3.2-1B")  # its shape under another name, without hf_repo
+    (default_home() / "catalog.toml").write_text(
+        "[[model]]\n" + "".join(f"{k} = {json.dumps(getattr(row, k))}\n" for k in (
+            "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+            "vocab_size", "max_position_embeddings", "tie_word_embeddings", "source"))
+        + f'name = "My-1B"\nas_of = {row.as_of}\n')
+    result = ftb("run", data, "--model", "My-1B", "--option", f"trainer={SCRIPTED_TRAINER}", "--yes", ok=(2,))
+    assert "the catalog's My-1B names no Hugging Face repo" in result.stderr and "ORG/NAME" in result.stderr
+    assert Ledger().list() == []
 
 
 def test_two_cli_processes_share_one_ledger(data, tmp_path):

@@ -9,11 +9,12 @@ import pytest
 from jobsupport import write_chat
 
 from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
-                                            train_config)
+                                            train_config, trainer_model)
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.broker import Broker
 from ftbroker.errors import JobError
 from ftbroker.jobs import JobStatus
+from ftbroker.pricing.catalog import load_catalog
 from ftbroker.spec import JobSpec
 
 
@@ -182,3 +183,14 @@ def test_a_refused_resume_leaves_the_job_as_it_was(broker, tmp_path):
     with pytest.raises(JobError, match="no run folder"):
         broker.resume(job.id)
     assert broker.job(job.id).status is JobStatus.CANCELLED
+
+
+def test_trainer_model_maps_catalog_names_only(tmp_path, monkeypatch):
+    catalog = load_catalog()
+    assert trainer_model("Qwen2.5-7B", catalog) == catalog.model("Qwen2.5-7B").hf_repo == "Qwen/Qwen2.5-7B"
+    assert trainer_model("Qwen/Qwen2.5-7B-Instruct", catalog) == "Qwen/Qwen2.5-7B-Instruct"  # a repo id as given
+    assert trainer_model("gpt2", catalog) == "gpt2"  # unknown to the catalog: the hub's to resolve
+    (tmp_path / "Llama-3.1-8B").mkdir()  # a local folder wins over the catalog name it happens to have
+    monkeypatch.chdir(tmp_path)
+    assert trainer_model("Llama-3.1-8B", catalog) == "Llama-3.1-8B"
+    assert trainer_model(str(tmp_path), catalog) == str(tmp_path)

@@ -7,7 +7,8 @@ so closing the terminal, Ctrl-C or a crash of the CLI does not stop it. Its run 
 
 ``train_config`` is the one mapping from a JobSpec to the trainer's ``TrainConfig``: a setting the spec leaves
 unset is left to the trainer's default, and the pre-flight (``preflight.py``) estimates the very config the
-trainer receives. The trainer's events become the job's events (its final ``done`` / ``error`` / ``cancelled``
+trainer receives. A catalog model name reaches the trainer as the model's Hugging Face repo (``trainer_model``);
+the job keeps both (``spec.model`` and ``remote["base_model"]``). The trainer's events become the job's events (its final ``done`` / ``error`` / ``cancelled``
 line decides the status), its ``result.json`` the job's Result, and ``raw.measured`` (peak memory, tokens/s)
 the measured resources the ledger keeps beside the estimate.
 
@@ -116,8 +117,10 @@ class LocalBackend:
         from ftbroker.planner import PlanOptions, model_tokenizer
         from ftbroker.pricing.catalog import load_catalog
 
+        catalog = load_catalog()
+        trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
         try:
-            need = model_tokenizer(load_catalog().model(spec.model), PlanOptions())
+            need = model_tokenizer(catalog.model(spec.model), PlanOptions())
         except InputError:  # a hub id the catalog lacks, or a folder whose config.json it cannot read
             folder = Path(spec.model).expanduser()
             counter = tokens.resolve(str(folder)) if folder.is_dir() else tokens.resolve(hf_repo=spec.model)
@@ -165,8 +168,11 @@ class LocalBackend:
         launched = _launched_trainer(run_dir)  # started, but the CLI died before the ledger learnt its pid
         if launched is not None:
             return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
+        from ftbroker.pricing.catalog import load_catalog
+
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = train_config(job.spec, self.options, job_id=job.id)
+        config = train_config(job.spec, self.options, job_id=job.id,
+                              base_model=trainer_model(job.spec.model, load_catalog()))
         (run_dir / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
         resume = any((run_dir / CHECKPOINTS_DIR).glob("*"))
@@ -190,7 +196,7 @@ class LocalBackend:
             pid = int(out.stdout.strip())
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
-        remote = {"pid": str(pid), "pid_started": _start_time(pid), "run_dir": str(run_dir), "cancel_requested": ""}
+        remote = {"pid": str(pid), "pid_started": _start_time(pid), **_run_handles(run_dir), "cancel_requested": ""}
         tracker.remember(**remote)
         tracker.event(f"trainer started (pid {pid}){' from the last checkpoint' if resume else ''}",
                       kind="status", data={"command": command})
@@ -296,11 +302,28 @@ class LocalBackend:
 
 # --- the run folder's files -----------------------------------------------------------------------------------
 
-def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None) -> TrainConfig:
+def trainer_model(model: str, catalog: Any) -> str:
+    """What the trainer loads for a spec's ``model``: a catalog name or alias becomes the model's Hugging Face repo;
+    a local folder, a repo id (ORG/NAME) and a name the catalog does not know stay as given."""
+    if "/" in model or Path(model).expanduser().exists():
+        return model
+    try:
+        arch = catalog.model(model)
+    except InputError:
+        return model
+    if not arch.hf_repo:
+        raise InputError(f"model: the catalog's {arch.name} names no Hugging Face repo (hf_repo) to load it from; "
+                         "give --model as a repo id (ORG/NAME) or a local model folder, or add hf_repo to its row")
+    return arch.hf_repo
+
+
+def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None,
+                 base_model: str | None = None) -> TrainConfig:
     """The trainer's config for ``spec``: the one mapping from JobSpec to TrainConfig. A setting the spec leaves
-    unset (None) is left out, so the trainer's default applies and the quote estimates what will really run."""
+    unset (None) is left out, so the trainer's default applies and the quote estimates what will really run.
+    ``base_model``: what the trainer loads (``trainer_model``), when it is not ``spec.model`` itself."""
     hp, lora = spec.hyperparameters, spec.lora
-    fields = {"job_id": job_id, "model": spec.model, "dataset": spec.dataset, "validation_dataset": spec.validation,
+    fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset, "validation_dataset": spec.validation,
               "method": spec.method, "epochs": hp.epochs, "learning_rate": hp.learning_rate,
               "micro_batch_size": hp.micro_batch_size, "gradient_accumulation_steps": hp.gradient_accumulation_steps,
               "max_seq_length": hp.max_seq_len, "packing": hp.packing,
@@ -530,7 +553,12 @@ def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
         started = repr(proc.create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return {"pid": str(pid), "pid_started": started, "run_dir": str(run_dir), "cancel_requested": ""}
+    return {"pid": str(pid), "pid_started": started, **_run_handles(run_dir), "cancel_requested": ""}
+
+
+def _run_handles(run_dir: Path) -> dict[str, str]:
+    """The run folder, and the model its trainer loads (config.json's: a catalog name's Hugging Face repo)."""
+    return {"run_dir": str(run_dir), "base_model": str((_read_json(run_dir / CONFIG_NAME) or {}).get("model", ""))}
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
