@@ -512,8 +512,7 @@ class ManagedBackend:
         raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
                                   on_retry=on_retry)
         status, detail = self._provider_status(raw)
-        return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused,
-                          raw=_plain(raw))
+        return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused)
 
     def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
         remembered = job.remote.get(f"{role}_file")
@@ -591,7 +590,7 @@ class ManagedBackend:
             if not self._provider_status(raw)[0].terminal:
                 raise
         status, detail = self._provider_status(raw)
-        return Update(status=status, detail=detail, raw=_plain(raw))
+        return Update(status=status, detail=detail)
 
 
 def _stamp(path: str | None) -> tuple[int, int] | None:
@@ -635,7 +634,7 @@ def actual_cost(job: Job, trained_tokens: int | None) -> Decimal | None:
     return (Decimal(trained_tokens) * Decimal(str(price)) / Decimal(1_000_000)).quantize(Decimal("0.0001"))
 
 
-def _plain(raw: Any) -> dict[str, Any]:
+def plain(raw: Any) -> dict[str, Any]:
     """A provider record as JSON-able data (SDK models dumped; datetimes as ISO strings)."""
     if hasattr(raw, "model_dump"):  # SDK models are lenient: a value off their type is kept, not warned about
         raw = raw.model_dump(mode="json", by_alias=True, warnings=False)

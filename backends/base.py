@@ -201,7 +201,6 @@ class Submission:
     status: JobStatus = JobStatus.QUEUED
     detail: str | None = None
     reused: bool = False  # an existing remote job for this ftbroker id was found instead of creating one
-    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,8 +222,7 @@ class Update:
     trained_tokens: int | None = None
     actual_cost_usd: Decimal | None = None
     output_model: str | None = None
-    resources: Mapping[str, float] = field(default_factory=dict)  # measured_peak_memory_gib, measured_tokens_per_s
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict)  # measured figures, named as in Job.resources
 
 
 class Tracker(Protocol):

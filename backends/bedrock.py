@@ -49,11 +49,11 @@ from ._managed import (
     check_range,
     hp_string,
     map_status,
+    plain,
     provider_tag,
     scrub,
     with_system_message,
 )
-from ._managed import _plain as plain
 
 NAME = "bedrock"
 
@@ -454,7 +454,7 @@ class BedrockBackend(ManagedBackend):
         points = self._metrics(raw)[0] if status is JobStatus.SUCCEEDED else []
         return Update(status=status, detail=detail, metrics=points, next_poll_s=self.options.poll_interval_s,
                       error=scrub(error) if error else None,
-                      output_model=raw.get("outputModelArn") if status is JobStatus.SUCCEEDED else None, raw=raw)
+                      output_model=raw.get("outputModelArn") if status is JobStatus.SUCCEEDED else None)
 
     def _provider_cancel(self, job: Job) -> None:
         self.call("stopping the job", self.client.stop_model_customization_job, jobIdentifier=job.remote["job_name"])

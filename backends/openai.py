@@ -55,11 +55,11 @@ from ._managed import (
     Upload,
     actual_cost,
     check_range,
+    plain,
     provider_tag,
     scrub,
     with_system_message,
 )
-from ._managed import _plain as plain
 
 NAME = "openai"
 
@@ -374,7 +374,7 @@ class OpenAIBackend(ManagedBackend):
                       progress=progress, cursor=fresh[-1]["id"] if fresh else None,
                       next_poll_s=self.options.poll_interval_s, error=self._error(raw) if status.terminal else None,
                       trained_tokens=raw.get("trained_tokens"), output_model=raw.get("fine_tuned_model"),
-                      actual_cost_usd=actual_cost(job, raw.get("trained_tokens")), raw=raw)
+                      actual_cost_usd=actual_cost(job, raw.get("trained_tokens")))
 
     def result(self, job: Job) -> Result:
         raw = self._provider_fetch(job)

@@ -31,11 +31,11 @@ from ._managed import (
     ManagedOptions,
     Upload,
     check_range,
+    plain,
     provider_tag,
     scrub,
     with_system_message,
 )
-from ._managed import _plain as plain
 
 NAME = "together"
 
@@ -371,7 +371,7 @@ class TogetherBackend(ManagedBackend):
                       error=self._error(events) if status is JobStatus.FAILED else None,
                       trained_tokens=raw.get("token_count") if done else None,
                       actual_cost_usd=price_usd(raw.get("total_price")) if done else None,
-                      output_model=raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None, raw=raw)
+                      output_model=raw.get("model_output_name") if status is JobStatus.SUCCEEDED else None)
 
     def result(self, job: Job) -> Result:
         raw = self._provider_fetch(job)

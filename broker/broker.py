@@ -149,9 +149,9 @@ class Broker:
                                      if quote.verdict is Verdict.DOES_NOT_FIT else [])
         if notes:
             self.ledger.update(job.id, events=[_event(n, kind="warning", level="warning") for n in notes])
-        return self._submit(job, prepared.backend, lambda tracker: prepared.backend.submit(job, tracker))
+        return self._submit(job, lambda tracker: prepared.backend.submit(job, tracker))
 
-    def _submit(self, job: Job, backend: Backend, call: Callable[[_LedgerTracker], Submission]) -> Job:
+    def _submit(self, job: Job, call: Callable[[_LedgerTracker], Submission]) -> Job:
         try:
             submission = call(_LedgerTracker(self.ledger, job.id))
         except (BackendUnavailableError, BackendRateLimitError) as exc:
@@ -307,11 +307,11 @@ class Broker:
         job = self.ledger.get(ref)
         backend = self.backend(job.spec)
         if job.submitted_at is None and job.status is not JobStatus.CANCELLED:
-            return self._submit(job, backend, lambda tracker: backend.submit(job, tracker))
+            return self._submit(job, lambda tracker: backend.submit(job, tracker))
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise InputError(f"job {job.id} is {job.status.value}; only a failed or cancelled job can be resumed")
         self._require(backend, "resume", Resumable)
-        return self._submit(job, backend, lambda tracker: backend.resume(job, tracker))
+        return self._submit(job, lambda tracker: backend.resume(job, tracker))
 
     def export(self, ref: str, fmt: str, dest: str | Path) -> list[Artifact]:
         """Write a finished job's model as ``fmt`` under ``dest``; the files are recorded as artifacts."""

@@ -249,7 +249,7 @@ class LocalBackend:
         return Update(status=final, error=str(last.get("message") or "the trainer failed")
                       if final is JobStatus.FAILED else None,
                       output_model=result.get("output_model"), trained_tokens=result.get("trained_tokens"),
-                      resources=measured_resources(result), raw=result, **found)
+                      resources=measured_resources(result), **found)
 
     def cancel(self, job: Job) -> Update:
         """SIGTERM to the trainer's process group (it checkpoints and exits), SIGKILL after the grace period."""

@@ -150,10 +150,6 @@ class FakeJob:
                 self._finish(lc.succeeded, "Job completed")
         return True
 
-    def run_to_end(self) -> None:
-        while self.advance():
-            pass
-
     def cancel(self) -> None:
         if self.terminal:
             return
