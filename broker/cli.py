@@ -359,6 +359,8 @@ def export(job_id, fmt, output, json_mode):
 def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, grad_checkpointing, optimizer,
                      precision, sharding, as_json, explain):
     """Peak VRAM, fit and tokens/s of fine-tuning MODEL (catalog name, model folder or config.json)."""
+    if as_json and explain:
+        raise click.UsageError("--json and --explain cannot be combined")
     import json
 
     from ftbroker.estimate import estimate
@@ -417,13 +419,13 @@ def _print_estimate(result) -> None:
               help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
 @click.option("--n-evals", type=click.IntRange(0, 1000),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(1),
+@click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count open-model routes with this tokenizer (tiktoken encoding or local tokenizer folder).")
 @click.option("--gpu", metavar="NAME[:COUNT]",
               help="Your GPU, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, else the GPUs nvidia-smi reports.")
-@click.option("--lora-r", type=click.IntRange(1, 4096), help="LoRA rank.")
+@click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
 @click.option("--validation-file", help="A held-out JSONL file.")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")

@@ -87,7 +87,8 @@ class CatalogError(InputError):
 
 
 class UnknownNameError(InputError):
-    """A model, GPU, backend or job name that is not known; suggests the closest known names."""
+    """A model, GPU, backend or job name that is not known; suggests the closest known names, or lists a short
+    list of valid ones when none is close and no ``hint`` says where to look."""
 
     def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str | None = None):
         self.kind, self.name = kind, name
@@ -99,6 +100,8 @@ class UnknownNameError(InputError):
         msg = f"unknown {kind} {name!r}"
         if close:
             msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        elif hint is None and len(self.choices) <= 12:
+            hint = f"valid: {', '.join(self.choices)}"
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)

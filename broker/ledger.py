@@ -158,6 +158,10 @@ class Ledger:
         self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"cannot make the folder of the job ledger, {self.path.parent}: "
+                              f"{exc.strerror or exc} (FTBROKER_HOME must name a folder)") from exc
+        try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -169,7 +173,8 @@ class Ledger:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the job ledger {self.path}: {exc}") from exc
+            raise LedgerError(f"cannot open the job ledger {self.path}: {exc} (move the file aside to start a new "
+                              "ledger, or set FTBROKER_HOME to use another folder)") from exc
 
     def _use_wal(self) -> None:
         """Switch to write-ahead logging. The switch needs the file to itself for a moment and SQLite answers
@@ -318,6 +323,8 @@ class Ledger:
     def resolve(self, ref: str) -> str:
         """The full id for a job id or a unique prefix of one (with or without ``ftb-``)."""
         ref = ref.strip()
+        if not ref:
+            raise InputError("give a job id (`ftbroker jobs` lists them)")
         if not ref.startswith(ID_PREFIX):
             ref = ID_PREFIX + ref
         pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -93,8 +93,9 @@ def resolve_model(cat: Catalog, name: str) -> planner.ModelRequest:
             return request
         known = [n for m in cat.models.values() for n in (m.name, *m.aliases)]
         known += [n for o in cat.managed for n in (o.model, o.base_model) if n]
-        raise UnknownNameError("model", name, known,
-                               hint="a catalog or managed model, a local model folder or a config.json") from None
+        hint = ("a catalog or managed model, a local model folder or a config.json; "
+                "`ftbroker catalog show --kind models` (and `--kind managed`) lists them")
+        raise UnknownNameError("model", name, known, hint=hint) from None
 
 
 NO_LOCAL_GPU = "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"

@@ -838,7 +838,7 @@ def resolve(
             "tokenizer",
             tokenizer,
             _TIKTOKEN_URLS,
-            hint="or give a local tokenizer folder, or an OpenAI model name",
+            hint=f"valid: {', '.join(_TIKTOKEN_URLS)}, an OpenAI model name, or a local tokenizer folder",
         )
     if hf_repo:
         folder = _hf_cached_folder(hf_repo)

@@ -291,14 +291,16 @@ class Catalog:
         if found is None:
             names = [n for m in self.models.values() for n in (m.name, *m.aliases)]
             raise UnknownNameError("model", name_or_path, names,
-                                   hint="or give a local model folder or a config.json path")
+                                   hint="or give a local model folder or a config.json path; "
+                                        "`ftbroker catalog show --kind models` lists the catalog's")
         return found
 
     def gpu(self, name: str) -> GpuSpec:
         """A GPU by name or alias, ignoring case, spaces, dashes and vendor words ("NVIDIA GeForce RTX 4090")."""
         found = self._gpu_index.get(_gpu_key(name))
         if found is None:
-            raise UnknownNameError("GPU", name, [n for g in self.gpus.values() for n in (g.name, *g.aliases)])
+            raise UnknownNameError("GPU", name, [n for g in self.gpus.values() for n in (g.name, *g.aliases)],
+                                   hint="`ftbroker catalog show --kind gpus` lists them")
         return found
 
     def stale_rows(self, today: date, max_age_days: int = STALE_AFTER_DAYS) -> list[CloudInstance | ManagedOffer]:

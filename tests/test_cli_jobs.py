@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -145,6 +146,17 @@ def test_a_catalog_model_without_a_repo_is_refused_before_anything_starts(data):
     result = ftb("run", data, "--model", "My-1B", "--option", f"trainer={SCRIPTED_TRAINER}", "--yes", ok=(2,))
     assert "the catalog's My-1B names no Hugging Face repo" in result.stderr and "ORG/NAME" in result.stderr
     assert Ledger().list() == []
+
+
+def test_export_of_a_local_job_without_its_run_folder_or_the_local_extra(data, monkeypatch):
+    job = json.loads(ftb(*local_run(data, "--json")).stdout)["job"]
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError, as when it is not installed
+    result = ftb("export", job["id"], "--format", "merged", ok=(1,))
+    assert "needs the 'torch' package: pip install 'ftbroker[local]'" in result.stderr
+    shutil.rmtree(job["remote"]["run_dir"])
+    result = ftb("export", job["id"], "--format", "merged", ok=(1,))
+    assert f"job {job['id']} has no run folder at" in result.stderr and "it cannot be exported" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_two_cli_processes_share_one_ledger(data, tmp_path):

@@ -28,6 +28,21 @@ def test_home_comes_from_the_environment(tmp_path, monkeypatch):
         assert led._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_ledger_that_cannot_be_opened_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTBROKER_HOME", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(LedgerError, match="FTBROKER_HOME must name a folder"):
+        Ledger()
+    (tmp_path / "ledger.sqlite3").write_bytes(b"not SQLite " * 200)
+    with pytest.raises(LedgerError, match="not a database.*move the file aside"):
+        Ledger(tmp_path / "ledger.sqlite3")
+
+
+def test_an_empty_job_id_is_asked_for(ledger):
+    with pytest.raises(InputError, match="give a job id"):
+        ledger.resolve("  ")
+
+
 def test_a_job_and_everything_about_it(ledger):
     job = ledger.create(SPEC, estimated_cost_usd=Decimal("1.20"), resources={"estimated_peak_vram_gib": 7.5})
     assert job.id.startswith("ftb-") and len(job.id) == 12

@@ -308,11 +308,28 @@ def test_dataset_errors_exit_2_with_file_line_and_json_still_printed(tmp_path):
     (("--gpu", "H100:0"), "COUNT must be a positive integer"),
     (("--json", "--csv"), "cannot be combined"),
     (("--method", "dora"), "Invalid value for '--method'"),
+    (("--max-seq-len", "8"), "Invalid value for '--max-seq-len'"),
+    (("--tokenizer", "o300k"), "valid: o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer folder"),
+    (("--gpu", "Z9"), "`ftbroker catalog show --kind gpus` lists them"),
 ])
 def test_bad_options_exit_2(args, message):
     result = run("plan", CHATS, *args)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_plan_takes_the_values_run_takes():
+    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (spelt out in the CLI, which
+    must not import pydantic for --help)."""
+    from annotated_types import Ge, Le
+    from ftbroker.spec import Hyperparameters, LoraSettings
+
+    options = {p.name: p.type for p in cli.commands["plan"].params}
+    for option, (part, field) in {"epochs": (Hyperparameters, "epochs"), "lora_r": (LoraSettings, "r"),
+                                  "max_seq_len": (Hyperparameters, "max_seq_len")}.items():
+        metadata = part.model_fields[field].metadata
+        bounds = (next(m.ge for m in metadata if isinstance(m, Ge)), next(m.le for m in metadata if isinstance(m, Le)))
+        assert (options[option].min, options[option].max) == bounds, option
 
 
 def test_the_help_states_the_defaults_the_planner_uses():

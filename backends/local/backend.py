@@ -23,6 +23,7 @@ POSIX only (sessions and process groups).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -181,9 +182,7 @@ class LocalBackend:
     def resume(self, job: Job, tracker: Tracker) -> Submission:
         if _alive(job.remote):
             raise JobError(f"job {job.id} is still running (pid {job.remote['pid']})")
-        run_dir = self.run_dir(job.id)
-        if not (run_dir / CONFIG_NAME).is_file():
-            raise JobError(f"job {job.id} has no run folder at {run_dir}; it cannot be resumed")
+        run_dir = self._existing_run_dir(job, "resumed")
         (run_dir / RESULT_NAME).unlink(missing_ok=True)  # the ended attempt's; the new one writes its own
         return self._launch(job, run_dir, tracker, resume=True)
 
@@ -219,6 +218,13 @@ class LocalBackend:
 
     def run_dir(self, job_id: str) -> Path:
         return self.runs / job_id
+
+    def _existing_run_dir(self, job: Job, purpose: str) -> Path:
+        run_dir = self.run_dir(job.id)
+        if not (run_dir / CONFIG_NAME).is_file():
+            raise JobError(f"job {job.id} has no run folder at {run_dir} (deleted, or FTBROKER_HOME has moved); "
+                           f"it cannot be {purpose}")
+        return run_dir
 
     def _use_gpus(self, found: Sequence[Gpu]) -> list[Gpu]:
         wanted = self.options.gpus
@@ -286,7 +292,12 @@ class LocalBackend:
         folder; the ExportError of a chat format Ollama cannot be given is a bad-input error."""
         from ftbroker.backends.local import export
 
-        run_dir = self.run_dir(job.id)
+        run_dir = self._existing_run_dir(job, "exported")
+        for package in ("torch", "transformers", "peft"):  # merging loads the model
+            try:
+                importlib.import_module(package)
+            except ImportError as exc:
+                raise ExtraNotInstalledError(package, "local", "exporting a local job's model") from exc
         if fmt == "merged":
             folder = export.export_merged(run_dir, dest)
             return [Artifact(kind="merged_model", uri=str(folder), description="merged Hugging Face folder")]

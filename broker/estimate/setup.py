@@ -100,7 +100,8 @@ def resolve_optimizer(name: str) -> OptimizerKind:
     key = name.strip().lower()
     key = _OPTIMIZER_ALIASES.get(key, key)
     if key not in OPTIMIZERS:
-        raise UnknownNameError("optimizer", name, [*OPTIMIZERS, *_OPTIMIZER_ALIASES])
+        raise UnknownNameError("optimizer", name, [*OPTIMIZERS, *_OPTIMIZER_ALIASES],
+                               hint=f"valid: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[key]
 
 
