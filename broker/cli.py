@@ -17,6 +17,14 @@ from ftbroker import __version__
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
+    # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
+    ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "cancel", "resume", "export",
+             "catalog")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
+                                                       else len(self.ORDER), name))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -40,7 +48,14 @@ class _Root(click.Group):
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of short error messages.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Plan, price and run LLM fine-tuning on your GPU, rented GPUs and managed APIs."""
+    """Plan, price and run LLM fine-tuning on your GPU, rented GPUs and managed APIs.
+
+    \b
+    Examples:
+      ftbroker plan examples/data/support_chats.jsonl
+      ftbroker run data.jsonl --model Llama-3.1-8B --method qlora --max-cost 5
+      ftbroker COMMAND --help      (a command's options, with an example)
+    """
     ctx.meta["ftbroker.debug"] = debug
 
 
@@ -185,35 +200,50 @@ def _job_command(f):
 @cli.command()
 @click.argument("data", required=False)
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
-@click.option("--backend", help="Where to train: local, openai, together, bedrock, ... (default: local).")
-@click.option("--model", help="Base model: a catalog name, a Hugging Face repo or a local folder.")
-@click.option("--method", help="full, lora or qlora (default: lora).")
-@click.option("--validation", help="A validation set (same format as DATA).")
+@click.option("--backend", metavar="NAME", help="Where to train: local, openai, together, bedrock, or a plug-in "
+              "(default: local).")
+@click.option("--model", metavar="NAME", help="Base model: a catalog name (the local trainer loads its Hugging Face "
+              "repo), a Hugging Face repo id, a local model folder, or a provider's model id.")
+@click.option("--method", metavar="METHOD", help="full, lora or qlora (default: lora).")
+@click.option("--validation", metavar="FILE", help="A validation set (same format as DATA).")
 @click.option("--name", help="A label for the job.")
-@click.option("--epochs", metavar="N")
-@click.option("--learning-rate", "--lr", "learning_rate", metavar="LR")
-@click.option("--micro-batch", metavar="N", help="Examples per device per step.")
-@click.option("--grad-accum", metavar="N", help="Gradient accumulation steps.")
-@click.option("--max-seq-len", metavar="N")
-@click.option("--packing/--no-packing", default=None)
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None)
-@click.option("--seed", metavar="N")
+# Settings left unset are the backend's own defaults; the local trainer's are named (a test keeps them equal).
+@click.option("--epochs", metavar="N", help="Passes over the data (local default: 3).")
+@click.option("--learning-rate", "--lr", "learning_rate", metavar="LR", help="Peak learning rate (local default: 2e-4).")
+@click.option("--micro-batch", metavar="N", help="Examples per device per step (local default: 4).")
+@click.option("--grad-accum", metavar="N", help="Micro-batches per optimizer step (local default: 1).")
+@click.option("--max-seq-len", metavar="N", help="Tokens per example; longer ones are cut (local default: 2048).")
+@click.option("--packing/--no-packing", default=None, help="Pack several examples into each sequence.")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None,
+              help="Recompute activations in the backward pass: less memory, more compute (local default: on).")
+@click.option("--seed", metavar="N", help="Seed of the held-out split, the adapter's start and the data order.")
 @click.option("--early-stopping-patience", metavar="N", help="Evaluations without improvement before stopping.")
-@click.option("--lora-r", metavar="N")
-@click.option("--lora-alpha", metavar="N")
-@click.option("--lora-dropout", metavar="P")
-@click.option("--target-modules", help="Comma-separated module names, or all-linear.")
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option (repeatable).")
+@click.option("--lora-r", metavar="N", help="LoRA rank (local default: 16).")
+@click.option("--lora-alpha", metavar="N", help="LoRA alpha (local default: 32).")
+@click.option("--lora-dropout", metavar="P", help="LoRA dropout (local default: 0.05).")
+@click.option("--target-modules", metavar="NAMES", help="Comma-separated module names, or all-linear (the default).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A backend option, e.g. gpus=2, merge=true, base_url=... (repeatable).")
 @click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher "
-              "(local: the electricity, high end of the estimate).")
-@click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this GPU (catalog name) instead of "
-              "the GPUs found; also FTBROKER_GPU.")
+              "(local: the electricity, high end of the estimate); a cost that cannot be estimated is refused.")
+@click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this catalog GPU instead of the GPUs "
+              "nvidia-smi reports (default: FTBROKER_GPU); the trainer uses whatever torch finds.")
 @click.option("--yes", "-y", is_flag=True, help="Start without the confirmation prompt.")
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
 @_json_option
 def run(data, config, options, yes, detach, force, json_mode, **params):
-    """Train a model on DATA: check, price, guard, record and start the job, then follow it."""
+    """Train a model on DATA through one backend, and follow the job.
+
+    Checks the data, prices the job (the quote goes to stderr), refuses (exit 3) what does not fit the GPU (unless
+    --force) or would cost more than --max-cost, asks for confirmation (unless --yes), records the job in the
+    ledger, starts it and follows it; Ctrl-C stops following, never the job. Flags override the --config file.
+
+    \b
+    Examples:
+      ftbroker run data.jsonl --model Llama-3.1-8B --method qlora --gpu RTX-4090
+      ftbroker run --config examples/jobs/local-qlora.yaml --epochs 1 --yes --detach
+    """
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
 
@@ -226,10 +256,11 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--backend", help="Only this backend's jobs.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many jobs to list.")
+@click.option("--backend", metavar="NAME", help="Only this backend's jobs.")
 # JobStatus's values, spelt out so that --help need not import the job records (a test keeps them equal).
-@click.option("--status", type=click.Choice(["queued", "validating", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--status", type=click.Choice(["queued", "validating", "running", "succeeded", "failed", "cancelled"]),
+              help="Only jobs in this status.")
 @_json_option
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
@@ -245,7 +276,10 @@ def jobs(limit, backend, status, json_mode):
 
 @_job_command
 def status(job_id, json_mode):
-    """Show a job (asks its backend for news first)."""
+    """Show a job, after asking its backend for news.
+
+    JOB is a job id or a unique prefix of one (`ftbroker jobs` lists them), e.g. `ftbroker status ftb-3k`.
+    """
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import job_details, job_json
 
@@ -257,7 +291,10 @@ def status(job_id, json_mode):
 @_job_command
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the job ends.")
 def logs(job_id, follow, json_mode):
-    """Print a job's events (with --json: one JSON object per line)."""
+    """Print a job's events (--json: one JSON object per line).
+
+    Example: ftbroker logs ftb-3k --follow
+    """
     import json as jsonlib
 
     from rich.console import Console
@@ -280,7 +317,10 @@ def logs(job_id, follow, json_mode):
 
 @_job_command
 def cancel(job_id, json_mode):
-    """Stop a job (a local trainer saves a checkpoint first)."""
+    """Stop a job (a local trainer saves a checkpoint first).
+
+    A job that has already ended is left as it is (exit status 0).
+    """
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import job_json
 
@@ -297,7 +337,11 @@ def cancel(job_id, json_mode):
 
 @_job_command
 def result(job_id, json_mode):
-    """Show the normalized result of a finished job."""
+    """Show the normalized result of a finished job.
+
+    The same shape whatever the backend: status, output model, loss curves, tokens, estimated and actual cost,
+    artifacts, and the provider's own record (--json: under "raw").
+    """
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import result_details, result_json
 
@@ -309,7 +353,11 @@ def result(job_id, json_mode):
 @_job_command
 @click.option("--detach", is_flag=True, help="Return at once instead of following the job.")
 def resume(job_id, detach, json_mode):
-    """Continue a failed or cancelled job from its last checkpoint, or submit one that never was."""
+    """Continue a failed or cancelled job from its last checkpoint.
+
+    A job that was recorded but never confirmed submitted (the CLI died, the provider did not answer) is submitted
+    instead, exactly once: the backend looks for the remote job before it creates one.
+    """
     from ftbroker.broker import Broker
 
     with Broker() as broker:
@@ -318,10 +366,20 @@ def resume(job_id, detach, json_mode):
 
 
 @_job_command
-@click.option("--format", "fmt", type=click.Choice(["ollama", "merged"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["ollama", "merged"]), required=True,
+              help="ollama: a Modelfile and the merged model; merged: a Hugging Face folder.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder to write (default: ./JOB-FORMAT).")
 def export(job_id, fmt, output, json_mode):
-    """Export a finished job's model: an Ollama Modelfile folder, or a merged Hugging Face folder."""
+    """Export a succeeded job's model: Ollama, or a merged HF folder.
+
+    ollama: a Modelfile whose TEMPLATE and stop tokens match the model's own chat template, FROM the merged model;
+    merged: a plain Hugging Face folder with the adapter merged in.
+
+    \b
+    Example:
+      ftbroker export ftb-3k --format ollama -o ./ollama
+      ollama create my-model -f ./ollama/Modelfile
+    """
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import artifact_json
 
@@ -346,19 +404,29 @@ def export(job_id, fmt, output, json_mode):
 @click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1), help="LoRA rank.")
 @click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
               help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
-@click.option("--gpu", default=None, metavar="NAME[:COUNT]", help="GPU from the catalog, optionally with a count.")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True)
-@click.option("--optimizer", default="adamw", show_default=True,
+@click.option("--gpu", default=None, metavar="NAME[:COUNT]",
+              help="GPU from the catalog, e.g. RTX-4090 or H100:8. Without it: the memory alone, no fit or tokens/s.")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True,
+              help="Recompute activations in the backward pass: less memory, more compute.")
+@click.option("--optimizer", default="adamw", show_default=True,  # estimate.setup.OPTIMIZERS (a test keeps them equal)
               help="adamw, adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, adamw_4bit, sgd.")
 @click.option("--precision", default="bf16", show_default=True, type=click.Choice(["bf16", "amp", "fp32", "mixed"]),
-              help="bf16: model loaded in bf16; amp: fp32 weights + autocast; mixed: 16-bit + fp32 master.")
+              help="bf16: weights loaded in bf16 (the local trainer's LoRA and QLoRA); amp: fp32 weights under "
+                   "bf16 autocast (its full fine-tuning); fp32: no autocast; mixed: 16-bit weights + fp32 master.")
 @click.option("--sharding", default=None, type=click.Choice(["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]),
-              help="Multi-GPU strategy (default: ddp for LoRA/QLoRA, fsdp for full).")
+              help="Multi-GPU strategy (default: none on one GPU; ddp for LoRA/QLoRA, fsdp for full).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--explain", is_flag=True, help="Show every term with its formula and numbers.")
 def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, grad_checkpointing, optimizer,
                      precision, sharding, as_json, explain):
-    """Peak VRAM, fit and tokens/s of fine-tuning MODEL (catalog name, model folder or config.json)."""
+    """Peak VRAM, fit and tokens/s of fine-tuning MODEL, without data.
+
+    MODEL is a catalog name, a local model folder or a config.json. --explain shows every term with its formula.
+
+    \b
+    Example:
+      ftbroker estimate Llama-3.1-8B --method qlora --seq-len 2048 --batch 4 --gpu RTX-4090
+    """
     if as_json and explain:
         raise click.UsageError("--json and --explain cannot be combined")
     import json
@@ -422,26 +490,34 @@ def _print_estimate(result) -> None:
 @click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
-              help="Count open-model routes with this tokenizer (tiktoken encoding or local tokenizer folder).")
+              help="Count the open-model routes' tokens with this tokenizer: o200k_base, cl100k_base or a local "
+                   "tokenizer folder (default: each model's own, else a labelled estimate).")
 @click.option("--gpu", metavar="NAME[:COUNT]",
-              help="Your GPU, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, else the GPUs nvidia-smi reports.")
+              help="Your GPU for the local routes, from the catalog, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, "
+                   "else the GPUs nvidia-smi reports; none: no local routes.")
 @click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
-@click.option("--validation-file", help="A held-out JSONL file.")
+@click.option("--validation-file", metavar="FILE", help="A held-out JSONL file (default on GPU routes: 10% of DATA).")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
 @click.option("--all", "all_instances", is_flag=True,
-              help="Every cloud instance type, not only the cheapest per GPU type and cloud; the table shows every "
-                   "route.")
+              help="Every route in the tables, and every cloud instance type (not only the cheapest per GPU type and "
+                   "cloud).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per route on stdout.")
 @click.option("--verbose", "-v", is_flag=True,
-              help="Every note of every listed route, and notes, reasons and sources in full.")
+              help="Every note of every listed route, and notes, reasons and sources in full (not cut to fit).")
 def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lora_r, validation_file,
          catalog_files, all_instances, as_json, as_csv, verbose):
-    """Read DATA once and price every route: managed APIs, your GPU, and cloud GPUs (on-demand and spot).
+    """Price every route: managed APIs, your GPU and cloud GPUs.
 
-    Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan
-    unless no example could be read at all.
+    Reads DATA (JSONL) once, counts its tokens the way each route bills or trains them, and lists the routes side
+    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Exit status 2 when
+    the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan unless no example could
+    be read at all.
+
+    \b
+    Example:
+      ftbroker plan examples/data/support_chats.jsonl --model Llama-3.1-8B --gpu RTX-4090
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
@@ -469,7 +545,11 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
 
 @cli.group()
 def catalog():
-    """The prices, GPUs, instances and model architectures in force (shipped data + your overrides)."""
+    """Show or check the prices, GPUs and models in force.
+
+    The shipped catalog, your override file ($FTBROKER_HOME/catalog.toml, else catalog.toml in your config
+    folder) and any --catalog files: a row with an existing key replaces the fields it gives, a new key adds one.
+    """
 
 
 @catalog.command("show")
@@ -478,7 +558,10 @@ def catalog():
               metavar="FILE", help="Extra catalog file to merge (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 def catalog_show(kind, catalog_files, as_json):
-    """Show the catalog rows in force, their sources and age; rows older than 90 days are flagged."""
+    """Show the catalog rows in force, their sources and age.
+
+    Prices older than 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
+    """
     from datetime import date
 
     from ftbroker import render
@@ -495,7 +578,10 @@ def catalog_show(kind, catalog_files, as_json):
 @catalog.command("validate")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 def catalog_validate(file):
-    """Check the catalog in force, or FILE merged over it; exit 2 with FILE:LINE: field: problem if bad."""
+    """Check the catalog in force, or FILE merged over it.
+
+    Exit status 2 with FILE:LINE: field: problem for each bad row. Example: ftbroker catalog validate my.toml
+    """
     from datetime import date
 
     from ftbroker.pricing.catalog import load_catalog, user_override_path
@@ -520,15 +606,19 @@ def _console():
 @cli.command()
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
-              help="o200k_base, cl100k_base, an OpenAI model, or a local tokenizer or model folder.")
+              help="o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer or model folder.")
 @click.option("--max-seq-len", type=click.IntRange(min=1), metavar="N",
-              help="Warn about examples longer than N tokens (they would be truncated).")
+              help="Count the examples longer than N tokens (a trainer would cut them).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON (only JSON on stdout).")
 def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool) -> None:
-    """Check a dataset file (JSONL) against every provider's rules and count its tokens.
+    """Check a JSONL dataset against provider rules; count its tokens.
 
-    Exits 2 when the file has errors (printed as FILE:LINE: message); warnings, rules that only rule out one
+    Exit status 2 when the file has errors (printed as FILE:LINE: message); warnings, rules that only rule out one
     provider, and advice do not fail it.
+
+    \b
+    Example:
+      ftbroker validate examples/data/support_chats.jsonl --tokenizer o200k_base
     """
     import json
 
