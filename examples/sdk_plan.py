@@ -1,0 +1,66 @@
+"""Plan a dataset from Python and print the cheapest available route of each kind.
+
+    python examples/sdk_plan.py                                   # the bundled dataset, Llama-3.1-8B, an RTX 4090
+    python examples/sdk_plan.py data.jsonl --model Qwen2.5-7B --gpu H100:2
+
+``ftbroker.plan()`` reads the dataset once and returns the Plan that ``ftbroker plan`` renders: every route
+(managed fine-tuning APIs, your GPU, cloud GPUs on-demand and spot), each with its cost, hours and peak VRAM, or
+the reason it is out. Dataset problems do not raise: they are in ``plan.dataset.errors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import ftbroker
+from ftbroker import Plan, Route
+
+BUNDLED = Path(__file__).resolve().parent / "data" / "support_chats.jsonl"
+
+KINDS: dict[str, Callable[[Route], bool]] = {
+    "managed API": lambda r: r.kind == "managed",
+    "your GPU": lambda r: r.kind == "local",
+    "cloud on-demand": lambda r: r.kind == "cloud" and r.pricing == "on-demand",
+    "cloud spot": lambda r: r.kind == "cloud" and r.pricing == "spot",
+}
+
+
+def cheapest_of_each_kind(plan: Plan) -> dict[str, Route | None]:
+    """The cheapest feasible, priced route of each kind (None: the plan has no such route)."""
+    best = {}
+    for label, is_kind in KINDS.items():
+        priced = [r for r in plan.routes if is_kind(r) and r.feasible and r.cost_usd is not None]
+        best[label] = min(priced, key=lambda r: r.cost_usd, default=None)
+    return best
+
+
+def describe(route: Route) -> str:
+    where = f"{route.hardware.count}x{route.hardware.gpu}" if route.hardware else route.backend
+    if route.instance:
+        where += f" on {route.backend} {route.instance}"
+    hours = f", {route.hours:.2f} h" if route.hours is not None else ""
+    vram = f", {route.vram_gib:.1f} GiB per GPU" if route.vram_gib is not None else ""
+    cost = f"${route.cost_usd:.2f}" if route.cost_usd >= Decimal("0.01") else "<$0.01"
+    return f"{cost}{hours}{vram}: {route.model} {route.method} via {where}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", default=str(BUNDLED), help="a JSONL dataset (default: the bundled one)")
+    parser.add_argument("--model", action="append", help="a model to plan for (repeatable; default Llama-3.1-8B)")
+    parser.add_argument("--gpu", default="RTX-4090", help="your GPU, NAME[:COUNT] (default RTX-4090)")
+    args = parser.parse_args(argv)
+
+    plan = ftbroker.plan(args.data, models=args.model or ["Llama-3.1-8B"], gpu=args.gpu)
+    plan.dataset.raise_for_errors()  # FILE:LINE problems, as `ftbroker validate` prints them
+    print(f"{plan.dataset.path}: {plan.dataset.examples} examples, {len(plan.routes)} routes "
+          f"({sum(r.feasible for r in plan.routes)} available), catalog {plan.catalog.version}")
+    for label, route in cheapest_of_each_kind(plan).items():
+        print(f"{label:>16}  {describe(route) if route else 'none available'}")
+
+
+if __name__ == "__main__":
+    main()
