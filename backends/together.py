@@ -74,7 +74,7 @@ def _dump(obj: Any) -> dict[str, Any]:
 def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return datetime.fromisoformat(str(value))  # Python 3.11 reads a trailing Z as UTC
 
 
 # -- events and metrics ------------------------------------------------------------------------------

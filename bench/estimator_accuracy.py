@@ -486,7 +486,7 @@ def report_trainer(cal: Calibration, show_points: bool) -> None:
         if key == "tokens_per_s":
             print("   (the two public memory rules do not predict throughput)")
     if show_points:
-        print(f"\n-- every case: measured / held-out / all (GiB, GiB, tokens/s) --")
+        print("\n-- every case: measured / held-out / all (GiB, GiB, tokens/s) --")
         for p in points:
             print(f"{p['id']:42} " + "   ".join(
                 f"{key} {p['measured'][key]:,.2f} / {p['held'][key]:,.2f} / {p['all'][key]:,.2f}"

@@ -209,7 +209,8 @@ def _job_command(f):
 @click.option("--name", help="A label for the job.")
 # Settings left unset are the backend's own defaults; the local trainer's are named (a test keeps them equal).
 @click.option("--epochs", metavar="N", help="Passes over the data (local default: 3).")
-@click.option("--learning-rate", "--lr", "learning_rate", metavar="LR", help="Peak learning rate (local default: 2e-4).")
+@click.option("--learning-rate", "--lr", "learning_rate", metavar="LR",
+              help="Peak learning rate (local default: 2e-4).")
 @click.option("--micro-batch", metavar="N", help="Examples per device per step (local default: 4).")
 @click.option("--grad-accum", metavar="N", help="Micro-batches per optimizer step (local default: 1).")
 @click.option("--max-seq-len", metavar="N", help="Tokens per example; longer ones are cut (local default: 2048).")

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tomllib
@@ -640,7 +641,7 @@ def _number(name: str, kind: str, value: Any) -> int | float | Decimal:
                 raise ValueError
             return amount
         number = float(value)
-        if number != number or number in (float("inf"), float("-inf")):
+        if not math.isfinite(number):
             raise ValueError
         return number
     except (ValueError, InvalidOperation):
@@ -921,7 +922,8 @@ def model_from_config(path: Path) -> ModelArch:
         max_position_embeddings=need("context length", "max_position_embeddings", "n_positions",
                                      "max_sequence_length", "seq_length"),
         tie_word_embeddings=bool(tie), num_experts=int(experts),
-        experts_per_token=int(_first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk") or 0) if experts else 0,
+        experts_per_token=(int(_first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk") or 0)
+                           if experts else 0),
         moe_intermediate_size=moe_intermediate if experts else None,
         qkv_bias=bool(_first(cfg, "attention_bias", "qkv_bias")) or model_type.startswith("qwen2"),
         qk_norm=model_type.startswith(_QK_NORM_TYPES),

@@ -46,7 +46,8 @@ def test_spot_allowance_for_preemption_restarts():
     assert est.hours.expected == pytest.approx(expected)
     assert est.usd.expected == Decimal(str(expected)).quantize(Decimal("0.0001"))
     assert checkpoint_interval(0.05, 0) is None
-    assert DEFAULT_INTERRUPTIONS_PER_HOUR.low < DEFAULT_INTERRUPTIONS_PER_HOUR.expected < DEFAULT_INTERRUPTIONS_PER_HOUR.high
+    rate = DEFAULT_INTERRUPTIONS_PER_HOUR
+    assert rate.low < rate.expected < rate.high
 
 
 def test_shipped_calibration_is_complete_and_dated():

@@ -161,7 +161,7 @@ def test_cloud_on_demand_and_spot_costs(few):
     hours = on_demand.breakdown["hours"]
     # $1.861/h on-demand x the hours (rounded to 3.6 s in the JSON)
     assert float(on_demand.cost_usd) == pytest.approx(hours["expected"] * 1.861, rel=0.01)
-    assert "start-up" in on_demand.breakdown["hours_by_part"] and "model download" in on_demand.breakdown["hours_by_part"]
+    assert {"start-up", "model download"} <= set(on_demand.breakdown["hours_by_part"])
     # spot: the same work at $0.3623/h plus the preemption allowance (restarts and lost work)
     assert spot.hours > on_demand.hours
     restart = sum(on_demand.breakdown["hours_by_part"][p] for p in ("start-up", "model download", "model load"))

@@ -8,9 +8,9 @@ so closing the terminal, Ctrl-C or a crash of the CLI does not stop it. Its run 
 ``train_config`` is the one mapping from a JobSpec to the trainer's ``TrainConfig``: a setting the spec leaves
 unset is left to the trainer's default, and the pre-flight (``preflight.py``) estimates the very config the
 trainer receives. A catalog model name reaches the trainer as the model's Hugging Face repo (``trainer_model``);
-the job keeps both (``spec.model`` and ``remote["base_model"]``). The trainer's events become the job's events (its final ``done`` / ``error`` / ``cancelled``
-line decides the status), its ``result.json`` the job's Result, and ``raw.measured`` (peak memory, tokens/s)
-the measured resources the ledger keeps beside the estimate.
+the job keeps both (``spec.model`` and ``remote["base_model"]``). The trainer's events become the job's events
+(its final ``done`` / ``error`` / ``cancelled`` line decides the status), its ``result.json`` the job's Result,
+and ``raw.measured`` (peak memory, tokens/s) the measured resources the ledger keeps beside the estimate.
 
 The ledger keeps the trainer's pid with the process's start time, so a pid reused by another program is never
 mistaken for the trainer. A trainer that vanished without a final event (kill -9, out of memory) is reported
@@ -334,10 +334,11 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     unset (None) is left out, so the trainer's default applies and the quote estimates what will really run.
     ``base_model``: what the trainer loads (``trainer_model``), when it is not ``spec.model`` itself."""
     hp, lora = spec.hyperparameters, spec.lora
-    fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset, "validation_dataset": spec.validation,
-              "method": spec.method, "epochs": hp.epochs, "learning_rate": hp.learning_rate,
-              "micro_batch_size": hp.micro_batch_size, "gradient_accumulation_steps": hp.gradient_accumulation_steps,
-              "max_seq_length": hp.max_seq_len, "packing": hp.packing,
+    fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset,
+              "validation_dataset": spec.validation, "method": spec.method, "epochs": hp.epochs,
+              "learning_rate": hp.learning_rate, "micro_batch_size": hp.micro_batch_size,
+              "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_length": hp.max_seq_len,
+              "packing": hp.packing,
               "gradient_checkpointing": hp.gradient_checkpointing, "seed": hp.seed,
               "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
               "device": "cpu" if options.gpus == 0 else None,

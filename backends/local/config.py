@@ -72,7 +72,8 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.early_stopping_patience is not None and not self.has_eval:
-            raise ValueError("early_stopping_patience needs a held-out set: set validation_dataset or eval_fraction > 0")
+            raise ValueError("early_stopping_patience needs a held-out set: set validation_dataset or "
+                             "eval_fraction > 0")
         if self.precision == "fp16" and self.device == "cpu":
             raise ValueError("precision fp16 needs a CUDA GPU; use fp32 or bf16 on the CPU")
         return self

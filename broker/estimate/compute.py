@@ -211,7 +211,8 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
                  + (")" if klass == timing.gpu_class else f"; scaled by the published {klass}/{timing.gpu_class}"
                     " efficiencies)")]
     else:
-        notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, compiled code)"]
+        notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, "
+                 "compiled code)"]
         if not setup.impl.compiled:
             eff /= cal.eager_slowdown
             notes.append(f"eager PyTorch: / {cal.eager_slowdown:.2f} vs torch.compile")

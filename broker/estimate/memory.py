@@ -230,8 +230,9 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
         rest_b = 4 if setup.precision in ("amp", "fp32") else 2
         weights = quantized * q_bytes + rest * rest_b
         terms.append(Term("weights", weights / GIB,
-                          f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B (NF4{'+DQ' if setup.double_quant else ''})"
-                          f" + {_fmt(rest)} embedding/head/norm params x {rest_b} B"))
+                          f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B "
+                          f"(NF4{'+DQ' if setup.double_quant else ''}) + {_fmt(rest)} embedding/head/norm params x "
+                          f"{rest_b} B"))
     else:
         weights = total_p * param_b
         terms.append(Term("weights", weights / GIB, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})"))

@@ -75,15 +75,17 @@ class Estimate:
             lines += [f"  {t}" for t in tput.flops.terms]
             if tput.tokens_per_s is not None:
                 r = tput.tokens_per_s
-                lines.append(f"Throughput: {r.low:,.0f} / {r.expected:,.0f} / {r.high:,.0f} tokens/s (low/expected/high)"
-                             f" = {peak_tflops(self.gpu):g} TFLOPS x {tput.efficiency:.1%} achieved / FLOPs per token")
+                lines.append(f"Throughput: {r.low:,.0f} / {r.expected:,.0f} / {r.high:,.0f} tokens/s "
+                             f"(low/expected/high) = {peak_tflops(self.gpu):g} TFLOPS x {tput.efficiency:.1%} "
+                             "achieved / FLOPs per token")
                 lines += [f"  {a}" for a in tput.assumptions]
             else:
                 lines.append(f"Throughput unknown: {tput.reason}")
         if m.assumptions:
             lines += ["", "Assumptions:"] + [f"  - {a}" for a in m.assumptions]
         cal = self.calibration
-        lines += ["", f"Calibration: {cal.source}, fitted {cal.fitted_on or 'never'} on {len(cal.points)} published runs"]
+        lines += ["", f"Calibration: {cal.source}, fitted {cal.fitted_on or 'never'} on {len(cal.points)} "
+                      "published runs"]
         return "\n".join(lines)
 
 
