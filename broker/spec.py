@@ -92,7 +92,8 @@ class JobSpec(_Part):
     def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
         found = _secret_paths(options, "backend_options")
         if found:
-            raise ValueError(f"{', '.join(found)} {_SECRET_ADVICE}")
+            raise ValueError(f"{', '.join(found)} {'looks' if len(found) == 1 else 'look'} like a secret; "
+                             f"{_SECRET_ADVICE}")
         return options
 
     def set_fields(self) -> set[str]:
@@ -107,7 +108,7 @@ class JobSpec(_Part):
 # --- secrets ---------------------------------------------------------------------------------------------------
 
 _SECRET_ADVICE = (
-    "look like a secret; a job spec is stored in the ledger, so credentials never go in it. They come from the "
+    "a job spec is stored in the ledger, so credentials never go in it. They come from the "
     "environment (OPENAI_API_KEY, TOGETHER_API_KEY, AWS_PROFILE, ...) or the provider SDK's usual configuration"
 )
 _SECRET_KEY_PARTS = ("apikey", "secret", "password", "passwd", "accesskey", "privatekey", "credential", "bearer")

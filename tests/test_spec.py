@@ -107,7 +107,7 @@ def test_secrets_are_refused_without_being_echoed(data, options):
         load_spec(None, {"dataset": str(data), "model": "m", **{f"backend_options.{k}": v
                                                                    for k, v in options.items()}})
     text = str(info.value)
-    assert "look like a secret" in text and "environment" in text
+    assert "looks like a secret" in text and "environment" in text
     for secret in ("abcdefghijklmnopqrstuvwxyz", "AKIAIOSFODNN7EXAMPLE"):
         assert secret not in text
 
