@@ -317,7 +317,8 @@ class Broker:
         """Write a finished job's model as ``fmt`` under ``dest``; the files are recorded as artifacts."""
         job = self.ledger.get(ref)
         if job.status is not JobStatus.SUCCEEDED:
-            raise JobError(f"job {job.id} is {job.status.value}; only a succeeded job can be exported")
+            wait = "" if job.status.terminal else f" (`ftbroker logs {job.id} --follow` waits for it to end)"
+            raise JobError(f"job {job.id} is {job.status.value}; only a succeeded job can be exported{wait}")
         backend = self.backend(job.spec)
         self._require(backend, "export", Exportable)
         artifacts = backend.export(job, fmt, Path(dest))

@@ -116,7 +116,8 @@ def test_result_of_a_running_job_and_export_rules(data):
     job_id = json.loads(ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--detach", "--json",
                             "--option", "polls_to_finish=99").stdout)["job"]["id"]
     assert "no result yet" in ftb("result", job_id, ok=(1,)).stderr
-    assert "only a succeeded job" in ftb("export", job_id, "--format", "ollama", ok=(1,)).stderr
+    assert "only a succeeded job can be exported (`ftbroker logs" in ftb("export", job_id, "--format", "ollama",
+                                                                         ok=(1,)).stderr
     done = json.loads(ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--json").stdout)
     assert done["result"]["actual_cost_usd"] == 0.42  # money is a number in JSON
     assert "scripted cannot export jobs: not implemented" in ftb("export", done["job"]["id"], "--format", "merged",
