@@ -53,7 +53,7 @@ from typing import Any
 
 import orjson
 from ftbroker.errors import DataIssue, DatasetError, InputError
-from ftbroker.tokens import TokenCounter
+from ftbroker.tokens import CounterGroup, TokenCounter
 
 FORMATS = ("chat", "prompt_completion", "preference", "text")
 PROVIDERS = ("openai", "together", "bedrock")
@@ -211,13 +211,17 @@ class _Tokens:
         self.min, self.max = float("inf"), 0
         self.lengths: Counter[int] = Counter()
 
-    def add(self, total: int, trained: int) -> None:
-        self.n += 1
-        self.total += total
-        self.trained += trained
-        self.min = min(self.min, total)
-        self.max = max(self.max, total)
-        self.lengths[total if total <= _EXACT_LENGTHS else -(-total // 64) * 64] += 1
+    def add_many(self, counts: Sequence[tuple[int, int]]) -> None:
+        """Adds (total, trained) of some examples."""
+        if not counts:
+            return
+        totals = [total for total, _ in counts]
+        self.n += len(totals)
+        self.total += sum(totals)
+        self.trained += sum(trained for _, trained in counts)
+        self.min = min(self.min, min(totals))
+        self.max = max(self.max, max(totals))
+        self.lengths.update(t if t <= _EXACT_LENGTHS else -(-t // 64) * 64 for t in totals)
 
     def merge(self, other: _Tokens) -> None:
         self.n += other.n
@@ -921,6 +925,7 @@ class _Context:
     fmt_line: int
     counters: Sequence[TokenCounter]
     limits: Mapping[str, int]
+    group: CounterGroup  # the counters that share their work (tokens.CounterGroup)
 
 
 def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Partial, list[dict], list[int]]:
@@ -987,19 +992,25 @@ def _count_one(counter: TokenCounter, example: dict, fmt: str, line: int, issues
 
 def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -> _Partial:
     """Runs every counter over a block's valid examples."""
+    shared = ctx.group.count_many(batch, ctx.fmt)
     for counter in ctx.counters:
         acc, limit = part.tokens[counter.key], ctx.limits.get(counter.key)
-        try:
-            many = getattr(counter, "count_many", None)
-            counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
-        except InputError:  # a chat template that refuses an example: find which, say where
-            counts = [_count_one(counter, ex, ctx.fmt, n, part.issues) for ex, n in zip(batch, lines)]
-        for n, count in zip(lines, counts):
-            if count is None:
-                continue
-            total, trained = count
-            acc.add(total, trained)
-            if limit is not None and total > limit:
+        counts = shared.get(counter.key)
+        if counts is None:
+            try:
+                many = getattr(counter, "count_many", None)
+                counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
+            except InputError:  # a chat template that refuses an example: find which, say where
+                counts = [_count_one(counter, ex, ctx.fmt, n, part.issues) for ex, n in zip(batch, lines)]
+        counted_lines = lines
+        if None in counts:  # the examples a chat template refused (reported above) are not counted
+            counted_lines = [n for n, c in zip(lines, counts) if c is not None]
+            counts = [c for c in counts if c is not None]
+        acc.add_many(counts)
+        if limit is None or not counts or max(total for total, _ in counts) <= limit:
+            continue
+        for n, (total, _) in zip(counted_lines, counts):
+            if total > limit:
                 acc.over += 1
                 part.issues.tally(
                     "warning",
@@ -1068,7 +1079,7 @@ def analyze(
             return _report(
                 label, p, "chat", total, [DataIssue(label, fmt_line, fatal)], counters, limits, False
             )
-        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
+        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), CounterGroup(counters))
         for part in _partials(p, ctx):
             for n, digest in part.hashes:
                 first = seen.first_line(n, digest)
