@@ -40,14 +40,16 @@ checked by that backend's converter.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import mmap
 import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from operator import eq
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +261,9 @@ class _Seen:
     SLOTS = 1 << 20
 
     def __init__(self) -> None:
-        self._keys = memoryview(bytearray(8 * self.SLOTS)).cast("Q")
-        self._lines = memoryview(bytearray(8 * self.SLOTS)).cast("Q")
+        # anonymous maps: zero pages that take memory only once written (and only here, not in forked workers)
+        self._keys = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("Q")
+        self._lines = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("Q")
         self.size = 0
         self.full = False
 
@@ -403,9 +406,9 @@ class _Checker:
 
     def example(self, obj: dict, fmt: str) -> Sequence | None:
         """Checks an example of format ``fmt``; returns its messages (chat), else an empty tuple."""
-        extra = obj.keys() - _TOP_KEYS[fmt]
-        for key in sorted(extra):
-            self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
+        if not obj.keys() <= _TOP_KEYS[fmt]:
+            for key in sorted(obj.keys() - _TOP_KEYS[fmt]):
+                self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
         return getattr(self, fmt)(obj)
 
     # -- chat
@@ -431,14 +434,14 @@ class _Checker:
 
     def remarks(self, obj: dict, messages: Sequence) -> None:
         """Warnings and provider rules of a chat example that passed validation."""
-        assistants = [m for m in messages if m["role"] == "assistant"]
-        if all(m.get("weight", 1) == 0 for m in assistants):
+        if not any([m.get("weight", 1) for m in messages if m["role"] == "assistant"]):  # weights are 0 or 1
             self.warn("all-weight-0", "every assistant message has weight 0: the example trains nothing")
         roles = [m["role"] for m in messages]
         if "system" not in roles and "developer" not in roles and "system" not in obj:
             self.warn("no-system", "no system message (the same system prompt in training and use helps)")
         self._provider_roles(roles, messages)
-        self._provider_parts(messages)
+        if list in map(type, [m.get("content") for m in messages]):  # content parts: rare, and checked
+            self._provider_parts(messages)
 
     def _provider_parts(self, messages: Sequence) -> None:
         """The providers' rules on the content parts of a chat example (images, refusals)."""
@@ -475,7 +478,7 @@ class _Checker:
             self.provider("together", "system-late", "a system message after the first message (Together)")
         # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
         turns = [r for r, m in zip(body, messages[start:]) if r != "tool" and "tool_calls" not in m]
-        if turns and turns[0] != "user" or any(a == b for a, b in pairwise(turns)):
+        if turns and turns[0] != "user" or any(map(eq, turns, turns[1:])):  # two turns of one role in a row
             self.provider(
                 "together",
                 "alternation",
@@ -496,14 +499,14 @@ class _Checker:
             or body[0] != "user"
             or body[-1] != "assistant"
             or "system" in body
-            or any(a == b for a, b in pairwise(body))
+            or any(map(eq, body, body[1:]))
         ):
             self.provider(
                 "bedrock",
                 "alternation",
                 "turns must go user, assistant, user, ... and end with an assistant turn (Bedrock)",
             )
-        if any(m.get("weight") == 0 for m in messages):
+        if 0 in [m.get("weight") for m in messages]:
             self.provider("bedrock", "weight", "'weight: 0' turns cannot be expressed in Bedrock's format")
 
     def messages(self, messages: Any, prefix: str, tool_names: set | None) -> list | None:
@@ -533,7 +536,7 @@ class _Checker:
                 roles.append(None)
                 continue
             roles.append(role)
-            for key in sorted(m.keys() - _MSG_KEYS[role]):
+            for key in sorted(m.keys() - _MSG_KEYS[role]) if not m.keys() <= _MSG_KEYS[role] else ():
                 self.warn(
                     f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in {_a(role)} message (ignored)"
                 )
@@ -599,7 +602,7 @@ class _Checker:
 
     def _content(self, content: Any, where: str, role: str, empty_ok: bool) -> None:
         if isinstance(content, str):
-            if not empty_ok and not content.strip():
+            if not empty_ok and (not content or content.isspace()):  # no copy, unlike strip()
                 self.err(f"{where}: empty content")
             return
         if content is None:
@@ -812,30 +815,37 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
+def _spans(path: Path) -> Iterator[tuple[int, int, int]]:
+    """Blocks of whole lines, about _BLOCK_BYTES each (longer where a line is): (byte offset, size, number of
+    the first line). A UTF-8 byte-order mark before the first line is left out."""
+    with path.open("rb") as fh:
+        start = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0
+        fh.seek(start)
+        window = bytearray(_BLOCK_BYTES)
+        line_no, read = 1, start
+        while True:
+            n = fh.readinto(window)
+            if not n:
+                if read > start:  # the last line, without a newline
+                    yield start, read - start, line_no
+                return
+            cut = window.rfind(b"\n", 0, n) + 1
+            read += n
+            if not cut:  # a line longer than a block: read on
+                continue
+            end = read - n + cut
+            yield start, end - start, line_no
+            line_no += window.count(b"\n", 0, cut)  # earlier windows of this block had none
+            start = read = end
+            fh.seek(end)
+
+
 def _lines(path: Path) -> Iterator[tuple[bytes, int, int]]:
     """Blocks of whole lines: (block, number of its first line, byte offset of its first line)."""
-    line_no, offset = 1, 0
     with path.open("rb") as fh:
-        rest = b""
-        first = True
-        while True:
-            chunk = fh.read(_BLOCK_BYTES)
-            if first and chunk.startswith(_BOM):
-                chunk, offset = chunk[3:], 3
-            first = False
-            if not chunk:
-                if rest:
-                    yield rest, line_no, offset
-                return
-            data = rest + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            block, rest = data[:cut], data[cut:]
-            yield block, line_no, offset
-            line_no += block.count(b"\n")
-            offset += len(block)
+        for offset, size, line_no in _spans(path):
+            fh.seek(offset)
+            yield fh.read(size), line_no, offset
 
 
 def read_examples(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -1026,11 +1036,13 @@ def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -
 _PARALLEL_BYTES = 32 << 20  # from this size on, blocks are scanned by worker processes
 
 
-def _work(block: bytes, line_no: int, offset: int) -> _Partial:
-    return _count(*_scan(block, line_no, offset, _WORKER_CONTEXT), _WORKER_CONTEXT)
+def _work(offset: int, size: int, line_no: int) -> _Partial:
+    """A worker's block, read here from the file the worker inherited (not pickled through a pipe)."""
+    ctx, fd = _WORKER_STATE
+    return _count(*_scan(os.pread(fd, size, offset), line_no, offset, ctx), ctx)
 
 
-_WORKER_CONTEXT: _Context  # set before the workers fork, so they inherit the counters without pickling them
+_WORKER_STATE: tuple[_Context, int]  # the counters and the open file, set before the workers fork to inherit them
 
 
 def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
@@ -1047,16 +1059,22 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    global _WORKER_CONTEXT
-    _WORKER_CONTEXT = ctx
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        window: deque = deque()
-        for block, line_no, offset in _lines(path):
-            window.append(pool.submit(_work, block, line_no, offset))
-            if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
+    global _WORKER_STATE
+    fd = os.open(path, os.O_RDONLY)
+    _WORKER_STATE = (ctx, fd)
+    gc.freeze()  # the workers' garbage collector then leaves the inherited objects, so their pages stay shared
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            window: deque = deque()
+            for offset, size, line_no in _spans(path):
+                window.append(pool.submit(_work, offset, size, line_no))
+                if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
+                    yield window.popleft().result()
+            while window:
                 yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+    finally:
+        gc.unfreeze()
+        os.close(fd)
 
 
 def analyze(

@@ -192,12 +192,12 @@ class _Walk:
             if tools:
                 row[_TOOLS] = 1
                 _walk_tools(tools, i, row, add, json_tools, cookbook)
-            calls_trained = turns_trained = 0
+            calls_trained = turns_trained = n_messages = 0
             n_input = len(messages)
             for k, m in enumerate(messages + outputs if outputs else messages):
                 if not isinstance(m, dict):
                     continue
-                row[_MESSAGES] += 1
+                n_messages += 1
                 role = m.get("role")
                 if isinstance(role, str):
                     slot = _ROLE_INDEX.get(role)
@@ -208,8 +208,10 @@ class _Walk:
                 content = m.get("content")
                 text = content if type(content) is str else _content_text(content)
                 trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
-                if text:
-                    add(text, i, _EVERY, trained, role == "system" or role == "developer")
+                if role == "system" or role == "developer":  # repeats across examples: the memo may know it
+                    add(text, i, _EVERY, trained, True)
+                elif text:
+                    items.append((text, i, _EVERY, trained, False))
                 if "name" in m and isinstance(m["name"], str):
                     row[_NAMES] += 1
                     add(m["name"], i, _EVERY, False, True)
@@ -226,6 +228,7 @@ class _Walk:
                                 part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
                                 add(part if part != "null" else "", i, _EVERY, trained, False)
                 turns_trained += trained  # its stop token: inside per_message already, and trained too
+            row[_MESSAGES] += n_messages
             self.trained_parts.append((calls_trained, turns_trained))
 
 
