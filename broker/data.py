@@ -1097,7 +1097,7 @@ def analyze(
             return _report(
                 label, p, "chat", total, [DataIssue(label, fmt_line, fatal)], counters, limits, False
             )
-        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), CounterGroup(counters))
+        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), CounterGroup(counters, json_examples=True))
         for part in _partials(p, ctx):
             for n, digest in part.hashes:
                 first = seen.first_line(n, digest)

@@ -68,6 +68,7 @@ from operator import mul
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from ftbroker.errors import InputError, UnknownNameError
 
 
@@ -146,11 +147,13 @@ class _Walk:
     """One pass over a batch of examples for any number of chat rules: the texts to count, each with its
     example, tag and whether the loss is taken on it; the repeated texts the memo already knows, with their
     values; and per example how many of each part (``_CHAT`` ...) a rule prices. Hot path: plain locals, few
-    calls per message. ``needs``: the tags some rule counts (texts of other tags are not even made)."""
+    calls per message. ``needs``: the tags some rule counts (texts of other tags are not even made).
+    ``tool_pieces``: a cache of the texts and parts of tool lists, by their JSON (None: none)."""
 
     __slots__ = ("hits", "items", "parts", "trained_parts")
 
-    def __init__(self, examples: Sequence[Mapping], fmt: str, memo: Mapping[str, tuple], needs: frozenset):
+    def __init__(self, examples: Sequence[Mapping], fmt: str, memo: Mapping[str, tuple], needs: frozenset,
+                 tool_pieces: dict[bytes, tuple] | None = None):
         items: list[tuple[str, int, int, bool, bool]] = []  # (text, example, tag, trained, cacheable)
         hits: list[tuple[int, int, bool, tuple]] = []  # (example, tag, trained, values by member)
         self.items, self.hits = items, hits
@@ -191,7 +194,19 @@ class _Walk:
                 row[_NO_SYSTEM] = 1
             if tools:
                 row[_TOOLS] = 1
-                _walk_tools(tools, i, row, add, json_tools, cookbook)
+                key = _json_key(tools) if tool_pieces is not None else None
+                pieces = tool_pieces.get(key) if key is not None else None
+                if pieces is None:
+                    pieces = _tool_pieces(tools, json_tools, cookbook)
+                    if key is not None:
+                        if len(tool_pieces) >= _TOOL_LISTS:
+                            tool_pieces.clear()
+                        tool_pieces[key] = pieces
+                texts, functions, cookbook_extra = pieces
+                row[_FUNCTIONS] += functions
+                row[_COOKBOOK_EXTRA] += cookbook_extra
+                for text, tag in texts:
+                    add(text, i, tag, False, True)
             calls_trained = turns_trained = n_messages = 0
             n_input = len(messages)
             for k, m in enumerate(messages + outputs if outputs else messages):
@@ -232,37 +247,51 @@ class _Walk:
             self.trained_parts.append((calls_trained, turns_trained))
 
 
-def _walk_tools(tools: list, i: int, row: list[int], add: Callable, json_tools: bool, cookbook: bool) -> None:
-    """Tool definitions: their JSON text (chat templates), and the pieces and constants of OpenAI's cookbook
+_TOOL_LISTS = 4096  # distinct tool lists whose pieces are kept (then forgotten, and made again)
+
+
+def _json_key(tools: list) -> bytes | None:
+    """A parsed JSON value's serialized form, which identifies it (None if it will not serialize)."""
+    try:
+        return orjson.dumps(tools)
+    except TypeError:  # orjson.JSONEncodeError: a value JSON does not have
+        return None
+
+
+def _tool_pieces(tools: list, json_tools: bool, cookbook: bool) -> tuple[tuple[tuple[str, int], ...], int, int]:
+    """Tool definitions as rules count them: (texts with their tags, functions, the cookbook's constants): the
+    JSON text of each tool (chat templates), and the pieces and per-property constants of OpenAI's cookbook
     rule."""
+    texts: list[tuple[str, int]] = []
+    functions = extra = 0
     for t in tools:
         if json_tools:
-            add(json.dumps(t, ensure_ascii=False), i, _JSON_TOOLS, False, True)
+            texts.append((json.dumps(t, ensure_ascii=False), _JSON_TOOLS))
         fn = t.get("function", t) if isinstance(t, dict) else None
         if not isinstance(fn, dict):
             continue
-        row[_FUNCTIONS] += 1
+        functions += 1
         if not cookbook:
             continue
         desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
-        add(f"{fn.get('name', '')}:{desc.removesuffix('.')}", i, _COOKBOOK_TOOLS, False, True)
+        texts.append((f"{fn.get('name', '')}:{desc.removesuffix('.')}", _COOKBOOK_TOOLS))
         params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
         props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
         if props:
-            row[_COOKBOOK_EXTRA] += 3  # prop_init
+            extra += 3  # prop_init
         for name, prop in props.items():
             prop = prop if isinstance(prop, dict) else {}
-            row[_COOKBOOK_EXTRA] += 3  # prop_key
+            extra += 3  # prop_key
             enum = _list(prop.get("enum"))
             if enum:
-                row[_COOKBOOK_EXTRA] += -3 + 3 * len(enum)
-                for item in enum:
-                    add(str(item), i, _COOKBOOK_TOOLS, False, True)
+                extra += -3 + 3 * len(enum)
+                texts += [(str(item), _COOKBOOK_TOOLS) for item in enum]
             pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
-            add(f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", i, _COOKBOOK_TOOLS, False, True)
+            texts.append((f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", _COOKBOOK_TOOLS))
             nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
             if nested:
-                add(json.dumps(nested, ensure_ascii=False), i, _COOKBOOK_TOOLS, False, True)
+                texts.append((json.dumps(nested, ensure_ascii=False), _COOKBOOK_TOOLS))
+    return tuple(texts), functions, extra
 
 
 class _TextCounter(Protocol):
@@ -343,16 +372,20 @@ class CounterGroup:
     """Counters that run together over the same batches of examples, doing the work they share once: one walk
     of each example for every chat-rule counter (tiktoken's and the estimates), one count of each text by each
     encoding, and one scan of each text's scripts for all the estimates. Other counters (a local Hugging Face
-    tokenizer) are left to their own ``count_many``."""
+    tokenizer) are left to their own ``count_many``.
+
+    ``json_examples``: the examples are parsed JSON (dicts, lists, strings, numbers, booleans, null), as
+    ``analyze`` reads them: a tool list's serialized form then identifies it, and its texts are made once."""
 
     _MEMO_CHARS = 8 << 20  # the memo of repeated texts is emptied when it holds more characters than this
 
-    def __init__(self, counters: Sequence[TokenCounter]):
+    def __init__(self, counters: Sequence[TokenCounter], *, json_examples: bool = False):
         members = {c.key: c for c in counters if isinstance(c, _TemplateCounter)}
         self._members = list(members.values())
         self._needs = frozenset(tag for c in self._members for tag, counted in enumerate(c.tags) if counted)
         self._memo: dict[str, tuple] = {}  # repeated text -> its value for each member
         self._memo_chars = 0
+        self._tool_pieces: dict[bytes, tuple] | None = {} if json_examples else None
         if any(isinstance(c.texts, _EstimatedTexts) and c.texts.scans for c in self._members):
             _numpy()  # imported before analyze() forks its workers, which then share it
 
@@ -360,7 +393,7 @@ class CounterGroup:
         """(total, trained) of every example, by member key."""
         if not self._members:
             return {}
-        walk = _Walk(examples, fmt, self._memo, self._needs)
+        walk = _Walk(examples, fmt, self._memo, self._needs, self._tool_pieces)
         texts, owners, tags, trained, cacheable = zip(*walk.items) if walk.items else ((),) * 5
         batch = _TextValues(list(texts))
         values = [batch.of(c.texts) for c in self._members]

@@ -317,6 +317,9 @@ def test_a_group_counts_what_each_counter_counts_alone():
          "tools": [WEATHER_TOOL]},
         {"system": "Bedrock's system prompt.", "messages": [{"role": "user", "content": "Hi"},
                                                             {"role": "assistant", "content": "Hello!"}]},
+        {"messages": [{"role": "user", "content": "Order 7?"}, {"role": "assistant", "content": "Shipped."}],
+         "tools": [{"type": "function", "function": {"name": "find_order", "description": "Find an order.",
+                                                     "parameters": {"properties": {"id": {"type": "string"}}}}}]},
     ]
     preference = [{"input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [WEATHER_TOOL]},
                    "preferred_output": [{"role": "assistant", "content": "Hello!"}],
@@ -326,7 +329,7 @@ def test_a_group_counts_what_each_counter_counts_alone():
     if tokens._quicktok("o200k_base") is not None:
         counters.append(resolve("o200k_base"))
     for fmt, examples in (("chat", chats * 3), ("preference", preference), ("text", [{"text": "Plain 42."}])):
-        group = tokens.CounterGroup(counters)
+        group = tokens.CounterGroup(counters, json_examples=True)  # as analyze() runs it: tool lists made once
         together = group.count_many(examples, fmt)
         assert group.count_many(examples, fmt) == together  # again, with the repeated texts from the memo
         for counter in counters:
