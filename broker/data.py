@@ -40,6 +40,7 @@ checked by that backend's converter.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -267,20 +268,24 @@ class _Seen:
         self.size = 0
         self.full = False
 
-    def first_line(self, line: int, digest: bytes) -> int | None:
-        """The line this digest was first seen on, or None (and it is remembered, while there is room)."""
-        key = int.from_bytes(digest, "little") | 1  # 0 marks an empty slot
-        slot = key & (self.SLOTS - 1)
-        while self._keys[slot]:
-            if self._keys[slot] == key:
-                return self._lines[slot]
-            slot = (slot + 1) & (self.SLOTS - 1)
-        if self.size < self.SLOTS * 3 // 4:
-            self._keys[slot], self._lines[slot] = key, line
-            self.size += 1
-        else:
-            self.full = True
-        return None
+    def duplicates(self, hashes: Sequence[tuple[int, bytes]]) -> list[tuple[int, int]]:
+        """(line, the line first seen with the same digest) of each (line, digest) seen before; the others are
+        remembered, while there is room. One call per block: the probing runs on local names."""
+        keys, lines, mask, room = self._keys, self._lines, self.SLOTS - 1, self.SLOTS * 3 // 4
+        found = []
+        for line, digest in hashes:
+            key = int.from_bytes(digest, "little") | 1  # 0 marks an empty slot
+            slot = key & mask
+            while (at := keys[slot]) and at != key:
+                slot = (slot + 1) & mask
+            if at:
+                found.append((line, lines[slot]))
+            elif self.size < room:
+                keys[slot], lines[slot] = key, line
+                self.size += 1
+            else:
+                self.full = True
+        return found
 
 
 def _summary(values: Mapping[int, int], n: int, mean: float, lo: float, hi: float) -> Summary:
@@ -1042,7 +1047,7 @@ def _work(offset: int, size: int, line_no: int) -> _Partial:
     return _count(*_scan(os.pread(fd, size, offset), line_no, offset, ctx), ctx)
 
 
-_WORKER_STATE: tuple[_Context, int]  # the counters and the open file, set before the workers fork to inherit them
+_WORKER_STATE: tuple[_Context, int]  # the counters and the open file: set before the fork, inherited
 
 
 def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
@@ -1062,9 +1067,12 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     global _WORKER_STATE
     fd = os.open(path, os.O_RDONLY)
     _WORKER_STATE = (ctx, fd)
-    gc.freeze()  # the workers' garbage collector then leaves the inherited objects, so their pages stay shared
+    gc.freeze()  # the workers' collector then leaves the inherited objects alone: their pages stay shared
+    # a worker's objects are a block's trees (no cycles) that live until the block is done: rarer collections
+    start = functools.partial(gc.set_threshold, 50_000, 10, 10)
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=fork, initializer=start) as pool:
             window: deque = deque()
             for offset, size, line_no in _spans(path):
                 window.append(pool.submit(_work, offset, size, line_no))
@@ -1097,12 +1105,11 @@ def analyze(
             return _report(
                 label, p, "chat", total, [DataIssue(label, fmt_line, fatal)], counters, limits, False
             )
-        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), CounterGroup(counters, json_examples=True))
+        group = CounterGroup(counters, json_examples=True)
+        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), group)
         for part in _partials(p, ctx):
-            for n, digest in part.hashes:
-                first = seen.first_line(n, digest)
-                if first is not None:
-                    part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
+            for n, first in seen.duplicates(part.hashes):
+                part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
             total.merge(part)
     except OSError as exc:  # the file vanished or the disk failed while it was read
         problem = f"cannot read the file: {exc.strerror or exc}"

@@ -258,7 +258,7 @@ def _json_key(tools: list) -> bytes | None:
         return None
 
 
-def _tool_pieces(tools: list, json_tools: bool, cookbook: bool) -> tuple[tuple[tuple[str, int], ...], int, int]:
+def _tool_pieces(tools: list, json_tools: bool, cookbook: bool) -> tuple[tuple, int, int]:
     """Tool definitions as rules count them: (texts with their tags, functions, the cookbook's constants): the
     JSON text of each tool (chat templates), and the pieces and per-property constants of OpenAI's cookbook
     rule."""
