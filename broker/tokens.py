@@ -247,7 +247,7 @@ class _Walk:
             self.trained_parts.append((calls_trained, turns_trained))
 
 
-_TOOL_LISTS = 4096  # distinct tool lists whose pieces are kept (then forgotten, and made again)
+_TOOL_LISTS = 1024  # distinct tool lists whose pieces are kept (then forgotten, and made again)
 
 
 def _json_key(tools: list) -> bytes | None:
@@ -377,7 +377,7 @@ class CounterGroup:
     ``json_examples``: the examples are parsed JSON (dicts, lists, strings, numbers, booleans, null), as
     ``analyze`` reads them: a tool list's serialized form then identifies it, and its texts are made once."""
 
-    _MEMO_CHARS = 8 << 20  # the memo of repeated texts is emptied when it holds more characters than this
+    _MEMO_CHARS = 2 << 20  # the memo of repeated texts is emptied when it holds more characters than this
 
     def __init__(self, counters: Sequence[TokenCounter], *, json_examples: bool = False):
         members = {c.key: c for c in counters if isinstance(c, _TemplateCounter)}
