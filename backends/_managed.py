@@ -69,6 +69,7 @@ from ftbroker.errors import (
     UnknownNameError,
 )
 from ftbroker.jobs import Job, JobStatus
+from ftbroker.redact import scrub
 
 if TYPE_CHECKING:
     from ftbroker.spec import JobSpec
@@ -172,21 +173,6 @@ def hp_string(value: float | int) -> str:
 
 
 # -- secrets and errors ------------------------------------------------------------------------------
-_SECRET_ENV = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "TOGETHER_API_KEY", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "WANDB_API_KEY", "HF_TOKEN")
-_SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}|tgp_v1_[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-\.=]{6,}|"
-    r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9]))")
-
-
-def scrub(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with every known secret (the providers' key variables, key-shaped strings) masked."""
-    secrets = {os.environ.get(name, "") for name in _SECRET_ENV} | set(extra)
-    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _SECRET_PATTERNS.sub("***", text)
-
-
 def _retry_after(headers: Any) -> float | None:
     if not headers:
         return None

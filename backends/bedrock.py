@@ -38,6 +38,7 @@ from pydantic import Field
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.errors import ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
+from ftbroker.redact import scrub
 
 from ._managed import (
     ConvertedFile,
@@ -51,7 +52,6 @@ from ._managed import (
     map_status,
     plain,
     provider_tag,
-    scrub,
     with_system_message,
 )
 

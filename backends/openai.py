@@ -46,6 +46,7 @@ from pydantic import Field
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.errors import BackendAuthError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.redact import scrub
 
 from ._managed import (
     ConvertedFile,
@@ -57,7 +58,6 @@ from ._managed import (
     check_range,
     plain,
     provider_tag,
-    scrub,
     with_system_message,
 )
 

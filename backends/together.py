@@ -23,6 +23,7 @@ from pydantic import Field
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.errors import BackendAuthError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.redact import scrub
 
 from ._managed import (
     ConvertedFile,
@@ -33,7 +34,6 @@ from ._managed import (
     check_range,
     plain,
     provider_tag,
-    scrub,
     with_system_message,
 )
 

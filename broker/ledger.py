@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from ftbroker.errors import InputError, JobNotFoundError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.redact import scrub
 from ftbroker.spec import JobSpec
 
 ID_PREFIX = "ftb-"
@@ -130,19 +130,6 @@ def _dt(value: str | None) -> datetime | None:
 
 def _money(value: Decimal | None) -> str | None:
     return str(value) if value is not None else None
-
-
-# --- secrets --------------------------------------------------------------------------------------------------
-
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """``text`` with the value of every credential-like environment variable replaced by ``***``."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_ENV.search(name) and value in text:
-            text = text.replace(value, "***")
-    return text
 
 
 def _json(value: Any) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ftbroker.errors import FtBrokerError, SpecError
+from ftbroker.redact import looks_like_key
 
 Method = Literal["full", "lora", "qlora"]
 
@@ -112,7 +113,6 @@ _SECRET_ADVICE = (
     "environment (OPENAI_API_KEY, TOGETHER_API_KEY, AWS_PROFILE, ...) or the provider SDK's usual configuration"
 )
 _SECRET_KEY_PARTS = ("apikey", "secret", "password", "passwd", "accesskey", "privatekey", "credential", "bearer")
-_SECRET_VALUE = re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}|\bAKIA[0-9A-Z]{16}\b|\bhf_[A-Za-z0-9]{30,}|\bBearer\s+\S{16,}")
 
 
 def _looks_secret_key(key: str) -> bool:
@@ -130,7 +130,7 @@ def _secret_paths(value: Any, path: str) -> list[str]:
         return found
     if isinstance(value, list | tuple):
         return [p for i, item in enumerate(value) for p in _secret_paths(item, f"{path}[{i}]")]
-    if isinstance(value, str) and _SECRET_VALUE.search(value):
+    if isinstance(value, str) and looks_like_key(value):
         return [path]
     return []
 

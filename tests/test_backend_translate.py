@@ -25,7 +25,6 @@ from ftbroker.backends._managed import (
     map_status,
     provider_tag,
     quote_from_route,
-    scrub,
     submit_once,
     translate_error,
 )
@@ -414,14 +413,6 @@ def test_actual_cost_is_trained_tokens_at_the_quoted_price():
 
 
 # -- errors ------------------------------------------------------------------------------------------
-def test_scrub(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-0123456789abcdef")
-    monkeypatch.setenv("TOGETHER_API_KEY", "plainsecretvalue")
-    text = ("key sk-canary-0123456789abcdef and plainsecretvalue, header Bearer abc.def-123456, "
-            "aws AKIAABCDEFGHIJKLMNOP, short sk-1")
-    assert scrub(text) == "key *** and ***, header ***, aws ***, short sk-1"
-
-
 def _sdk_error(fault):
     import openai
     from fakes import FakeOpenAI

@@ -1,0 +1,31 @@
+from ftbroker.redact import looks_like_key, scrub
+
+# Key-shaped strings are assembled here so that the source itself holds none.
+AWS_KEY_ID = "AKIA" + "ABCDEFGHIJKLMNOP"
+OPENAI_KEY = "sk-" + "canary-0123456789abcdef"
+
+
+def test_scrub_masks_credential_variables_and_key_shapes(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    monkeypatch.setenv("TOGETHER_API_KEY", "plainsecretvalue")
+    monkeypatch.setenv("MY_SERVICE_PASSWORD", "hunter2hunter2")
+    text = (f"key {OPENAI_KEY} and plainsecretvalue, pw hunter2hunter2, header Bearer abc.def-1234567890xyz, "
+            f"aws {AWS_KEY_ID}, short sk-1")
+    assert scrub(text) == "key *** and ***, pw ***, header ***, aws ***, short sk-1"
+
+
+def test_scrub_masks_extra_values_and_leaves_ordinary_text():
+    assert scrub("token abcdefgh1234 in a message", extra=["abcdefgh1234"]) == "token *** in a message"
+    assert scrub("a bearer of good news; sk-learn; AKIA") == "a bearer of good news; sk-learn; AKIA"
+
+
+def test_a_key_contained_in_another_is_masked_whole(monkeypatch):
+    monkeypatch.setenv("A_TOKEN", "abcdefgh")
+    monkeypatch.setenv("B_TOKEN", "abcdefghijkl")
+    assert scrub("x abcdefghijkl y") == "x *** y"
+
+
+def test_looks_like_key():
+    assert looks_like_key(f"use {OPENAI_KEY}") and looks_like_key(AWS_KEY_ID)
+    assert looks_like_key("Authorization: Bearer " + "x" * 20)
+    assert not looks_like_key("sk-learn") and not looks_like_key("bearer tokens")
