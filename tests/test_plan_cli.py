@@ -28,7 +28,8 @@ README_DATE = date(2026, 11, 28)  # the day the README's sample plan was printed
 EXAMPLES = REPO / "examples" / "data"
 CHATS, HELD_OUT, PREFERENCES = (EXAMPLES / n for n in ("support_chats.jsonl", "support_chats_val.jsonl",
                                                        "support_preferences.jsonl"))
-HEAVY = ("torch", "transformers", "openai", "together", "boto3", "botocore", "httpx", "peft", "trl")
+HEAVY = ("torch", "transformers", "openai", "together", "boto3", "botocore", "httpx", "httpx2", "huggingface_hub",
+         "peft", "trl")
 TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 

@@ -434,18 +434,20 @@ def test_local_tokenizer_agrees_with_transformers(tmp_path):
 
 
 def test_hub_cache_is_used_without_download(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
     snapshot = tmp_path / "hub" / "models--acme--tiny-chat" / "snapshots" / "abc123"
     snapshot.parent.mkdir(parents=True)
     _tiny_tokenizer(snapshot)
     (tmp_path / "hub" / "models--acme--tiny-chat" / "refs").mkdir()
     (tmp_path / "hub" / "models--acme--tiny-chat" / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     counter = resolve(hf_repo="acme/tiny-chat")
     assert counter.exact and counter.name == "tiny-chat (local tokenizer)"
     missing = resolve(hf_repo="meta-llama/Llama-3.1-8B-Instruct")
     assert missing.key == "estimate:llama3" and not missing.exact
+    # where huggingface_hub itself looks: HF_HOME/hub when HF_HUB_CACHE is not set
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert resolve(hf_repo="acme/tiny-chat").exact
 
 
 @pytest.mark.parametrize(
