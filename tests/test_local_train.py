@@ -69,9 +69,11 @@ def test_dataset_errors_name_file_and_line(tmp_path, tiny_model_dir):
     config = TrainConfig(model=str(tiny_model_dir), dataset=str(path), eval_fraction=0)
     with pytest.raises(DatasetError) as caught:
         train._prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
-    assert [(i.line, i.message.split(":")[0]) for i in caught.value.issues] == [(2, "not valid JSON")]
+    # the checks of `ftbroker validate`, every bad line at once
+    assert [(i.line, i.message.split(":")[0]) for i in caught.value.issues] == [(2, "invalid JSON at column 2"),
+                                                                                 (4, "no known format")]
     path.write_text("\n".join([rows[0], '{"input": 1}']) + "\n")
-    with pytest.raises(DatasetError, match=rf"{path}:2: a line needs 'messages'"):
+    with pytest.raises(DatasetError, match=rf"{path}:2: no known format: a line needs 'messages'"):
         train._prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
 
 

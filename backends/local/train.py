@@ -104,6 +104,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftbroker import data
 from ftbroker.backends.local import masking
 from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
@@ -462,30 +463,10 @@ def _lora_config(config: TrainConfig):
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
-    issues, rows = [], []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    issues.append(DataIssue(path, number, f"not valid JSON: {exc.msg}"))
-                    continue
-                if not isinstance(row, dict):
-                    issues.append(DataIssue(path, number, "a line must be a JSON object"))
-                else:
-                    rows.append((number, row))
-    except FileNotFoundError as exc:
-        raise DatasetError([DataIssue(path, 0, "file not found")]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError([DataIssue(path, 0, f"cannot be read: {exc}")]) from exc
-    if not rows and not issues:
-        issues.append(DataIssue(path, 0, "no examples"))
-    if issues:
-        raise DatasetError(issues)
-    return rows
+    """The examples of ``path`` as (line number, example), after the checks ``ftbroker validate`` makes (the
+    trainer also runs on its own, e.g. on a rented instance, so it does not rely on the caller having checked)."""
+    data.analyze(path).raise_for_errors()
+    return list(data.read_examples(path))
 
 
 def _split(config: TrainConfig) -> tuple[list, list]:
