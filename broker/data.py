@@ -1185,7 +1185,7 @@ def _report(
         [DataIssue(label, line, m) for line, m in issues.errors] + _rendered(issues, label, "error")
     )
     if issues.dropped:
-        errors.append(DataIssue(label, 0, f"{issues.dropped:,} more errors are not listed"))
+        errors.append(DataIssue(label, 0, f"{issues.dropped:,} more errors are not listed", count=issues.dropped))
     msgs = part.messages
     per_msgs = None
     if fmt in ("chat", "preference") and msgs:

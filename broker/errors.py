@@ -53,6 +53,7 @@ class DataIssue:
     path: str
     line: int
     message: str
+    count: int = 1  # how many problems it stands for (a summary of errors not listed one by one: more than 1)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
@@ -66,7 +67,7 @@ class DatasetError(InputError):
     def __init__(self, issues: Sequence[DataIssue]):
         self.issues = list(issues)
         shown = [str(i) for i in self.issues[: self.SHOWN]]
-        rest = len(self.issues) - len(shown)
+        rest = sum(i.count for i in self.issues[self.SHOWN:])
         if rest > 0:
             shown.append(f"... and {rest} more error{'s' if rest != 1 else ''}")
         super().__init__("\n".join(shown))

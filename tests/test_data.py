@@ -111,7 +111,7 @@ def test_errors_are_capped_and_shown_twenty_at_a_time(tmp_path):
         report.raise_for_errors()
     lines = str(exc.value).splitlines()
     assert lines[0] == f"{path}:2: 'messages' must be a list of messages, got a number"
-    assert len(lines) == 21 and lines[-1] == "... and 981 more errors"
+    assert len(lines) == 21 and lines[-1] == "... and 1180 more errors"  # 1,200 bad lines in all
 
 
 def test_limits_count_examples_over_them(tmp_path):
