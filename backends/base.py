@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -66,6 +67,14 @@ class Capabilities:
     unsupported: Mapping[str, str] = field(default_factory=dict)
     managed: bool = False  # a provider runs (and bills) it; False: this machine
     poll_interval_s: float = 10.0  # how often following polls when the backend gives no hint
+    requires: Mapping[str, str] = field(default_factory=dict)  # import name -> the pip extra that installs it
+
+    def missing_package(self) -> tuple[str, str] | None:
+        """(package, extra) of the first required package that is not installed; None when all are."""
+        for package, extra in self.requires.items():
+            if importlib.util.find_spec(package) is None:
+                return package, extra
+        return None
 
     def supports(self, feature: str) -> bool:
         return self.reason(feature) is None

@@ -285,6 +285,7 @@ class BedrockBackend(ManagedBackend):
     status_table = STATUS
     Options = BedrockOptions
     capabilities = Capabilities(
+        requires={sdk_package: extra},
         methods=frozenset({"lora", "full"}),  # Bedrock does not say how it trains; the method is not sent
         data_formats=frozenset({"chat", "prompt_completion"}),
         managed=True,

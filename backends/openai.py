@@ -240,6 +240,7 @@ class OpenAIBackend(ManagedBackend):
     status_table = STATUS
     Options = OpenAIOptions
     capabilities = Capabilities(
+        requires={sdk_package: extra},
         methods=frozenset({"lora", "full"}),  # OpenAI does not say how it trains; the method is not sent
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         managed=True,

@@ -210,6 +210,7 @@ class TogetherBackend(ManagedBackend):
     status_table = STATUS
     Options = TogetherOptions
     capabilities = Capabilities(
+        requires={sdk_package: extra},
         methods=frozenset({"lora", "full"}),
         data_formats=frozenset({"chat", "prompt_completion", "preference", "text"}),
         managed=True,

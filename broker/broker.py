@@ -24,8 +24,8 @@ from typing import Any
 from ftbroker.backends.base import (GPU_ENV, Backend, Environment, Exportable, Quote, Resumable, Submission, Update,
                                     Verdict, create_backend, detect_gpus)
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
-                             FtBrokerError, InputError, JobError, NotConfirmedError, RouteUnavailableError,
-                             SpecError)
+                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, NotConfirmedError,
+                             RouteUnavailableError, SpecError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.ledger import Ledger, default_home
 from ftbroker.spec import JobSpec
@@ -121,9 +121,12 @@ class Broker:
     def prepare(self, spec: JobSpec) -> Prepared:
         """Validate the data for the backend and quote the job. No side effect, nothing recorded."""
         backend = self.backend(spec)
+        caps = backend.capabilities
+        missing = caps.missing_package()
+        if missing is not None:  # refused here, before the ledger records a job that could never start
+            raise ExtraNotInstalledError(*missing, f"the {spec.backend} backend")
         report = backend.validate(spec)
         fmt = getattr(report, "format", None)
-        caps = backend.capabilities
         if fmt is not None and fmt not in caps.data_formats:
             why = caps.reason(f"format.{fmt}") or f"it takes {', '.join(sorted(caps.data_formats))}"
             raise SpecError([f"dataset: {spec.backend} cannot train on {fmt} data: {why}"])

@@ -7,8 +7,9 @@ from jobsupport import ScriptedBackend, write_chat
 
 from ftbroker.backends import base
 from ftbroker.broker import Broker, check_guards
-from ftbroker.errors import (BackendUnavailableError, BudgetExceededError, DatasetError, DoesNotFitError, InputError,
-                             JobError, NotConfirmedError, ProviderAPIError, RouteUnavailableError, SpecError)
+from ftbroker.errors import (BackendUnavailableError, BudgetExceededError, DatasetError, DoesNotFitError,
+                             ExtraNotInstalledError, InputError, JobError, NotConfirmedError, ProviderAPIError,
+                             RouteUnavailableError, SpecError)
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import Budget, JobSpec
 
@@ -77,6 +78,15 @@ def test_guards_refuse_before_anything_is_recorded(broker, data, options, error,
     with pytest.raises(error, match=words) as info:
         broker.submit(spec(data, max_cost=max_cost, **options))
     assert info.value.exit_code == 3
+    assert broker.jobs() == [] and ScriptedBackend.calls == []
+
+
+def test_a_missing_extra_is_refused_before_anything_is_recorded(broker, data, monkeypatch):
+    caps = ScriptedBackend.capabilities
+    monkeypatch.setattr(ScriptedBackend, "capabilities",
+                        type(caps)(**{**vars(caps), "requires": {"ftbroker_no_such_sdk": "scripted"}}))
+    with pytest.raises(ExtraNotInstalledError, match=r"pip install 'ftbroker\[scripted\]'"):
+        broker.submit(spec(data))
     assert broker.jobs() == [] and ScriptedBackend.calls == []
 
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
-from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, launch_strategy
+from ftbroker.backends.local.config import CONFIG_NAME, TRAINER_PACKAGES, TrainConfig, launch_strategy
 from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -100,6 +100,8 @@ class LocalBackend:
         unsupported={"format.preference": "the local trainer does supervised fine-tuning only (no DPO yet)"},
         managed=False,
         poll_interval_s=1.0,
+        # the trainer's packages, and psutil to watch its process from here
+        requires={package: "local" for package in (*TRAINER_PACKAGES, "psutil")},
     )
     Options = LocalOptions
 

@@ -25,6 +25,9 @@ CONFIG_NAME = "config.json"
 # On the CPU every weight is fp32.
 GPU_PRECISION = {"full": "amp", "lora": "bf16", "qlora": "bf16"}
 
+# What the trainer imports (the `local` extra); QLoRA needs bitsandbytes too.
+TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
+
 
 class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -106,7 +106,7 @@ from typing import Any
 
 from ftbroker import data
 from ftbroker.backends.local import masking
-from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TrainConfig, load_config
+from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
     EVENTS_NAME,
@@ -336,7 +336,7 @@ def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, de
 
 def _check_installed(config: TrainConfig) -> None:
     """Fail fast, before any heavy import, when a package the config needs is missing."""
-    needed = ["torch", "transformers", "peft", "trl", "datasets", "accelerate"]
+    needed = list(TRAINER_PACKAGES)
     if config.method == "qlora":
         needed.append("bitsandbytes")
     for package in needed:
