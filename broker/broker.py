@@ -17,10 +17,11 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ftbroker import clock
 from ftbroker.backends.base import (GPU_ENV, Backend, Environment, Exportable, Quote, Resumable, Submission, Update,
                                     Verdict, create_backend, detect_gpus)
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
@@ -64,7 +65,7 @@ class _LedgerTracker:
 
 
 def _event(message: str, *, kind: str = "status", level: str = "info", data: Mapping[str, Any] | None = None):
-    return Event(time=datetime.now(UTC), kind=kind, level=level, message=message, data=dict(data or {}))
+    return Event(time=clock.now(), kind=kind, level=level, message=message, data=dict(data or {}))
 
 
 def check_guards(quote: Quote, spec: JobSpec, *, force: bool = False) -> None:
@@ -95,7 +96,7 @@ class Broker:
     """The SDK face of ftbroker's job handling; the CLI commands are thin wrappers over it."""
 
     def __init__(self, home: str | Path | None = None, *, ledger: Ledger | None = None,
-                 sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = date.today):
+                 sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = clock.today):
         self.home = Path(home) if home is not None else default_home()
         self.ledger = ledger if ledger is not None else Ledger(self.home / "ledger.sqlite3")
         self._sleep, self._today = sleep, today

@@ -563,17 +563,15 @@ def catalog_show(kind, catalog_files, as_json):
 
     Prices older than 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
     """
-    from datetime import date
-
-    from ftbroker import render
+    from ftbroker import clock, render
     from ftbroker.pricing.catalog import load_catalog
 
     cat = load_catalog(catalog_files)
     kinds = (kind,) if kind else render.CATALOG_KINDS
     if as_json:
-        click.echo(render.to_json_text(render.catalog_json(cat, kinds, date.today())))
+        click.echo(render.to_json_text(render.catalog_json(cat, kinds, clock.today())))
     else:
-        render.print_catalog(cat, kinds, date.today(), _console())
+        render.print_catalog(cat, kinds, clock.today(), _console())
 
 
 @catalog.command("validate")
@@ -583,15 +581,14 @@ def catalog_validate(file):
 
     Exit status 2 with FILE:LINE: field: problem for each bad row. Example: ftbroker catalog validate my.toml
     """
-    from datetime import date
-
+    from ftbroker import clock
     from ftbroker.pricing.catalog import load_catalog, user_override_path
 
     cat = load_catalog([file] if file else ())
     checked = file or (user_override_path() if user_override_path().is_file() else "shipped catalog")
     click.echo(f"ok: {checked}: {len(cat.gpus)} GPUs, {len(cat.instances)} instances, {len(cat.managed)} managed "
                f"offers, {len(cat.models)} models in force (catalog {cat.version})")
-    stale = cat.stale_rows(date.today())
+    stale = cat.stale_rows(clock.today())
     if stale:
         click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
 

@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ftbroker import clock
 from ftbroker.errors import InputError, JobNotFoundError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -117,7 +118,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _ts(value: datetime | None) -> str | None:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from datetime import date
 
-from ftbroker import planner
+from ftbroker import clock, planner
 from ftbroker.backends.base import GPU_ENV
 from ftbroker.backends.local.preflight import LocalGpus, local_gpus
 from ftbroker.errors import InputError, UnknownNameError
@@ -41,7 +41,7 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
         if value is not None and (not isinstance(value, int) or value < 0):
             raise InputError(f"{name} must be an integer >= 0, not {value!r}")
     _check_trainer_settings(epochs=epochs, max_seq_len=max_seq_len, lora_r=lora_r)
-    today = today or date.today()
+    today = today or clock.today()
     cat = load_catalog(catalog)
     local = find_local_gpus(cat, gpu, today=today)
     options = planner.PlanOptions(models=tuple(resolve_model(cat, m) for m in models), method=method,

@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
+
+from ftbroker import clock
 from ftbroker.errors import InputError, UnknownNameError
 
 
@@ -961,8 +963,6 @@ def _template_message(m: Mapping) -> dict:
 
 def _compile_template(source: str):
     """A chat template compiled the way transformers renders it (sandboxed Jinja2)."""
-    from datetime import datetime
-
     from jinja2.exceptions import TemplateError
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -978,7 +978,7 @@ def _compile_template(source: str):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.globals["strftime_now"] = lambda fmt: clock.now().astimezone().strftime(fmt)
     try:
         return env.from_string(source)
     except TemplateError as exc:

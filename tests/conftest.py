@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import date
 
 import pytest
 
@@ -30,6 +31,17 @@ def _isolated(tmp_path_factory, monkeypatch):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
     monkeypatch.delenv("FTBROKER_GPU", raising=False)  # a test plans for the GPU it names
+
+
+# The day the shipped catalog was last read: its managed routes are open then (OpenAI's close on 2027-01-06). A test
+# of how a backend or the plan treats an open route sets the clock to it; CI runs the suite again 400 days ahead.
+CATALOG_DAY = date(2026, 11, 28)
+
+
+@pytest.fixture
+def catalog_day(monkeypatch):
+    """The clock moved to CATALOG_DAY, still running (jobs made one after another keep their order)."""
+    monkeypatch.setenv("FTBROKER_NOW", f"{(CATALOG_DAY - date.today()).days:+d}d")
 
 
 # --- tiny real models (built once per session; see tests/tinymodels.py) -------------------------------------

@@ -30,6 +30,8 @@ from ftbroker.broker import Broker
 from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
 from ftbroker.spec import JobSpec
 
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+
 
 class LocalHarness:
     """The real trainer on the tiny Llama: a 2-step run; a model folder whose weights are corrupt (the data and

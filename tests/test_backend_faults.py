@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
+import pytest
+
 from fakes import ALL_FAULTS, FakeOpenAI, Fault
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
+
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
 
 JOBS = 50
 RATE = 0.3

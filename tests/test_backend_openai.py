@@ -19,6 +19,8 @@ from ftbroker.errors import (
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+
 MODEL = "gpt-4o-mini-2024-07-18"
 
 

@@ -16,6 +16,8 @@ from ftbroker.broker import Broker
 from ftbroker.cli import cli
 from ftbroker.spec import JobSpec
 
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+
 # backend -> (fake, key variable, model id the backend takes, the same model as `plan --model` names it, route id)
 CASES = {
     "openai": (FakeOpenAI, "OPENAI_API_KEY", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18",

@@ -15,6 +15,8 @@ from fakes import FakeOpenAI, FakeTogether, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.cli import cli
 
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+
 CASES = {
     "openai": (FakeOpenAI, "OPENAI_API_KEY", "sk-canary-", "gpt-4o-mini-2024-07-18"),
     "together": (FakeTogether, "TOGETHER_API_KEY", "tgp_v1_canary", "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"),

@@ -16,7 +16,7 @@ from pathlib import Path
 import ftbroker
 import pytest
 from click.testing import CliRunner
-from ftbroker import planner, planning
+from ftbroker import clock, planner, planning
 from ftbroker.backends.base import Gpu, parse_nvidia_smi
 from ftbroker.cli import cli
 from ftbroker.backends.local.config import TrainConfig
@@ -34,7 +34,9 @@ TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 
 def run(*args):
-    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    """The command as a user runs it on README_DATE, when the shipped catalog's routes are as these tests expect."""
+    return CliRunner(env={"COLUMNS": "200", clock.ENV: README_DATE.isoformat()}).invoke(
+        cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def plan_json(*args) -> dict:
@@ -52,7 +54,8 @@ def no_gpu_here(monkeypatch):
 @pytest.fixture(scope="module")
 def example():
     """The bundled example planned once for all the checks below (with a named GPU, so local routes are in)."""
-    result = CliRunner().invoke(cli, ["plan", str(CHATS), "--gpu", "RTX-4090", "--json"], catch_exceptions=False)
+    result = CliRunner(env={clock.ENV: README_DATE.isoformat()}).invoke(  # a day its OpenAI routes are open
+        cli, ["plan", str(CHATS), "--gpu", "RTX-4090", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -340,7 +343,7 @@ def test_the_help_states_the_defaults_the_planner_uses():
 
 
 def test_sdk_plan_returns_the_object_the_cli_renders():
-    plan = ftbroker.plan(CHATS, models=["gpt-4o-mini", "Llama-3.2-1B"], method="qlora", today=date.today())
+    plan = ftbroker.plan(CHATS, models=["gpt-4o-mini", "Llama-3.2-1B"], method="qlora", today=README_DATE)
     assert isinstance(plan, ftbroker.Plan) and all(isinstance(r, ftbroker.Route) for r in plan.routes)
     cli_doc = plan_json(CHATS, "--model", "gpt-4o-mini", "--model", "Llama-3.2-1B", "--method", "qlora")
     assert plan.to_json() == cli_doc
@@ -395,12 +398,7 @@ def test_the_readme_shows_a_real_plan_of_the_example(monkeypatch):
     ``COLUMNS=100 ftbroker plan ...`` as its first line says, on that date or with this test's date pinned): every
     line must match, so the README never drifts from what the tool prints."""
 
-    class _ReadmeDay(date):
-        @classmethod
-        def today(cls):
-            return README_DATE
-
-    monkeypatch.setattr(planning, "date", _ReadmeDay)
+    monkeypatch.setenv(clock.ENV, README_DATE.isoformat())
     monkeypatch.delenv("FTBROKER_GPU", raising=False)
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     start = readme.index("$ ftbroker plan examples/data/support_chats.jsonl")

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ftbroker import clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
 from ftbroker.backends.local.config import CONFIG_NAME, TRAINER_PACKAGES, TrainConfig, launch_strategy
@@ -445,7 +446,7 @@ def _time(value: Any) -> datetime:
             return datetime.fromisoformat(value)
         except ValueError:
             pass
-    return datetime.now(UTC)
+    return clock.now()
 
 
 _EVENT_FIELDS = tuple(f for f in EVENT_FIELDS if f not in ("time", "kind", "message"))  # the numbers

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ftbroker import clock
 from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
 
 EVENTS_NAME = "events.jsonl"
@@ -31,7 +32,7 @@ _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "eval_loss", "eval_mean_toke
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 class EventLog:
