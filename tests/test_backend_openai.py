@@ -88,7 +88,7 @@ def test_submit_is_idempotent_and_uploads_are_reused(fake, broker, tmp_path):
     assert any("not uploaded again" in e.message for _, e in broker.events(other.id))
 
 
-@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.slow(1.0)])
+@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.timed_out()])
 def test_a_create_that_succeeded_remotely_is_found_not_repeated(fake, broker, tmp_path, fault):
     fake.faults.on("jobs.create", fault)
     job = broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))

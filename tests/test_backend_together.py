@@ -74,7 +74,7 @@ def test_idempotent_submit_and_upload_reuse(fake, broker, tmp_path):
     assert len(fake.calls("jobs.create")) == 2 and len(fake.calls("files.create")) == 1
 
 
-@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.slow(1.0)])
+@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.timed_out()])
 def test_a_create_that_succeeded_remotely_is_found(fake, broker, tmp_path, fault):
     fake.faults.on("jobs.create", fault)
     job = broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))
