@@ -497,6 +497,14 @@ class ManagedBackend:
 
         raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
                                   on_retry=on_retry)
+        return self._submission(raw, reused)
+
+    def find(self, job: Job) -> Submission | None:
+        """The remote job created for ``job.id`` by a submission cut short, looked up by its tag (a read)."""
+        raw = self._provider_find(job)
+        return self._submission(raw, reused=True) if raw is not None else None
+
+    def _submission(self, raw: Mapping[str, Any], reused: bool) -> Submission:
         status, detail = self._provider_status(raw)
         return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused)
 

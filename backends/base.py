@@ -18,9 +18,16 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point
-in the group ``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the
-contract suite in ``tests/test_backend_contract.py``.
+``capabilities.unsupported``. One more is an optional hook: ``Discoverable`` (what an interrupted submission
+started, found without a side effect).
+
+Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
+(``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
+acts on a job outside those calls (a deployment for evaluation, a teardown) does it inside ``Broker.exclusive``.
+
+Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends``
+for a third-party package), its catalog rows, and one parameter of the contract suite in
+``tests/test_backend_contract.py``.
 """
 
 from __future__ import annotations
@@ -290,6 +297,13 @@ class Backend(Protocol):
 class Resumable(Protocol):
     def resume(self, job: Job, tracker: Tracker) -> Submission:
         """Continue a failed or cancelled job from its last checkpoint."""
+
+
+@runtime_checkable
+class Discoverable(Protocol):
+    def find(self, job: Job) -> Submission | None:
+        """What a submission of ``job`` that was cut short (the CLI killed after the ledger row) already started: a
+        remote job created for its id, a trainer launched in its run folder. No side effect; None if nothing."""
 
 
 @runtime_checkable

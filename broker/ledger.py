@@ -8,6 +8,12 @@ on open, inside a transaction; a ledger written by a newer ftbroker is refused r
 
 Secrets never reach the file: text going in is scrubbed of the values of credential-like environment
 variables (a last line of defence; backends must not emit them in the first place).
+
+Leases: one process at a time may act on a job (submit it, resume it, cancel it: anything that spends money or
+starts a process). It takes the job's lease (``claim``) in one write transaction, so of several processes that try
+at once exactly one gets it; the others get ``JobBusyError`` saying who holds it. A holder renews its lease while it
+works (``LeaseKeeper``); a lease whose holder died is taken over once it runs out, or at once when the holder was a
+process of this machine that is gone.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ftbroker import clock
-from ftbroker.errors import InputError, JobNotFoundError, LedgerError
+from ftbroker.errors import InputError, JobBusyError, JobNotFoundError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
 from ftbroker.spec import JobSpec
@@ -34,6 +43,7 @@ ID_PREFIX = "ftb-"
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids are read aloud and typed
 _ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
 BUSY_TIMEOUT_MS = 30_000
+LEASE_TTL_S = 60.0  # a holder renews its lease every quarter of this; a dead holder's lease runs out after it
 
 
 def default_home() -> Path:
@@ -112,8 +122,21 @@ CREATE TABLE artifacts (
 # v2: estimated vs measured resources per job (peak memory, tokens/s): the estimator's calibration data.
 _V2 = "ALTER TABLE jobs ADD COLUMN resources TEXT NOT NULL DEFAULT '{}';"
 
+# v3: who acts on a job right now (see Leases above): at most one row per job, deleted when the act ends.
+_V3 = """
+CREATE TABLE leases (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (id),
+    token TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    since TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+"""
+
 # Migration n brings a ledger from version n-1 to n. Append only; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -135,6 +158,99 @@ def _money(value: Decimal | None) -> str | None:
 
 def _json(value: Any) -> str:
     return scrub(json.dumps(value, default=str, sort_keys=True))
+
+
+# --- leases ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """This process's claim to act alone on a job: what it does (said to whoever finds the job busy), how long the
+    lease lasts without renewal, and who it is."""
+
+    purpose: str  # what it does to the job, said as "another process is <purpose> it": "submitting", "resuming"
+    ttl_s: float = LEASE_TTL_S
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job's lease as the ledger holds it."""
+
+    job_id: str
+    purpose: str
+    pid: int
+    host: str
+    since: datetime
+    expires_at: datetime
+
+    def lapsed(self, now: datetime) -> bool:
+        """Run out, or held by a process of this machine that is gone (killed, crashed)."""
+        return now >= self.expires_at or (self.host == socket.gethostname() and _process_gone(self.pid))
+
+    def busy_error(self) -> JobBusyError:
+        since = self.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        until = self.expires_at.astimezone().strftime("%H:%M:%S")
+        return JobBusyError(
+            f"job {self.job_id} is busy: another ftbroker process is {self.purpose} it (pid {self.pid} on "
+            f"{self.host}, since {since}); nothing was done. Try again when it has finished (should that process "
+            f"have died on another machine, its lease runs out at {until})", holder=self)
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs here (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(job_id=row["job_id"], purpose=row["purpose"], pid=row["pid"], host=row["host"],
+                 since=_dt(row["since"]), expires_at=_dt(row["expires_at"]))
+
+
+class LeaseKeeper:
+    """Renews a lease every quarter of its lifetime from a thread (and a connection) of its own, while the act it
+    covers runs (an upload may take many minutes). ``lost``: another process took the lease over meanwhile (this one
+    stalled past the lease's lifetime)."""
+
+    def __init__(self, path: Path, job_id: str, claim: Claim):
+        self.path, self.job_id, self.claim = path, job_id, claim
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease {job_id}", daemon=True)
+
+    def _run(self) -> None:
+        ledger = None
+        try:
+            while not self._stop.wait(self.claim.ttl_s / 4):
+                try:
+                    ledger = ledger or Ledger(self.path)
+                    if not ledger.renew(self.job_id, self.claim):
+                        self.lost = True
+                        return
+                except LedgerError:  # locked for longer than the busy timeout: try again at the next turn
+                    continue
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # --- the ledger -----------------------------------------------------------------------------------------------
@@ -226,9 +342,11 @@ class Ledger:
     # --- writing ---
 
     def create(self, spec: JobSpec, *, estimated_cost_usd: Decimal | None = None,
-               resources: Mapping[str, float] | None = None) -> Job:
-        """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id."""
-        now = _ts(_now())
+               resources: Mapping[str, float] | None = None, claim: Claim | None = None) -> Job:
+        """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id; with
+        ``claim``, its lease is taken in the same transaction (no other process can act on it first)."""
+        moment = _now()
+        now = _ts(moment)
         with self._write() as db:
             for _ in range(10):
                 job_id = ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
@@ -245,7 +363,42 @@ class Ledger:
                 raise LedgerError("could not allocate a unique job id")
             db.execute("INSERT INTO status_history (job_id, time, status, detail) VALUES (?, ?, ?, ?)",
                        (job_id, now, JobStatus.QUEUED.value, "recorded"))
+            if claim is not None:
+                self._take(db, job_id, claim, moment)
         return self.get(job_id)
+
+    def claim(self, job_id: str, claim: Claim) -> None:
+        """Take the job's lease, or raise JobBusyError naming the process that holds it. Atomic across processes."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM leases WHERE job_id = ?", (job_id,)).fetchone()
+            now = _now()
+            if row is not None and row["token"] != claim.token and not _lease(row).lapsed(now):
+                raise _lease(row).busy_error()
+            self._take(db, job_id, claim, now)
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, job_id: str, claim: Claim, now: datetime) -> None:
+        db.execute("INSERT OR REPLACE INTO leases (job_id, token, purpose, pid, host, since, expires_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (job_id, claim.token, claim.purpose, claim.pid, claim.host, _ts(now),
+                    _ts(now + timedelta(seconds=claim.ttl_s))))
+
+    def renew(self, job_id: str, claim: Claim) -> bool:
+        """Push the lease's end ``claim.ttl_s`` ahead; False when it is no longer this claim's (taken over)."""
+        with self._write() as db:
+            cursor = db.execute("UPDATE leases SET expires_at = ? WHERE job_id = ? AND token = ?",
+                                (_ts(_now() + timedelta(seconds=claim.ttl_s)), job_id, claim.token))
+            return cursor.rowcount == 1
+
+    def release(self, job_id: str, claim: Claim) -> None:
+        """Give the lease back (a lease taken over by another process is left to it)."""
+        with self._write() as db:
+            db.execute("DELETE FROM leases WHERE job_id = ? AND token = ?", (job_id, claim.token))
+
+    def lease(self, job_id: str) -> Lease | None:
+        """Who holds the job's lease now, if anyone does (a lapsed lease is reported as it is)."""
+        row = self._db.execute("SELECT * FROM leases WHERE job_id = ?", (job_id,)).fetchone()
+        return _lease(row) if row is not None else None
 
     def update(self, job_id: str, *, status: JobStatus | None = None, detail: str | None = None,
                remote: Mapping[str, str] | None = None, cursor: str | None = None,

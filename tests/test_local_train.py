@@ -7,6 +7,7 @@ assertions.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,21 @@ def test_early_stopping_counts_evaluations_without_improvement():
     assert not control.should_training_stop
     stopper.on_evaluate(None, state, control, metrics={"eval_loss": 1.95})
     assert control.should_training_stop and stopper.stopped
+
+
+def test_a_second_trainer_on_a_run_folder_is_refused_before_it_writes_anything(tmp_path):
+    from ftbroker.backends.local import runlock
+
+    lock = runlock.take(tmp_path)  # a trainer running there (this process stands in for it)
+    runlock.note(lock, os.getpid())
+    try:
+        done = run(tmp_path, {"model": "m", "dataset": "d.jsonl"})
+    finally:
+        os.close(lock)
+    assert done.returncode == train.EXIT_BUSY == 75
+    assert f"another trainer (pid {os.getpid()}) is running in {tmp_path}" in done.stderr
+    assert events(tmp_path) == [] and not (tmp_path / "result.json").exists()
+    assert (tmp_path / "trainer.pid").read_text() == str(os.getpid())  # the running trainer's note is kept
+    run(tmp_path, {"model": "m", "dataset": "d.jsonl"})  # once it has ended, the next one runs (and holds it)
+    assert events(tmp_path)[0]["kind"] == "started" and runlock.take(tmp_path) is not None
+

@@ -83,9 +83,11 @@ What it writes
   ``tokens_per_s`` and ``train_seconds`` of this process, ``device`` and ``precision``. ``trained_tokens``
   counts the tokens the loss was taken on, times the epochs run.
 
-Exit status: 0 succeeded; 1 failed; 2 bad config or data (the error names the field, or FILE:LINE); 143 stopped
-by SIGTERM (after saving a checkpoint when training had started). Under several processes only the main one
-writes events and results.
+Exit status: 0 succeeded; 1 failed; 2 bad config or data (the error names the field, or FILE:LINE); 75 another
+trainer is running in RUN_DIR (nothing written: one trainer per run folder, see ``runlock``); 143 stopped by SIGTERM
+(after saving a checkpoint when training had started). Under several processes only the main one writes events and
+results. The main process holds RUN_DIR's lock for its life (``trainer.pid`` names it), unless the local backend
+started it holding the lock already.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import data
-from ftbroker.backends.local import masking
+from ftbroker.backends.local import masking, runlock
 from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -129,6 +131,7 @@ from ftbroker.errors import (
 from ftbroker.jobs import Artifact, JobStatus
 
 EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another trainer holds the run folder
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -185,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     is_main = int(os.environ.get("RANK", "0")) == 0  # set by accelerate/torchrun; read before torch loads
+    if is_main and runlock.LOCK_FD_ENV not in os.environ:  # started by hand: hold the run folder ourselves
+        lock = runlock.take(run_dir)
+        if lock is None:  # before any event: the trainer running there owns events.jsonl
+            noted = runlock.noted(run_dir)
+            print(f"error: another trainer{f' (pid {noted[0]})' if noted else ''} is running in {run_dir}; "
+                  "one trainer per run folder", file=sys.stderr)
+            return EXIT_BUSY
+        runlock.note(lock, os.getpid())  # held until this process ends: the descriptor is never closed
     events = EventLog(run_dir / EVENTS_NAME, enabled=is_main)
     started_at = (events.first_time() if args.resume else None) or now()
     stop = _StopSignal()
