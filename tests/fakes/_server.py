@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -176,7 +176,7 @@ class _ClientGivesUp:
 
     _lock = threading.Lock()
     _users = 0
-    _originals: dict[Any, Callable[..., Any]] = {}
+    _originals: ClassVar[dict[Any, Callable[..., Any]]] = {}
 
     @classmethod
     def acquire(cls) -> None:
