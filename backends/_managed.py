@@ -508,6 +508,14 @@ class ManagedBackend:
         status, detail = self._provider_status(raw)
         return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused)
 
+    def check_credentials(self) -> None:
+        """Build an SDK client as the environment is now, before anything is recorded: the SDK refuses a missing key
+        (no network call)."""
+        client = self._new_client()
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
     def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
         remembered = job.remote.get(f"{role}_file")
         if remembered and job.remote.get(f"{role}_sha256") == converted.sha256:

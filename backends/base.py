@@ -18,8 +18,8 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. One more is an optional hook: ``Discoverable`` (what an interrupted submission
-started, found without a side effect).
+``capabilities.unsupported``. Two more are optional hooks: ``Credentialed`` (credentials checked before the job is
+recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect).
 
 Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
 (``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
@@ -297,6 +297,13 @@ class Backend(Protocol):
 class Resumable(Protocol):
     def resume(self, job: Job, tracker: Tracker) -> Submission:
         """Continue a failed or cancelled job from its last checkpoint."""
+
+
+@runtime_checkable
+class Credentialed(Protocol):
+    def check_credentials(self) -> None:
+        """Raise BackendAuthError when the credentials the backend needs are missing. No network: called before the
+        ledger records the job."""
 
 
 @runtime_checkable

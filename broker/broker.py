@@ -4,7 +4,7 @@
     job = broker.submit(spec)                  # validated, quoted, guarded, recorded, submitted
     result = broker.follow(job.id)             # polls until the job ends; the one Result shape
 
-The order is what keeps money and jobs safe: everything that can refuse (dataset checks, feasibility,
+The order is what keeps money and jobs safe: everything that can refuse (dataset checks, credentials, feasibility,
 the budget, the user's confirmation) runs before the ledger records the job, and the ledger records it before the
 backend does anything with a side effect. A submission that may or may not have reached the provider (timeout, 5xx)
 leaves the job recorded but unconfirmed; ``resume`` finishes it, and the backend's find-before-create keeps it
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.backends.base import (GPU_ENV, Backend, Discoverable, Environment, Exportable, Quote,
+from ftbroker.backends.base import (GPU_ENV, Backend, Credentialed, Discoverable, Environment, Exportable, Quote,
                                     Resumable, Submission, Update, Verdict, create_backend, detect_gpus)
 from ftbroker.errors import (BackendError, BackendRateLimitError, BackendUnavailableError, BudgetExceededError,
                              DoesNotFitError, ExtraNotInstalledError, FtBrokerError, InputError, JobBusyError, JobError,
@@ -135,6 +135,8 @@ class Broker:
         missing = caps.missing_package()
         if missing is not None:  # refused here, before the ledger records a job that could never start
             raise ExtraNotInstalledError(*missing, f"the {spec.backend} backend")
+        if isinstance(backend, Credentialed):  # likewise: no credentials, no job (and no failed one on every try)
+            backend.check_credentials()
         report = backend.validate(spec)
         fmt = getattr(report, "format", None)
         if fmt is not None and fmt not in caps.data_formats:

@@ -123,7 +123,7 @@ def test_spec_problems_and_missing_key(fake, broker, tmp_path, monkeypatch):
     monkeypatch.delenv("TOGETHER_API_KEY")
     with pytest.raises(BackendAuthError, match="set TOGETHER_API_KEY"):
         broker.submit(spec_for(fake, data))
-    assert fake.requests == []
+    assert fake.requests == [] and broker.jobs() == []  # refused before the ledger records anything
 
 
 def test_togethers_data_rules_are_checked_before_upload(fake, broker, tmp_path):
