@@ -374,6 +374,14 @@ class ManagedBackend:
         retries those itself, looking for what an earlier attempt may have created first."""
         return self.client.with_options(max_retries=0)
 
+    def optional(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``call`` for data a job can do without (metrics): a failure costs that data this time (None), never the
+        poll or the result that asked for it."""
+        try:
+            return self.call(doing, fn, *args, **kwargs)
+        except BackendError:
+            return None
+
     def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
         try:
