@@ -462,23 +462,33 @@ class Ledger:
     # --- reading ---
 
     def resolve(self, ref: str) -> str:
-        """The full id for a job id or a unique prefix of one (with or without ``ftb-``)."""
-        ref = ref.strip()
-        if not ref:
+        """The full id for a job id or a unique prefix of one, with or without ``ftb-``; a start of ``ftb-`` itself
+        ("ftb") that no id continues (no "ftb-ftb...") is taken as it is: the start of every id."""
+        given = ref.strip()
+        if not given:
             raise InputError("give a job id (`ftbroker jobs` lists them)")
-        if not ref.startswith(ID_PREFIX):
-            ref = ID_PREFIX + ref
-        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = [r[0] for r in self._db.execute(
-            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11", (pattern,))]
-        if ref in ids:
-            return ref
+        starts = [given] if given.startswith(ID_PREFIX) else [ID_PREFIX + given]
+        if ID_PREFIX.startswith(given):
+            starts.append(given)
+        for start in starts:
+            ids = self._ids_starting(start)
+            if ids:
+                break
+        if start in ids:
+            return start
         if len(ids) == 1:
             return ids[0]
         if not ids:
-            raise JobNotFoundError(f"no job {ref} in the ledger {self.path} (`ftbroker jobs` lists them)")
+            looked_for = given if len(starts) > 1 else start  # "ftb-3k" for "3k"; "ftb" as it is
+            raise JobNotFoundError(f"no job {looked_for} in the ledger {self.path} (`ftbroker jobs` lists them)")
         shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise InputError(f"job id prefix {ref!r} is ambiguous: it matches {shown}; give more characters")
+        raise InputError(f"job id prefix {given!r} is ambiguous: it matches {shown}; give more characters")
+
+    def _ids_starting(self, start: str) -> list[str]:
+        """Up to 11 ids starting with ``start`` (taken literally: no LIKE wildcards)."""
+        pattern = start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return [r[0] for r in self._db.execute(
+            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11", (pattern,))]
 
     def get(self, ref: str) -> Job:
         """The job with this id or unique id prefix."""

@@ -98,6 +98,17 @@ def test_ids_resolve_by_unique_prefix(ledger):
         ledger.resolve("%")  # a LIKE wildcard is not a wildcard here
 
 
+def test_a_start_of_the_id_prefix_is_not_prefixed_again(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        with pytest.raises(JobNotFoundError, match="no job ftb in the ledger"):  # not "no job ftb-ftb"
+            ledger.resolve("ftb")
+        only = ledger.create(SPEC).id
+        assert [ledger.resolve(ref) for ref in ("ftb", "ft", "ftb-", only[4:7])] == [only] * 4
+        ledger.create(SPEC)
+        with pytest.raises(InputError, match="job id prefix 'ftb' is ambiguous: it matches ftb-"):
+            ledger.resolve("ftb")
+
+
 def test_list_newest_first_and_filters(ledger):
     a = ledger.create(SPEC)
     b = ledger.create(SPEC.model_copy(update={"backend": "openai"}))

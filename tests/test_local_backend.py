@@ -267,3 +267,16 @@ def test_a_trainer_whose_cli_was_killed_before_the_ledger_learnt_of_it_is_found(
     started = [e for e in read_events(run_dir / "events.jsonl", 0)[0] if e["kind"] == "started"]
     assert len(started) == 1  # one trainer ran: no second, no-op one
 
+
+def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
+    backend = LocalBackend(LocalOptions(), home=tmp_path)
+    job = _job(tmp_path, remote={"pid": "1", "pid_started": "12345.0"})  # its trainer has ended
+    run_dir = tmp_path / "runs" / job.id
+    run_dir.mkdir(parents=True)
+    lines = [{"kind": "progress", "step": 1, "total_steps": 5, "loss": 2.0, "tokens_per_s": 2308.0, "eta_s": 144.0},
+             {"kind": "done", "message": "trained 5 steps", "step": 5, "total_steps": 5, "tokens_per_s": 1759.0}]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    update = backend.poll(job)
+    assert update.status is JobStatus.SUCCEEDED
+    assert update.progress.model_dump(exclude_none=True) == {"step": 5, "total_steps": 5, "loss": 2.0,
+                                                             "tokens_per_s": 1759.0}

@@ -502,10 +502,17 @@ def _metrics(raw: Mapping[str, Any]) -> list[MetricPoint]:
             if isinstance(raw.get(key), int | float)]
 
 
+_LIVE_FIELDS = ("tokens_per_s", "eta_s")  # how a running trainer goes: over when it ends
+
+
 def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progress | None:
-    """The latest known value of each progress field, carried over from the previous poll."""
+    """The latest known value of each progress field, carried over from the previous poll. A final event ends the
+    live ones: no ETA after the end, and the throughput is the run's own (the final event's, as result.json has it),
+    not the last progress event's."""
     fields = previous.model_dump() if previous else {}
     for raw in events:
+        if raw.get("kind") in FINAL_KINDS:
+            fields.update(dict.fromkeys(_LIVE_FIELDS))
         fields.update({k: raw[k] for k in _EVENT_FIELDS if isinstance(raw.get(k), int | float)})
     return Progress.model_validate(fields) if fields else None
 

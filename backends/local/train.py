@@ -68,8 +68,9 @@ What it writes
   ``time`` (ISO 8601, UTC), ``kind``, ``step``, ``total_steps``, ``epoch``, ``loss``, ``eval_loss``,
   ``tokens_per_s``, ``eta_s``, ``message`` (null when not known). Kinds: ``started`` (the process is up),
   ``warning``, ``running`` (the training loop starts or resumes), ``progress`` (every logging_steps: loss,
-  tokens_per_s of this process, eta_s), ``eval``, ``checkpoint`` (message: its folder), and exactly one final
-  line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM).
+  tokens_per_s of this process so far, eta_s), ``eval``, ``checkpoint`` (message: its folder), and exactly one
+  final line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM), with the run's
+  tokens_per_s (result.json's). Throughput counts the seconds spent training, evaluations and saves left out.
 - ``checkpoints/checkpoint-STEP/``: the last ``save_total_limit`` checkpoints (model or adapter, optimizer,
   scheduler, RNG states, trainer_state.json). ``--resume`` continues from the newest complete one with the same
   data order and step count (a checkpoint cut short by kill -9 is skipped and removed; with no complete
@@ -241,9 +242,10 @@ def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Out
                  metrics=points, trained_tokens=outcome.trained_tokens, artifacts=artifacts,
                  error=outcome.message if outcome.status is JobStatus.FAILED else None, raw=outcome.raw)
     kind = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
-    events.emit(kind[outcome.status], outcome.message,
+    events.emit(kind[outcome.status], outcome.message,  # the run's own throughput, as result.json has it
                 step=state.global_step if state else None, total_steps=state.max_steps if state else None,
-                epoch=state.epoch if state else None)
+                epoch=state.epoch if state else None,
+                tokens_per_s=outcome.raw.get("measured", {}).get("tokens_per_s"))
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------
