@@ -6,7 +6,8 @@
   NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
 - Dataset rules live in ONE place each: ``ftbroker.data.analyze`` checks the general rules and records each
   provider's own in ``provider_issues``; the catalog row of a model holds what differs by model (formats,
-  example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate`` raises them as ``DatasetError``.
+  example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
+  raises them as ``DatasetError``.
 - Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt)`` over parsed examples
   with their line numbers and streams the provider's JSONL to a file while hashing it. A converter only
   converts; it raises ``Rejected`` only for a rule of its model's target format that the data layer cannot
@@ -171,7 +172,7 @@ def check_range(problems: list[str], name: str, value: float | None, low: float,
         problems.append(f"{name}: {value:g} is outside {bracket}{low:g}, {high:g}]{where}")
 
 
-def hp_string(value: float) -> str:
+def hp_string(value: float | int) -> str:
     """A hyperparameter as Bedrock wants it (a string): integers plainly, floats shortest-exact."""
     return str(value) if isinstance(value, int) else repr(float(value))
 
@@ -510,7 +511,7 @@ class ManagedBackend:
             out.append((role, dataclasses.replace(converted, path=final)))
         return out
 
-    # -- quote ------------------------------------------------------------------------------------
+    # -- quote --------------------------------------------------------------------------------------
     def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
         """PURE: the offer ``validate`` read the data for, priced as a plan prices it (catalog price x billed
         tokens, availability on ``env.today``), as a Quote. No catalog offer for the model: the cost is unknown (a

@@ -26,36 +26,15 @@ from typing import Any
 from ftbroker.backends.base import Quote, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, train_config
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.backends.local.preflight import (
-    GpuRun,
-    TrainerData,
-    electricity,
-    gpu_run,
-    lowered_batch_note,
-    no_fit_reason,
-    trainer_data,
-    untimed_note,
-)
+from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, gpu_run, lowered_batch_note,
+                                               no_fit_reason, trainer_data, untimed_note)
 from ftbroker.estimate.calibration import default_calibration
 from ftbroker.estimate.compute import Overheads, Range, gpu_class
-from ftbroker.estimate.cost import (
-    DEFAULT_USD_PER_KWH,
-    DEFAULT_USD_PER_KWH_AS_OF,
-    DEFAULT_USD_PER_KWH_SOURCE,
-    CostEstimate,
-    cloud_cost,
-)
+from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
+                                    CostEstimate, cloud_cost)
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
-from ftbroker.routes import (
-    Hardware,
-    ModelRequest,
-    PlanOptions,
-    Route,
-    RouteContext,
-    TokenNeed,
-    job_fields,
-    model_tokenizer,
-)
+from ftbroker.routes import (Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenNeed, job_fields,
+                             model_tokenizer)
 
 DEFAULT_GPU_MODELS = ("Llama-3.1-8B", "Qwen2.5-7B")  # when --model names no open model: two common 7-8B bases
 GPU_METHODS = ("full", "lora", "qlora")

@@ -27,16 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ftbroker.estimate.run import capped_tokens
 from ftbroker.pricing.catalog import Catalog, ManagedOffer, ModelArch, is_stale
-from ftbroker.routes import (
-    PlanOptions,
-    Route,
-    RouteContext,
-    TokenizerSpec,
-    TokenNeed,
-    job_fields,
-    matching_offers,
-    model_tokenizer,
-)
+from ftbroker.routes import (PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed, job_fields, matching_offers,
+                             model_tokenizer)
 
 if TYPE_CHECKING:
     from ftbroker.data import TokenStats

@@ -292,7 +292,7 @@ def _route_overrides(number, from_plan, data, config, params, overrides, flag_na
     fields, route = route_fields(doc, number, where)
     click.echo(f"route #{number} of {where}: {route['id']}", err=True)
     flags = {path: value for path, value in overrides.items() if value is not None}
-    return {**fields, **flags}, {**dict.fromkeys(fields, f"--route {number}"), **flag_names}
+    return {**fields, **flags}, {**flag_names, **{p: f"--route {number}" for p in fields if p not in flags}}
 
 
 @cli.command()

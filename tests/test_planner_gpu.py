@@ -206,7 +206,8 @@ def test_cheapest_instance_per_gpu_type_and_cloud_unless_all(few):
 
 
 def test_a_host_too_small_to_load_the_model_is_out(few):
-    r = only(gpu_plan(few, {500: 100}, method="qlora", all_instances=True), instance_type="intel-ice-lake-a100-pci_1x2v4gb")
+    plan = gpu_plan(few, {500: 100}, method="qlora", all_instances=True)
+    r = only(plan, instance_type="intel-ice-lake-a100-pci_1x2v4gb")
     assert not r.feasible and r.reason.startswith("4 GiB of host RAM is less than the model's 15 GiB")
 
 
@@ -275,7 +276,8 @@ def test_routes_run_the_local_trainers_own_defaults(few):
 def test_a_cloud_no_backend_rents_is_priced_and_marked_not_runnable(few):
     r = only(gpu_plan(few, {500: 100}, method="qlora"), instance_type="g6e.xlarge", market="spot")
     assert (r.backend, r.job, r.runnable, r.cloud) == (None, None, False, "aws")
-    assert r.not_runnable == "no ftbroker backend rents aws instances yet: on the instance, ftbroker run --backend local"
+    assert r.not_runnable == ("no ftbroker backend rents aws instances yet: on the instance, ftbroker run "
+                              "--backend local")
     assert r.feasible and r.cost_usd  # priced all the same
     assert "cloud GPUs: the cheapest instance per GPU type and cloud (--all: all), on-demand and spot" in \
         gpu_plan(few, {500: 100}, method="qlora").notes
