@@ -87,6 +87,18 @@ def test_bad_data_is_exit_2_with_file_and_line(tmp_path):
     assert f"{bad}:2:" in result.stderr
 
 
+def test_a_line_over_the_size_limit_is_exit_2_before_anything_starts(tmp_path, monkeypatch):
+    from ftbroker import data
+
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    big = write_chat(tmp_path / "big.jsonl", 3)
+    with big.open("ab") as fh:
+        fh.write(b'{"text": "' + b"a" * (3 << 20) + b'"}\n')
+    result = ftb(*local_run(big), ok=(2,))
+    assert f"{big}:4: the line is {(3 << 20) + 12:,} bytes, over the limit" in result.stderr
+    assert Ledger().list() == []
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--max-cost", "1", "--option", "cost_usd=2.5"], "estimated cost $2.5 is over --max-cost $1"),
     (["--max-cost", "1"], "cannot be estimated"),
