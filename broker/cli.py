@@ -125,8 +125,10 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
             continue
         import yaml
 
+        from ftbroker.spec import load_yaml
+
         try:
-            overrides[f"backend_options.{key.strip()}"] = yaml.safe_load(value)  # "2" -> 2, "true" -> True
+            overrides[f"backend_options.{key.strip()}"] = load_yaml(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
             overrides[f"backend_options.{key.strip()}"] = value
     return overrides, problems

@@ -19,8 +19,11 @@ where credentials belong (the environment, or the provider SDK's usual configura
 from __future__ import annotations
 
 import difflib
+import errno
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -187,19 +190,16 @@ def _local_model(model: str, base: Path) -> str:
     return str(local.resolve()) if model.strip() and local.exists() else model
 
 
+# A job file holds a few hundred bytes; anything near this is not one (and /dev/zero would never end).
+MAX_JOB_FILE_BYTES = 1 << 20
+
+
 def _read_job_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"no such job file: {path}"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"cannot read {path}: {exc}"]) from exc
+    text = _job_file_text(path)
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         elif suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
@@ -215,6 +215,48 @@ def _read_job_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError([f"{path}: the top level must be a mapping of fields, not {type(data).__name__}"])
     return data
+
+
+def _job_file_text(path: Path) -> str:
+    """The text of a job file: a regular file of at most MAX_JOB_FILE_BYTES, in UTF-8. Opened without waiting, so
+    a FIFO is refused instead of hanging until something writes to it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SpecError([f"no such job file: {path}"]) from None
+    except OSError as exc:
+        why = "a loop of symbolic links" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise SpecError([f"cannot read the job file {path}: {why}"]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError([f"{path}: a job file must be a regular file (not a folder, device, pipe or socket)"])
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+        except OSError as exc:
+            raise SpecError([f"cannot read the job file {path}: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise SpecError([f"{path}: over {MAX_JOB_FILE_BYTES >> 20} MiB, too large for a job file"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+
+
+def load_yaml(text: str) -> Any:
+    """YAML without anchors and aliases: a job file never needs them, and a few nested aliases ("billion laughs")
+    expand into a structure too large to check. Refused at the first one, before anything is built."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not accepted",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
 
 
 def _syntax_problem(path: Path, exc: Exception) -> str:
