@@ -14,6 +14,27 @@ import click
 from ftbroker import __version__
 
 
+class _Bounded(click.ParamType):
+    """A whole number held to its plausibility bound (``ftbroker.bounds``); a refusal says why (exit 2)."""
+
+    name = "integer"
+
+    def __init__(self, bound: str):
+        self.bound = bound
+
+    def convert(self, value, param, ctx):
+        from ftbroker import bounds
+
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        why = bounds.problem(self.bound, number)
+        if why is not None:
+            self.fail(f"{number}: {why}", param, ctx)
+        return number
+
+
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
@@ -401,10 +422,10 @@ def export(job_id, fmt, output, json_mode):
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
-@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1), help="Tokens per sequence.")
-@click.option("--batch", "micro_batch", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--seq-len", default=2048, show_default=True, type=_Bounded("seq_len"), help="Tokens per sequence.")
+@click.option("--batch", "micro_batch", default=1, show_default=True, type=_Bounded("micro_batch"),
               help="Micro-batch per GPU.")
-@click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1), help="LoRA rank.")
+@click.option("--lora-r", default=16, show_default=True, type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
               help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
 @click.option("--gpu", default=None, metavar="NAME[:COUNT]",
@@ -486,11 +507,11 @@ def _print_estimate(result) -> None:
                    "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
                    "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
-@click.option("--epochs", type=click.IntRange(1, 100),
+@click.option("--epochs", type=_Bounded("epochs"),
               help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
-@click.option("--n-evals", type=click.IntRange(0, 1000),
+@click.option("--n-evals", type=_Bounded("n_evals"),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
+@click.option("--max-seq-len", type=_Bounded("max_seq_len"),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count the open-model routes' tokens with this tokenizer: o200k_base, cl100k_base or a local "
@@ -498,7 +519,7 @@ def _print_estimate(result) -> None:
 @click.option("--gpu", metavar="NAME[:COUNT]",
               help="Your GPU for the local routes, from the catalog, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, "
                    "else the GPUs nvidia-smi reports; none: no local routes.")
-@click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--validation-file", metavar="FILE", help="A held-out JSONL file (default on GPU routes: 10% of DATA).")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
@@ -607,7 +628,7 @@ def _console():
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
               help="o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer or model folder.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), metavar="N",
+@click.option("--max-seq-len", type=_Bounded("seq_len"), metavar="N",
               help="Count the examples longer than N tokens (a trainer would cut them).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON (only JSON on stdout).")
 def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool) -> None:

@@ -34,6 +34,7 @@ ID_PREFIX = "ftb-"
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids are read aloud and typed
 _ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
 BUSY_TIMEOUT_MS = 30_000
+_SQLITE_INT_MAX = 2**63 - 1
 
 
 def default_home() -> Path:
@@ -345,7 +346,8 @@ class Ledger:
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY created_at DESC, id"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+            sql += " LIMIT ?"
+            args.append(min(int(limit), _SQLITE_INT_MAX))  # more than the ledger can hold: all of them
         return [_job(r) for r in self._db.execute(sql, args)]
 
     def events(self, job_id: str, *, after: int = 0) -> list[tuple[int, Event]]:

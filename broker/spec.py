@@ -28,14 +28,20 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ftbroker import bounds
 from ftbroker.errors import FtBrokerError, SpecError
 from ftbroker.redact import looks_like_key
 
 Method = Literal["full", "lora", "qlora"]
+
+
+def _Bounded(name: str):  # noqa: N802 - used as a type
+    """An optional integer held to its plausibility bound (ftbroker.bounds), which says why when refused."""
+    return Annotated[int | None, AfterValidator(bounds.validator(name))]
 
 
 class _Part(BaseModel):
@@ -46,22 +52,22 @@ class _Part(BaseModel):
 class Hyperparameters(_Part):
     """Training settings. ``None`` means "the backend's default" (each backend documents its own)."""
 
-    epochs: int | None = Field(None, ge=1, le=100)
+    epochs: _Bounded("epochs") = None
     learning_rate: float | None = Field(None, gt=0, lt=1)
-    micro_batch_size: int | None = Field(None, ge=1, le=4096)
-    gradient_accumulation_steps: int | None = Field(None, ge=1, le=4096)
-    max_seq_len: int | None = Field(None, ge=16, le=1_048_576)
+    micro_batch_size: _Bounded("micro_batch") = None
+    gradient_accumulation_steps: _Bounded("grad_accum") = None
+    max_seq_len: _Bounded("max_seq_len") = None
     packing: bool | None = None
     gradient_checkpointing: bool | None = None
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    early_stopping_patience: int | None = Field(None, ge=1, le=100)
+    seed: _Bounded("seed") = None
+    early_stopping_patience: _Bounded("early_stopping_patience") = None
 
 
 class LoraSettings(_Part):
     """LoRA / QLoRA adapter shape; ignored by full fine-tuning."""
 
-    r: int | None = Field(None, ge=1, le=1024)
-    alpha: int | None = Field(None, ge=1, le=4096)
+    r: _Bounded("lora_r") = None
+    alpha: _Bounded("lora_alpha") = None
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = None
 

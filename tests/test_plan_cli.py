@@ -323,17 +323,25 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_plan_takes_the_values_run_takes():
-    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (spelt out in the CLI, which
-    must not import pydantic for --help)."""
-    from annotated_types import Ge, Le
+    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (both from ftbroker.bounds)."""
+    import click
+    from pydantic import ValidationError
+
+    from ftbroker.bounds import BOUNDS
     from ftbroker.spec import Hyperparameters, LoraSettings
 
     options = {p.name: p.type for p in cli.commands["plan"].params}
     for option, (part, field) in {"epochs": (Hyperparameters, "epochs"), "lora_r": (LoraSettings, "r"),
                                   "max_seq_len": (Hyperparameters, "max_seq_len")}.items():
-        metadata = part.model_fields[field].metadata
-        bounds = (next(m.ge for m in metadata if isinstance(m, Ge)), next(m.le for m in metadata if isinstance(m, Le)))
-        assert (options[option].min, options[option].max) == bounds, option
+        bound = BOUNDS[option]
+        for value in (bound.low, bound.high):
+            assert options[option].convert(str(value), None, None) == value
+            part(**{field: value})
+        for value in (bound.low - 1, bound.high + 1):
+            with pytest.raises(click.BadParameter):
+                options[option].convert(str(value), None, None)
+            with pytest.raises(ValidationError):
+                part(**{field: value})
 
 
 def test_the_help_states_the_defaults_the_planner_uses():

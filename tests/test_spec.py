@@ -71,7 +71,7 @@ lora: {r: 0, target_modules: []}
     problems = "\n".join(info.value.problems)
     assert info.value.exit_code == 2
     for expected in ("dataset: required", "method: Input should be 'full', 'lora' or 'qlora'",
-                     "hyperparameters.epochs: Input should be greater than or equal to 1 (got 0)",
+                     "hyperparameters.epochs: must be at least 1 (got 0)",
                      "hyperparameters.learning_rate: Input should be greater than 0",
                      "hyperparameters.lr: unknown field; did you mean 'learning_rate'?",
                      "hyperparameters.micro_batch_size: Input should be a valid integer",

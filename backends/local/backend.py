@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ftbroker import clock
+from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
 from ftbroker.backends.local.config import CONFIG_NAME, TRAINER_PACKAGES, TrainConfig, launch_strategy
@@ -68,7 +68,8 @@ class LocalOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpus: int | None = Field(None, ge=0, le=64, description="GPUs to train on; default: every GPU found (0: CPU)")
+    gpus: int | None = Field(None, ge=0, le=bounds.BOUNDS["gpus"].high,
+                             description="GPUs to train on; default: every GPU found (0: CPU)")
     distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
         "auto", description="multi-GPU strategy; auto: DDP for LoRA/QLoRA, FSDP for full fine-tuning")
     python: str | None = Field(None, description="interpreter for the trainer (e.g. a venv with CUDA torch)")
