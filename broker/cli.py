@@ -52,16 +52,20 @@ class _Root(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-            if ctx.meta.get("ftbroker.debug"):
-                raise
             from ftbroker.errors import FtBrokerError
+            from ftbroker.redact import scrub
 
-            if isinstance(exc, FtBrokerError):
-                click.echo(f"error: {exc}", err=True)
-                ctx.exit(exc.exit_code)
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                       err=True)
-            ctx.exit(1)
+            code = exc.exit_code if isinstance(exc, FtBrokerError) else 1
+            if ctx.meta.get("ftbroker.debug"):  # the traceback, masked as every message is
+                import traceback
+
+                click.echo(scrub("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            elif isinstance(exc, FtBrokerError):
+                click.echo(scrub(f"error: {exc}"), err=True)
+            else:
+                click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                                 "traceback)"), err=True)
+            ctx.exit(code)
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})

@@ -34,7 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ftbroker import bounds
 from ftbroker.errors import FtBrokerError, SpecError
-from ftbroker.redact import looks_like_key
+from ftbroker.redact import looks_like_key, without_userinfo
 
 Method = Literal["full", "lora", "qlora"]
 
@@ -100,6 +100,7 @@ class JobSpec(_Part):
     @field_validator("backend_options")
     @classmethod
     def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        options = _without_userinfo(options)  # a URL's user:password is never stored (nor read back)
         found = _secret_paths(options, "backend_options")
         if found:
             raise ValueError(f"{', '.join(found)} {'looks' if len(found) == 1 else 'look'} like a secret; "
@@ -127,6 +128,17 @@ _SECRET_KEY_PARTS = ("apikey", "secret", "password", "passwd", "accesskey", "pri
 def _looks_secret_key(key: str) -> bool:
     squashed = re.sub(r"[^a-z0-9]", "", key.lower())
     return any(part in squashed for part in _SECRET_KEY_PARTS) or squashed.endswith("token")
+
+
+def _without_userinfo(value: Any) -> Any:
+    """``value`` with the user name and password removed from every URL in its strings."""
+    if isinstance(value, str):
+        return without_userinfo(value)
+    if isinstance(value, Mapping):
+        return {key: _without_userinfo(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_userinfo(item) for item in value]
+    return value
 
 
 def _secret_paths(value: Any, path: str) -> list[str]:
