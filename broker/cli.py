@@ -7,6 +7,7 @@ imported inside the commands so that ``ftbroker --help`` and ``ftbroker plan`` s
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -40,7 +41,7 @@ class _Root(click.Group):
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "cancel", "resume", "export",
-             "catalog")
+             "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -51,6 +52,9 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
+            _drop_stdout()
+            ctx.exit(1)
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
             from ftbroker.errors import FtBrokerError
             from ftbroker.redact import scrub
@@ -66,6 +70,16 @@ class _Root(click.Group):
                 click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
                                  "traceback)"), err=True)
             ctx.exit(code)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail on the broken pipe again (the recipe
+    of Python's signal module documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (tests capture output)
+        pass
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -293,13 +307,20 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
+    from ftbroker.errors import LedgerDamagedError
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
 
+    damaged = None
     with Broker() as broker:
-        found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        try:
+            found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        except LedgerDamagedError as exc:  # one bad row: the others are still shown, then the bad one named
+            found, damaged = exc.readable, exc
     _show(json_mode, {"jobs": [job_json(j) for j in found]},
           jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+    if damaged is not None:
+        raise damaged
 
 
 @_job_command
@@ -419,6 +440,36 @@ def export(job_id, fmt, output, json_mode):
     else:
         for artifact in artifacts:
             click.echo(f"{artifact.kind}: {artifact.uri}")
+
+
+@cli.group()
+def ledger():
+    """Look after the job ledger (FTBROKER_HOME/ledger.sqlite3)."""
+
+
+@ledger.command("rebuild")
+@_json_option
+def ledger_rebuild(json_mode):
+    """Re-create the entries of local jobs from their run folders.
+
+    For a ledger that was lost, emptied or moved aside (damaged) while FTBROKER_HOME/runs still holds the run
+    folders: each job missing from the ledger is recorded again under its own id, with the spec its trainer's
+    config.json gives, and its status, events and result read from its folder. Managed jobs (OpenAI, Together,
+    Bedrock) have no run folder and cannot be recovered this way.
+    """
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_json
+
+    with Broker(rebuilding=True) as broker:
+        restored, skipped = broker.rebuild()
+    if json_mode:
+        _print_json({"restored": [job_json(j) for j in restored], "skipped": skipped})
+    else:
+        for job in restored:
+            click.echo(f"{job.id} {job.status.value}: {job.model} ({job.method})")
+        click.echo(f"{len(restored)} job{'s' if len(restored) != 1 else ''} restored from their run folders")
+    for reason in skipped:
+        click.echo(f"skipped: {reason}", err=True)
 
 
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------

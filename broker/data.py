@@ -796,6 +796,16 @@ _SPREAD = (
 )
 
 
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why a file's name cannot be kept in the job ledger or a JSON report (both UTF-8 text), if it cannot."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return f"{shown}: the file name is not valid UTF-8 (the ledger and JSON reports hold UTF-8 text): rename it"
+    return None
+
+
 def _file_problem(path: Path) -> str | None:
     """What makes the whole file unreadable as JSONL, if anything."""
     try:

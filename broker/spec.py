@@ -39,7 +39,7 @@ from ftbroker.redact import looks_like_key, without_userinfo
 Method = Literal["full", "lora", "qlora"]
 
 
-def _Bounded(name: str):  # noqa: N802 - used as a type
+def _Bounded(name: str):  # a type, named as one
     """An optional integer held to its plausibility bound (ftbroker.bounds), which says why when refused."""
     return Annotated[int | None, AfterValidator(bounds.validator(name))]
 
@@ -177,7 +177,7 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     base = Path(config).resolve().parent if config is not None else Path.cwd()
     for key in _PATH_FIELDS:
         if isinstance(raw.get(key), str):
-            raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
+            raw[key] = _absolute(raw[key], base)
     if isinstance(raw.get("model"), str):
         raw["model"] = _local_model(raw["model"], base)
     from_flags: dict[str, str] = {}
@@ -185,7 +185,7 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
         if value is None:
             continue
         if path in _PATH_FIELDS and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())
+            value = _absolute(value, Path.cwd())
         elif path == "model" and isinstance(value, str):
             value = _local_model(value, Path.cwd())
         _set_dotted(raw, path, value)
@@ -199,6 +199,16 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     if problems:
         raise SpecError(problems, source)
     return spec
+
+
+def _absolute(path: str, base: Path) -> str:
+    """``path`` made absolute from ``base``, its links resolved where they resolve (a loop is reported by
+    ``_check_files``)."""
+    absolute = base / Path(path).expanduser()
+    try:
+        return str(absolute.resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+        return str(absolute.absolute())
 
 
 def _local_model(model: str, base: Path) -> str:
@@ -274,7 +284,7 @@ def load_yaml(text: str) -> Any:
                                                   event.start_mark)
             return super().compose_node(parent, index)
 
-    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader
+    return yaml.load(text, Loader=NoAliases)  # a SafeLoader
 
 
 def _syntax_problem(path: Path, exc: Exception) -> str:
@@ -352,11 +362,25 @@ def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
 
 
 def _check_files(spec: JobSpec) -> list[str]:
+    from ftbroker.data import name_problem
+
     problems = []
     for key in _PATH_FIELDS:
         value = getattr(spec, key)
-        if value is not None and not Path(value).is_file():
-            problems.append(f"{key}: no such file: {value}")
+        if value is None:
+            continue
+        unnamed = name_problem(value)
+        if unnamed:
+            problems.append(f"{key}: {unnamed}")
+            continue
+        try:
+            regular = stat.S_ISREG(os.stat(value).st_mode)
+        except OSError as exc:
+            why = "a loop of symbolic links" if exc.errno == errno.ELOOP else "no such file"
+            problems.append(f"{key}: {why}: {value}")
+            continue
+        if not regular:
+            problems.append(f"{key}: not a regular file: {value}")
     return problems
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
-from ftbroker.backends.local.config import CONFIG_NAME, TRAINER_PACKAGES, TrainConfig, launch_strategy
+from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
 from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -109,7 +110,7 @@ class LocalBackend:
 
     def __init__(self, options: LocalOptions, *, home: Path):
         self.options = options
-        self.runs = home / "runs"
+        self.runs = home / RUNS_DIR
         self._validation_stats: dict[str, Any] = {}  # spec -> its validation file's TokenStats (validate, for quote)
 
     # --- before submission ---
@@ -570,6 +571,38 @@ def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     return {"pid": str(pid), "pid_started": started, **_run_handles(run_dir), "cancel_requested": ""}
+
+
+def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
+    """What a run folder tells of its job, for ``ftbroker ledger rebuild``: the spec, rebuilt from the trainer's
+    config.json (its model is the one the trainer loads: a catalog name's repo), and the handles of its trainer
+    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job."""
+    from pydantic import ValidationError
+
+    from ftbroker.backends.local.config import load_config
+
+    config = load_config(run_dir / CONFIG_NAME)
+    hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
+             "micro_batch_size": config.micro_batch_size,
+             "gradient_accumulation_steps": config.gradient_accumulation_steps,
+             "max_seq_len": config.max_seq_length, "packing": config.packing,
+             "gradient_checkpointing": config.gradient_checkpointing, "seed": config.seed,
+             "early_stopping_patience": config.early_stopping_patience}
+    lora = {"r": config.lora.r, "alpha": math.ceil(config.lora.alpha), "dropout": config.lora.dropout,
+            "target_modules": config.lora.target_modules}
+    try:
+        spec = JobSpec(dataset=config.dataset, validation=config.validation_dataset, model=config.model,
+                       method=config.method, backend="local", hyperparameters=hyper, lora=lora,
+                       backend_options={"merge": True} if config.merge else {})
+    except ValidationError as exc:
+        raise InputError(f"{run_dir / CONFIG_NAME} does not make a job spec: {exc}") from None
+    if _launched_trainer(run_dir) is not None:
+        return spec, _launched_trainer(run_dir)
+    try:  # the trainer has ended; its pid only tells that it was launched
+        pid = str(int((run_dir / "trainer.pid").read_text()))
+    except (OSError, ValueError):
+        return spec, None
+    return spec, {"pid": pid, "pid_started": "", **_run_handles(run_dir), "cancel_requested": ""}
 
 
 def _run_handles(run_dir: Path) -> dict[str, str]:
