@@ -127,9 +127,7 @@ _RUN_FIELDS = {
 
 
 def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def _print_json(data) -> None:
@@ -143,9 +141,7 @@ def _show(json_mode: bool, data, view) -> None:
     if json_mode:
         _print_json(data)
     else:
-        from rich.console import Console
-
-        Console().print(view)
+        _console().print(view)
 
 
 def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
@@ -346,12 +342,10 @@ def logs(job_id, follow, json_mode):
     """
     import json as jsonlib
 
-    from rich.console import Console
-
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import event_json, event_line
 
-    console = Console(highlight=False)
+    console = _console()
 
     with Broker() as broker:
         try:
@@ -528,11 +522,10 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
 
 def _print_estimate(result) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     data = result.to_json()
-    console = Console()
+    console = _console()
     console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("term")
@@ -671,10 +664,18 @@ def catalog_validate(file):
         click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
 
 
-def _console():
+_WHOLE_LINES = 1_000_000  # "columns" of a pipe or a file: nothing is ever cut to fit
+
+
+def _console(*, stderr: bool = False):
+    """A console for people: fitted to the terminal's width; into a pipe or a file (grep, scripts, a log), whole
+    lines, with no name cut and no column left out, unless COLUMNS asks for a width (rich's rule)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = _WHOLE_LINES
+    return console
 
 
 # --- validate: one dataset file against every provider's rules ---------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 from ftbroker import clock
 from ftbroker.errors import InputError, JobNotFoundError, LedgerDamagedError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.private import FOLDER_MODE, narrow, private_file
 from ftbroker.redact import scrub
 from ftbroker.spec import JobSpec
 
@@ -146,10 +147,13 @@ class Ledger:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            for path in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
+                narrow(path)  # SQLite makes its -wal and -shm files with the ledger's own permissions
+            private_file(self.path)
         except OSError as exc:
-            raise LedgerError(f"cannot make the folder of the job ledger, {self.path.parent}: "
-                              f"{exc.strerror or exc} (FTBROKER_HOME must name a folder)") from exc
+            raise LedgerError(f"cannot make the job ledger {self.path}: {exc.strerror or exc} "
+                              "(FTBROKER_HOME must name a folder)") from exc
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._db.row_factory = sqlite3.Row

@@ -413,3 +413,15 @@ def test_the_readme_shows_a_real_plan_of_the_example(monkeypatch):
     block = readme[start:readme.index("```", start)].splitlines()
     out = CliRunner(env={"COLUMNS": "100"}).invoke(cli, block[0].split()[2:], catch_exceptions=False).stdout
     assert [line.rstrip() for line in block[1:]] == [line.rstrip() for line in out.splitlines()], out
+
+
+def test_into_a_pipe_every_name_and_column_is_printed_whole():
+    """Not a terminal and no COLUMNS: nothing is cut to 80 columns (grep and scripts read whole names)."""
+    args = [str(CHATS), "--model", "Llama-3.1-8B", "--gpu", "RTX-4090"]
+    piped = CliRunner(env={"COLUMNS": None, clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert piped.exit_code == 0, piped.stderr
+    assert "…" not in piped.stdout.replace("2022-11-01 … 2026-11-28", "") and "Cut to fit" not in piped.stdout
+    assert "gpu-b200-sxm-a_8gpu-160vcpu-1792gb" in piped.stdout  # a long instance name, whole
+    assert "$/h" in piped.stdout and max(map(len, piped.stdout.splitlines())) > 120
+    narrow = CliRunner(env={"COLUMNS": "80", clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert "Cut to fit 80 columns" in narrow.stdout  # a width asked for is still honoured

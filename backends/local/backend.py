@@ -42,21 +42,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
+from ftbroker.backends.local import noise
 from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
-from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
+from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
+                                             write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
 
 TRAINER_MODULE = "ftbroker.backends.local.train"
+EXPORT_LOG = "export.log"  # in the run folder: what the libraries say while a model is merged and written
 _LOG_TAIL_LINES = 5
 
 # The detacher: starts the trainer in a new session with its output in trainer.log, notes its pid in trainer.pid
 # (found again if the CLI dies before the ledger has it), prints the pid and exits, so the trainer is nobody's
 # child here (no zombie, no wait) and outlives the CLI.
 _DETACH = (
-    "import subprocess, sys\n"
+    "import os, subprocess, sys\n"
+    "os.umask(0o077)\n"  # private by default: the trainer's files are 0600, its folders 0700 (ftbroker.private)
     "log = open('trainer.log', 'ab')\n"
+    "os.fchmod(log.fileno(), 0o600)\n"  # a log an earlier version left readable
     "proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
     " start_new_session=True)\n"
     "open('trainer.pid', 'w').write(str(proc.pid))\n"
@@ -176,10 +182,11 @@ class LocalBackend:
             return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
         from ftbroker.pricing.catalog import load_catalog
 
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.runs)
+        private_folder(run_dir)
         config = train_config(job.spec, self.options, job_id=job.id,
                               base_model=trainer_model(job.spec.model, load_catalog()))
-        (run_dir / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
+        write_atomic(run_dir / CONFIG_NAME, config.model_dump_json(indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
         resume = any((run_dir / CHECKPOINTS_DIR).glob("*"))
         return self._launch(job, run_dir, tracker, resume=resume)
@@ -216,8 +223,8 @@ class LocalBackend:
         config = run_dir / "accelerate.yaml"
         import yaml
 
-        config.write_text(yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
-                                                           self.options.distributed), sort_keys=False))
+        write_atomic(config, yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
+                                                               self.options.distributed), sort_keys=False))
         return [python, "-m", "accelerate.commands.launch", "--config_file", str(config),
                 *(script or ["-m", TRAINER_MODULE]), *tail]
 
@@ -229,7 +236,7 @@ class LocalBackend:
         if not (run_dir / CONFIG_NAME).is_file():
             raise JobError(f"job {job.id} has no run folder at {run_dir} (deleted, or FTBROKER_HOME has moved); "
                            f"it cannot be {purpose}")
-        return run_dir
+        return private_folder(run_dir)  # one an earlier version left readable
 
     def _use_gpus(self, found: Sequence[Gpu]) -> list[Gpu]:
         wanted = self.options.gpus
@@ -303,17 +310,16 @@ class LocalBackend:
                 importlib.import_module(package)
             except ImportError as exc:
                 raise ExtraNotInstalledError(package, "local", "exporting a local job's model") from exc
+        if fmt not in ("merged", "ollama"):
+            raise InputError(f"unknown export format {fmt!r}: ollama or merged")
+        with noise.kept_in(private_file(run_dir / EXPORT_LOG)):  # the terminal keeps ftbroker's messages only
+            written = export.export_merged(run_dir, dest) if fmt == "merged" else export.export_ollama(run_dir, dest)
         if fmt == "merged":
-            folder = export.export_merged(run_dir, dest)
-            return [Artifact(kind="merged_model", uri=str(folder), description="merged Hugging Face folder")]
-        if fmt == "ollama":
-            modelfile = export.export_ollama(run_dir, dest)
-            merged = Path(dest) / "model"
-            return ([Artifact(kind="merged_model", uri=str(merged), description="merged model for Ollama")]
-                    if merged.is_dir() else []) + [
-                Artifact(kind="file", uri=str(modelfile),
-                         description=f"Ollama Modelfile: ollama create NAME -f {modelfile}")]
-        raise InputError(f"unknown export format {fmt!r}: ollama or merged")
+            return [Artifact(kind="merged_model", uri=str(written), description="merged Hugging Face folder")]
+        merged = Path(dest) / "model"
+        return ([Artifact(kind="merged_model", uri=str(merged), description="merged model for Ollama")]
+                if merged.is_dir() else []) + [
+            Artifact(kind="file", uri=str(written), description=f"Ollama Modelfile: ollama create NAME -f {written}")]
 
 
 # --- the run folder's files -----------------------------------------------------------------------------------
