@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR
 from ftbroker.backends.base import (GPU_ENV, Backend, Environment, Exportable, Quote, Resumable, Submission, Update,
                                     Verdict, create_backend, detect_gpus)
+from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
                              ExtraNotInstalledError, FtBrokerError, InputError, JobError, NotConfirmedError,
                              JobNotFoundError, LedgerDamagedError, RouteUnavailableError, SpecError)
