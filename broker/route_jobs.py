@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ftbroker.errors import DoesNotFitError, InputError, RouteUnavailableError
+from ftbroker.private import private_folder
 
 LAST_PLAN = "last-plan.json"
 
 
 def save_last_plan(doc: Mapping[str, Any], home: Path) -> Path:
-    """Keep ``doc`` (a plan's JSON) as the last plan, replacing the one before at once (never half written)."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / LAST_PLAN
-    partial = home / f".{LAST_PLAN}.{os.getpid()}"
-    partial.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-    partial.replace(path)
-    return path
+    """Keep ``doc`` (a plan's JSON) as the last plan, private to the user (it names their files and quotes their
+    data's problems), replacing the one before at once: never half written."""
+    private_folder(home)
+    fd, partial = tempfile.mkstemp(dir=home, prefix=f".{LAST_PLAN}.")  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, ensure_ascii=False)
+        os.replace(partial, home / LAST_PLAN)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return home / LAST_PLAN
 
 
 def load_plan(source: str | os.PathLike | None, home: Path) -> tuple[dict[str, Any], str]:

@@ -5,6 +5,7 @@ would pick another route refused with the reason, and nothing recorded."""
 from __future__ import annotations
 
 import json
+import stat
 from decimal import Decimal
 
 import pytest
@@ -47,6 +48,7 @@ def data(tmp_path):
 def test_the_last_plan_is_kept_as_printed(data):
     doc = plan(data, "--model", "Llama-3.2-1B", "--gpu", "L4")
     assert load_plan(None, default_home())[0] == doc
+    assert stat.S_IMODE((default_home() / "last-plan.json").stat().st_mode) == 0o600  # it names the user's files
     assert doc["files"]["dataset"]["path"] == str(data) and doc["files"]["dataset"]["size_bytes"] == \
         data.stat().st_size
     assert [r["number"] for r in doc["routes"]] == list(range(1, len(doc["routes"]) + 1))
