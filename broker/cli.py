@@ -236,6 +236,11 @@ def _job_command(f):
 
 @cli.command()
 @click.argument("data", required=False)
+@click.option("--route", "route_number", type=click.IntRange(min=1), metavar="N",
+              help="Run route N of the last plan (`ftbroker plan` keeps the plan it prints) or of --from-plan: its "
+                   "dataset, backend, model, method, settings and backend options; other flags override them.")
+@click.option("--from-plan", metavar="PLAN.json", help="The plan --route takes route N from: a file written by "
+              "`ftbroker plan DATA --json > PLAN.json` (default: the last plan).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
 @click.option("--backend", metavar="NAME", help="Where to train: local, openai, together, bedrock, or a plug-in "
               "(default: local).")
@@ -270,27 +275,61 @@ def _job_command(f):
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
 @_json_option
-def run(data, config, options, yes, detach, force, json_mode, **params):
+def run(data, route_number, from_plan, config, options, yes, detach, force, json_mode, **params):
     """Train a model on DATA through one backend, and follow the job.
 
     Checks the data, prices the job (the quote goes to stderr), refuses (exit 3) what does not fit the GPU (unless
     --force) or would cost more than --max-cost, asks for confirmation (unless --yes), records the job in the
     ledger, starts it and follows it; Ctrl-C stops following, never the job. Flags override the --config file.
 
+    --route N runs route N of a plan as the plan priced it. The route fixes the dataset, the backend, the method and
+    the GPU (DATA, --config, --backend, --method, --validation and --gpu are refused beside it: pick another route,
+    or plan again); any other flag overrides what the route sets (--model, --epochs, --micro-batch, --option ...),
+    and the job is then quoted as it will run. A route no backend runs yet, one that is out or closed, and a
+    dataset changed since the plan are refused with the reason.
+
     \b
     Examples:
       ftbroker run data.jsonl --model Llama-3.1-8B --method qlora --gpu RTX-4090
       ftbroker run --config examples/jobs/local-qlora.yaml --epochs 1 --yes --detach
+      ftbroker plan data.jsonl --model Llama-3.1-8B && ftbroker run --route 6
+      ftbroker run --from-plan plan.json --route 6 --max-cost 5
     """
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
 
     overrides, problems = _run_overrides(data, params, options)
-    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
-                     problems=problems)
+    flag_names = {path: flag for path, flag in _RUN_FIELDS.values()}
+    if route_number is not None or from_plan is not None:
+        overrides, flag_names = _route_overrides(route_number, from_plan, data, config, params, overrides, flag_names)
+    spec = load_spec(config, overrides, flag_names=flag_names, problems=problems)
     with Broker() as broker:
         job = broker.submit(spec, confirm=_confirm(ask_user=not yes), force=force)
         _finish(broker, job, detach=detach, json_mode=json_mode)
+
+
+# What a plan's route fixes: the flags that would choose another route are refused beside --route.
+_ROUTE_FIXES = {"data": "DATA", "config": "--config", "backend": "--backend", "method": "--method",
+                "validation": "--validation", "gpu": "--gpu"}
+
+
+def _route_overrides(number, from_plan, data, config, params, overrides, flag_names):
+    """The JobSpec fields of the plan's route ``number``, then run's own flags over them (see ``run``)."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import load_plan, route_fields
+
+    if number is None:
+        raise click.UsageError("--from-plan needs --route N: the number of the route to run, as the plan shows it")
+    given = {"data": data, "config": config, **params}
+    clash = [flag for name, flag in _ROUTE_FIXES.items() if given.get(name) is not None]
+    if clash:
+        raise click.UsageError(f"--route runs the plan's dataset on the route's backend, method and GPU: "
+                               f"{', '.join(clash)} cannot be given with it (pick another route, or plan again)")
+    doc, where = load_plan(from_plan, default_home())
+    fields, route = route_fields(doc, number, where)
+    click.echo(f"route #{number} of {where}: {route['id']}", err=True)
+    flags = {path: value for path, value in overrides.items() if value is not None}
+    return {**fields, **flags}, {**flag_names, **{p: f"--route {number}" for p in fields if p not in flags}}
 
 
 @cli.command()
@@ -583,13 +622,15 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     """Price every route: managed APIs, your GPU and cloud GPUs.
 
     Reads DATA (JSONL) once, counts its tokens the way each route bills or trains them, and lists the routes side
-    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Exit status 2 when
-    the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan unless no example could
-    be read at all.
+    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Each route has a
+    number, the same in every view: `ftbroker run --route N` runs route N of the last plan (kept in FTBROKER_HOME),
+    as it was priced. Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints
+    the plan unless no example could be read at all.
 
     \b
     Example:
       ftbroker plan examples/data/support_chats.jsonl --model Llama-3.1-8B --gpu RTX-4090
+      ftbroker run --route 6
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
@@ -605,14 +646,28 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
         raise DatasetError(errors)
     from ftbroker import render
 
+    doc = result.to_json()
+    _keep_plan(doc)
     if as_json:
-        click.echo(render.to_json_text(result.to_json()))
+        click.echo(render.to_json_text(doc))
     elif as_csv:
         click.echo(render.plan_csv(result), nl=False)
     else:
         render.print_plan(result, _console(), all_routes=all_instances, verbose=verbose)
     if errors:
         raise DatasetError(errors)
+
+
+def _keep_plan(doc) -> None:
+    """The plan as the last plan (``ftbroker run --route N`` runs its routes); a home that cannot be written to
+    costs only that, said on stderr."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import save_last_plan
+
+    try:
+        save_last_plan(doc, default_home())
+    except OSError as exc:
+        click.echo(f"warning: the plan was not kept for `ftbroker run --route` ({exc})", err=True)
 
 
 @cli.group()

@@ -16,10 +16,11 @@ from pathlib import Path
 import ftbroker
 import pytest
 from click.testing import CliRunner
-from ftbroker import clock, planner, planning
+from ftbroker import clock
 from ftbroker.backends.base import Gpu, parse_nvidia_smi
 from ftbroker.cli import cli
 from ftbroker.backends.local.config import TrainConfig
+from ftbroker.backends.gpu_routes import DEFAULT_GPU_MODELS
 from ftbroker.planning import find_local_gpus
 from ftbroker.pricing.catalog import load_catalog
 
@@ -146,10 +147,10 @@ def test_every_gpu_route_is_consistent(example):
             continue
         low, high = b["cost_usd"]["low"], b["cost_usd"]["high"]
         assert low <= r["cost_usd"] <= high
-        if r["pricing"] == "on-demand":
+        if r["market"] == "on-demand":
             assert r["cost_usd"] == pytest.approx(b["hours"]["expected"] * float(b["usd_per_hour"]), rel=0.01,
                                                   abs=2e-4)
-        if r["pricing"] == "spot":
+        if r["market"] == "spot":
             assert r["hours"] >= b["hours"]["expected"]
     assert example["cheapest"] == min((r for r in example["routes"] if r["feasible"] and r["cost_usd"] is not None),
                                       key=lambda r: r["cost_usd"])["id"]
@@ -189,7 +190,7 @@ def test_all_lists_every_instance(example):
     every = plan_json(CHATS, "--model", "Llama-3.1-8B", "--method", "qlora", "--all")
     cheapest = plan_json(CHATS, "--model", "Llama-3.1-8B", "--method", "qlora")
     cloud = [r for r in every["routes"] if r["kind"] == "cloud"]
-    assert len({r["instance"] for r in cloud}) == len({(r["backend"], r["instance"]) for r in cloud}) > 150
+    assert len({r["instance_type"] for r in cloud}) == len({(r["cloud"], r["instance_type"]) for r in cloud}) > 150
     assert len(cloud) > len([r for r in cheapest["routes"] if r["kind"] == "cloud"])
     assert every["options"]["all_instances"] and "every instance" in every["notes"][2]
 
@@ -198,11 +199,16 @@ def test_plan_csv_has_one_row_per_route():
     result = run("plan", CHATS, "--csv", "--model", "gpt-4o-mini", "--model", "Llama-3.1-8B", "--method", "lora")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {"openai", "together", "fireworks", "bedrock", "aws", "gcp"} <= {r["backend"] for r in rows}
+    assert {"openai", "together", "bedrock", ""} == {r["backend"] for r in rows if r["kind"] == "managed"}
+    assert {"openai", "together", "fireworks", "bedrock"} <= {r["provider"] for r in rows}
+    assert {"aws", "gcp"} <= {r["cloud"] for r in rows}
     mini = next(r for r in rows if r["model"] == "gpt-4o-mini-2024-07-18")
     assert (mini["feasible"], mini["stale"], mini["price_as_of"]) == ("true", "true", "2025-07-01")
-    spot = next(r for r in rows if r["pricing"] == "spot")
-    assert spot["instance"] and spot["gpu"] and float(spot["vram_gib"]) > 0
+    spot = next(r for r in rows if r["market"] == "spot")
+    assert mini["runnable"] == "true" and int(mini["number"]) < int(spot["number"])  # managed routes first
+    assert spot["instance_type"] and spot["gpu"] and float(spot["vram_gib"]) > 0 and spot["region"]
+    assert spot["runnable"] == "false" and spot["not_runnable"].startswith(f"no ftbroker backend rents {spot['cloud']}")
+    assert [int(r["number"]) for r in rows] == list(range(1, len(rows) + 1))
 
 
 def test_preference_data_plans_dpo_offers_and_says_why_no_gpu_route():
@@ -271,7 +277,7 @@ def test_local_model_folder_plans_its_own_architecture(tmp_path):
         "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
         "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768}))
     doc = plan_json(CHATS, "--model", folder, "--method", "lora", "--gpu", "L40S")
-    managed = {r["backend"] for r in doc["routes"] if r["kind"] == "managed"}
+    managed = {r["provider"] for r in doc["routes"] if r["kind"] == "managed"}
     assert managed == {"together", "fireworks"}  # the size tiers its 7.6B parameters fall in
     local = next(r for r in doc["routes"] if r["kind"] == "local")
     assert local["model"] == "my-model" and local["breakdown"]["tokenizer"].startswith("estimate (qwen2 family")
@@ -346,7 +352,7 @@ def test_plan_takes_the_values_run_takes():
 
 def test_the_help_states_the_defaults_the_planner_uses():
     text = " ".join(run("plan", "--help").stdout.split())
-    assert f"GPU routes for {' and '.join(planner.DEFAULT_GPU_MODELS)}" in text
+    assert f"GPU routes for {' and '.join(DEFAULT_GPU_MODELS)}" in text
     assert f"{TRAINER.epochs} on GPUs" in text and f"default {TRAINER.max_seq_length})" in text
 
 

@@ -114,6 +114,26 @@ class LocalBackend:
     )
     Options = LocalOptions
 
+    # --- its routes in a plan (ftbroker.routes.RouteSource): the user's GPU ---
+
+    @classmethod
+    def token_needs(cls, catalog: Any, options: Any) -> list[Any]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.token_needs(catalog, options)
+
+    @classmethod
+    def routes(cls, context: Any) -> list[Any]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.local_routes(context)
+
+    @classmethod
+    def plan_notes(cls, context: Any) -> list[str]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.gpu_notes(context, local=True)
+
     def __init__(self, options: LocalOptions, *, home: Path):
         self.options = options
         self.runs = home / RUNS_DIR
@@ -123,11 +143,11 @@ class LocalBackend:
 
     def validate(self, spec: JobSpec):
         """Check the dataset (and the validation set), counted with the tokenizer ``ftbroker plan`` counts the
-        model's tokens with (``planner.model_tokenizer``: its local folder, else its cached or estimated hub
+        model's tokens with (``routes.model_tokenizer``: its local folder, else its cached or estimated hub
         tokenizer), so the quote and the plan read the same lengths."""
         from ftbroker import data, tokens
-        from ftbroker.planner import PlanOptions, model_tokenizer
         from ftbroker.pricing.catalog import load_catalog
+        from ftbroker.routes import PlanOptions, model_tokenizer
 
         catalog = load_catalog()
         trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
