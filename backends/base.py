@@ -19,7 +19,9 @@ file) it reports through ``tracker.remember(...)`` at once, so a crash between t
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
 ``capabilities.unsupported``. Two more are optional hooks: ``Credentialed`` (credentials checked before the job is
-recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect).
+recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect). A backend
+whose routes a plan lists also has the three classmethods of ``ftbroker.routes.RouteSource`` (``token_needs``,
+``routes``, ``plan_notes``) and claims its catalog rows in ``capabilities.providers`` / ``capabilities.clouds``.
 
 Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
 (``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
@@ -27,7 +29,7 @@ acts on a job outside those calls (a deployment for evaluation, a teardown) does
 
 Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends``
 for a third-party package), its catalog rows, and one parameter of the contract suite in
-``tests/test_backend_contract.py``.
+``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class Capabilities:
     managed: bool = False  # a provider runs (and bills) it; False: this machine
     poll_interval_s: float = 10.0  # how often following polls when the backend gives no hint
     requires: Mapping[str, str] = field(default_factory=dict)  # import name -> the pip extra that installs it
+    # The catalog rows whose routes this backend runs: the managed offers of these providers, the instances of these
+    # clouds. A plan still prices the rows no backend claims, marked not runnable.
+    providers: frozenset[str] = frozenset()
+    clouds: frozenset[str] = frozenset()
 
     def missing_package(self) -> tuple[str, str] | None:
         """(package, extra) of the first required package that is not installed; None when all are."""
