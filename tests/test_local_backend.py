@@ -280,3 +280,24 @@ def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
     assert update.status is JobStatus.SUCCEEDED
     assert update.progress.model_dump(exclude_none=True) == {"step": 5, "total_steps": 5, "loss": 2.0,
                                                              "tokens_per_s": 1759.0}
+
+
+def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(broker, tmp_path, monkeypatch):
+    from ftbroker.backends.local import backend as local, runlock
+
+    job = broker.submit(local_spec(tmp_path))
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED
+    # A trainer killed a moment ago: its pid is gone (a zombie) while its last threads, ending, still hold the lock
+    ending = runlock.take(broker.home / "runs" / job.id)
+    attempts = []
+    detach = local._detach
+
+    def launch(command, run_dir):
+        attempts.append(run_dir)
+        if len(attempts) == 3:
+            os.close(ending)  # they have ended
+        return detach(command, run_dir)
+
+    monkeypatch.setattr(local, "_detach", launch)
+    resumed = broker.resume(job.id)
+    assert resumed.status is JobStatus.RUNNING and resumed.remote["pid"] != job.remote["pid"] and len(attempts) == 3

@@ -80,7 +80,9 @@ _DETACH = (
     "runlock.note(lock, proc.pid)\n"
     "print(proc.pid)\n"
 )
-_HOLDER_WAIT_S = 10.0  # how long a refused launch waits for the trainer holding the lock to note its pid
+# How long a launch waits while the run folder is held by no trainer it can name: one that has just taken the lock
+# and not yet noted its pid, or the threads of a trainer killed a moment ago, still ending (its pid already a zombie).
+_HELD_WAIT_S = 60.0
 
 
 class LocalOptions(BaseModel):
@@ -238,19 +240,18 @@ class LocalBackend:
 
     def _launch(self, job: Job, run_dir: Path, tracker: Tracker, *, resume: bool) -> Submission:
         command = self.command(job.spec, run_dir, resume=resume, gpu_count=len(self._use_gpus(detect_gpus())))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        try:
-            out = subprocess.run([sys.executable, "-c", _DETACH, *command], cwd=run_dir, env=env,
-                                 capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-            pid = None if out == "busy" else int(out)
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
-        if pid is None:  # a trainer holds the run folder already (started by hand, or by another launch)
-            holder = _wait_for_holder(run_dir)
-            tracker.remember(**holder)
-            if resume:
-                raise JobError(f"job {job.id} is still running: a trainer (pid {holder['pid']}) holds {run_dir}")
-            return Submission(remote=holder, status=JobStatus.RUNNING, reused=True)
+        deadline = time.monotonic() + _HELD_WAIT_S
+        while (pid := _detach(command, run_dir)) is None:  # the run folder is held
+            holder = _trainer_noted(run_dir)
+            if holder is not None:  # a trainer runs there already (started by hand, or by another launch)
+                tracker.remember(**holder)
+                if resume:
+                    raise JobError(f"job {job.id} is still running: a trainer (pid {holder['pid']}) holds {run_dir}")
+                return Submission(remote=holder, status=JobStatus.RUNNING, reused=True)
+            if time.monotonic() > deadline:
+                raise JobError(f"{run_dir} is still held (the lock on its {runlock.PID_NAME}) by a process that is not "
+                               "its trainer, e.g. the last trainer's, still ending; try again in a moment")
+            time.sleep(0.1)  # a trainer that took it has yet to note its pid, or the last one's threads are ending
         remote = {"pid": str(pid), "pid_started": _start_time(pid), **_run_handles(run_dir), "cancel_requested": ""}
         tracker.remember(**remote)
         tracker.event(f"trainer started (pid {pid}){' from the last checkpoint' if resume else ''}",
@@ -638,15 +639,16 @@ def _trainer_noted(run_dir: Path, *, ended_too: bool = False) -> dict[str, str] 
     return handles if ended_too else None
 
 
-def _wait_for_holder(run_dir: Path) -> dict[str, str]:
-    """The trainer holding the run folder's lock, once it has noted its pid (a moment after it took the lock)."""
-    deadline = time.monotonic() + _HOLDER_WAIT_S
-    while (holder := _trainer_noted(run_dir)) is None:
-        if time.monotonic() > deadline:
-            raise JobError(f"a process holds the lock of {run_dir / runlock.PID_NAME} but is not the trainer it "
-                           "names; stop it, or wait for it to end")
-        time.sleep(0.01)
-    return holder
+def _detach(command: list[str], run_dir: Path) -> int | None:
+    """Start ``command`` detached in ``run_dir`` holding the folder's lock (``_DETACH``): its pid, None when the
+    folder is held."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        out = subprocess.run([sys.executable, "-c", _DETACH, *command], cwd=run_dir, env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        return None if out == "busy" else int(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
 
 
 def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
