@@ -283,7 +283,8 @@ def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
 
 
 def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(broker, tmp_path, monkeypatch):
-    from ftbroker.backends.local import backend as local, runlock
+    from ftbroker.backends.local import backend as local
+    from ftbroker.backends.local import runlock
 
     job = broker.submit(local_spec(tmp_path))
     assert broker.cancel(job.id).status is JobStatus.CANCELLED
