@@ -156,6 +156,7 @@ class GpuSpec:
     as_of: date
     aliases: tuple[str, ...] = ()
     note: str = ""
+    interconnect_gbps: float | None = None  # GPU-to-GPU, GB/s in one direction (NVLink; else the PCIe slot)
 
 
 @dataclass(frozen=True)
@@ -706,6 +707,7 @@ _GPU_FIELDS = {
     "bf16_tflops": _F("float", lo=1, hi=20000), "fp16_tflops": _F("float", lo=1, hi=20000),
     "bandwidth_gbps": _F("float", required=True, lo=50, hi=50000), "tdp_w": _F("float", lo=10, hi=3000),
     "supports_bf16": _F("bool", required=True), "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
+    "interconnect_gbps": _F("float", lo=1, hi=20000),
 }
 _INSTANCE_FIELDS = {
     "cloud": _F("str", required=True), "instance_type": _F("str", required=True), "gpu": _F("str", required=True),

@@ -30,6 +30,11 @@ PRECISIONS: dict[str, tuple[int, int, int]] = {
     "mixed": (2, 2, 4),
 }
 
+# NF4 (QLoRA paper, arXiv 2305.14314 sec. 3): 4-bit codes + one fp32 absmax per 64 weights (0.5 bit), or with
+# double quantization fp8 absmax per 64 + one fp32 constant per 256 blocks (8/64 + 32/(64*256) = 0.127 bit).
+NF4_BYTES = (4 + 32 / 64) / 8
+NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+
 SHARDINGS = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
 CPU_OFFLOADS = ("none", "optimizer", "params")
 ATTENTIONS = ("sdpa", "eager")
