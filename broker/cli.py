@@ -580,7 +580,7 @@ def catalog():
 def catalog_show(kind, catalog_files, as_json):
     """Show the catalog rows in force, their sources and age.
 
-    Prices older than 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
+    Prices not checked against their source for 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
     """
     from ftbroker import clock, render
     from ftbroker.pricing.catalog import load_catalog
@@ -609,7 +609,8 @@ def catalog_validate(file):
                f"offers, {len(cat.models)} models in force (catalog {cat.version})")
     stale = cat.stale_rows(clock.today())
     if stale:
-        click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
+        click.echo(f"warning: {len(stale)} priced row(s) not checked against their source for 90 days (ftbroker "
+                   "catalog show; ftbroker catalog update refreshes the cloud prices)", err=True)
 
 
 def _console():

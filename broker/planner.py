@@ -386,7 +386,7 @@ def _managed_route(c: _Candidate, inputs: PlanInputs) -> Route:
         kind="managed", backend=offer.backend, model=c.model, method=offer.method, objective=offer.objective,
         feasible=not reason, reason=reason, cost_usd=cost, billed_tokens=billed, epochs=epochs,
         breakdown=breakdown, price_source=offer.source, price_as_of=offer.as_of,
-        stale=is_stale(offer.as_of, inputs.today), notes=tuple(notes),
+        stale=is_stale(offer, inputs.today), notes=tuple(notes),
         provider_model=offer.model if offer.model != c.model else "", price_known=offer.price_known,
     )
 
@@ -662,7 +662,7 @@ def _cloud_routes(job: _GpuJob, run: _GpuRun, inst: CloudInstance, today: date) 
         routes.append(_gpu_route("cloud", inst.cloud, job, run, cost, notes,
                                  {"usd_per_hour": price, "region": region}, instance=inst.instance_type,
                                  pricing=pricing, price_source=inst.source, price_as_of=inst.as_of,
-                                 stale=is_stale(inst.as_of, today)))
+                                 stale=is_stale(inst, today)))
     return routes
 
 

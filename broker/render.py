@@ -248,7 +248,7 @@ def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbos
     _print_notes(sections, out)
     cat = plan.catalog
     sources.print(out, "Price sources",
-                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = older than 90 days)")
+                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = not checked against its source for 90 days)")
     out.footer("--all: every route and instance type · -v: every note, in full · --json, --csv: every figure.")
 
 
@@ -574,7 +574,7 @@ def _row_json(row: Any, today: date, priced: bool) -> dict[str, Any]:
     if hasattr(row, "params"):
         doc["params"] = row.params
     doc["age_days"] = (today - row.as_of).days
-    doc["stale"] = priced and is_stale(row.as_of, today)
+    doc["stale"] = priced and is_stale(row, today)
     return doc
 
 
@@ -591,13 +591,13 @@ def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Cons
         out.title(title)
         out.table(columns, rows)
         out.console.print()
-    sources.print(out, "Sources", " (! = a price older than 90 days)")
+    sources.print(out, "Sources", " (! = a price not checked against its source for 90 days)")
     stale = cat.stale_rows(today)
     if stale:
-        worst = min(stale, key=lambda r: r.as_of)
-        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) are older than 90 days (marked !; "
-                          f"oldest {worst.as_of}). Prices change: check them, and put newer ones in an override "
-                          "file.", highlight=False)
+        worst = min(stale, key=lambda r: r.verified or r.as_of)
+        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) not checked against their source "
+                          f"for 90 days (marked !; oldest {worst.verified or worst.as_of}). Prices change: ftbroker "
+                          "catalog update refreshes the cloud prices; put others in an override file.", highlight=False)
     out.footer("--json: every field of every row.")
 
 
@@ -605,8 +605,8 @@ _CatalogRows = tuple[str, tuple[Col, ...], list[list[str]]]
 _AS_OF = (Col("as of"), Col("src"))
 
 
-def _as_of(as_of: date, today: date, source: str, sources: _Footnotes, priced: bool = True) -> list[str]:
-    return [str(as_of), f"{sources.ref(source)}{'!' if priced and is_stale(as_of, today) else ''}"]
+def _as_of(row: Any, today: date, sources: _Footnotes, priced: bool = True) -> list[str]:
+    return [str(row.as_of), f"{sources.ref(row.source)}{'!' if priced and is_stale(row, today) else ''}"]
 
 
 def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
@@ -619,7 +619,7 @@ def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
         rows.append([g.name, ", ".join(g.aliases), f"{g.memory_gib:g}",
                      "-" if tflops is None else f"{tflops:g}" + ("" if g.bf16_tflops else " fp16"),
                      f"{g.bandwidth_gbps:g}", "-" if g.tdp_w is None else f"{g.tdp_w:g}",
-                     "yes" if g.supports_bf16 else "no", *_as_of(g.as_of, today, g.source, sources, priced=False)])
+                     "yes" if g.supports_bf16 else "no", *_as_of(g, today, sources, priced=False)])
     return f"GPUs ({len(cat.gpus)})", columns, rows
 
 
@@ -630,7 +630,7 @@ def _instances_table(cat: Catalog, today: date, sources: _Footnotes) -> _Catalog
                Col("note", flex=True, min_width=12, optional=True))
     rows = [[i.cloud, i.instance_type, f"{i.gpu_count}x{i.gpu}",
              _rate(i.on_demand_usd_per_hour), _rate(i.spot_usd_per_hour), i.region or "-",
-             *_as_of(i.as_of, today, i.source, sources), i.note] for i in cat.instances]
+             *_as_of(i, today, sources), i.note] for i in cat.instances]
     return f"Cloud GPU instances ({len(cat.instances)})", columns, rows
 
 
@@ -646,7 +646,7 @@ def _managed_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRo
         method = o.method if o.objective == "sft" else f"{o.method} ({o.objective})"
         rows.append([o.provider, o.label + (" *" if o.secondary else ""), method, price,
                      f"{o.min_charge_usd:g}" if o.min_charge_usd else "-", epochs, str(o.available_until or "-"),
-                     str(o.end_of_life or "-"), *_as_of(o.as_of, today, o.source, sources)])
+                     str(o.end_of_life or "-"), *_as_of(o, today, sources)])
     return f"Managed fine-tuning offers ({len(cat.managed)}; * = price from a secondary source)", columns, rows
 
 
