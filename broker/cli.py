@@ -593,6 +593,47 @@ def catalog_show(kind, catalog_files, as_json):
         render.print_catalog(cat, kinds, clock.today(), _console())
 
 
+@catalog.command("update")
+@click.option("--cloud", "clouds", multiple=True, metavar="CLOUD",
+              help="Only this cloud (repeatable): aws, gcp, lambda, nebius, vast, fluidstack, cudo. Default: all.")
+@click.option("--mirror", metavar="URL", help="Fetch through a mirror that answers GitHub's API and raw-file paths.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+def catalog_update(clouds, mirror, as_json):
+    """Refresh cloud GPU prices from SkyPilot's published catalogs.
+
+    Reads each cloud's vms.csv at its newest commit in github.com/skypilot-org/skypilot-catalog (over the network),
+    keeps the cheapest region of each GPU instance type, and writes the rows with that commit and its date to your
+    catalog folder (catalog/ beside your override file), where every plan reads them. Prints what changed. Nothing
+    is written unless every cloud asked for was read and validates.
+
+    \b
+    Example:
+      ftbroker catalog update --cloud aws --cloud gcp
+    """
+    from ftbroker import clock, render
+    from ftbroker.errors import InputError
+    from ftbroker.pricing import refresh
+    from ftbroker.pricing.catalog import load_catalog
+
+    unknown = sorted(set(clouds) - set(refresh.CLOUDS))
+    if unknown:
+        raise InputError(f"--cloud {', '.join(unknown)}: SkyPilot's current catalog has no such cloud "
+                         f"(valid: {', '.join(refresh.CLOUDS)})")
+    today = clock.today()
+    before = load_catalog()
+    updates = []
+    for cloud in clouds or refresh.CLOUDS:
+        fetched = refresh.fetch(cloud, mirror=mirror)
+        rows, skipped = refresh.parse_vms(fetched, before, today)
+        updates.append(refresh.Update(fetched, rows, skipped, refresh.changes(cloud, before.instances, rows)))
+    written = refresh.install(updates)
+    if as_json:
+        click.echo(render.to_json_text({"today": today.isoformat(), "written": [str(p) for p in written],
+                                        "clouds": [u.to_json() for u in updates]}))
+    else:
+        render.print_catalog_update(updates, written, _console())
+
+
 @catalog.command("validate")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 def catalog_validate(file):

@@ -601,6 +601,40 @@ def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Cons
     out.footer("--json: every field of every row.")
 
 
+def print_catalog_update(updates: Sequence[Any], written: Sequence[Any], console: Console) -> None:
+    """What ``ftbroker catalog update`` read and changed: a line per cloud, then every changed price."""
+    out = Out(console)
+    out.title("Catalog update", " · SkyPilot's published catalogs (github.com/skypilot-org/skypilot-catalog)")
+    rows = []
+    for u in updates:
+        f, counts = u.fetched, u.counts()
+        left = "; ".join(f"{n} {why}" for why, n in sorted(u.skipped.items()))
+        out.text(f"{f.cloud}: {len(u.rows)} GPU instance types from @{f.commit[:8]} ({f.day}): {counts['new']} new, "
+                 f"{counts['price']} price changes, {counts['unchanged']} unchanged, {counts['gone']} no longer "
+                 f"listed (kept, stale 90 days after their last check)" + (f"; left out: {left}" if left else ""))
+        for c in u.changes:
+            if c.what != "unchanged":
+                rows.append([c.cloud, c.instance_type, c.gpus, c.what, _price_move(*c.on_demand),
+                             _price_move(*c.spot)])
+    if rows:
+        out.console.print()
+        out.table((Col("cloud"), Col("instance", flex=True, min_width=12), Col("GPUs", flex=True, min_width=8),
+                   Col("change"), Col("on-demand $/h", right=True), Col("spot $/h", right=True)), rows)
+    out.console.print()
+    for path in written:  # whole, for copying
+        out.console.print(f"  wrote {path}", soft_wrap=True, highlight=False)
+    out.footer("ftbroker catalog show --kind instances: the prices in force.")
+
+
+def _price_move(before: Decimal | None, after: Decimal | None) -> str:
+    if before is None and after is None:
+        return "-"
+    if before is None or after is None:
+        return f"{_rate(before)} → {_rate(after)}"
+    change = f" ({(after / before - 1) * 100:+.0f}%)" if before != after else ""
+    return f"{_rate(before)} → {_rate(after)}{change}"
+
+
 _CatalogRows = tuple[str, tuple[Col, ...], list[list[str]]]
 _AS_OF = (Col("as of"), Col("src"))
 
