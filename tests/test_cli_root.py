@@ -63,4 +63,4 @@ def test_estimate_help_lists_the_estimators_optimizers():
     from ftbroker.estimate.setup import OPTIMIZERS
 
     text = " ".join(help_text("estimate").split())
-    assert ", ".join(OPTIMIZERS) + "." in text
+    assert ", ".join(OPTIMIZERS) + " (default: the stack's)." in text

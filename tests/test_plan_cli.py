@@ -308,7 +308,7 @@ def test_dataset_errors_exit_2_with_file_line_and_json_still_printed(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--model", "Llama-3.1-8"), "did you mean 'Llama-3.1-8B'"),
-    (("--gpu", "RTX-4080"), "unknown GPU 'RTX-4080'"),
+    (("--gpu", "RTX-4070"), "unknown GPU 'RTX-4070'"),
     (("--gpu", "H100:0"), "COUNT must be a positive integer"),
     (("--json", "--csv"), "cannot be combined"),
     (("--method", "dora"), "Invalid value for '--method'"),
@@ -360,7 +360,7 @@ def test_catalog_show_json_and_table():
     assert doc["models"][0]["params"] > 0
     table = run("catalog", "show", "--kind", "gpus").stdout
     assert "RTX-4090" in table and "Sources" in table and "Cloud GPU instances" not in table
-    assert "older than 90 days" in run("catalog", "show", "--kind", "managed").stdout
+    assert "not checked against its source for 90 days" in run("catalog", "show", "--kind", "managed").stdout
 
 
 def test_catalog_validate(tmp_path):

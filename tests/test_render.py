@@ -236,4 +236,4 @@ def test_the_jobs_table_never_cuts_a_job_id():
 def test_catalog_show_fits_a_narrow_terminal():
     out = CliRunner(env={"COLUMNS": "80"}).invoke(cli, ["catalog", "show"], catch_exceptions=False).stdout
     assert max(len(line.rstrip()) for line in out.splitlines()) <= 80
-    assert "Model architectures" in out and "heads/kv" in out and "Sources (! = a price older than 90 days)" in out
+    assert "Model architectures" in out and "heads/kv" in out and "Sources (! = a price not checked against its source for 90" in out
