@@ -378,7 +378,7 @@ def stack_rows(points: list[Point], cal: Calibration, subset: str) -> list[tuple
     groups = {**{stack: (stack,) for stack in STACK_ORDER},
               "--stack all": tuple(s for s in STACK_ORDER if s in STACKS), "all": STACK_ORDER}
     for stack, members in groups.items():
-        def chosen(p: Point) -> bool:
+        def chosen(p: Point, members: tuple[str, ...] = members) -> bool:
             return p.stack in members and (subset == "all" or p.split == subset)
 
         memory = [(predicted_vram(p, cal), p.vram) for p in vram if chosen(p)]
