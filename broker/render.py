@@ -248,7 +248,8 @@ def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbos
     _print_notes(sections, out)
     cat = plan.catalog
     sources.print(out, "Price sources",
-                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = not checked against its source for 90 days)")
+                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = not checked against its source for 90"
+                  " days)")
     out.footer("--all: every route and instance type · -v: every note, in full · --json, --csv: every figure.")
 
 

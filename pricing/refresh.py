@@ -127,7 +127,8 @@ def _gcp_prices(rows: Sequence[Mapping[str, str]]) -> dict[str, _Cheapest]:
     for r in rows:
         if not r.get("InstanceType") and r.get("AcceleratorName"):
             count = int(_count(r.get("AcceleratorCount", "")))
-            gpus[(r["AcceleratorName"], count, r.get("Region", ""))] = (_money(r.get("Price")), _money(r.get("SpotPrice")))
+            prices = (_money(r.get("Price")), _money(r.get("SpotPrice")))
+            gpus[(r["AcceleratorName"], count, r.get("Region", ""))] = prices
     out: dict[str, _Cheapest] = {}
     for r in rows:
         name = r.get("InstanceType", "")

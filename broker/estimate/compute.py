@@ -228,7 +228,8 @@ def communication(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup) -> Commun
     host = 2 * weights / n if setup.cpu_offload == "params" else 0.0
     seconds = moved / (gpu.interconnect_gbps * 1e9) + host / (min(HOST_LINK_GBPS, gpu.interconnect_gbps) * 1e9)
     formula = (f"{setup.sharding} over {n} GPUs: {what}, {moved / 1e9:.2f} GB per GPU / {gpu.interconnect_gbps:g} GB/s"
-               + (f" + {host / 1e9:.2f} GB of offloaded weights from the host / {HOST_LINK_GBPS:g} GB/s" if host else "")
+               + (f" + {host / 1e9:.2f} GB of offloaded weights from the host / {HOST_LINK_GBPS:g} GB/s"
+                  if host else "")
                + f" = {seconds * 1e3:.0f} ms per micro-batch")
     return Communication(seconds, moved, host, formula)
 

@@ -142,7 +142,8 @@ STACKS: Mapping[str, Stack] = MappingProxyType({s.name: s for s in (
                  " unless pure_bf16)",
                  "hiyouga/LLaMA-Factory@ff6d4d12 src/llamafactory/hparams/ (lora_rank 8, lora_dropout 0, "
                  "lora_target all, cutoff_len 2048, gradient checkpointing on, flash_attn auto, liger off)",
-                 "hiyouga/LLaMA-Factory@ff6d4d12 examples/train_lora/qwen3_lora_sft.yaml (per_device_train_batch_size 1)")),
+                 "hiyouga/LLaMA-Factory@ff6d4d12 examples/train_lora/qwen3_lora_sft.yaml "
+                 "(per_device_train_batch_size 1)")),
     Stack(
         name="torchtune", title="torchtune (single-device recipes)",
         # LinearCrossEntropyLoss: logits in chunks, each chunk's fp32 log-softmax kept; LoRA adapters in bf16
