@@ -16,6 +16,7 @@ from ftbroker.estimate.stacks import FTBROKER, STACKS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
+RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
 
 # The trainer's settings and how it holds tensors, as the estimator sees them: one Stack (ftbroker.estimate.stacks),
 # whose defaults are this config's defaults, so `ftbroker estimate`, `plan` and `run` start from the same values.
