@@ -266,10 +266,9 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
+    from ftbroker.evaluation.store import latest_scores
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
-
-    from ftbroker.evaluation.store import latest_scores
 
     with Broker() as broker:
         found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
@@ -669,7 +668,7 @@ def _dataset_text(report) -> str:
 
 
 # ftbroker eval lives with the rest of the evaluation (ftbroker.evaluation); its module imports only click.
-from ftbroker.evaluation.cli import eval_command  # noqa: E402
+from ftbroker.evaluation.cli import eval_command
 
 cli.add_command(eval_command)
 

@@ -112,9 +112,9 @@ def test_a_deployment_left_by_a_dead_process_is_found_and_deleted_by_the_hook(to
 def test_one_spending_step_per_job_at_a_time(together):
     fake, home, job_id = together
     before = ledger_snapshot(home)
-    with job_lock(home, job_id, "ftbroker eval in another terminal"):
-        with pytest.raises(JobBusyError, match="another terminal"):
-            run(home, job_id)
+    with job_lock(home, job_id, "ftbroker eval in another terminal"), \
+            pytest.raises(JobBusyError, match="another terminal"):
+        run(home, job_id)
     assert not fake.endpoints and ledger_snapshot(home) == before
 
 

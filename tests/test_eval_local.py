@@ -9,12 +9,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from test_local_e2e import ftbroker
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends.local.config import load_config
 from ftbroker.backends.local.train import held_out_split
 from ftbroker.cli import cli
-from test_local_e2e import ftbroker
 
 
 def ftb(*args, ok=(0,), env=None):

@@ -45,7 +45,6 @@ def fakes(monkeypatch):
 @pytest.fixture
 def job(fakes, tmp_path):
     """An OpenAI fine-tune, trained on the fake through the Broker, with a validation file (its held-out set)."""
-    openai, _ = fakes
     home = tmp_path / "home"
     spec = JobSpec(dataset=str(write_sums(tmp_path / "train.jsonl", 12)), model=MODEL, backend="openai",
                    validation=str(write_sums(tmp_path / "valid.jsonl", 6, start=50)),
@@ -93,7 +92,7 @@ def test_fine_tune_beats_its_base_and_the_costs_add_up(fakes, job):
     assert evaluation.tuned_model.startswith(f"ft:{MODEL}:") and evaluation.base_model == MODEL
     win = evaluation.win_rate
     assert (win.tuned_wins, win.base_wins, win.ties, win.unparseable, win.judged) == (6, 0, 0, 0, 6)
-    assert win.rate == 1.0 and 0.5 < win.ci_low < 1.0 == win.ci_high and win.consistency == 1.0
+    assert win.rate == 1.0 and 0.5 < win.ci_low < 0.7 and win.ci_high == pytest.approx(1.0) and win.consistency == 1.0
     # the served settings, and the judge as the 2026-10-21 API takes it: no sampling parameter, a JSON schema
     chat = [r.json() for r in openai.calls("chat.create")]
     assert len(chat) == 12 and all(b["temperature"] == 0 and b["seed"] == 0 for b in chat)
@@ -125,7 +124,7 @@ def test_a_rerun_pays_for_nothing_it_already_has(fakes, job):
 
 
 def test_a_judge_that_answers_garbage_is_counted_never_guessed(fakes, job, summary_line):
-    openai, anthropic = fakes
+    _, anthropic = fakes
     replies = iter(["The first answer is better, A.", judge_by_reference] * 3 + ["{\"winner\": \"A\"}"] * 100)
 
     def flaky(model, body):  # per pair: garbage then a verdict (parsed after one retry), later nothing parseable
@@ -148,7 +147,7 @@ def test_a_judge_that_answers_garbage_is_counted_never_guessed(fakes, job, summa
 
 
 def test_a_429_storm_stops_the_evaluation_with_a_clear_error(fakes, job, summary_line):
-    openai, anthropic = fakes
+    _, anthropic = fakes
     anthropic.faults.on("messages.create", Fault.rate_limited(retry_after=0.001), times=1000)
     with pytest.raises(BackendRateLimitError, match="asking the judge claude-haiku-5-5 failed"):
         run(job, judge="claude-haiku-5-5", max_cost=1)

@@ -43,9 +43,10 @@ def evaluate(job_id: str, *, test: str | None = None, judge: str | None = None, 
     run can cost anything. ``options``: ``EvalOptions`` fields (timeouts, retries, the deployment-hour ceiling,
     Bedrock's runtime endpoint...). Errors: ``ftbroker.errors`` (bad input exit 2, a guard's refusal exit 3).
     """
+    from pydantic import ValidationError
+
     from ftbroker.errors import SpecError
     from ftbroker.evaluation.flow import EvalOptions, Evaluator, Request
-    from pydantic import ValidationError
 
     try:
         parsed = EvalOptions.model_validate(dict(options or {}))

@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from ftbroker import clock
 from ftbroker.backends._managed import Backoff, provider_tag
 from ftbroker.errors import BackendError, BackendUnavailableError, BudgetExceededError, ProviderAPIError
 from ftbroker.evaluation import store
@@ -63,7 +62,7 @@ class TogetherDeployer:
     its own name (``<project>/<endpoint>/<deployment>``), which needs no traffic split."""
 
     provider = "together"
-    _READY = {"DEPLOYMENT_STATE_READY": "live", "DEPLOYMENT_STATE_FAILED": "failed",
+    _READY: ClassVar[dict[str, str]] = {"DEPLOYMENT_STATE_READY": "live", "DEPLOYMENT_STATE_FAILED": "failed",
               "DEPLOYMENT_STATE_STOPPED": "failed"}
 
     def __init__(self, connection: Connection):
@@ -141,7 +140,7 @@ class BedrockDeployer:
     """Provisioned Throughput of a custom model: one model unit, no commitment (hourly)."""
 
     provider = "bedrock"
-    _STATES = {"InService": "live", "Failed": "failed", "Creating": "creating", "Updating": "creating"}
+    _STATES: ClassVar[dict[str, str]] = {"InService": "live", "Failed": "failed", "Creating": "creating", "Updating": "creating"}
 
     def __init__(self, connection: Connection):
         session = boto_session(connection.settings)

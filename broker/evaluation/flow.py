@@ -27,7 +27,7 @@ from ftbroker.errors import BackendError, BudgetExceededError, FtBrokerError, In
 from ftbroker.evaluation import cache as cache_module
 from ftbroker.evaluation import judge as judge_module
 from ftbroker.evaluation import prices as price_module
-from ftbroker.evaluation import routes, scoring, store
+from ftbroker.evaluation import routes, store
 from ftbroker.evaluation.deployments import Timing
 from ftbroker.evaluation.examples import HeldOut, capability_set, held_out
 from ftbroker.evaluation.lock import job_lock

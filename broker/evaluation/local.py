@@ -143,6 +143,7 @@ class LocalModels:
         import contextlib
 
         import torch
+
         from ftbroker.backends.local.export import stop_token_ids
 
         tokenizer, model = self.tokenizer, self._model(side)

@@ -16,5 +16,5 @@ from .bedrock_serving import FakeBedrockServing
 from .openai_fake import FakeOpenAI
 from .together_fake import FakeTogether
 
-__all__ = ["ALL_FAULTS", "BedrockHarness", "FakeAnthropic", "FakeBedrockServing", "Fault", "FakeOpenAI", "FakeTogether",
+__all__ = ["ALL_FAULTS", "BedrockHarness", "FakeAnthropic", "FakeBedrockServing", "FakeOpenAI", "FakeTogether", "Fault",
            "Outcome"]

@@ -32,8 +32,8 @@ from typing import Any
 
 from ._jobs import FakeJob, Lifecycle
 from ._provider import FakeProvider
-from .chat import ChatCompletions
 from ._server import Request, Response, bearer_auth, http_error
+from .chat import ChatCompletions
 
 LIFECYCLE = Lifecycle(before=("validating_files", "queued"), running="running", after=(),
                       succeeded="succeeded", failed="failed", cancelled="cancelled")

@@ -40,9 +40,9 @@ from typing import Any
 
 from ._jobs import FakeJob, Lifecycle, count_tokens
 from ._provider import FakeProvider
+from ._server import Request, Response, bearer_auth, http_error
 from .chat import ChatCompletions
 from .together_endpoints import DedicatedEndpoints
-from ._server import Request, Response, bearer_auth, http_error
 
 LIFECYCLE = Lifecycle(before=("pending", "queued"), running="running", after=("compressing", "uploading"),
                       succeeded="completed", failed="error", cancelled="cancelled",
