@@ -54,9 +54,9 @@ def _confirm(ask_user: bool):
 @click.option("--schema", metavar="FILE", help="A JSON schema every answer must match (scored as 'matches --schema').")
 @click.option("--rubric", metavar="FILE", help="The judge's rubric (default: correctness, completeness, format).")
 @click.option("--no-capability", is_flag=True, help="Skip the built-in general-capability set.")
-@click.option("--regression-threshold", type=click.FloatRange(0, 1), default=0.10, show_default=True,
+@click.option("--regression-threshold", type=click.FloatRange(0, 1), default=0.10, show_default=True, metavar="FRACTION",
               help="Flag a regression when the fine-tuned model's general capability falls more than this.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the judge's answer order.")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N", help="Seed of the judge's answer order.")
 @click.option("--chart", metavar="FILE.png", help="Also write a PNG chart (needs matplotlib: the local extra).")
 @click.option("--option", "pairs", multiple=True, metavar="KEY=VALUE",
               help="Timings and endpoints, e.g. deployment_hours=2, max_new_tokens=128, region=us-west-2, "
@@ -90,9 +90,13 @@ def eval_command(job_id, test, judge, limit, max_cost, schema, rubric, no_capabi
         raise click.BadParameter(f"{max_cost!r} is not a number of USD", param_hint="--max-cost") from None
     if budget is not None and (not budget.is_finite() or budget < 0):
         raise click.BadParameter(f"{max_cost!r} must be a number of USD >= 0", param_hint="--max-cost")
-    evaluation = evaluate(job_id, test=test, judge=judge, limit=limit, max_cost=budget, schema=schema, rubric=rubric,
-                          capability=not no_capability, regression_threshold=regression_threshold, seed=seed,
-                          chart=chart, options=_options(pairs), confirm=_confirm(ask_user=not yes))
+    try:
+        evaluation = evaluate(job_id, test=test, judge=judge, limit=limit, max_cost=budget, schema=schema,
+                              rubric=rubric, capability=not no_capability, regression_threshold=regression_threshold,
+                              seed=seed, chart=chart, options=_options(pairs), confirm=_confirm(ask_user=not yes))
+    except KeyboardInterrupt:  # the evaluation's finally has already deleted its deployments
+        click.echo("stopped; any paid deployment it created was deleted (the answers paid for are cached)", err=True)
+        raise click.exceptions.Exit(130) from None
     if json_mode:
         click.echo(evaluation.model_dump_json(indent=2))
     else:

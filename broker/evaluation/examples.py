@@ -11,7 +11,7 @@ reference to compare with and is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -141,7 +141,3 @@ def _capability_item(item: Mapping[str, Any]) -> Example:
     return Example(f"capability:{item['id']}", "capability", tuple(item["messages"]), Answer(""),
                    check=item["check"], category=item["category"])
 
-
-def prompt_lengths(examples: Iterable[Example]) -> list[int]:
-    """Characters of each prompt (what the quote sizes calls by, before counting tokens)."""
-    return [sum(len(_text(m.get("content"))) for m in e.messages) for e in examples]

@@ -32,7 +32,7 @@ from ftbroker.evaluation.deployments import Timing
 from ftbroker.evaluation.examples import HeldOut, capability_set, held_out
 from ftbroker.evaluation.lock import job_lock
 from ftbroker.evaluation.records import Answer, Evaluation, Example, Verdict
-from ftbroker.evaluation.remote import JUDGE_CLIENTS, Connection, with_retries
+from ftbroker.evaluation.remote import JUDGE_CLIENTS, JUDGE_SDKS, Connection, sdk, with_retries
 from ftbroker.jobs import Job, JobStatus
 from ftbroker.ledger import Ledger, default_home
 
@@ -150,8 +150,8 @@ class Evaluator:
         held = HeldOut(tuple(replace(e, reference=route.reference(e)) for e in held.examples), held.source)
         items = capability_set(request.capability_file) if request.capability else ()
         max_tokens = request.options.max_new_tokens or _answer_cap(held.examples)
-        if judge is not None:
-            JUDGE_CLIENTS[judge[0]]  # a provider without a client would be a table error, caught here
+        if judge is not None:  # its SDK, before anything is spent
+            sdk(*JUDGE_SDKS[judge[0]], f"the judge {request.judge}")
         prepared = Prepared(request, job, held, items, route, judge,
                             self.prices.model(*judge) if judge else None, schema_check, max_tokens,
                             price_module.Quote(), 0, [])

@@ -6,7 +6,7 @@ the SDK returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -143,6 +143,3 @@ class Evaluation(_Model):
     def score(self, side: Literal["base", "tuned"], metric: str = "token_f1") -> float | None:
         return self.overall.get(metric, {}).get(side)
 
-
-def dump_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(m) for m in messages]

@@ -19,7 +19,6 @@ dev-proxy/concepts/anthropic-529-overloaded-error) is final and never retried.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -291,7 +290,5 @@ class OpenAIJudge:
 
 JUDGE_CLIENTS: dict[str, type] = {"anthropic": AnthropicJudge, "bedrock-anthropic": AnthropicJudge,
                                   "openai": OpenAIJudge}
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=1)
+JUDGE_SDKS = {"anthropic": ("anthropic", "eval"), "bedrock-anthropic": ("anthropic", "eval"),
+              "openai": ("openai", "openai")}  # provider -> (package, the extra that installs it)
