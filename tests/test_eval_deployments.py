@@ -6,6 +6,8 @@ clean-up hook (``live_deployments`` / ``delete_deployment``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -109,13 +111,36 @@ def test_a_deployment_left_by_a_dead_process_is_found_and_deleted_by_the_hook(to
     assert delete_deployment(left.id, home).state == "deleted"  # idempotent
 
 
-def test_one_spending_step_per_job_at_a_time(together):
+def test_one_spending_step_per_job_at_a_time_across_processes(together):
     fake, home, job_id = together
-    before = ledger_snapshot(home)
-    with job_lock(home, job_id, "ftbroker eval in another terminal"), \
-            pytest.raises(JobBusyError, match="another terminal"):
-        run(home, job_id)
-    assert not fake.endpoints and ledger_snapshot(home) == before
+    script = ("import sys; from pathlib import Path; from ftbroker.evaluation.lock import job_lock\n"
+              f"with job_lock(Path({str(home)!r}), {job_id!r}, 'ftbroker eval in another terminal'):\n"
+              "    print('locked', flush=True); sys.stdin.read()")
+    # another process takes the job's lock, says so, and holds it until its stdin closes (no clock involved)
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as holder:
+        assert holder.stdout.readline().strip() == "locked"
+        before = ledger_snapshot(home)
+        with pytest.raises(JobBusyError, match="another terminal"):
+            run(home, job_id)
+        assert not fake.endpoints and ledger_snapshot(home) == before
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert run(home, job_id).status == "completed"  # the lock went with the process
+
+
+def test_ctrl_c_while_an_endpoint_comes_up_still_deletes_it(together):
+    fake, home, job_id = together
+
+    def interrupted(seconds):  # the user presses Ctrl-C while ftbroker waits for the endpoint
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(job_id, home=home, sleep=interrupted, capability=False, options=EVAL_FAST)
+    assert fake.deployments and not fake.live_deployments()
+    with Ledger(home / "ledger.sqlite3") as ledger:
+        assert not active_deployments(ledger)
+        assert [r["status"] for r in ledger.read("SELECT status FROM evaluations")] == ["failed"]
 
 
 @pytest.fixture

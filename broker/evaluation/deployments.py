@@ -59,7 +59,10 @@ def _gone(exc: ProviderAPIError) -> bool:
 class TogetherDeployer:
     """A dedicated endpoint with one deployment of the model (Together SDK 3.x, project-scoped v2 API:
     ``endpoints.create`` / ``endpoints.deployments.create``; ``TOGETHER_PROJECT_ID``). The deployment is called by
-    its own name (``<project>/<endpoint>/<deployment>``), which needs no traffic split."""
+    its own name (``<project>/<endpoint>/<deployment>``), which needs no traffic split. The model is passed as the
+    job names it (its output model); the SDK documents model resource names ``projects/{id}/models/{id}``, and how
+    a fine-tune's output name maps to one is not confirmed: a config revision (``--option config=...``) selects the
+    hardware."""
 
     provider = "together"
     _READY: ClassVar[dict[str, str]] = {"DEPLOYMENT_STATE_READY": "live", "DEPLOYMENT_STATE_FAILED": "failed",
