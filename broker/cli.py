@@ -343,8 +343,8 @@ def result(job_id, json_mode):
     """Show the normalized result of a finished job.
 
     The same shape whatever the backend: status, output model, loss curves, tokens, estimated and actual cost,
-    artifacts, and the provider's own record (--json: under "raw"); then the latest `ftbroker eval` of the job
-    (--json: under "evaluation").
+    artifacts, and the provider's own record (--json: under "raw"); then the latest `ftbroker eval` of the job, if
+    it has one (--json: under "evaluation").
     """
     from rich.console import Group
 
@@ -357,8 +357,8 @@ def result(job_id, json_mode):
         res = broker.result(job_id)
         evaluation = latest_evaluation(broker.ledger, res.id)
     views = [result_details(res)] + ([table(evaluation)] if evaluation else [])
-    _show(json_mode, {**result_json(res), "evaluation": evaluation.model_dump(mode="json") if evaluation else None},
-          Group(*views))
+    evaluated = {"evaluation": evaluation.model_dump(mode="json")} if evaluation else {}
+    _show(json_mode, {**result_json(res), **evaluated}, Group(*views))
 
 
 @_job_command
