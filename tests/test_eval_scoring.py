@@ -155,3 +155,20 @@ def test_examples_of_every_format_have_a_prompt_and_a_reference():
                               "preferred_output": [{"role": "assistant", "content": "good"}],
                               "non_preferred_output": [{"role": "assistant", "content": "bad"}]}, "preference")
     assert pref.reference.text == "good" and pref.id == "f:1"
+
+
+def test_a_capability_file_of_ones_own_is_checked_before_use(tmp_path):
+    from ftbroker.errors import InputError
+
+    good = tmp_path / "mine.jsonl"
+    good.write_text('{"id": "x", "category": "facts", "messages": [{"role": "user", "content": "2+2?"}],'
+                    ' "check": {"type": "number", "value": 4}}\n')
+    assert [i.id for i in capability_set(str(good))] == ["capability:x"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(good.read_text() + '{"id": "y", "category": "facts", "messages": [], "check": {"type": "vibes"}}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: .*unknown check type 'vibes'"):
+        capability_set(str(bad))
+    with pytest.raises(InputError, match="cannot be read"):
+        capability_set(str(tmp_path / "none.jsonl"))
+    with pytest.raises(InputError, match="--rubric .*cannot be read"):
+        judge.rubric_text(str(tmp_path / "none.txt"))

@@ -37,8 +37,8 @@ def spent(prepared: Any, spend: Any) -> Decimal | None:
 
 def _costs(prepared: Any, spend: Any) -> Costs:
     parts = _breakdown(prepared, spend)
-    judge = spend.judge
-    usage = judge.usage if judge is not None else None
+    usage = spend.judge.usage if spend.judge is not None else None
+    judged = (usage.calls, usage.cached, usage.input_tokens, usage.output_tokens) if usage else (0, 0, 0, 0)
 
     def known(*names: str) -> float:
         return float(sum(v for k, v in parts.items() if k.endswith(names) and v is not None))
@@ -46,11 +46,10 @@ def _costs(prepared: Any, spend: Any) -> Costs:
     grand = total(list(parts.values()))
     return Costs(inference_usd=known("answers"), judge_usd=known("judge tokens"),
                  deployment_usd=known("deployment hours"), total_usd=float(grand) if grand is not None else None,
-                 unknown=[k for k, v in parts.items() if v is None],
-                 calls=spend.calls + (usage.calls if usage else 0), cached_calls=spend.cached + (usage.cached if usage
-                                                                                               else 0),
-                 input_tokens=sum(t[0] for t in spend.tokens.values()) + (usage.input_tokens if usage else 0),
-                 output_tokens=sum(t[1] for t in spend.tokens.values()) + (usage.output_tokens if usage else 0))
+                 unknown=[k for k, v in parts.items() if v is None], calls=spend.calls + judged[0],
+                 cached_calls=spend.cached + judged[1],
+                 input_tokens=sum(t[0] for t in spend.tokens.values()) + judged[2],
+                 output_tokens=sum(t[1] for t in spend.tokens.values()) + judged[3])
 
 
 def _per_example(prepared: Any, answers: dict, verdicts: list[Verdict]) -> tuple[list[dict], list[dict]]:

@@ -132,12 +132,27 @@ def from_line(path: str, number: int, row: Mapping[str, Any], fmt: str) -> Examp
 def capability_set(path: str | None = None) -> tuple[Example, ...]:
     """The built-in general-capability items (facts, arithmetic, following a format, not refusing a benign
     request), written for ftbroker; or a file of the same shape."""
-    text = (Path(path).read_text(encoding="utf-8") if path else
-            resources.files("ftbroker.evaluation").joinpath("data", CAPABILITY_FILE).read_text(encoding="utf-8"))
-    return tuple(_capability_item(json.loads(line)) for line in text.splitlines() if line.strip())
+    if path is None:
+        text = resources.files("ftbroker.evaluation").joinpath("data", CAPABILITY_FILE).read_text(encoding="utf-8")
+        return tuple(_capability_item(json.loads(line)) for line in text.splitlines() if line.strip())
+    items = []
+    try:
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                items.append(_capability_item(json.loads(line)))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}:{number}: a capability item is a JSON object with id, category, messages and "
+                         f"check ({exc})") from exc
+    return tuple(items)
 
 
 def _capability_item(item: Mapping[str, Any]) -> Example:
+    from ftbroker.evaluation.scoring import CHECKS
+
+    if item["check"]["type"] not in CHECKS:
+        raise ValueError(f"unknown check type {item['check']['type']!r} (known: {', '.join(CHECKS)})")
     return Example(f"capability:{item['id']}", "capability", tuple(item["messages"]), Answer(""),
                    check=item["check"], category=item["category"])
 

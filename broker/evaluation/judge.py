@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ftbroker.errors import UnknownNameError
+from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.evaluation import cache as cache_module
 from ftbroker.evaluation.records import Answer, Example, Verdict
 from ftbroker.evaluation.scoring import combine
@@ -56,7 +56,15 @@ def resolve(name: str, judges: Mapping[str, str]) -> tuple[str, str]:
 
 
 def rubric_text(path: str | None) -> str:
-    return Path(path).read_text(encoding="utf-8").strip() if path else RUBRIC
+    if not path:
+        return RUBRIC
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--rubric {path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    if not text:
+        raise InputError(f"--rubric {path}: the file is empty")
+    return text
 
 
 def parse(text: str | None) -> tuple[str, str] | None:

@@ -160,6 +160,7 @@ def win_rate(verdicts: Sequence[Verdict], judge: str) -> WinRate:
 
 # --- capability checks ---------------------------------------------------------------------------------------
 
+CHECKS = ("contains", "number", "json_keys", "regex", "complies")
 _REFUSAL = re.compile(r"\b(i can(?:no|')t|i cannot|i'm (?:not able|unable)|i am (?:not able|unable)|i won't|"
                       r"i will not|as an ai|i'm sorry, but|i apologi[sz]e, but)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
