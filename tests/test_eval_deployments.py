@@ -14,7 +14,7 @@ import pytest
 from evalsupport import converse_text, ledger_snapshot, succeeded_job, tuned_knows, write_sums
 from fakes import FakeBedrockServing, FakeTogether, Fault
 
-from ftbroker.errors import BackendError, BudgetExceededError
+from ftbroker.errors import BackendAuthError, BackendError, BudgetExceededError
 from ftbroker.evaluation import delete_deployment, evaluate, live_deployments
 from ftbroker.evaluation.deployments import Deployments, Timing, TogetherDeployer
 from ftbroker.evaluation.lock import JobBusyError, job_lock
@@ -186,3 +186,11 @@ def test_bedrock_priced_by_the_users_table_is_held_to_the_budget(bedrock):
     evaluation = run(home, job_id, max_cost=11, options=options)
     assert evaluation.costs.total_usd is not None and evaluation.costs.total_usd <= 11
     assert not fake.live()
+
+
+def test_no_together_key_is_said_before_anything_is_spent(together, monkeypatch):
+    fake, home, job_id = together
+    monkeypatch.delenv("TOGETHER_API_KEY")
+    with pytest.raises(BackendAuthError, match="set TOGETHER_API_KEY"):
+        run(home, job_id)
+    assert not fake.requests

@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ftbroker.backends._managed import Backoff, provider_tag
-from ftbroker.errors import BackendError, BackendUnavailableError, BudgetExceededError, ProviderAPIError
+from ftbroker.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendUnavailableError,
+    BudgetExceededError,
+    ProviderAPIError,
+)
 from ftbroker.evaluation import store
 from ftbroker.evaluation.remote import Connection, boto_config, boto_errors, boto_session, guarded, sdk, with_retries
 from ftbroker.evaluation.store import DeploymentRecord
@@ -71,9 +77,12 @@ class TogetherDeployer:
     def __init__(self, connection: Connection):
         module = sdk("together", "together", "a Together dedicated endpoint")
         self._errors = (module.TogetherError,)
-        self.client = module.Together(base_url=connection.settings.get("base_url"), timeout=connection.timeout_s,
-                                      max_retries=connection.max_retries,
-                                      project_id=connection.settings.get("project_id"))
+        try:
+            self.client = module.Together(base_url=connection.settings.get("base_url"), timeout=connection.timeout_s,
+                                          max_retries=connection.max_retries,
+                                          project_id=connection.settings.get("project_id"))
+        except module.TogetherError as exc:
+            raise BackendAuthError("no credentials: set TOGETHER_API_KEY", backend=self.provider) from exc
         self.settings = connection.settings
 
     def _call(self, doing: str, fn: Callable[[], Any]) -> Any:
