@@ -45,6 +45,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ from ftbroker.errors import (
     UnknownNameError,
 )
 from ftbroker.jobs import Job, JobStatus
+from ftbroker.private import private_folder
 from ftbroker.redact import scrub
 
 if TYPE_CHECKING:
@@ -447,18 +449,23 @@ class ManagedBackend:
         ``formats``: each role's data format where known (else read from the head of its file)."""
         from ftbroker import data
 
-        folder = self.home / "uploads" / self.name
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.home / "uploads")  # copies of the training data
+        folder = private_folder(self.home / "uploads" / self.name)
         convert = self._converter(spec)
         out = []
         for role, path in (("training", spec.dataset), ("validation", spec.validation)):
             if path is None:
                 continue
             fmt = (formats or {}).get(role) or data.file_format(path)
-            target = folder / f".{role}-{os.getpid()}-{id(self)}.jsonl"
-            converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert, out=target)
-            final = folder / converted.upload_name
-            target.replace(final)
+            fd, target = tempfile.mkstemp(dir=folder, prefix=f".{role}-", suffix=".jsonl")  # private: 0600
+            os.close(fd)
+            try:
+                converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert,
+                                         out=Path(target))
+                final = folder / converted.upload_name  # named by its content: the same bytes, the same name
+                os.replace(target, final)
+            finally:
+                Path(target).unlink(missing_ok=True)
             out.append((role, dataclasses.replace(converted, path=final)))
         return out
 

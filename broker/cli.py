@@ -7,6 +7,7 @@ imported inside the commands so that ``ftbroker --help`` and ``ftbroker plan`` s
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,12 +15,33 @@ import click
 from ftbroker import __version__
 
 
+class _Bounded(click.ParamType):
+    """A whole number held to its plausibility bound (``ftbroker.bounds``); a refusal says why (exit 2)."""
+
+    name = "integer"
+
+    def __init__(self, bound: str):
+        self.bound = bound
+
+    def convert(self, value, param, ctx):
+        from ftbroker import bounds
+
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        why = bounds.problem(self.bound, number)
+        if why is not None:
+            self.fail(f"{number}: {why}", param, ctx)
+        return number
+
+
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "eval", "cancel", "resume",
-             "export", "catalog")
+             "export", "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -30,17 +52,34 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-            if ctx.meta.get("ftbroker.debug"):
-                raise
-            from ftbroker.errors import FtBrokerError
-
-            if isinstance(exc, FtBrokerError):
-                click.echo(f"error: {exc}", err=True)
-                ctx.exit(exc.exit_code)
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                       err=True)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
+            _drop_stdout()
             ctx.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+            from ftbroker.errors import FtBrokerError
+            from ftbroker.redact import scrub
+
+            code = exc.exit_code if isinstance(exc, FtBrokerError) else 1
+            if ctx.meta.get("ftbroker.debug"):  # the traceback, masked as every message is
+                import traceback
+
+                click.echo(scrub("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            elif isinstance(exc, FtBrokerError):
+                click.echo(scrub(f"error: {exc}"), err=True)
+            else:
+                click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                                 "traceback)"), err=True)
+            ctx.exit(code)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail on the broken pipe again (the recipe
+    of Python's signal module documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (tests capture output)
+        pass
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,9 +127,7 @@ _RUN_FIELDS = {
 
 
 def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def _print_json(data) -> None:
@@ -104,9 +141,7 @@ def _show(json_mode: bool, data, view) -> None:
     if json_mode:
         _print_json(data)
     else:
-        from rich.console import Console
-
-        Console().print(view)
+        _console().print(view)
 
 
 def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
@@ -125,8 +160,10 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
             continue
         import yaml
 
+        from ftbroker.spec import load_yaml
+
         try:
-            overrides[f"backend_options.{key.strip()}"] = yaml.safe_load(value)  # "2" -> 2, "true" -> True
+            overrides[f"backend_options.{key.strip()}"] = load_yaml(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
             overrides[f"backend_options.{key.strip()}"] = value
     return overrides, problems
@@ -266,15 +303,22 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
+    from ftbroker.errors import LedgerDamagedError
     from ftbroker.evaluation.store import latest_scores
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
 
+    damaged = None
     with Broker() as broker:
-        found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        try:
+            found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        except LedgerDamagedError as exc:  # one bad row: the others are still shown, then the bad one named
+            found, damaged = exc.readable, exc
         scores = latest_scores(broker.ledger, [j.id for j in found])
     _show(json_mode, {"jobs": [job_json(j) for j in found]},
           jobs_table(found, scores) if found else "no jobs yet (`ftbroker run` starts one)")
+    if damaged is not None:
+        raise damaged
 
 
 @_job_command
@@ -300,12 +344,10 @@ def logs(job_id, follow, json_mode):
     """
     import json as jsonlib
 
-    from rich.console import Console
-
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import event_json, event_line
 
-    console = Console(highlight=False)
+    console = _console()
 
     with Broker() as broker:
         try:
@@ -404,15 +446,45 @@ def export(job_id, fmt, output, json_mode):
             click.echo(f"{artifact.kind}: {artifact.uri}")
 
 
+@cli.group()
+def ledger():
+    """Look after the job ledger (FTBROKER_HOME/ledger.sqlite3)."""
+
+
+@ledger.command("rebuild")
+@_json_option
+def ledger_rebuild(json_mode):
+    """Re-create the entries of local jobs from their run folders.
+
+    For a ledger that was lost, emptied or moved aside (damaged) while FTBROKER_HOME/runs still holds the run
+    folders: each job missing from the ledger is recorded again under its own id, with the spec its trainer's
+    config.json gives, and its status, events and result read from its folder. Managed jobs (OpenAI, Together,
+    Bedrock) have no run folder and cannot be recovered this way.
+    """
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_json
+
+    with Broker(rebuilding=True) as broker:
+        restored, skipped = broker.rebuild()
+    if json_mode:
+        _print_json({"restored": [job_json(j) for j in restored], "skipped": skipped})
+    else:
+        for job in restored:
+            click.echo(f"{job.id} {job.status.value}: {job.model} ({job.method})")
+        click.echo(f"{len(restored)} job{'s' if len(restored) != 1 else ''} restored from their run folders")
+    for reason in skipped:
+        click.echo(f"skipped: {reason}", err=True)
+
+
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
 
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
-@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1), help="Tokens per sequence.")
-@click.option("--batch", "micro_batch", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--seq-len", default=2048, show_default=True, type=_Bounded("seq_len"), help="Tokens per sequence.")
+@click.option("--batch", "micro_batch", default=1, show_default=True, type=_Bounded("micro_batch"),
               help="Micro-batch per GPU.")
-@click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1), help="LoRA rank.")
+@click.option("--lora-r", default=16, show_default=True, type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
               help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
 @click.option("--gpu", default=None, metavar="NAME[:COUNT]",
@@ -460,11 +532,10 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
 
 def _print_estimate(result) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     data = result.to_json()
-    console = Console()
+    console = _console()
     console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("term")
@@ -494,11 +565,11 @@ def _print_estimate(result) -> None:
                    "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
                    "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
-@click.option("--epochs", type=click.IntRange(1, 100),
+@click.option("--epochs", type=_Bounded("epochs"),
               help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
-@click.option("--n-evals", type=click.IntRange(0, 1000),
+@click.option("--n-evals", type=_Bounded("n_evals"),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
+@click.option("--max-seq-len", type=_Bounded("max_seq_len"),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count the open-model routes' tokens with this tokenizer: o200k_base, cl100k_base or a local "
@@ -506,7 +577,7 @@ def _print_estimate(result) -> None:
 @click.option("--gpu", metavar="NAME[:COUNT]",
               help="Your GPU for the local routes, from the catalog, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, "
                    "else the GPUs nvidia-smi reports; none: no local routes.")
-@click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--validation-file", metavar="FILE", help="A held-out JSONL file (default on GPU routes: 10% of DATA).")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
@@ -603,10 +674,18 @@ def catalog_validate(file):
         click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
 
 
-def _console():
+_WHOLE_LINES = 1_000_000  # "columns" of a pipe or a file: nothing is ever cut to fit
+
+
+def _console(*, stderr: bool = False):
+    """A console for people: fitted to the terminal's width; into a pipe or a file (grep, scripts, a log), whole
+    lines, with no name cut and no column left out, unless COLUMNS asks for a width (rich's rule)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = _WHOLE_LINES
+    return console
 
 
 # --- validate: one dataset file against every provider's rules ---------------------------------------------
@@ -615,7 +694,7 @@ def _console():
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
               help="o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer or model folder.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), metavar="N",
+@click.option("--max-seq-len", type=_Bounded("seq_len"), metavar="N",
               help="Count the examples longer than N tokens (a trainer would cut them).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON (only JSON on stdout).")
 def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool) -> None:

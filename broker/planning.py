@@ -35,6 +35,10 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     """
     from ftbroker import data, tokens  # light (no torch), but not needed for --help
 
+    for named in (path, validation_file):
+        problem = data.name_problem(named) if named is not None else None
+        if problem:
+            raise InputError(problem)
     if method not in (None, "full", "lora", "qlora"):
         raise InputError(f"method must be full, lora or qlora, not {method!r}")
     for name, value in (("epochs", epochs), ("n_evals", n_evals), ("max_seq_len", max_seq_len), ("lora_r", lora_r)):

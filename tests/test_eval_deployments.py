@@ -194,3 +194,19 @@ def test_no_together_key_is_said_before_anything_is_spent(together, monkeypatch)
     with pytest.raises(BackendAuthError, match="set TOGETHER_API_KEY"):
         run(home, job_id)
     assert not fake.requests
+
+
+def test_the_cache_and_the_locks_are_private(together):
+    import os
+    import stat
+
+    _, home, job_id = together
+    old = os.umask(0o022)
+    try:
+        run(home, job_id)
+    finally:
+        os.umask(old)
+    cache = [p for p in home.iterdir() if p.name.startswith("eval-cache.sqlite3")]
+    assert cache and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in cache)  # prompts and answers
+    assert stat.S_IMODE((home / "locks").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "locks" / f"{job_id}.lock").stat().st_mode) == 0o600

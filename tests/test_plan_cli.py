@@ -323,17 +323,25 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_plan_takes_the_values_run_takes():
-    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (spelt out in the CLI, which
-    must not import pydantic for --help)."""
-    from annotated_types import Ge, Le
+    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (both from ftbroker.bounds)."""
+    import click
+    from pydantic import ValidationError
+
+    from ftbroker.bounds import BOUNDS
     from ftbroker.spec import Hyperparameters, LoraSettings
 
     options = {p.name: p.type for p in cli.commands["plan"].params}
     for option, (part, field) in {"epochs": (Hyperparameters, "epochs"), "lora_r": (LoraSettings, "r"),
                                   "max_seq_len": (Hyperparameters, "max_seq_len")}.items():
-        metadata = part.model_fields[field].metadata
-        bounds = (next(m.ge for m in metadata if isinstance(m, Ge)), next(m.le for m in metadata if isinstance(m, Le)))
-        assert (options[option].min, options[option].max) == bounds, option
+        bound = BOUNDS[option]
+        for value in (bound.low, bound.high):
+            assert options[option].convert(str(value), None, None) == value
+            part(**{field: value})
+        for value in (bound.low - 1, bound.high + 1):
+            with pytest.raises(click.BadParameter):
+                options[option].convert(str(value), None, None)
+            with pytest.raises(ValidationError):
+                part(**{field: value})
 
 
 def test_the_help_states_the_defaults_the_planner_uses():
@@ -405,3 +413,15 @@ def test_the_readme_shows_a_real_plan_of_the_example(monkeypatch):
     block = readme[start:readme.index("```", start)].splitlines()
     out = CliRunner(env={"COLUMNS": "100"}).invoke(cli, block[0].split()[2:], catch_exceptions=False).stdout
     assert [line.rstrip() for line in block[1:]] == [line.rstrip() for line in out.splitlines()], out
+
+
+def test_into_a_pipe_every_name_and_column_is_printed_whole():
+    """Not a terminal and no COLUMNS: nothing is cut to 80 columns (grep and scripts read whole names)."""
+    args = [str(CHATS), "--model", "Llama-3.1-8B", "--gpu", "RTX-4090"]
+    piped = CliRunner(env={"COLUMNS": None, clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert piped.exit_code == 0, piped.stderr
+    assert "…" not in piped.stdout.replace("2022-11-01 … 2026-11-28", "") and "Cut to fit" not in piped.stdout
+    assert "gpu-b200-sxm-a_8gpu-160vcpu-1792gb" in piped.stdout  # a long instance name, whole
+    assert "$/h" in piped.stdout and max(map(len, piped.stdout.splitlines())) > 120
+    narrow = CliRunner(env={"COLUMNS": "80", clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert "Cut to fit 80 columns" in narrow.stdout  # a width asked for is still honoured

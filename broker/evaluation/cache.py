@@ -17,6 +17,7 @@ from typing import Any
 
 from ftbroker import clock
 from ftbroker.errors import LedgerError
+from ftbroker.private import narrow, private_file, private_folder
 from ftbroker.redact import scrub
 
 CACHE_NAME = "eval-cache.sqlite3"
@@ -40,12 +41,15 @@ def key(kind: str, identity: str, prompt: Any, settings: Mapping[str, Any]) -> s
 class Cache:
     def __init__(self, home: Path):
         self.path = home / CACHE_NAME
-        try:
-            home.mkdir(parents=True, exist_ok=True)
+        try:  # private, as the ledger: it holds every prompt and answer (the held-out data, the models' replies)
+            private_folder(home)
+            for path in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
+                narrow(path)
+            private_file(self.path)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"cannot open the evaluation cache {self.path}: {exc} (delete it to start a new "
                               "one: it only saves repeated calls)") from exc
 

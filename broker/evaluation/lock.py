@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ftbroker.errors import GuardError
+from ftbroker.private import private_file, private_folder
 
 
 class JobBusyError(GuardError):
@@ -24,9 +25,7 @@ class JobBusyError(GuardError):
 
 @contextmanager
 def job_lock(home: Path, job_id: str, purpose: str) -> Iterator[None]:
-    folder = home / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{job_id}.lock"
+    path = private_file(private_folder(home / "locks") / f"{job_id}.lock")
     with open(path, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
