@@ -269,7 +269,7 @@ def _instance_routes(job: GpuJob, run: GpuRun, inst: CloudInstance, today: date,
                              options=options(inst, market, region) if backend else {},
                              extra={"usd_per_hour": price, "region": region}, cloud=inst.cloud, region=region,
                              instance_type=inst.instance_type, market=market, price_source=inst.source,
-                             price_as_of=inst.as_of, stale=is_stale(inst.as_of, today)))
+                             price_as_of=inst.as_of, stale=is_stale(inst, today)))
     return routes
 
 

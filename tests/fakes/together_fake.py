@@ -20,6 +20,8 @@ Routes (the names that fault injection and ``calls()`` use):
     jobs.events       GET  /v1/fine-tunes/{id}/events
     jobs.metrics      GET  /v1/fine-tunes/{id}/metrics   global_step_from
     jobs.checkpoints  GET  /v1/fine-tunes/{id}/checkpoints
+    chat.create       POST /v1/chat/completions        (chat.py; a fine-tune answers only on a dedicated endpoint:
+                                                        together_endpoints.py)
 
 ``total_price`` is in nanodollars, as the SDK's ``finetune_price_to_dollars`` reads it;
 ``token_count`` is the fake's word count of the training file x epochs (what is billed).
@@ -39,6 +41,8 @@ from typing import Any
 from ._jobs import FakeJob, Lifecycle, count_tokens
 from ._provider import FakeProvider
 from ._server import Request, Response, bearer_auth, http_error
+from .chat import ChatCompletions
+from .together_endpoints import DedicatedEndpoints
 
 LIFECYCLE = Lifecycle(before=("pending", "queued"), running="running", after=("compressing", "uploading"),
                       succeeded="completed", failed="error", cancelled="cancelled",
@@ -83,7 +87,7 @@ class FakeFile:
         return out
 
 
-class FakeTogether(FakeProvider):
+class FakeTogether(DedicatedEndpoints, ChatCompletions, FakeProvider):
     """The fake server; see ``FakeProvider`` for the job controls."""
 
     lifecycle = LIFECYCLE
@@ -93,6 +97,13 @@ class FakeTogether(FakeProvider):
                  total_steps: int = 3):
         super().__init__(advance_on_poll=advance_on_poll, models=models, total_steps=total_steps)
         self.files: dict[str, FakeFile] = {}
+        # what POST /v1/fine-tunes/estimate-price answers: the account's price per 1M billed tokens (a test may set
+        # it apart from the catalog's), its credit limit, and whether an estimate is available at all
+        self.estimate_price_per_million = PRICE_PER_MILLION
+        self.user_limit = 100.0
+        self.estimation_available = True
+        self._add_chat()  # POST /v1/chat/completions (chat.py)
+        self._add_endpoints()  # dedicated endpoints, v2 (together_endpoints.py)
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("PUT", "/upload/{id}", "files.put", self._files_put)
@@ -207,16 +218,21 @@ class FakeTogether(FakeProvider):
         })
 
     def _estimate(self, req: Request) -> Response:
+        """POST /v1/fine-tunes/estimate-price (Together OpenAPI spec): billed tokens = training tokens x n_epochs
+        + validation tokens x n_evals, priced at ``estimate_price_per_million``; allowed within ``user_limit``."""
         bearer_auth(req, self.rejected_keys)
         body = req.json()
         file = self.files.get(body.get("training_file", ""))
-        if file is None or not file.processed:
-            return Response.json({"estimation_available": False, "unavailable_reason": "train_file_not_validated"})
-        tokens = count_tokens(file.content or b"") * int(body.get("n_epochs") or 1)
-        return Response.json({"estimation_available": True, "allowed_to_proceed": True,
-                              "estimated_total_price": float(tokens * PRICE_PER_MILLION / 1_000_000),
-                              "estimated_train_token_count": tokens, "estimated_eval_token_count": 0,
-                              "user_limit": 100.0})
+        if not self.estimation_available or file is None or not file.processed:
+            reason = "train_file_not_validated" if self.estimation_available else "estimation_unavailable"
+            return Response.json({"estimation_available": False, "unavailable_reason": reason})
+        train = count_tokens(file.content or b"") * int(body.get("n_epochs") or 1)
+        validation = self.files.get(body.get("validation_file") or "")
+        evals = count_tokens(validation.content or b"") * int(body.get("n_evals") or 0) if validation else 0
+        price = float((train + evals) * self.estimate_price_per_million / 1_000_000)
+        return Response.json({"estimation_available": True, "allowed_to_proceed": price <= self.user_limit,
+                              "estimated_total_price": price, "estimated_train_token_count": train,
+                              "estimated_eval_token_count": evals, "user_limit": self.user_limit})
 
     def _jobs_create(self, req: Request) -> Response:
         bearer_auth(req, self.rejected_keys)
