@@ -37,7 +37,7 @@ from ftbroker.errors import (BackendError, BackendRateLimitError, BackendUnavail
                              JobNotFoundError, LedgerDamagedError, NotConfirmedError, RouteUnavailableError,
                              SpecError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
-from ftbroker.ledger import LEASE_TTL_S, Claim, Ledger, LeaseKeeper, default_home
+from ftbroker.ledger import LEASE_TTL_S, Claim, Ledger, default_home
 from ftbroker.spec import JobSpec
 
 MAX_POLL_FAILURES = 8  # consecutive transient poll errors before following gives up (the job is unaffected)
@@ -205,18 +205,16 @@ class Broker:
 
     @contextmanager
     def _keeping(self, job_id: str, claim: Claim) -> Iterator[None]:
-        """Renew a lease already taken while the block runs, and give it back after."""
-        keeper = LeaseKeeper(self.ledger.path, job_id, claim)
+        """Renew a lease already taken while the block runs, give it back after, and say so if it was lost."""
+        keeper = None
         try:
-            with keeper:
+            with self.ledger.kept(job_id, claim) as keeper:
                 yield
-        finally:
-            self.ledger.release(job_id, claim)
-            if keeper.lost:
+        finally:  # the keeper has stopped and the lease is given back: ``lost`` is final
+            if keeper is not None and keeper.lost:
                 self.ledger.update(job_id, events=[_event(
                     f"this process ({claim.purpose}) stalled past its lease ({claim.ttl_s:g} s) and another took "
-                    "the job over meanwhile: check the job for anything done twice", kind="warning",
-                    level="warning")])
+                    "the job over meanwhile: check the job for anything done twice", kind="warning", level="warning")])
 
     def _submit(self, job: Job, call: Callable[[_LedgerTracker], Submission]) -> Job:
         try:
@@ -266,7 +264,7 @@ class Broker:
         if not isinstance(backend, Discoverable):
             return job
         try:
-            with self.exclusive(job.id, "checking on") as current:
+            with self.exclusive(job.id, "looking for what its submission started") as current:
                 found = backend.find(current) if current.submitted_at is None else None
                 return self._record_submission(current, found) if found is not None else current
         except (JobBusyError, BackendError, ExtraNotInstalledError):

@@ -205,7 +205,7 @@ class Claim:
     """This process's claim to act alone on a job: what it does (said to whoever finds the job busy), how long the
     lease lasts without renewal, and who it is."""
 
-    purpose: str  # what it does to the job, said as "another process is <purpose> it": "submitting", "resuming"
+    purpose: str  # what it does to the job, for whoever finds it busy: "submitting", "resuming", "ftbroker eval"
     ttl_s: float = LEASE_TTL_S
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     pid: int = field(default_factory=os.getpid)
@@ -231,7 +231,7 @@ class Lease:
         since = self.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         until = self.expires_at.astimezone().strftime("%H:%M:%S")
         return JobBusyError(
-            f"job {self.job_id} is busy: another ftbroker process is {self.purpose} it (pid {self.pid} on "
+            f"job {self.job_id} is busy: another ftbroker process is at it ({self.purpose}; pid {self.pid} on "
             f"{self.host}, since {since}); nothing was done. Try again when it has finished (should that process "
             f"have died on another machine, its lease runs out at {until})", holder=self)
 
@@ -467,6 +467,30 @@ class Ledger:
         """Give the lease back (a lease taken over by another process is left to it)."""
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE job_id = ? AND token = ?", (job_id, claim.token))
+
+    @contextmanager
+    def exclusive(self, job_id: str, purpose: str, ttl_s: float = LEASE_TTL_S) -> Iterator[LeaseKeeper]:
+        """Hold the job's lease while the block runs (``claim``, then ``kept``). The Broker's ``exclusive`` is this,
+        for backends; a part of ftbroker that holds a Ledger and no Broker (an evaluation) takes it here."""
+        claim = Claim(purpose, ttl_s)
+        self.claim(job_id, claim)
+        with self.kept(job_id, claim) as keeper:
+            yield keeper
+
+    @contextmanager
+    def kept(self, job_id: str, claim: Claim) -> Iterator[LeaseKeeper]:
+        """Renew a lease already taken while the block runs, and give it back after."""
+        keeper = LeaseKeeper(self.path, job_id, claim)
+        try:
+            with keeper:
+                yield keeper
+        finally:
+            self.release(job_id, claim)
+
+    def held(self, job_id: str) -> bool:
+        """Whether a process holds the job's lease now (one that lapsed does not count)."""
+        lease = self.lease(job_id)
+        return lease is not None and not lease.lapsed(_now())
 
     def lease(self, job_id: str) -> Lease | None:
         """Who holds the job's lease now, if anyone does (a lapsed lease is reported as it is)."""

@@ -197,7 +197,7 @@ def test_whatever_acts_on_a_job_holds_its_lease_and_a_busy_job_is_refused(broker
     broker.ledger.claim(job.id, other)
     asked = len(ScriptedBackend.calls)
     for act in (broker.cancel, broker.resume):
-        with pytest.raises(JobBusyError, match=f"job {job.id} is busy: another ftbroker process is resuming it"):
+        with pytest.raises(JobBusyError, match=fr"job {job.id} is busy: another ftbroker process is at it \(resuming; pid"):
             act(job.id)
     assert len(ScriptedBackend.calls) == asked  # the backend was never asked
     broker.ledger.release(job.id, other)
@@ -208,6 +208,20 @@ def test_other_backends_and_deployments_take_the_same_lease(broker, data):
     job = broker.submit(spec(data, polls_to_finish=99))
     with broker.exclusive(job.id[:7], "deploying") as leased:  # e.g. a paid deployment for evaluation
         assert leased.id == job.id
-        with pytest.raises(JobBusyError, match="another ftbroker process is deploying it"):
+        with pytest.raises(JobBusyError, match=r"another ftbroker process is at it \(deploying; pid"):
             broker.cancel(job.id)
     assert broker.ledger.lease(job.id) is None
+
+
+def test_an_evaluation_and_the_job_commands_share_one_lease(broker, data):
+    from ftbroker.evaluation.lock import job_lock, locked
+
+    job = broker.submit(spec(data, polls_to_finish=99))
+    with job_lock(broker.home, job.id, "ftbroker eval"):  # from its quote to its deployments' teardown
+        assert locked(broker.home, job.id)
+        with pytest.raises(JobBusyError, match=r"another ftbroker process is at it \(ftbroker eval; pid"):
+            broker.cancel(job.id)
+    with broker.exclusive(job.id, "resuming"), pytest.raises(JobBusyError, match=r"at it \(resuming; pid"), \
+            job_lock(broker.home, job.id, "ftbroker eval"):
+        pass
+    assert not locked(broker.home, job.id)

@@ -131,7 +131,7 @@ def test_a_job_another_process_acts_on_is_refused_with_exit_3_naming_it(data):
         ledger.claim(job_id, Claim("resuming"))  # another terminal's `ftbroker resume`, still at work
     for command in ("resume", "cancel"):
         refused = ftb(command, job_id, ok=(3,))
-        assert f"error: job {job_id} is busy: another ftbroker process is resuming it (pid {os.getpid()}" in \
+        assert f"error: job {job_id} is busy: another ftbroker process is at it (resuming; pid {os.getpid()}" in \
             refused.stderr
         assert "nothing was done. Try again when it has finished" in refused.stderr
 

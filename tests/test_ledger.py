@@ -204,7 +204,7 @@ def test_one_process_at_a_time_holds_a_jobs_lease_and_the_others_are_told_who(le
     with pytest.raises(JobBusyError) as busy:
         ledger.claim(job.id, Claim("cancelling"))
     assert busy.value.exit_code == 3 and busy.value.holder.pid == os.getpid()
-    assert str(busy.value).startswith(f"job {job.id} is busy: another ftbroker process is resuming it (pid "
+    assert str(busy.value).startswith(f"job {job.id} is busy: another ftbroker process is at it (resuming; pid "
                                       f"{os.getpid()} on {socket.gethostname()}, since ")
     assert "nothing was done" in str(busy.value)
     ledger.claim(job.id, resuming)  # the holder itself may claim again
