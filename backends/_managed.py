@@ -381,6 +381,14 @@ class ManagedBackend:
         retries those itself, looking for what an earlier attempt may have created first."""
         return self.client.with_options(max_retries=0)
 
+    def optional(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``call`` for data a job can do without (metrics): a failure costs that data this time (None), never the
+        poll or the result that asked for it."""
+        try:
+            return self.call(doing, fn, *args, **kwargs)
+        except BackendError:
+            return None
+
     def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
         try:
@@ -555,8 +563,24 @@ class ManagedBackend:
 
         raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
                                   on_retry=on_retry)
+        return self._submission(raw, reused)
+
+    def find(self, job: Job) -> Submission | None:
+        """The remote job created for ``job.id`` by a submission cut short, looked up by its tag (a read)."""
+        raw = self._provider_find(job)
+        return self._submission(raw, reused=True) if raw is not None else None
+
+    def _submission(self, raw: Mapping[str, Any], reused: bool) -> Submission:
         status, detail = self._provider_status(raw)
         return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused)
+
+    def check_credentials(self) -> None:
+        """Build an SDK client as the environment is now, before anything is recorded: the SDK refuses a missing key
+        (no network call)."""
+        client = self._new_client()
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
 
     def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
         remembered = job.remote.get(f"{role}_file")

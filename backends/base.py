@@ -18,11 +18,18 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. A backend whose routes a plan lists also has the three classmethods of
-``ftbroker.routes.RouteSource`` (``token_needs``, ``routes``, ``plan_notes``) and claims its catalog rows in
-``capabilities.providers`` / ``capabilities.clouds``. Adding a backend: one module, one line in
-``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends`` for a third-party package), its catalog
-rows, and one parameter of the contract suite in ``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
+``capabilities.unsupported``. Two more are optional hooks: ``Credentialed`` (credentials checked before the job is
+recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect). A backend
+whose routes a plan lists also has the three classmethods of ``ftbroker.routes.RouteSource`` (``token_needs``,
+``routes``, ``plan_notes``) and claims its catalog rows in ``capabilities.providers`` / ``capabilities.clouds``.
+
+Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
+(``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
+acts on a job outside those calls (a deployment for evaluation, a teardown) does it inside ``Broker.exclusive``.
+
+Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends``
+for a third-party package), its catalog rows, and one parameter of the contract suite in
+``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -296,6 +303,20 @@ class Backend(Protocol):
 class Resumable(Protocol):
     def resume(self, job: Job, tracker: Tracker) -> Submission:
         """Continue a failed or cancelled job from its last checkpoint."""
+
+
+@runtime_checkable
+class Credentialed(Protocol):
+    def check_credentials(self) -> None:
+        """Raise BackendAuthError when the credentials the backend needs are missing. No network: called before the
+        ledger records the job."""
+
+
+@runtime_checkable
+class Discoverable(Protocol):
+    def find(self, job: Job) -> Submission | None:
+        """What a submission of ``job`` that was cut short (the CLI killed after the ledger row) already started: a
+        remote job created for its id, a trainer launched in its run folder. No side effect; None if nothing."""
 
 
 @runtime_checkable

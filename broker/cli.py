@@ -448,7 +448,8 @@ def resume(job_id, detach, json_mode):
     """Continue a failed or cancelled job from its last checkpoint.
 
     A job that was recorded but never confirmed submitted (the CLI died, the provider did not answer) is submitted
-    instead, exactly once: the backend looks for the remote job before it creates one.
+    instead, exactly once: the backend looks for the remote job before it creates one. While another process acts on
+    the job (run, resume, cancel), this one does nothing and exits 3, saying who does.
     """
     from ftbroker.broker import Broker
 
