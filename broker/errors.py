@@ -15,7 +15,8 @@ are translated where they cross into ftbroker, with ``raise ... from``.
     │   ├── DoesNotFitError           the job will not fit the hardware
     │   ├── RouteUnavailableError     the provider no longer (or not yet) offers the route
     │   └── NotConfirmedError         the user declined the confirmation prompt
-    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra
+    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra (exit 2 when an
+    │                                 option asked for it: plan --chart)
     ├── BackendError                  .backend, .request_id; a provider call failed
     │   ├── BackendAuthError
     │   ├── BackendRateLimitError     .retry_after (seconds or None)
@@ -138,8 +139,10 @@ class NotConfirmedError(GuardError):
 class ExtraNotInstalledError(FtBrokerError):
     """An optional dependency is missing."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str, extra: str, purpose: str, *, usage: bool = False):
         self.package, self.extra = package, extra
+        if usage:  # an option the user chose needs it (plan --chart): a usage error, exit 2
+            self.exit_code = InputError.exit_code
         super().__init__(f"{purpose} needs the '{package}' package: pip install 'ftbroker[{extra}]'")
 
 

@@ -22,7 +22,7 @@ from ftbroker.estimate.cost import cloud_cost
 from ftbroker.estimate.memory import estimate_memory, max_seq_len
 from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.pricing.catalog import Catalog, load_catalog
-from ftbroker.routes import Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
+from ftbroker.routes import PLAN_EPOCHS, Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
 from ftbroker.spec import JobSpec
 from plan_reports import report, stats
 
@@ -231,11 +231,15 @@ def test_validation_file_replaces_the_held_out_share(few):
     assert "evaluation on the validation file" in r.breakdown["assumptions"]
 
 
-def test_epochs_default_to_the_local_trainer_and_the_flag_wins(few):
+def test_epochs_are_the_plans_and_the_flag_wins(few):
     plan = gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM")
-    assert only(plan, kind="local").epochs == 3
-    assert "3 epochs (the local trainer's default; --epochs)" in plan.notes[0]
+    local = only(plan, kind="local")
+    assert local.epochs == plan.options.epochs == TrainConfig.model_fields["epochs"].default == PLAN_EPOCHS.target
+    assert local.job["hyperparameters"]["epochs"] == 3  # run --route trains what the plan priced
+    assert local.breakdown["epochs_rule"].startswith("OpenAI's auto rule for 100 examples")
     assert only(gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM", epochs=1), kind="local").epochs == 1
+    small = only(gpu_plan(few, {500: 20}, method="qlora", gpu="H100-SXM"), kind="local")
+    assert small.epochs == 5  # 100 example passes over 20 examples, as OpenAI's rule has it
 
 
 def test_methods_and_default_models(few):
@@ -320,7 +324,7 @@ def test_a_cloud_backend_contributes_its_instances_priced_as_any_and_runnable(fe
     setup = spot.breakdown["setup"]
     assert spot.runnable and not spot.not_runnable and spot.job == {
         "backend": "rentals", "model": "Llama-3.1-8B", "method": "lora",
-        "hyperparameters": {"max_seq_len": 4096, "micro_batch_size": setup["micro_batch"],
+        "hyperparameters": {"epochs": 3, "max_seq_len": 4096, "micro_batch_size": setup["micro_batch"],
                             "gradient_accumulation_steps": setup["grad_accumulation"]},
         "lora": {"r": 8}, "backend_options": {"instance_type": "g6e.xlarge", "region": spot.region, "spot": True}}
 
