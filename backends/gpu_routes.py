@@ -340,7 +340,7 @@ def gpu_notes(context: RouteContext, *, local: bool = False, cloud: bool = False
     chosen = "" if options.models else " (the default models; --model for others)"
     stack = resolve_stack(options.stack)
     trainer = ("ftbroker's trainer" if stack is FTBROKER
-               else f"as the {stack.name} stack trains them ({stack.title}, its defaults; not runnable by ftbroker)")
+               else f"figures for the {stack.name} stack with its defaults, which ftbroker does not run ({stack.title})")
     notes = [f"GPU routes: {', '.join(m.arch.name for m in models)}{chosen}, {trainer}"]
     if local and options.gpu:
         notes.append(f"local GPU: {options.gpu_count} x {options.gpu.name} ({options.gpu_source or '--gpu'})"

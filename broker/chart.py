@@ -62,7 +62,8 @@ def plan_chart(plan: Plan, path: str | os.PathLike) -> Path:
                        + (f", {epochs} epoch{'s' if epochs != 1 else ''} each" if epochs else "")
                        + f" ({plan.today}; hollow: price in doubt)", fontsize=10)
         axes.grid(alpha=0.3, which="both")
-        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
+        if axes.get_legend_handles_labels()[0]:  # nothing priced: nothing to name
+            axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
         out = Path(path)
         try:
             figure.savefig(out, dpi=96, bbox_inches="tight")
@@ -74,13 +75,14 @@ def plan_chart(plan: Plan, path: str | os.PathLike) -> Path:
 
 
 def _points(axes, routes: list[Route], strip: float, label: str, marker: str, colour: str) -> None:
-    """One kind of route: filled where the plan trusts the price, hollow where it doubts it."""
+    """One kind of route: filled where the plan trusts the price, hollow where it doubts it (named once)."""
     for trusted in (True, False):
         mine = [r for r in routes if (not r.doubt) == trusted]
         if mine:
             axes.scatter([r.hours if r.hours is not None else strip for r in mine], [float(r.cost_usd) for r in mine],
-                         marker=marker, s=60 if marker == "*" else 28, label=label if trusted else None,
+                         marker=marker, s=60 if marker == "*" else 28, label=label,
                          facecolors=colour if trusted else "none", edgecolors=colour, linewidths=0.9, alpha=0.8)
+            label = None
 
 
 def _front(axes, plan: Plan) -> None:

@@ -276,7 +276,7 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
     grouped: dict[tuple[str, str], list[Route]] = {key: [] for key in _LAYOUTS}
     for route in plan.routes:  # in the plan's order: feasible by cost first
         grouped.setdefault(_section_key(route), []).append(route)
-    best = {id(r) for r in (*(b.route for b in plan.best), *plan.passed_over)}
+    best = {id(r) for b in plan.best for r in (b.route, b.versus) if r is not None} | {id(r) for r in plan.passed_over}
     picked = {key: _pick(key[0], routes, best, all_routes) for key, routes in grouped.items() if routes}
     digits = len(str(max((r.number for rows, out in picked.values() for r in (*rows, *out)), default=1)))
     sections = []
@@ -286,7 +286,9 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
         numbered_rows = [(r.number, r) for r in rows]
         numbered_out = [(r.number, r) for r in out]
         chosen = {id(r) for r in (*rows, *out)}
-        which = " (the cheapest per model and method)" if not all_routes else ""
+        which = " (the cheapest per model and method)" if not all_routes and key[0] == "cloud" else ""
+        if key[0] != "managed" and plan.options.stack != "ftbroker":  # whose figures these are
+            which += f" · {plan.options.stack} stack"
         sections.append(_Section(title(plan).replace("{which}", which), columns, numbered_rows,
                                  [cells(n, r, sources) for n, r in numbered_rows], numbered_out,
                                  [r for r in grouped[key] if id(r) not in chosen], what))
@@ -494,7 +496,7 @@ _LAYOUTS: dict[tuple[str, str], tuple[Callable[[Plan], str], tuple[Col, ...], Ca
         _managed_cells, "managed routes"),
     ("local", ""): (
         lambda plan: (f"Your GPU: {plan.options.gpu_count} x {plan.options.gpu.name} "
-                      f"({plan.options.gpu_source or '--gpu'}) · cost: its electricity"),
+                      f"({plan.options.gpu_source or '--gpu'}) · cost: its electricity{{which}}"),
         (_NUMBER, Col("model", flex=True, min_width=12), Col("method"), *_GPU_FIGURES,
          Col("GiB/GPU", right=True), Col("batch", optional=True), *_PRICE),
         _local_cells, "routes on your GPU"),

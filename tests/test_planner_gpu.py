@@ -355,3 +355,40 @@ def test_a_local_route_names_the_job_that_runs_it(few):
         "backend_options": {"gpu": "L4:2"}}
     found = gpu_plan(few, {500: 100}, method="qlora", gpu="L4", gpu_source="detected")
     assert "backend_options" not in only(found, kind="local").job  # found again by the run on this machine
+
+
+# ---------------------------------------------------------------------------------------------- --stack
+
+def test_a_stack_prices_the_gpu_routes_as_that_trainer_runs_them_and_ftbroker_does_not_run_them(few):
+    ours = gpu_plan(few, {800: 400}, method="qlora", gpu="RTX-4090")
+    theirs = gpu_plan(few, {800: 400}, method="qlora", gpu="RTX-4090", stack="unsloth")
+    mine, other = only(ours, kind="local"), only(theirs, kind="local")
+    assert mine.breakdown["stack"] == "ftbroker" and mine.runnable and mine.job
+    assert other.breakdown["stack"] == "unsloth" and other.job is None and not other.runnable
+    assert other.not_runnable.startswith("priced for the unsloth stack: train it with Unsloth")
+    # its defaults (micro-batch 2, 8-bit AdamW) and its kernels (fused loss, offloaded checkpoints): less memory
+    assert other.breakdown["setup"]["micro_batch"] == 2 and other.breakdown["setup"]["optimizer"] != \
+        mine.breakdown["setup"]["optimizer"]
+    assert other.vram_gib < mine.vram_gib and other.epochs == mine.epochs == 3
+    assert "figures for the unsloth stack" in theirs.notes[0]
+    cloud = [r for r in theirs.routes if r.kind == "cloud"]
+    assert cloud and all(r.breakdown["stack"] == "unsloth" for r in cloud)
+
+
+def test_the_user_runs_correct_the_routes_of_their_gpu_method_and_stack_only(few):
+    from ftbroker.estimate.measured import Corrections, MeasuredRun
+
+    runs = Corrections.from_runs([MeasuredRun("j", "RTX-4090", "qlora", "ftbroker", 1.3, 2.0)])
+    plain = gpu_plan(few, {800: 400}, gpu="RTX-4090")
+    fixed = gpu_plan(few, {800: 400}, gpu="RTX-4090", corrections=runs)
+    before, after = only(plain, kind="local", method="qlora"), only(fixed, kind="local", method="qlora")
+    said = runs.get("RTX-4090", "qlora", "ftbroker").describe()
+    assert said in after.notes and after.breakdown["your_runs"]["said"] == said
+    assert after.breakdown["vram_gib"]["allocated"] == pytest.approx(
+        before.breakdown["vram_gib"]["allocated"] * 1.3 ** (1 / 3), rel=1e-3)
+    assert after.breakdown["tokens_per_s"] == pytest.approx(before.breakdown["tokens_per_s"] / 2 ** (1 / 3), rel=1e-3)
+    assert after.hours > before.hours and after.cost_usd >= before.cost_usd
+    lora = (only(plain, kind="local", method="lora"), only(fixed, kind="local", method="lora"))
+    assert lora[0].vram_gib == lora[1].vram_gib and lora[0].hours == lora[1].hours  # another method: untouched
+    unsloth = gpu_plan(few, {800: 400}, gpu="RTX-4090", stack="unsloth", corrections=runs)
+    assert "your_runs" not in only(unsloth, kind="local", method="qlora").breakdown  # another stack: untouched
