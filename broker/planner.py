@@ -71,7 +71,8 @@ class Best:
     versus: Route | None = None  # the route the trade names
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "number": self.route.number, "id": self.route.id, "trade": self.trade}
+        return {"label": self.label, "number": self.route.number, "id": self.route.id, "trade": self.trade,
+                "versus": self.versus.number if self.versus else None}
 
 
 @dataclass(frozen=True)

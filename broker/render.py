@@ -515,7 +515,7 @@ _LAYOUTS[("cloud", "spot")] = (
 _CSV_COLUMNS = ("number", "id", "kind", "backend", "runnable", "not_runnable", "provider", "cloud", "region",
                 "instance_type", "market", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
                 "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens", "epochs", "price_source",
-                "price_as_of", "stale", "notes")
+                "price_as_of", "stale", "doubt", "notes")
 
 
 def plan_csv(plan: Plan) -> str:

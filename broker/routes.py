@@ -246,7 +246,8 @@ class Route:
             "cost_usd": jsonable(self.cost_usd), "billed_tokens": self.billed_tokens, "epochs": self.epochs,
             "breakdown": jsonable(self.breakdown), "price_source": self.price_source or None,
             "price_as_of": self.price_as_of.isoformat() if self.price_as_of else None, "stale": self.stale,
-            "price_known": self.price_known, "price_doubt": self.price_doubt or None, "notes": list(self.notes),
+            "price_known": self.price_known, "price_doubt": self.price_doubt or None, "doubt": self.doubt or None,
+            "notes": list(self.notes),
             "job": jsonable(self.job),
         }
 
