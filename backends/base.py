@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from ftbroker.errors import FtBrokerError, UnknownNameError
+from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
 if TYPE_CHECKING:
@@ -175,10 +176,16 @@ class Environment:
     gpus: tuple[Gpu, ...] = ()
     load_catalog: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     declared_gpu: str | None = None  # GPU_ENV: NAME[:COUNT] to plan for instead of the GPUs found
+    # catalog -> the user's measured runs (``estimate.measured.Corrections``), read on first use by a GPU quote
+    load_corrections: Callable[[Any], Corrections] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def catalog(self) -> Any:
         return self.load_catalog() if self.load_catalog is not None else None
+
+    @cached_property
+    def corrections(self) -> Corrections:
+        return self.load_corrections(self.catalog) if self.load_corrections is not None else Corrections()
 
 
 class Verdict(StrEnum):
@@ -194,7 +201,7 @@ class Quote:
     Costs are a range where inputs are uncertain; the budget guard compares ``cost_high_usd`` (or
     ``cost_usd`` when no range is given). ``None`` means "cannot be estimated", which a budget refuses.
     ``resources`` is what the ledger keeps beside the measured figures later (``estimated_peak_vram_gib``,
-    ``estimated_tokens_per_s``, ``estimated_hours``).
+    ``estimated_tokens_per_s``, ``estimated_hours``; for a GPU, what ``preflight.estimate_keys`` adds).
     """
 
     backend: str
@@ -208,7 +215,7 @@ class Quote:
     billed_tokens: int | None = None
     warnings: tuple[str, ...] = ()  # e.g. "this route closes on 2027-01-06"
     breakdown: Mapping[str, Any] = field(default_factory=dict)
-    resources: Mapping[str, float] = field(default_factory=dict)
+    resources: Mapping[str, float | str] = field(default_factory=dict)
 
     @property
     def budget_cost_usd(self) -> Decimal | None:
@@ -244,7 +251,7 @@ class Update:
     trained_tokens: int | None = None
     actual_cost_usd: Decimal | None = None
     output_model: str | None = None
-    resources: Mapping[str, float] = field(default_factory=dict)  # measured figures, named as in Job.resources
+    resources: Mapping[str, float | str] = field(default_factory=dict)  # measured figures, named as in Job.resources
 
 
 class Tracker(Protocol):

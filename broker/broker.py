@@ -162,8 +162,16 @@ class Broker:
             why = caps.reason(f"format.{fmt}") or f"it takes {', '.join(sorted(caps.data_formats))}"
             raise SpecError([f"dataset: {spec.backend} cannot train on {fmt} data: {why}"])
         env = Environment(today=self._today(), gpus=() if caps.managed else detect_gpus(),
-                          load_catalog=_load_catalog, declared_gpu=os.environ.get(GPU_ENV) or None)
+                          load_catalog=_load_catalog, declared_gpu=os.environ.get(GPU_ENV) or None,
+                          load_corrections=self._corrections)
         return Prepared(spec, backend, report, backend.quote(spec, report, env))
+
+    def _corrections(self, catalog: Any) -> Any:
+        """The user's measured runs in this ledger: a GPU's quote takes them into account, as a plan does."""
+        from ftbroker.estimate.measured import Corrections
+        from ftbroker.your_runs import measured_runs
+
+        return Corrections.from_runs(measured_runs(self.ledger, catalog))
 
     def submit(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None,
                force: bool = False) -> Job:

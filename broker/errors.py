@@ -16,7 +16,8 @@ are translated where they cross into ftbroker, with ``raise ... from``.
     │   ├── RouteUnavailableError     the provider no longer (or not yet) offers the route
     │   ├── NotConfirmedError         the user declined the confirmation prompt
     │   └── JobBusyError              another process holds the job's lease (submitting, resuming it, ...)
-    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra
+    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra (exit 2 when an
+    │                                 option asked for it: plan --chart)
     ├── BackendError                  .backend, .request_id; a provider call failed
     │   ├── BackendAuthError
     │   ├── BackendRateLimitError     .retry_after (seconds or None)
@@ -152,8 +153,10 @@ class JobBusyError(GuardError):
 class ExtraNotInstalledError(FtBrokerError):
     """An optional dependency is missing."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str, extra: str, purpose: str, *, usage: bool = False):
         self.package, self.extra = package, extra
+        if usage:  # an option the user chose needs it (plan --chart): a usage error, exit 2
+            self.exit_code = InputError.exit_code
         super().__init__(f"{purpose} needs the '{package}' package: pip install 'ftbroker[{extra}]'")
 
 

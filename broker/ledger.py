@@ -46,6 +46,7 @@ _ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
 BUSY_TIMEOUT_MS = 30_000
 _SQLITE_INT_MAX = 2**63 - 1
 LEASE_TTL_S = 60.0  # a holder renews its lease every quarter of this; a dead holder's lease runs out after it
+LEDGER_NAME = "ledger.sqlite3"  # in FTBROKER_HOME
 
 
 def default_home() -> Path:
@@ -297,7 +298,7 @@ class Ledger:
     """The job ledger. One instance per process and thread; open, use, close (or use as a context manager)."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
+        self.path = Path(path) if path is not None else default_home() / LEDGER_NAME
         try:
             self.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
             for path in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
@@ -415,7 +416,7 @@ class Ledger:
     # --- writing ---
 
     def create(self, spec: JobSpec, *, estimated_cost_usd: Decimal | None = None,
-               resources: Mapping[str, float] | None = None, claim: Claim | None = None) -> Job:
+               resources: Mapping[str, float | str] | None = None, claim: Claim | None = None) -> Job:
         """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id; with
         ``claim``, its lease is taken in the same transaction (no other process can act on it first)."""
         moment = _now()
@@ -501,7 +502,7 @@ class Ledger:
                remote: Mapping[str, str] | None = None, cursor: str | None = None,
                progress: Progress | None = None, submitted: bool = False, error: str | None = None,
                trained_tokens: int | None = None, actual_cost_usd: Decimal | None = None,
-               output_model: str | None = None, resources: Mapping[str, float] | None = None,
+               output_model: str | None = None, resources: Mapping[str, float | str] | None = None,
                events: Sequence[Event] = (), metrics: Sequence[MetricPoint] = (),
                artifacts: Sequence[Artifact] = (), result: Result | None = None) -> Job:
         """Apply everything one step learnt about a job, atomically. ``None`` leaves a field as it is;

@@ -52,7 +52,7 @@ def test_the_estimate_is_the_plans_and_the_budget_refuses_over_it(name, tmp_path
     with fake_class(advance_on_poll=True) as fake:
         options = [f"--option={k}={v}" for k, v in {**FAST, "base_url": fake.base_url}.items()]
         run = ["run", data, "--backend", name, "--model", model, "--validation", valid, "--yes", "--detach",
-               *options]
+               "--epochs", route["epochs"], *options]  # the plan's epochs, as its route's job runs it
         refused = ftb(*run, "--max-cost", route["cost_usd"] / 2)
         assert refused.exit_code == 3, refused.output
         assert f"estimated cost ${Decimal(str(route['cost_usd'])):.4f} is over --max-cost" in refused.stderr

@@ -53,6 +53,7 @@ from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAG
 from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
                                              write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
+from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
@@ -203,8 +204,11 @@ class LocalBackend:
             except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
                 notes.append(f"no memory, time or cost estimate: {exc}")
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
+        # the user's own recipe is another trainer: its measurements must not correct estimates of this one
+        stack = "own recipe" if self.options.trainer else FTBROKER.name
         return local_quote(config, arch, gpus, stats, self._validation_stats.get(spec.model_dump_json()),
-                           distributed=self.options.distributed, notes=notes)
+                           distributed=self.options.distributed, notes=notes, corrections=env.corrections,
+                           stack=stack)
 
     # --- the process ---
 
@@ -548,7 +552,7 @@ def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progre
 _GIB = 2**30
 
 
-def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
+def measured_resources(result: Mapping[str, Any]) -> dict[str, float | str]:
     """What the trainer measured (result.json ``raw.measured``), named to sit beside the estimate in the ledger:
     on a GPU the peak allocated VRAM (what the estimator's ``allocated`` predicts) and reserved VRAM, on the CPU
     the peak resident memory; the non-padding tokens/s and the seconds of this process's training."""
@@ -556,7 +560,7 @@ def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
     if not isinstance(measured, Mapping):
         return {}
     numbers = {k: float(v) for k, v in measured.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    out = {}
+    out: dict[str, float | str] = {}
     if "peak_memory_bytes" in numbers:
         kind = "peak_vram_allocated" if measured.get("device") == "cuda" else "peak_rss"
         out[f"measured_{kind}_gib"] = round(numbers["peak_memory_bytes"] / _GIB, 3)
@@ -565,6 +569,8 @@ def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
     for key in ("tokens_per_s", "train_seconds"):
         if key in numbers:
             out[f"measured_{key}"] = round(numbers[key], 3)
+    if measured.get("device") == "cuda" and isinstance(measured.get("gpu"), str):
+        out["measured_gpu"] = measured["gpu"]  # torch's name of the card, to check it is the one estimated for
     return out
 
 
