@@ -238,12 +238,24 @@ def translate_error(exc: BaseException, backend: str, doing: str) -> BackendErro
     text = scrub(f"{doing} failed: {message}")
     if names & {"APITimeoutError", "APIConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
                 "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException",
-                "TransportError"}:
+                "TransportError"} or getattr(exc, "retryable", False):  # google-auth: a token endpoint's 5xx
         return BackendUnavailableError(text, backend=backend)
     if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError", "RefreshError",
                 "DefaultCredentialsError"}:  # botocore's; google-auth's
         return BackendAuthError(text, backend=backend)
     return error_for_status(status, text, backend, request_id=request_id, headers=headers)
+
+
+def raise_for_http(answer: Any, backend: str, doing: str) -> None:
+    """For the plain HTTP calls beside an SDK (signed URLs, Cloud Storage): an ``httpx.Response`` that is not a
+    success raised as the ftbroker error of its status, with the body's ``error.message`` when it has one."""
+    if answer.is_success:
+        return
+    try:
+        message = answer.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {answer.status_code} {answer.reason_phrase}"
+    raise error_for_status(answer.status_code, scrub(f"{doing} failed: {message}"), backend, headers=answer.headers)
 
 
 def error_for_status(status: int | None, text: str, backend: str, *, request_id: str | None = None,

@@ -47,6 +47,7 @@ from ._managed import (
     check_range,
     plain,
     provider_tag,
+    raise_for_http,
     state_events,
     with_system_message,
 )
@@ -285,12 +286,12 @@ class FireworksBackend(ManagedBackend):
                            filename_to_size={converted.upload_name: str(converted.size_bytes)})
         url = plain(answer)["filenameToSignedUrls"][converted.upload_name]
 
-        def put() -> None:
+        def put() -> Any:
             with open(converted.path, "rb") as fh:
-                httpx.put(url, content=fh, timeout=self.options.upload_timeout_s,
-                          headers={"Content-Type": "application/octet-stream"}).raise_for_status()
+                return httpx.put(url, content=fh, timeout=self.options.upload_timeout_s,
+                                 headers={"Content-Type": "application/octet-stream"})
 
-        self.call("uploading the data", put)
+        raise_for_http(self.call("uploading the data", put), self.name, "uploading the data")
         self.call("validating the upload", client.datasets.validate_upload, dataset_id, body={})
 
     def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
@@ -340,7 +341,7 @@ class FireworksBackend(ManagedBackend):
         answer = self.call("reading the job's metrics", httpx.get, url, timeout=self.options.request_timeout_s)
         if answer.status_code == 404:  # not written yet
             return []
-        self.call("reading the job's metrics", answer.raise_for_status)
+        raise_for_http(answer, self.name, "reading the job's metrics")
         return read_metrics(answer.text)
 
     @staticmethod

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -43,9 +43,9 @@ from ._managed import (
     ManagedOptions,
     Upload,
     actual_cost,
-    error_for_status,
     plain,
     provider_tag,
+    raise_for_http,
     state_events,
     with_system_message,
 )
@@ -101,52 +101,34 @@ def _time(value: Any) -> datetime | None:
 
 # -- Cloud Storage -----------------------------------------------------------------------------------
 class Storage:
-    """The two Cloud Storage JSON API calls the backend needs, over httpx with the credentials' bearer token."""
+    """The two Cloud Storage JSON API calls the backend needs, over httpx with a bearer token from ``token()``."""
 
-    def __init__(self, credentials: Any, base_url: str, timeout_s: float, upload_timeout_s: float):
-        import httpx
-
-        self._credentials = credentials
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
-        self._upload_timeout_s = upload_timeout_s
-
-    def _headers(self) -> dict[str, str]:
-        if not self._credentials.valid:
-            from google.auth.transport.requests import Request
-
-            self._credentials.refresh(Request())
-        return {"Authorization": f"Bearer {self._credentials.token}"}
+    def __init__(self, token: Callable[[], str], base_url: str, timeout_s: float, upload_timeout_s: float):
+        self._token, self._base = token, base_url.rstrip("/")
+        self._timeout_s, self._upload_timeout_s = timeout_s, upload_timeout_s
 
     def size(self, bucket: str, name: str) -> int | None:
         """The object's size in bytes; None when there is none."""
-        answer = self._http.get(f"/storage/v1/b/{bucket}/o/{quote(name, safe='')}", headers=self._headers())
+        import httpx
+
+        answer = httpx.get(f"{self._base}/storage/v1/b/{bucket}/o/{quote(name, safe='')}", timeout=self._timeout_s,
+                           headers={"Authorization": f"Bearer {self._token()}"})
         if answer.status_code == 404:
             return None
-        _raise_for(answer, "looking for the data already in Cloud Storage")
+        raise_for_http(answer, NAME, "looking for the data already in Cloud Storage")
         return int(answer.json()["size"])
 
     def create(self, bucket: str, name: str, path: Any) -> None:
         """Upload ``path`` as a new object; one that already exists (an earlier attempt's) is left as it is."""
+        import httpx
+
         with open(path, "rb") as fh:
-            answer = self._http.post(f"/upload/storage/v1/b/{bucket}/o", content=fh, timeout=self._upload_timeout_s,
-                                     params={"uploadType": "media", "name": name, "ifGenerationMatch": "0"},
-                                     headers={**self._headers(), "Content-Type": "application/jsonl"})
+            answer = httpx.post(f"{self._base}/upload/storage/v1/b/{bucket}/o", content=fh,
+                                params={"uploadType": "media", "name": name, "ifGenerationMatch": "0"},
+                                headers={"Authorization": f"Bearer {self._token()}",
+                                         "Content-Type": "application/jsonl"}, timeout=self._upload_timeout_s)
         if answer.status_code != 412:  # 412: the object exists, and its name is its content's hash
-            _raise_for(answer, "uploading the data to Cloud Storage")
-
-    def close(self) -> None:
-        self._http.close()
-
-
-def _raise_for(answer: Any, doing: str) -> None:
-    if answer.is_success:
-        return
-    try:
-        message = answer.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = answer.text[:200]
-    raise error_for_status(answer.status_code, scrub(f"{doing} failed: {message}"), NAME,
-                           headers=answer.headers)
+            raise_for_http(answer, NAME, "uploading the data to Cloud Storage")
 
 
 # -- the backend -------------------------------------------------------------------------------------
@@ -242,9 +224,21 @@ class VertexBackend(ManagedBackend):
                              f"{', '.join(tunable)}; `ftbroker catalog show --kind managed` gives their dates)"])
         return report
 
+    def _token(self) -> str:
+        """A current access token, refreshed here (the SDK's own refresh leaves its HTTP session open)."""
+        credentials = self.credentials()[0]
+        if not credentials.valid:
+            import requests
+            from google.auth.transport.requests import Request
+
+            with requests.Session() as session:
+                self.call("getting a Google access token", credentials.refresh, Request(session=session))
+        return credentials.token
+
     def _genai(self, retries: int) -> Any:
         from google.genai import types
 
+        self._token()
         credentials, project = self.credentials()
         retry = types.HttpRetryOptions(attempts=retries + 1) if retries else None
         options = types.HttpOptions(base_url=self.options.base_url, timeout=int(self.options.request_timeout_s * 1000),
@@ -264,12 +258,12 @@ class VertexBackend(ManagedBackend):
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            self._storage = Storage(self.credentials()[0], self.options.storage_url, self.options.request_timeout_s,
+            self._storage = Storage(self._token, self.options.storage_url, self.options.request_timeout_s,
                                     self.options.upload_timeout_s)
         return self._storage
 
     def close(self) -> None:
-        for client in (self._client, self._writer, self._storage):
+        for client in (self._client, self._writer):
             if client is not None:
                 client.close()
 

@@ -30,7 +30,7 @@ EXAMPLES = REPO / "examples" / "data"
 CHATS, HELD_OUT, PREFERENCES = (EXAMPLES / n for n in ("support_chats.jsonl", "support_chats_val.jsonl",
                                                        "support_preferences.jsonl"))
 HEAVY = ("torch", "transformers", "openai", "together", "boto3", "botocore", "httpx", "httpx2", "huggingface_hub",
-         "peft", "trl")
+         "peft", "trl", "fireworks", "google.genai", "google.auth")
 TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 

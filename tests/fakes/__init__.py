@@ -2,6 +2,9 @@
 
 - ``FakeOpenAI``: loopback HTTP fake of OpenAI files + fine-tuning (``openai`` SDK, ``base_url=fake.base_url``)
 - ``FakeTogether``: loopback HTTP fake of Together files + fine-tunes (``together`` SDK)
+- ``FakeFireworks``: loopback HTTP fake of Fireworks datasets + supervised fine-tuning jobs (``fireworks-ai`` SDK)
+- ``FakeVertex``: loopback HTTP fake of Vertex AI tuning jobs, Cloud Storage uploads and Google's token endpoint
+  (``google-genai`` SDK, ``google-auth``)
 - ``BedrockHarness``: moto's Bedrock + S3, with the job transitions moto lacks
 - ``Fault`` / ``Outcome``: what goes wrong with a call, and how a job ends
 """
@@ -9,7 +12,10 @@
 from ._jobs import Outcome
 from ._server import ALL_FAULTS, Fault
 from .bedrock_fake import BedrockHarness
+from .fireworks_fake import FakeFireworks
 from .openai_fake import FakeOpenAI
 from .together_fake import FakeTogether
+from .vertex_fake import FakeVertex
 
-__all__ = ["ALL_FAULTS", "BedrockHarness", "Fault", "FakeOpenAI", "FakeTogether", "Outcome"]
+__all__ = ["ALL_FAULTS", "BedrockHarness", "Fault", "FakeFireworks", "FakeOpenAI", "FakeTogether", "FakeVertex",
+           "Outcome"]
