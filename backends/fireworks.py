@@ -55,7 +55,9 @@ from ._managed import (
 NAME = "fireworks"
 ID_MAX = 63  # Fireworks resource ids (job, dataset, model): lower-case letters, digits and hyphens
 SMALL_UPLOAD_BYTES = 150 * 1024 * 1024  # datasets.upload handles files "up to 150Mb" (SDK docstring)
-MESSAGE_KEYS = ("role", "content", "weight")  # docs.fireworks.ai/fine-tuning/fine-tuning-models
+# the OpenAI chat format: "existing OpenAI SFT datasets work with no conversion" (docs.fireworks.ai/fine-tuning/
+# managed-finetuning-intro)
+MESSAGE_KEYS = ("role", "content", "weight", "name", "tool_calls", "tool_call_id")
 
 # JobState (SDK types/supervised_fine_tuning_job.py); unknown words are running
 STATUS: Mapping[str, JobStatus] = {f"JOB_STATE_{word}": status for word, status in {
@@ -97,7 +99,10 @@ def hyperparameter_problems(spec: Any) -> list[str]:
 def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     """A chat example (checked by ``ftbroker.data``, which holds Fireworks' line rules) as a Fireworks line: the
     OpenAI chat format with only its keys, a top-level system prompt as the first message."""
-    return {"messages": [{k: m[k] for k in MESSAGE_KEYS if k in m} for m in with_system_message(example)]}
+    line: dict[str, Any] = {"messages": [{k: m[k] for k in MESSAGE_KEYS if k in m} for m in with_system_message(example)]}
+    if "tools" in example:
+        line["tools"] = example["tools"]
+    return line
 
 
 def read_metrics(text: str) -> list[MetricPoint]:

@@ -28,9 +28,9 @@ message of weight 1; preference input must not end with an assistant message (to
 utils/files.py, docs.together.ai data-preparation). Bedrock: conversations start with user, end with
 assistant and strictly alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock
 user guide, preparing-text-data; Claude-on-Bedrock cookbook); text only (ftbroker's Bedrock formats carry no
-images). Fireworks: OpenAI-style chat lines with system (optional, first), user and assistant messages, weight
-0|1; chat data only (docs.fireworks.ai/fine-tuning/fine-tuning-models); text only here (vision is a separate
-method). Vertex AI (Gemini supervised tuning): ``contents`` of alternating user and model turns ending with the
+images). Fireworks: the OpenAI chat format ("existing OpenAI SFT datasets work with no conversion",
+docs.fireworks.ai/fine-tuning/managed-finetuning-intro), the system message optional and first; chat data only
+(docs.fireworks.ai/fine-tuning/fine-tuning-models); text only here (vision is a separate method). Vertex AI (Gemini supervised tuning): ``contents`` of alternating user and model turns ending with the
 model, an optional ``systemInstruction``, no per-turn weights; chat data only
 (docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning-about); text only here (images
 would be Cloud Storage files).
@@ -498,9 +498,6 @@ class _Checker:
         if "system" in body:
             self.provider("together", "system-late", "a system message after the first message (Together)")
             self.provider("fireworks", "system-late", "a system message after the first message (Fireworks)")
-        if set(roles) - {"system", "user", "assistant"} or any("tool_calls" in m for m in messages):
-            self.provider("fireworks", "roles", "tool calls, tool, developer or function messages: Fireworks' "
-                                                "fine-tuning format has system, user and assistant messages")
         # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
         turns = [r for r, m in zip(body, messages[start:]) if r != "tool" and "tool_calls" not in m]
         if turns and turns[0] != "user" or any(map(eq, turns, turns[1:])):  # two turns of one role in a row

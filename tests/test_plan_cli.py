@@ -199,7 +199,7 @@ def test_plan_csv_has_one_row_per_route():
     result = run("plan", CHATS, "--csv", "--model", "gpt-4o-mini", "--model", "Llama-3.1-8B", "--method", "lora")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {"openai", "together", "bedrock", ""} == {r["backend"] for r in rows if r["kind"] == "managed"}
+    assert {"openai", "together", "bedrock", "fireworks"} == {r["backend"] for r in rows if r["kind"] == "managed"}
     assert {"openai", "together", "fireworks", "bedrock"} <= {r["provider"] for r in rows}
     assert {"aws", "gcp"} <= {r["cloud"] for r in rows}
     mini = next(r for r in rows if r["model"] == "gpt-4o-mini-2024-07-18")
