@@ -342,6 +342,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openai": "ftbroker.backends.openai:OpenAIBackend",
     "together": "ftbroker.backends.together:TogetherBackend",
     "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
+    "fireworks": "ftbroker.backends.fireworks:FireworksBackend",
+    "vertex": "ftbroker.backends.vertex:VertexBackend",
 }
 
 

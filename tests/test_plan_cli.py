@@ -31,7 +31,7 @@ EXAMPLES = REPO / "examples" / "data"
 CHATS, HELD_OUT, PREFERENCES = (EXAMPLES / n for n in ("support_chats.jsonl", "support_chats_val.jsonl",
                                                        "support_preferences.jsonl"))
 HEAVY = ("torch", "transformers", "openai", "together", "boto3", "botocore", "httpx", "httpx2", "huggingface_hub",
-         "peft", "trl")
+         "peft", "trl", "fireworks", "google.genai", "google.auth")
 TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 
@@ -210,7 +210,7 @@ def test_plan_csv_has_one_row_per_route():
     result = run("plan", CHATS, "--csv", "--model", "gpt-4o-mini", "--model", "Llama-3.1-8B", "--method", "lora")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {"openai", "together", "bedrock", ""} == {r["backend"] for r in rows if r["kind"] == "managed"}
+    assert {"openai", "together", "bedrock", "fireworks"} == {r["backend"] for r in rows if r["kind"] == "managed"}
     assert {"openai", "together", "fireworks", "bedrock"} <= {r["provider"] for r in rows}
     assert {"aws", "gcp"} <= {r["cloud"] for r in rows}
     mini = next(r for r in rows if r["model"] == "gpt-4o-mini-2024-07-18")
