@@ -5,14 +5,17 @@ import string
 from pathlib import Path
 
 import pytest
-from ftbroker import data, tokens
-from ftbroker.data import Advice, DatasetReport, advise, analyze
-from ftbroker.errors import DatasetError
-from ftbroker.tokens import resolve
+from ftbroker.data import analysis, issues, reader
+from ftbroker.data.advice import Advice, advise
+from ftbroker.data.analysis import analyze
+from ftbroker.data.report import DatasetReport
+from ftbroker.errors import DataIssue, DatasetError
+from ftbroker.tokens.openai_encodings import shipped_encoding
+from ftbroker.tokens.resolve import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-CL100K = tokens._shipped_encoding("cl100k_base")
+CL100K = shipped_encoding("cl100k_base")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
 
 
@@ -101,8 +104,8 @@ def test_missing_file(tmp_path):
 def test_errors_are_capped_and_shown_twenty_at_a_time(tmp_path):
     path = write(tmp_path / "bad.jsonl", [chat(0)] + ['{"messages": 1}'] * 1200)
     report = analyze(path)
-    assert len(report.errors) == data._MAX_ERRORS + 1
-    assert report.errors[0] == data.DataIssue(
+    assert len(report.errors) == issues.MAX_ERRORS + 1
+    assert report.errors[0] == DataIssue(
         str(path), 2, "'messages' must be a list of messages, got a number"
     )
     assert report.errors[-1].message == "200 more errors are not listed"
@@ -157,8 +160,8 @@ def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
     path = write(tmp_path / "big.jsonl", rows)
     counters = [resolve("cl100k_base"), resolve(family="llama3")]
     sequential = analyze(path, counters=counters, limits={"estimate:llama3": 60})
-    monkeypatch.setattr(data, "_BLOCK_BYTES", 3000)  # many blocks, each split mid-line by the reader
-    monkeypatch.setattr(data, "_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 3000)  # many blocks, each split mid-line by the reader
+    monkeypatch.setattr(analysis, "PARALLEL_BYTES", 0)
     parallel = analyze(path, counters=counters, limits={"estimate:llama3": 60})
     assert parallel == sequential
     assert [str(e) for e in sequential.errors] == [
@@ -172,7 +175,7 @@ def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
 
 
 def test_duplicate_table_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(data._Seen, "SLOTS", 8)
+    monkeypatch.setattr(analysis.Seen, "SLOTS", 8)
     report = analyze(write(tmp_path / "d.jsonl", [chat(i) for i in range(20)] + [chat(0)]))
     messages = [w.message for w in report.warnings]
     assert "the duplicate check covered the first 6 distinct examples only" in messages
@@ -362,7 +365,7 @@ def test_a_read_failure_midway_is_an_error_not_a_crash(tmp_path, monkeypatch):
         yield from ()
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(data, "_lines", failing)
+    monkeypatch.setattr(reader, "blocks", failing)
     assert [str(e) for e in analyze(path).errors] == [f"{path}: cannot read the file: Input/output error"]
 
 
@@ -397,9 +400,9 @@ def _file_with_a_long_line(path: Path, line_bytes: int, *, before: int = 3, afte
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker-processes"])
 def test_a_line_over_the_limit_is_refused_unread_in_bounded_memory(tmp_path, monkeypatch, parallel):
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 2 << 20)
     if parallel:
-        monkeypatch.setattr(data, "_PARALLEL_BYTES", 1)
+        monkeypatch.setattr(analysis, "PARALLEL_BYTES", 1)
     path = _file_with_a_long_line(tmp_path / "big.jsonl", 40 << 20)
     report, peak = _peak_bytes(lambda: analyze(path, counters=[resolve("cl100k_base")]))
     assert [(e.line, e.message.split(" bytes")[0]) for e in report.errors] == [(4, f"the line is {40 << 20:,}")]
@@ -407,11 +410,11 @@ def test_a_line_over_the_limit_is_refused_unread_in_bounded_memory(tmp_path, mon
     assert report.examples == 6  # the lines around it are read as usual
     assert report.tokens["tiktoken:cl100k_base"].per_example.max < 100
     assert peak < 12 << 20, f"peak {peak / 2**20:.1f} MiB for a 40 MiB line"
-    assert [n for n, _ in data.read_examples(path)] == [1, 2, 3, 5, 6, 7]  # what a backend converts
+    assert [n for n, _ in reader.read_examples(path)] == [1, 2, 3, 5, 6, 7]  # what a backend converts
 
 
 def test_the_last_line_over_the_limit_without_a_newline(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 2 << 20)
     path = tmp_path / "cut.jsonl"
     path.write_bytes(json.dumps(chat(1)).encode() + b"\n" + b'{"text": "' + b"a" * (3 << 20))
     errors = analyze(path).errors
@@ -422,12 +425,12 @@ def test_a_line_at_the_real_limit(tmp_path, summary_line):
     """The documented limit itself (MAX_LINE_BYTES): one byte over is refused, in a few MiB of memory."""
     import time
 
-    path = _file_with_a_long_line(tmp_path / "huge.jsonl", data.MAX_LINE_BYTES + 1, before=1, after=1)
+    path = _file_with_a_long_line(tmp_path / "huge.jsonl", reader.MAX_LINE_BYTES + 1, before=1, after=1)
     started = time.perf_counter()
     report, peak = _peak_bytes(lambda: analyze(path))
     seconds = time.perf_counter() - started
     assert [e.line for e in report.errors] == [2] and report.examples == 2
-    assert f"the line is {data.MAX_LINE_BYTES + 1:,} bytes" in report.errors[0].message
+    assert f"the line is {reader.MAX_LINE_BYTES + 1:,} bytes" in report.errors[0].message
     assert peak < 16 << 20
-    summary_line(f"a {data.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
+    summary_line(f"a {reader.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
                  f"{peak / 2**20:.1f} MiB")
