@@ -30,8 +30,11 @@ def now():
 
 
 def emit(kind, message="", **fields):
+    line = json.dumps({"time": now(), "kind": kind, "message": message, "total_steps": steps, **fields})
     with (run_dir / "events.jsonl").open("a") as fh:
-        fh.write(json.dumps({"time": now(), "kind": kind, "message": message, "total_steps": steps, **fields}) + "\n")
+        fh.write(line + "\n")
+    if os.environ.get("FTBROKER_EVENTS_TO_STDOUT"):  # as the trainer's EventLog does
+        print("ftbroker-event " + line, flush=True)
 
 
 def finish(status, kind, message, **extra):
