@@ -17,6 +17,7 @@ loopback fakes and moto, are in ``tests/fakes/harnesses.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 
@@ -60,7 +61,37 @@ class LocalHarness:
         pass
 
 
-HARNESSES = {"local": LocalHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock on their fakes
+class SkyPilotHarness(LocalHarness):
+    """The real trainer on the tiny Llama, run by the fake SkyPilot's node (the task's own run script, the bucket a
+    folder here): the local harness's scenarios on a Lambda H100 route."""
+
+    name = "skypilot"
+
+    def __init__(self, tmp_path, monkeypatch, tiny_model_dir):
+        super().__init__(tmp_path, monkeypatch, tiny_model_dir)
+        from fakes.skypilot_fake import FakeSky
+
+        from ftbroker.backends.skypilot import backend
+
+        self.sky = FakeSky(tmp_path / "sky")
+        monkeypatch.setattr(backend, "adapter", lambda: self.sky)
+        monkeypatch.setattr(backend.SkyPilotBackend, "capabilities",  # the fake stands in for SkyPilot's SDK
+                            dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
+
+    def spec(self, scenario: str) -> JobSpec:
+        local = super().spec(scenario)
+        return local.model_copy(update={"backend": "skypilot", "backend_options": {
+            "instance_type": "gpu_1x_h100_sxm5", "bucket": "s3://ftb-contract/runs", "max_hours": 1}})
+
+    def wait(self, seconds: float) -> None:
+        self.sky.advance(seconds)
+        time.sleep(0.1)
+
+    def close(self) -> None:
+        self.sky.close()
+
+
+HARNESSES = {"local": LocalHarness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
