@@ -5,13 +5,15 @@ load each task with SkyPilot's own loader and pass it through its optimizer, off
 
 TASKS.json is a list of ``{"task": TASK, "autodown": BOOL}`` (TASK: SkyPilot's YAML as a dict; autodown: launched
 as a cluster with ``down=True``, rather than as a managed job). Prints one JSON object per task: the resources SkyPilot
-chose (``ok``: cloud, region, instance type, GPUs, spot, nodes) or its error (``error``). ``sky.check`` is not run
+chose (``ok``: cloud, region, instance type, GPUs, spot, nodes; and the GPUs ftbroker's adapter reads for the
+task) or its error (``error``). ``sky.check`` is not run
 (it needs credentials): the enabled clouds are the ones given, as SkyPilot's own unit tests set them
 (skypilot-org/skypilot tests/common_test_fixtures.py patches ``get_cached_enabled_clouds_or_refresh``). Any
 download the catalog code tries is an error, so nothing is fetched. The API server is never needed (the
 optimizer runs in this process); ``sky.api_stop()`` at the end makes sure none is left running.
 """
 
+import copy
 import json
 import sys
 
@@ -31,12 +33,15 @@ from sky.clouds import CloudImplementationFeatures
 from sky.utils import dag_utils
 from sky.utils.registry import CLOUD_REGISTRY
 
+from ftbroker.backends.skypilot.adapter import SkyAdapter
+
 
 def check(config: dict, autodown: bool) -> dict:
     """The task loaded and optimized, and the features its launch asks of the cloud checked, as ``sky.launch``
     does (sky/execution.py: the task's multi-node and storage mounting, and autodown for a cluster)."""
+    before = json.dumps(config, sort_keys=True)
     try:
-        task = sky.Task.from_yaml_config(config)
+        task = sky.Task.from_yaml_config(copy.deepcopy(config))  # the loader pops what it reads
         dag = optimizer.Optimizer.optimize(dag_utils.convert_entrypoint_to_dag(task), quiet=True)
         best = dag.tasks[0].best_resources
         features = task.get_required_cloud_features() | ({CloudImplementationFeatures.AUTODOWN} if autodown else set())
@@ -45,7 +50,9 @@ def check(config: dict, autodown: bool) -> dict:
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {"ok": {"cloud": str(best.cloud).lower(), "region": best.region, "instance_type": best.instance_type,
                    "accelerators": best.accelerators, "use_spot": best.use_spot, "num_nodes": dag.tasks[0].num_nodes,
-                   "storage_mounts": sorted(dag.tasks[0].storage_mounts), "run": dag.tasks[0].run}}
+                   "storage_mounts": sorted(dag.tasks[0].storage_mounts), "run": dag.tasks[0].run,
+                   "adapter_gpus": SkyAdapter().gpus(config),  # what the backend checks before it launches
+                   "task_unchanged": json.dumps(config, sort_keys=True) == before}}
 
 
 def main() -> None:

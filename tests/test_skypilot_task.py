@@ -138,11 +138,13 @@ def test_skypilot_accepts_the_task_of_every_route_kind(tmp_path):
         assert chosen["instance_type"] == place.instance.instance_type, route
         assert chosen["use_spot"] is place.spot and chosen["num_nodes"] == place.nodes, route
         assert sum(chosen["accelerators"].values()) == place.instance.gpu_count, route
+        assert chosen["adapter_gpus"] == chosen["accelerators"] and chosen["task_unchanged"], route
         assert chosen["storage_mounts"] == [RUN], route
         if infra(place) != place.instance.cloud:
             assert chosen["region"] == place.region, route
     assert clouds >= {"gcp", "lambda", "azure", "nebius"}
-    assert verdicts[-1]["ok"]["accelerators"] is None  # the backend refuses such a route before launching
+    assert verdicts[-1]["ok"]["accelerators"] is None  # the backend refuses such a route before launching:
+    assert verdicts[-1]["ok"]["adapter_gpus"] is None  # its adapter sees what SkyPilot would attach
 
 
 def test_the_staged_wheel_installs_this_very_ftbroker(tmp_path):

@@ -15,6 +15,7 @@ rest ``BackendError`` with SkyPilot's message.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import subprocess
@@ -88,6 +89,13 @@ def _translated(what: str) -> Iterator[None]:
         raise BackendError(f"{what}: {type(exc).__name__}: {exc}", backend=BACKEND) from exc
 
 
+def _task(config: Mapping[str, Any]) -> Any:
+    """A ``sky.Task`` of the task's dict (a copy: SkyPilot's loader pops what it reads, nested dicts included)."""
+    import sky
+
+    return sky.Task.from_yaml_config(copy.deepcopy(dict(config)))
+
+
 def _body(text: str | None) -> dict[str, Any]:
     try:
         body = json.loads(text or "{}")
@@ -104,7 +112,7 @@ class SkyAdapter:
         import sky
 
         with _translated("reading the task's resources"):
-            resources = next(iter(sky.Task.from_yaml_config(dict(task)).resources))
+            resources = next(iter(_task(task).resources))
             return dict(resources.accelerators) if resources.accelerators else None
 
     def launch(self, task: Mapping[str, Any], *, cluster: str, idle_minutes: int, down: bool) -> str:
@@ -113,7 +121,7 @@ class SkyAdapter:
         import sky
 
         with _translated(f"launching {cluster}"):
-            return str(sky.launch(sky.Task.from_yaml_config(dict(task)), cluster_name=cluster,
+            return str(sky.launch(_task(task), cluster_name=cluster,
                                   idle_minutes_to_autostop=idle_minutes, down=down, retry_until_up=False))
 
     def jobs_launch(self, task: Mapping[str, Any], *, name: str) -> str:
@@ -121,7 +129,7 @@ class SkyAdapter:
         import sky
 
         with _translated(f"launching the managed job {name}"):
-            return str(sky.jobs.launch(sky.Task.from_yaml_config(dict(task)), name=name))
+            return str(sky.jobs.launch(_task(task), name=name))
 
     def request(self, request_id: str) -> Request | None:
         """Where a request is; its result or error once finished. None: the server does not know it."""
