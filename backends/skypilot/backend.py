@@ -259,10 +259,9 @@ class SkyPilotBackend:
         stage = self.run_dir(job.id) / "stage"
         if not (reuse and stage.is_dir()):
             self._write_stage(stage, job, quote, place, catalog)
-        model_gib = catalog.model(spec.model).params * 2 / 2**30 if _in_catalog(catalog, spec.model) else 20.0
         launch = Launch(job_id=job.id, place=place, stage_dir=str(stage), run_uri=f"{self.options.bucket}/{job.id}",
                         wheel=next(stage.glob("ftbroker-*.whl")).name, max_seconds=self.cap_seconds(quote),
-                        disk_gb=self.options.disk_gb or 50 * math.ceil((100 + 4 * model_gib) / 50),
+                        disk_gb=self.options.disk_gb or _disk_gb(catalog, spec.model),
                         accelerate=place.ranks > 1, image=self.options.image,
                         trainer_script="trainer.py" if self.options.trainer else None,
                         secrets={k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)})
@@ -552,9 +551,12 @@ def _poll_cap(job: Job | None) -> float | None:
     return float(cap) + POLL_CAP_SLACK_S if cap else None
 
 
-def _in_catalog(catalog: Any, model: str) -> bool:
+def _disk_gb(catalog: Any, model: str) -> int:
+    """Room on each node for the trainer's packages, the model's download, and the bucket's local cache of the
+    checkpoints and outputs (MOUNT_CACHED writes locally first): 100 GB + 4x the model's 16-bit weights, in steps
+    of 50 GB. A model the catalog does not know is given the room of a 10B one."""
     try:
-        catalog.model(model)
+        weights_gb = catalog.model(model).params * 2 / 1e9
     except InputError:
-        return False
-    return True
+        weights_gb = 20.0
+    return 50 * math.ceil((100 + 4 * weights_gb) / 50)
