@@ -235,3 +235,21 @@ class _NoSideEffects:
 
     def event(self, message, **kw):
         raise AssertionError(message)
+
+
+def test_the_trainers_events_are_read_out_of_skypilots_log_lines():
+    from ftbroker.backends.skypilot.runs import CLUSTER_JOB_STATUS, log_error, status_of, trainer_events
+
+    log = ("I 12-07 12:00:00 provisioner.py:512] Successfully provisioned cluster\n"
+           '(head, rank=0, pid=4242) ftbroker-event {"time": "2026-12-07T12:01:00+00:00", "kind": "progress", '
+           '"step": 10}\n'
+           '(head, rank=0, pid=4242) ftbroker-event {"time": "2026-12-07T12:02:00+00:00", "kind": "error", '
+           '"message": "CUDA out of memory"}\n'
+           "(head, rank=0, pid=4242) ftbroker-event {not json\n")
+    assert [e["kind"] for e in trainer_events(log, None)] == ["progress", "error"]
+    assert [e["kind"] for e in trainer_events(log, "2026-12-07T12:01:00+00:00")] == ["error"]  # after the cursor
+    assert log_error(log, trainer_events(log, None)) == "CUDA out of memory"
+    capped = log + "(head, rank=0, pid=4242) ftbroker: runtime cap reached: 3600 s used\n"
+    assert log_error(capped, []) == "ftbroker: runtime cap reached: 3600 s used"
+    assert status_of("SETTING_UP", CLUSTER_JOB_STATUS) is JobStatus.RUNNING
+    assert status_of("SOME_NEW_WORD", CLUSTER_JOB_STATUS) is JobStatus.RUNNING  # unknown: still going

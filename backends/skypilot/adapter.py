@@ -9,7 +9,8 @@ left running by design; ``stop_api_server`` stops it) and returns a request id; 
 (https://docs.skypilot.co/en/latest/reference/api-server/api-server.html). A launch returns its request id at once,
 so the broker keeps it in the ledger before anything else and follows the request rather than blocking on it.
 Errors are translated here: an unreachable API server is ``BackendUnavailableError`` (the broker retries), the
-rest ``BackendError`` with SkyPilot's message.
+rest ``BackendError`` with SkyPilot's message. SkyPilot paths named here are at its v0.14.1 release,
+skypilot-org/skypilot@7e595970a806.
 """
 
 from __future__ import annotations

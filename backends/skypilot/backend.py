@@ -102,10 +102,10 @@ class SkyPilotBackend:
     """The local trainer on cloud GPUs through SkyPilot."""
 
     name = "skypilot"
-    capabilities = Capabilities(
-        methods=frozenset({"full", "lora", "qlora"}),
-        data_formats=frozenset({"chat", "prompt_completion", "text"}),
-        unsupported={"format.preference": "the local trainer does supervised fine-tuning only (no DPO yet)"},
+    capabilities = Capabilities(  # what the trainer does is the local trainer's
+        methods=LocalBackend.capabilities.methods,
+        data_formats=LocalBackend.capabilities.data_formats,
+        unsupported=LocalBackend.capabilities.unsupported,
         managed=True,  # a cloud runs and bills it: this machine's GPUs do not matter
         poll_interval_s=30.0,
         requires={"sky": "skypilot"},

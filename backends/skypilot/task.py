@@ -15,6 +15,8 @@ The task (https://docs.skypilot.co/en/latest/reference/yaml-spec.html):
 * ``setup`` (``setup.sh``): this ftbroker with the ``local`` extra; ``run`` (``run.sh``): the same trainer as
   ``--backend local``, resuming when the bucket holds a checkpoint, under ``timeout`` (the hard runtime cap, summed
   over the attempts), and under ``accelerate launch`` with SkyPilot's node rank and head address on several GPUs.
+
+SkyPilot source paths in this package are at its v0.14.1 release commit, skypilot-org/skypilot@7e595970a806.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ CANCEL_GRACE_S = 120  # SIGTERM to SIGKILL: the trainer's time to save a checkpo
 SETUP_MAX_S = 3600  # installing ftbroker and its trainer's packages
 ACCELERATE_CONFIG = "accelerate.yaml"  # in the stage folder, for several GPUs
 
-# What SkyPilot 0.14 cannot do on a cloud (its ``_CLOUD_UNSUPPORTED_FEATURES``, sky/clouds/<cloud>.py), where that
-# rules a route out: the run folder is a mounted bucket, and several nodes must reach each other.
+# What SkyPilot 0.14 cannot do on a cloud (its ``_CLOUD_UNSUPPORTED_FEATURES`` in sky/clouds/<cloud>.py at the
+# v0.14.1 release, skypilot-org/skypilot@7e595970a806), where that rules a route out: the run folder is a mounted
+# bucket, and several nodes must reach each other.
 NO_BUCKET_MOUNT = frozenset({"runpod", "vast"})
 NO_MULTI_NODE = frozenset({"runpod", "vast"})
 # The catalog's region for a cloud whose SkyPilot catalog has none to choose.
