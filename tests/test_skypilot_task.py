@@ -113,7 +113,23 @@ def _skypilot_verdicts(tmp_path: Path, launches: list[Launch]) -> list[dict]:
                          env=env, capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert not (runtime / ".sky" / "catalogs" / "v8" / ".meta").exists()  # nothing was downloaded
+    assert not _api_servers(runtime)  # none was started, or sky.api_stop() stopped it
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def _api_servers(runtime: Path) -> list[int]:
+    """SkyPilot API server daemons started with ``runtime`` as their runtime folder."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "sky.server.server" in " ".join(proc.info["cmdline"] or ()) and \
+                    proc.environ().get("SKY_RUNTIME_DIR") == str(runtime):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def test_skypilot_accepts_the_task_of_every_route_kind(tmp_path):
