@@ -211,6 +211,7 @@ class TogetherBackend(ManagedBackend):
     Options = TogetherOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},
+        providers=frozenset({"together"}),  # the catalog's together offers are its routes
         methods=frozenset({"lora", "full"}),
         data_formats=frozenset({"chat", "prompt_completion", "preference", "text"}),
         managed=True,
@@ -254,6 +255,10 @@ class TogetherBackend(ManagedBackend):
 
     def _plan_options(self, spec: Any) -> dict[str, Any]:
         return {"n_evals": self._n_evals(spec)}
+
+    @classmethod
+    def _route_options(cls, route: Any) -> dict[str, Any]:
+        return {"n_evals": route.breakdown.get("n_evals")}  # the evaluations its validation tokens were billed for
 
     def _n_evals(self, spec: Any) -> int:
         """Evaluations over the validation set the job asks for (each one billed): the option, else one with a

@@ -7,6 +7,7 @@ imported inside the commands so that ``ftbroker --help`` and ``ftbroker plan`` s
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,12 +15,33 @@ import click
 from ftbroker import __version__
 
 
+class _Bounded(click.ParamType):
+    """A whole number held to its plausibility bound (``ftbroker.bounds``); a refusal says why (exit 2)."""
+
+    name = "integer"
+
+    def __init__(self, bound: str):
+        self.bound = bound
+
+    def convert(self, value, param, ctx):
+        from ftbroker import bounds
+
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        why = bounds.problem(self.bound, number)
+        if why is not None:
+            self.fail(f"{number}: {why}", param, ctx)
+        return number
+
+
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "cancel", "resume", "export",
-             "catalog")
+             "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -30,17 +52,34 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-            if ctx.meta.get("ftbroker.debug"):
-                raise
-            from ftbroker.errors import FtBrokerError
-
-            if isinstance(exc, FtBrokerError):
-                click.echo(f"error: {exc}", err=True)
-                ctx.exit(exc.exit_code)
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                       err=True)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
+            _drop_stdout()
             ctx.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+            from ftbroker.errors import FtBrokerError
+            from ftbroker.redact import scrub
+
+            code = exc.exit_code if isinstance(exc, FtBrokerError) else 1
+            if ctx.meta.get("ftbroker.debug"):  # the traceback, masked as every message is
+                import traceback
+
+                click.echo(scrub("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            elif isinstance(exc, FtBrokerError):
+                click.echo(scrub(f"error: {exc}"), err=True)
+            else:
+                click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                                 "traceback)"), err=True)
+            ctx.exit(code)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail on the broken pipe again (the recipe
+    of Python's signal module documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (tests capture output)
+        pass
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,9 +127,7 @@ _RUN_FIELDS = {
 
 
 def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def _print_json(data) -> None:
@@ -104,9 +141,7 @@ def _show(json_mode: bool, data, view) -> None:
     if json_mode:
         _print_json(data)
     else:
-        from rich.console import Console
-
-        Console().print(view)
+        _console().print(view)
 
 
 def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
@@ -125,8 +160,10 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
             continue
         import yaml
 
+        from ftbroker.spec import load_yaml
+
         try:
-            overrides[f"backend_options.{key.strip()}"] = yaml.safe_load(value)  # "2" -> 2, "true" -> True
+            overrides[f"backend_options.{key.strip()}"] = load_yaml(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
             overrides[f"backend_options.{key.strip()}"] = value
     return overrides, problems
@@ -199,6 +236,11 @@ def _job_command(f):
 
 @cli.command()
 @click.argument("data", required=False)
+@click.option("--route", "route_number", type=click.IntRange(min=1), metavar="N",
+              help="Run route N of the last plan (`ftbroker plan` keeps the plan it prints) or of --from-plan: its "
+                   "dataset, backend, model, method, settings and backend options; other flags override them.")
+@click.option("--from-plan", metavar="PLAN.json", help="The plan --route takes route N from: a file written by "
+              "`ftbroker plan DATA --json > PLAN.json` (default: the last plan).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
 @click.option("--backend", metavar="NAME", help="Where to train: local, skypilot, openai, together, bedrock, or a "
               "plug-in (default: local).")
@@ -233,27 +275,61 @@ def _job_command(f):
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
 @_json_option
-def run(data, config, options, yes, detach, force, json_mode, **params):
+def run(data, route_number, from_plan, config, options, yes, detach, force, json_mode, **params):
     """Train a model on DATA through one backend, and follow the job.
 
     Checks the data, prices the job (the quote goes to stderr), refuses (exit 3) what does not fit the GPU (unless
     --force) or would cost more than --max-cost, asks for confirmation (unless --yes), records the job in the
     ledger, starts it and follows it; Ctrl-C stops following, never the job. Flags override the --config file.
 
+    --route N runs route N of a plan as the plan priced it. The route fixes the dataset, the backend, the method and
+    the GPU (DATA, --config, --backend, --method, --validation and --gpu are refused beside it: pick another route,
+    or plan again); any other flag overrides what the route sets (--model, --epochs, --micro-batch, --option ...),
+    and the job is then quoted as it will run. A route no backend runs yet, one that is out or closed, and a
+    dataset changed since the plan are refused with the reason.
+
     \b
     Examples:
       ftbroker run data.jsonl --model Llama-3.1-8B --method qlora --gpu RTX-4090
       ftbroker run --config examples/jobs/local-qlora.yaml --epochs 1 --yes --detach
+      ftbroker plan data.jsonl --model Llama-3.1-8B && ftbroker run --route 6
+      ftbroker run --from-plan plan.json --route 6 --max-cost 5
     """
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
 
     overrides, problems = _run_overrides(data, params, options)
-    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
-                     problems=problems)
+    flag_names = {path: flag for path, flag in _RUN_FIELDS.values()}
+    if route_number is not None or from_plan is not None:
+        overrides, flag_names = _route_overrides(route_number, from_plan, data, config, params, overrides, flag_names)
+    spec = load_spec(config, overrides, flag_names=flag_names, problems=problems)
     with Broker() as broker:
         job = broker.submit(spec, confirm=_confirm(ask_user=not yes), force=force)
         _finish(broker, job, detach=detach, json_mode=json_mode)
+
+
+# What a plan's route fixes: the flags that would choose another route are refused beside --route.
+_ROUTE_FIXES = {"data": "DATA", "config": "--config", "backend": "--backend", "method": "--method",
+                "validation": "--validation", "gpu": "--gpu"}
+
+
+def _route_overrides(number, from_plan, data, config, params, overrides, flag_names):
+    """The JobSpec fields of the plan's route ``number``, then run's own flags over them (see ``run``)."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import load_plan, route_fields
+
+    if number is None:
+        raise click.UsageError("--from-plan needs --route N: the number of the route to run, as the plan shows it")
+    given = {"data": data, "config": config, **params}
+    clash = [flag for name, flag in _ROUTE_FIXES.items() if given.get(name) is not None]
+    if clash:
+        raise click.UsageError(f"--route runs the plan's dataset on the route's backend, method and GPU: "
+                               f"{', '.join(clash)} cannot be given with it (pick another route, or plan again)")
+    doc, where = load_plan(from_plan, default_home())
+    fields, route = route_fields(doc, number, where)
+    click.echo(f"route #{number} of {where}: {route['id']}", err=True)
+    flags = {path: value for path, value in overrides.items() if value is not None}
+    return {**fields, **flags}, {**flag_names, **{p: f"--route {number}" for p in fields if p not in flags}}
 
 
 @cli.command()
@@ -266,13 +342,20 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
+    from ftbroker.errors import LedgerDamagedError
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
 
+    damaged = None
     with Broker() as broker:
-        found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        try:
+            found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        except LedgerDamagedError as exc:  # one bad row: the others are still shown, then the bad one named
+            found, damaged = exc.readable, exc
     _show(json_mode, {"jobs": [job_json(j) for j in found]},
           jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+    if damaged is not None:
+        raise damaged
 
 
 @_job_command
@@ -298,12 +381,10 @@ def logs(job_id, follow, json_mode):
     """
     import json as jsonlib
 
-    from rich.console import Console
-
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import event_json, event_line
 
-    console = Console(highlight=False)
+    console = _console()
 
     with Broker() as broker:
         try:
@@ -394,15 +475,45 @@ def export(job_id, fmt, output, json_mode):
             click.echo(f"{artifact.kind}: {artifact.uri}")
 
 
+@cli.group()
+def ledger():
+    """Look after the job ledger (FTBROKER_HOME/ledger.sqlite3)."""
+
+
+@ledger.command("rebuild")
+@_json_option
+def ledger_rebuild(json_mode):
+    """Re-create the entries of local jobs from their run folders.
+
+    For a ledger that was lost, emptied or moved aside (damaged) while FTBROKER_HOME/runs still holds the run
+    folders: each job missing from the ledger is recorded again under its own id, with the spec its trainer's
+    config.json gives, and its status, events and result read from its folder. Managed jobs (OpenAI, Together,
+    Bedrock) have no run folder and cannot be recovered this way.
+    """
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_json
+
+    with Broker(rebuilding=True) as broker:
+        restored, skipped = broker.rebuild()
+    if json_mode:
+        _print_json({"restored": [job_json(j) for j in restored], "skipped": skipped})
+    else:
+        for job in restored:
+            click.echo(f"{job.id} {job.status.value}: {job.model} ({job.method})")
+        click.echo(f"{len(restored)} job{'s' if len(restored) != 1 else ''} restored from their run folders")
+    for reason in skipped:
+        click.echo(f"skipped: {reason}", err=True)
+
+
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
 
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
-@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1), help="Tokens per sequence.")
-@click.option("--batch", "micro_batch", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--seq-len", default=2048, show_default=True, type=_Bounded("seq_len"), help="Tokens per sequence.")
+@click.option("--batch", "micro_batch", default=1, show_default=True, type=_Bounded("micro_batch"),
               help="Micro-batch per GPU.")
-@click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1), help="LoRA rank.")
+@click.option("--lora-r", default=16, show_default=True, type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
               help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
 @click.option("--gpu", default=None, metavar="NAME[:COUNT]",
@@ -450,11 +561,10 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
 
 def _print_estimate(result) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     data = result.to_json()
-    console = Console()
+    console = _console()
     console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("term")
@@ -484,11 +594,11 @@ def _print_estimate(result) -> None:
                    "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
                    "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
-@click.option("--epochs", type=click.IntRange(1, 100),
+@click.option("--epochs", type=_Bounded("epochs"),
               help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
-@click.option("--n-evals", type=click.IntRange(0, 1000),
+@click.option("--n-evals", type=_Bounded("n_evals"),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
+@click.option("--max-seq-len", type=_Bounded("max_seq_len"),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count the open-model routes' tokens with this tokenizer: o200k_base, cl100k_base or a local "
@@ -496,7 +606,7 @@ def _print_estimate(result) -> None:
 @click.option("--gpu", metavar="NAME[:COUNT]",
               help="Your GPU for the local routes, from the catalog, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, "
                    "else the GPUs nvidia-smi reports; none: no local routes.")
-@click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--validation-file", metavar="FILE", help="A held-out JSONL file (default on GPU routes: 10% of DATA).")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
@@ -512,13 +622,15 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     """Price every route: managed APIs, your GPU and cloud GPUs.
 
     Reads DATA (JSONL) once, counts its tokens the way each route bills or trains them, and lists the routes side
-    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Exit status 2 when
-    the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan unless no example could
-    be read at all.
+    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Each route has a
+    number, the same in every view: `ftbroker run --route N` runs route N of the last plan (kept in FTBROKER_HOME),
+    as it was priced. Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints
+    the plan unless no example could be read at all.
 
     \b
     Example:
       ftbroker plan examples/data/support_chats.jsonl --model Llama-3.1-8B --gpu RTX-4090
+      ftbroker run --route 6
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
@@ -534,14 +646,28 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
         raise DatasetError(errors)
     from ftbroker import render
 
+    doc = result.to_json()
+    _keep_plan(doc)
     if as_json:
-        click.echo(render.to_json_text(result.to_json()))
+        click.echo(render.to_json_text(doc))
     elif as_csv:
         click.echo(render.plan_csv(result), nl=False)
     else:
         render.print_plan(result, _console(), all_routes=all_instances, verbose=verbose)
     if errors:
         raise DatasetError(errors)
+
+
+def _keep_plan(doc) -> None:
+    """The plan as the last plan (``ftbroker run --route N`` runs its routes); a home that cannot be written to
+    costs only that, said on stderr."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import save_last_plan
+
+    try:
+        save_last_plan(doc, default_home())
+    except OSError as exc:
+        click.echo(f"warning: the plan was not kept for `ftbroker run --route` ({exc})", err=True)
 
 
 @cli.group()
@@ -593,10 +719,18 @@ def catalog_validate(file):
         click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
 
 
-def _console():
+_WHOLE_LINES = 1_000_000  # "columns" of a pipe or a file: nothing is ever cut to fit
+
+
+def _console(*, stderr: bool = False):
+    """A console for people: fitted to the terminal's width; into a pipe or a file (grep, scripts, a log), whole
+    lines, with no name cut and no column left out, unless COLUMNS asks for a width (rich's rule)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = _WHOLE_LINES
+    return console
 
 
 # --- validate: one dataset file against every provider's rules ---------------------------------------------
@@ -605,7 +739,7 @@ def _console():
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
               help="o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer or model folder.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), metavar="N",
+@click.option("--max-seq-len", type=_Bounded("seq_len"), metavar="N",
               help="Count the examples longer than N tokens (a trainer would cut them).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON (only JSON on stdout).")
 def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool) -> None:

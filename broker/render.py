@@ -12,17 +12,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ftbroker.planner import Plan, Route, jsonable
+from ftbroker.planner import Plan
 from ftbroker.pricing.catalog import Catalog, is_stale
+from ftbroker.routes import Route, jsonable
 from ftbroker.tables import Col, build, fit_widths, natural_widths
 
 if TYPE_CHECKING:
@@ -241,8 +241,8 @@ def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbos
         _print_dataset(plan.validation, "Validation set", out)
     sources = _Footnotes()
     sections = _sections(plan, all_routes, sources)
-    numbers = {id(route): n for section in sections for n, route in (*section.rows, *section.out)}
-    _print_best(plan, numbers, out)
+    shown = {id(route) for section in sections for _, route in (*section.rows, *section.out)}
+    _print_best(plan, shown, out)
     for section in sections:
         _print_section(section, out, plan.dataset.path)
     _print_notes(sections, out)
@@ -266,11 +266,12 @@ class _Section:
 
 
 def _section_key(route: Route) -> tuple[str, str]:
-    return route.kind, route.pricing if route.kind == "cloud" else ""
+    return route.kind, route.market if route.kind == "cloud" else ""
 
 
 def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Section]:
-    """The tables, their routes numbered in the order shown: each table's rows, then its routes out."""
+    """The tables: each route under its plan number (the number ``ftbroker run --route`` takes, whatever is
+    shown), each table's rows, then its routes out."""
     grouped: dict[tuple[str, str], list[Route]] = {key: [] for key in _LAYOUTS}
     for route in plan.routes:  # in the plan's order: feasible by cost first
         grouped.setdefault(_section_key(route), []).append(route)
@@ -278,14 +279,13 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
     # the cheapest cloud routes per model and method; per method alone when the models are the planner's examples
     per_model = bool(plan.options.models)
     picked = {key: _pick(key[0], routes, best, all_routes, per_model) for key, routes in grouped.items() if routes}
-    number = itertools.count(1)
-    digits = len(str(sum(len(rows) + len(out) for rows, out in picked.values())))
+    digits = len(str(max((r.number for rows, out in picked.values() for r in (*rows, *out)), default=1)))
     sections = []
     for key, (rows, out) in picked.items():
         title, columns, cells, what = _LAYOUTS.get(key, _LAYOUTS[("local", "")])
         columns = (Col("#".rjust(digits), right=True), *columns[1:])  # one width in every table
-        numbered_rows = [(next(number), r) for r in rows]
-        numbered_out = [(next(number), r) for r in out]
+        numbered_rows = [(r.number, r) for r in rows]
+        numbered_out = [(r.number, r) for r in out]
         chosen = {id(r) for r in (*rows, *out)}
         which = f" (the cheapest per {'model and ' if per_model else ''}method)" if not all_routes else ""
         sections.append(_Section(title(plan).replace("{which}", which), columns, numbered_rows,
@@ -357,7 +357,7 @@ def _grouped(items: Iterable[tuple[int, Route, Sequence[str]]], verbose: bool) -
 
 def _label(routes: Sequence[Route]) -> str:
     """What a group of routes is, briefly: "openai babbage-002, davinci-002", "bedrock nova-lite, ... and 7 more"."""
-    label = " / ".join(dict.fromkeys(r.backend for r in routes))
+    label = " / ".join(dict.fromkeys(r.venue for r in routes))
     names = list(dict.fromkeys(_short_name(r) for r in routes))
     for i, name in enumerate(names):
         if i and len(label) + len(name) + 2 > _LABEL_WIDTH:
@@ -378,7 +378,8 @@ def _short_name(route: Route) -> str:
 def _print_notes(sections: Sequence[_Section], out: Out) -> None:
     """Each note once, with the routes it is about: those in the tables (verbose: the routes out too)."""
     numbered = [nr for s in sections for nr in (*s.rows, *(s.out if out.verbose else ()))]
-    groups = _grouped([(n, r, r.notes) for n, r in numbered], out.verbose)
+    groups = _grouped([(n, r, (*([r.not_runnable] if r.not_runnable else []), *r.notes)) for n, r in numbered],
+                      out.verbose)
     if groups:
         out.title("Notes")
         for numbers, _, text in groups:
@@ -392,8 +393,8 @@ def _best_routes(plan: Plan) -> list[tuple[str, Route | None, str]]:
     """(label, route, what to say when there is none): the overall cheapest and fastest, then the cheapest of each
     kind of route (a kind whose cheapest is the overall cheapest is said in that line)."""
     kinds = {"managed API": lambda r: r.kind == "managed", "your GPU": lambda r: r.kind == "local",
-             "cloud on-demand": lambda r: r.kind == "cloud" and r.pricing == "on-demand",
-             "cloud spot": lambda r: r.kind == "cloud" and r.pricing == "spot"}
+             "cloud on-demand": lambda r: r.kind == "cloud" and r.market == "on-demand",
+             "cloud spot": lambda r: r.kind == "cloud" and r.market == "spot"}
 
     def kind_of(route: Route) -> str:
         return next((f" ({label})" for label, match in kinds.items() if match(route)), "")
@@ -424,7 +425,7 @@ _BEST_COLUMNS = (Col("", min_width=8), Col("cost", right=True), Col("hours", rig
                  Col("route", flex=True, min_width=24, wrap=True))
 
 
-def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
+def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
     out.title("Best routes", f" on {plan.today}")
     rows = []
     for label, route, none in _best_routes(plan):
@@ -433,7 +434,7 @@ def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
         else:
             rows.append([label, money(route.cost_usd, unknown="?"),
                          "-" if route.hours is None else f"{_hours(route.hours)} h",
-                         f"#{numbers[id(route)]}" if id(route) in numbers else "", _route_name(route)])
+                         f"#{route.number}" if id(route) in shown else "", _route_name(route)])
     out.table(_BEST_COLUMNS, rows, header=False, indent=2)
     for note in plan.notes:
         if note != plan.options.gpu_note:  # said in the "your GPU" line
@@ -444,8 +445,8 @@ def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
 def _route_name(route: Route) -> str:
     """What, on what, where (the kind of route, and so the pricing, is said by the line's label)."""
     if route.kind == "managed":
-        return f"{route.model} {_method(route)} · {route.backend}"
-    return f"{route.model} {route.method} · {_gpus(route)} · {route.backend} {route.instance}".rstrip()
+        return f"{route.model} {_method(route)} · {route.provider}"
+    return f"{route.model} {route.method} · {_gpus(route)} · {route.venue} {route.instance_type}".rstrip()
 
 
 # --- the tables' cells
@@ -487,7 +488,7 @@ def _vram(route: Route) -> str:
 
 
 def _managed_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    return [str(n), route.backend, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
+    return [str(n), route.provider, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
             _cost_cell(route), *_price_cells(route, sources)]
 
 
@@ -498,7 +499,7 @@ def _local_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
 
 def _cloud_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
     per_hour = route.breakdown.get("usd_per_hour")
-    return [str(n), f"{route.backend} {route.instance}", _gpus(route), route.model, route.method,
+    return [str(n), f"{route.cloud} {route.instance_type}", _gpus(route), route.model, route.method,
             _cost_cell(route), _hours(route.hours), "-" if per_hour is None else f"{per_hour:.2f}", _vram(route),
             _batch(route), *_price_cells(route, sources)]
 
@@ -530,9 +531,10 @@ _LAYOUTS[("cloud", "spot")] = (
     *_LAYOUTS[("cloud", "on-demand")][1:3], "spot cloud routes")
 
 
-_CSV_COLUMNS = ("id", "kind", "backend", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
-                "instance", "pricing", "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens",
-                "epochs", "price_source", "price_as_of", "stale", "notes")
+_CSV_COLUMNS = ("number", "id", "kind", "backend", "runnable", "not_runnable", "provider", "cloud", "region",
+                "instance_type", "market", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
+                "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens", "epochs", "price_source",
+                "price_as_of", "stale", "notes")
 
 
 def plan_csv(plan: Plan) -> str:

@@ -206,8 +206,7 @@ class ManagedOffer:
     ``size_b_min``/``size_b_max`` bounds (nominal billions, inclusive) and prices any open model of that size.
     """
 
-    provider: str
-    backend: str
+    provider: str  # who trains it; the backend that claims it (``Capabilities.providers``) runs its routes
     method: str  # "lora" | "full" | "sft" (the provider chooses how it trains)
     objective: str  # "sft" | "dpo" | "rft"
     source: str
@@ -729,7 +728,7 @@ _MODEL_FIELDS = {
 }
 _FORMATS = ("chat", "prompt_completion", "preference", "text")
 _OFFER_FIELDS = {
-    "provider": _F("str", required=True), "backend": _F("str", required=True),
+    "provider": _F("str", required=True),
     "method": _F("str", required=True, choices=("lora", "full", "sft")),
     "objective": _F("str", required=True, choices=("sft", "dpo", "rft")),
     "model": _TEXT, "base_model": _TEXT, "tier": _TEXT,

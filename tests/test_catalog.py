@@ -241,11 +241,11 @@ def test_catalog_file_csv_adds_instances(tmp_path, shipped):
      'as_of = 2026-01-01\n', r"bad\.toml:3: memory_gib: expected a number"),
     ('[[gpu]]\nname = "X1"\nmemory_gib = 4000\nbandwidth_gbps = 100\nsupports_bf16 = true\nsource = "s"\n'
      'as_of = 2026-01-01\n', r"bad\.toml:3: memory_gib: 4000 is outside the plausible range 4\.\.1024"),
-    ('[[offer]]\nprovider = "acme"\nbackend = "acme"\nmodel = "m"\nmethod = "lora"\nobjective = "sft"\n'
+    ('[[offer]]\nprovider = "acme"\nmodel = "m"\nmethod = "lora"\nobjective = "sft"\n'
      'formats = ["chat"]\ntokenizer = "cl100k_base"\nsource = "s"\nas_of = 2026-01-01\n',
      r"bad\.toml:1: usd_per_m_tokens: no price"),
-    ('[[offer]]\nprovider = "acme"\nbackend = "acme"\nmodel = "m"\nmethod = "qlora"\nobjective = "sft"\n'
-     'usd_per_m_tokens = 1\nsource = "s"\nas_of = 2026-01-01\n', r"bad\.toml:5: method: 'qlora' is not one of"),
+    ('[[offer]]\nprovider = "acme"\nmodel = "m"\nmethod = "qlora"\nobjective = "sft"\n'
+     'usd_per_m_tokens = 1\nsource = "s"\nas_of = 2026-01-01\n', r"bad\.toml:4: method: 'qlora' is not one of"),
     ('[[offer]]\nprovider = "openai"\nmodel = "gpt-4o-mini-2024-07-18"\nmethod = "sft"\nobjective = "sft"\n'
      'usd_per_m_tokens = 2\n', r"bad\.toml:1: source: an override row must give its own source and as_of"),
     ('[[instance]]\ncloud = "x"\ninstance_type = "y"\ngpu = "NoSuchGPU"\ngpu_count = 1\n'

@@ -64,3 +64,23 @@ def test_plan_and_run_quote_the_same_local_job(monkeypatch, method, plan_flags, 
     assert quote.breakdown["estimate"]["setup"]["micro_batch"] == setup["micro_batch"]
     assert quote.breakdown["time_s"]["training"]["expected"] == pytest.approx(
         route["breakdown"]["hours_by_part"]["training"] * 3600, abs=2)
+
+
+def test_run_from_plan_takes_the_micro_batch_the_route_says(monkeypatch, tmp_path):
+    """`ftbroker run --from-plan plan.json --route N`: the route's own job, its lowered micro-batch included."""
+    from ftbroker.route_jobs import route_fields
+    from ftbroker.spec import load_spec
+
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+    planned = invoke("plan", CHATS, "--model", "Llama-3.1-8B", "--gpu", "RTX-4090", "--json")
+    doc = json.loads(planned.stdout)
+    (tmp_path / "plan.json").write_text(planned.stdout)
+    for route in (r for r in doc["routes"] if r["kind"] == "local" and r["feasible"]):
+        ran = invoke("run", "--from-plan", tmp_path / "plan.json", "--route", route["number"])
+        assert ran.exit_code == 3 and "confirmation needs a terminal" in ran.stderr, ran.stderr
+        assert f"peak VRAM  {route['vram_gib']:.1f} GiB per GPU" in ran.stderr
+        with Broker() as broker:
+            quote = broker.prepare(load_spec(None, route_fields(doc, route["number"], "plan.json")[0])).quote
+        assert (round(quote.peak_vram_gib, 2), round(quote.hours, 3), float(quote.cost_usd)) == (
+            route["vram_gib"], route["hours"], route["cost_usd"])
+    assert Ledger().list() == []

@@ -1,18 +1,25 @@
-"""The SkyPilot backend's quote is the plan's route, to the cent (one pricing path, backends/local/cloud.py), and
-the price of several nodes adds their communication."""
+"""The SkyPilot backend in a plan: the routes it contributes (its clouds' instances), each quoted by the backend as
+the plan priced it (one path: gpu_routes.instance_quote); several nodes add their communication; and a plan's
+route run with ``ftbroker run --from-plan PLAN --route N`` hands SkyPilot (here its fake) that route's task."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from decimal import Decimal
 
 import pytest
+from click.testing import CliRunner
+from fakes.skypilot_fake import FakeSky
 
+from ftbroker.backends.gpu_routes import instance_quote
 from ftbroker.backends.local.backend import LocalOptions, train_config
-from ftbroker.backends.local.cloud import Placement, cloud_quote
 from ftbroker.backends.skypilot import backend
 from ftbroker.broker import Broker
+from ftbroker.cli import cli
 from ftbroker.planning import plan
 from ftbroker.pricing.catalog import load_catalog
+from ftbroker.routes import ModelRequest
 from ftbroker.spec import JobSpec
 
 DATA = "examples/data/support_chats.jsonl"
@@ -21,47 +28,56 @@ ROUTES = [  # (cloud, instance type, market, method)
     ("gcp", "a2-highgpu-8g", "spot", "full"),
     ("azure", "Standard_NC4as_T4_v3", "spot", "qlora"),
     ("nebius", "gpu-h100-sxm_8gpu-128vcpu-1600gb", "spot", "lora"),
-    ("azure", "Standard_NC4as_T4_v3", "on-demand", "full"),  # does not fit: both say why
 ]
+
+
+@pytest.fixture(autouse=True)
+def no_sdk_needed(monkeypatch):
+    """Quoting and the fake need no SkyPilot SDK."""
+    monkeypatch.setattr(backend.SkyPilotBackend, "capabilities",
+                        dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
 
 
 @pytest.fixture(scope="module")
 def routes():
     found = plan(DATA, models=["Llama-3.1-8B"], all_instances=True).routes
-    return {(r.backend, r.instance, r.pricing, r.method): r for r in found if r.kind == "cloud"}
+    return [r for r in found if r.kind == "cloud"]
 
 
-@pytest.fixture
-def broker(tmp_path, monkeypatch):
-    monkeypatch.setattr(backend.SkyPilotBackend, "capabilities",  # quoting needs no SkyPilot SDK
-                        dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
-    with Broker(tmp_path / "home") as b:
-        yield b
+def test_skypilot_runs_the_routes_of_its_clouds(routes):
+    runner = {r.cloud: r.backend for r in routes}
+    assert {cloud for cloud, name in runner.items() if name == "skypilot"} == set(backend.CLOUDS)
+    assert runner["runpod"] is None and runner["vast"] is None  # SkyPilot mounts no bucket there
+    assert runner["aws"] != "skypilot"  # the ec2 backend's
+    gcp = next(r for r in routes if r.backend == "skypilot" and r.instance_type == "a2-highgpu-8g"
+               and r.market == "spot")
+    assert gcp.job["backend_options"] == {"instance_type": "a2-highgpu-8g", "cloud": "gcp",
+                                          "region": "europe-west4", "spot": True}
 
 
 @pytest.mark.parametrize("route_key", ROUTES, ids=lambda k: f"{k[0]}-{k[1]}-{k[2]}-{k[3]}")
-def test_the_quote_is_the_plans_route(routes, broker, route_key):
-    cloud, instance, market, method = route_key
-    route = routes[route_key]
-    spec = JobSpec(dataset=DATA, model="Llama-3.1-8B", method=method, backend="skypilot",
-                   backend_options={"cloud": cloud, "instance_type": instance, "spot": market == "spot",
-                                    "bucket": "s3://b/p", "max_hours": 5})
-    quote = broker.prepare(spec).quote
+def test_the_quote_is_the_plans_route(routes, tmp_path, route_key):
+    route = next(r for r in routes if (r.cloud, r.instance_type, r.market, r.method) == route_key)
+    job = route.job
+    spec = JobSpec(**{**job, "dataset": DATA, "backend_options": {**job["backend_options"], "bucket": "s3://b/p"}})
+    with Broker(tmp_path / "home") as broker:
+        quote = broker.prepare(spec).quote
     assert quote.cost_usd == route.cost_usd
-    assert (round(quote.hours, 3) if quote.hours is not None else None) == route.hours
-    assert round(quote.peak_vram_gib, 2) == route.vram_gib
+    assert quote.hours == route.hours and quote.peak_vram_gib == route.vram_gib
     assert (quote.verdict.value == "ok") is route.feasible
-    assert quote.breakdown.get("region", route.breakdown["region"]) == route.breakdown["region"]
 
 
 def _quote(nodes: int, gbps: float = 100.0):
     catalog = load_catalog()
     report = plan(DATA, models=["Llama-3.1-70B"]).dataset
     stats = next(iter(report.tokens.values()))
-    config = train_config(JobSpec(dataset=DATA, model="Llama-3.1-70B", method="full"), LocalOptions())
-    instance = next(i for i in catalog.instances if i.instance_type == "gpu_8x_h100_sxm5")
-    return cloud_quote(config, catalog.model("Llama-3.1-70B"), Placement(instance, nodes=nodes, interconnect_gbps=gbps),
-                       catalog, backend="skypilot", stats=stats)
+    config = train_config(JobSpec(dataset=DATA, model="Llama-3.1-70B", method="full",
+                                  hyperparameters={"micro_batch_size": 1}),
+                          LocalOptions())
+    instance = next(i for i in catalog.instances if i.instance_type == "gpu-h100-sxm_8gpu-128vcpu-1600gb")
+    return instance_quote(config, ModelRequest("Llama-3.1-70B", catalog.model("Llama-3.1-70B")), stats, None,
+                          instance, "on-demand", catalog.gpus[instance.gpu], backend="skypilot",
+                          today=catalog.as_of_range()[1], nodes=nodes, interconnect_gbps=gbps)
 
 
 def test_full_fine_tuning_of_70b_needs_two_nodes_of_8_h100_and_pays_their_communication():
@@ -72,4 +88,31 @@ def test_full_fine_tuning_of_70b_needs_two_nodes_of_8_h100_and_pays_their_commun
     comm = two.breakdown["hours_by_part"]["communication"]
     assert comm > 0 and fast.breakdown["hours_by_part"]["communication"] == pytest.approx(comm / 32, abs=1e-4)
     assert two.hours == pytest.approx(sum(two.breakdown["hours_by_part"].values()), abs=1e-3)
-    assert float(two.cost_usd) == pytest.approx(float(two.breakdown["usd_per_hour"]) * 2 * two.hours, abs=0.01)
+    assert two.breakdown["usd_per_hour"] == Decimal("47.2")  # two instances at 23.60 $/h
+    assert float(two.cost_usd) == pytest.approx(47.2 * two.hours, abs=0.03)  # hours are rounded to 0.001
+
+
+def test_a_plans_spot_route_runs_from_the_plan_file(tmp_path, monkeypatch):
+    """`ftbroker run --from-plan PLAN --route N` on a GCP spot route: SkyPilot gets that route's task."""
+    sky = FakeSky(tmp_path / "sky", env={"FTB_SCRIPT_STEPS": "100000"})
+    monkeypatch.setattr(backend, "adapter", lambda: sky)
+    monkeypatch.setenv("FTBROKER_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["plan", DATA, "--model", "Llama-3.1-8B", "--method", "qlora", "--all", "--json"])
+    assert out.exit_code == 0, out.output
+    (tmp_path / "plan.json").write_text(out.stdout)
+    doc = json.loads(out.stdout)
+    route = next(r for r in doc["routes"] if r["backend"] == "skypilot" and r["cloud"] == "gcp"
+                 and r["market"] == "spot" and r["feasible"])
+    run = runner.invoke(cli, ["run", "--from-plan", str(tmp_path / "plan.json"), "--route", str(route["number"]),
+                              "--option", "bucket=gs://ftb-test/runs", "--yes", "--detach", "--json"])
+    try:
+        assert run.exit_code == 0, run.output
+        ((kind, launch),) = sky.launches()
+        resources = launch["task"]["resources"]
+        assert kind == "jobs_launch" and resources["use_spot"] is True
+        assert resources["instance_type"] == route["instance_type"]
+        assert resources["infra"] == f"gcp/{route['region']}"
+        assert json.loads(run.stdout)["job"]["estimated_cost_usd"] == pytest.approx(route["cost_usd"])
+    finally:
+        sky.close()

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from skypilot_catalog import seed
 
-from ftbroker.backends.local.cloud import Placement
-from ftbroker.backends.skypilot.task import (LABEL, RUN, STAGE, Launch, infra, run_command, shell_line, task_config,
-                                             unsupported)
+from ftbroker.backends.skypilot.task import (LABEL, RUN, STAGE, Launch, Placement, infra, run_command, shell_line,
+                                             task_config, unsupported)
 from ftbroker.pricing.catalog import load_catalog
 
 TESTS = Path(__file__).parent

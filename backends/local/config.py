@@ -14,6 +14,7 @@ from ftbroker.errors import SpecError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
+RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
 
 # How the trainer holds the weights on a GPU, in the terms of the estimator's ``TrainingSetup.precision``, so the
 # pre-flight estimates what the trainer does:

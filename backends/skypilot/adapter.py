@@ -110,8 +110,6 @@ class SkyAdapter:
 
     def gpus(self, task: Mapping[str, Any]) -> dict[str, float] | None:
         """The GPUs SkyPilot will attach for ``task`` (its catalog's, for the instance type); None: none."""
-        import sky
-
         with _translated("reading the task's resources"):
             resources = next(iter(_task(task).resources))
             return dict(resources.accelerators) if resources.accelerators else None

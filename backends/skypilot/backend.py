@@ -3,7 +3,8 @@
 ``ftbroker run --backend skypilot --option instance_type=gpu_1x_h100_sxm5 --option bucket=s3://b/ftbroker`` runs
 the same trainer as ``--backend local`` (``python -m ftbroker.backends.local.train RUN_DIR``, this very ftbroker
 installed on the cluster from a staged wheel) on a catalog instance, priced as ``ftbroker plan`` prices it
-(``ftbroker.backends.local.cloud``). The task is built in ``task.py``; every SkyPilot call goes through ``adapter.py``.
+(``gpu_routes.instance_quote``; the routes it contributes to a plan are the catalog instances of ``CLOUDS``). The
+task is built in ``task.py``; every SkyPilot call goes through ``adapter.py``.
 
 * **On-demand**: ``sky.launch`` of a cluster named after the job, with ``down=True`` and an autostop, so it goes
   once its job ends, whoever is watching; the broker tears it down itself when it sees the job end, and after a
@@ -38,21 +39,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import clock
+from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
+from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
 from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, accelerate_config, run_result,
                                              train_config, trainer_model, trainer_records)
-from ftbroker.backends.local.cloud import DEFAULT_INTERCONNECT_GBPS, Placement, cloud_quote
 from ftbroker.backends.local.config import CONFIG_NAME
 from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENTS_NAME, FINAL_KINDS, METRICS_NAME, OUTPUT_DIR,
                                              PLOT_NAME, RESULT_NAME)
 from ftbroker.backends.skypilot import adapter as adapter_module
 from ftbroker.backends.skypilot.runs import (CLUSTER_JOB_STATUS, JOB_ID, MANAGED_JOB_STATUS, JobLookup, Leftover,
                                              log_error, runtime_cost, status_of, trainer_events, why_left_over)
-from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, LABEL, RUN, SETUP_MAX_S, Launch,
-                                             task_config, unsupported)
+from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, LABEL, RUN, SETUP_MAX_S,
+                                             Launch, Placement, task_config, unsupported)
 from ftbroker.backends.skypilot.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
+from ftbroker.pricing.catalog import CloudInstance
+from ftbroker.routes import ModelRequest
 from ftbroker.spec import JobSpec
 
 CAP_FACTOR = 2.0  # the hard runtime cap, by default: the estimate's high end (reclaims included) x this
@@ -61,6 +65,17 @@ MIN_CAP_HOURS = 0.5
 POLL_CAP_SLACK_S = SETUP_MAX_S + CANCEL_GRACE_S + 900
 CANCEL_CHECK_S = 0.5  # how often a cancel looks for the trainer's last event
 STORES = ("s3://", "gs://", "r2://", "https://", "cos://", "oci://", "nebius://", "cw://")  # sky.cloud_stores
+
+
+# The catalog's clouds this backend runs: all but AWS (the ec2 backend's) and RunPod and Vast, where SkyPilot mounts
+# no bucket (task.NO_BUCKET_MOUNT): a plan still shows their routes, as no backend's.
+CLOUDS = frozenset({"gcp", "azure", "lambda", "nebius", "cudo", "paperspace", "fluidstack"})
+
+
+def route_options(instance: CloudInstance, market: str, region: str) -> dict[str, Any]:
+    """A plan route's backend options: the instance (its cloud too: a type may be in several), market, region."""
+    return {"instance_type": instance.instance_type, "cloud": instance.cloud, "region": region or None,
+            "spot": market == "spot"}
 
 
 def adapter() -> adapter_module.SkyAdapter:
@@ -106,11 +121,31 @@ class SkyPilotBackend:
         methods=LocalBackend.capabilities.methods,
         data_formats=LocalBackend.capabilities.data_formats,
         unsupported=LocalBackend.capabilities.unsupported,
-        managed=True,  # a cloud runs and bills it: this machine's GPUs do not matter
+        managed=False,  # not a managed fine-tuning API: the local trainer, on machines rented by the hour
         poll_interval_s=30.0,
         requires={"sky": "skypilot"},
+        clouds=CLOUDS,
     )
     Options = SkyPilotOptions
+
+    # --- its routes in a plan (ftbroker.routes.RouteSource): the claimed clouds' instances ---
+
+    token_needs = staticmethod(gpu_routes.token_needs)  # each model's own tokenizer, as for every GPU route
+
+    @classmethod
+    def routes(cls, context: Any) -> list[Any]:
+        mine = [i for i in context.catalog.instances if i.cloud in cls.capabilities.clouds]
+        return gpu_routes.cloud_gpu_routes(context, mine, backend=cls.name, options=route_options)
+
+    @classmethod
+    def plan_notes(cls, context: Any) -> list[str]:
+        notes = gpu_routes.gpu_notes(context, cloud=True)
+        if context.report.format not in cls.capabilities.data_formats or not gpu_routes.gpu_jobs(context):
+            return notes  # no GPU route at all: the notes say why
+        bucket = (f"{cls.name} routes run through SkyPilot (`sky check` says which clouds your credentials enable):"
+                  " give them a bucket for checkpoints and outputs, ftbroker run --route N --option "
+                  "bucket=s3://BUCKET/PREFIX")
+        return [*notes, bucket]
 
     def __init__(self, options: SkyPilotOptions, *, home: Path):
         self.options = options
@@ -127,20 +162,26 @@ class SkyPilotBackend:
         return report
 
     def quote(self, spec: JobSpec, dataset, env: Environment) -> Quote:
-        """The route's quote (``cloud_quote``, as ``ftbroker plan`` prices it), with the hard runtime cap and what
-        it bounds the spend to."""
-        place = self.placement(env.catalog)
+        """The route's quote (``gpu_routes.instance_quote``: the figures ``ftbroker plan`` gives the route), with the
+        hard runtime cap and what it bounds the spend to."""
+        catalog = env.catalog
+        place = self.placement(catalog)
         why_not = unsupported(place)
         if why_not:
             return Quote(backend=self.name, verdict=Verdict.ROUTE_UNAVAILABLE, reason=why_not, hardware=place.hardware)
         config = train_config(spec, self.local.options)
         try:
-            arch = env.catalog.model(config.model)
+            arch = catalog.model(config.model)
         except InputError:
             arch = None
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        quote = cloud_quote(config, arch, place, env.catalog, backend=self.name, stats=stats,
-                            validation=self.local.validation_stats(spec))
+        if arch is None or stats is None or not stats.length_counts:
+            why = "the model's shape is unknown" if arch is None else "the dataset's token lengths are unknown"
+            return Quote(backend=self.name, hardware=place.hardware, warnings=(f"no estimate: {why}",))
+        quote = instance_quote(config, ModelRequest(spec.model, arch), stats, self.local.validation_stats(spec),
+                               place.instance, place.market, catalog.gpus[place.instance.gpu], backend=self.name,
+                               today=env.today, nodes=place.nodes, interconnect_gbps=place.interconnect_gbps)
+        quote = replace(quote, hardware=place.hardware)
         if quote.verdict is not Verdict.OK:
             return quote
         cap_s = self.cap_seconds(quote)
@@ -161,12 +202,13 @@ class SkyPilotBackend:
         if len(found) > 1:
             raise InputError(f"instance type {o.instance_type} is in several clouds "
                              f"({', '.join(i.cloud for i in found)}): add --option cloud=NAME")
-        instance = found[0]
-        if o.region:
-            moved = f"priced at the catalog's cheapest region, run in {o.region}"
-            instance = replace(instance, region=o.region, spot_region=o.region,
-                               note="; ".join(filter(None, [instance.note, moved])))
-        return Placement(instance, "spot" if o.spot else "on-demand", o.nodes, o.interconnect_gbps)
+        place = Placement(found[0], "spot" if o.spot else "on-demand", o.nodes, o.interconnect_gbps)
+        if o.region and o.region != place.region:
+            moved = f"priced at the catalog's cheapest region ({place.region}), run in {o.region}"
+            instance = replace(place.instance, region=o.region, spot_region=o.region,
+                               note="; ".join(filter(None, [place.instance.note, moved])))
+            place = replace(place, instance=instance)
+        return place
 
     def cap_seconds(self, quote: Quote) -> int:
         """The trainer's hard runtime cap: ``max_hours``, else the estimate's high end (spot reclaims included) x
@@ -258,7 +300,7 @@ class SkyPilotBackend:
         place = self.placement(catalog)
         stage = self.run_dir(job.id) / "stage"
         if not (reuse and stage.is_dir()):
-            self._write_stage(stage, job, quote, place, catalog)
+            self._write_stage(stage, job, place, catalog)
         launch = Launch(job_id=job.id, place=place, stage_dir=str(stage), run_uri=f"{self.options.bucket}/{job.id}",
                         wheel=next(stage.glob("ftbroker-*.whl")).name, max_seconds=self.cap_seconds(quote),
                         disk_gb=self.options.disk_gb or _disk_gb(catalog, spec.model),
@@ -269,7 +311,7 @@ class SkyPilotBackend:
         (self.run_dir(job.id) / "task.yaml").write_text(yaml.safe_dump(shown, sort_keys=False))
         return launch
 
-    def _write_stage(self, stage: Path, job: Job, quote: Quote, place: Placement, catalog: Any) -> None:
+    def _write_stage(self, stage: Path, job: Job, place: Placement, catalog: Any) -> None:
         spec = job.spec
         shutil.rmtree(stage, ignore_errors=True)
         inputs = stage / "inputs"
@@ -281,12 +323,8 @@ class SkyPilotBackend:
         if Path(model).expanduser().is_dir():  # a local model folder travels with the job
             shutil.copytree(Path(model).expanduser(), inputs / "model")
             model = "model"
-        updates: dict[str, Any] = {"dataset": "data.jsonl",
-                                   "validation_dataset": "validation.jsonl" if spec.validation else None}
-        if "setup" in quote.breakdown:  # the micro-batch the quote found fits (the effective batch kept)
-            updates.update(micro_batch_size=quote.breakdown["setup"]["micro_batch"],
-                           gradient_accumulation_steps=quote.breakdown["setup"]["grad_accumulation"])
-        config = train_config(spec, self.local.options, job_id=job.id, base_model=model).model_copy(update=updates)
+        config = train_config(spec, self.local.options, job_id=job.id, base_model=model).model_copy(update={
+            "dataset": "data.jsonl", "validation_dataset": "validation.jsonl" if spec.validation else None})
         (inputs / CONFIG_NAME).write_text(config.model_dump_json(indent=2, exclude_none=True) + "\n")
         build_wheel(stage)
         if place.ranks > 1:

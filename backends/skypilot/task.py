@@ -24,12 +24,14 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS
 from ftbroker.backends.local.backend import trainer_command
-from ftbroker.backends.local.cloud import Placement
+from ftbroker.pricing.catalog import CloudInstance
 
 STAGE = "/ftbroker/stage"  # the local stage folder, copied to every node
 RUN = "/ftbroker/run"  # the job's folder in the bucket, mounted on every node
@@ -46,6 +48,40 @@ NO_BUCKET_MOUNT = frozenset({"runpod", "vast"})
 NO_MULTI_NODE = frozenset({"runpod", "vast"})
 # The catalog's region for a cloud whose SkyPilot catalog has none to choose.
 NO_REGION = frozenset({"all DCs"})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run goes: a catalog instance, how many of them, which market and region."""
+
+    instance: CloudInstance
+    market: str = "on-demand"  # "on-demand" | "spot"
+    nodes: int = 1
+    interconnect_gbps: float = DEFAULT_INTERCONNECT_GBPS  # one node's bandwidth to the others
+
+    @property
+    def spot(self) -> bool:
+        return self.market == "spot"
+
+    @property
+    def price(self) -> Decimal | None:
+        """One instance's price per hour in this market."""
+        return self.instance.spot_usd_per_hour if self.spot else self.instance.on_demand_usd_per_hour
+
+    @property
+    def region(self) -> str:
+        i = self.instance
+        return (i.spot_region or i.region) if self.spot else i.region
+
+    @property
+    def ranks(self) -> int:
+        return self.instance.gpu_count * self.nodes
+
+    @property
+    def hardware(self) -> str:
+        i = self.instance
+        nodes = f"{self.nodes} nodes x " if self.nodes > 1 else ""
+        return f"{nodes}{i.gpu_count}x {i.gpu} ({i.cloud} {i.instance_type}, {self.market})"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 import types
 from collections.abc import Sequence
 
+from ftbroker import bounds
 from ftbroker.errors import InputError
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
@@ -33,6 +34,9 @@ def parse_gpu_count(text: str) -> tuple[str, int]:
         return text.strip(), 1
     if not count.strip().isdigit() or int(count) < 1:
         raise InputError(f"GPU {text!r}: COUNT must be a positive integer (NAME[:COUNT])")
+    why = bounds.problem("gpus", int(count))
+    if why is not None:
+        raise InputError(f"GPU {text!r}: {why}")
     return name.strip(), int(count)
 
 

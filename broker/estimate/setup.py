@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from ftbroker import bounds
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.pricing.catalog import Linear, ModelArch
 
@@ -190,12 +191,13 @@ class TrainingSetup:
         if self.cpu_offload not in CPU_OFFLOADS:
             raise UnknownNameError("CPU offload", self.cpu_offload, CPU_OFFLOADS)
         resolve_optimizer(self.optimizer)
-        for name in ("micro_batch", "seq_len", "n_gpus", "grad_accumulation"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        checked = {"micro_batch": "micro_batch", "seq_len": "seq_len", "n_gpus": "gpus",
+                   "grad_accumulation": "grad_accum", **({"lora_r": "lora_r"} if self.method != "full" else {})}
+        for name, bound in checked.items():
+            why = bounds.problem(bound, getattr(self, name))
+            if why is not None:
+                problems.append(f"{name.replace('_', '-')} {getattr(self, name)}: {why}")
         if self.method != "full":
-            if self.lora_r < 1:
-                problems.append(f"lora-r must be at least 1, got {self.lora_r}")
             resolve_targets(self.targets)
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora dropout must be in [0, 1), got {self.lora_dropout}")
