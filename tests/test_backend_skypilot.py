@@ -5,6 +5,7 @@ a graceful cancel, and what ``gc`` finds and tears down."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from datetime import timedelta
@@ -36,6 +37,18 @@ def sky(tmp_path, monkeypatch):
     monkeypatch.setattr(skypilot.SkyPilotBackend, "capabilities", caps)
     yield fake
     fake.close()
+    assert not _processes_under(tmp_path)  # every node's processes ended: none left behind
+
+
+def _processes_under(folder) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if str(folder) in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc.pid)
+    return found
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ look, as a poll sees it. ``calls`` records every call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from ftbroker import clock
 from ftbroker.backends.skypilot.adapter import TERMINAL_MANAGED, Cluster, ManagedJob, Request
@@ -52,18 +55,26 @@ class _Node:
         return all(p.poll() == 0 for p in self.procs)
 
     def send(self, sig: int) -> None:
+        """``sig`` to each node's process group, as SkyPilot signals a job; SIGKILL to every process of the node
+        (the run script's ``timeout`` keeps the trainer in a group of its own), as a vanished VM takes them all."""
         for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, sig)
+            if p.poll() is not None:
+                continue
+            tree = psutil.Process(p.pid).children(recursive=True) if sig == signal.SIGKILL else []
+            os.killpg(p.pid, sig)
+            for child in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            psutil.wait_procs(tree, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 120.0) -> None:
-        """Signal every process group and wait for it to end (a real process: a generous bound, not a clock)."""
+        """Signal the node and wait for it to end (a real process: a generous bound, not a clock)."""
         self.send(sig)
         for p in self.procs:
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                self.send(signal.SIGKILL)
                 p.wait()
 
 
@@ -341,5 +352,5 @@ class FakeSky:
 
     def close(self) -> None:
         for job in [*self.managed.values(), *(c.job for c in self.clusters_.values() if c.job)]:
-            if job.node is not None and job.node.alive():
+            if job.node is not None:
                 job.node.stop(signal.SIGKILL)
