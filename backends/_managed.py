@@ -544,6 +544,7 @@ class ManagedBackend:
         def create() -> tuple[Mapping[str, Any], bool]:
             self._provider_preflight(job)
             uploads = [self._upload(job, role, converted, tracker) for role, converted in files]
+            self._provider_price_check(job, uploads, tracker)
             raw = self._provider_create(job, uploads)
             tracker.remember(**self._handles(raw))
             return raw, False
@@ -604,6 +605,10 @@ class ManagedBackend:
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         raise NotImplementedError
+
+    def _provider_price_check(self, job: Job, uploads: list[Upload], tracker: Tracker) -> None:
+        """The provider's own price for the uploaded data, beside the catalog's, before the job is created: a
+        refusal here (a budget it exceeds) creates nothing. Providers without a price endpoint: nothing to do."""
 
     def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
         raise NotImplementedError

@@ -29,11 +29,9 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, gpu_run, lowered_batch_note,
                                                no_fit_reason, trainer_data, untimed_note)
 from ftbroker.estimate.calibration import default_calibration
-from ftbroker.estimate.comm import comm_seconds_per_step
-from ftbroker.estimate.compute import Overheads, Range, gpu_class, trainable_bytes, trainable_params
+from ftbroker.estimate.compute import Overheads, Range, communication, gpu_class
 from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
                                     CostEstimate, cloud_cost)
-from ftbroker.estimate.setup import ModelShape
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
 from ftbroker.routes import (Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenNeed, job_fields,
                              model_tokenizer)
@@ -276,7 +274,7 @@ def _instance_routes(job: GpuJob, run: GpuRun, inst: CloudInstance, today: date,
                              options=options(inst, market, region) if backend else {},
                              extra={"usd_per_hour": price, "region": region}, cloud=inst.cloud, region=region,
                              instance_type=inst.instance_type, market=market, price_source=inst.source,
-                             price_as_of=inst.as_of, stale=is_stale(inst.as_of, today)))
+                             price_as_of=inst.as_of, stale=is_stale(inst, today)))
     return routes
 
 
@@ -376,26 +374,23 @@ def route_quote(route: Route, backend: str) -> Quote:
                  warnings=route.notes, breakdown=dict(route.breakdown), resources=resources)
 
 
-
 def over_nodes(job: GpuJob, run: GpuRun, instance: CloudInstance, nodes: int,
                interconnect_gbps: float) -> tuple[GpuRun, CloudInstance]:
-    """``run`` (on ``nodes`` x the instance's GPUs) with the synchronisations across the nodes' network in its
-    time (``estimate.comm``, not overlapped with compute: an upper bound), and the instance priced as ``nodes``."""
+    """``run`` (on ``nodes`` x the instance's GPUs) with its collectives over the nodes' network added to its time
+    (the estimator's ``communication``, at one node's bandwidth to the others, the figure NCCL's bus bandwidth
+    approaches on multi-node runs, and not overlapped with compute: an upper bound), and the instance priced as
+    ``nodes``."""
     if run.time is None or run.time.time is None:
         return run, instance
-    setup, timed, shape = run.fit.setup, run.time, ModelShape(job.arch)
-    element = trainable_bytes(setup)
-    sharded = setup.sharding in ("fsdp", "zero3")
+    setup, timed = run.fit.setup, run.time
+    network = communication(job.arch, replace(run.gpu, interconnect_gbps=interconnect_gbps / 8), setup)
     train_share = timed.real_tokens / timed.padding.real_tokens if timed.padding.real_tokens else 1.0
     micro_batches = job.data.epochs * timed.padding.steps * train_share / run.count  # per rank
-    syncs = micro_batches if sharded else micro_batches / setup.grad_accumulation  # FSDP: each; DDP: per step
-    seconds = syncs * comm_seconds_per_step(param_bytes=shape.total_params * element,
-                                            grad_bytes=trainable_params(shape, setup) * element, ranks=run.count,
-                                            sharded=sharded, link_gb_per_s=interconnect_gbps / 8)
+    seconds = micro_batches * network.seconds
     time = replace(timed.time, hours=timed.time.hours + Range.exact(seconds / 3600),
                    breakdown={**timed.time.breakdown, "communication": Range.exact(seconds)},
                    assumptions=(*timed.time.assumptions,
-                                (f"{nodes} nodes: {seconds / 3600:.2f} h synchronising over {interconnect_gbps:g} "
+                                (f"{nodes} nodes: {seconds / 3600:.2f} h of collectives over {interconnect_gbps:g} "
                                  "Gbit/s between them, not overlapped with compute (an upper bound)")))
     priced = replace(instance, on_demand_usd_per_hour=_times(instance.on_demand_usd_per_hour, nodes),
                      spot_usd_per_hour=_times(instance.spot_usd_per_hour, nodes),

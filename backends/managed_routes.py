@@ -149,7 +149,7 @@ def offer_route(c: Candidate, context: RouteContext, *, backend: str | None) -> 
         kind="managed", backend=backend, provider=offer.provider, model=c.model, method=offer.method,
         objective=offer.objective, feasible=not reason, reason=reason, closed=bool(closed), cost_usd=cost,
         billed_tokens=billed, epochs=epochs, breakdown=breakdown, price_source=offer.source,
-        price_as_of=offer.as_of, stale=is_stale(offer.as_of, context.today), notes=tuple(notes),
+        price_as_of=offer.as_of, stale=is_stale(offer, context.today), notes=tuple(notes),
         provider_model=offer.model if offer.model != c.model else "", price_known=offer.price_known,
         job=job,
     )

@@ -507,37 +507,50 @@ def ledger_rebuild(json_mode):
 
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
 
+_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "torchtune")  # estimate.stacks.STACKS
+
+
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
-@click.option("--seq-len", default=2048, show_default=True, type=_Bounded("seq_len"), help="Tokens per sequence.")
-@click.option("--batch", "micro_batch", default=1, show_default=True, type=_Bounded("micro_batch"),
-              help="Micro-batch per GPU.")
-@click.option("--lora-r", default=16, show_default=True, type=_Bounded("lora_r"), help="LoRA rank.")
-@click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
-              help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
+@click.option("--stack", default="ftbroker", show_default=True, type=click.Choice(_STACK_NAMES),
+              help="The trainer that runs it: how it stores tensors (loss, attention, kernels, optimizer) and its "
+                   "defaults for every setting not given. ftbroker: `ftbroker run --backend local`.")
+@click.option("--seq-len", type=_Bounded("seq_len"), help="Tokens per sequence (default: the stack's, 2048).")
+@click.option("--batch", "micro_batch", type=_Bounded("micro_batch"),
+              help="Micro-batch per GPU (default: the stack's; ftbroker 4).")
+@click.option("--grad-accum", "grad_accumulation", default=1, show_default=True, type=_Bounded("grad_accum"),
+              help="Micro-batches per optimizer step (accumulating keeps the gradients alive during backward).")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank (default: the stack's; ftbroker 16).")
+@click.option("--targets", multiple=True,
+              help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable; default: "
+                   "the stack's; ftbroker all-linear).")
 @click.option("--gpu", default=None, metavar="NAME[:COUNT]",
               help="GPU from the catalog, e.g. RTX-4090 or H100:8. Without it: the memory alone, no fit or tokens/s.")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True,
-              help="Recompute activations in the backward pass: less memory, more compute.")
-@click.option("--optimizer", default="adamw", show_default=True,  # estimate.setup.OPTIMIZERS (a test keeps them equal)
-              help="adamw, adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, adamw_4bit, sgd.")
-@click.option("--precision", default="bf16", show_default=True, type=click.Choice(["bf16", "amp", "fp32", "mixed"]),
-              help="bf16: weights loaded in bf16 (the local trainer's LoRA and QLoRA); amp: fp32 weights under "
-                   "bf16 autocast (its full fine-tuning); fp32: no autocast; mixed: 16-bit weights + fp32 master.")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None,
+              help="Recompute activations in the backward pass: less memory, more compute (default: the stack's).")
+@click.option("--optimizer", default=None,  # estimate.setup.OPTIMIZERS (a test keeps them equal)
+              help="adamw, adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, adamw_4bit, sgd "
+                   "(default: the stack's).")
+@click.option("--precision", default=None, type=click.Choice(["bf16", "amp", "fp32", "mixed"]),
+              help="bf16: weights held in bf16; amp: fp32 weights under bf16 autocast; fp32: no autocast; mixed: "
+                   "16-bit weights + fp32 master (default: the stack's; ftbroker: amp for full, bf16 for LoRA/QLoRA).")
 @click.option("--sharding", default=None, type=click.Choice(["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]),
               help="Multi-GPU strategy (default: none on one GPU; ddp for LoRA/QLoRA, fsdp for full).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--explain", is_flag=True, help="Show every term with its formula and numbers.")
-def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, grad_checkpointing, optimizer,
-                     precision, sharding, as_json, explain):
+def estimate_command(model, method, stack, seq_len, micro_batch, grad_accumulation, lora_r, targets, gpu,
+                     grad_checkpointing, optimizer, precision, sharding, as_json, explain):
     """Peak VRAM, fit and tokens/s of fine-tuning MODEL, without data.
 
-    MODEL is a catalog name, a local model folder or a config.json. --explain shows every term with its formula.
+    MODEL is a catalog name, a local model folder or a config.json. Settings left out are those of the stack's
+    trainer: with the default stack, what `ftbroker run --backend local` would give its trainer, so the peak is
+    the one `ftbroker plan` and `ftbroker run` show for the same settings. --explain shows every term.
 
     \b
-    Example:
+    Examples:
       ftbroker estimate Llama-3.1-8B --method qlora --seq-len 2048 --batch 4 --gpu RTX-4090
+      ftbroker estimate Llama-3.1-8B --method qlora --gpu RTX-4090 --stack unsloth
     """
     if as_json and explain:
         raise click.UsageError("--json and --explain cannot be combined")
@@ -545,9 +558,10 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
 
     from ftbroker.estimate import estimate
 
-    result = estimate(model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, lora_r=lora_r,
-                      targets=targets, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
-                      precision=precision, sharding=sharding)
+    result = estimate(model, method=method, gpu=gpu, stack=stack, seq_len=seq_len, micro_batch=micro_batch,
+                      grad_accumulation=grad_accumulation, lora_r=lora_r, targets=targets or None,
+                      grad_checkpointing=grad_checkpointing, optimizer=optimizer, precision=precision,
+                      sharding=sharding)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif explain:
@@ -556,16 +570,21 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
         console = _console()  # wrapped for a terminal; whole lines into a pipe or file, for grep
         click.echo(hanging(result.explain(), console.width) if console.is_terminal else result.explain())
     else:
-        _print_estimate(result)
+        _print_estimate(result, stack)
 
 
-def _print_estimate(result) -> None:
+def _print_estimate(result, stack: str) -> None:
     from rich import box
     from rich.table import Table
 
     data = result.to_json()
     console = _console()
-    console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
+    s = result.setup
+    console.print(f"[bold]{data['model']} {data['method']}[/bold] ({stack} stack): micro-batch {s.micro_batch} x "
+                  f"{s.seq_len} tokens, {s.precision}, {s.optimizer_kind.name}"
+                  f"{', checkpointing' if s.grad_checkpointing else ''}"
+                  f"{f', accumulating {s.grad_accumulation}' if s.grad_accumulation > 1 else ''}", highlight=False)
+    console.print(f"peak memory per GPU (during the {result.memory.phase})", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("term")
     table.add_column("GiB", justify="right")
@@ -687,7 +706,7 @@ def catalog():
 def catalog_show(kind, catalog_files, as_json):
     """Show the catalog rows in force, their sources and age.
 
-    Prices older than 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
+    Prices not checked against their source for 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
     """
     from ftbroker import clock, render
     from ftbroker.pricing.catalog import load_catalog
@@ -698,6 +717,47 @@ def catalog_show(kind, catalog_files, as_json):
         click.echo(render.to_json_text(render.catalog_json(cat, kinds, clock.today())))
     else:
         render.print_catalog(cat, kinds, clock.today(), _console())
+
+
+@catalog.command("update")
+@click.option("--cloud", "clouds", multiple=True, metavar="CLOUD",
+              help="Only this cloud (repeatable): aws, gcp, lambda, nebius, vast, fluidstack, cudo. Default: all.")
+@click.option("--mirror", metavar="URL", help="Fetch through a mirror that answers GitHub's API and raw-file paths.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+def catalog_update(clouds, mirror, as_json):
+    """Refresh cloud GPU prices from SkyPilot's published catalogs.
+
+    Reads each cloud's vms.csv at its newest commit in github.com/skypilot-org/skypilot-catalog (over the network),
+    keeps the cheapest region of each GPU instance type, and writes the rows with that commit and its date to your
+    catalog folder (catalog/ beside your override file), where every plan reads them. Prints what changed. Nothing
+    is written unless every cloud asked for was read and validates.
+
+    \b
+    Example:
+      ftbroker catalog update --cloud aws --cloud gcp
+    """
+    from ftbroker import clock, render
+    from ftbroker.errors import InputError
+    from ftbroker.pricing import refresh
+    from ftbroker.pricing.catalog import load_catalog
+
+    unknown = sorted(set(clouds) - set(refresh.CLOUDS))
+    if unknown:
+        raise InputError(f"--cloud {', '.join(unknown)}: SkyPilot's current catalog has no such cloud "
+                         f"(valid: {', '.join(refresh.CLOUDS)})")
+    today = clock.today()
+    before = load_catalog()
+    updates = []
+    for cloud in clouds or refresh.CLOUDS:
+        fetched = refresh.fetch(cloud, mirror=mirror)
+        rows, skipped = refresh.parse_vms(fetched, before, today)
+        updates.append(refresh.Update(fetched, rows, skipped, refresh.changes(cloud, before.instances, rows)))
+    written = refresh.install(updates)
+    if as_json:
+        click.echo(render.to_json_text({"today": today.isoformat(), "written": [str(p) for p in written],
+                                        "clouds": [u.to_json() for u in updates]}))
+    else:
+        render.print_catalog_update(updates, written, _console())
 
 
 @catalog.command("validate")
@@ -716,7 +776,8 @@ def catalog_validate(file):
                f"offers, {len(cat.models)} models in force (catalog {cat.version})")
     stale = cat.stale_rows(clock.today())
     if stale:
-        click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
+        click.echo(f"warning: {len(stale)} priced row(s) not checked against their source for 90 days (ftbroker "
+                   "catalog show; ftbroker catalog update refreshes the cloud prices)", err=True)
 
 
 _WHOLE_LINES = 1_000_000  # "columns" of a pipe or a file: nothing is ever cut to fit

@@ -88,6 +88,10 @@ class CatalogError(InputError):
     """A catalog file (shipped or user override) does not validate."""
 
 
+class CatalogFetchError(FtBrokerError):
+    """Refreshing the catalog from its upstream source failed (network, HTTP status, an unreadable answer)."""
+
+
 class UnknownNameError(InputError):
     """A model, GPU, backend or job name that is not known; suggests the closest known names, or lists a short
     list of valid ones when none is close and no ``hint`` says where to look."""

@@ -248,7 +248,8 @@ def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbos
     _print_notes(sections, out)
     cat = plan.catalog
     sources.print(out, "Price sources",
-                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = older than 90 days)")
+                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = not checked against its source for 90"
+                  " days)")
     out.footer("--all: every route and instance type · -v: every note, in full · --json, --csv: every figure.")
 
 
@@ -576,7 +577,7 @@ def _row_json(row: Any, today: date, priced: bool) -> dict[str, Any]:
     if hasattr(row, "params"):
         doc["params"] = row.params
     doc["age_days"] = (today - row.as_of).days
-    doc["stale"] = priced and is_stale(row.as_of, today)
+    doc["stale"] = priced and is_stale(row, today)
     return doc
 
 
@@ -593,22 +594,56 @@ def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Cons
         out.title(title)
         out.table(columns, rows)
         out.console.print()
-    sources.print(out, "Sources", " (! = a price older than 90 days)")
+    sources.print(out, "Sources", " (! = a price not checked against its source for 90 days)")
     stale = cat.stale_rows(today)
     if stale:
-        worst = min(stale, key=lambda r: r.as_of)
-        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) are older than 90 days (marked !; "
-                          f"oldest {worst.as_of}). Prices change: check them, and put newer ones in an override "
-                          "file.", highlight=False)
+        worst = min(stale, key=lambda r: r.verified or r.as_of)
+        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) not checked against their source "
+                          f"for 90 days (marked !; oldest {worst.verified or worst.as_of}). Prices change: ftbroker "
+                          "catalog update refreshes the cloud prices; put others in an override file.", highlight=False)
     out.footer("--json: every field of every row.")
+
+
+def print_catalog_update(updates: Sequence[Any], written: Sequence[Any], console: Console) -> None:
+    """What ``ftbroker catalog update`` read and changed: a line per cloud, then every changed price."""
+    out = Out(console)
+    out.title("Catalog update", " · SkyPilot's published catalogs (github.com/skypilot-org/skypilot-catalog)")
+    rows = []
+    for u in updates:
+        f, counts = u.fetched, u.counts()
+        left = "; ".join(f"{n} {why}" for why, n in sorted(u.skipped.items()))
+        out.text(f"{f.cloud}: {len(u.rows)} GPU instance types from @{f.commit[:8]} ({f.day}): {counts['new']} new, "
+                 f"{counts['price']} price changes, {counts['unchanged']} unchanged, {counts['gone']} no longer "
+                 f"listed (kept, stale 90 days after their last check)" + (f"; left out: {left}" if left else ""))
+        for c in u.changes:
+            if c.what != "unchanged":
+                rows.append([c.cloud, c.instance_type, c.gpus, c.what, _price_move(*c.on_demand),
+                             _price_move(*c.spot)])
+    if rows:
+        out.console.print()
+        out.table((Col("cloud"), Col("instance", flex=True, min_width=12), Col("GPUs", flex=True, min_width=8),
+                   Col("change"), Col("on-demand $/h", right=True), Col("spot $/h", right=True)), rows)
+    out.console.print()
+    for path in written:  # whole, for copying
+        out.console.print(f"  wrote {path}", soft_wrap=True, highlight=False)
+    out.footer("ftbroker catalog show --kind instances: the prices in force.")
+
+
+def _price_move(before: Decimal | None, after: Decimal | None) -> str:
+    if before is None and after is None:
+        return "-"
+    if before is None or after is None:
+        return f"{_rate(before)} → {_rate(after)}"
+    change = f" ({(after / before - 1) * 100:+.0f}%)" if before != after else ""
+    return f"{_rate(before)} → {_rate(after)}{change}"
 
 
 _CatalogRows = tuple[str, tuple[Col, ...], list[list[str]]]
 _AS_OF = (Col("as of"), Col("src"))
 
 
-def _as_of(as_of: date, today: date, source: str, sources: _Footnotes, priced: bool = True) -> list[str]:
-    return [str(as_of), f"{sources.ref(source)}{'!' if priced and is_stale(as_of, today) else ''}"]
+def _as_of(row: Any, today: date, sources: _Footnotes, priced: bool = True) -> list[str]:
+    return [str(row.as_of), f"{sources.ref(row.source)}{'!' if priced and is_stale(row, today) else ''}"]
 
 
 def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
@@ -621,7 +656,7 @@ def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
         rows.append([g.name, ", ".join(g.aliases), f"{g.memory_gib:g}",
                      "-" if tflops is None else f"{tflops:g}" + ("" if g.bf16_tflops else " fp16"),
                      f"{g.bandwidth_gbps:g}", "-" if g.tdp_w is None else f"{g.tdp_w:g}",
-                     "yes" if g.supports_bf16 else "no", *_as_of(g.as_of, today, g.source, sources, priced=False)])
+                     "yes" if g.supports_bf16 else "no", *_as_of(g, today, sources, priced=False)])
     return f"GPUs ({len(cat.gpus)})", columns, rows
 
 
@@ -632,7 +667,7 @@ def _instances_table(cat: Catalog, today: date, sources: _Footnotes) -> _Catalog
                Col("note", flex=True, min_width=12, optional=True))
     rows = [[i.cloud, i.instance_type, f"{i.gpu_count}x{i.gpu}",
              _rate(i.on_demand_usd_per_hour), _rate(i.spot_usd_per_hour), i.region or "-",
-             *_as_of(i.as_of, today, i.source, sources), i.note] for i in cat.instances]
+             *_as_of(i, today, sources), i.note] for i in cat.instances]
     return f"Cloud GPU instances ({len(cat.instances)})", columns, rows
 
 
@@ -648,7 +683,7 @@ def _managed_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRo
         method = o.method if o.objective == "sft" else f"{o.method} ({o.objective})"
         rows.append([o.provider, o.label + (" *" if o.secondary else ""), method, price,
                      f"{o.min_charge_usd:g}" if o.min_charge_usd else "-", epochs, str(o.available_until or "-"),
-                     str(o.end_of_life or "-"), *_as_of(o.as_of, today, o.source, sources)])
+                     str(o.end_of_life or "-"), *_as_of(o, today, sources)])
     return f"Managed fine-tuning offers ({len(cat.managed)}; * = price from a secondary source)", columns, rows
 
 

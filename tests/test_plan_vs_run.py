@@ -84,3 +84,42 @@ def test_run_from_plan_takes_the_micro_batch_the_route_says(monkeypatch, tmp_pat
         assert (round(quote.peak_vram_gib, 2), round(quote.hours, 3), float(quote.cost_usd)) == (
             route["vram_gib"], route["hours"], route["cost_usd"])
     assert Ledger().list() == []
+
+
+@pytest.mark.parametrize("method, gpu", [
+    ("full", "H100"),     # does not fit: the peak of the settings asked for, not of a smaller micro-batch
+    ("lora", "RTX-4090"),  # fits once the plan lowers the micro-batch: the same lowered settings everywhere
+    ("qlora", "RTX-4090"),
+])
+def test_estimate_plan_and_run_give_one_answer(monkeypatch, method, gpu):
+    """The issue's case: `estimate` (the trainer's defaults), `plan` and `run` on the same settings show the same
+    peak VRAM; plan and run the same hours and cost too (estimate has no dataset, so neither)."""
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+    model = "Llama-3.1-8B"
+    planned = invoke("plan", CHATS, "--model", model, "--gpu", gpu, "--method", method, "--json")
+    assert planned.exit_code == 0, planned.stderr
+    route = next(r for r in json.loads(planned.stdout)["routes"] if r["kind"] == "local")
+    setup = route["breakdown"]["setup"]
+    assert setup["seq_len"] == 935  # the longest example of the bundled data
+
+    estimated = invoke("estimate", model, "--method", method, "--gpu", gpu, "--seq-len", setup["seq_len"],
+                       "--batch", setup["micro_batch"], "--grad-accum", setup["grad_accumulation"], "--json")
+    assert estimated.exit_code == 0, estimated.output
+    estimate = json.loads(estimated.stdout)
+    shared = setup.keys() & estimate["setup"].keys()
+    assert len(shared) >= 8 and {k: estimate["setup"][k] for k in shared} == {k: setup[k] for k in shared}
+    assert round(estimate["vram_gib"], 2) == route["vram_gib"]
+    assert estimate["fits"] is route["feasible"]
+
+    spec = JobSpec(dataset=str(CHATS), model=model, method=method, backend_options={"gpu": gpu},
+                   hyperparameters={"micro_batch_size": setup["micro_batch"],
+                                    "gradient_accumulation_steps": setup["grad_accumulation"]})
+    with Broker() as broker:
+        quote = broker.prepare(spec).quote
+    assert round(quote.peak_vram_gib, 2) == route["vram_gib"]
+    assert (quote.verdict.value == "ok") is route["feasible"]
+    if route["feasible"]:
+        assert (round(quote.hours, 3), float(quote.cost_usd)) == (route["hours"], route["cost_usd"])
+    else:  # the same figure in both reasons
+        assert f"needs about {route['vram_gib']:.1f} GiB per GPU" in route["reason"]
+        assert f"needs about {route['vram_gib']:.1f} GiB per GPU" in quote.reason

@@ -98,9 +98,9 @@ def test_openai_bills_long_examples_at_the_per_example_limit(cat):
 def test_openai_needs_ten_examples_and_chat_data(cat):
     r = route(make_plan(cat, {500: 5}, options=ask(cat, "gpt-4o-mini")), "gpt-4o-mini-2024-07-18")
     assert not r.feasible and r.reason == "needs at least 10 examples; the file has 5"
-    plan = make_plan(cat, {500: 100}, options=ask(cat, "davinci-002", "gpt-4o-mini"))
-    assert route(plan, "davinci-002").reason == "takes prompt_completion data; this file is chat"
-    assert plan.routes[-1].model == "davinci-002"  # infeasible routes sort last
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "babbage-002", "gpt-4o-mini"))
+    assert route(plan, "babbage-002").reason == "takes prompt_completion data; this file is chat"
+    assert plan.routes[-1].model == "babbage-002"  # infeasible routes sort last
 
 
 # ---------------------------------------------------------------------------------------------- availability

@@ -3,6 +3,8 @@ stand-in for clouds none rents yet), priced by the estimator with the dataset's 
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import replace
 from datetime import date
@@ -37,8 +39,10 @@ def few(cat):
     """The shipped catalog with a handful of instances (a test of one rule need not price 160)."""
     keep = {("aws", "g6e.xlarge"), ("aws", "g6e.4xlarge"), ("aws", "p5.48xlarge"), ("gcp", "a3-highgpu-1g"),
             ("cudo", "intel-ice-lake-a100-pci_1x2v4gb"), ("lambda", "gpu_1x_a10")}
-    return Catalog(models=cat.models, gpus=cat.gpus, instances=[i for i in cat.instances
-                                                                   if (i.cloud, i.instance_type) in keep],
+    untimed = dataclasses.replace(cat.gpus["RTX-3090"], name="Untimed-24GB", aliases=(), bf16_tflops=None,
+                                  fp16_tflops=None)  # a card whose maker publishes no tensor TFLOPS
+    return Catalog(models=cat.models, gpus={**cat.gpus, untimed.name: untimed},
+                   instances=[i for i in cat.instances if (i.cloud, i.instance_type) in keep],
                    managed=cat.managed, files=cat.files, version=cat.version)
 
 
@@ -115,7 +119,7 @@ def test_a_micro_batch_the_card_cannot_hold_is_lowered_keeping_the_effective_bat
 def test_full_fine_tuning_of_8b_does_not_fit_a_24gb_card(few):
     r = only(gpu_plan(few, {500: 100}, method="full", gpu="RTX-4090"), kind="local")
     assert not r.feasible and r.hours is None and r.cost_usd is None
-    assert r.reason.startswith("does not fit even at micro-batch 1 with checkpointing and 500 tokens: needs about ")
+    assert r.reason.startswith("does not fit at micro-batch 4 or any smaller with checkpointing and 500 tokens: needs about ")
     needed = float(re.search(r"([0-9.]+) GiB per GPU", r.reason)[1])
     assert needed == pytest.approx(r.vram_gib, abs=0.06) and "RTX-4090 has 24 GiB" in r.reason
     assert "alone do not fit" in r.reason  # fp32 weights + AdamW states of 8B parameters: ~120 GiB
@@ -129,7 +133,7 @@ def test_a_sequence_too_long_for_the_card_names_the_longest_that_fits(few):
     longest = max_seq_len(arch, gpu, TrainingSetup("qlora", seq_len=100_000, lora_dropout=0.05, grad_accumulation=4),
                           calibration=default_calibration())
     assert 0 < longest < 100_000
-    assert not r.feasible and r.reason.endswith(f"the longest sequence that fits is {longest:,} tokens")
+    assert not r.feasible and r.reason.endswith(f"the longest sequence that fits at micro-batch 1 is {longest:,} tokens")
 
 
 def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
@@ -149,9 +153,9 @@ def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
 
 
 def test_a_gpu_without_tflops_has_unknown_time_and_cost(few):
-    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="RTX-3090"), kind="local")
+    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="Untimed-24GB"), kind="local")
     assert r.feasible and r.vram_gib and r.hours is None and r.cost_usd is None
-    assert "time and cost unknown: the catalog has no TFLOPS figure for RTX-3090" in r.notes
+    assert "time and cost unknown: the catalog has no TFLOPS figure for Untimed-24GB" in r.notes
 
 
 def test_a_gpu_without_tdp_has_unknown_electricity(few):
@@ -186,7 +190,8 @@ def test_cloud_on_demand_and_spot_costs(few):
     assert float(spot.cost_usd) == pytest.approx(float(expected.usd.expected), rel=0.02)
     assert spot.breakdown["hours_with_reclaims"]["expected"] == spot.hours
     assert spot.region == spot.breakdown["region"] == "me-central-1" and on_demand.region == "us-east-1"
-    assert on_demand.stale and on_demand.price_as_of == date(2026, 7, 9) and "skypilot" in on_demand.price_source
+    # read from SkyPilot's current catalog on 2026-11-28 (verified): not stale, though the price dates from July
+    assert not on_demand.stale and on_demand.price_as_of == date(2026, 7, 9) and "skypilot" in on_demand.price_source
 
 
 def test_cheapest_instance_per_gpu_type_and_cloud_unless_all(few):

@@ -195,12 +195,14 @@ def shortfall(memory: MemoryBreakdown, gpu: GpuSpec, n_gpus: int) -> str:
 
 
 def no_fit_reason(fit: Fit, gpu: GpuSpec) -> str:
-    """Why a run is out even at micro-batch 1 (``fit_setup`` found nothing), and the longest sequence that fits."""
+    """Why a run is out at its micro-batch and every smaller one (``fit_setup`` found nothing): its own peak, and the
+    longest sequence that would fit at micro-batch 1."""
     s = fit.setup
-    longest = (f"the longest sequence that fits is {fit.longest_seq:,} tokens" if fit.longest_seq
+    smaller = " or any smaller" if s.micro_batch > 1 else ""
+    longest = (f"the longest sequence that fits at micro-batch 1 is {fit.longest_seq:,} tokens" if fit.longest_seq
                else "the weights, gradients and optimizer states alone do not fit")
-    return (f"does not fit even at micro-batch 1{' with checkpointing' if s.grad_checkpointing else ''} and "
-            f"{s.seq_len:,} tokens: {shortfall(fit.memory, gpu, s.n_gpus)}; {longest}")
+    return (f"does not fit at micro-batch {s.micro_batch}{smaller} with{'' if s.grad_checkpointing else 'out'} "
+            f"checkpointing and {s.seq_len:,} tokens: {shortfall(fit.memory, gpu, s.n_gpus)}; {longest}")
 
 
 def batch_flags(setup: TrainingSetup) -> str:
