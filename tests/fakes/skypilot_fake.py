@@ -41,6 +41,21 @@ from ftbroker import clock
 from ftbroker.backends.skypilot.adapter import TERMINAL_MANAGED, Cluster, ManagedJob, Request
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (the node's ``start_new_session``) until none is left: a
+    process forked meanwhile stays in the session, as no node process calls setsid."""
+    while True:
+        members = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                    proc.kill()
+                    members.append(proc)
+        if not members:
+            return
+        psutil.wait_procs(members, timeout=30)
+
+
 @dataclass
 class _Node:
     """The processes of one attempt of a job, one per node."""
@@ -55,17 +70,14 @@ class _Node:
         return all(p.poll() == 0 for p in self.procs)
 
     def send(self, sig: int) -> None:
-        """``sig`` to each node's process group, as SkyPilot signals a job; SIGKILL to every process of the node
-        (the run script's ``timeout`` keeps the trainer in a group of its own), as a vanished VM takes them all."""
+        """``sig`` to each node's process group, as SkyPilot signals a job; SIGKILL to every process of the node's
+        session (the run script's ``timeout`` keeps the trainer in a group of its own, and may be starting it just
+        now), as a vanished VM takes them all."""
         for p in self.procs:
-            if p.poll() is not None:
-                continue
-            tree = psutil.Process(p.pid).children(recursive=True) if sig == signal.SIGKILL else []
-            os.killpg(p.pid, sig)
-            for child in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.kill()
-            psutil.wait_procs(tree, timeout=30)
+            if p.poll() is None:
+                os.killpg(p.pid, sig)
+            if sig == signal.SIGKILL:
+                _kill_session(p.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 120.0) -> None:
         """Signal the node and wait for it to end (a real process: a generous bound, not a clock)."""
