@@ -222,9 +222,12 @@ def test_gc_finds_what_is_left_over_and_tears_it_down(broker, sky, data):
     ended = broker.submit(spec(data))
     wait_for(lambda: broker.refresh(ended.id).status is JobStatus.RUNNING)
     broker.ledger.update(ended.id, status=JobStatus.FAILED, error="the CLI marked it failed")  # its cluster lives on
-    task = sky.launches()[0][1]["task"]
-    for request in (sky.launch(task, cluster="ftb-zzzzzzzz", idle_minutes=5, down=True),  # unknown to the ledger
-                    sky.jobs_launch(task, name="ftb-yyyyyyyy")):
+    task = sky.launches()[0][1]["task"]  # labelled with this ledger's id
+    resources = task["resources"]
+    elsewhere = {**task, "resources": {**resources, "labels": {**resources["labels"], "ftbroker-ledger": "other"}}}
+    for request in (sky.launch(task, cluster="ftb-zzzzzzzz", idle_minutes=5, down=True),  # this ledger lost it
+                    sky.jobs_launch(task, name="ftb-yyyyyyyy"),
+                    sky.launch(elsewhere, cluster="ftb-xxxxxxxx", idle_minutes=5, down=True)):
         sky.request(request)
         sky.request(request)
     backend = broker.backend(running.spec)
@@ -232,14 +235,18 @@ def test_gc_finds_what_is_left_over_and_tears_it_down(broker, sky, data):
     def lookup(job_id):
         return next((j for j in broker.jobs() if j.id == job_id), None)
 
-    found = {left.name: left for left in backend.leftovers(lookup)}
-    assert set(found) == {ended.id, "ftb-zzzzzzzz", "ftb-yyyyyyyy"}
-    assert "failed" in found[ended.id].why and "no job ftb-zzzzzzzz" in found["ftb-zzzzzzzz"].why
-    assert found["ftb-yyyyyyyy"].kind == "managed job"
+    found = {left.job_id: left for left in backend.leftovers(lookup)}
+    assert set(found) == {running.id, ended.id, "ftb-zzzzzzzz", "ftb-yyyyyyyy", "ftb-xxxxxxxx"}
+    assert "failed" in found[ended.id].reason and "no job ftb-zzzzzzzz" in found["ftb-zzzzzzzz"].reason
+    assert found["ftb-yyyyyyyy"].handle == {"kind": "managed job"} and found["ftb-yyyyyyyy"].reason
+    assert found[running.id].reason is None and "running" in found[running.id].note  # in use: it stays
+    assert found["ftb-xxxxxxxx"].reason is None and "another ledger" in found["ftb-xxxxxxxx"].note
+    assert found[ended.id].cost_usd is not None  # SkyPilot's cost report
     for left in found.values():
-        assert backend.collect(left).startswith(("tore down", "cancelled"))
-    assert set(sky.clusters_) == {running.id} and sky.managed[1].status == "CANCELLED"
-    assert backend.leftovers(lookup) == []
+        if left.reason:
+            assert backend.collect(left).startswith(("tore down", "cancelled"))
+    assert set(sky.clusters_) == {running.id, "ftb-xxxxxxxx"} and sky.managed[1].status == "CANCELLED"
+    assert [left.job_id for left in backend.leftovers(lookup) if left.reason] == []
 
 
 class _NoSideEffects:

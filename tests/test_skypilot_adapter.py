@@ -60,16 +60,23 @@ def test_no_jobs_controller_means_no_managed_jobs(sky, adapter, monkeypatch):
 
 
 def test_clusters_are_read_from_skypilots_status(sky, adapter, monkeypatch):
+    from types import SimpleNamespace
+
     from sky.schemas.api.responses import StatusResponse
     from sky.utils.status_lib import ClusterStatus
 
-    record = StatusResponse(name="ftb-abcd2345", launched_at=1_795_824_000, status=ClusterStatus.UP, autostop=5,
-                            to_down=True, cluster_hash="h", cluster_ever_up=True, user_hash="u", user_name="me",
-                            workspace="default", is_managed=False, nodes=1)
-    monkeypatch.setattr(sky, "status", lambda names, refresh: [record])
-    (cluster,) = adapter.clusters(["ftb-abcd2345"])
-    assert (cluster.name, cluster.status, cluster.launched_at, cluster.to_down) == (
-        "ftb-abcd2345", "UP", 1_795_824_000, True)
+    labels = {"ftbroker-job": "ftb-abcd2345", "ftbroker-ledger": "0f1e2d3c4b5a6978"}
+    handle = SimpleNamespace(launched_resources=sky.Resources(labels=labels))  # the handle's part read
+    fields = {"launched_at": 1_795_824_000, "status": ClusterStatus.UP, "autostop": 5, "to_down": True,
+              "cluster_hash": "h", "cluster_ever_up": True, "user_hash": "u", "user_name": "me", "workspace": "default",
+              "is_managed": False, "nodes": 1}
+    records = [StatusResponse(name="ftb-abcd2345", handle=handle, **fields),
+               StatusResponse(name="ftb-bcde3456", **fields)]  # provisioning: no handle yet
+    monkeypatch.setattr(sky, "status", lambda names, refresh: records)
+    cluster, young = adapter.clusters(["ftb-abcd2345", "ftb-bcde3456"])
+    assert (cluster.name, cluster.status, cluster.launched_at, cluster.to_down, cluster.labels) == (
+        "ftb-abcd2345", "UP", 1_795_824_000, True, labels)
+    assert young.labels == {}
 
 
 def test_launches_in_flight_are_found_by_cluster_or_job_name(sky, adapter, monkeypatch):

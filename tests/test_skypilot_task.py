@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from skypilot_catalog import seed
 
-from ftbroker.backends.skypilot.task import (LABEL, RUN, STAGE, Launch, Placement, infra, run_command, shell_line,
-                                             task_config, unsupported)
+from ftbroker.backends.skypilot.task import (LABEL, LEDGER_LABEL, RUN, STAGE, Launch, Placement, infra, run_command,
+                                             shell_line, task_config, unsupported)
 from ftbroker.pricing.catalog import load_catalog
 
 TESTS = Path(__file__).parent
@@ -25,7 +25,8 @@ CLAIMED = "aws"  # the ec2 backend's
 def _launch(place: Placement, stage: Path, **overrides) -> Launch:
     fields = {"job_id": "ftb-abcd2345", "place": place, "stage_dir": str(stage),
               "run_uri": "s3://ftb-bucket/runs/ftb-abcd2345", "wheel": "ftbroker-0.1.0-py3-none-any.whl",
-              "max_seconds": 7200, "disk_gb": 200, "accelerate": place.ranks > 1, **overrides}
+              "max_seconds": 7200, "disk_gb": 200, "accelerate": place.ranks > 1, "ledger": "0f1e2d3c4b5a6978",
+              **overrides}
     return Launch(**fields)
 
 
@@ -56,7 +57,8 @@ def test_an_on_demand_task_names_the_route_and_mounts_the_bucket(tmp_path):
     task = task_config(_launch(place, tmp_path))
     resources = task["resources"]
     assert resources == {"infra": "lambda/us-east-1", "instance_type": "gpu_1x_h100_sxm5", "use_spot": False,
-                         "disk_size": 200, "labels": {LABEL: "ftb-abcd2345"}}  # SkyPilot's CUDA image by default
+                         "disk_size": 200,  # SkyPilot's CUDA image by default
+                         "labels": {LABEL: "ftb-abcd2345", LEDGER_LABEL: "0f1e2d3c4b5a6978"}}
     assert task["name"] == "ftb-abcd2345" and task["num_nodes"] == 1
     assert task["file_mounts"] == {STAGE: str(tmp_path), RUN: {"source": "s3://ftb-bucket/runs/ftb-abcd2345",
                                                                "mode": "MOUNT_CACHED"}}

@@ -51,6 +51,7 @@ class Cluster:
     status: str
     launched_at: float | None = None  # epoch seconds
     to_down: bool = False  # autodown is set
+    labels: Mapping[str, str] = field(default_factory=dict)  # its resources' labels ({} where unknown yet)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ def _task(config: Mapping[str, Any]) -> Any:
     import sky
 
     return sky.Task.from_yaml_config(copy.deepcopy(dict(config)))
+
+
+def _labels(record: Any) -> dict[str, str]:
+    """A cluster's labels: its handle's launched resources' (a cluster still provisioning has no handle)."""
+    resources = getattr(record.get("handle"), "launched_resources", None)
+    return dict(getattr(resources, "labels", None) or {})
 
 
 def _body(text: str | None) -> dict[str, Any]:
@@ -165,7 +172,8 @@ class SkyAdapter:
         with _translated("listing clusters"):
             records = sky.get(sky.status(list(names) if names else None, refresh=StatusRefreshMode.AUTO))
         return [Cluster(name=r["name"], status=str(getattr(r["status"], "value", r["status"])),
-                        launched_at=r.get("launched_at"), to_down=bool(r.get("to_down"))) for r in records]
+                        launched_at=r.get("launched_at"), to_down=bool(r.get("to_down")), labels=_labels(r))
+                for r in records]
 
     def cluster_job(self, cluster: str, job_id: int) -> str | None:
         """The status word of job ``job_id`` on ``cluster`` (INIT ... CANCELLED); None if unknown."""

@@ -26,10 +26,13 @@ the local run folder, where ``export`` finds it as for a local job.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -50,8 +53,8 @@ from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENTS_NAME, FINAL
 from ftbroker.backends.skypilot import adapter as adapter_module
 from ftbroker.backends.skypilot.runs import (CLUSTER_JOB_STATUS, JOB_ID, MANAGED_JOB_STATUS, JobLookup, Leftover,
                                              log_error, runtime_cost, status_of, trainer_events, why_left_over)
-from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, LABEL, RUN, SETUP_MAX_S,
-                                             Launch, Placement, task_config, unsupported)
+from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, LABEL, LEDGER_LABEL, RUN,
+                                             SETUP_MAX_S, Launch, Placement, task_config, unsupported)
 from ftbroker.backends.skypilot.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
@@ -306,7 +309,7 @@ class SkyPilotBackend:
                         disk_gb=self.options.disk_gb or _disk_gb(catalog, spec.model),
                         accelerate=place.ranks > 1, image=self.options.image,
                         trainer_script="trainer.py" if self.options.trainer else None,
-                        secrets={k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)})
+                        secrets={k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)}, ledger=self.ledger_id)
         shown = {**task_config(launch), "secrets": {k: "(set)" for k in launch.secrets}}
         (self.run_dir(job.id) / "task.yaml").write_text(yaml.safe_dump(shown, sort_keys=False))
         return launch
@@ -537,35 +540,59 @@ class SkyPilotBackend:
 
     # --- what ftbroker gc tears down ---
 
+    @property
+    def ledger_id(self) -> str:
+        """Which ledger launched a cluster or managed job (its LEDGER_LABEL): this machine and this ledger's path."""
+        where = f"{socket.gethostname()}:{(self.runs.parent / 'ledger.sqlite3').resolve()}"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+    @property
+    def collect_scope(self) -> tuple[str, ...]:
+        """One listing covers everything this user's SkyPilot API server knows, whatever the options."""
+        return ()
+
     def leftovers(self, lookup: JobLookup) -> list[Leftover]:
-        """Clusters and active managed jobs named after an ftbroker job (its id, also its ``ftbroker-job`` label)
-        whose job the ledger (``lookup``: id -> Job or None) does not know, has seen end, or sees past its cap."""
+        """Every cluster and active managed job named after an ftbroker job (its id, also its LABEL), with why it
+        should go (``why_left_over``: its job ended, is past its cap, or this ledger lost it) or stay.
+        ``lookup``: job id -> the ledger's Job, or None."""
         sky, now, found = adapter(), clock.now().timestamp(), []
         for cluster in sky.clusters():
             if JOB_ID.match(cluster.name):
-                job = lookup(cluster.name)
                 running = now - cluster.launched_at if cluster.launched_at else None
-                why = why_left_over(cluster.name, cluster.status, job, cap_s=_poll_cap(job), running_s=running)
-                if why:
-                    found.append(Leftover("cluster", cluster.name, cluster.name, why, cluster.name))
+                found.append(self._leftover(cluster.name, cluster.name, "cluster", cluster.status, cluster.labels,
+                                            lookup(cluster.name), running, sky.cost(cluster.name)))
         for record in sky.managed_jobs():
             name = record.name if JOB_ID.match(record.name) else record.labels.get(LABEL, "")
             if JOB_ID.match(name) and record.status not in adapter_module.TERMINAL_MANAGED:
                 job = lookup(name)
-                why = why_left_over(name, record.status, job, cap_s=_poll_cap(job), running_s=record.job_duration)
-                if why:
-                    found.append(Leftover("managed job", record.name, str(record.job_id), why, name))
+                price = job.remote.get("usd_per_hour") if job is not None else None
+                cost = runtime_cost(record.job_duration, Decimal(price), int(job.remote["nodes"])) if price else None
+                found.append(self._leftover(str(record.job_id), name, "managed job", record.status, record.labels,
+                                            job, record.job_duration, cost))
         return found
 
+    def _leftover(self, resource: str, job_id: str, kind: str, state: str, labels: Mapping[str, str],
+                  job: Job | None, running_s: float | None, cost: Decimal | None) -> Leftover:
+        ledger = labels.get(LEDGER_LABEL)
+        reason, note = why_left_over(job_id, job, mine=None if ledger is None else ledger == self.ledger_id,
+                                     cap_s=_poll_cap(job), running_s=running_s)
+        ran = f", {running_s / 3600:.2f} h" if running_s is not None else ""
+        what = job_id if kind == "cluster" else f"{resource} ({job_id})"
+        return Leftover(backend=self.name, resource=resource, job_id=job_id, reason=reason, note=note,
+                        description=f"SkyPilot {kind} {what}, {state.lower()}{ran}",
+                        cost_usd=cost, handle={"kind": kind})
+
     def collect(self, leftover: Leftover) -> str:
-        """Tear one leftover down; what was done, with what SkyPilot says the cluster cost."""
+        """Tear one leftover down (again: nothing happens); what was done, with SkyPilot's cost for a cluster."""
         sky = adapter()
-        if leftover.kind == "cluster":
-            sky.down(leftover.ref)
-            cost = sky.cost(leftover.ref)
-            return f"tore down SkyPilot cluster {leftover.ref}" + (f" (cost ${cost:.2f})" if cost is not None else "")
-        sky.jobs_cancel(int(leftover.ref))
-        return f"cancelled SkyPilot managed job {leftover.ref} ({leftover.name}); SkyPilot tears its cluster down"
+        if leftover.handle["kind"] == "cluster":
+            sky.down(leftover.resource)
+            cost = sky.cost(leftover.resource)
+            return f"tore down SkyPilot cluster {leftover.resource}" + (f" (cost ${cost:.2f})" if cost is not None
+                                                                          else "")
+        sky.jobs_cancel(int(leftover.resource))
+        return (f"cancelled SkyPilot managed job {leftover.resource} ({leftover.job_id}); SkyPilot tears its "
+                "cluster down")
 
 
 def _localized(result: Result, run_dir: Path, run_uri: str) -> Result:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -71,28 +71,37 @@ def runtime_cost(seconds: float, usd_per_hour: Decimal, nodes: int) -> Decimal:
 
 @dataclass(frozen=True)
 class Leftover:
-    """A SkyPilot cluster or managed job that carries an ftbroker job id and should not be running any more."""
+    """A SkyPilot cluster or managed job carrying an ftbroker job id, with why it should go (or why it stays)."""
 
-    kind: str  # "cluster" | "managed job"
-    name: str  # the cluster's or managed job's name (the ftbroker job id)
-    ref: str  # what tears it down: the cluster's name or the managed job's id
-    why: str
-    job_id: str | None = None
+    backend: str
+    resource: str  # what tears it down: the cluster's name or the managed job's id
+    description: str  # what it is and its state
+    job_id: str | None  # the ftbroker job it was launched for
+    reason: str | None  # why it should go; None: it stays
+    note: str = ""  # why it stays
+    cost_usd: Decimal | None = None  # what it has cost so far, where SkyPilot or the ledger says
+    handle: Mapping[str, str] = field(default_factory=dict)  # {"kind": "cluster" | "managed job"}
 
 
-def why_left_over(job_id: str, state: str, job: Job | None, *, cap_s: float | None,
-                  running_s: float | None) -> str | None:
-    """Why a cluster or managed job (``state``: SkyPilot's word) of ``job_id`` is left over; None if it is not.
+def why_left_over(job_id: str, job: Job | None, *, mine: bool | None, cap_s: float | None,
+                  running_s: float | None) -> tuple[str | None, str]:
+    """(why it should go, why it stays) for a cluster or managed job of ``job_id``. ``mine``: its ledger label
+    is this ledger's (None: not readable, e.g. a cluster still provisioning).
 
-    Left over: its job is unknown to the ledger, ended, or running past its hard runtime cap."""
+    It goes when its job ended, runs past its hard runtime cap, or is unknown to the ledger that launched it.
+    Another ledger's job stays: that ledger may still be following it, and its own cap and autodown bound it."""
     if job is None:
-        return f"no job {job_id} in this ledger (started elsewhere, or the ledger was removed)"
+        if mine is None:
+            return None, f"job {job_id} is unknown here and its ledger label unreadable yet (provisioning)"
+        if not mine:
+            return None, f"job {job_id} is another ledger's (its runtime cap and autodown apply)"
+        return f"no job {job_id} in this ledger (it launched it, then lost the record)", ""
     if job.status.terminal:
         ended = f" at {job.finished_at:%Y-%m-%d %H:%M}" if job.finished_at else ""
-        return f"job {job_id} {job.status.value}{ended}, but SkyPilot still has it {state}"
+        return f"job {job_id} {job.status.value}{ended}, but SkyPilot still has it", ""
     if cap_s is not None and running_s is not None and running_s > cap_s:
-        return f"job {job_id} has run {running_s / 3600:.2f} h, past its hard cap of {cap_s / 3600:.2f} h"
-    return None
+        return f"job {job_id} has run {running_s / 3600:.2f} h, past its hard cap of {cap_s / 3600:.2f} h", ""
+    return None, f"job {job_id} is {job.status.value} on it"
 
 
 JobLookup = Callable[[str], Job | None]

@@ -5,9 +5,9 @@ The task (https://docs.skypilot.co/en/latest/reference/yaml-spec.html):
 
 * ``resources``: the route's cloud and region (``infra``), its instance type (which fixes the GPUs and their
   count: clouds name the same GPU differently, e.g. Vast lists an 80 GB A100 as ``A100``), spot or on-demand, the
-  disk, the ``ftbroker-job`` label (instance tags where the cloud has them: ``ftbroker gc`` finds them by it) and,
-  for spot, the managed job's recovery. No image is named unless asked: SkyPilot starts GPU instances from its own
-  CUDA images (or the cloud's, on clouds where no image can be chosen);
+  disk, the ``ftbroker-job`` and ``ftbroker-ledger`` labels (instance tags where the cloud has them: ``ftbroker gc``
+  finds them by these) and, for spot, the managed job's recovery. No image is named unless asked: SkyPilot starts
+  GPU instances from its own CUDA images (or the cloud's, on clouds where no image can be chosen);
 * ``num_nodes``: the route's nodes;
 * ``file_mounts``: the local stage folder (the job's inputs, this ftbroker as a wheel, the accelerate config) at
   ``STAGE``, and the job's folder in the bucket at ``RUN`` (``MOUNT_CACHED``: written locally, uploaded in the
@@ -36,6 +36,7 @@ from ftbroker.pricing.catalog import CloudInstance
 STAGE = "/ftbroker/stage"  # the local stage folder, copied to every node
 RUN = "/ftbroker/run"  # the job's folder in the bucket, mounted on every node
 LABEL = "ftbroker-job"  # resources label carrying the job id
+LEDGER_LABEL = "ftbroker-ledger"  # and the one naming the ledger that launched it (ftbroker gc reaps its own only)
 MAIN_PORT = 29500  # torch.distributed's rendezvous port on the head node
 CANCEL_GRACE_S = 120  # SIGTERM to SIGKILL: the trainer's time to save a checkpoint
 SETUP_MAX_S = 3600  # installing ftbroker and its trainer's packages
@@ -99,6 +100,7 @@ class Launch:
     image: str | None = None
     trainer_script: str | None = None  # a recipe script in the stage folder, instead of the trainer module
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)  # e.g. HF_TOKEN; setup and run only
+    ledger: str = ""  # the launching ledger's id, a label
 
     @property
     def name(self) -> str:
@@ -128,7 +130,8 @@ def task_config(launch: Launch) -> dict[str, Any]:
     place = launch.place
     resources_: dict[str, Any] = {"infra": infra(place), "instance_type": place.instance.instance_type,
                                   "use_spot": place.spot, "disk_size": launch.disk_gb,
-                                  "labels": {LABEL: launch.job_id}}
+                                  "labels": {LABEL: launch.job_id, **({LEDGER_LABEL: launch.ledger} if launch.ledger
+                                                                      else {})}}
     if place.spot:  # a reclaimed instance is replaced; the trainer's own failure is not retried
         resources_["job_recovery"] = {"strategy": "FAILOVER", "max_restarts_on_errors": 0}
     if launch.image:

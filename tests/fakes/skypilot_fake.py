@@ -191,8 +191,13 @@ class FakeSky:
     def clusters(self, names: Sequence[str] | None = None) -> list[Cluster]:
         self.calls.append(("clusters", names))
         self._tick()
-        return [Cluster(c.name, c.status, c.launched_at, True) for c in self.clusters_.values()
+        return [Cluster(c.name, c.status, c.launched_at, True, labels=self._labels(c)) for c in self.clusters_.values()
                 if names is None or c.name in names]
+
+    @staticmethod
+    def _labels(c: _Cluster) -> dict[str, str]:
+        """A cluster's labels, as SkyPilot reads them from its handle: none while it provisions."""
+        return {} if c.status == "INIT" else dict(c.task["resources"].get("labels", {}))
 
     def cluster_job(self, cluster: str, job_id: int) -> str | None:
         self.calls.append(("cluster_job", (cluster, job_id)))
