@@ -1,22 +1,19 @@
 """The SkyPilot backend in a plan: the routes it contributes (its clouds' instances), each quoted by the backend as
 the plan priced it (one path: gpu_routes.instance_quote); several nodes add their communication; and a plan's
-route run with ``ftbroker run --from-plan PLAN --route N`` hands SkyPilot (here its fake) that route's task."""
+route run with ``ftbroker run --from-plan PLAN --route N`` is in test_skypilot_task.py, where SkyPilot's loader
+takes its task."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from decimal import Decimal
 
 import pytest
-from click.testing import CliRunner
-from fakes.skypilot_fake import FakeSky
 
 from ftbroker.backends.gpu_routes import instance_quote
 from ftbroker.backends.local.backend import LocalOptions, train_config
 from ftbroker.backends.skypilot import backend
 from ftbroker.broker import Broker
-from ftbroker.cli import cli
 from ftbroker.planning import plan
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import ModelRequest
@@ -90,29 +87,3 @@ def test_full_fine_tuning_of_70b_needs_two_nodes_of_8_h100_and_pays_their_commun
     assert two.hours == pytest.approx(sum(two.breakdown["hours_by_part"].values()), abs=1e-3)
     assert two.breakdown["usd_per_hour"] == Decimal("47.2")  # two instances at 23.60 $/h
     assert float(two.cost_usd) == pytest.approx(47.2 * two.hours, abs=0.03)  # hours are rounded to 0.001
-
-
-def test_a_plans_spot_route_runs_from_the_plan_file(tmp_path, monkeypatch):
-    """`ftbroker run --from-plan PLAN --route N` on a GCP spot route: SkyPilot gets that route's task."""
-    sky = FakeSky(tmp_path / "sky", env={"FTB_SCRIPT_STEPS": "100000"})
-    monkeypatch.setattr(backend, "adapter", lambda: sky)
-    monkeypatch.setenv("FTBROKER_HOME", str(tmp_path / "home"))
-    runner = CliRunner()
-    out = runner.invoke(cli, ["plan", DATA, "--model", "Llama-3.1-8B", "--method", "qlora", "--all", "--json"])
-    assert out.exit_code == 0, out.output
-    (tmp_path / "plan.json").write_text(out.stdout)
-    doc = json.loads(out.stdout)
-    route = next(r for r in doc["routes"] if r["backend"] == "skypilot" and r["cloud"] == "gcp"
-                 and r["market"] == "spot" and r["feasible"])
-    run = runner.invoke(cli, ["run", "--from-plan", str(tmp_path / "plan.json"), "--route", str(route["number"]),
-                              "--option", "bucket=gs://ftb-test/runs", "--yes", "--detach", "--json"])
-    try:
-        assert run.exit_code == 0, run.output
-        ((kind, launch),) = sky.launches()
-        resources = launch["task"]["resources"]
-        assert kind == "jobs_launch" and resources["use_spot"] is True
-        assert resources["instance_type"] == route["instance_type"]
-        assert resources["infra"] == f"gcp/{route['region']}"
-        assert json.loads(run.stdout)["job"]["estimated_cost_usd"] == pytest.approx(route["cost_usd"])
-    finally:
-        sky.close()

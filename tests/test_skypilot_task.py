@@ -1,9 +1,12 @@
 """The SkyPilot task ftbroker builds for a route (backends/skypilot/task.py): what it says, and that SkyPilot's own
 task loader and optimizer accept it for every kind of route in the catalog (each cloud, on-demand and spot, 1 GPU,
-8 GPUs, 2 nodes), offline, with its catalog cache seeded from ftbroker's rows (tests/skypilot_catalog.py)."""
+8 GPUs, 2 nodes), offline, with its catalog cache seeded from ftbroker's rows (tests/skypilot_catalog.py); and the
+task ``ftbroker run --from-plan PLAN --route N`` hands SkyPilot (its fake) for a plan's GCP spot route, which
+SkyPilot's loader takes too."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -12,14 +15,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from fakes.skypilot_fake import FakeSky
 from skypilot_catalog import seed
+
+from ftbroker.backends.skypilot import backend
 
 from ftbroker.backends.skypilot.task import (LABEL, LEDGER_LABEL, RUN, STAGE, Launch, Placement, infra, run_command,
                                              shell_line, task_config, unsupported)
+from ftbroker.cli import cli
 from ftbroker.pricing.catalog import load_catalog
 
 TESTS = Path(__file__).parent
 CLAIMED = "aws"  # the ec2 backend's
+DATA = "examples/data/support_chats.jsonl"
 
 
 def _launch(place: Placement, stage: Path, **overrides) -> Launch:
@@ -100,14 +109,50 @@ def test_clouds_skypilot_cannot_serve_are_refused_with_the_reason():
     assert infra(Placement(_instance("runpod", "1x_H100-SXM_SECURE"))) == "runpod"  # its catalog has no regions
 
 
+# --- a plan's route, run from the plan file ---
+
+@pytest.fixture(scope="module")
+def from_plan(tmp_path_factory):
+    """``ftbroker plan --json`` then ``ftbroker run --from-plan PLAN --route N`` on a feasible GCP spot route, with
+    the fake SkyPilot: (the plan's route, what SkyPilot was asked, the run's JSON)."""
+    tmp = tmp_path_factory.mktemp("from-plan")
+    sky = FakeSky(tmp / "sky")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backend, "adapter", lambda: sky)
+        patch.setattr(backend.SkyPilotBackend, "capabilities",  # the fake answers: no SDK needed
+                      dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
+        patch.setenv("FTBROKER_HOME", str(tmp / "home"))
+        runner = CliRunner()
+        out = runner.invoke(cli, ["plan", DATA, "--model", "Llama-3.1-8B", "--method", "qlora", "--all", "--json"])
+        assert out.exit_code == 0, out.output
+        (tmp / "plan.json").write_text(out.stdout)
+        route = next(r for r in json.loads(out.stdout)["routes"] if r["backend"] == "skypilot"
+                     and r["cloud"] == "gcp" and r["market"] == "spot" and r["feasible"])
+        run = runner.invoke(cli, ["run", "--from-plan", str(tmp / "plan.json"), "--route", str(route["number"]),
+                                  "--option", "bucket=gs://ftb-test/runs", "--yes", "--detach", "--json"])
+        assert run.exit_code == 0, run.output
+    sky.close()
+    ((kind, launch),) = sky.launches()
+    return route, kind, launch, json.loads(run.stdout)
+
+
+def test_a_plans_spot_route_runs_from_the_plan_file_as_priced(from_plan):
+    route, kind, launch, run = from_plan
+    resources = launch["task"]["resources"]
+    assert kind == "jobs_launch" and resources["use_spot"] is True and launch["name"] == run["job"]["id"]
+    assert resources["instance_type"] == route["instance_type"] and resources["infra"] == f"gcp/{route['region']}"
+    assert run["job"]["estimated_cost_usd"] == pytest.approx(route["cost_usd"])
+
+
 # --- SkyPilot's own loader and optimizer ---
 
-def _skypilot_verdicts(tmp_path: Path, launches: list[Launch]) -> list[dict]:
+def _skypilot_verdicts(tmp_path: Path, launches: list[Launch], extra: list[dict] = ()) -> list[dict]:
+    """SkyPilot's verdict on each launch's task, then on each of ``extra`` ({"task", "autodown"})."""
     runtime = tmp_path / "sky-runtime"
     clouds = seed(runtime, [i for i in load_catalog().instances if i.cloud != CLAIMED])
     tasks = tmp_path / "tasks.json"
-    tasks.write_text(json.dumps([{"task": task_config(launch), "autodown": not launch.place.spot}
-                                 for launch in launches]))
+    tasks.write_text(json.dumps([*({"task": task_config(launch), "autodown": not launch.place.spot}
+                                   for launch in launches), *extra]))
     env = {**os.environ, "HOME": str(runtime), "SKY_RUNTIME_DIR": str(runtime),
            "SKYPILOT_DISABLE_USAGE_COLLECTION": "1", "SKYPILOT_API_SERVER_LOCAL_PORT": "46599"}
     out = subprocess.run([sys.executable, str(TESTS / "skypilot_validate.py"), str(tasks), ",".join(clouds)],
@@ -133,14 +178,21 @@ def _api_servers(runtime: Path) -> list[int]:
     return found
 
 
-def test_skypilot_accepts_the_task_of_every_route_kind(tmp_path):
+def test_skypilot_accepts_the_task_of_every_route_kind(tmp_path, from_plan):
     pytest.importorskip("sky", reason="SkyPilot's loader: pip install 'ftbroker[skypilot]'")
     stage = tmp_path / "stage"
     stage.mkdir()
     kinds = route_kinds()
     edge = Placement(_instance("gcp", "a3-edgegpu-8g"))  # a GCP machine SkyPilot attaches no GPUs to
-    verdicts = _skypilot_verdicts(tmp_path, [_launch(place, stage) for place in [*kinds, edge]])
-    assert len(verdicts) == len(kinds) + 1
+    route, _, planned, _ = from_plan
+    verdicts = _skypilot_verdicts(tmp_path, [_launch(place, stage) for place in [*kinds, edge]],
+                                  extra=[{"task": planned["task"], "autodown": False}])
+    assert len(verdicts) == len(kinds) + 2
+    chosen = verdicts[-1]["ok"]  # the plan's route, as `ftbroker run --from-plan` launched it
+    assert (chosen["cloud"], chosen["instance_type"], chosen["region"], chosen["use_spot"]) == (
+        "gcp", route["instance_type"], route["region"], True)
+    assert sum(chosen["accelerators"].values()) == route["hardware"]["count"] and chosen["task_unchanged"]
+    verdicts = verdicts[:-1]
     clouds = set()
     for place, verdict in zip(kinds, verdicts[:-1], strict=True):
         route = f"{place.hardware} x{place.nodes}"
