@@ -96,7 +96,7 @@ class SkyPilotHarness:
         self.sky.close()
 
 
-HARNESSES = {"local": LocalHarness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}
+HARNESSES = {"local": LocalHarness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock, fireworks, vertex
 
 
 @pytest.fixture(params=sorted(HARNESSES))
@@ -141,7 +141,8 @@ def test_submit_and_follow_to_success(harness, broker):
     result = broker.follow(job.id)
     assert result.status is JobStatus.SUCCEEDED and result.error is None
     assert result.output_model
-    assert any(m.name == "train_loss" for m in result.metrics)
+    caps = base.backend_class(harness.name).capabilities
+    assert any(m.name == "train_loss" for m in result.metrics) or not caps.supports("metrics")  # says why not
     check_result_shape(result, job.id, harness)
     assert broker.job(job.id).status is JobStatus.SUCCEEDED
 

@@ -57,6 +57,7 @@ from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, 
                                              SETUP_MAX_S, Launch, Placement, task_config, unsupported)
 from ftbroker.backends.skypilot.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
+from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.pricing.catalog import CloudInstance
 from ftbroker.routes import ModelRequest
@@ -183,7 +184,8 @@ class SkyPilotBackend:
             return Quote(backend=self.name, hardware=place.hardware, warnings=(f"no estimate: {why}",))
         quote = instance_quote(config, ModelRequest(spec.model, arch), stats, self.local.validation_stats(spec),
                                place.instance, place.market, catalog.gpus[place.instance.gpu], backend=self.name,
-                               today=env.today, nodes=place.nodes, interconnect_gbps=place.interconnect_gbps)
+                               today=env.today, nodes=place.nodes, interconnect_gbps=place.interconnect_gbps,
+                               corrections=Corrections() if self.options.trainer else env.corrections)
         quote = replace(quote, hardware=place.hardware)
         if quote.verdict is not Verdict.OK:
             return quote
