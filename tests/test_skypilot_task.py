@@ -111,6 +111,14 @@ def test_clouds_skypilot_cannot_serve_are_refused_with_the_reason():
 
 # --- a plan's route, run from the plan file ---
 
+def _runner() -> CliRunner:
+    """A runner keeping stderr out of stdout under both clicks: SkyPilot's pin (click < 8.2) mixes them unless told."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 has no such option: it never mixes them
+        return CliRunner()
+
+
 @pytest.fixture(scope="module")
 def from_plan(tmp_path_factory):
     """``ftbroker plan --json`` then ``ftbroker run --from-plan PLAN --route N`` on a feasible GCP spot route, with
@@ -122,7 +130,7 @@ def from_plan(tmp_path_factory):
         patch.setattr(backend.SkyPilotBackend, "capabilities",  # the fake answers: no SDK needed
                       dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
         patch.setenv("FTBROKER_HOME", str(tmp / "home"))
-        runner = CliRunner()
+        runner = _runner()
         out = runner.invoke(cli, ["plan", DATA, "--model", "Llama-3.1-8B", "--method", "qlora", "--all", "--json"])
         assert out.exit_code == 0, out.output
         (tmp / "plan.json").write_text(out.stdout)
