@@ -289,8 +289,8 @@ class Backend(Protocol):
     def poll(self, job: Job) -> Update:
         """The job's status now, with the events and metrics that are new since ``job.cursor``.
 
-        Only called for submitted jobs. Map the provider's status words with its table (from its API's job status enum),
-        unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
+        Only called for submitted jobs. Map the provider's status words with its table (from its API's job status
+        enum), unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
         ``next_poll_s``; raise BackendUnavailableError / BackendRateLimitError for transient trouble (the Broker
         backs off and polls again), other BackendErrors for what will not get better.
         """

@@ -16,7 +16,6 @@ from typing import Any
 _collector: Callable[[str], tuple[Any, ...]] | None = None
 _found: dict[str, tuple[Any, ...]] = {}
 _collecting = threading.local()
-_lock = threading.RLock()
 
 
 def collect_with(collector: Callable[[str], tuple[Any, ...]]) -> None:
@@ -27,15 +26,16 @@ def collect_with(collector: Callable[[str], tuple[Any, ...]]) -> None:
 
 def by_backends(name: str) -> tuple[Any, ...]:
     """Every registered backend's declaration ``name`` that it makes, collected once per process. Asked again
-    while the backends load (a backend module that masks a secret as it is imported), it answers nothing yet."""
-    if name in _found:
-        return _found[name]
-    with _lock:
-        if name in _found or _collector is None or getattr(_collecting, "busy", False):
-            return _found.get(name, ())
-        _collecting.busy = True
-        try:
-            _found[name] = _collector(name)
-        finally:
-            _collecting.busy = False
-    return _found[name]
+    while the backends load (a backend module that masks a secret as it is imported), it answers nothing yet.
+    No lock: two threads asking at once collect the same thing twice, where a lock held across the backends'
+    imports could wait on a thread that holds an import lock."""
+    found = _found.get(name)
+    if found is not None:
+        return found
+    if _collector is None or getattr(_collecting, "busy", False):
+        return ()
+    _collecting.busy = True
+    try:
+        return _found.setdefault(name, _collector(name))
+    finally:
+        _collecting.busy = False

@@ -5,15 +5,18 @@ import string
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftbroker.backends.base import BUILTIN_BACKENDS, backend_class
 from ftbroker.data import analysis, issues, reader
 from ftbroker.data.advice import Advice, advise
 from ftbroker.data.analysis import analyze
+from ftbroker.data.providers import LineRules, registered
 from ftbroker.data.report import DatasetReport
 from ftbroker.errors import DataIssue, DatasetError
 from ftbroker.tokens.openai_encodings import shipped_encoding
 from ftbroker.tokens.resolve import resolve
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CL100K = shipped_encoding("cl100k_base")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
@@ -434,3 +437,25 @@ def test_a_line_at_the_real_limit(tmp_path, summary_line):
     assert peak < 16 << 20
     summary_line(f"a {reader.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
                  f"{peak / 2**20:.1f} MiB")
+
+
+# --- a provider's own rules: declared by its backend, checked in the one pass ----------------------------------
+def test_a_providers_line_rules_are_checked_in_the_one_pass(tmp_path):
+    """A made-up provider's LineRules: its chat rule sees each valid example (counted once per line, the first
+    line's message shown), its format rule the file; the file stays valid, only that provider is ruled out."""
+    acme = LineRules("acme", chat=lambda ex: [("turns", "more than one turn (Acme)")] if len(ex.body) > 2 else [],
+                     formats={"chat": "Acme takes no chat data"})
+    path = write(tmp_path / "d.jsonl", [chat(0), chat(1, turns=2), chat(2, turns=3), {"messages": 1}])
+    report = analyze(path, rules=[acme])
+    assert [str(e) for e in report.errors] == [f"{path}:4: 'messages' must be a list of messages, got a number"]
+    assert [(i.line, i.message) for i in report.provider_issues["acme"]] == [
+        (0, "Acme takes no chat data"), (2, "more than one turn (Acme) (and 1 more line)")]
+    assert analyze(path, rules=[]).provider_issues == {}
+
+
+def test_every_managed_backend_declares_the_line_rules_of_the_provider_it_claims():
+    for name in BUILTIN_BACKENDS:
+        cls = backend_class(name)
+        if cls.capabilities.managed:
+            assert cls.line_rules.provider in cls.capabilities.providers, name
+    assert {rules.provider for rules in registered()} >= {"openai", "together", "bedrock", "fireworks", "vertex"}

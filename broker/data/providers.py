@@ -49,10 +49,10 @@ def registered() -> tuple[LineRules, ...]:
 class ChatExample:
     """A valid chat example, with what several providers' rules read computed once."""
 
-    __slots__ = ("_images", "_plain", "body", "example", "has_parts", "messages", "roles", "start")
+    __slots__ = ("_images", "_plain", "body", "has_parts", "messages", "roles", "start")
 
-    def __init__(self, example: Mapping[str, Any], messages: Sequence[Mapping[str, Any]]):
-        self.example, self.messages = example, messages
+    def __init__(self, messages: Sequence[Mapping[str, Any]]):
+        self.messages = messages
         self.roles = roles = [m["role"] for m in messages]
         self.start = 1 if roles[0] == "system" else 0  # where the turns begin, after a first system message
         self.body = roles[self.start:]  # the roles after a first system message

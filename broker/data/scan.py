@@ -135,7 +135,7 @@ def scan(block: bytes, line_no: int, offset: int, ctx: Context) -> tuple[Partial
             continue
         part.examples += 1
         if messages:
-            chat = ChatExample(obj, messages)
+            chat = ChatExample(messages)
             check.remarks(obj, messages, chat.roles)
             _provider_remarks(part.issues, n, chat_rules, chat)
             part.messages[len(messages)] += 1
