@@ -20,8 +20,15 @@ from dataclasses import dataclass, fields
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
-from ftbroker.estimate.setup import (LOSS_BYTES_PER_LOGIT, NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup,
-                                    trained_arch)
+from ftbroker.estimate.setup import (
+    LOSS_BYTES_PER_LOGIT,
+    NF4_BYTES,
+    NF4_DQ_BYTES,
+    PRECISIONS,
+    ModelShape,
+    TrainingSetup,
+    trained_arch,
+)
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 GIB = 2**30
@@ -362,7 +369,11 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
         head = shape.embedding_params if setup.impl.quantize_lm_head and not a.tie_word_embeddings else 0
         dequant, head_dequant = max(shape.largest_matrix, head) * compute_b, head * compute_b
     head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
-    workspace_fb = max(layer_ws + dequant, loss, forward_end(setup, a, tokens, head_dequant)) - loss + gathered
+    held = forward_end(setup, a, tokens, head_dequant)
+    if held:
+        terms.append(Term("forward end", held / GIB, "the previous and this step's 16-bit logits"
+                          + (" + the dequantized head" if head_dequant else "")))
+    workspace_fb = max(layer_ws + dequant, loss, held) - loss + gathered
     terms.append(Term("backward workspace", (layer_ws + dequant) / GIB,
                       (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
                       + f"gradient transients ({transient:,.0f} B/token) x {tokens:,} tokens"

@@ -152,8 +152,8 @@ class Implementation:
     saves_frozen_inputs: bool = False  # frozen matmuls keep their inputs: litgpt's published LoRA peaks sit ~12h
                                        # per layer above the saved-tensor count, the size of those inputs
                                        # (PyTorch 2.13 autograd keeps only what a gradient needs)
-    bnb_saves_inputs: bool = False   # bitsandbytes <= 0.42 MatMul4Bit kept its input A for backward (ctx.tensors =
-                                     # (A, B)); 0.50 keeps (None, B)
+    bnb_saves_inputs: bool = False   # bitsandbytes < 0.43.2 MatMul4Bit kept its input A for backward (ctx.tensors =
+                                     # (A, B)); 0.43.2 keeps (None, B) (bitsandbytes#1270)
     bnb_inputs_outlive_step: bool = False  # bitsandbytes < 0.43.2 kept that input as a ctx attribute, which backward
                                            # does not release (bitsandbytes#1270): a loop that holds the last step's
                                            # loss until the next one is computed (litgpt's fit) keeps it meanwhile

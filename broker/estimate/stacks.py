@@ -149,7 +149,8 @@ STACKS: Mapping[str, Stack] = MappingProxyType({s.name: s for s in (
         # bf16-true: weights, adapters, gradients and torch AdamW states in bf16; QLoRA: Lightning's
         # BitsandbytesPrecision turns every Linear into NF4, the head included, and bitsandbytes' PagedAdamW keeps
         # 32-bit states; the head is its own matrix even for a tied checkpoint; chunked bf16 cross-entropy; GQA k/v
-        # repeated before SDPA; fit() rebinds logits after the next forward; no activation checkpointing on one GPU (FSDP wraps Blocks when there are several)
+        # repeated before SDPA; fit() rebinds logits after the next forward; no activation checkpointing on one GPU
+        # (FSDP wraps Blocks when there are several)
         impl=Implementation(name="litgpt", loss="bf16_chunked", peft_adapters=False, repeat_kv=True,
                             saves_frozen_inputs=True, quantize_lm_head=True, untied_head=True,
                             holds_previous_logits=True),
