@@ -18,7 +18,8 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point
+``capabilities.unsupported``. A backend that starts paid resources which can outlive a job (an instance, a cluster,
+a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why each should go. Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point
 in the group ``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the
 contract suite in ``tests/test_backend_contract.py``.
 """
@@ -298,6 +299,36 @@ class Exportable(Protocol):
         """Write the job's model in ``fmt`` ("ollama", "merged") under ``dest``."""
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A paid resource a backend started that may still be running: an instance, a cluster, a deployment."""
+
+    backend: str
+    resource: str  # the provider's id ("i-0abc...")
+    description: str  # what it is and its state ("g5.xlarge spot in us-east-1, running 2h05m")
+    job_id: str | None  # the ftbroker job it was started for (from its tags), if it says
+    reason: str | None  # why it should go; None: in use, it stays
+    note: str = ""  # why it stays
+    cost_usd: Decimal | None = None  # what it has cost so far (runtime x price)
+    handle: Mapping[str, str] = field(default_factory=dict)  # what ``collect`` needs to find it again
+
+
+@runtime_checkable
+class Collectable(Protocol):
+    """A backend whose resources can outlive its jobs (``ftbroker gc``). ``collect_scope``: what one listing covers
+    (a region and an account); two backends with equal scopes list the same resources, so each is listed once."""
+
+    @property
+    def collect_scope(self) -> tuple[str, ...]: ...
+
+    def leftovers(self, job: Callable[[str], Job | None]) -> list[Leftover]:
+        """Every resource of this backend still running in its scope, each with why it should go (or stay).
+        ``job`` looks a job id up in the ledger (None: unknown to it)."""
+
+    def collect(self, leftover: Leftover) -> str:
+        """Stop one leftover (idempotent) and say what was done ("terminated")."""
+
+
 # --- the registry ---------------------------------------------------------------------------------------------
 
 ENTRY_POINT_GROUP = "ftbroker.backends"
@@ -308,6 +339,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openai": "ftbroker.backends.openai:OpenAIBackend",
     "together": "ftbroker.backends.together:TogetherBackend",
     "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
+    "ec2": "ftbroker.backends.ec2:Ec2Backend",
 }
 
 

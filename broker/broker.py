@@ -15,18 +15,18 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.backends.base import (GPU_ENV, Backend, Environment, Exportable, Quote, Resumable, Submission, Update,
-                                    Verdict, create_backend, detect_gpus)
+from ftbroker.backends.base import (GPU_ENV, Backend, Collectable, Environment, Exportable, Leftover, Quote, Resumable,
+                                    Submission, Update, Verdict, create_backend, detect_gpus)
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
-                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, NotConfirmedError,
-                             RouteUnavailableError, SpecError)
+                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, JobNotFoundError,
+                             NotConfirmedError, RouteUnavailableError, SpecError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.ledger import Ledger, default_home
 from ftbroker.spec import JobSpec
@@ -328,6 +328,40 @@ class Broker:
         artifacts = backend.export(job, fmt, Path(dest))
         self.ledger.update(job.id, artifacts=artifacts)
         return artifacts
+
+    # --- what jobs left running ---
+
+    def leftovers(self, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> list[tuple[Collectable, Leftover]]:
+        """What every ``Collectable`` backend left running, each scope (region, account) listed once: the scopes of
+        the ledger's jobs' backend configurations, and of ``extra`` ones ((backend, options): e.g. a region the
+        ledger never used)."""
+        configs = {(j.backend, repr(sorted(j.spec.backend_options.items()))): (j.backend, j.spec.backend_options)
+                   for j in self.ledger.list()}
+        configs.update({(name, repr(sorted(options.items()))): (name, options) for name, options in extra})
+        scopes: dict[tuple[str, ...], Collectable] = {}
+        for name, options in configs.values():
+            try:
+                backend = create_backend(name, options, home=self.home)
+            except InputError:  # an old job's backend, uninstalled or with options it no longer takes
+                if (name, options) in extra:
+                    raise
+                continue
+            if isinstance(backend, Collectable):
+                scopes.setdefault((name, *backend.collect_scope), backend)
+        return [(backend, leftover) for backend in scopes.values() for leftover in backend.leftovers(self._known)]
+
+    def gc(self, *, apply: bool, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()
+           ) -> list[tuple[Leftover, str | None]]:
+        """Every leftover with what was done to it: those with a reason to go are collected when ``apply`` (else
+        this is a dry run), the others stay (done None)."""
+        return [(leftover, backend.collect(leftover) if apply and leftover.reason else None)
+                for backend, leftover in self.leftovers(extra)]
+
+    def _known(self, job_id: str) -> Job | None:
+        try:
+            return self.ledger.get(job_id)
+        except (JobNotFoundError, InputError):
+            return None
 
     @staticmethod
     def _require(backend: Backend, operation: str, protocol: type | None) -> None:

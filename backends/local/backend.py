@@ -160,7 +160,7 @@ class LocalBackend:
             except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
                 notes.append(f"no memory, time or cost estimate: {exc}")
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        return local_quote(config, arch, gpus, stats, self._validation_stats.get(spec.model_dump_json()),
+        return local_quote(config, arch, gpus, stats, self.validation_stats(spec),
                            distributed=self.options.distributed, notes=notes)
 
     # --- the process ---
@@ -206,18 +206,14 @@ class LocalBackend:
 
     def command(self, spec: JobSpec, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
         """The trainer's command line: plain Python on one device, ``accelerate launch`` on several GPUs."""
-        python = self.options.python or sys.executable
-        script = [str(Path(self.options.trainer).expanduser().resolve())] if self.options.trainer else None
-        tail = [str(run_dir), *(["--resume"] if resume else [])]
-        if gpu_count <= 1:
-            return [python, *(script or ["-m", TRAINER_MODULE]), *tail]
-        config = run_dir / "accelerate.yaml"
-        import yaml
+        script = str(Path(self.options.trainer).expanduser().resolve()) if self.options.trainer else None
+        return trainer_command(self.options.python or sys.executable, train_config(spec, self.options), run_dir,
+                               resume=resume, gpu_count=gpu_count, distributed=self.options.distributed,
+                               script=script)
 
-        config.write_text(yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
-                                                           self.options.distributed), sort_keys=False))
-        return [python, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                *(script or ["-m", TRAINER_MODULE]), *tail]
+    def validation_stats(self, spec: JobSpec) -> Any:
+        """The validation file's TokenStats that ``validate`` counted for ``spec`` (None: no validation file)."""
+        return self._validation_stats.get(spec.model_dump_json())
 
     def run_dir(self, job_id: str) -> Path:
         return self.runs / job_id
@@ -242,8 +238,7 @@ class LocalBackend:
         alive = _alive(job.remote)  # before reading, so every event of a trainer that just ended is read
         offset = int(job.cursor or 0)
         events, offset = read_events(run_dir / EVENTS_NAME, offset)
-        found = {"events": [_event(e) for e in events], "metrics": [m for e in events for m in _metrics(e)],
-                 "progress": _progress(events, job.progress), "cursor": str(offset)}
+        found = {**translate_events(events, job.progress), "cursor": str(offset)}
         if alive:
             return Update(status=JobStatus.RUNNING, **found)
         if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
@@ -349,6 +344,22 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
+def trainer_command(python: str, config: TrainConfig, run_dir: Path, *, resume: bool, gpu_count: int,
+                    distributed: str = "auto", script: str | None = None) -> list[str]:
+    """The command that trains ``run_dir`` (its config.json is ``config``): the trainer module (or the user's
+    ``script``) in plain Python on one device, through ``accelerate launch`` with a config written to the run folder
+    on several GPUs. The EC2 instance's agent starts the same command."""
+    target = [script] if script else ["-m", TRAINER_MODULE]
+    tail = [str(run_dir), *(["--resume"] if resume else [])]
+    if gpu_count <= 1:
+        return [python, *target, *tail]
+    path = run_dir / "accelerate.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(accelerate_config(config, gpu_count, distributed), sort_keys=False))
+    return [python, "-m", "accelerate.commands.launch", "--config_file", str(path), *target, *tail]
+
+
 def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "auto") -> dict[str, Any]:
     """An ``accelerate launch`` config for training ``config`` on ``gpu_count`` GPUs of this machine.
 
@@ -392,17 +403,23 @@ def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "a
 
 
 def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """The complete JSON lines of ``path`` from byte ``offset``, and the offset after the last complete one.
-
-    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not a JSON
-    object becomes a ``log`` event rather than being lost.
-    """
+    """The complete JSON lines of ``path`` from byte ``offset``, and the offset after the last complete one."""
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
             chunk = fh.read()
     except FileNotFoundError:
         return [], offset
+    events, used = event_lines(chunk)
+    return events, offset + used
+
+
+def event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The complete JSON lines of ``chunk`` (a piece of events.jsonl), and how many bytes they take.
+
+    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not a JSON
+    object becomes a ``log`` event rather than being lost.
+    """
     end = chunk.rfind(b"\n") + 1
     events = []
     for line in chunk[:end].splitlines():
@@ -413,7 +430,14 @@ def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
         except ValueError:
             obj = None
         events.append(obj if isinstance(obj, dict) else {"kind": "log", "message": line.decode(errors="replace")})
-    return events, offset + end
+    return events, end
+
+
+def translate_events(raw: list[dict[str, Any]], previous: Progress | None) -> dict[str, Any]:
+    """The trainer's event lines as the ledger's records: ``events``, ``metrics`` and the ``progress`` they bring
+    (carried over from ``previous``), the keyword arguments of an ``Update``."""
+    return {"events": [_event(e) for e in raw], "metrics": [m for e in raw for m in _metrics(e)],
+            "progress": _progress(raw, previous)}
 
 
 def _last_event(path: Path, fresh: list[dict[str, Any]]) -> dict[str, Any] | None:

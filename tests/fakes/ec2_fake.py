@@ -1,0 +1,186 @@
+"""EC2, S3, SSM and IAM in moto's server mode on loopback, and what moto never does: run an instance.
+
+``MotoAws``: a ``ThreadedMotoServer`` on 127.0.0.1 (a free port, its state reset), the environment pointed at it
+(AWS_ENDPOINT_URL, moto's fake credentials, no instance metadata, no ~/.aws files), AWS's public DLAMI parameter
+seeded in SSM (moto ships no /aws/service/deeplearning/* and refuses put_parameter under /aws, so it is written into
+moto's backend), a bucket and an instance profile (moto checks that the profile exists).
+
+``Instance``: plays one launched instance on this machine. It reads the instance's user data back from moto and runs
+it with bash, in a process group of its own, with:
+
+- ``shutdown`` on PATH: ``fake_shutdown.py``, which records ``-h +N`` (the cap) and, for ``-h now``, does what EC2
+  does when an instance's OS powers off: terminate (InstanceInitiatedShutdownBehavior=terminate) or stop;
+- the "AMI's Python" (``instance_python``): a venv of its own that sees this venv's packages through a .pth file, so
+  the bootstrap's ``pip install WHEEL[local,aws]`` installs the wheel the backend built and staged (PIP_NO_INDEX:
+  every dependency is already there, nothing is downloaded) and the agent and the trainer run from that wheel;
+- FTB_WORK: its own folder; FTB_IMDS_URL empty (no instance metadata: no spot notices).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import site
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ACCOUNT = "123456789012"  # moto's default account
+REGION = "us-east-1"
+BUCKET = "ftbroker-ec2-test"
+PROFILE = "ftbroker-worker"
+AMI = "ami-03cf127a"  # one of the Amazon images moto preloads in every region
+HERE = Path(__file__).parent
+
+
+class MotoAws:
+    """``MotoAws(monkeypatch).start(regions)``; ``stop()`` at the end."""
+
+    def __init__(self, monkeypatch: Any):
+        self.monkeypatch = monkeypatch
+        self.server: Any = None
+        self.url = ""
+
+    def start(self, regions: tuple[str, ...] = (REGION,)) -> MotoAws:
+        import requests
+        from moto.server import ThreadedMotoServer
+
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        requests.post(f"{self.url}/moto-api/reset", timeout=10)  # moto's state is per process: start clean
+        for name, value in self.environment().items():
+            self.monkeypatch.setenv(name, value)
+        self.client("s3").create_bucket(Bucket=BUCKET)
+        self.client("iam").create_instance_profile(InstanceProfileName=PROFILE)
+        for region in regions:
+            self.seed_ami(region)
+        return self
+
+    def environment(self) -> dict[str, str]:
+        missing = str(Path(os.devnull))
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "FOOBARKEY", "AWS_SECRET_ACCESS_KEY": "FOOBARSECRET",
+                "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_SHARED_CREDENTIALS_FILE": missing, "AWS_CONFIG_FILE": missing}
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def seed_ami(self, region: str) -> None:
+        from moto.ssm.models import Parameter, ssm_backends
+
+        from ftbroker.backends.ec2 import DLAMI_PARAMETER
+
+        ssm_backends[ACCOUNT][region]._parameters[DLAMI_PARAMETER].append(Parameter(
+            account_id=ACCOUNT, name=DLAMI_PARAMETER, value=AMI, parameter_type="String", description=None,
+            allowed_pattern=None, keyid=None, last_modified_date=datetime.now(), version=1,
+            data_type="aws:ec2:image"))
+
+    def client(self, service: str, region: str = REGION) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=region, endpoint_url=self.url)
+
+    def instances(self, region: str = REGION, job_id: str | None = None) -> list[dict[str, Any]]:
+        filters = [{"Name": "tag:ftbroker:job", "Values": [job_id]}] if job_id else []
+        pages = self.client("ec2", region).get_paginator("describe_instances").paginate(Filters=filters)
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def attribute(self, instance_id: str, name: str, region: str = REGION) -> str:
+        key = name[0].upper() + name[1:]
+        answer = self.client("ec2", region).describe_instance_attribute(InstanceId=instance_id, Attribute=name)
+        value = answer[key]["Value"]
+        return base64.b64decode(value).decode() if name == "userData" else value
+
+    def objects(self, prefix: str = "") -> list[str]:
+        listed = self.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def instance_python(folder: Path) -> Path:
+    """A venv for the played instances: its own site-packages (the wheel goes there) over this venv's packages."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    python = folder / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    Path(own, "parent-venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return python
+
+
+class Instance:
+    """One launched instance, played here: ``Instance(aws, id, region, tmp).start()``; ``kill()`` is the hardware
+    going away (a spot reclaim, a hung machine); ``wait()`` for the bootstrap to end."""
+
+    def __init__(self, aws: MotoAws, instance_id: str, region: str, folder: Path):
+        self.aws, self.id, self.region = aws, instance_id, region
+        self.folder = folder / instance_id
+        self.work = self.folder / "work"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work / "run"
+
+    @property
+    def shutdowns(self) -> list[str]:
+        log = self.folder / "shutdown.log"
+        return log.read_text().splitlines() if log.is_file() else []
+
+    def start(self) -> Instance:
+        bin_dir = self.folder / "bin"
+        bin_dir.mkdir(parents=True)
+        shutdown = bin_dir / "shutdown"
+        shutdown.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fake_shutdown.py'} \"$@\"\n")
+        shutdown.chmod(0o755)
+        script = self.folder / "user-data.sh"
+        script.write_text(self.aws.attribute(self.id, "userData", self.region))
+        env = {**os.environ, **self.aws.environment(), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+               "AWS_DEFAULT_REGION": self.region, "FTB_WORK": str(self.work), "FTB_IMDS_URL": "",
+               "PIP_NO_INDEX": "1", "FTB_FAKE_INSTANCE": self.id, "FTB_FAKE_SHUTDOWN_LOG": str(self.folder /
+                                                                                             "shutdown.log")}
+        env.pop("VIRTUAL_ENV", None)
+        log = (self.folder / "console.log").open("wb")
+        self.proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def console(self) -> str:
+        path = self.folder / "console.log"
+        return path.read_text(errors="replace")[-4000:] if path.is_file() else ""
+
+    def trainer_pid(self) -> int | None:
+        path = self.run_dir / "trainer.pid"
+        return int(path.read_text()) if path.is_file() else None
+
+    def kill(self) -> None:
+        """Every process of the machine, at once (SIGKILL): nothing more is synced, no shutdown runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def wait(self, timeout: float = 300) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+
+def wait_until(predicate: Any, timeout: float = 240, what: str = "") -> Any:
+    """Until ``predicate()`` is truthy: an event, with a generous bound for a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
