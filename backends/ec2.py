@@ -278,7 +278,8 @@ def ec2_quote(price: Ec2Price, config: TrainConfig, arch: ModelArch, options: Ec
     elif not reason:
         reason = lowered_batch_note(config, fit)
     if reason:
-        reason = f"{reason}; {_alternatives(prices)}"
+        force = "; or --force to run anyway"
+        reason = f"{reason.removesuffix(force)}; {_alternatives(prices)}{force}"
     cap = runtime_cap_minutes(price, options)
     hours = price.hours
     if not reason and cap is None:
@@ -326,7 +327,8 @@ def build_wheel(folder: Path) -> Path:
                     files.setdefault(f"{root.replace('.', '/')}/{path.relative_to(base).as_posix()}",
                                      path.read_bytes())
     info = f"ftbroker-{dist.version}.dist-info"
-    files[f"{info}/METADATA"] = (dist.read_text("METADATA") or "").encode()
+    # a wheel's METADATA is its installed one; from a source checkout, the egg-info's PKG-INFO (the same fields)
+    files[f"{info}/METADATA"] = (dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "").encode()
     files[f"{info}/entry_points.txt"] = (dist.read_text("entry_points.txt") or "").encode()
     files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: ftbroker\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = [f"{name},sha256={_digest(data)},{len(data)}" for name, data in sorted(files.items())]
@@ -885,8 +887,9 @@ class Ec2Backend:
     # --- acting on a job ---
 
     def cancel(self, job: Job) -> Update:
-        """The cancel marker (the agent SIGTERMs the trainer, which checkpoints), a wait of ``cancel_grace_s`` for
-        the agent's last sync, then the instance is terminated."""
+        """The cancel marker (the agent SIGTERMs the trainer, which checkpoints), a wait of up to ``cancel_grace_s``
+        for the agent's last sync (none when no agent has beaten yet: there is nothing to save), then the instance is
+        terminated."""
         store = self._store(job)
         self.call("asking the instance to stop", store.put_json, CANCEL, {"time": clock.now().isoformat()})
         job = job.model_copy(update={"remote": {**job.remote, "cancel_requested": "1"}})
@@ -894,7 +897,7 @@ class Ec2Backend:
         while time.monotonic() < deadline:
             inst = self._describe(job)
             beat = self._heartbeat(store, job)
-            if inst is None or not inst.alive or (beat is not None and beat.get("phase") == "finished"):
+            if inst is None or not inst.alive or beat is None or beat.get("phase") == "finished":
                 break
             time.sleep(min(2.0, self.options.poll_interval_s))
         inst = self._describe(job)

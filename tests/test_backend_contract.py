@@ -21,6 +21,7 @@ import shutil
 import time
 
 import pytest
+from fakes.ec2_fake import Ec2Harness
 from fakes.harnesses import MANAGED_HARNESSES
 from jobsupport import wait_for
 from tinymodels import code_examples, write_jsonl
@@ -60,7 +61,8 @@ class LocalHarness:
         pass
 
 
-HARNESSES = {"local": LocalHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock on their fakes
+# providers: openai, together, bedrock on their fakes; ec2 on moto, its instances played here
+HARNESSES = {"local": LocalHarness, "ec2": Ec2Harness, **MANAGED_HARNESSES}
 
 
 @pytest.fixture(params=sorted(HARNESSES))

@@ -148,9 +148,9 @@ class Instance:
                "PIP_NO_INDEX": "1", "FTB_FAKE_INSTANCE": self.id, "FTB_FAKE_SHUTDOWN_LOG": str(self.folder /
                                                                                              "shutdown.log")}
         env.pop("VIRTUAL_ENV", None)
-        log = (self.folder / "console.log").open("wb")
-        self.proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.folder / "console.log").open("wb") as log:
+            self.proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def console(self) -> str:
@@ -184,3 +184,51 @@ def wait_until(predicate: Any, timeout: float = 240, what: str = "") -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def ec2_options(python: Path, **extra: Any) -> dict[str, Any]:
+    """backend_options of a test job: moto's bucket and profile, the played instance's Python, quick timings."""
+    return {"s3_uri": f"s3://{BUCKET}/jobs", "instance_type": "g6e.xlarge", "python": str(python),
+            "iam_instance_profile": PROFILE, "heartbeat_s": 1, "sync_s": 1, "poll_interval_s": 0.5, **extra}
+
+
+class Ec2Harness:
+    """The contract suite's harness (tests/test_backend_contract.py): moto, and every launched instance played here
+    with the real trainer on the tiny Llama (a model folder with corrupt weights for "fail", 100 epochs for "hang")."""
+
+    name = "ec2"
+    failure_message = "cannot be loaded"
+    fixtures = ("tiny_model_dir", "ec2_instance_python")
+
+    def __init__(self, tmp_path: Path, monkeypatch: Any, tiny_model_dir: Path, ec2_instance_python: Path):
+        import shutil
+
+        from tinymodels import code_examples, write_jsonl
+
+        self.aws = MotoAws(monkeypatch).start()
+        self.tmp, self.python = tmp_path, ec2_instance_python
+        self.data = write_jsonl(tmp_path / "data.jsonl", code_examples(8))
+        self.models = {"succeed": tiny_model_dir, "hang": tiny_model_dir, "fail": tmp_path / "corrupt-model"}
+        shutil.copytree(tiny_model_dir, self.models["fail"])
+        (self.models["fail"] / "model.safetensors").write_bytes(b"not a safetensors file")
+        self.played: dict[str, Instance] = {}
+
+    def spec(self, scenario: str) -> Any:
+        from ftbroker.spec import JobSpec
+
+        epochs = 100 if scenario == "hang" else 1
+        return JobSpec(dataset=str(self.data), model=str(self.models[scenario]), backend="ec2",
+                       hyperparameters={"epochs": epochs, "max_seq_len": 64},
+                       backend_options=ec2_options(self.python, max_hours=1, cancel_grace_s=60))
+
+    def wait(self, seconds: float) -> None:
+        """The Broker waits between polls: play every instance launched since (moto never runs one)."""
+        for inst in self.aws.instances():
+            if inst["InstanceId"] not in self.played and inst["State"]["Name"] in ("pending", "running"):
+                self.played[inst["InstanceId"]] = Instance(self.aws, inst["InstanceId"], REGION, self.tmp).start()
+        time.sleep(min(seconds, 0.2))
+
+    def close(self) -> None:
+        for instance in self.played.values():
+            instance.kill()
+        self.aws.stop()
