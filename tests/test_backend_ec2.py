@@ -151,9 +151,9 @@ def test_bad_input_is_refused_before_anything_is_recorded_or_launched(aws, home,
         "unknown instance type": (base + ["--option", "instance_type=g6e.xlarg"], 2,
                                   "unknown AWS instance type 'g6e.xlarg'; did you mean 'g6e.xlarge'"),
         "unknown region": (base + ["--option", "region=us-east-9"], 2, "unknown AWS region 'us-east-9'; did you mean"),
-        "a region the catalog has no price for": (base + ["--option", "instance_type=g6e.xlarge", "--option",
-                                                          "region=eu-west-1"], 2, "prices g6e.xlarge on-demand in "
-                                                                                  "us-east-1 only"),
+        "a region the catalog has no price for": (
+            base + ["--option", "instance_type=g6e.xlarge", "--option", "region=eu-west-1"], 2,
+            "prices g6e.xlarge on-demand in us-east-1 only"),
         "a GPU that cannot hold it": (base + ["--method", "full", "--option", "instance_type=g6e.xlarge"], 3,
                                       "does not fit"),
         "over budget": (base + ["--method", "qlora", "--option", "instance_type=p5.48xlarge", "--max-cost", "1"], 3,
@@ -183,7 +183,7 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
     run = subprocess.Popen([sys.executable, "-m", "ftbroker.cli", *map(str, tiny_job(
         data, tiny_model_dir, ec2_instance_python, "--max-cost", "1", "--yes", "--json"))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: aws.instances() or run.poll() is not None, what="the launch")
+    wait_until(lambda: aws.instances() or run.poll() is not None, what="the launch", every=0.25)
     job_id = aws.instances()[0]["Tags"] and next(t["Value"] for t in aws.instances()[0]["Tags"]
                                                  if t["Key"] == "ftbroker:job")
     instance_id, cap = check_launch(aws, job_id, 1)
@@ -201,7 +201,7 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
         attempt["cost_usd"]) > 0
     assert played[0].wait() == 0  # the bootstrap ran to its end ...
     assert played[0].shutdowns == [f"-h +{cap}", "-h now"]  # ... the cap first, then the EXIT trap's power-off
-    wait_until(lambda: state(aws, instance_id) == "terminated", what="the instance to end")
+    wait_until(lambda: state(aws, instance_id) == "terminated", what="the instance to end", every=0.25)
     # the instance ran the staged wheel, not this checkout
     where = subprocess.run([str(ec2_instance_python), "-c", "import ftbroker; print(ftbroker.__file__)"],
                            capture_output=True, text=True, check=True).stdout
@@ -219,9 +219,9 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
 @pytest.mark.slow
 def test_a_spot_interruption_resumes_from_the_last_checkpoint_and_the_costs_add_up(
         aws, home, tmp_path, tiny_model_dir, ec2_instance_python, played, summary_line):
-    data = write_jsonl(tmp_path / "train.jsonl", code_examples(100))
-    job = json.loads(ftbroker(*tiny_job(data, tiny_model_dir, ec2_instance_python, "--epochs", "3", "--micro-batch",
-                                        "4", "--max-hours", "1", "--yes", "--detach", "--json", spot="true"))
+    data = write_jsonl(tmp_path / "train.jsonl", code_examples(40))  # 36 trained: 9 steps an epoch, 2 epochs
+    job = json.loads(ftbroker(*tiny_job(data, tiny_model_dir, ec2_instance_python, "--micro-batch", "4",
+                                        "--max-hours", "1", "--yes", "--detach", "--json", spot="true"))
                      .stdout)["job"]
     first_id, first_cap = check_launch(aws, job["id"], 1, SPOT_REGION)
     assert next(i for i in aws.instances(SPOT_REGION))["InstanceLifecycle"] == "spot"
@@ -233,7 +233,7 @@ def test_a_spot_interruption_resumes_from_the_last_checkpoint_and_the_costs_add_
                        what="a checkpoint")
     os.kill(first.trainer_pid(), signal.SIGSTOP)  # the trainer holds still while the agent syncs the checkpoint
     state_key = f"jobs/{job['id']}/run/checkpoints/checkpoint-{saved['step']}/trainer_state.json"
-    wait_until(lambda: state_key in aws.objects(f"jobs/{job['id']}/run/"), what="the checkpoint on S3")
+    wait_until(lambda: state_key in aws.objects(f"jobs/{job['id']}/run/"), what="the checkpoint on S3", every=0.25)
     in_s3 = {int(m) for k in aws.objects(f"jobs/{job['id']}/run/checkpoints/")
              for m in re.findall(r"checkpoint-(\d+)/trainer_state.json", k)}
     first.kill()  # the reclaim: the machine is gone ...
@@ -245,7 +245,7 @@ def test_a_spot_interruption_resumes_from_the_last_checkpoint_and_the_costs_add_
     second = Instance(aws, second_id, SPOT_REGION, tmp_path).start()
     played.append(second)
     final = wait_until(lambda: (s := status(job["id"]))["status"] != "running" and s, timeout=400,
-                       what="the job to end")
+                       what="the job to end", every=0.5)
     assert final["status"] == "succeeded", (final["error"], second.console())
     resumed = [json.loads(line) for line in (second.run_dir / "events.jsonl").read_text().splitlines()
                if '"running"' in line][-1]
@@ -280,7 +280,7 @@ def test_a_stalled_heartbeat_gets_the_instance_terminated_and_the_job_failed(
         body = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=heartbeat)["Body"].read())
         return body if body["phase"] == "training" else None
 
-    last = wait_until(beat, what="a heartbeat from training")
+    last = wait_until(beat, what="a heartbeat from training", every=0.25)
     instance.kill()  # hung: no more heartbeats, and EC2 still says running
     assert status(job["id"])["status"] == "running"
     monkeypatch.setenv("FTBROKER_NOW", (clock.now() + timedelta(minutes=20)).isoformat())

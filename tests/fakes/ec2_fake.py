@@ -175,14 +175,15 @@ class Instance:
         return self.proc.wait(timeout=timeout)
 
 
-def wait_until(predicate: Any, timeout: float = 240, what: str = "") -> Any:
-    """Until ``predicate()`` is truthy: an event, with a generous bound for a loaded machine."""
+def wait_until(predicate: Any, timeout: float = 240, what: str = "", every: float = 0.05) -> Any:
+    """Until ``predicate()`` is truthy: an event, with a generous bound for a loaded machine. ``every``: the pause
+    between looks (longer for a look that polls moto, which shares this process's CPU with the played instance)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
