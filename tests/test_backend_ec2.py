@@ -109,7 +109,7 @@ def state(aws, instance_id: str, region: str = REGION) -> str:
 # --- pricing: the plan's AWS routes and the quote are one computation ---------------------------------------------
 
 def test_the_quote_is_the_plans_aws_route_to_the_cent(monkeypatch, home):
-    from ftbroker.backends.ec2 import CLOUD_OVERHEADS
+    from ftbroker.backends.ec2_pricing import CLOUD_OVERHEADS
     from ftbroker.broker import Broker
     from ftbroker.estimate.compute import Overheads
     from ftbroker.planner import CLOUD_DOWNLOAD_GBPS, CLOUD_STARTUP_S
