@@ -7,13 +7,10 @@ What happens, in order:
 
 - ``validate``: the data read and checked as ``--backend local`` does (same tokenizer), ``s3_uri`` given and AWS
   credentials found (both before the ledger records anything), the region known to botocore.
-- ``quote`` (pure): ``ec2_pricing.price_instance`` prices the job on the instance type and market asked for (default: the
-  cheapest AWS instance whose estimate is priced and fits) exactly as ``ftbroker plan`` prices its AWS routes: the
-  local trainer's estimate for that instance's GPUs (``preflight.trainer_data``, ``estimate.run.fit_setup``,
-  ``TrainerData.time``) with the start-up and model-download overheads of a cloud route, times the catalog's price
-  (``estimate.cost.cloud_cost``, which adds expected spot reclaims). The runtime cap is that estimate times
-  ``safety_factor`` (never under its high end), or ``max_hours``; the budget guard checks price x cap, the most the
-  instance can bill.
+- ``quote`` (pure): ``ec2_pricing.price_instance`` prices the job on the instance type and market asked for
+  (default: the cheapest AWS instance whose estimate is priced and fits) exactly as ``ftbroker plan`` prices its AWS
+  routes (see that module). The runtime cap is the estimate times ``safety_factor`` (never under its high end), or
+  ``max_hours``; the budget guard checks price x cap, the most the instance can bill.
 - ``submit``: looks for an instance already tagged with this job and attempt (a retried or crashed launch never
   starts a second one; AWS's own ClientToken, derived from the same pair, makes the launch idempotent too:
   https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Run_Instance_Idempotency.html); stages this very ftbroker

@@ -261,15 +261,18 @@ def watch(proc: subprocess.Popen, store: JobStore, syncer: Syncer, beat: Heartbe
             EventLog(syncer.run_dir / "events.jsonl").emit(
                 "warning", f"spot interruption notice: {notice.get('action')} at {notice.get('time')}; "
                            "checkpointing")
-            beat.set(interrupted=True)
             interrupted = True
-        cancel = not stopped and notice is None and store.exists(CANCEL)
-        if notice is not None or cancel:
-            proc.send_signal(signal.SIGTERM)
-            stopped = True
-        if notice is not None or time.monotonic() - last_sync >= sync_s:
-            syncer.sync()
-            last_sync = time.monotonic()
+        try:
+            if notice is not None:
+                beat.set(interrupted=True)
+            if notice is not None or (not stopped and store.exists(CANCEL)):
+                proc.send_signal(signal.SIGTERM)
+                stopped = True
+            if notice is not None or time.monotonic() - last_sync >= sync_s:
+                syncer.sync()
+                last_sync = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - S3 down for a moment must not stop the training; tried again
+            print(f"sync failed, retrying: {exc}", file=sys.stderr)
     return interrupted
 
 
