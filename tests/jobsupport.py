@@ -29,6 +29,17 @@ def write_chat(path: Path, n: int = 12) -> Path:
     return path
 
 
+def ftb(*args, ok=(0,)):
+    """The command line in this process (FTBROKER_HOME from the environment), its exit status checked."""
+    from click.testing import CliRunner
+
+    from ftbroker.cli import cli
+
+    done = CliRunner().invoke(cli, [str(a) for a in args])
+    assert done.exit_code in ok, (done.exit_code, done.output, done.exception)
+    return done
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -22,12 +22,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from fakes.ec2_fake import BUCKET, REGION, Instance, MotoAws, ec2_options, wait_until
+from fakes.ec2_fake import BUCKET, REGION, Instance, MotoAws, ec2_options
+from jobsupport import ftb, wait_for
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker import clock
-from ftbroker.cli import cli
 from ftbroker.ledger import Ledger
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
@@ -65,13 +64,6 @@ def ftbroker(*args, ok=(0,)) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "ftbroker.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode in ok, (done.returncode, done.stderr[-4000:])
-    return done
-
-
-def ftb(*args, ok=(0,)):
-    """The command line in this process."""
-    done = CliRunner().invoke(cli, [str(a) for a in args])
-    assert done.exit_code in ok, (done.exit_code, done.output, done.exception)
     return done
 
 
@@ -183,7 +175,7 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
     run = subprocess.Popen([sys.executable, "-m", "ftbroker.cli", *map(str, tiny_job(
         data, tiny_model_dir, ec2_instance_python, "--max-cost", "1", "--yes", "--json"))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_until(lambda: aws.instances() or run.poll() is not None, what="the launch", every=0.25)
+    wait_for(lambda: aws.instances() or run.poll() is not None, interval=0.25, timeout=240)
     job_id = aws.instances()[0]["Tags"] and next(t["Value"] for t in aws.instances()[0]["Tags"]
                                                  if t["Key"] == "ftbroker:job")
     instance_id, cap = check_launch(aws, job_id, 1)
@@ -201,7 +193,7 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
         attempt["cost_usd"]) > 0
     assert played[0].wait() == 0  # the bootstrap ran to its end ...
     assert played[0].shutdowns == [f"-h +{cap}", "-h now"]  # ... the cap first, then the EXIT trap's power-off
-    wait_until(lambda: state(aws, instance_id) == "terminated", what="the instance to end", every=0.25)
+    wait_for(lambda: state(aws, instance_id) == "terminated", interval=0.25, timeout=240)
     # the instance ran the staged wheel, not this checkout
     where = subprocess.run([str(ec2_instance_python), "-c", "import ftbroker; print(ftbroker.__file__)"],
                            capture_output=True, text=True, check=True).stdout
@@ -228,12 +220,11 @@ def test_a_spot_interruption_resumes_from_the_last_checkpoint_and_the_costs_add_
     first = Instance(aws, first_id, SPOT_REGION, tmp_path).start()
     played.append(first)
     events = first.run_dir / "events.jsonl"
-    saved = wait_until(lambda: next((json.loads(line) for line in events.read_text().splitlines()
-                                     if '"checkpoint"' in line), None) if events.is_file() else None,
-                       what="a checkpoint")
+    saved = wait_for(lambda: next((json.loads(line) for line in events.read_text().splitlines()
+                                   if '"checkpoint"' in line), None) if events.is_file() else None, timeout=240)
     os.kill(first.trainer_pid(), signal.SIGSTOP)  # the trainer holds still while the agent syncs the checkpoint
     state_key = f"jobs/{job['id']}/run/checkpoints/checkpoint-{saved['step']}/trainer_state.json"
-    wait_until(lambda: state_key in aws.objects(f"jobs/{job['id']}/run/"), what="the checkpoint on S3", every=0.25)
+    wait_for(lambda: state_key in aws.objects(f"jobs/{job['id']}/run/"), interval=0.25, timeout=240)
     in_s3 = {int(m) for k in aws.objects(f"jobs/{job['id']}/run/checkpoints/")
              for m in re.findall(r"checkpoint-(\d+)/trainer_state.json", k)}
     first.kill()  # the reclaim: the machine is gone ...
@@ -244,8 +235,7 @@ def test_a_spot_interruption_resumes_from_the_last_checkpoint_and_the_costs_add_
     assert second_cap <= first_cap  # what is left of the cap
     second = Instance(aws, second_id, SPOT_REGION, tmp_path).start()
     played.append(second)
-    final = wait_until(lambda: (s := status(job["id"]))["status"] != "running" and s, timeout=400,
-                       what="the job to end", every=0.5)
+    final = wait_for(lambda: (s := status(job["id"]))["status"] != "running" and s, timeout=400, interval=0.5)
     assert final["status"] == "succeeded", (final["error"], second.console())
     resumed = [json.loads(line) for line in (second.run_dir / "events.jsonl").read_text().splitlines()
                if '"running"' in line][-1]
@@ -280,7 +270,7 @@ def test_a_stalled_heartbeat_gets_the_instance_terminated_and_the_job_failed(
         body = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key=heartbeat)["Body"].read())
         return body if body["phase"] == "training" else None
 
-    last = wait_until(beat, what="a heartbeat from training", every=0.25)
+    last = wait_for(beat, interval=0.25, timeout=240)
     instance.kill()  # hung: no more heartbeats, and EC2 still says running
     assert status(job["id"])["status"] == "running"
     monkeypatch.setenv("FTBROKER_NOW", (clock.now() + timedelta(minutes=20)).isoformat())
@@ -293,6 +283,35 @@ def test_a_stalled_heartbeat_gets_the_instance_terminated_and_the_job_failed(
     assert {t["Key"]: t["Value"] for t in inst["Tags"]}["ftbroker:terminated-by"].startswith("ftbroker: stalled")
     summary_line(f"ec2 stalled heartbeat: last beat {last['time']}, polled 20 min later: {instance_id} terminated, "
                  f"job failed: {failed['error'][:120]}")
+
+
+@pytest.mark.slow
+def test_cancel_checkpoints_on_the_instance_then_ends_it_and_resume_relaunches(
+        aws, home, tmp_path, tiny_model_dir, ec2_instance_python, played, summary_line):
+    data = write_jsonl(tmp_path / "train.jsonl", code_examples(40))
+    job = json.loads(ftbroker(*tiny_job(data, tiny_model_dir, ec2_instance_python, "--epochs", "50", "--max-hours",
+                                        "1", "--yes", "--detach", "--json")).stdout)["job"]
+    instance_id, _ = check_launch(aws, job["id"], 1)
+    instance = Instance(aws, instance_id, REGION, tmp_path).start()
+    played.append(instance)
+    events = instance.run_dir / "events.jsonl"
+    wait_for(lambda: events.is_file() and '"checkpoint"' in events.read_text(), timeout=240)
+    cancelled = json.loads(ftb("cancel", job["id"], "--json").stdout)  # the marker; the agent SIGTERMs the trainer
+    assert cancelled["status"] == "cancelled", cancelled
+    last = json.loads(events.read_text().splitlines()[-1])
+    assert last["kind"] == "cancelled" and "stopped by SIGTERM" in last["message"]  # it saved a checkpoint first
+    assert f"jobs/{job['id']}/run/checkpoints/checkpoint-{last['step']}/trainer_state.json" in aws.objects(
+        f"jobs/{job['id']}/run/checkpoints/")
+    assert instance.wait() != 0 and instance.shutdowns[-1] == "-h now"  # the machine powered itself off
+    assert state(aws, instance_id) == "terminated"
+    resumed = json.loads(ftb("resume", job["id"], "--detach", "--json").stdout)["job"]
+    assert resumed["status"] == "running" and resumed["remote"]["attempt"] == "2"
+    second_id, cap = check_launch(aws, job["id"], 2)
+    assert f"jobs/{job['id']}/cancel" not in aws.objects(f"jobs/{job['id']}/")  # the old request is gone
+    assert json.loads(ftb("cancel", job["id"], "--json").stdout)["status"] == "cancelled"  # not booted: at once
+    assert state(aws, second_id) == "terminated"
+    summary_line(f"ec2 cancel: the trainer checkpointed at step {last['step']} on {instance_id} before it powered "
+                 f"off; resume launched {second_id} (attempt 2, cap {cap} min)")
 
 
 def _killed_between_launch_and_ledger(aws, monkeypatch, args) -> str:

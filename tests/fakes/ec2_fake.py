@@ -175,18 +175,6 @@ class Instance:
         return self.proc.wait(timeout=timeout)
 
 
-def wait_until(predicate: Any, timeout: float = 240, what: str = "", every: float = 0.05) -> Any:
-    """Until ``predicate()`` is truthy: an event, with a generous bound for a loaded machine. ``every``: the pause
-    between looks (longer for a look that polls moto, which shares this process's CPU with the played instance)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-
-
 def ec2_options(python: Path, **extra: Any) -> dict[str, Any]:
     """backend_options of a test job: moto's bucket and profile, the played instance's Python, quick timings."""
     return {"s3_uri": f"s3://{BUCKET}/jobs", "instance_type": "g6e.xlarge", "python": str(python),
