@@ -413,7 +413,7 @@ def export(job_id, fmt, output, json_mode):
               "region=us-west-2 (repeatable).")
 @_json_option
 def gc(yes, backend, options, json_mode):
-    """List leftover paid instances; --yes terminates those that should go.
+    """Find leftover paid instances; --yes terminates what should go.
 
     Looks in every region and account the ledger's jobs used (and where --backend/--option point): an ftbroker EC2
     instance goes when its job is finished, unknown to this ledger, or past its runtime cap; another ledger's
