@@ -19,9 +19,11 @@ file) it reports through ``tracker.remember(...)`` at once, so a crash between t
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
 ``capabilities.unsupported``. A backend that starts paid resources which can outlive a job (an instance, a cluster,
-a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why each should go. Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point
-in the group ``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the
-contract suite in ``tests/test_backend_contract.py``.
+a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why each should go.
+
+Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group
+``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the contract suite in
+``tests/test_backend_contract.py``.
 """
 
 from __future__ import annotations
