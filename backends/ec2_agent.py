@@ -10,7 +10,8 @@ ftbroker from the wheel the broker staged, then starts this agent, which:
    delays it), syncs the run folder to ``run/`` (a checkpoint once complete, events.jsonl last, so what the broker
    reads never runs ahead of the files it names), turns the ``cancel`` marker the broker writes into SIGTERM for the
    trainer (which saves a checkpoint and stops), and does the same on a spot interruption notice (instance metadata,
-   polled every 5 s as AWS recommends: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html);
+   polled every 5 s as AWS recommends:
+   https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html);
 4. after a last sync, writes the final heartbeat (phase ``finished``, the trainer's outcome), and exits; the
    bootstrap's EXIT trap then powers the machine off, which terminates it.
 

@@ -205,7 +205,8 @@ def test_run_end_to_end_on_a_played_instance(aws, home, tmp_path, tiny_model_dir
     exported = json.loads(ftb("export", job_id, "--format", "merged", "-o", tmp_path / "merged", "--json").stdout)
     assert exported["artifacts"][0]["kind"] == "merged_model" and (tmp_path / "merged" / "config.json").is_file()
     summary_line(f"ec2 end to end: {job_id} succeeded on a played {instance_id}, runtime cap {cap} min, "
-                 f"{attempt['runtime_s']:.0f} s billed as ${attempt['cost_usd']} (quoted ${result['estimated_cost_usd']})")
+                 f"{attempt['runtime_s']:.0f} s billed as ${attempt['cost_usd']} "
+                 f"(quoted ${result['estimated_cost_usd']})")
 
 
 @pytest.mark.slow

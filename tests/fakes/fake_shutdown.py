@@ -1,6 +1,7 @@
 """``shutdown`` on a played EC2 instance (ec2_fake.Instance): records its arguments, and for ``-h now`` does what EC2
 does when an instance's own OS powers off: terminates it if its InstanceInitiatedShutdownBehavior is ``terminate``,
-else stops it (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_ChangingInstanceInitiatedShutdownBehavior.html).
+else stops it
+(https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_ChangingInstanceInitiatedShutdownBehavior.html).
 A scheduled ``-h +N`` (the runtime cap) is only recorded: the tests move ftbroker's clock past it instead."""
 
 import os
