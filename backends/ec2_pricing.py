@@ -157,8 +157,8 @@ def _alternatives(prices: Sequence[Ec2Price], shown: int = 3) -> str:
 def ec2_quote(price: Ec2Price, config: TrainConfig, arch: ModelArch, options: Any, prices: Sequence[Ec2Price],
               today: Any) -> Quote:
     """The backend's Quote of ``price`` (``options``: its Ec2Options): refused (does not fit) with the changes that
-    would fit and the AWS instances
-    that do (``prices``: the job on every AWS instance); the budget is checked against price x the runtime cap."""
+    would fit and the AWS instances that do (``prices``: the job on every AWS instance); the budget is checked
+    against price x the runtime cap."""
     inst, fit = price.instance, price.fit
     notes = [n for n in (inst.note,) if n]
     if is_stale(inst.as_of, today):
