@@ -350,13 +350,17 @@ def test_a_cli_killed_between_launch_and_ledger_gc_reaps_and_a_rerun_never_launc
     listed = json.loads(ftb("gc", "--json").stdout)["leftovers"]
     assert [(lo["resource"], lo["reason"], lo["action"]) for lo in listed] == [(orphan["InstanceId"], None, None)]
     assert "may still be recording it" in listed[0]["note"]  # a launch this recent may be mid-flight
+    before = os.environ.get("FTBROKER_NOW")
     monkeypatch.setenv("FTBROKER_NOW", (clock.now() + timedelta(minutes=15)).isoformat())
     reaped = json.loads(ftb("gc", "--yes", "--json").stdout)["leftovers"]
     assert [(lo["resource"], lo["action"]) for lo in reaped] == [(orphan["InstanceId"], "terminated")]
     assert f"job {orphan_job} never recorded it" in reaped[0]["reason"] and reaped[0]["cost_usd"] > 0
     assert state(aws, orphan["InstanceId"]) == "terminated"
     assert json.loads(ftb("gc", "--json").stdout)["leftovers"] == []
-    monkeypatch.delenv("FTBROKER_NOW")
+    if before is None:  # the clock as it was (CI's second run sets it 400 days ahead)
+        monkeypatch.delenv("FTBROKER_NOW")
+    else:
+        monkeypatch.setenv("FTBROKER_NOW", before)
 
     rerun_job = _killed_between_launch_and_ledger(aws, monkeypatch, args)
     [launched] = aws.instances(job_id=rerun_job)
