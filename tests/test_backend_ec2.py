@@ -330,12 +330,14 @@ def _killed_between_launch_and_ledger(aws, monkeypatch, args) -> str:
         return reservation
 
     monkeypatch.setattr(moto_instances.InstanceBackend, "run_instances", run_instances)
+    with Ledger() as ledger:
+        known = {j.id for j in ledger.list()}
     victim["cli"] = subprocess.Popen([sys.executable, "-m", "ftbroker.cli", *map(str, args)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert victim["cli"].wait(timeout=300) == -signal.SIGKILL
     monkeypatch.setattr(moto_instances.InstanceBackend, "run_instances", launch)
     with Ledger() as ledger:
-        [job] = ledger.list(limit=1)
+        [job] = [j for j in ledger.list() if j.id not in known]
     assert job.submitted_at is None and job.remote["instance_type"] and not job.remote.get("instance_id")
     return job.id
 
@@ -364,6 +366,7 @@ def test_a_cli_killed_between_launch_and_ledger_gc_reaps_and_a_rerun_never_launc
 
     rerun_job = _killed_between_launch_and_ledger(aws, monkeypatch, args)
     [launched] = aws.instances(job_id=rerun_job)
+    assert rerun_job != orphan_job and launched["InstanceId"] != orphan["InstanceId"]
     resumed = json.loads(ftb("resume", rerun_job, "--detach", "--json").stdout)["job"]
     assert resumed["status"] == "running" and resumed["remote"]["instance_id"] == launched["InstanceId"]
     assert len(aws.instances(job_id=rerun_job)) == 1  # found by its tags, not launched again
