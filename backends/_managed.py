@@ -6,7 +6,8 @@
   NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
 - Dataset rules live in ONE place each: ``ftbroker.data.analyze`` checks the general rules and records each
   provider's own in ``provider_issues``; the catalog row of a model holds what differs by model (formats,
-  example counts, token limits), which the planner checks. ``validate`` raises them as ``DatasetError``.
+  example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
+  raises them as ``DatasetError``.
 - Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt)`` over parsed examples
   with their line numbers and streams the provider's JSONL to a file while hashing it. A converter only
   converts; it raises ``Rejected`` only for a rule of its model's target format that the data layer cannot
@@ -32,8 +33,10 @@ Who retries what (the split):
   passing outage never turns into a failed job. Each poll suggests its interval (``next_poll_s``).
 - Every call has a timeout (``request_timeout_s``; uploads ``upload_timeout_s``).
 
-``ManagedBackend`` is the flow itself (validate, quote, submit, cancel), with hooks each provider module
-fills in; ``quote_from_route`` turns the planner's priced managed route into the backend's Quote.
+``ManagedBackend`` is the flow itself (its routes for a plan, validate, quote, submit, cancel), with hooks each
+provider module fills in. Its routes are the catalog offers of the providers it claims
+(``capabilities.providers``), priced by ``managed_routes`` alone; its quote prices the one offer of its job the
+same way, so plan and run agree; ``quote_from_route`` turns that route into the backend's Quote.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftbroker.backends import managed_routes
 from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.errors import (
     BackendAuthError,
@@ -69,7 +74,9 @@ from ftbroker.errors import (
     UnknownNameError,
 )
 from ftbroker.jobs import Job, JobStatus
+from ftbroker.private import private_folder
 from ftbroker.redact import scrub
+from ftbroker.routes import PlanOptions, Route, RouteContext, TokenNeed, resolve_model, route_order
 
 if TYPE_CHECKING:
     from ftbroker.spec import JobSpec
@@ -348,7 +355,7 @@ class ManagedBackend:
         self.home = Path(home)
         self._client = client
         self.backoff = Backoff(options.retry_initial_s, options.retry_max_s, sleep=sleep)
-        self._priced: dict[str, tuple[Any, ...]] = {}  # spec (JSON) -> its managed routes, priced by validate
+        self._contexts: dict[str, RouteContext] = {}  # spec (JSON) -> its data as validate read them, to price
         self._validated: dict[tuple, Any] = {}  # (spec, its files' sizes and times) -> the report validate gave
 
     # -- the SDK ------------------------------------------------------------------------------------
@@ -385,10 +392,31 @@ class ManagedBackend:
                 raise
             raise translate_error(exc, self.name, doing) from exc
 
+    # -- routes (ftbroker.routes.RouteSource) --------------------------------------------------------
+    @classmethod
+    def token_needs(cls, catalog: Any, options: PlanOptions) -> list[TokenNeed]:
+        return managed_routes.token_needs(managed_routes.candidates(catalog, options, cls.capabilities.providers))
+
+    @classmethod
+    def routes(cls, context: RouteContext) -> list[Route]:
+        """The catalog offers of this backend's providers, priced for the dataset, each runnable with it."""
+        return managed_routes.offer_routes(context, cls.capabilities.providers, backend=cls.name,
+                                           route_options=cls._route_options)
+
+    @classmethod
+    def plan_notes(cls, context: RouteContext) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def _route_options(cls, route: Route) -> Mapping[str, Any]:
+        """The backend options that run ``route`` as it was priced (e.g. Together's ``n_evals``)."""
+        return {}
+
     # -- validate -----------------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> Any:
-        """Provider-specific spec problems (SpecError); then the dataset read and priced by the planner's shell
-        (token counts with the tokenizer the provider bills by), checked, and converted (DatasetError)."""
+        """Provider-specific spec problems (SpecError); then the dataset read with the counter its offer bills by,
+        checked against the general rules, this provider's and the model's offer (DatasetError), and converted
+        (what only the target format can refuse, DatasetError)."""
         problems = self._spec_problems(spec)
         if problems:
             raise SpecError(problems)
@@ -396,9 +424,18 @@ class ManagedBackend:
         key = (spec.model_dump_json(), *(_stamp(path) for path in (spec.dataset, spec.validation)))
         if key in self._validated:
             return self._validated[key]
-        report, validation, routes = self._plan(spec)
-        self._priced[spec.model_dump_json()] = routes
-        issues = self._dataset_issues(report, validation, routes[0] if routes else None)
+        from ftbroker import clock, data
+
+        context = self._read(spec)
+        if context is None:  # a model the catalog does not know: checked all the same, its price unknown
+            report = data.analyze(spec.dataset)
+            validation = data.analyze(spec.validation) if spec.validation else None
+            route = None
+        else:
+            self._contexts[spec.model_dump_json()] = context
+            report, validation = context.report, context.validation
+            route = self._route(dataclasses.replace(context, today=clock.today()))
+        issues = self._dataset_issues(report, validation, route)
         if issues:
             raise DatasetError(issues)
         formats = {"training": report.format, "validation": validation.format if validation else None}
@@ -408,27 +445,41 @@ class ManagedBackend:
         self._validated[key] = report
         return report
 
-    def _plan(self, spec: JobSpec) -> tuple[Any, Any, tuple[Any, ...]]:
-        """(training report, validation report or None, this backend's managed routes for the spec's model),
-        the plan's own way. The model is looked up in the catalog under each of ``_catalog_names``."""
-        from ftbroker import data, planning
+    def _read(self, spec: JobSpec) -> RouteContext | None:
+        """The dataset (and validation set) read as a plan reads it for this provider's offers of the spec's model,
+        counted with the tokenizer they bill by, and what prices them; None when the catalog knows the model under
+        none of ``_catalog_names``."""
+        from ftbroker import clock, data, tokens
+        from ftbroker.pricing.catalog import load_catalog
 
+        catalog = load_catalog()
         for name in self._catalog_names(spec.model):
             try:
-                plan = planning.plan(spec.dataset, models=[name], method=spec.method,
-                                     epochs=spec.hyperparameters.epochs, validation_file=spec.validation,
-                                     **self._plan_options(spec))
-            except UnknownNameError:  # raised before the data are read
+                request = resolve_model(catalog, name)
+            except UnknownNameError:
                 continue
-            return plan.dataset, plan.validation, tuple(
-                r for r in plan.routes if r.kind == "managed" and r.backend == self.name)
-        # a model the catalog does not know: checked all the same, its price unknown
-        return data.analyze(spec.dataset), data.analyze(spec.validation) if spec.validation else None, ()
+            options = PlanOptions(models=(request,), method=spec.method, epochs=spec.hyperparameters.epochs,
+                                  **self._plan_options(spec))
+            needs = self.token_needs(catalog, options)
+            counters = {need.spec: tokens.resolve(need.spec.tokenizer, hf_repo=need.spec.hf_repo,
+                                                  family=need.spec.family) for need in needs}
+            limits = {counters[n.spec].key: n.limit for n in needs if n.limit}
+            unique = list({c.key: c for c in counters.values()}.values())
+            report = data.analyze(spec.dataset, counters=unique, limits=limits)
+            validation = data.analyze(spec.validation, counters=unique, limits=limits) if spec.validation else None
+            return RouteContext(report, validation, catalog, options, {s: c.key for s, c in counters.items()},
+                                clock.today())
+        return None
+
+    def _route(self, context: RouteContext) -> Route | None:
+        """The offer this job runs on, priced for its data on ``context.today``: the plan's first of them."""
+        routes = sorted(self.routes(context), key=route_order)
+        return routes[0] if routes else None
 
     def _dataset_issues(self, report: Any, validation: Any, route: Any) -> list[DataIssue]:
         """What in the data this provider and model refuse, each rule from the one place that holds it: the data
         layer's general rules (errors) and this provider's (provider_issues), and the catalog row of the model
-        (why the planner rules the route out, e.g. too few examples or a format the model does not take)."""
+        (why its route is out, e.g. too few examples or a format the model does not take)."""
         issues = sorted([*report.errors, *report.provider_issues.get(self.name, ())], key=lambda i: i.line)
         if validation is not None:
             # rules about a whole file (line 0: its format, how many examples) are the training file's
@@ -437,7 +488,7 @@ class ManagedBackend:
             if not validation.errors and validation.format != report.format:
                 issues.append(DataIssue(validation.path, 0, f"the validation data are {validation.format}; the "
                                                             f"training data are {report.format}"))
-        if not issues and route is not None and not route.feasible and not route_closed(route):
+        if not issues and route is not None and not route.feasible and not route.closed:
             issues.append(DataIssue(report.path, 0, f"{route.model} on {self.name}: {route.reason}"))
         return issues
 
@@ -447,31 +498,37 @@ class ManagedBackend:
         ``formats``: each role's data format where known (else read from the head of its file)."""
         from ftbroker import data
 
-        folder = self.home / "uploads" / self.name
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.home / "uploads")  # copies of the training data
+        folder = private_folder(self.home / "uploads" / self.name)
         convert = self._converter(spec)
         out = []
         for role, path in (("training", spec.dataset), ("validation", spec.validation)):
             if path is None:
                 continue
             fmt = (formats or {}).get(role) or data.file_format(path)
-            target = folder / f".{role}-{os.getpid()}-{id(self)}.jsonl"
-            converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert, out=target)
-            final = folder / converted.upload_name
-            target.replace(final)
+            fd, target = tempfile.mkstemp(dir=folder, prefix=f".{role}-", suffix=".jsonl")  # private: 0600
+            os.close(fd)
+            try:
+                converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert,
+                                         out=Path(target))
+                final = folder / converted.upload_name  # named by its content: the same bytes, the same name
+                os.replace(target, final)
+            finally:
+                Path(target).unlink(missing_ok=True)
             out.append((role, dataclasses.replace(converted, path=final)))
         return out
 
     # -- quote --------------------------------------------------------------------------------------
     def quote(self, spec: JobSpec, dataset: Any, env: Environment) -> Quote:
-        """PURE: the route ``validate`` priced for this spec (the planner's: catalog price x billed tokens,
-        availability on its dates), as a Quote. No catalog offer for the model: the cost is unknown (a budget
-        then refuses the job, saying why). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
-        routes = self._priced.get(spec.model_dump_json())
-        if not routes:
+        """PURE: the offer ``validate`` read the data for, priced as a plan prices it (catalog price x billed
+        tokens, availability on ``env.today``), as a Quote. No catalog offer for the model: the cost is unknown (a
+        budget then refuses the job, saying why). A closed route is ``ROUTE_UNAVAILABLE`` with its date."""
+        context = self._contexts.get(spec.model_dump_json())
+        route = self._route(dataclasses.replace(context, today=env.today)) if context is not None else None
+        if route is None:
             return Quote(backend=self.name, reason=f"the catalog has no {self.name} offer for {spec.model}: its "
                                                    "cost cannot be estimated")
-        return quote_from_route(self.name, routes[0])
+        return quote_from_route(self.name, route)
 
     # -- submit -------------------------------------------------------------------------------------
     def submit(self, job: Job, tracker: Tracker) -> Submission:
@@ -487,6 +544,7 @@ class ManagedBackend:
         def create() -> tuple[Mapping[str, Any], bool]:
             self._provider_preflight(job)
             uploads = [self._upload(job, role, converted, tracker) for role, converted in files]
+            self._provider_price_check(job, uploads, tracker)
             raw = self._provider_create(job, uploads)
             tracker.remember(**self._handles(raw))
             return raw, False
@@ -533,7 +591,7 @@ class ManagedBackend:
         return (model,)
 
     def _plan_options(self, spec: JobSpec) -> dict[str, Any]:
-        """``planning.plan`` keywords that price the job as the backend will submit it (e.g. ``n_evals``)."""
+        """``PlanOptions`` fields that price the job as the backend will submit it (e.g. ``n_evals``)."""
         return {}
 
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
@@ -547,6 +605,10 @@ class ManagedBackend:
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         raise NotImplementedError
+
+    def _provider_price_check(self, job: Job, uploads: list[Upload], tracker: Tracker) -> None:
+        """The provider's own price for the uploaded data, beside the catalog's, before the job is created: a
+        refusal here (a budget it exceeds) creates nothing. Providers without a price endpoint: nothing to do."""
 
     def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
         raise NotImplementedError
@@ -588,14 +650,9 @@ def _stamp(path: str | None) -> tuple[int, int] | None:
     return (stat.st_size, stat.st_mtime_ns) if stat else None
 
 
-def route_closed(route: Any) -> bool:
-    """Whether the planner ruled a route out because the provider takes no new jobs on it (``availability``)."""
-    return not route.feasible and route.reason.startswith(("closed", "not open"))
-
-
-def quote_from_route(backend: str, route: Any) -> Quote:
-    """A planner Route (a managed offer priced for this dataset, open or closed) as the backend's Quote."""
-    closed = route_closed(route)
+def quote_from_route(backend: str, route: Route) -> Quote:
+    """A managed route (an offer priced for this dataset, open or closed) as the backend's Quote."""
+    closed = route.closed
     reason = None
     if closed:
         reason = f"{route.model}: {route.reason}"

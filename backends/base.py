@@ -18,12 +18,13 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. A backend that starts paid resources which can outlive a job (an instance, a cluster,
-a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why each should go.
-
-Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group
-``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the contract suite in
-``tests/test_backend_contract.py``.
+``capabilities.unsupported``. A backend whose routes a plan lists also has the three classmethods of
+``ftbroker.routes.RouteSource`` (``token_needs``, ``routes``, ``plan_notes``) and claims its catalog rows in
+``capabilities.providers`` / ``capabilities.clouds``. A backend that starts paid resources which can outlive a job
+(an instance, a cluster, a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why
+each should go. Adding a backend: one module, one line in
+``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends`` for a third-party package), its catalog
+rows, and one parameter of the contract suite in ``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class Capabilities:
     managed: bool = False  # a provider runs (and bills) it; False: this machine
     poll_interval_s: float = 10.0  # how often following polls when the backend gives no hint
     requires: Mapping[str, str] = field(default_factory=dict)  # import name -> the pip extra that installs it
+    # The catalog rows whose routes this backend runs: the managed offers of these providers, the instances of these
+    # clouds. A plan still prices the rows no backend claims, marked not runnable.
+    providers: frozenset[str] = frozenset()
+    clouds: frozenset[str] = frozenset()
 
     def missing_package(self) -> tuple[str, str] | None:
         """(package, extra) of the first required package that is not installed; None when all are."""

@@ -286,6 +286,7 @@ class BedrockBackend(ManagedBackend):
     Options = BedrockOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},
+        providers=frozenset({"bedrock"}),  # the catalog's bedrock offers are its routes
         methods=frozenset({"lora", "full"}),  # Bedrock does not say how it trains; the method is not sent
         data_formats=frozenset({"chat", "prompt_completion"}),
         managed=True,

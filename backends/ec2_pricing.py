@@ -18,13 +18,19 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from ftbroker.backends.base import Quote, Verdict
+from ftbroker.backends.gpu_routes import CLOUD_OVERHEADS  # boot, set-up and model download: the plan's figures
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.backends.local.preflight import (lowered_batch_note, no_fit_reason, not_fit_reason, trainer_data,
-                                               untimed_note)
+from ftbroker.backends.local.preflight import (
+    lowered_batch_note,
+    no_fit_reason,
+    not_fit_reason,
+    trainer_data,
+    untimed_note,
+)
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.estimate import summarize
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import Overheads, Range
+from ftbroker.estimate.compute import Range
 from ftbroker.estimate.cost import CostEstimate, cloud_cost
 from ftbroker.estimate.run import DatasetTime, Fit, fit_setup
 from ftbroker.pricing.catalog import CloudInstance, GpuSpec, ModelArch, is_stale
@@ -33,9 +39,6 @@ NAME = "ec2"
 CLOUD = "aws"
 Market = Literal["on-demand", "spot"]
 
-# Wall-clock a rented instance bills outside training (assumptions, stated in every quote's breakdown): boot and
-# set-up, and the model's download from the Hugging Face hub. The planner's cloud routes use the same figures.
-CLOUD_OVERHEADS = Overheads(startup_s=Range(120, 300, 900), download_gbps=Range(0.1, 0.3, 1.0))
 
 
 @dataclass(frozen=True)

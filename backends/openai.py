@@ -241,6 +241,7 @@ class OpenAIBackend(ManagedBackend):
     Options = OpenAIOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},
+        providers=frozenset({"openai"}),  # the catalog's openai offers are its routes
         methods=frozenset({"lora", "full"}),  # OpenAI does not say how it trains; the method is not sent
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         managed=True,

@@ -12,6 +12,7 @@ the catalog names of a Together model id (so a job is priced by the catalog row 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -20,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ftbroker.backends.base import Capabilities, Update
-from ftbroker.errors import BackendAuthError, SpecError
+from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
+from ftbroker.errors import BackendAuthError, BudgetExceededError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
 
@@ -180,6 +181,39 @@ def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     return {"prompt": example["prompt"], "completion": example["completion"]}
 
 
+PROVIDER_ESTIMATE_NOTE = ("Together's own price estimate (its estimate-price endpoint) is asked for once the data is "
+                          "uploaded, before the job is created, and recorded beside this one; a --max-cost applies to "
+                          "it too")
+
+
+def price_estimate_arguments(create: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of POST /fine-tunes/estimate-price (Together OpenAPI spec) for the job ``create_arguments``
+    describes: the same files, model, epochs and evaluations, training type and method."""
+    if create.get("lora"):
+        lora = {"lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+                "lora_trainable_modules": "lora_trainable_modules"}
+        training_type: dict[str, Any] = {"type": "Lora", **{k: create[v] for k, v in lora.items() if v in create}}
+    else:
+        training_type = {"type": "Full"}
+    if create.get("training_method") == "dpo":
+        method: dict[str, Any] = {"method": "dpo", **({"dpo_beta": create["dpo_beta"]} if "dpo_beta" in create else {})}
+    else:
+        method = {"method": "sft", "train_on_inputs": create.get("train_on_inputs", "auto")}
+    body = {"training_file": create["training_file"], "model": create["model"], "training_type": training_type,
+            "training_method": method, "n_epochs": create.get("n_epochs", 1), "n_evals": create.get("n_evals", 0)}
+    if create.get("validation_file"):
+        body["validation_file"] = create["validation_file"]
+    return body
+
+
+def _usd(amount: Decimal | None) -> str:
+    return "unknown" if amount is None else f"${amount:.4f}"
+
+
+def _float(amount: Decimal | None) -> float | None:
+    return None if amount is None else float(amount)
+
+
 def catalog_names(model_id: str) -> tuple[str, ...]:
     """Names to look a Together model id up by in the catalog, most specific first: the id (a per-model row's
     Hugging Face repo), then without the serving suffix, then the bare names, which a catalog model's name or
@@ -211,6 +245,7 @@ class TogetherBackend(ManagedBackend):
     Options = TogetherOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},
+        providers=frozenset({"together"}),  # the catalog's together offers are its routes
         methods=frozenset({"lora", "full"}),
         data_formats=frozenset({"chat", "prompt_completion", "preference", "text"}),
         managed=True,
@@ -255,6 +290,10 @@ class TogetherBackend(ManagedBackend):
     def _plan_options(self, spec: Any) -> dict[str, Any]:
         return {"n_evals": self._n_evals(spec)}
 
+    @classmethod
+    def _route_options(cls, route: Any) -> dict[str, Any]:
+        return {"n_evals": route.breakdown.get("n_evals")}  # the evaluations its validation tokens were billed for
+
     def _n_evals(self, spec: Any) -> int:
         """Evaluations over the validation set the job asks for (each one billed): the option, else one with a
         validation file; early stopping needs at least patience + 2."""
@@ -263,6 +302,14 @@ class TogetherBackend(ManagedBackend):
         n_evals = self.options.n_evals if self.options.n_evals is not None else 1
         patience = spec.hyperparameters.early_stopping_patience
         return max(n_evals, patience + 2) if patience else n_evals
+
+    def quote(self, spec: Any, dataset: Any, env: Any) -> Quote:
+        """The catalog's price (no network: a budget is checked before anything is sent); Together's own estimate
+        needs the uploaded data, so it is asked after the upload and before the job is created, beside it."""
+        quote = super().quote(spec, dataset, env)
+        if quote.verdict is not Verdict.OK:
+            return quote
+        return dataclasses.replace(quote, warnings=(*quote.warnings, PROVIDER_ESTIMATE_NOTE))
 
     # -- submit -------------------------------------------------------------------------------------
     def _provider_find(self, job: Job) -> Mapping[str, Any] | None:
@@ -301,7 +348,7 @@ class TogetherBackend(ManagedBackend):
         client = self._writes().with_options(timeout=self.options.upload_timeout_s)
         return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune").id
 
-    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+    def _create_arguments(self, job: Job, uploads: list[Upload]) -> dict[str, Any]:
         spec, hp = job.spec, job.spec.hyperparameters
         by_role = {u.role: u for u in uploads}
         dpo = by_role["training"].file.fmt == "preference"
@@ -319,9 +366,37 @@ class TogetherBackend(ManagedBackend):
         kwargs |= {k: v for k, v in extra.items() if v is not None}
         if hp.early_stopping_patience:
             kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience}
+        return kwargs
+
+    def _provider_price_check(self, job: Job, uploads: list[Upload], tracker: Any) -> None:
+        """Together's own estimate (POST /fine-tunes/estimate-price) of the job as it will be created, recorded
+        beside the catalog's; over the job's budget, or past the account's credit, nothing is created."""
+        arguments = price_estimate_arguments(self._create_arguments(job, uploads))
+        answer = plain(self.call("asking Together for its price estimate", self.client.fine_tuning.estimate_price,
+                                 **arguments))
+        catalog = job.estimated_cost_usd
+        if answer.get("estimation_available") is False or answer.get("estimated_total_price") is None:
+            tracker.event(f"Together gave no price estimate ({answer.get('unavailable_reason') or 'no reason'});"
+                          f" the catalog's stands: {_usd(catalog)}", kind="warning", level="warning")
+            return
+        usd = Decimal(str(answer["estimated_total_price"])).quantize(Decimal("0.0001"))
+        tracker.event(f"Together's own price estimate: {_usd(usd)} for {answer.get('estimated_train_token_count')} "
+                      f"training + {answer.get('estimated_eval_token_count') or 0} evaluation tokens (the "
+                      f"catalog's: {_usd(catalog)})", data={"provider_estimated_cost_usd": float(usd),
+                                                           "catalog_estimated_cost_usd": _float(catalog)})
+        budget = job.spec.budget.max_cost_usd
+        if budget is not None and usd > budget:
+            raise BudgetExceededError(f"Together estimates this job at {_usd(usd)}, over --max-cost ${budget} "
+                                      f"(the catalog's estimate was {_usd(catalog)}); nothing was created")
+        if answer.get("allowed_to_proceed") is False:
+            raise BudgetExceededError(f"Together will not start this job: its estimate {_usd(usd)} is over the "
+                                      f"account's limit (${answer.get('user_limit')}); nothing was created")
+
+    def _provider_create(self, job: Job, uploads: list[Upload]) -> Mapping[str, Any]:
+        kwargs = self._create_arguments(job, uploads)
         try:
             created = self.call("creating the fine-tuning job", self._writes().fine_tuning.create,
-                                model_limits=self._limits.get(spec.model), **kwargs)
+                                model_limits=self._limits.get(job.spec.model), **kwargs)
         except ValueError as exc:  # the SDK's own argument checks
             raise SpecError([f"{self.name}: {exc}"]) from exc
         return plain(created)

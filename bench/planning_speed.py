@@ -1,5 +1,6 @@
 """How long `ftbroker plan` spends outside the dataset pass: catalog import and load (bench/catalog_load.py),
-planning (every route source), JSON and the table. Prints its figures.
+planning (every route source, found in the backend registry as `ftbroker plan` finds them), JSON and the table.
+Prints its figures.
 
     python bench/planning_speed.py [ROUNDS]
 
@@ -26,7 +27,9 @@ from rich.console import Console
 import catalog_load  # bench/catalog_load.py, beside this script
 from ftbroker import planner, render
 from ftbroker.data import DatasetReport, Summary, TokenStats
+from ftbroker.planning import route_sources
 from ftbroker.pricing.catalog import load_catalog
+from ftbroker.routes import ModelRequest, PlanOptions, RouteContext
 
 
 def _report(keys: list[str]) -> DatasetReport:
@@ -56,16 +59,21 @@ def main(rounds: int) -> None:
     cat = load_catalog()
     six = ("Llama-3.1-8B", "Qwen2.5-7B", "Llama-3.2-3B", "Qwen3-14B", "Gemma-3-27B-it", "Llama-3.1-70B")
     gpu = cat.gpu("RTX-4090")
-    cases = (("default", planner.PlanOptions(gpu=gpu, gpu_source="--gpu")),
-             ("--all", planner.PlanOptions(gpu=gpu, gpu_source="--gpu", all_instances=True)),
-             ("--all, 6 models", planner.PlanOptions(
-                 models=tuple(planner.ModelRequest(m, cat.models[m]) for m in six), gpu=gpu,
-                 gpu_source="--gpu", all_instances=True)))
+    cases = (("default", PlanOptions(gpu=gpu, gpu_source="--gpu")),
+             ("--all", PlanOptions(gpu=gpu, gpu_source="--gpu", all_instances=True)),
+             ("--all, 6 models", PlanOptions(models=tuple(ModelRequest(m, cat.models[m]) for m in six), gpu=gpu,
+                                             gpu_source="--gpu", all_instances=True)))
+    sources, _ = route_sources(cat)
     for label, options in cases:
-        specs = planner.token_needs(cat, options)
-        keys = {spec: f"k{i}" for i, spec in enumerate(specs)}
-        inputs = planner.PlanInputs(_report(list(keys.values())), None, cat, options, keys, date(2026, 11, 28))
-        plan_s, plan = _time(lambda inputs=inputs: planner.build_plan(inputs), rounds)
+        needs = planner.token_needs(sources, cat, options)
+        keys = {need.spec: f"k{i}" for i, need in enumerate(needs)}
+        report = _report(list(keys.values()))
+
+        def plan_once(options=options, keys=keys, report=report):  # a fresh context: nothing remembered
+            context = RouteContext(report, None, cat, options, keys, date(2026, 11, 28))
+            return planner.build_plan(context, sources)
+
+        plan_s, plan = _time(plan_once, rounds)
         json_s, text = _time(lambda plan=plan: json.dumps(plan.to_json()), rounds)
         every = options.all_instances
         table_s, _ = _time(lambda plan=plan, every=every: render.print_plan(

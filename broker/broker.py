@@ -17,16 +17,17 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
 from ftbroker.backends.base import (GPU_ENV, Backend, Collectable, Environment, Exportable, Leftover, Quote, Resumable,
                                     Submission, Update, Verdict, create_backend, detect_gpus)
+from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR
 from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
-                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, JobNotFoundError,
-                             NotConfirmedError, RouteUnavailableError, SpecError)
+                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, NotConfirmedError,
+                             JobNotFoundError, LedgerDamagedError, RouteUnavailableError, SpecError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.ledger import Ledger, default_home
 from ftbroker.spec import JobSpec
@@ -96,11 +97,29 @@ class Broker:
     """The SDK face of ftbroker's job handling; the CLI commands are thin wrappers over it."""
 
     def __init__(self, home: str | Path | None = None, *, ledger: Ledger | None = None,
-                 sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = clock.today):
+                 sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = clock.today,
+                 rebuilding: bool = False):
+        """``rebuilding``: open a ledger that lost its jobs anyway, to rebuild it (``rebuild``)."""
         self.home = Path(home) if home is not None else default_home()
         self.ledger = ledger if ledger is not None else Ledger(self.home / "ledger.sqlite3")
         self._sleep, self._today = sleep, today
         self._backends: dict[str, Backend] = {}
+        if not rebuilding and not self.ledger.has_jobs():
+            runs = self._run_folders()
+            if runs:
+                self.ledger.close()
+                raise LedgerDamagedError(
+                    f"the job ledger {self.ledger.path} holds no jobs, but {self.home / RUNS_DIR} holds the run "
+                    f"folders of {len(runs)} local job{'s' if len(runs) > 1 else ''}: the ledger was lost or emptied. "
+                    "`ftbroker ledger rebuild` re-creates their entries from the run folders (or move the runs "
+                    "folder aside to start afresh)")
+
+    def _run_folders(self) -> list[Path]:
+        """The local jobs' run folders (``runs/JOB`` with the trainer's config.json)."""
+        try:
+            return sorted(p for p in (self.home / RUNS_DIR).iterdir() if (p / CONFIG_NAME).is_file())
+        except OSError:
+            return []
 
     def close(self) -> None:
         self.ledger.close()
@@ -283,7 +302,8 @@ class Broker:
             job = self.refresh(job.id)
 
     def result(self, ref: str) -> Result:
-        """The Result of a finished job (as recorded when it ended)."""
+        """The Result of a finished job (as recorded when it ended). A job refused before the backend made
+        anything (never submitted) has the ledger's record only."""
         job = self.ledger.get(ref)
         if not job.status.terminal:
             raise JobError(f"job {job.id} is {job.status.value}; it has no result yet "
@@ -291,7 +311,35 @@ class Broker:
         stored = self.ledger.stored_result(job.id)
         if stored is not None:
             return stored
+        if job.submitted_at is None:
+            return self._complete(Result(id=job.id, backend=job.backend, status=job.status, model=job.model), job)
         return self._complete(self.backend(job.spec).result(job), job)
+
+    def rebuild(self) -> tuple[list[Job], list[str]]:
+        """Re-create the ledger entries of local jobs from their run folders (``runs/JOB``) where the ledger lacks
+        them (it was lost, emptied or moved aside): each is recorded under its own id, then polled like any job,
+        which reads its status, events and result from the folder. Returns the jobs restored and, for each folder
+        that could not be, why."""
+        from ftbroker.backends.local.backend import recover_job
+
+        restored, skipped = [], []
+        for run_dir in self._run_folders():
+            try:
+                self.ledger.resolve(run_dir.name)
+                continue  # the ledger has it
+            except JobNotFoundError:
+                pass
+            try:
+                spec, remote = recover_job(run_dir)
+            except FtBrokerError as exc:
+                skipped.append(f"{run_dir}: {exc}")
+                continue
+            created = datetime.fromtimestamp((run_dir / CONFIG_NAME).stat().st_mtime, UTC)
+            self.ledger.restore(run_dir.name, spec, status=JobStatus.RUNNING if remote else JobStatus.QUEUED,
+                                created_at=created, remote=remote or {}, submitted=remote is not None,
+                                note="recovered from its run folder by `ftbroker ledger rebuild`")
+            restored.append(self.refresh(run_dir.name))
+        return restored, skipped
 
     # --- acting on jobs ---
 

@@ -7,6 +7,7 @@ imported inside the commands so that ``ftbroker --help`` and ``ftbroker plan`` s
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,12 +15,33 @@ import click
 from ftbroker import __version__
 
 
+class _Bounded(click.ParamType):
+    """A whole number held to its plausibility bound (``ftbroker.bounds``); a refusal says why (exit 2)."""
+
+    name = "integer"
+
+    def __init__(self, bound: str):
+        self.bound = bound
+
+    def convert(self, value, param, ctx):
+        from ftbroker import bounds
+
+        try:
+            number = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        why = bounds.problem(self.bound, number)
+        if why is not None:
+            self.fail(f"{number}: {why}", param, ctx)
+        return number
+
+
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "cancel", "resume", "export",
-             "gc", "catalog")
+             "gc", "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -30,17 +52,34 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-            if ctx.meta.get("ftbroker.debug"):
-                raise
-            from ftbroker.errors import FtBrokerError
-
-            if isinstance(exc, FtBrokerError):
-                click.echo(f"error: {exc}", err=True)
-                ctx.exit(exc.exit_code)
-            click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                       err=True)
+        except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
+            _drop_stdout()
             ctx.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+            from ftbroker.errors import FtBrokerError
+            from ftbroker.redact import scrub
+
+            code = exc.exit_code if isinstance(exc, FtBrokerError) else 1
+            if ctx.meta.get("ftbroker.debug"):  # the traceback, masked as every message is
+                import traceback
+
+                click.echo(scrub("".join(traceback.format_exception(exc))).rstrip(), err=True)
+            elif isinstance(exc, FtBrokerError):
+                click.echo(scrub(f"error: {exc}"), err=True)
+            else:
+                click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                                 "traceback)"), err=True)
+            ctx.exit(code)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail on the broken pipe again (the recipe
+    of Python's signal module documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (tests capture output)
+        pass
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,9 +128,7 @@ _RUN_FIELDS = {
 
 
 def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def _print_json(data) -> None:
@@ -105,9 +142,7 @@ def _show(json_mode: bool, data, view) -> None:
     if json_mode:
         _print_json(data)
     else:
-        from rich.console import Console
-
-        Console().print(view)
+        _console().print(view)
 
 
 def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> tuple[dict, list[str]]:
@@ -127,6 +162,8 @@ def _option_values(options: tuple[str, ...]) -> tuple[dict, list[str]]:
     """``--option KEY=VALUE`` flags as {key: value} (YAML scalars: "2" -> 2, "true" -> True), and the problems."""
     import yaml
 
+    from ftbroker.spec import load_yaml
+
     values, problems = {}, []
     for option in options:
         key, sep, value = option.partition("=")
@@ -134,7 +171,7 @@ def _option_values(options: tuple[str, ...]) -> tuple[dict, list[str]]:
             problems.append(f"--option {option!r}: write KEY=VALUE")
             continue
         try:
-            values[key.strip()] = yaml.safe_load(value)
+            values[key.strip()] = load_yaml(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
             values[key.strip()] = value
     return values, problems
@@ -207,6 +244,11 @@ def _job_command(f):
 
 @cli.command()
 @click.argument("data", required=False)
+@click.option("--route", "route_number", type=click.IntRange(min=1), metavar="N",
+              help="Run route N of the last plan (`ftbroker plan` keeps the plan it prints) or of --from-plan: its "
+                   "dataset, backend, model, method, settings and backend options; other flags override them.")
+@click.option("--from-plan", metavar="PLAN.json", help="The plan --route takes route N from: a file written by "
+              "`ftbroker plan DATA --json > PLAN.json` (default: the last plan).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
 @click.option("--backend", metavar="NAME", help="Where to train: local, ec2, openai, together, bedrock, or a plug-in "
               "(default: local).")
@@ -243,28 +285,62 @@ def _job_command(f):
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
 @_json_option
-def run(data, config, options, yes, detach, force, json_mode, **params):
+def run(data, route_number, from_plan, config, options, yes, detach, force, json_mode, **params):
     """Train a model on DATA through one backend, and follow the job.
 
     Checks the data, prices the job (the quote goes to stderr), refuses (exit 3) what does not fit the GPU (unless
     --force) or would cost more than --max-cost, asks for confirmation (unless --yes), records the job in the
     ledger, starts it and follows it; Ctrl-C stops following, never the job. Flags override the --config file.
 
+    --route N runs route N of a plan as the plan priced it. The route fixes the dataset, the backend, the method and
+    the GPU (DATA, --config, --backend, --method, --validation and --gpu are refused beside it: pick another route,
+    or plan again); any other flag overrides what the route sets (--model, --epochs, --micro-batch, --option ...),
+    and the job is then quoted as it will run. A route no backend runs yet, one that is out or closed, and a
+    dataset changed since the plan are refused with the reason.
+
     \b
     Examples:
       ftbroker run data.jsonl --model Llama-3.1-8B --method qlora --gpu RTX-4090
       ftbroker run --config examples/jobs/local-qlora.yaml --epochs 1 --yes --detach
+      ftbroker plan data.jsonl --model Llama-3.1-8B && ftbroker run --route 6
+      ftbroker run --from-plan plan.json --route 6 --max-cost 5
       ftbroker run data.jsonl --backend ec2 --model Llama-3.1-8B --method qlora --option s3_uri=s3://bucket/ftb
     """
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
 
     overrides, problems = _run_overrides(data, params, options)
-    spec = load_spec(config, overrides, flag_names={path: flag for path, flag in _RUN_FIELDS.values()},
-                     problems=problems)
+    flag_names = {path: flag for path, flag in _RUN_FIELDS.values()}
+    if route_number is not None or from_plan is not None:
+        overrides, flag_names = _route_overrides(route_number, from_plan, data, config, params, overrides, flag_names)
+    spec = load_spec(config, overrides, flag_names=flag_names, problems=problems)
     with Broker() as broker:
         job = broker.submit(spec, confirm=_confirm(ask_user=not yes), force=force)
         _finish(broker, job, detach=detach, json_mode=json_mode)
+
+
+# What a plan's route fixes: the flags that would choose another route are refused beside --route.
+_ROUTE_FIXES = {"data": "DATA", "config": "--config", "backend": "--backend", "method": "--method",
+                "validation": "--validation", "gpu": "--gpu"}
+
+
+def _route_overrides(number, from_plan, data, config, params, overrides, flag_names):
+    """The JobSpec fields of the plan's route ``number``, then run's own flags over them (see ``run``)."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import load_plan, route_fields
+
+    if number is None:
+        raise click.UsageError("--from-plan needs --route N: the number of the route to run, as the plan shows it")
+    given = {"data": data, "config": config, **params}
+    clash = [flag for name, flag in _ROUTE_FIXES.items() if given.get(name) is not None]
+    if clash:
+        raise click.UsageError(f"--route runs the plan's dataset on the route's backend, method and GPU: "
+                               f"{', '.join(clash)} cannot be given with it (pick another route, or plan again)")
+    doc, where = load_plan(from_plan, default_home())
+    fields, route = route_fields(doc, number, where)
+    click.echo(f"route #{number} of {where}: {route['id']}", err=True)
+    flags = {path: value for path, value in overrides.items() if value is not None}
+    return {**fields, **flags}, {**flag_names, **{p: f"--route {number}" for p in fields if p not in flags}}
 
 
 @cli.command()
@@ -277,13 +353,20 @@ def run(data, config, options, yes, detach, force, json_mode, **params):
 def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
+    from ftbroker.errors import LedgerDamagedError
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
 
+    damaged = None
     with Broker() as broker:
-        found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        try:
+            found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
+        except LedgerDamagedError as exc:  # one bad row: the others are still shown, then the bad one named
+            found, damaged = exc.readable, exc
     _show(json_mode, {"jobs": [job_json(j) for j in found]},
           jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+    if damaged is not None:
+        raise damaged
 
 
 @_job_command
@@ -309,12 +392,10 @@ def logs(job_id, follow, json_mode):
     """
     import json as jsonlib
 
-    from rich.console import Console
-
     from ftbroker.broker import Broker
     from ftbroker.render_jobs import event_json, event_line
 
-    console = Console(highlight=False)
+    console = _console()
 
     with Broker() as broker:
         try:
@@ -438,39 +519,82 @@ def gc(yes, backend, options, json_mode):
     _show(json_mode, leftovers_json(rows, applied=yes), leftovers_view(rows, applied=yes))
 
 
+@cli.group()
+def ledger():
+    """Look after the job ledger (FTBROKER_HOME/ledger.sqlite3)."""
+
+
+@ledger.command("rebuild")
+@_json_option
+def ledger_rebuild(json_mode):
+    """Re-create the entries of local jobs from their run folders.
+
+    For a ledger that was lost, emptied or moved aside (damaged) while FTBROKER_HOME/runs still holds the run
+    folders: each job missing from the ledger is recorded again under its own id, with the spec its trainer's
+    config.json gives, and its status, events and result read from its folder. Managed jobs (OpenAI, Together,
+    Bedrock) have no run folder and cannot be recovered this way.
+    """
+    from ftbroker.broker import Broker
+    from ftbroker.render_jobs import job_json
+
+    with Broker(rebuilding=True) as broker:
+        restored, skipped = broker.rebuild()
+    if json_mode:
+        _print_json({"restored": [job_json(j) for j in restored], "skipped": skipped})
+    else:
+        for job in restored:
+            click.echo(f"{job.id} {job.status.value}: {job.model} ({job.method})")
+        click.echo(f"{len(restored)} job{'s' if len(restored) != 1 else ''} restored from their run folders")
+    for reason in skipped:
+        click.echo(f"skipped: {reason}", err=True)
+
+
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
+
+_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "torchtune")  # estimate.stacks.STACKS
+
 
 @cli.command("estimate")
 @click.argument("model")
 @click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
-@click.option("--seq-len", default=2048, show_default=True, type=click.IntRange(min=1), help="Tokens per sequence.")
-@click.option("--batch", "micro_batch", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Micro-batch per GPU.")
-@click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1), help="LoRA rank.")
-@click.option("--targets", multiple=True, default=("all-linear",), show_default=True,
-              help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable).")
+@click.option("--stack", default="ftbroker", show_default=True, type=click.Choice(_STACK_NAMES),
+              help="The trainer that runs it: how it stores tensors (loss, attention, kernels, optimizer) and its "
+                   "defaults for every setting not given. ftbroker: `ftbroker run --backend local`.")
+@click.option("--seq-len", type=_Bounded("seq_len"), help="Tokens per sequence (default: the stack's, 2048).")
+@click.option("--batch", "micro_batch", type=_Bounded("micro_batch"),
+              help="Micro-batch per GPU (default: the stack's; ftbroker 4).")
+@click.option("--grad-accum", "grad_accumulation", default=1, show_default=True, type=_Bounded("grad_accum"),
+              help="Micro-batches per optimizer step (accumulating keeps the gradients alive during backward).")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank (default: the stack's; ftbroker 16).")
+@click.option("--targets", multiple=True,
+              help="LoRA target modules: q_proj,v_proj ... or all-linear / attention / mlp (repeatable; default: "
+                   "the stack's; ftbroker all-linear).")
 @click.option("--gpu", default=None, metavar="NAME[:COUNT]",
               help="GPU from the catalog, e.g. RTX-4090 or H100:8. Without it: the memory alone, no fit or tokens/s.")
-@click.option("--grad-checkpointing/--no-grad-checkpointing", default=True, show_default=True,
-              help="Recompute activations in the backward pass: less memory, more compute.")
-@click.option("--optimizer", default="adamw", show_default=True,  # estimate.setup.OPTIMIZERS (a test keeps them equal)
-              help="adamw, adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, adamw_4bit, sgd.")
-@click.option("--precision", default="bf16", show_default=True, type=click.Choice(["bf16", "amp", "fp32", "mixed"]),
-              help="bf16: weights loaded in bf16 (the local trainer's LoRA and QLoRA); amp: fp32 weights under "
-                   "bf16 autocast (its full fine-tuning); fp32: no autocast; mixed: 16-bit weights + fp32 master.")
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None,
+              help="Recompute activations in the backward pass: less memory, more compute (default: the stack's).")
+@click.option("--optimizer", default=None,  # estimate.setup.OPTIMIZERS (a test keeps them equal)
+              help="adamw, adamw_torch, adamw_8bit, paged_adamw_8bit, paged_adamw_32bit, adamw_4bit, sgd "
+                   "(default: the stack's).")
+@click.option("--precision", default=None, type=click.Choice(["bf16", "amp", "fp32", "mixed"]),
+              help="bf16: weights held in bf16; amp: fp32 weights under bf16 autocast; fp32: no autocast; mixed: "
+                   "16-bit weights + fp32 master (default: the stack's; ftbroker: amp for full, bf16 for LoRA/QLoRA).")
 @click.option("--sharding", default=None, type=click.Choice(["none", "ddp", "zero1", "zero2", "zero3", "fsdp"]),
               help="Multi-GPU strategy (default: none on one GPU; ddp for LoRA/QLoRA, fsdp for full).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--explain", is_flag=True, help="Show every term with its formula and numbers.")
-def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, grad_checkpointing, optimizer,
-                     precision, sharding, as_json, explain):
+def estimate_command(model, method, stack, seq_len, micro_batch, grad_accumulation, lora_r, targets, gpu,
+                     grad_checkpointing, optimizer, precision, sharding, as_json, explain):
     """Peak VRAM, fit and tokens/s of fine-tuning MODEL, without data.
 
-    MODEL is a catalog name, a local model folder or a config.json. --explain shows every term with its formula.
+    MODEL is a catalog name, a local model folder or a config.json. Settings left out are those of the stack's
+    trainer: with the default stack, what `ftbroker run --backend local` would give its trainer, so the peak is
+    the one `ftbroker plan` and `ftbroker run` show for the same settings. --explain shows every term.
 
     \b
-    Example:
+    Examples:
       ftbroker estimate Llama-3.1-8B --method qlora --seq-len 2048 --batch 4 --gpu RTX-4090
+      ftbroker estimate Llama-3.1-8B --method qlora --gpu RTX-4090 --stack unsloth
     """
     if as_json and explain:
         raise click.UsageError("--json and --explain cannot be combined")
@@ -478,9 +602,10 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
 
     from ftbroker.estimate import estimate
 
-    result = estimate(model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, lora_r=lora_r,
-                      targets=targets, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
-                      precision=precision, sharding=sharding)
+    result = estimate(model, method=method, gpu=gpu, stack=stack, seq_len=seq_len, micro_batch=micro_batch,
+                      grad_accumulation=grad_accumulation, lora_r=lora_r, targets=targets or None,
+                      grad_checkpointing=grad_checkpointing, optimizer=optimizer, precision=precision,
+                      sharding=sharding)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif explain:
@@ -489,17 +614,21 @@ def estimate_command(model, method, seq_len, micro_batch, lora_r, targets, gpu, 
         console = _console()  # wrapped for a terminal; whole lines into a pipe or file, for grep
         click.echo(hanging(result.explain(), console.width) if console.is_terminal else result.explain())
     else:
-        _print_estimate(result)
+        _print_estimate(result, stack)
 
 
-def _print_estimate(result) -> None:
+def _print_estimate(result, stack: str) -> None:
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     data = result.to_json()
-    console = Console()
-    console.print(f"[bold]{data['model']} {data['method']}[/bold]: peak memory per GPU", highlight=False)
+    console = _console()
+    s = result.setup
+    console.print(f"[bold]{data['model']} {data['method']}[/bold] ({stack} stack): micro-batch {s.micro_batch} x "
+                  f"{s.seq_len} tokens, {s.precision}, {s.optimizer_kind.name}"
+                  f"{', checkpointing' if s.grad_checkpointing else ''}"
+                  f"{f', accumulating {s.grad_accumulation}' if s.grad_accumulation > 1 else ''}", highlight=False)
+    console.print(f"peak memory per GPU (during the {result.memory.phase})", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     table.add_column("term")
     table.add_column("GiB", justify="right")
@@ -528,11 +657,11 @@ def _print_estimate(result) -> None:
                    "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
                    "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
-@click.option("--epochs", type=click.IntRange(1, 100),
+@click.option("--epochs", type=_Bounded("epochs"),
               help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
-@click.option("--n-evals", type=click.IntRange(0, 1000),
+@click.option("--n-evals", type=_Bounded("n_evals"),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
-@click.option("--max-seq-len", type=click.IntRange(16, 1_048_576),
+@click.option("--max-seq-len", type=_Bounded("max_seq_len"),
               help="Longest training sequence, in tokens; longer examples are cut (GPU routes; default 2048).")
 @click.option("--tokenizer", metavar="NAME",
               help="Count the open-model routes' tokens with this tokenizer: o200k_base, cl100k_base or a local "
@@ -540,7 +669,7 @@ def _print_estimate(result) -> None:
 @click.option("--gpu", metavar="NAME[:COUNT]",
               help="Your GPU for the local routes, from the catalog, e.g. RTX-4090 or H100:8. Default: FTBROKER_GPU, "
                    "else the GPUs nvidia-smi reports; none: no local routes.")
-@click.option("--lora-r", type=click.IntRange(1, 1024), help="LoRA rank.")
+@click.option("--lora-r", type=_Bounded("lora_r"), help="LoRA rank.")
 @click.option("--validation-file", metavar="FILE", help="A held-out JSONL file (default on GPU routes: 10% of DATA).")
 @click.option("--catalog", "catalog_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               metavar="FILE", help="Extra catalog file (.toml or .csv) that adds or replaces rows (repeatable).")
@@ -556,13 +685,15 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     """Price every route: managed APIs, your GPU and cloud GPUs.
 
     Reads DATA (JSONL) once, counts its tokens the way each route bills or trains them, and lists the routes side
-    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Exit status 2 when
-    the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan unless no example could
-    be read at all.
+    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Each route has a
+    number, the same in every view: `ftbroker run --route N` runs route N of the last plan (kept in FTBROKER_HOME),
+    as it was priced. Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints
+    the plan unless no example could be read at all.
 
     \b
     Example:
       ftbroker plan examples/data/support_chats.jsonl --model Llama-3.1-8B --gpu RTX-4090
+      ftbroker run --route 6
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
@@ -578,14 +709,28 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
         raise DatasetError(errors)
     from ftbroker import render
 
+    doc = result.to_json()
+    _keep_plan(doc)
     if as_json:
-        click.echo(render.to_json_text(result.to_json()))
+        click.echo(render.to_json_text(doc))
     elif as_csv:
         click.echo(render.plan_csv(result), nl=False)
     else:
         render.print_plan(result, _console(), all_routes=all_instances, verbose=verbose)
     if errors:
         raise DatasetError(errors)
+
+
+def _keep_plan(doc) -> None:
+    """The plan as the last plan (``ftbroker run --route N`` runs its routes); a home that cannot be written to
+    costs only that, said on stderr."""
+    from ftbroker.ledger import default_home
+    from ftbroker.route_jobs import save_last_plan
+
+    try:
+        save_last_plan(doc, default_home())
+    except OSError as exc:
+        click.echo(f"warning: the plan was not kept for `ftbroker run --route` ({exc})", err=True)
 
 
 @cli.group()
@@ -605,7 +750,7 @@ def catalog():
 def catalog_show(kind, catalog_files, as_json):
     """Show the catalog rows in force, their sources and age.
 
-    Prices older than 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
+    Prices not checked against their source for 90 days are flagged (!). Example: ftbroker catalog show --kind gpus
     """
     from ftbroker import clock, render
     from ftbroker.pricing.catalog import load_catalog
@@ -616,6 +761,47 @@ def catalog_show(kind, catalog_files, as_json):
         click.echo(render.to_json_text(render.catalog_json(cat, kinds, clock.today())))
     else:
         render.print_catalog(cat, kinds, clock.today(), _console())
+
+
+@catalog.command("update")
+@click.option("--cloud", "clouds", multiple=True, metavar="CLOUD",
+              help="Only this cloud (repeatable): aws, gcp, lambda, nebius, vast, fluidstack, cudo. Default: all.")
+@click.option("--mirror", metavar="URL", help="Fetch through a mirror that answers GitHub's API and raw-file paths.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+def catalog_update(clouds, mirror, as_json):
+    """Refresh cloud GPU prices from SkyPilot's published catalogs.
+
+    Reads each cloud's vms.csv at its newest commit in github.com/skypilot-org/skypilot-catalog (over the network),
+    keeps the cheapest region of each GPU instance type, and writes the rows with that commit and its date to your
+    catalog folder (catalog/ beside your override file), where every plan reads them. Prints what changed. Nothing
+    is written unless every cloud asked for was read and validates.
+
+    \b
+    Example:
+      ftbroker catalog update --cloud aws --cloud gcp
+    """
+    from ftbroker import clock, render
+    from ftbroker.errors import InputError
+    from ftbroker.pricing import refresh
+    from ftbroker.pricing.catalog import load_catalog
+
+    unknown = sorted(set(clouds) - set(refresh.CLOUDS))
+    if unknown:
+        raise InputError(f"--cloud {', '.join(unknown)}: SkyPilot's current catalog has no such cloud "
+                         f"(valid: {', '.join(refresh.CLOUDS)})")
+    today = clock.today()
+    before = load_catalog()
+    updates = []
+    for cloud in clouds or refresh.CLOUDS:
+        fetched = refresh.fetch(cloud, mirror=mirror)
+        rows, skipped = refresh.parse_vms(fetched, before, today)
+        updates.append(refresh.Update(fetched, rows, skipped, refresh.changes(cloud, before.instances, rows)))
+    written = refresh.install(updates)
+    if as_json:
+        click.echo(render.to_json_text({"today": today.isoformat(), "written": [str(p) for p in written],
+                                        "clouds": [u.to_json() for u in updates]}))
+    else:
+        render.print_catalog_update(updates, written, _console())
 
 
 @catalog.command("validate")
@@ -634,13 +820,22 @@ def catalog_validate(file):
                f"offers, {len(cat.models)} models in force (catalog {cat.version})")
     stale = cat.stale_rows(clock.today())
     if stale:
-        click.echo(f"warning: {len(stale)} priced row(s) are older than 90 days (ftbroker catalog show)", err=True)
+        click.echo(f"warning: {len(stale)} priced row(s) not checked against their source for 90 days (ftbroker "
+                   "catalog show; ftbroker catalog update refreshes the cloud prices)", err=True)
 
 
-def _console():
+_WHOLE_LINES = 1_000_000  # "columns" of a pipe or a file: nothing is ever cut to fit
+
+
+def _console(*, stderr: bool = False):
+    """A console for people: fitted to the terminal's width; into a pipe or a file (grep, scripts, a log), whole
+    lines, with no name cut and no column left out, unless COLUMNS asks for a width (rich's rule)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = _WHOLE_LINES
+    return console
 
 
 # --- validate: one dataset file against every provider's rules ---------------------------------------------
@@ -649,7 +844,7 @@ def _console():
 @click.argument("data")
 @click.option("--tokenizer", default="cl100k_base", show_default=True, metavar="NAME",
               help="o200k_base, cl100k_base, an OpenAI model name, or a local tokenizer or model folder.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), metavar="N",
+@click.option("--max-seq-len", type=_Bounded("seq_len"), metavar="N",
               help="Count the examples longer than N tokens (a trainer would cut them).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as JSON (only JSON on stdout).")
 def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool) -> None:

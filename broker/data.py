@@ -40,6 +40,7 @@ checked by that backend's converter.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import hashlib
@@ -47,12 +48,13 @@ import json
 import mmap
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import eq
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from ftbroker.errors import DataIssue, DatasetError, InputError
@@ -164,6 +166,11 @@ class DatasetReport:
 
 # -------------------------------------------------------------------------------------------- accumulation
 _BLOCK_BYTES = 1 << 20
+# One line (example) is read whole into memory, and parsing takes about 5 times its size: a longer line is refused
+# unread. The largest example a provider takes: 10 images of up to 10 MB each, in base64 (OpenAI's fine-tuning
+# guide, vision; Together's data-preparation page), about 134 MB. Must stay above _BLOCK_BYTES (see _spans).
+MAX_LINE_BYTES = 256 << 20
+_LARGEST_EXAMPLE_MB = 134
 _MAX_ERRORS = 1000  # kept in memory; the rest are counted
 _EXACT_LENGTHS = 8192  # lengths above are rounded up to a multiple of 64 so the histogram stays bounded
 
@@ -789,18 +796,31 @@ _SPREAD = (
 )
 
 
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why a file's name cannot be kept in the job ledger or a JSON report (both UTF-8 text), if it cannot."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return f"{shown}: the file name is not valid UTF-8 (the ledger and JSON reports hold UTF-8 text): rename it"
+    return None
+
+
 def _file_problem(path: Path) -> str | None:
     """What makes the whole file unreadable as JSONL, if anything."""
     try:
-        if path.is_dir():
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
             return "is a directory, not a JSONL file: name the .jsonl file in it"
-        if not path.exists():
-            return "no such file"
-        if not path.is_file():
+        if not stat.S_ISREG(mode):
             return "is not a regular file"
         with path.open("rb") as fh:
             head = fh.read(4096)
+    except FileNotFoundError:
+        return "no such file"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a loop of symbolic links, not a file"
         return f"cannot read the file: {exc.strerror or exc}"
     if not head:
         return "the file is empty"
@@ -820,9 +840,22 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def _spans(path: Path) -> Iterator[tuple[int, int, int]]:
-    """Blocks of whole lines, about _BLOCK_BYTES each (longer where a line is): (byte offset, size, number of
-    the first line). A UTF-8 byte-order mark before the first line is left out."""
+class _Span(NamedTuple):
+    """Whole lines of a file: ``size`` bytes from byte ``offset``, the first being line ``line_no``.
+    ``too_long``: one line over MAX_LINE_BYTES (``size``: its length without the newline), never read into memory,
+    only reported."""
+
+    offset: int
+    size: int
+    line_no: int
+    too_long: bool = False
+
+
+def _spans(path: Path) -> Iterator[_Span]:
+    """Blocks of whole lines, about _BLOCK_BYTES each (longer where a line is, up to MAX_LINE_BYTES), and each line
+    over MAX_LINE_BYTES on its own, measured in bounded reads. A UTF-8 byte-order mark before the first line is
+    left out. Only a block's first line can be long: the others start and end inside one window."""
+    limit = MAX_LINE_BYTES
     with path.open("rb") as fh:
         start = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0
         fh.seek(start)
@@ -832,25 +865,56 @@ def _spans(path: Path) -> Iterator[tuple[int, int, int]]:
             n = fh.readinto(window)
             if not n:
                 if read > start:  # the last line, without a newline
-                    yield start, read - start, line_no
+                    yield _Span(start, read - start, line_no)
                 return
-            cut = window.rfind(b"\n", 0, n) + 1
             read += n
-            if not cut:  # a line longer than a block: read on
+            first = window.find(b"\n", 0, n)  # the first line's end, if it is in this window
+            if first < 0 and read - start <= limit:  # a line longer than a block: read on
                 continue
-            end = read - n + cut
-            yield start, end - start, line_no
-            line_no += window.count(b"\n", 0, cut)  # earlier windows of this block had none
+            if first < 0 or read - n + first - start > limit:  # the first line is over the limit: measure it
+                length = _line_length(fh, window, read - start) if first < 0 else read - n + first - start
+                yield _Span(start, length, line_no, True)
+                end = fh.tell() if first < 0 else start + length + 1
+                line_no += 1
+            else:
+                cut = window.rfind(b"\n", 0, n) + 1
+                end = read - n + cut
+                yield _Span(start, end - start, line_no)
+                line_no += window.count(b"\n", 0, cut)  # earlier windows of this block had none
             start = read = end
             fh.seek(end)
 
 
-def _lines(path: Path) -> Iterator[tuple[bytes, int, int]]:
-    """Blocks of whole lines: (block, number of its first line, byte offset of its first line)."""
+def _line_length(fh, window: bytearray, length: int) -> int:
+    """The length of the line being read, ``length`` bytes of it read so far, reading on one window at a time;
+    the file is left after its newline."""
+    while True:
+        n = fh.readinto(window)
+        newline = window.find(b"\n", 0, n)
+        if newline >= 0:
+            fh.seek(newline + 1 - n, os.SEEK_CUR)
+            return length + newline
+        if not n:
+            return length
+        length += n
+
+
+def _long_line(size: int) -> str:
+    return (f"the line is {size:,} bytes, over the limit of {MAX_LINE_BYTES:,} bytes for one example "
+            f"({MAX_LINE_BYTES >> 20} MiB; the largest a provider takes is about {_LARGEST_EXAMPLE_MB} MB: 10 "
+            "images of 10 MB in base64): it was not read")
+
+
+def _lines(path: Path) -> Iterator[tuple[bytes | None, _Span]]:
+    """Blocks of whole lines with their span; the block is None for a line over MAX_LINE_BYTES (``analyze``
+    reports it)."""
     with path.open("rb") as fh:
-        for offset, size, line_no in _spans(path):
-            fh.seek(offset)
-            yield fh.read(size), line_no, offset
+        for span in _spans(path):
+            if span.too_long:
+                yield None, span
+                continue
+            fh.seek(span.offset)
+            yield fh.read(span.size), span
 
 
 def read_examples(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -859,8 +923,10 @@ def read_examples(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     For converting a file that ``analyze`` has already checked: lines that are not JSON objects (which
     ``analyze`` reports) are skipped here, not reported again.
     """
-    for block, line_no, _ in _lines(Path(path)):
-        for number, line in enumerate(block.split(b"\n"), line_no):
+    for block, span in _lines(Path(path)):
+        if block is None:
+            continue
+        for number, line in enumerate(block.split(b"\n"), span.line_no):
             if not line.strip():
                 continue
             try:
@@ -912,7 +978,11 @@ def _first_format(path: Path) -> tuple[str | None, int, str | None]:
     """(the file's format, the line that set it, a fatal message) from the first line with a known format.
     Fatal: the first line of the file is the start of a JSON object that goes on over the next lines."""
     first = True
-    for block, line_no, offset in _lines(path):
+    for block, span in _lines(path):
+        if block is None:
+            first = False
+            continue
+        line_no, offset = span.line_no, span.offset
         lines = block.split(b"\n")
         for i, line in enumerate(lines):
             stripped = line.strip()
@@ -1050,6 +1120,22 @@ def _work(offset: int, size: int, line_no: int) -> _Partial:
 _WORKER_STATE: tuple[_Context, int]  # the counters and the open file: set before the fork, inherited
 
 
+def _refused(span: _Span, ctx: _Context) -> _Partial:
+    """The partial result of a line over MAX_LINE_BYTES: its error."""
+    part = _Partial(tokens={c.key: _Tokens() for c in ctx.counters}, non_blank=1)
+    part.issues.error(span.line_no, _long_line(span.size))
+    return part
+
+
+def _done(part: _Partial):
+    """``part`` as a finished future, to keep its place among the workers' results."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
+    future.set_result(part)
+    return future
+
+
 def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     """The partial result of every block, in file order: in this process for small files, else in forked
     worker processes (parsing and validation are Python, so threads would not share out)."""
@@ -1057,8 +1143,8 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
     # only counters that say they work in a forked child (HF tokenizers' own threads do not)
     forkable = all(getattr(c, "forkable", False) for c in ctx.counters)
     if workers < 2 or not forkable or path.stat().st_size < _PARALLEL_BYTES or os.name != "posix":
-        for block, line_no, offset in _lines(path):
-            yield _count(*_scan(block, line_no, offset, ctx), ctx)
+        for block, span in _lines(path):
+            yield _refused(span, ctx) if block is None else _count(*_scan(block, span.line_no, span.offset, ctx), ctx)
         return
     import multiprocessing
     from collections import deque
@@ -1074,8 +1160,9 @@ def _partials(path: Path, ctx: _Context) -> Iterator[_Partial]:
         fork = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=fork, initializer=start) as pool:
             window: deque = deque()
-            for offset, size, line_no in _spans(path):
-                window.append(pool.submit(_work, offset, size, line_no))
+            for span in _spans(path):
+                window.append(_done(_refused(span, ctx)) if span.too_long
+                              else pool.submit(_work, span.offset, span.size, span.line_no))
                 if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
                     yield window.popleft().result()
             while window:

@@ -25,6 +25,7 @@ are translated where they cross into ftbroker, with ``raise ... from``.
     │   ├── JobNotFoundError          exit 2: no such job id in the ledger
     │   └── JobFailedError            .job_id; the job ended failed
     └── LedgerError                   the job ledger cannot be read or written
+        └── LedgerDamagedError        exit 2: a damaged file or row, or a lost index; says how to recover
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class SpecError(InputError):
 
 class CatalogError(InputError):
     """A catalog file (shipped or user override) does not validate."""
+
+
+class CatalogFetchError(FtBrokerError):
+    """Refreshing the catalog from its upstream source failed (network, HTTP status, an unreadable answer)."""
 
 
 class UnknownNameError(InputError):
@@ -192,3 +197,14 @@ class JobFailedError(JobError):
 
 class LedgerError(FtBrokerError):
     """The job ledger cannot be read or written."""
+
+
+class LedgerDamagedError(LedgerError):
+    """The ledger file is damaged (a corrupted page, an unreadable row) or was lost while run folders remain: the
+    message says how to recover (``ftbroker ledger rebuild``). ``readable``: the jobs that could still be read."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, readable: Sequence = ()):
+        self.readable = list(readable)
+        super().__init__(message)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.errors import InputError, JobNotFoundError, LedgerError
+from ftbroker.errors import InputError, JobNotFoundError, LedgerDamagedError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.private import FOLDER_MODE, narrow, private_file
 from ftbroker.redact import scrub
 from ftbroker.spec import JobSpec
 
@@ -34,6 +35,7 @@ ID_PREFIX = "ftb-"
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids are read aloud and typed
 _ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
 BUSY_TIMEOUT_MS = 30_000
+_SQLITE_INT_MAX = 2**63 - 1
 
 
 def default_home() -> Path:
@@ -145,10 +147,13 @@ class Ledger:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            for path in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
+                narrow(path)  # SQLite makes its -wal and -shm files with the ledger's own permissions
+            private_file(self.path)
         except OSError as exc:
-            raise LedgerError(f"cannot make the folder of the job ledger, {self.path.parent}: "
-                              f"{exc.strerror or exc} (FTBROKER_HOME must name a folder)") from exc
+            raise LedgerError(f"cannot make the job ledger {self.path}: {exc.strerror or exc} "
+                              "(FTBROKER_HOME must name a folder)") from exc
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -161,8 +166,7 @@ class Ledger:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the job ledger {self.path}: {exc} (move the file aside to start a new "
-                              "ledger, or set FTBROKER_HOME to use another folder)") from exc
+            raise self._failure(exc, "open") from exc
 
     def _use_wal(self) -> None:
         """Switch to write-ahead logging. The switch needs the file to itself for a moment and SQLite answers
@@ -196,13 +200,35 @@ class Ledger:
             raise LedgerError(f"the job ledger {self.path} is locked or unwritable: {exc}") from exc
         try:
             yield self._db
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._failure(exc, "write") from exc
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot write the job ledger {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:  # the failure already ended the transaction
+            pass
+
+    def _failure(self, exc: sqlite3.Error, doing: str) -> LedgerError:
+        """The LedgerError for a failed SQLite call: a damaged file says how to recover."""
+        if any(word in str(exc) for word in ("malformed", "not a database", "corrupt")):
+            return LedgerDamagedError(f"the job ledger {self.path} is damaged ({exc}): {RECOVERY}")
+        return LedgerError(f"cannot {doing} the job ledger {self.path}: {exc} (set FTBROKER_HOME to use another "
+                           "folder)")
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "read") from exc
 
     def _migrate(self) -> None:
         version = self.schema_version
@@ -316,8 +342,8 @@ class Ledger:
         if not ref.startswith(ID_PREFIX):
             ref = ID_PREFIX + ref
         pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = [r[0] for r in self._db.execute(
-            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11", (pattern,))]
+        ids = [r[0] for r in self._rows("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11",
+                                        (pattern,))]
         if ref in ids:
             return ref
         if len(ids) == 1:
@@ -329,12 +355,17 @@ class Ledger:
 
     def get(self, ref: str) -> Job:
         """The job with this id or unique id prefix."""
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (self.resolve(ref),)).fetchone()
-        return _job(row)
+        row = self._rows("SELECT * FROM jobs WHERE id = ?", (self.resolve(ref),))[0]
+        try:
+            return _job(row)
+        except _BAD_ROW as exc:
+            raise LedgerDamagedError(f"job {row['id']} cannot be read from the job ledger {self.path}: "
+                                     f"{_first_line(exc)}") from exc
 
     def list(self, *, limit: int | None = None, backend: str | None = None,
              status: JobStatus | None = None) -> list[Job]:
-        """Jobs, newest first."""
+        """Jobs, newest first. A row that cannot be read raises LedgerDamagedError naming it, after every other
+        row was read (its ``readable``): one damaged row does not hide the rest."""
         where, args = [], []
         if backend is not None:
             where.append("backend = ?")
@@ -345,32 +376,73 @@ class Ledger:
         sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY created_at DESC, id"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_job(r) for r in self._db.execute(sql, args)]
+            sql += " LIMIT ?"
+            args.append(min(int(limit), _SQLITE_INT_MAX))  # more than the ledger can hold: all of them
+        jobs, bad = [], []
+        for row in self._rows(sql, args):
+            try:
+                jobs.append(_job(row))
+            except _BAD_ROW as exc:
+                bad.append(f"{row['id']} ({_first_line(exc)})")
+        if bad:
+            raise LedgerDamagedError(f"{len(bad)} job{'s' if len(bad) > 1 else ''} in the job ledger {self.path} "
+                                     f"cannot be read: {'; '.join(bad)}", readable=jobs)
+        return jobs
+
+    def has_jobs(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM jobs LIMIT 1"))
+
+    def restore(self, job_id: str, spec: JobSpec, *, status: JobStatus, created_at: datetime,
+                remote: Mapping[str, str], submitted: bool, note: str) -> bool:
+        """Record a job under the id it already has (``ftbroker ledger rebuild``); False if the id is taken."""
+        created = _ts(created_at)
+        with self._write() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO jobs (id, backend, model, method, status, spec, remote, created_at, updated_at,"
+                " submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, spec.backend, spec.model, spec.method, status.value, _json(spec.to_json()),
+                 _json(dict(remote)), created, _ts(_now()), created if submitted else None)).rowcount
+            if inserted:
+                db.execute("INSERT INTO status_history (job_id, time, status, detail) VALUES (?, ?, ?, ?)",
+                           (job_id, _ts(_now()), status.value, note))
+                db.execute("INSERT INTO events (job_id, time, kind, level, message) VALUES (?, ?, ?, ?, ?)",
+                           (job_id, _ts(_now()), "status", "warning", note))
+        return bool(inserted)
 
     def events(self, job_id: str, *, after: int = 0) -> list[tuple[int, Event]]:
         """(sequence number, event) pairs after ``after``, oldest first: follow by passing the last number."""
-        rows = self._db.execute("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
-                                (job_id, after))
+        rows = self._rows("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after))
         return [(r["seq"], Event(time=_dt(r["time"]), kind=r["kind"], level=r["level"], message=r["message"],
                                  data=json.loads(r["data"]))) for r in rows]
 
     def metrics(self, job_id: str) -> list[MetricPoint]:
-        rows = self._db.execute("SELECT * FROM metrics WHERE job_id = ? ORDER BY name, step", (job_id,))
+        rows = self._rows("SELECT * FROM metrics WHERE job_id = ? ORDER BY name, step", (job_id,))
         return [MetricPoint(step=r["step"], name=r["name"], value=r["value"], epoch=r["epoch"],
                             tokens_seen=r["tokens_seen"]) for r in rows]
 
     def artifacts(self, job_id: str) -> list[Artifact]:
-        rows = self._db.execute("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind, uri", (job_id,))
+        rows = self._rows("SELECT * FROM artifacts WHERE job_id = ? ORDER BY kind, uri", (job_id,))
         return [Artifact(kind=r["kind"], uri=r["uri"], description=r["description"]) for r in rows]
 
     def history(self, job_id: str) -> list[tuple[datetime, JobStatus, str | None]]:
-        rows = self._db.execute("SELECT * FROM status_history WHERE job_id = ? ORDER BY seq", (job_id,))
+        rows = self._rows("SELECT * FROM status_history WHERE job_id = ? ORDER BY seq", (job_id,))
         return [(_dt(r["time"]), JobStatus(r["status"]), r["detail"]) for r in rows]
 
     def stored_result(self, job_id: str) -> Result | None:
-        row = self._db.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Result.model_validate_json(row["result"]) if row and row["result"] else None
+        rows = self._rows("SELECT result FROM jobs WHERE id = ?", (job_id,))
+        return Result.model_validate_json(rows[0]["result"]) if rows and rows[0]["result"] else None
+
+
+# What reading a damaged row raises: bad JSON or a bad field (ValueError, pydantic's ValidationError), a bad
+# amount (decimal's InvalidOperation), a NULL where text belongs (TypeError)
+_BAD_ROW = (ValueError, TypeError, ArithmeticError)
+RECOVERY = ("move the file aside (`sqlite3 FILE .recover` may save its rows), then `ftbroker ledger rebuild` "
+            "re-creates the entries of the local jobs from their run folders")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).splitlines()
+    return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -1,8 +1,10 @@
 """The shell around the pure planner: the I/O that ``ftbroker plan`` and ``ftbroker.plan()`` share.
 
 It loads the catalog, resolves the ``--model`` names (catalog, local folder, config.json, or a managed model),
-builds every token counter the routes need, reads the dataset ONCE with all of them (``data.analyze``), and hands
-the reports to ``planner.build_plan``. Nothing heavy is imported: counters come from ``ftbroker.tokens``.
+finds the route sources (``route_sources``: every backend of the registry that contributes routes, and stand-ins
+for the catalog rows no backend claims yet), builds every token counter they need, reads the dataset ONCE with all
+of them (``data.analyze``), and hands the reports to ``planner.build_plan``. Nothing heavy is imported: a backend
+module imports its SDK only to run a job; counters come from ``ftbroker.tokens``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections.abc import Sequence
 from datetime import date
 
 from ftbroker import clock, planner
-from ftbroker.backends.base import GPU_ENV
+from ftbroker.backends.base import BUILTIN_BACKENDS, GPU_ENV, backend_class, backend_names
 from ftbroker.backends.local.preflight import LocalGpus, local_gpus
-from ftbroker.errors import InputError, UnknownNameError
+from ftbroker.errors import FtBrokerError, InputError
 from ftbroker.pricing.catalog import Catalog, load_catalog
+from ftbroker.routes import ROUTE_SOURCE_METHODS, PlanOptions, RouteContext, RouteSource, resolve_model
 
 
 def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | None = None,
@@ -27,7 +30,7 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     """Plan every route for the dataset at ``path``; the same Plan ``ftbroker plan`` renders.
 
     ``models``: catalog names, HF repo ids, local model folders or config.json paths, or managed model names
-    (``gpt-4o-mini``); empty: every managed offer, and GPU routes for ``planner.DEFAULT_GPU_MODELS``.
+    (``gpt-4o-mini``); empty: every managed offer, and GPU routes for ``gpu_routes.DEFAULT_GPU_MODELS``.
     ``gpu``: the local GPU, ``NAME[:COUNT]``; None: FTBROKER_GPU, else the GPUs ``nvidia-smi`` reports, if any.
     ``catalog``: extra catalog files. ``all_instances``: a cloud route for every instance type, not only the
     cheapest per GPU type and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
@@ -35,6 +38,10 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     """
     from ftbroker import data, tokens  # light (no torch), but not needed for --help
 
+    for named in (path, validation_file):
+        problem = data.name_problem(named) if named is not None else None
+        if problem:
+            raise InputError(problem)
     if method not in (None, "full", "lora", "qlora"):
         raise InputError(f"method must be full, lora or qlora, not {method!r}")
     for name, value in (("epochs", epochs), ("n_evals", n_evals), ("max_seq_len", max_seq_len), ("lora_r", lora_r)):
@@ -44,26 +51,69 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     today = today or clock.today()
     cat = load_catalog(catalog)
     local = find_local_gpus(cat, gpu, today=today)
-    options = planner.PlanOptions(models=tuple(resolve_model(cat, m) for m in models), method=method,
-                                  epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len, tokenizer=tokenizer,
-                                  gpu=local.gpu if local else None, gpu_count=local.count if local else 1,
-                                  gpu_source=local.source if local else "",
-                                  gpu_note=local.note if local else NO_LOCAL_GPU, lora_r=lora_r,
-                                  all_instances=all_instances)
-    counters = {spec: tokens.resolve(spec.tokenizer, hf_repo=spec.hf_repo, family=spec.family)
-                for spec in planner.token_needs(cat, options)}
+    options = PlanOptions(models=tuple(resolve_model(cat, m) for m in models), method=method,
+                          epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len, tokenizer=tokenizer,
+                          gpu=local.gpu if local else None, gpu_count=local.count if local else 1,
+                          gpu_source=local.source if local else "",
+                          gpu_note=local.note if local else NO_LOCAL_GPU, lora_r=lora_r,
+                          all_instances=all_instances)
+    sources, notes = route_sources(cat)
+    needs = planner.token_needs(sources, cat, options)
+    counters = {n.spec: tokens.resolve(n.spec.tokenizer, hf_repo=n.spec.hf_repo, family=n.spec.family)
+                for n in needs}
     unique = list({c.key: c for c in counters.values()}.values())
     limits: dict[str, int] = {}
-    for spec, limit in planner.token_limits(cat, options).items():
-        key = counters[spec].key
-        limits[key] = min(limits.get(key, limit), limit)
+    for need in needs:
+        if need.limit:
+            key = counters[need.spec].key
+            limits[key] = min(limits.get(key, need.limit), need.limit)
+    files = [f for f in (data_file("dataset", path), validation_file and data_file("validation", validation_file))
+             if f]  # as they are before the reading: a file changed meanwhile is refused by `run --route`
     report = data.analyze(path, counters=unique, limits=limits)
     validation = data.analyze(validation_file, counters=unique, limits=limits) if validation_file else None
     advice = data.advise(report, lora_r=lora_r, epochs=epochs, has_validation=validation is not None)
     report = dataclasses.replace(report, advice=tuple(advice))  # with what the options add (rank, epochs)
-    inputs = planner.PlanInputs(report=report, validation=validation, catalog=cat, options=options,
-                                counter_keys={spec: c.key for spec, c in counters.items()}, today=today)
-    return planner.build_plan(inputs)
+    context = RouteContext(report=report, validation=validation, catalog=cat, options=options,
+                           counter_keys={spec: c.key for spec, c in counters.items()}, today=today)
+    return dataclasses.replace(planner.build_plan(context, sources, notes), files=tuple(files))
+
+
+def route_sources(catalog: Catalog) -> tuple[list[RouteSource], list[str]]:
+    """Who contributes routes, and a note for each backend that could not be loaded to ask.
+
+    Every backend of the registry (built-ins, then plug-ins) with the ``RouteSource`` classmethods, the managed
+    ones first (the counters the providers bill by come first in the dataset report); after each group, the
+    stand-in that prices the catalog rows no backend claims (``capabilities.providers`` / ``clouds``), so the plan
+    still compares them, marked not runnable. Backend modules import their SDKs lazily: nothing heavy loads."""
+    from ftbroker.backends.gpu_routes import UnclaimedClouds
+    from ftbroker.backends.managed_routes import UnclaimedOffers
+
+    managed: list[RouteSource] = []
+    others: list[RouteSource] = []
+    notes = []
+    for name in dict.fromkeys([*BUILTIN_BACKENDS, *backend_names()]):
+        try:
+            cls = backend_class(name)
+        except FtBrokerError as exc:
+            notes.append(f"the {name} backend's routes are missing: {exc}")
+            continue
+        if all(callable(getattr(cls, m, None)) for m in ROUTE_SOURCE_METHODS):
+            (managed if cls.capabilities.managed else others).append(cls)
+    claims = [cls.capabilities for cls in (*managed, *others)]
+    providers = [p for p in dict.fromkeys(o.provider for o in catalog.managed) if not any(p in c.providers
+                                                                                          for c in claims)]
+    clouds = [c for c in dict.fromkeys(i.cloud for i in catalog.instances) if not any(c in k.clouds for k in claims)]
+    return [*managed, *([UnclaimedOffers(tuple(providers))] if providers else []),
+            *others, *([UnclaimedClouds(tuple(clouds))] if clouds else [])], notes
+
+
+def data_file(role: str, path: str | os.PathLike) -> planner.DataFile | None:
+    """A file as it is now (absolute path, size, modification time); None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return planner.DataFile(role, os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def _check_trainer_settings(*, epochs: int | None, max_seq_len: int | None, lora_r: int | None) -> None:
@@ -81,21 +131,6 @@ def _check_trainer_settings(*, epochs: int | None, max_seq_len: int | None, lora
             problems += [f"{prefix}{e['loc'][0]}: {e['msg']}" for e in exc.errors()]
     if problems:
         raise InputError("; ".join(problems))
-
-
-def resolve_model(cat: Catalog, name: str) -> planner.ModelRequest:
-    """An open model (catalog, local folder, config.json) with its architecture, or a managed model by name."""
-    try:
-        return planner.ModelRequest(name, cat.model(name))
-    except UnknownNameError:
-        request = planner.ModelRequest(name)
-        if planner.matching_offers(cat.managed, request):
-            return request
-        known = [n for m in cat.models.values() for n in (m.name, *m.aliases)]
-        known += [n for o in cat.managed for n in (o.model, o.base_model) if n]
-        hint = ("a catalog or managed model, a local model folder or a config.json; "
-                "`ftbroker catalog show --kind models` (and `--kind managed`) lists them")
-        raise UnknownNameError("model", name, known, hint=hint) from None
 
 
 NO_LOCAL_GPU = "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"

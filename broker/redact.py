@@ -1,9 +1,11 @@
 """Secrets never leave ftbroker: what looks like one, and text with every one masked.
 
-Used wherever text is stored (the ledger) or shown (a provider's error message), and to refuse a job spec that
-holds a credential (a spec is stored in the ledger). Two kinds of secret are recognised: the value of any
-credential-like environment variable (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``, ...), and
-strings shaped like the providers' keys, whatever variable they came from.
+Used wherever text is stored (the ledger) or shown (a provider's error message, the CLI's messages and --debug
+tracebacks), and to refuse a job spec that holds a credential (a spec is stored in the ledger). Three kinds of
+secret are recognised: the value of any credential-like environment variable (``OPENAI_API_KEY``,
+``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``, ...), strings shaped like the providers' keys, whatever variable they came
+from, and the user name and password of a URL (``https://user:pass@host``, RFC 3986 section 3.2.1), which a job
+spec never keeps (``without_userinfo``).
 """
 
 from __future__ import annotations
@@ -24,16 +26,27 @@ _KEY_SHAPED = re.compile(
 )
 
 
+# scheme://userinfo@ : the userinfo runs to the last "@" before the path, so an unescaped "@" in a password is
+# taken whole
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#]*@")
+
+
+def without_userinfo(value: str) -> str:
+    """``value`` with the user name and password of every URL in it removed (``https://host/v1``)."""
+    return _URL_USERINFO.sub(r"\1", value)
+
+
 def looks_like_key(value: str) -> bool:
     """Whether ``value`` contains something shaped like a provider's credential."""
     return _KEY_SHAPED.search(value) is not None
 
 
 def scrub(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with every secret masked: credential-like environment variables' values, ``extra``, key shapes."""
+    """``text`` with every secret masked: credential-like environment variables' values, ``extra``, key shapes,
+    a URL's user name and password."""
     secrets = {value for name, value in os.environ.items()
                if _CREDENTIAL_VARIABLE.search(name) and len(value) >= _SHORTEST_VALUE}
     secrets.update(s for s in extra if len(s) >= _SHORTEST_VALUE)
     for secret in sorted(secrets, key=len, reverse=True):  # longest first: one secret may contain another
         text = text.replace(secret, MASK)
-    return _KEY_SHAPED.sub(MASK, text)
+    return _URL_USERINFO.sub(rf"\1{MASK}@", _KEY_SHAPED.sub(MASK, text))

@@ -12,17 +12,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import itertools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ftbroker.planner import Plan, Route, jsonable
+from ftbroker.planner import Plan
 from ftbroker.pricing.catalog import Catalog, is_stale
+from ftbroker.routes import Route, jsonable
 from ftbroker.tables import Col, build, fit_widths, natural_widths
 
 if TYPE_CHECKING:
@@ -241,14 +241,15 @@ def print_plan(plan: Plan, console: Console, *, all_routes: bool = False, verbos
         _print_dataset(plan.validation, "Validation set", out)
     sources = _Footnotes()
     sections = _sections(plan, all_routes, sources)
-    numbers = {id(route): n for section in sections for n, route in (*section.rows, *section.out)}
-    _print_best(plan, numbers, out)
+    shown = {id(route) for section in sections for _, route in (*section.rows, *section.out)}
+    _print_best(plan, shown, out)
     for section in sections:
         _print_section(section, out, plan.dataset.path)
     _print_notes(sections, out)
     cat = plan.catalog
     sources.print(out, "Price sources",
-                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = older than 90 days)")
+                  f" (catalog {cat.version}: {cat.oldest} … {cat.newest}; ! = not checked against its source for 90"
+                  " days)")
     out.footer("--all: every route and instance type · -v: every note, in full · --json, --csv: every figure.")
 
 
@@ -266,11 +267,12 @@ class _Section:
 
 
 def _section_key(route: Route) -> tuple[str, str]:
-    return route.kind, route.pricing if route.kind == "cloud" else ""
+    return route.kind, route.market if route.kind == "cloud" else ""
 
 
 def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Section]:
-    """The tables, their routes numbered in the order shown: each table's rows, then its routes out."""
+    """The tables: each route under its plan number (the number ``ftbroker run --route`` takes, whatever is
+    shown), each table's rows, then its routes out."""
     grouped: dict[tuple[str, str], list[Route]] = {key: [] for key in _LAYOUTS}
     for route in plan.routes:  # in the plan's order: feasible by cost first
         grouped.setdefault(_section_key(route), []).append(route)
@@ -278,14 +280,13 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
     # the cheapest cloud routes per model and method; per method alone when the models are the planner's examples
     per_model = bool(plan.options.models)
     picked = {key: _pick(key[0], routes, best, all_routes, per_model) for key, routes in grouped.items() if routes}
-    number = itertools.count(1)
-    digits = len(str(sum(len(rows) + len(out) for rows, out in picked.values())))
+    digits = len(str(max((r.number for rows, out in picked.values() for r in (*rows, *out)), default=1)))
     sections = []
     for key, (rows, out) in picked.items():
         title, columns, cells, what = _LAYOUTS.get(key, _LAYOUTS[("local", "")])
         columns = (Col("#".rjust(digits), right=True), *columns[1:])  # one width in every table
-        numbered_rows = [(next(number), r) for r in rows]
-        numbered_out = [(next(number), r) for r in out]
+        numbered_rows = [(r.number, r) for r in rows]
+        numbered_out = [(r.number, r) for r in out]
         chosen = {id(r) for r in (*rows, *out)}
         which = f" (the cheapest per {'model and ' if per_model else ''}method)" if not all_routes else ""
         sections.append(_Section(title(plan).replace("{which}", which), columns, numbered_rows,
@@ -357,7 +358,7 @@ def _grouped(items: Iterable[tuple[int, Route, Sequence[str]]], verbose: bool) -
 
 def _label(routes: Sequence[Route]) -> str:
     """What a group of routes is, briefly: "openai babbage-002, davinci-002", "bedrock nova-lite, ... and 7 more"."""
-    label = " / ".join(dict.fromkeys(r.backend for r in routes))
+    label = " / ".join(dict.fromkeys(r.venue for r in routes))
     names = list(dict.fromkeys(_short_name(r) for r in routes))
     for i, name in enumerate(names):
         if i and len(label) + len(name) + 2 > _LABEL_WIDTH:
@@ -378,7 +379,8 @@ def _short_name(route: Route) -> str:
 def _print_notes(sections: Sequence[_Section], out: Out) -> None:
     """Each note once, with the routes it is about: those in the tables (verbose: the routes out too)."""
     numbered = [nr for s in sections for nr in (*s.rows, *(s.out if out.verbose else ()))]
-    groups = _grouped([(n, r, r.notes) for n, r in numbered], out.verbose)
+    groups = _grouped([(n, r, (*([r.not_runnable] if r.not_runnable else []), *r.notes)) for n, r in numbered],
+                      out.verbose)
     if groups:
         out.title("Notes")
         for numbers, _, text in groups:
@@ -392,8 +394,8 @@ def _best_routes(plan: Plan) -> list[tuple[str, Route | None, str]]:
     """(label, route, what to say when there is none): the overall cheapest and fastest, then the cheapest of each
     kind of route (a kind whose cheapest is the overall cheapest is said in that line)."""
     kinds = {"managed API": lambda r: r.kind == "managed", "your GPU": lambda r: r.kind == "local",
-             "cloud on-demand": lambda r: r.kind == "cloud" and r.pricing == "on-demand",
-             "cloud spot": lambda r: r.kind == "cloud" and r.pricing == "spot"}
+             "cloud on-demand": lambda r: r.kind == "cloud" and r.market == "on-demand",
+             "cloud spot": lambda r: r.kind == "cloud" and r.market == "spot"}
 
     def kind_of(route: Route) -> str:
         return next((f" ({label})" for label, match in kinds.items() if match(route)), "")
@@ -424,7 +426,7 @@ _BEST_COLUMNS = (Col("", min_width=8), Col("cost", right=True), Col("hours", rig
                  Col("route", flex=True, min_width=24, wrap=True))
 
 
-def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
+def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
     out.title("Best routes", f" on {plan.today}")
     rows = []
     for label, route, none in _best_routes(plan):
@@ -433,7 +435,7 @@ def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
         else:
             rows.append([label, money(route.cost_usd, unknown="?"),
                          "-" if route.hours is None else f"{_hours(route.hours)} h",
-                         f"#{numbers[id(route)]}" if id(route) in numbers else "", _route_name(route)])
+                         f"#{route.number}" if id(route) in shown else "", _route_name(route)])
     out.table(_BEST_COLUMNS, rows, header=False, indent=2)
     for note in plan.notes:
         if note != plan.options.gpu_note:  # said in the "your GPU" line
@@ -444,8 +446,8 @@ def _print_best(plan: Plan, numbers: Mapping[int, int], out: Out) -> None:
 def _route_name(route: Route) -> str:
     """What, on what, where (the kind of route, and so the pricing, is said by the line's label)."""
     if route.kind == "managed":
-        return f"{route.model} {_method(route)} · {route.backend}"
-    return f"{route.model} {route.method} · {_gpus(route)} · {route.backend} {route.instance}".rstrip()
+        return f"{route.model} {_method(route)} · {route.provider}"
+    return f"{route.model} {route.method} · {_gpus(route)} · {route.venue} {route.instance_type}".rstrip()
 
 
 # --- the tables' cells
@@ -487,7 +489,7 @@ def _vram(route: Route) -> str:
 
 
 def _managed_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
-    return [str(n), route.backend, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
+    return [str(n), route.provider, route.model, _method(route), _count(route.epochs), _compact(route.billed_tokens),
             _cost_cell(route), *_price_cells(route, sources)]
 
 
@@ -498,7 +500,7 @@ def _local_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
 
 def _cloud_cells(n: int, route: Route, sources: _Footnotes) -> list[str]:
     per_hour = route.breakdown.get("usd_per_hour")
-    return [str(n), f"{route.backend} {route.instance}", _gpus(route), route.model, route.method,
+    return [str(n), f"{route.cloud} {route.instance_type}", _gpus(route), route.model, route.method,
             _cost_cell(route), _hours(route.hours), "-" if per_hour is None else f"{per_hour:.2f}", _vram(route),
             _batch(route), *_price_cells(route, sources)]
 
@@ -530,9 +532,10 @@ _LAYOUTS[("cloud", "spot")] = (
     *_LAYOUTS[("cloud", "on-demand")][1:3], "spot cloud routes")
 
 
-_CSV_COLUMNS = ("id", "kind", "backend", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
-                "instance", "pricing", "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens",
-                "epochs", "price_source", "price_as_of", "stale", "notes")
+_CSV_COLUMNS = ("number", "id", "kind", "backend", "runnable", "not_runnable", "provider", "cloud", "region",
+                "instance_type", "market", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
+                "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens", "epochs", "price_source",
+                "price_as_of", "stale", "notes")
 
 
 def plan_csv(plan: Plan) -> str:
@@ -574,7 +577,7 @@ def _row_json(row: Any, today: date, priced: bool) -> dict[str, Any]:
     if hasattr(row, "params"):
         doc["params"] = row.params
     doc["age_days"] = (today - row.as_of).days
-    doc["stale"] = priced and is_stale(row.as_of, today)
+    doc["stale"] = priced and is_stale(row, today)
     return doc
 
 
@@ -591,22 +594,56 @@ def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Cons
         out.title(title)
         out.table(columns, rows)
         out.console.print()
-    sources.print(out, "Sources", " (! = a price older than 90 days)")
+    sources.print(out, "Sources", " (! = a price not checked against its source for 90 days)")
     stale = cat.stale_rows(today)
     if stale:
-        worst = min(stale, key=lambda r: r.as_of)
-        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) are older than 90 days (marked !; "
-                          f"oldest {worst.as_of}). Prices change: check them, and put newer ones in an override "
-                          "file.", highlight=False)
+        worst = min(stale, key=lambda r: r.verified or r.as_of)
+        out.console.print(f"[yellow]warning:[/yellow] {len(stale)} priced row(s) not checked against their source "
+                          f"for 90 days (marked !; oldest {worst.verified or worst.as_of}). Prices change: ftbroker "
+                          "catalog update refreshes the cloud prices; put others in an override file.", highlight=False)
     out.footer("--json: every field of every row.")
+
+
+def print_catalog_update(updates: Sequence[Any], written: Sequence[Any], console: Console) -> None:
+    """What ``ftbroker catalog update`` read and changed: a line per cloud, then every changed price."""
+    out = Out(console)
+    out.title("Catalog update", " · SkyPilot's published catalogs (github.com/skypilot-org/skypilot-catalog)")
+    rows = []
+    for u in updates:
+        f, counts = u.fetched, u.counts()
+        left = "; ".join(f"{n} {why}" for why, n in sorted(u.skipped.items()))
+        out.text(f"{f.cloud}: {len(u.rows)} GPU instance types from @{f.commit[:8]} ({f.day}): {counts['new']} new, "
+                 f"{counts['price']} price changes, {counts['unchanged']} unchanged, {counts['gone']} no longer "
+                 f"listed (kept, stale 90 days after their last check)" + (f"; left out: {left}" if left else ""))
+        for c in u.changes:
+            if c.what != "unchanged":
+                rows.append([c.cloud, c.instance_type, c.gpus, c.what, _price_move(*c.on_demand),
+                             _price_move(*c.spot)])
+    if rows:
+        out.console.print()
+        out.table((Col("cloud"), Col("instance", flex=True, min_width=12), Col("GPUs", flex=True, min_width=8),
+                   Col("change"), Col("on-demand $/h", right=True), Col("spot $/h", right=True)), rows)
+    out.console.print()
+    for path in written:  # whole, for copying
+        out.console.print(f"  wrote {path}", soft_wrap=True, highlight=False)
+    out.footer("ftbroker catalog show --kind instances: the prices in force.")
+
+
+def _price_move(before: Decimal | None, after: Decimal | None) -> str:
+    if before is None and after is None:
+        return "-"
+    if before is None or after is None:
+        return f"{_rate(before)} → {_rate(after)}"
+    change = f" ({(after / before - 1) * 100:+.0f}%)" if before != after else ""
+    return f"{_rate(before)} → {_rate(after)}{change}"
 
 
 _CatalogRows = tuple[str, tuple[Col, ...], list[list[str]]]
 _AS_OF = (Col("as of"), Col("src"))
 
 
-def _as_of(as_of: date, today: date, source: str, sources: _Footnotes, priced: bool = True) -> list[str]:
-    return [str(as_of), f"{sources.ref(source)}{'!' if priced and is_stale(as_of, today) else ''}"]
+def _as_of(row: Any, today: date, sources: _Footnotes, priced: bool = True) -> list[str]:
+    return [str(row.as_of), f"{sources.ref(row.source)}{'!' if priced and is_stale(row, today) else ''}"]
 
 
 def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
@@ -619,7 +656,7 @@ def _gpus_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRows:
         rows.append([g.name, ", ".join(g.aliases), f"{g.memory_gib:g}",
                      "-" if tflops is None else f"{tflops:g}" + ("" if g.bf16_tflops else " fp16"),
                      f"{g.bandwidth_gbps:g}", "-" if g.tdp_w is None else f"{g.tdp_w:g}",
-                     "yes" if g.supports_bf16 else "no", *_as_of(g.as_of, today, g.source, sources, priced=False)])
+                     "yes" if g.supports_bf16 else "no", *_as_of(g, today, sources, priced=False)])
     return f"GPUs ({len(cat.gpus)})", columns, rows
 
 
@@ -630,7 +667,7 @@ def _instances_table(cat: Catalog, today: date, sources: _Footnotes) -> _Catalog
                Col("note", flex=True, min_width=12, optional=True))
     rows = [[i.cloud, i.instance_type, f"{i.gpu_count}x{i.gpu}",
              _rate(i.on_demand_usd_per_hour), _rate(i.spot_usd_per_hour), i.region or "-",
-             *_as_of(i.as_of, today, i.source, sources), i.note] for i in cat.instances]
+             *_as_of(i, today, sources), i.note] for i in cat.instances]
     return f"Cloud GPU instances ({len(cat.instances)})", columns, rows
 
 
@@ -646,7 +683,7 @@ def _managed_table(cat: Catalog, today: date, sources: _Footnotes) -> _CatalogRo
         method = o.method if o.objective == "sft" else f"{o.method} ({o.objective})"
         rows.append([o.provider, o.label + (" *" if o.secondary else ""), method, price,
                      f"{o.min_charge_usd:g}" if o.min_charge_usd else "-", epochs, str(o.available_until or "-"),
-                     str(o.end_of_life or "-"), *_as_of(o.as_of, today, o.source, sources)])
+                     str(o.end_of_life or "-"), *_as_of(o, today, sources)])
     return f"Managed fine-tuning offers ({len(cat.managed)}; * = price from a secondary source)", columns, rows
 
 

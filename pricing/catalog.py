@@ -156,6 +156,7 @@ class GpuSpec:
     as_of: date
     aliases: tuple[str, ...] = ()
     note: str = ""
+    interconnect_gbps: float | None = None  # GPU-to-GPU, GB/s in one direction (NVLink; else the PCIe slot)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,8 @@ class CloudInstance:
     memory_gib: float | None = None
     note: str = ""
     spot_region: str = ""  # where the spot price was seen, when not `region`
+    verified: date | None = None  # the last day the price was checked against its source (None: as_of)
+    price_doubt: str = ""  # why the price contradicts the rest of the catalog (the loader's sanity rules)
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,7 @@ class ManagedOffer:
     ``size_b_min``/``size_b_max`` bounds (nominal billions, inclusive) and prices any open model of that size.
     """
 
-    provider: str
-    backend: str
+    provider: str  # who trains it; the backend that claims it (``Capabilities.providers``) runs its routes
     method: str  # "lora" | "full" | "sft" (the provider chooses how it trains)
     objective: str  # "sft" | "dpo" | "rft"
     source: str
@@ -243,6 +245,7 @@ class ManagedOffer:
     region: str = ""
     secondary: bool = False  # the price comes from a secondary source only
     note: str = ""
+    verified: date | None = None  # the last day the row was checked against its source (None: as_of)
 
     @property
     def price_known(self) -> bool:
@@ -305,8 +308,13 @@ class Catalog:
         return found
 
     def stale_rows(self, today: date, max_age_days: int = STALE_AFTER_DAYS) -> list[CloudInstance | ManagedOffer]:
-        """Priced rows older than ``max_age_days`` (hardware specs and architectures do not go stale)."""
-        return [r for r in (*self.instances, *self.managed) if is_stale(r.as_of, today, max_age_days)]
+        """Priced rows not checked against their source for ``max_age_days`` (hardware specs and architectures do
+        not go stale)."""
+        return [r for r in (*self.instances, *self.managed) if is_stale(r, today, max_age_days)]
+
+    def doubted(self) -> list[CloudInstance]:
+        """Instances whose price the loader's sanity rules doubt (``price_doubt``)."""
+        return [i for i in self.instances if i.price_doubt]
 
     def as_of_range(self) -> tuple[date, date]:
         dates = [r.as_of for r in self.rows()]
@@ -319,8 +327,12 @@ class Catalog:
         yield from self.models.values()
 
 
-def is_stale(as_of: date, today: date, max_age_days: int = STALE_AFTER_DAYS) -> bool:
-    return (today - as_of).days > max_age_days
+def is_stale(row: date | CloudInstance | ManagedOffer, today: date, max_age_days: int = STALE_AFTER_DAYS) -> bool:
+    """A price is stale when it was last checked against its source more than ``max_age_days`` ago: its
+    ``verified`` day (set by the last refresh that saw it: shipped data, ``ftbroker catalog update``), else the day
+    it held (``as_of``). A refresh renews the rows it reads, so the mark falls on what the refresh left behind."""
+    checked = row if isinstance(row, date) else (row.verified or row.as_of)
+    return (today - checked).days > max_age_days
 
 
 def _gpu_key(name: str) -> str:
@@ -353,11 +365,22 @@ def user_override_path() -> Path:
     return user_config_path("ftbroker") / OVERRIDE_FILE_NAME
 
 
-def load_catalog(extra: Sequence[str | os.PathLike] = ()) -> Catalog:
-    """Shipped data + the user's override file (if any) + ``extra`` files, validated and merged."""
+def user_catalog_dir() -> Path:
+    """Where ``ftbroker catalog update`` writes refreshed prices: ``catalog/`` beside the override file."""
+    return user_override_path().parent / "catalog"
+
+
+def load_catalog(extra: Sequence[str | os.PathLike] = (), *, data_dir: Path = DATA_DIR) -> Catalog:
+    """Shipped data (``data_dir``: the package's, or a test's fixture folder) + the prices ``ftbroker catalog
+    update`` refreshed (``user_catalog_dir()/*.csv``) + the user's override file (if any) + ``extra`` files,
+    validated and merged."""
     builder = _Builder()
     for name in SHIPPED_FILES:
-        builder.add_file(DATA_DIR / name, shipped=True)
+        builder.add_file(data_dir / name, shipped=True)
+    refreshed = user_catalog_dir()
+    if refreshed.is_dir():
+        for path in sorted(refreshed.glob("*.csv")):
+            builder.add_file(path)
     override = user_override_path()
     if override.is_file():
         builder.add_file(override)
@@ -441,9 +464,59 @@ class _Builder:
                                 f"is outside the tier {offer.tier}")
         if problems:
             raise CatalogError("catalog cross-check failed:\n" + "\n".join(f"  {p}" for p in problems))
-        return Catalog(models=models, gpus=gpus, instances=list(self.rows["instance"].values()),
+        return Catalog(models=models, gpus=gpus, instances=price_sanity(self.rows["instance"].values(), gpus),
                        managed=list(self.rows["offer"].values()), files=self.files,
                        version=self.digest.hexdigest()[:12])
+
+
+# ---------------------------------------------------------------------------------------------- price sanity
+
+def _with_note(inst: CloudInstance, note: str, **changes: Any) -> CloudInstance:
+    return dataclasses.replace(inst, note="; ".join(n for n in (inst.note, note) if n), **changes)
+
+
+def _gpu_family(name: str) -> tuple[str, bool]:
+    """(the name without its memory size, whether it had one): A100-SXM-40GB and A100-SXM-80GB are one family."""
+    family = re.sub(r"-?\d+GB$", "", name)
+    return family, family != name
+
+
+def price_sanity(instances: Iterable[CloudInstance], gpus: Mapping[str, GpuSpec]) -> list[CloudInstance]:
+    """The rows as upstream gave them, less what contradicts itself (SkyPilot's catalogs carry such artefacts):
+
+    * a spot price above the same instance's on-demand price is left out (the row keeps its on-demand price);
+    * an instance whose GPU is the larger-memory card of a family (A100-SXM-80GB beside A100-SXM-40GB) but costs
+      less per GPU-hour on demand than the smaller card on the same cloud, at the same GPU count, is kept with
+      ``price_doubt`` saying so: one of the two prices is wrong, and a plan must not recommend it as cheapest.
+    """
+    rows = []
+    for inst in instances:
+        od, spot = inst.on_demand_usd_per_hour, inst.spot_usd_per_hour
+        if od is not None and spot is not None and spot > od:
+            inst = _with_note(inst, f"spot price left out: {spot} $/h was above the on-demand {od} $/h in the source",
+                              spot_usd_per_hour=None, spot_region="")
+        rows.append(inst)
+    cheapest: dict[tuple[str, int, str], dict[str, Decimal]] = {}  # (cloud, count, family) -> gpu -> $/GPU-hour
+    for inst in rows:
+        family, sized = _gpu_family(inst.gpu)
+        if sized and inst.on_demand_usd_per_hour is not None:
+            per_gpu = inst.on_demand_usd_per_hour / inst.gpu_count
+            by_gpu = cheapest.setdefault((inst.cloud, inst.gpu_count, family), {})
+            by_gpu[inst.gpu] = min(per_gpu, by_gpu.get(inst.gpu, per_gpu))
+    out = []
+    for inst in rows:
+        family, sized = _gpu_family(inst.gpu)
+        if sized and inst.on_demand_usd_per_hour is not None:
+            per_gpu = inst.on_demand_usd_per_hour / inst.gpu_count
+            smaller = [(gpu, price) for gpu, price in cheapest[(inst.cloud, inst.gpu_count, family)].items()
+                       if gpus[gpu].memory_gib < gpus[inst.gpu].memory_gib and price > per_gpu]
+            if smaller:
+                gpu, price = max(smaller, key=lambda item: item[1])
+                doubt = (f"{inst.gpu} at {per_gpu:.2f} $/GPU-hour costs less than the smaller {gpu} "
+                         f"({price:.2f}) on {inst.cloud}: one of the two source prices is wrong")
+                inst = _with_note(inst, doubt, price_doubt=doubt)
+        out.append(inst)
+    return out
 
 
 def _problem_text(path: Path, problems: list[str]) -> str:
@@ -706,13 +779,14 @@ _GPU_FIELDS = {
     "bf16_tflops": _F("float", lo=1, hi=20000), "fp16_tflops": _F("float", lo=1, hi=20000),
     "bandwidth_gbps": _F("float", required=True, lo=50, hi=50000), "tdp_w": _F("float", lo=10, hi=3000),
     "supports_bf16": _F("bool", required=True), "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
+    "interconnect_gbps": _F("float", lo=1, hi=20000),
 }
 _INSTANCE_FIELDS = {
     "cloud": _F("str", required=True), "instance_type": _F("str", required=True), "gpu": _F("str", required=True),
     "gpu_count": _F("int", required=True, lo=1, hi=16),
     "on_demand_usd_per_hour": _F("money", lo=0.01, hi=500), "spot_usd_per_hour": _F("money", lo=0.001, hi=500),
     "region": _TEXT, "spot_region": _TEXT, "vcpus": _F("int", lo=1, hi=1024), "memory_gib": _F("float", lo=1, hi=16384),
-    "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
+    "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT, "verified": _F("date"),
 }
 _MODEL_FIELDS = {
     "name": _F("str", required=True), "aliases": _F("list"), "hf_repo": _TEXT, "tokenizer_family": _TEXT,
@@ -729,7 +803,7 @@ _MODEL_FIELDS = {
 }
 _FORMATS = ("chat", "prompt_completion", "preference", "text")
 _OFFER_FIELDS = {
-    "provider": _F("str", required=True), "backend": _F("str", required=True),
+    "provider": _F("str", required=True),
     "method": _F("str", required=True, choices=("lora", "full", "sft")),
     "objective": _F("str", required=True, choices=("sft", "dpo", "rft")),
     "model": _TEXT, "base_model": _TEXT, "tier": _TEXT,
@@ -749,7 +823,7 @@ _OFFER_FIELDS = {
     "formats": _F("list", choices=_FORMATS), "tokenizer": _TEXT, "hf_repo": _TEXT, "tokenizer_family": _TEXT,
     "available_from": _F("date"), "available_until": _F("date"), "end_of_life": _F("date"),
     "availability_note": _TEXT, "availability_source": _TEXT, "region": _TEXT, "secondary": _F("bool"),
-    "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
+    "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT, "verified": _F("date"),
 }
 
 
@@ -813,10 +887,6 @@ def _check_gpu(g: GpuSpec) -> None:
 def _check_instance(i: CloudInstance) -> None:
     if i.on_demand_usd_per_hour is None and i.spot_usd_per_hour is None:
         raise _RowError("on_demand_usd_per_hour", "neither an on-demand nor a spot price")
-    if i.on_demand_usd_per_hour is not None and i.spot_usd_per_hour is not None \
-            and i.spot_usd_per_hour > i.on_demand_usd_per_hour:
-        raise _RowError("spot_usd_per_hour", f"spot {i.spot_usd_per_hour} is above on-demand "
-                                             f"{i.on_demand_usd_per_hour}")
     for name in ("on_demand_usd_per_hour", "spot_usd_per_hour"):
         price = getattr(i, name)
         if price is not None and not Decimal("0.01") <= price / i.gpu_count <= Decimal(30):
@@ -941,4 +1011,4 @@ def model_from_config(path: Path) -> ModelArch:
 
 
 __all__ = ["AutoEpochs", "Catalog", "CloudInstance", "GpuSpec", "Linear", "ManagedOffer", "ModelArch", "is_stale",
-           "load_catalog", "model_from_config", "user_override_path"]
+           "load_catalog", "model_from_config", "price_sanity", "user_catalog_dir", "user_override_path"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ftbroker.pricing.catalog import ModelArch, load_catalog
+from ftbroker.pricing.catalog import GpuSpec, ModelArch, load_catalog
 
 CATALOG = load_catalog()  # conftest points FTBROKER_HOME at an empty folder: no user override file is read
 
@@ -15,7 +15,9 @@ MIXTRAL = CATALOG.model("Mixtral-8x7B-v0.1")
 
 RTX4090 = CATALOG.gpu("RTX-4090")
 A100_80 = CATALOG.gpu("A100-SXM-80GB")
-A10G = CATALOG.gpu("A10G")  # no TFLOPS figure in the catalog: a GPU whose throughput is unknown
+# a card whose maker publishes neither tensor TFLOPS nor power: throughput and electricity unknown (made up)
+UNTIMED = GpuSpec(name="Untimed-24GB", memory_gib=24, bf16_tflops=None, fp16_tflops=None, bandwidth_gbps=600,
+                  tdp_w=None, supports_bf16=True, source="made up for the tests", as_of=date(2026, 11, 28))
 
 # Llama 2 7B, for the LoRA paper's parameter count (bench/data/models.csv row, from litgpt's Llama-2-7b-hf config).
 LLAMA2_7B = ModelArch(name="Llama-2-7B", hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32,

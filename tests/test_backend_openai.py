@@ -210,11 +210,11 @@ def test_a_completion_model_takes_prompt_completion_lines(fake, broker, tmp_path
 
 
 def test_an_unchanged_dataset_is_not_read_again(fake, broker, tmp_path, monkeypatch):
-    from ftbroker import planning
+    from ftbroker import data as data_layer
 
     reads = []
-    real = planning.plan
-    monkeypatch.setattr(planning, "plan", lambda *a, **kw: reads.append(a) or real(*a, **kw))
+    real = data_layer.analyze
+    monkeypatch.setattr(data_layer, "analyze", lambda *a, **kw: reads.append(a) or real(*a, **kw))
     data = write_chat(tmp_path / "data.jsonl")
     spec = spec_for(fake, data)
     assert broker.prepare(spec).quote == broker.prepare(spec).quote and len(reads) == 1

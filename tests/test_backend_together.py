@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeTogether, Fault, Outcome
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import BackendAuthError, DatasetError, SpecError
+from ftbroker.errors import BackendAuthError, BudgetExceededError, DatasetError, SpecError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -43,7 +43,13 @@ def test_submit_follow_result(fake, broker, tmp_path):
     assert job.status is JobStatus.QUEUED and job.status_detail == "pending"
     assert [r.route for r in fake.requests] == [
         "jobs.list", "limits", "files.list", "files.create", "files.put", "files.preprocess", "files.list",
-        "files.create", "files.put", "files.preprocess", "estimate", "jobs.create"]
+        "files.create", "files.put", "files.preprocess", "estimate", "estimate", "jobs.create"]  # ours, the SDK's
+    ours = fake.calls("estimate")[0].json()
+    assert ours["training_type"]["type"] == "Lora" and ours["n_epochs"] == 2 and ours["n_evals"] == 1
+    assert ours["training_method"] == {"method": "sft", "train_on_inputs": "auto"} and ours["validation_file"]
+    said = next(e for _, e in broker.events(job.id) if "Together's own price estimate: $" in e.message)
+    assert said.data["catalog_estimated_cost_usd"] == float(job.estimated_cost_usd)
+    assert said.data["provider_estimated_cost_usd"] > 0
     body = fake.calls("jobs.create")[0].json()
     assert body["suffix"] == job.id and body["n_epochs"] == 2 and body["batch_size"] == 8
     assert body["training_type"] == {"type": "Lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
@@ -137,3 +143,23 @@ def test_togethers_data_rules_are_checked_before_upload(fake, broker, tmp_path):
     assert str(err.value) == (f"{bad}:3: after the system message, turns must start with user and alternate "
                               "user/assistant (Together)")
     assert fake.requests == [] and broker.jobs() == []
+
+
+def test_togethers_own_estimate_over_the_budget_creates_nothing(fake, broker, tmp_path):
+    """The catalog's estimate passed --max-cost; Together prices the uploaded data higher: refused before create."""
+    data = write_chat(tmp_path / "data.jsonl")
+    fake.estimate_price_per_million = Decimal("500")  # the account's own price, far over the catalog's 0.48
+    spec = spec_for(fake, data, budget={"max_cost_usd": Decimal("0.01")})
+    with pytest.raises(BudgetExceededError, match=r"Together estimates this job at .* over --max-cost \$0.01"):
+        broker.submit(spec)
+    assert fake.calls("estimate") and not fake.calls("jobs.create")
+    job = broker.jobs()[0]
+    assert job.status is JobStatus.FAILED and "nothing was created" in job.error
+
+
+def test_without_togethers_estimate_the_catalogs_stands(fake, broker, tmp_path):
+    fake.estimation_available = False
+    job = broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))
+    assert job.status is JobStatus.QUEUED and fake.calls("jobs.create")
+    assert any("Together gave no price estimate (estimation_unavailable)" in e.message
+               for _, e in broker.events(job.id))

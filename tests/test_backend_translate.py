@@ -40,6 +40,7 @@ from ftbroker.errors import (
     RouteUnavailableError,
 )
 from ftbroker.jobs import JobStatus
+from ftbroker.routes import Route
 from ftbroker.spec import JobSpec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -375,20 +376,21 @@ def test_bedrock_claude_haiku_lines(tmp_path):
 
 # -- quotes ------------------------------------------------------------------------------------------
 def route(**kw):
-    base = dict(model="gpt-4o-mini-2024-07-18", feasible=True, reason="", notes=(), cost_usd=Decimal("4.5"),
-                price_known=True,
+    base = dict(kind="managed", backend="openai", provider="openai", model="gpt-4o-mini-2024-07-18", method="sft",
+                feasible=True, reason="", notes=(), cost_usd=Decimal("4.5"), price_known=True,
                 billed_tokens=1_500_000, epochs=3, price_source="openai.com/api/pricing", price_as_of=None,
                 breakdown={"billing": "tokens x epochs", "usd_per_m_tokens": Decimal("3.00")})
-    return SimpleNamespace(**{**base, **kw})
+    return Route(**{**base, **kw})
 
 
-def test_quotes_from_the_planners_route():
+def test_quotes_from_the_routes_price():
     quote = quote_from_route("openai", route(notes=("closes to new jobs in 39 days (2027-01-06)",)))
     assert (quote.verdict, quote.cost_usd, quote.billed_tokens) == (Verdict.OK, Decimal("4.5"), 1_500_000)
     assert quote.warnings == ("closes to new jobs in 39 days (2027-01-06)",)
     assert quote.resources == {QUOTED_PRICE: 3.0} and quote.breakdown["price_source"] == "openai.com/api/pricing"
     closed = quote_from_route("bedrock", route(model="anthropic.claude-3-haiku-20240307-v1:0:200k", feasible=False,
-                                               reason="closed: the model reached end of life on 2026-09-10"))
+                                               reason="closed: the model reached end of life on 2026-09-10",
+                                               closed=True))
     assert closed.verdict is Verdict.ROUTE_UNAVAILABLE
     assert closed.reason == ("anthropic.claude-3-haiku-20240307-v1:0:200k: closed: the model reached end of life "
                              "on 2026-09-10")

@@ -62,7 +62,7 @@ def test_run_follows_to_the_end_and_fails_with_exit_1(data):
 def test_bad_flags_are_all_reported_with_exit_2(data):
     result = ftb("run", data, "--model", "m", "--epochs", "0", "--lr", "lots", "--method", "sft",
                  "--option", "gpus", "--option", "colour=red", "--yes", ok=(2,))
-    for words in ("hyperparameters.epochs: Input should be greater than or equal to 1 (got '0') (from --epochs)",
+    for words in ("hyperparameters.epochs: must be at least 1 (got '0') (from --epochs)",
                   "hyperparameters.learning_rate:", "(got 'lots') (from --learning-rate)",
                   "method: Input should be 'full', 'lora' or 'qlora' (got 'sft') (from --method)",
                   "--option 'gpus': write KEY=VALUE"):
@@ -76,7 +76,7 @@ def test_a_bad_job_file_is_exit_2_naming_the_field(data, tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(f"dataset: {data}\nmodel: m\nhyperparameters:\n  micro_batch_size: -4\n")
     result = ftb("run", "--config", job, "--yes", ok=(2,))
-    assert "hyperparameters.micro_batch_size: Input should be greater than or equal to 1 (got -4)" in result.stderr
+    assert "hyperparameters.micro_batch_size: must be at least 1 (got -4)" in result.stderr
     assert Ledger().list() == []
 
 
@@ -85,6 +85,18 @@ def test_bad_data_is_exit_2_with_file_and_line(tmp_path):
     bad.write_text('{"messages": []}\n[1, 2]\n')
     result = ftb(*local_run(bad), ok=(2,))
     assert f"{bad}:2:" in result.stderr
+
+
+def test_a_line_over_the_size_limit_is_exit_2_before_anything_starts(tmp_path, monkeypatch):
+    from ftbroker import data
+
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    big = write_chat(tmp_path / "big.jsonl", 3)
+    with big.open("ab") as fh:
+        fh.write(b'{"text": "' + b"a" * (3 << 20) + b'"}\n')
+    result = ftb(*local_run(big), ok=(2,))
+    assert f"{big}:4: the line is {(3 << 20) + 12:,} bytes, over the limit" in result.stderr
+    assert Ledger().list() == []
 
 
 @pytest.mark.parametrize("extra, words", [

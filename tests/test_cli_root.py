@@ -63,4 +63,11 @@ def test_estimate_help_lists_the_estimators_optimizers():
     from ftbroker.estimate.setup import OPTIMIZERS
 
     text = " ".join(help_text("estimate").split())
-    assert ", ".join(OPTIMIZERS) + "." in text
+    assert ", ".join(OPTIMIZERS) + " (default: the stack's)." in text
+
+
+def test_estimate_stack_choices_are_the_estimators_stacks():
+    from ftbroker.cli import _STACK_NAMES
+    from ftbroker.estimate.stacks import STACKS
+
+    assert _STACK_NAMES == tuple(STACKS)

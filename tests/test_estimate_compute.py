@@ -6,19 +6,20 @@ import itertools
 from fractions import Fraction
 
 import pytest
-from estimate_fixtures import A10G, A100_80, LLAMA31_8B, LLAMA32_1B, MIXTRAL, RTX4090
+from estimate_fixtures import A100_80, LLAMA31_8B, LLAMA32_1B, MIXTRAL, RTX4090, UNTIMED
 from ftbroker.errors import UnknownNameError
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.compute import (
     Overheads,
     Range,
+    communication,
     flops_per_token,
     gpu_class,
     padded_tokens,
     throughput,
     training_time,
 )
-from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import NF4_DQ_BYTES, Implementation, ModelShape, TrainingSetup
 
 CAL = Calibration(mfu={"full": {"datacenter": 0.5, "workstation": 0.4}, "lora": {"datacenter": 0.4},
                        "qlora": {"datacenter": 0.4}}, eager_slowdown=1.25, dequant_bytes_per_param=10.0,
@@ -122,7 +123,36 @@ def test_throughput_from_peak_and_calibrated_efficiency():
     eager = throughput(LLAMA31_8B, A100_80, setup.with_(impl=Implementation()), CAL)
     assert eager.tokens_per_s.expected == pytest.approx(t.tokens_per_s.expected / 1.25)
     two = throughput(LLAMA31_8B, A100_80, setup.with_(n_gpus=2, sharding="fsdp"), CAL)
-    assert two.tokens_per_s.expected == pytest.approx(2 * 0.9 * t.tokens_per_s.expected)
+    compute = t.step_seconds / 0.9  # the per-GPU scaling, then the FSDP collectives over NVLink
+    moved = 0.5 * (2 * LLAMA31_8B.params * 2 + LLAMA31_8B.params * 2)  # 2 bf16 weight gathers + bf16 grads
+    step = (compute**2 + (moved / 300e9) ** 2) ** 0.5
+    assert two.tokens_per_s.expected == pytest.approx(2 * setup.tokens / step)
+    assert any("communication: fsdp over 2 GPUs" in note for note in two.assumptions)
+
+
+def test_multi_gpu_communication_by_strategy_and_link():
+    """Ring collectives move (n-1)/n of the data through each GPU's link: FSDP gathers the (NF4, for QLoRA) weights
+    twice per micro-batch; DDP all-reduces the adapters' gradients once per optimizer step."""
+    qlora = TrainingSetup("qlora", seq_len=2048, n_gpus=4, sharding="fsdp")
+    fsdp = communication(LLAMA31_8B, A100_80, qlora)
+    quantized = LLAMA31_8B.num_layers * sum(lin.params for lin in LLAMA31_8B.linears)
+    weights = quantized * NF4_DQ_BYTES + (LLAMA31_8B.params - quantized) * 2
+    assert fsdp.gpu_bytes == pytest.approx(0.75 * (2 * weights + fsdp_grads(qlora)))
+    assert fsdp.seconds == pytest.approx(fsdp.gpu_bytes / 300e9)
+    ddp = communication(LLAMA31_8B, RTX4090, TrainingSetup("lora", n_gpus=2, sharding="ddp", grad_accumulation=4))
+    assert ddp.gpu_bytes == pytest.approx(2 * 0.5 * fsdp_grads(TrainingSetup("lora")) / 4)
+    assert ddp.seconds == pytest.approx(ddp.gpu_bytes / 32e9)  # PCIe 4.0 x16, one direction
+    offload = communication(LLAMA31_8B, A100_80, qlora.with_(cpu_offload="params"))
+    assert offload.host_bytes == pytest.approx(2 * weights / 4) and offload.seconds > fsdp.seconds
+    assert communication(LLAMA31_8B, A100_80, TrainingSetup("lora")).seconds == 0  # one GPU
+    assert communication(LLAMA31_8B, UNTIMED, TrainingSetup("lora", n_gpus=2, sharding="ddp")) is None  # no link
+
+
+def fsdp_grads(setup):
+    """Bytes of the trainable gradients: PEFT's fp32 LoRA adapters, TRL's bf16 QLoRA ones."""
+    r = setup.lora_r
+    per_layer = sum(r * (lin.d_in + lin.d_out) for lin in LLAMA31_8B.linears)
+    return LLAMA31_8B.num_layers * per_layer * (4 if setup.method == "lora" else 2)
 
 
 def test_qlora_pays_for_dequantization_most_at_small_batches():
@@ -137,7 +167,7 @@ def test_qlora_pays_for_dequantization_most_at_small_batches():
 
 def test_gpu_class_and_unknown_peak():
     assert gpu_class(A100_80) == "datacenter" and gpu_class(RTX4090) == "workstation"
-    t = throughput(LLAMA31_8B, A10G, TrainingSetup("lora"), CAL)
+    t = throughput(LLAMA31_8B, UNTIMED, TrainingSetup("lora"), CAL)
     assert t.tokens_per_s is None and "TFLOPS" in t.reason
     # a method/class without its own efficiency falls back to the class average
     assert throughput(LLAMA31_8B, RTX4090, TrainingSetup("lora"), CAL).efficiency == pytest.approx(
@@ -158,5 +188,5 @@ def test_training_time_adds_overheads_and_scales_with_epochs():
                                                                eval_fraction=0.1))
     assert {"start-up", "model download", "evaluation", "checkpoints", "model load"} <= set(cloud.breakdown)
     assert cloud.hours.expected > one.hours.expected
-    assert training_time(LLAMA31_8B, A10G, setup, real_tokens=1, processed_tokens=1.0, epochs=1,
+    assert training_time(LLAMA31_8B, UNTIMED, setup, real_tokens=1, processed_tokens=1.0, epochs=1,
                          calibration=CAL) is None

@@ -6,7 +6,7 @@ import math
 from decimal import Decimal
 
 import pytest
-from estimate_fixtures import A10G, RTX4090
+from estimate_fixtures import UNTIMED, RTX4090
 from ftbroker.errors import CatalogError, InputError
 from ftbroker.estimate.calibration import GPU_CLASSES, default_calibration, parse_calibration
 from ftbroker.estimate.compute import Range
@@ -26,7 +26,7 @@ def test_local_electricity_is_hand_checkable_decimal():
     assert default.usd.low < default.usd.expected < default.usd.high  # TDP x utilisation range
     assert "EIA" in default.breakdown["price"]
     with pytest.raises(InputError, match="no TDP"):
-        local_cost(Range(1, 1, 1), A10G)
+        local_cost(Range(1, 1, 1), UNTIMED)
 
 
 def test_on_demand_cloud_is_price_times_hours():

@@ -244,7 +244,7 @@ def test_bad_setups_are_input_errors():
         TrainingSetup("dora")
     with pytest.raises(UnknownNameError, match="optimizer"):
         TrainingSetup("lora", optimizer="adamw9000")
-    with pytest.raises(InputError, match="micro-batch must be at least 1"):
+    with pytest.raises(InputError, match="micro-batch 0: must be at least 1"):
         TrainingSetup("lora", micro_batch=0)
     with pytest.raises(InputError, match="needs more than one GPU"):
         TrainingSetup("full", sharding="zero3")

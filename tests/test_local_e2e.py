@@ -120,6 +120,9 @@ def test_lora_run_learns_and_reports(lora_job, home):
         ["checkpoint-46", "checkpoint-69"]  # one per epoch, the last two kept
     metric_lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert metric_lines == result["metrics"]
+    log = (run_dir / "trainer.log").read_text()  # the libraries' warnings as DEBUG lines, no progress bars
+    assert "\r" not in log and "it/s]" not in log
+    assert all(" DEBUG [" in line for line in log.splitlines() if "Warning" in line or "warn(" in line)
 
 
 def test_estimate_and_measurement_sit_side_by_side_in_the_ledger(lora_job):
@@ -154,7 +157,11 @@ def test_export_merged_and_ollama(lora_job, in_home, tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     job_id = lora_job["job"]["id"]
+    (tmp_path / "merged.partial").mkdir()  # the user's own folder, whose name an export once used for itself
+    (tmp_path / "merged.partial" / "keep.txt").write_text("mine")
     merged = json.loads(ftb("export", job_id, "--format", "merged", "-o", tmp_path / "merged", "--json").stdout)
+    assert (tmp_path / "merged.partial" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if "ftbroker" in p.name) == []  # no folder of ours left
     assert merged["artifacts"] == [{"kind": "merged_model", "uri": str(tmp_path / "merged"),
                                     "description": "merged Hugging Face folder"}]
     adapter = lora_job["result"]["output_model"]
@@ -167,7 +174,9 @@ def test_export_merged_and_ollama(lora_job, in_home, tmp_path, tiny_model_dir):
         torch.testing.assert_close(adapted(**prompt).logits, model(**prompt).logits, atol=1e-4, rtol=1e-4)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
 
-    out = ftb("export", job_id, "--format", "ollama", "-o", tmp_path / "ollama").stdout
+    exported = ftbroker(in_home, "export", job_id, "--format", "ollama", "-o", tmp_path / "ollama")
+    assert exported.stderr == ""  # the libraries' warnings and bars are in the run folder's export.log
+    out = exported.stdout
     modelfile = (tmp_path / "ollama" / "Modelfile").read_text()
     assert f"file: {tmp_path / 'ollama' / 'Modelfile'}" in out
     assert f"FROM {tmp_path / 'ollama' / 'model'}\n" in modelfile

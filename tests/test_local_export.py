@@ -4,7 +4,9 @@ the generated Go template renders the same prompts (checked with Go's text/templ
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -181,3 +183,72 @@ def test_go_templates_render_what_the_model_was_trained_on(tokenizers, tmp_path)
     assert done.returncode == 0, done.stderr
     rendered = json.loads(done.stdout)
     assert [(name, text) for (name, _), text in zip(expected, rendered, strict=True)] == expected
+
+
+# --- the export folder: built beside the destination under a name of ftbroker's own, renamed into place ----------
+
+def test_an_export_folder_appears_whole_or_not_at_all(tmp_path):
+    (tmp_path / "out.partial").mkdir()
+    (tmp_path / "out.partial" / "keep.txt").write_text("the user's")
+    (tmp_path / "out").mkdir()  # an empty folder may be the destination
+    old = os.umask(0o022)
+    try:
+        with export.new_folder(tmp_path / "out") as work:
+            assert work.parent == tmp_path and work.name.startswith(".out.ftbroker-")
+            (work / "Modelfile").write_text("FROM x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / "Modelfile").read_text() == "FROM x\n"
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # an export is the user's: the umask's mode
+    with pytest.raises(RuntimeError), export.new_folder(tmp_path / "failed") as work:
+        (work / "half").write_text("written")
+        raise RuntimeError("the merge failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.partial"]  # nothing of ours left
+    assert (tmp_path / "out.partial" / "keep.txt").read_text() == "the user's"
+
+
+def test_an_export_refuses_a_folder_that_is_not_empty_or_cannot_be_written(tmp_path):
+    from ftbroker.errors import InputError
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "a-file").write_text("x")
+    for dest, words in ((tmp_path / "full", "already exists and is not empty"),
+                        (tmp_path / "a-file", "already exists and is not a folder"),
+                        (Path("/proc/ftbroker-export"), "cannot write /proc/ftbroker-export")):
+        with pytest.raises(InputError, match=words), export.new_folder(dest):
+            pass
+    assert (tmp_path / "full" / "x").read_text() == "x"
+
+
+def test_the_libraries_noise_goes_to_the_log_not_the_terminal(tmp_path, capfd):
+    """What transformers, bitsandbytes, datasets and tqdm print while a model is merged: in the run folder's
+    export.log as DEBUG lines, never on the user's terminal."""
+    import logging
+    import warnings
+
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from ftbroker.backends.local import noise
+
+    log = tmp_path / "export.log"
+    with noise.kept_in(log), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.getLogger("transformers.modeling_utils").warning("Some weights were not initialized")
+        warnings.warn_explicit("bitsandbytes was compiled without GPU support", UserWarning, "bnb.py", 1,
+                               module="bitsandbytes.cextension")
+        for _ in hf_logging.tqdm(range(3), desc="Loading checkpoint shards"):  # transformers' bar: off
+            pass
+        for _ in tqdm(range(3), desc="a bare tqdm"):  # drawn, into the log
+            pass
+        os.write(2, b"a compiled library's own line\n")
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    lines = log.read_text().splitlines()
+    assert any("DEBUG [transformers.modeling_utils WARNING] Some weights were not initialized" in li for li in lines)
+    assert any("DEBUG [py.warnings WARNING]" in li and "compiled without GPU support" in li for li in lines)
+    assert "Loading checkpoint shards" not in log.read_text()
+    assert "a bare tqdm" in log.read_text() and "a compiled library's own line" in log.read_text()
+    logging.getLogger("transformers.modeling_utils").warning("after the export")  # everything is put back
+    assert "after the export" not in log.read_text()

@@ -16,10 +16,11 @@ from pathlib import Path
 import ftbroker
 import pytest
 from click.testing import CliRunner
-from ftbroker import clock, planner, planning
+from ftbroker import clock
 from ftbroker.backends.base import Gpu, parse_nvidia_smi
 from ftbroker.cli import cli
 from ftbroker.backends.local.config import TrainConfig
+from ftbroker.backends.gpu_routes import DEFAULT_GPU_MODELS
 from ftbroker.planning import find_local_gpus
 from ftbroker.pricing.catalog import load_catalog
 
@@ -146,10 +147,10 @@ def test_every_gpu_route_is_consistent(example):
             continue
         low, high = b["cost_usd"]["low"], b["cost_usd"]["high"]
         assert low <= r["cost_usd"] <= high
-        if r["pricing"] == "on-demand":
+        if r["market"] == "on-demand":
             assert r["cost_usd"] == pytest.approx(b["hours"]["expected"] * float(b["usd_per_hour"]), rel=0.01,
                                                   abs=2e-4)
-        if r["pricing"] == "spot":
+        if r["market"] == "spot":
             assert r["hours"] >= b["hours"]["expected"]
     assert example["cheapest"] == min((r for r in example["routes"] if r["feasible"] and r["cost_usd"] is not None),
                                       key=lambda r: r["cost_usd"])["id"]
@@ -174,7 +175,7 @@ def test_the_table_shows_each_kind_of_route_and_names_the_cheapest_and_fastest(e
     assert f"{cheapest['method']} " in row and f"{cheapest['vram_gib']:.1f}/24" in row  # the row it points to
     assert re.search(r"gpt-4o-mini-2024-07-18 +sft +3 +344k +1\.03 +2025-07 +\[\d+\]!", out)
     assert "GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models; --model for others), 3 epochs" in out
-    assert re.search(r"Not available:\n +#\d+ local \S+ full: does not fit even at micro-batch 1", out)
+    assert re.search(r"Not available:\n +#\d+ local \S+ full: does not fit at micro-batch 4 or any smaller", out)
     assert "more on-demand cloud routes: " in out and "--all shows them" in out
 
 
@@ -189,7 +190,7 @@ def test_all_lists_every_instance(example):
     every = plan_json(CHATS, "--model", "Llama-3.1-8B", "--method", "qlora", "--all")
     cheapest = plan_json(CHATS, "--model", "Llama-3.1-8B", "--method", "qlora")
     cloud = [r for r in every["routes"] if r["kind"] == "cloud"]
-    assert len({r["instance"] for r in cloud}) == len({(r["backend"], r["instance"]) for r in cloud}) > 150
+    assert len({r["instance_type"] for r in cloud}) == len({(r["cloud"], r["instance_type"]) for r in cloud}) > 150
     assert len(cloud) > len([r for r in cheapest["routes"] if r["kind"] == "cloud"])
     assert every["options"]["all_instances"] and "every instance" in every["notes"][2]
 
@@ -198,11 +199,16 @@ def test_plan_csv_has_one_row_per_route():
     result = run("plan", CHATS, "--csv", "--model", "gpt-4o-mini", "--model", "Llama-3.1-8B", "--method", "lora")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert {"openai", "together", "fireworks", "bedrock", "aws", "gcp"} <= {r["backend"] for r in rows}
+    assert {"openai", "together", "bedrock", ""} == {r["backend"] for r in rows if r["kind"] == "managed"}
+    assert {"openai", "together", "fireworks", "bedrock"} <= {r["provider"] for r in rows}
+    assert {"aws", "gcp"} <= {r["cloud"] for r in rows}
     mini = next(r for r in rows if r["model"] == "gpt-4o-mini-2024-07-18")
     assert (mini["feasible"], mini["stale"], mini["price_as_of"]) == ("true", "true", "2025-07-01")
-    spot = next(r for r in rows if r["pricing"] == "spot")
-    assert spot["instance"] and spot["gpu"] and float(spot["vram_gib"]) > 0
+    spot = next(r for r in rows if r["market"] == "spot")
+    assert mini["runnable"] == "true" and int(mini["number"]) < int(spot["number"])  # managed routes first
+    assert spot["instance_type"] and spot["gpu"] and float(spot["vram_gib"]) > 0 and spot["region"]
+    assert spot["runnable"] == "false" and spot["not_runnable"].startswith(f"no ftbroker backend rents {spot['cloud']}")
+    assert [int(r["number"]) for r in rows] == list(range(1, len(rows) + 1))
 
 
 def test_preference_data_plans_dpo_offers_and_says_why_no_gpu_route():
@@ -271,7 +277,7 @@ def test_local_model_folder_plans_its_own_architecture(tmp_path):
         "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
         "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768}))
     doc = plan_json(CHATS, "--model", folder, "--method", "lora", "--gpu", "L40S")
-    managed = {r["backend"] for r in doc["routes"] if r["kind"] == "managed"}
+    managed = {r["provider"] for r in doc["routes"] if r["kind"] == "managed"}
     assert managed == {"together", "fireworks"}  # the size tiers its 7.6B parameters fall in
     local = next(r for r in doc["routes"] if r["kind"] == "local")
     assert local["model"] == "my-model" and local["breakdown"]["tokenizer"].startswith("estimate (qwen2 family")
@@ -308,7 +314,7 @@ def test_dataset_errors_exit_2_with_file_line_and_json_still_printed(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (("--model", "Llama-3.1-8"), "did you mean 'Llama-3.1-8B'"),
-    (("--gpu", "RTX-4080"), "unknown GPU 'RTX-4080'"),
+    (("--gpu", "RTX-4070"), "unknown GPU 'RTX-4070'"),
     (("--gpu", "H100:0"), "COUNT must be a positive integer"),
     (("--json", "--csv"), "cannot be combined"),
     (("--method", "dora"), "Invalid value for '--method'"),
@@ -323,22 +329,30 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_plan_takes_the_values_run_takes():
-    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (spelt out in the CLI, which
-    must not import pydantic for --help)."""
-    from annotated_types import Ge, Le
+    """--epochs, --max-seq-len and --lora-r are bounded as the JobSpec bounds them (both from ftbroker.bounds)."""
+    import click
+    from pydantic import ValidationError
+
+    from ftbroker.bounds import BOUNDS
     from ftbroker.spec import Hyperparameters, LoraSettings
 
     options = {p.name: p.type for p in cli.commands["plan"].params}
     for option, (part, field) in {"epochs": (Hyperparameters, "epochs"), "lora_r": (LoraSettings, "r"),
                                   "max_seq_len": (Hyperparameters, "max_seq_len")}.items():
-        metadata = part.model_fields[field].metadata
-        bounds = (next(m.ge for m in metadata if isinstance(m, Ge)), next(m.le for m in metadata if isinstance(m, Le)))
-        assert (options[option].min, options[option].max) == bounds, option
+        bound = BOUNDS[option]
+        for value in (bound.low, bound.high):
+            assert options[option].convert(str(value), None, None) == value
+            part(**{field: value})
+        for value in (bound.low - 1, bound.high + 1):
+            with pytest.raises(click.BadParameter):
+                options[option].convert(str(value), None, None)
+            with pytest.raises(ValidationError):
+                part(**{field: value})
 
 
 def test_the_help_states_the_defaults_the_planner_uses():
     text = " ".join(run("plan", "--help").stdout.split())
-    assert f"GPU routes for {' and '.join(planner.DEFAULT_GPU_MODELS)}" in text
+    assert f"GPU routes for {' and '.join(DEFAULT_GPU_MODELS)}" in text
     assert f"{TRAINER.epochs} on GPUs" in text and f"default {TRAINER.max_seq_length})" in text
 
 
@@ -360,7 +374,7 @@ def test_catalog_show_json_and_table():
     assert doc["models"][0]["params"] > 0
     table = run("catalog", "show", "--kind", "gpus").stdout
     assert "RTX-4090" in table and "Sources" in table and "Cloud GPU instances" not in table
-    assert "older than 90 days" in run("catalog", "show", "--kind", "managed").stdout
+    assert "not checked against its source for 90 days" in run("catalog", "show", "--kind", "managed").stdout
 
 
 def test_catalog_validate(tmp_path):
@@ -405,3 +419,16 @@ def test_the_readme_shows_a_real_plan_of_the_example(monkeypatch):
     block = readme[start:readme.index("```", start)].splitlines()
     out = CliRunner(env={"COLUMNS": "100"}).invoke(cli, block[0].split()[2:], catch_exceptions=False).stdout
     assert [line.rstrip() for line in block[1:]] == [line.rstrip() for line in out.splitlines()], out
+
+
+def test_into_a_pipe_every_name_and_column_is_printed_whole():
+    """Not a terminal and no COLUMNS: nothing is cut to 80 columns (grep and scripts read whole names)."""
+    args = [str(CHATS), "--model", "Llama-3.1-8B", "--gpu", "RTX-4090"]
+    piped = CliRunner(env={"COLUMNS": None, clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert piped.exit_code == 0, piped.stderr
+    dates = re.sub(r"\d{4}-\d\d-\d\d … \d{4}-\d\d-\d\d", "", piped.stdout)  # the catalog's date range
+    assert "…" not in dates and "Cut to fit" not in piped.stdout
+    assert "gpu-b200-sxm-a_8gpu-160vcpu-1792gb" in piped.stdout  # a long instance name, whole
+    assert "$/h" in piped.stdout and max(map(len, piped.stdout.splitlines())) > 120
+    narrow = CliRunner(env={"COLUMNS": "80", clock.ENV: README_DATE.isoformat()}).invoke(cli, ["plan", *args])
+    assert "Cut to fit 80 columns" in narrow.stdout  # a width asked for is still honoured

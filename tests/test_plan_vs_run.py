@@ -64,3 +64,62 @@ def test_plan_and_run_quote_the_same_local_job(monkeypatch, method, plan_flags, 
     assert quote.breakdown["estimate"]["setup"]["micro_batch"] == setup["micro_batch"]
     assert quote.breakdown["time_s"]["training"]["expected"] == pytest.approx(
         route["breakdown"]["hours_by_part"]["training"] * 3600, abs=2)
+
+
+def test_run_from_plan_takes_the_micro_batch_the_route_says(monkeypatch, tmp_path):
+    """`ftbroker run --from-plan plan.json --route N`: the route's own job, its lowered micro-batch included."""
+    from ftbroker.route_jobs import route_fields
+    from ftbroker.spec import load_spec
+
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+    planned = invoke("plan", CHATS, "--model", "Llama-3.1-8B", "--gpu", "RTX-4090", "--json")
+    doc = json.loads(planned.stdout)
+    (tmp_path / "plan.json").write_text(planned.stdout)
+    for route in (r for r in doc["routes"] if r["kind"] == "local" and r["feasible"]):
+        ran = invoke("run", "--from-plan", tmp_path / "plan.json", "--route", route["number"])
+        assert ran.exit_code == 3 and "confirmation needs a terminal" in ran.stderr, ran.stderr
+        assert f"peak VRAM  {route['vram_gib']:.1f} GiB per GPU" in ran.stderr
+        with Broker() as broker:
+            quote = broker.prepare(load_spec(None, route_fields(doc, route["number"], "plan.json")[0])).quote
+        assert (round(quote.peak_vram_gib, 2), round(quote.hours, 3), float(quote.cost_usd)) == (
+            route["vram_gib"], route["hours"], route["cost_usd"])
+    assert Ledger().list() == []
+
+
+@pytest.mark.parametrize("method, gpu", [
+    ("full", "H100"),     # does not fit: the peak of the settings asked for, not of a smaller micro-batch
+    ("lora", "RTX-4090"),  # fits once the plan lowers the micro-batch: the same lowered settings everywhere
+    ("qlora", "RTX-4090"),
+])
+def test_estimate_plan_and_run_give_one_answer(monkeypatch, method, gpu):
+    """The issue's case: `estimate` (the trainer's defaults), `plan` and `run` on the same settings show the same
+    peak VRAM; plan and run the same hours and cost too (estimate has no dataset, so neither)."""
+    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+    model = "Llama-3.1-8B"
+    planned = invoke("plan", CHATS, "--model", model, "--gpu", gpu, "--method", method, "--json")
+    assert planned.exit_code == 0, planned.stderr
+    route = next(r for r in json.loads(planned.stdout)["routes"] if r["kind"] == "local")
+    setup = route["breakdown"]["setup"]
+    assert setup["seq_len"] == 935  # the longest example of the bundled data
+
+    estimated = invoke("estimate", model, "--method", method, "--gpu", gpu, "--seq-len", setup["seq_len"],
+                       "--batch", setup["micro_batch"], "--grad-accum", setup["grad_accumulation"], "--json")
+    assert estimated.exit_code == 0, estimated.output
+    estimate = json.loads(estimated.stdout)
+    shared = setup.keys() & estimate["setup"].keys()
+    assert len(shared) >= 8 and {k: estimate["setup"][k] for k in shared} == {k: setup[k] for k in shared}
+    assert round(estimate["vram_gib"], 2) == route["vram_gib"]
+    assert estimate["fits"] is route["feasible"]
+
+    spec = JobSpec(dataset=str(CHATS), model=model, method=method, backend_options={"gpu": gpu},
+                   hyperparameters={"micro_batch_size": setup["micro_batch"],
+                                    "gradient_accumulation_steps": setup["grad_accumulation"]})
+    with Broker() as broker:
+        quote = broker.prepare(spec).quote
+    assert round(quote.peak_vram_gib, 2) == route["vram_gib"]
+    assert (quote.verdict.value == "ok") is route["feasible"]
+    if route["feasible"]:
+        assert (round(quote.hours, 3), float(quote.cost_usd)) == (route["hours"], route["cost_usd"])
+    else:  # the same figure in both reasons
+        assert f"needs about {route['vram_gib']:.1f} GiB per GPU" in route["reason"]
+        assert f"needs about {route['vram_gib']:.1f} GiB per GPU" in quote.reason

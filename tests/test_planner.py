@@ -1,4 +1,6 @@
-"""The pure planner: billing rules pinned on hand-checked cases, availability by date, model selection, JSON."""
+"""Managed routes as the planner composes them (the managed backends' routes and the stand-in for providers no
+backend runs yet, ``ftbroker.backends.managed_routes``): billing rules pinned on hand-checked cases, availability
+by date, model selection; and the pure planner: token needs, ranking, numbering, JSON."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from decimal import Decimal
 import pytest
 
 from ftbroker import planner
+from ftbroker.backends.managed_routes import UnclaimedOffers
 from ftbroker.errors import DataIssue
-from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, TokenizerSpec, build_plan, token_needs
+from ftbroker.planner import build_plan
+from ftbroker.planning import route_sources
 from ftbroker.pricing.catalog import load_catalog
+from ftbroker.routes import Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed
 from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
@@ -22,11 +27,22 @@ def cat():
     return load_catalog()
 
 
+def managed_sources(cat):
+    """The route sources of managed offers: the managed backends, and the stand-in for providers none runs."""
+    return [s for s in route_sources(cat)[0]
+            if isinstance(s, UnclaimedOffers) or getattr(getattr(s, "capabilities", None), "managed", False)]
+
+
+def token_needs(cat, options, sources=None):
+    return [n.spec for n in planner.token_needs(managed_sources(cat) if sources is None else sources, cat, options)]
+
+
 def make_plan(cat, lengths, *, options=PlanOptions(), fmt="chat", today=TODAY, validation_lengths=None,
-              per_spec=None, provider_issues=None, size_bytes=1000, sources=(planner.managed_routes,)):
+              per_spec=None, provider_issues=None, size_bytes=1000, sources=None):
     """A plan whose every token counter saw ``lengths`` ({tokens: examples}), unless ``per_spec`` says otherwise.
     Managed routes only, unless ``sources`` says otherwise."""
-    specs = token_needs(cat, options)
+    sources = managed_sources(cat) if sources is None else sources
+    specs = token_needs(cat, options, sources)
     keys = {spec: f"k{i}" for i, spec in enumerate(specs)}
 
     def counted(hist):
@@ -34,12 +50,12 @@ def make_plan(cat, lengths, *, options=PlanOptions(), fmt="chat", today=TODAY, v
 
     train = report(counted(lengths), fmt=fmt, provider_issues=provider_issues, size_bytes=size_bytes)
     validation = report(counted(validation_lengths), fmt=fmt) if validation_lengths else None
-    return build_plan(PlanInputs(train, validation, cat, options, keys, today), sources=sources)
+    return build_plan(RouteContext(train, validation, cat, options, keys, today), sources)
 
 
-def route(plan, model, method="sft", objective="sft", backend=None):
+def route(plan, model, method="sft", objective="sft", provider=None):
     found = [r for r in plan.routes if r.model == model and r.method == method and r.objective == objective
-             and backend in (None, r.backend)]
+             and provider in (None, r.provider)]
     assert len(found) == 1, [(r.model, r.method, r.objective) for r in plan.routes]
     return found[0]
 
@@ -56,7 +72,7 @@ def test_openai_gpt4o_mini_auto_epochs_billed_tokens_and_cost(cat):
     assert r.epochs == 3
     assert r.billed_tokens == 1_500_000
     assert r.cost_usd == Decimal("4.50")
-    assert r.feasible and r.kind == "managed" and r.backend == "openai"
+    assert r.feasible and r.kind == "managed" and r.provider == r.backend == "openai"
     assert r.breakdown["epochs_rule"] == "auto: 3 for 1,000 examples"
     assert plan.routes == (r,)  # only the model asked for
 
@@ -82,9 +98,9 @@ def test_openai_bills_long_examples_at_the_per_example_limit(cat):
 def test_openai_needs_ten_examples_and_chat_data(cat):
     r = route(make_plan(cat, {500: 5}, options=ask(cat, "gpt-4o-mini")), "gpt-4o-mini-2024-07-18")
     assert not r.feasible and r.reason == "needs at least 10 examples; the file has 5"
-    plan = make_plan(cat, {500: 100}, options=ask(cat, "davinci-002", "gpt-4o-mini"))
-    assert route(plan, "davinci-002").reason == "takes prompt_completion data; this file is chat"
-    assert plan.routes[-1].model == "davinci-002"  # infeasible routes sort last
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "babbage-002", "gpt-4o-mini"))
+    assert route(plan, "babbage-002").reason == "takes prompt_completion data; this file is chat"
+    assert plan.routes[-1].model == "babbage-002"  # infeasible routes sort last
 
 
 # ---------------------------------------------------------------------------------------------- availability
@@ -131,8 +147,8 @@ def test_retired_openai_models_are_shown_closed_not_dropped(cat):
 def test_together_lora_bills_train_x_epochs_plus_validation_x_n_evals(cat):
     options = ask(cat, "Llama-3.1-8B", method="lora", epochs=2, n_evals=3)
     plan = make_plan(cat, {500: 1000}, options=options, validation_lengths={500: 100})
-    r = route(plan, "Llama-3.1-8B", method="lora", backend="together")
-    together = [x for x in plan.routes if x.backend == "together"]
+    r = route(plan, "Llama-3.1-8B", method="lora", provider="together")
+    together = [x for x in plan.routes if x.provider == "together"]
     assert together == [r]
     assert r.billed_tokens == 500_000 * 2 + 50_000 * 3
     assert r.cost_usd == Decimal("0.552")  # 1,150,000 x $0.48 / 1M
@@ -143,7 +159,7 @@ def test_together_lora_bills_train_x_epochs_plus_validation_x_n_evals(cat):
 def test_together_default_is_one_epoch_and_no_evals(cat):
     plan = make_plan(cat, {500: 1000}, options=ask(cat, "Llama-3.1-8B", method="full"),
                      validation_lengths={500: 100})
-    r = route(plan, "Llama-3.1-8B", method="full", backend="together")
+    r = route(plan, "Llama-3.1-8B", method="full", provider="together")
     assert r.epochs == 1 and r.billed_tokens == 500_000 and r.cost_usd == Decimal("0.27")
     assert any("n_evals is 0" in n for n in r.notes)
 
@@ -160,18 +176,18 @@ def test_provider_issues_rule_the_provider_out_each_said_once(cat):
                            DataIssue("data.jsonl", 9, "two user turns in a row")]}
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), provider_issues=issues)
     for r in plan.routes:
-        if r.backend == "together":
+        if r.provider == "together":
             assert not r.feasible and r.reason == ("data.jsonl:7: two assistant turns in a row (and 4 more lines); "
                                                    "line 9: two user turns in a row")
         else:
-            assert r.feasible or r.backend == "bedrock"
+            assert r.feasible or r.provider == "bedrock"
 
 
 # ---------------------------------------------------------------------------------------------- selection
 
 def test_open_model_selects_its_offers_and_size_tiers(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"))
-    found = {(r.backend, r.model, r.method) for r in plan.routes}
+    found = {(r.provider, r.model, r.method) for r in plan.routes}
     assert found == {("together", "Llama-3.1-8B", "lora"), ("together", "Llama-3.1-8B", "full"),
                      ("fireworks", "Llama-3.1-8B", "lora"), ("fireworks", "Llama-3.1-8B", "full"),
                      ("bedrock", "meta.llama3-1-8b-instruct-v1:0:128k", "sft")}
@@ -179,27 +195,27 @@ def test_open_model_selects_its_offers_and_size_tiers(cat):
 
 def test_per_model_offer_wins_over_the_size_tier(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Qwen3-235B-A22B"))
-    together = [r for r in plan.routes if r.backend == "together"]
+    together = [r for r in plan.routes if r.provider == "together"]
     assert [(r.method, r.cost_usd) for r in together] == [("lora", Decimal("0.30"))]  # $6/1M, not a tier
-    assert {r.backend for r in plan.routes} == {"together", "fireworks"}
+    assert {r.provider for r in plan.routes} == {"together", "fireworks"}
 
 
 def test_method_filter_keeps_provider_managed_offers(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="qlora"))
-    assert {r.backend for r in plan.routes} == {"bedrock"}
+    assert {r.provider for r in plan.routes} == {"bedrock"}
 
 
 def test_no_model_shows_every_managed_offer_with_tiers_on_their_reference_model(cat):
     plan = make_plan(cat, {500: 100})
     sft_offers = [o for o in cat.managed if o.objective in ("sft", "rft")]
     assert len(plan.routes) == len(sft_offers)
-    tier = route(plan, "Qwen2.5-32B", method="lora", backend="together")
+    tier = route(plan, "Qwen2.5-32B", method="lora", provider="together")
     assert tier.cost_usd == Decimal("0.075") and "17B-69B tier shown for Qwen2.5-32B" in " ".join(tier.notes)
 
 
 def test_preference_data_selects_dpo_offers(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), fmt="preference")
-    assert {(r.backend, r.method, r.objective) for r in plan.routes if r.feasible} == {
+    assert {(r.provider, r.method, r.objective) for r in plan.routes if r.feasible} == {
         ("together", "lora", "dpo"), ("together", "full", "dpo"), ("fireworks", "lora", "dpo"),
         ("fireworks", "full", "dpo")}
     assert route(plan, "Llama-3.1-8B", "lora", "dpo", "together").cost_usd == Decimal("0.06")  # 50k x $1.20
@@ -210,16 +226,16 @@ def test_unknown_price_is_shown_not_invented(cat):
     r = route(plan, "meta.llama3-1-8b-instruct-v1:0:128k")
     assert r.feasible and r.cost_usd is None and not r.price_known
     assert r.epochs == 5 and r.billed_tokens == 250_000
-    assert plan.cheapest.backend == "together" and plan.routes.index(r) > plan.routes.index(plan.cheapest)
+    assert plan.cheapest.provider == "together" and plan.routes.index(r) > plan.routes.index(plan.cheapest)
 
 
 def test_unpublished_default_epochs_need_the_flag(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora"))
-    assert route(plan, "Llama-3.1-8B", "lora", backend="together").cost_usd is not None
-    fireworks = route(plan, "Llama-3.1-8B", "lora", backend="fireworks")
+    assert route(plan, "Llama-3.1-8B", "lora", provider="together").cost_usd is not None
+    fireworks = route(plan, "Llama-3.1-8B", "lora", provider="fireworks")
     assert fireworks.cost_usd is None and fireworks.feasible and any("pass --epochs" in n for n in fireworks.notes)
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora", epochs=2))
-    assert route(plan, "Llama-3.1-8B", "lora", backend="fireworks").cost_usd == Decimal("0.05")  # 100k x $0.50
+    assert route(plan, "Llama-3.1-8B", "lora", provider="fireworks").cost_usd == Decimal("0.05")  # 100k x $0.50
 
 
 def test_bedrock_claude_rejects_examples_over_its_limit(cat):
@@ -233,7 +249,7 @@ def test_each_route_is_billed_with_its_own_counter(cat):
     llama = TokenizerSpec(hf_repo="meta-llama/Llama-3.1-8B", family="llama3")
     plan = make_plan(cat, {500: 100}, options=options, per_spec={llama: {600: 100}})
     assert route(plan, "gpt-4o-mini-2024-07-18").billed_tokens == 50_000
-    assert route(plan, "Llama-3.1-8B", "lora", backend="together").billed_tokens == 60_000
+    assert route(plan, "Llama-3.1-8B", "lora", provider="together").billed_tokens == 60_000
 
 
 def test_token_needs_and_the_tokenizer_flag(cat):
@@ -268,17 +284,93 @@ def test_plan_json_shape_and_order(cat):
 def test_stale_prices_are_flagged(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B", epochs=1))
     assert route(plan, "gpt-4o-mini-2024-07-18").stale  # mid-2025 price
-    assert route(plan, "Llama-3.1-8B", "lora", backend="together").stale  # ~Feb 2026
-    fireworks = [r for r in plan.routes if r.backend == "fireworks"]
+    assert route(plan, "Llama-3.1-8B", "lora", provider="together").stale  # ~Feb 2026
+    fireworks = [r for r in plan.routes if r.provider == "fireworks"]
     assert fireworks and not any(r.stale for r in fireworks)  # fetched 2026-10-08
 
 
 def test_route_sources_are_pluggable(cat):
-    def gpu_source(inputs):
-        return [planner.Route(kind="local", backend="local", model="Llama-3.1-8B", method="qlora",
-                              hardware=planner.Hardware("RTX-4090"), hours=2.0, cost_usd=Decimal("0.30"))]
+    class MyGpu:  # a route source: the three classmethods a backend has, here on an object
+        def token_needs(self, catalog, options):
+            return [TokenNeed(TokenizerSpec(tokenizer="o200k_base"), 1000)]
 
-    specs = token_needs(cat, PlanOptions())
-    inputs = PlanInputs(report({"k": stats({500: 10})}), None, cat, PlanOptions(), dict.fromkeys(specs, "k"), TODAY)
-    plan = build_plan(inputs, sources=(planner.managed_routes, gpu_source))
-    assert plan.fastest.id == "local:Llama-3.1-8B:qlora:RTX-4090x1"
+        def routes(self, context):
+            return [Route(kind="local", backend="local", model="Llama-3.1-8B", method="qlora",
+                          hardware=Hardware("RTX-4090"), hours=2.0, cost_usd=Decimal("0.30"))]
+
+        def plan_notes(self, context):
+            return ["my GPU: assumed"]
+
+    sources = [*managed_sources(cat), MyGpu()]
+    assert TokenNeed(TokenizerSpec(tokenizer="o200k_base"), 1000) in planner.token_needs(sources, cat, PlanOptions())
+    plan = make_plan(cat, {500: 10}, sources=sources)
+    assert plan.fastest.id == "local:Llama-3.1-8B:qlora:RTX-4090x1" and plan.notes == ("my GPU: assumed",)
+
+
+def test_token_needs_keep_each_counter_once_with_its_tightest_limit(cat):
+    o200k = TokenizerSpec(tokenizer="o200k_base")
+    needs = planner.token_needs(managed_sources(cat), cat, ask(cat, "gpt-4o-mini", "gpt-4.1", "gpt-4o"))
+    limits = [o.max_tokens_per_example for o in cat.managed if o.base_model in ("gpt-4o-mini", "gpt-4.1", "gpt-4o")
+              and o.max_tokens_per_example]  # one of them may state none: the others' still holds
+    assert needs == [TokenNeed(o200k, min(limits, default=None))]
+
+
+# ---------------------------------------------------------------------------------------------- who runs a route
+
+def test_each_route_names_the_backend_that_runs_it_and_the_job_that_does(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B", method="lora", epochs=2))
+    mini = route(plan, "gpt-4o-mini-2024-07-18")
+    assert mini.runnable and mini.job == {"backend": "openai", "model": "gpt-4o-mini-2024-07-18",
+                                          "hyperparameters": {"epochs": 2}}  # OpenAI chooses how: no method
+    together = route(plan, "Llama-3.1-8B", "lora", provider="together")
+    assert together.job == {"backend": "together", "model": "meta-llama/Llama-3.1-8B", "method": "lora",
+                            "hyperparameters": {"epochs": 2}}  # priced by its size tier: the model's own repo
+    for r in plan.routes:
+        if r.provider in ("fireworks", "vertex"):  # no backend claims them yet: priced, not runnable
+            assert r.backend is None and r.job is None and not r.runnable
+            assert r.not_runnable == f"no ftbroker backend runs {r.provider} jobs yet (priced for comparison)"
+        else:
+            assert r.backend == r.provider and not r.not_runnable
+
+
+def test_together_routes_carry_the_evaluations_they_were_billed_for(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora", n_evals=3),
+                     validation_lengths={500: 10})
+    assert route(plan, "Llama-3.1-8B", "lora", provider="together").job["backend_options"] == {"n_evals": 3}
+
+
+def test_a_closed_route_says_so_in_a_field(cat):
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B"), today=date(2027, 2, 1))
+    mini = route(plan, "gpt-4o-mini-2024-07-18")
+    assert mini.closed and not mini.feasible and not mini.runnable
+    assert not any(r.closed for r in plan.routes if r.provider != "openai")
+
+
+def test_routes_are_numbered_in_the_order_of_the_plans_sections(cat):
+    gpu = Route(kind="local", backend="local", model="m", method="lora", hardware=Hardware("RTX-4090"),
+                cost_usd=Decimal("0.01"), hours=1.0)
+    spot = Route(kind="cloud", backend=None, model="m", method="lora", cloud="acme", instance_type="x",
+                 market="spot", hardware=Hardware("H100"), cost_usd=Decimal("0.001"), hours=1.0)
+    on_demand = Route(kind="cloud", backend=None, model="m", method="lora", cloud="acme", instance_type="x",
+                      market="on-demand", hardware=Hardware("H100"), cost_usd=Decimal("0.002"), hours=1.0)
+
+    class Gpus:
+        def token_needs(self, catalog, options):
+            return []
+
+        def routes(self, context):
+            return [spot, on_demand, gpu]
+
+        def plan_notes(self, context):
+            return []
+
+    plan = make_plan(cat, {500: 1000}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B", epochs=1),
+                     sources=[*managed_sources(cat), Gpus()])
+    kinds = [(r.kind, r.market) for r in plan.routes]
+    assert kinds == sorted(kinds, key=planner.SECTIONS.index)  # managed, local, cloud on-demand, cloud spot
+    assert [r.number for r in plan.routes] == list(range(1, len(plan.routes) + 1))
+    assert all(plan.route(r.number) is r for r in plan.routes) and plan.route(0) is plan.route(99) is None
+    managed = [r for r in plan.routes if r.kind == "managed"]
+    assert [r.feasible for r in managed] == sorted((r.feasible for r in managed), reverse=True)
+    assert plan.cheapest.id == spot.id and plan.routes[-1].id == spot.id
+    assert [r["number"] for r in plan.to_json()["routes"]] == [r.number for r in plan.routes]

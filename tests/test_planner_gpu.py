@@ -1,6 +1,9 @@
-"""GPU routes of the pure planner: local and cloud, priced by the estimator with the dataset's real lengths."""
+"""GPU routes (``ftbroker.backends.gpu_routes``): local (the local backend's) and cloud (a cloud backend's, or the
+stand-in for clouds none rents yet), priced by the estimator with the dataset's real lengths."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import re
 from dataclasses import replace
@@ -9,14 +12,18 @@ from decimal import Decimal
 
 import pytest
 from ftbroker import planner
+from ftbroker.backends import gpu_routes
+from ftbroker.backends.gpu_routes import UnclaimedClouds
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions, train_config
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.estimate.calibration import default_calibration
 from ftbroker.estimate.compute import Overheads, Range, training_time
 from ftbroker.estimate.cost import cloud_cost
 from ftbroker.estimate.memory import estimate_memory, max_seq_len
 from ftbroker.estimate.setup import TrainingSetup
-from ftbroker.planner import ModelRequest, PlanInputs, PlanOptions, build_plan, token_needs
 from ftbroker.pricing.catalog import Catalog, load_catalog
+from ftbroker.routes import Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
+from ftbroker.spec import JobSpec
 from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
@@ -32,21 +39,33 @@ def few(cat):
     """The shipped catalog with a handful of instances (a test of one rule need not price 160)."""
     keep = {("aws", "g6e.xlarge"), ("aws", "g6e.4xlarge"), ("aws", "p5.48xlarge"), ("gcp", "a3-highgpu-1g"),
             ("cudo", "intel-ice-lake-a100-pci_1x2v4gb"), ("lambda", "gpu_1x_a10")}
-    return Catalog(models=cat.models, gpus=cat.gpus, instances=[i for i in cat.instances
-                                                                   if (i.cloud, i.instance_type) in keep],
+    untimed = dataclasses.replace(cat.gpus["RTX-3090"], name="Untimed-24GB", aliases=(), bf16_tflops=None,
+                                  fp16_tflops=None)  # a card whose maker publishes no tensor TFLOPS
+    return Catalog(models=cat.models, gpus={**cat.gpus, untimed.name: untimed},
+                   instances=[i for i in cat.instances if (i.cloud, i.instance_type) in keep],
                    managed=cat.managed, files=cat.files, version=cat.version)
 
 
-def gpu_plan(cat, lengths, *, models=("Llama-3.1-8B",), fmt="chat", validation_lengths=None, **options):
+def gpu_sources(cat):
+    """The GPU route sources: the local backend, and the stand-in for every cloud (no backend rents one yet)."""
+    return [LocalBackend, UnclaimedClouds(tuple(dict.fromkeys(i.cloud for i in cat.instances)))]
+
+
+def gpu_context(cat, lengths, *, models=("Llama-3.1-8B",), fmt="chat", validation_lengths=None, sources=None,
+                **options):
     if isinstance(options.get("gpu"), str):
         options["gpu"] = cat.gpus[options["gpu"]]
     opts = PlanOptions(models=tuple(ModelRequest(n, cat.models[n]) for n in models), **options)
-    keys = {spec: f"k{i}" for i, spec in enumerate(token_needs(cat, opts))}
+    needs = planner.token_needs(sources or gpu_sources(cat), cat, opts)
+    keys = {need.spec: f"k{i}" for i, need in enumerate(needs)}
     counted = {k: stats(lengths, "llama3 estimate", exact=False) for k in keys.values()}
     validation = ({k: stats(validation_lengths, "llama3 estimate", exact=False) for k in keys.values()}
                   if validation_lengths else None)
-    inputs = PlanInputs(report(counted, fmt=fmt), validation and report(validation), cat, opts, keys, TODAY)
-    return build_plan(inputs, sources=(planner.gpu_routes,), note_sources=(planner.gpu_notes,))
+    return RouteContext(report(counted, fmt=fmt), validation and report(validation), cat, opts, keys, TODAY)
+
+
+def gpu_plan(cat, lengths, **kw):
+    return planner.build_plan(gpu_context(cat, lengths, **kw), gpu_sources(cat))
 
 
 def only(plan, **attrs):
@@ -100,7 +119,7 @@ def test_a_micro_batch_the_card_cannot_hold_is_lowered_keeping_the_effective_bat
 def test_full_fine_tuning_of_8b_does_not_fit_a_24gb_card(few):
     r = only(gpu_plan(few, {500: 100}, method="full", gpu="RTX-4090"), kind="local")
     assert not r.feasible and r.hours is None and r.cost_usd is None
-    assert r.reason.startswith("does not fit even at micro-batch 1 with checkpointing and 500 tokens: needs about ")
+    assert r.reason.startswith("does not fit at micro-batch 4 or any smaller with checkpointing and 500 tokens: needs about ")
     needed = float(re.search(r"([0-9.]+) GiB per GPU", r.reason)[1])
     assert needed == pytest.approx(r.vram_gib, abs=0.06) and "RTX-4090 has 24 GiB" in r.reason
     assert "alone do not fit" in r.reason  # fp32 weights + AdamW states of 8B parameters: ~120 GiB
@@ -114,7 +133,7 @@ def test_a_sequence_too_long_for_the_card_names_the_longest_that_fits(few):
     longest = max_seq_len(arch, gpu, TrainingSetup("qlora", seq_len=100_000, lora_dropout=0.05, grad_accumulation=4),
                           calibration=default_calibration())
     assert 0 < longest < 100_000
-    assert not r.feasible and r.reason.endswith(f"the longest sequence that fits is {longest:,} tokens")
+    assert not r.feasible and r.reason.endswith(f"the longest sequence that fits at micro-batch 1 is {longest:,} tokens")
 
 
 def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
@@ -134,9 +153,9 @@ def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
 
 
 def test_a_gpu_without_tflops_has_unknown_time_and_cost(few):
-    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="RTX-3090"), kind="local")
+    r = only(gpu_plan(few, {500: 100}, method="qlora", gpu="Untimed-24GB"), kind="local")
     assert r.feasible and r.vram_gib and r.hours is None and r.cost_usd is None
-    assert "time and cost unknown: the catalog has no TFLOPS figure for RTX-3090" in r.notes
+    assert "time and cost unknown: the catalog has no TFLOPS figure for Untimed-24GB" in r.notes
 
 
 def test_a_gpu_without_tdp_has_unknown_electricity(few):
@@ -147,7 +166,7 @@ def test_a_gpu_without_tdp_has_unknown_electricity(few):
 
 def test_several_local_gpus_shard_full_fine_tuning(few):
     r = only(gpu_plan(few, {500: 100}, method="full", gpu="H100-SXM", gpu_count=8), kind="local")
-    assert r.feasible and r.hardware == planner.Hardware("H100-SXM", 8)
+    assert r.feasible and r.hardware == Hardware("H100-SXM", 8)
     assert r.breakdown["setup"]["sharding"] == "fsdp" and r.vram_gib < 80
 
 
@@ -155,8 +174,8 @@ def test_several_local_gpus_shard_full_fine_tuning(few):
 
 def test_cloud_on_demand_and_spot_costs(few):
     plan = gpu_plan(few, {2000: 20_000}, method="qlora")  # a few hours, so that reclaims show
-    on_demand = only(plan, instance="g6e.xlarge", pricing="on-demand")
-    spot = only(plan, instance="g6e.xlarge", pricing="spot")
+    on_demand = only(plan, instance_type="g6e.xlarge", market="on-demand")
+    spot = only(plan, instance_type="g6e.xlarge", market="spot")
     assert on_demand.id == "aws:Llama-3.1-8B:qlora:g6e.xlarge:on-demand:L40Sx1"
     hours = on_demand.breakdown["hours"]
     # $1.861/h on-demand x the hours (rounded to 3.6 s in the JSON)
@@ -170,8 +189,9 @@ def test_cloud_on_demand_and_spot_costs(few):
                           checkpoint_hours=checkpoint)
     assert float(spot.cost_usd) == pytest.approx(float(expected.usd.expected), rel=0.02)
     assert spot.breakdown["hours_with_reclaims"]["expected"] == spot.hours
-    assert spot.breakdown["region"] == "me-central-1" and on_demand.breakdown["region"] == "us-east-1"
-    assert on_demand.stale and on_demand.price_as_of == date(2026, 7, 9) and "skypilot" in on_demand.price_source
+    assert spot.region == spot.breakdown["region"] == "me-central-1" and on_demand.region == "us-east-1"
+    # read from SkyPilot's current catalog on 2026-11-28 (verified): not stale, though the price dates from July
+    assert not on_demand.stale and on_demand.price_as_of == date(2026, 7, 9) and "skypilot" in on_demand.price_source
 
 
 def test_cheapest_instance_per_gpu_type_and_cloud_unless_all(few):
@@ -180,23 +200,24 @@ def test_cheapest_instance_per_gpu_type_and_cloud_unless_all(few):
     assert len(cheapest) < len(every)
     groups = {}
     for r in every:
-        groups.setdefault((r.backend, r.hardware.gpu, r.pricing), []).append(r)
-    assert {(r.backend, r.hardware.gpu, r.pricing) for r in cheapest} == set(groups)
+        groups.setdefault((r.cloud, r.hardware.gpu, r.market), []).append(r)
+    assert {(r.cloud, r.hardware.gpu, r.market) for r in cheapest} == set(groups)
     for r in cheapest:
-        group = groups[(r.backend, r.hardware.gpu, r.pricing)]
+        group = groups[(r.cloud, r.hardware.gpu, r.market)]
         priced = [g.cost_usd for g in group if g.feasible and g.cost_usd is not None]
         assert r.cost_usd == (min(priced) if priced else r.cost_usd)
-    l40s = [r for r in cheapest if r.hardware.gpu == "L40S" and r.pricing == "on-demand"]
-    assert [r.instance for r in l40s] == ["g6e.xlarge"]  # not the dearer g6e.4xlarge
+    l40s = [r for r in cheapest if r.hardware.gpu == "L40S" and r.market == "on-demand"]
+    assert [r.instance_type for r in l40s] == ["g6e.xlarge"]  # not the dearer g6e.4xlarge
 
 
 def test_a_host_too_small_to_load_the_model_is_out(few):
-    r = only(gpu_plan(few, {500: 100}, method="qlora", all_instances=True), instance="intel-ice-lake-a100-pci_1x2v4gb")
+    plan = gpu_plan(few, {500: 100}, method="qlora", all_instances=True)
+    r = only(plan, instance_type="intel-ice-lake-a100-pci_1x2v4gb")
     assert not r.feasible and r.reason.startswith("4 GiB of host RAM is less than the model's 15 GiB")
 
 
 def test_gcp_prices_are_host_plus_gpu_as_the_catalog_sums_them(few):
-    r = only(gpu_plan(few, {500: 100}, method="qlora"), instance="a3-highgpu-1g", pricing="on-demand")
+    r = only(gpu_plan(few, {500: 100}, method="qlora"), instance_type="a3-highgpu-1g", market="on-demand")
     assert r.breakdown["usd_per_hour"] == Decimal("5.38327")
     assert "GCP price = host VM + GPUs" in " ".join(r.notes)
 
@@ -220,11 +241,12 @@ def test_epochs_default_to_the_local_trainer_and_the_flag_wins(few):
 def test_methods_and_default_models(few):
     plan = gpu_plan(few, {500: 100}, models=(), gpu="H100-SXM")
     assert {(r.model, r.method) for r in plan.routes if r.kind == "local"} == {
-        (m, method) for m in planner.DEFAULT_GPU_MODELS for method in ("full", "lora", "qlora")}
+        (m, method) for m in gpu_routes.DEFAULT_GPU_MODELS for method in ("full", "lora", "qlora")}
     assert plan.notes[0].startswith("GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models; --model for others)")
-    specs = token_needs(few, PlanOptions(models=(ModelRequest("gpt-4o-mini"),)))
-    assert planner.model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions()) in token_needs(few, PlanOptions())
-    assert planner.model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions()) not in specs  # a closed model only
+    specs = [n.spec for n in gpu_routes.token_needs(few, PlanOptions(models=(ModelRequest("gpt-4o-mini"),)))]
+    qwen = model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions())
+    assert qwen in [n.spec for n in gpu_routes.token_needs(few, PlanOptions())]
+    assert qwen not in specs  # a closed model only
 
 
 def test_notes_say_where_there_is_no_local_gpu_and_no_gpu_route(few):
@@ -236,7 +258,7 @@ def test_notes_say_where_there_is_no_local_gpu_and_no_gpu_route(few):
     closed = gpu_plan(few, {500: 100}, models=())
     assert closed.routes  # the default models
     opts = PlanOptions(models=(ModelRequest("gpt-4o-mini"),))
-    assert planner.gpu_models(few, opts) == []
+    assert gpu_routes.gpu_models(few, opts) == []
 
 
 def test_routes_run_the_local_trainers_own_defaults(few):
@@ -252,3 +274,80 @@ def test_routes_run_the_local_trainers_own_defaults(few):
     assert r.epochs == trainer.epochs
     assert r.breakdown["tokens"]["real_per_epoch"] == round(500_000 * (1 - trainer.eval_fraction))
     assert r.breakdown["tokens"]["eval_passes"] == trainer.epochs + trainer.eval_at_start
+
+
+# ---------------------------------------------------------------------------------------------- who runs a route
+
+def test_a_cloud_no_backend_rents_is_priced_and_marked_not_runnable(few):
+    r = only(gpu_plan(few, {500: 100}, method="qlora"), instance_type="g6e.xlarge", market="spot")
+    assert (r.backend, r.job, r.runnable, r.cloud) == (None, None, False, "aws")
+    assert r.not_runnable == ("no ftbroker backend rents aws instances yet: on the instance, ftbroker run "
+                              "--backend local")
+    assert r.feasible and r.cost_usd  # priced all the same
+    assert "cloud GPUs: the cheapest instance per GPU type and cloud (--all: all), on-demand and spot" in \
+        gpu_plan(few, {500: 100}, method="qlora").notes
+
+
+class Rents:
+    """A cloud backend as it contributes its routes: its clouds' catalog rows, through ``cloud_gpu_routes``."""
+
+    name = "rentals"
+
+    @classmethod
+    def token_needs(cls, catalog, options):
+        return gpu_routes.token_needs(catalog, options)
+
+    @classmethod
+    def routes(cls, context):
+        mine = [i for i in context.catalog.instances if i.cloud == "aws"]
+        return gpu_routes.cloud_gpu_routes(context, mine, backend=cls.name)
+
+    @classmethod
+    def plan_notes(cls, context):
+        return gpu_routes.gpu_notes(context, cloud=True)
+
+
+def test_a_cloud_backend_contributes_its_instances_priced_as_any_and_runnable(few):
+    sources = [LocalBackend, Rents, UnclaimedClouds(("gcp", "cudo", "lambda"))]
+    context = gpu_context(few, {2000: 500}, method="lora", max_seq_len=4096, lora_r=8, sources=sources)
+    plan = planner.build_plan(context, sources)
+    unclaimed = gpu_plan(few, {2000: 500}, method="lora", max_seq_len=4096, lora_r=8)
+    for r in plan.routes:
+        assert r.backend == ("rentals" if r.cloud == "aws" else None)
+        same = next(u for u in unclaimed.routes if u.id == r.id)
+        assert (r.vram_gib, r.hours, r.cost_usd, r.reason) == (same.vram_gib, same.hours, same.cost_usd, same.reason)
+    spot = only(plan, instance_type="g6e.xlarge", market="spot")
+    setup = spot.breakdown["setup"]
+    assert spot.runnable and not spot.not_runnable and spot.job == {
+        "backend": "rentals", "model": "Llama-3.1-8B", "method": "lora",
+        "hyperparameters": {"max_seq_len": 4096, "micro_batch_size": setup["micro_batch"],
+                            "gradient_accumulation_steps": setup["grad_accumulation"]},
+        "lora": {"r": 8}, "backend_options": {"instance_type": "g6e.xlarge", "region": spot.region, "spot": True}}
+
+
+def test_a_cloud_backends_quote_of_one_job_is_its_routes(few):
+    """``instance_quote``: what a cloud backend's ``quote`` gives for the job a route's ``job`` describes."""
+    sources = [Rents]
+    context = gpu_context(few, {2000: 500, 900: 300}, method="qlora", sources=sources)
+    stats_ = next(iter(context.report.tokens.values()))
+    for r in planner.build_plan(context, sources).routes:
+        inst = next(i for i in few.instances if (i.cloud, i.instance_type) == (r.cloud, r.instance_type))
+        spec = JobSpec(dataset="d.jsonl", model=r.job["model"], method=r.job["method"],
+                       hyperparameters=r.job["hyperparameters"])
+        quote = gpu_routes.instance_quote(train_config(spec, LocalOptions()), ModelRequest(r.job["model"],
+                                          few.models["Llama-3.1-8B"]), stats_, None, inst, r.market,
+                                          few.gpus[inst.gpu], backend="rentals", today=TODAY)
+        assert (quote.verdict.value == "ok") is r.feasible, r.id
+        assert (quote.peak_vram_gib, quote.hours, quote.cost_usd) == (r.vram_gib, r.hours, r.cost_usd), r.id
+        assert quote.hardware == f"{inst.gpu_count}x {inst.gpu}" and quote.cost_high_usd >= quote.cost_usd
+
+
+def test_a_local_route_names_the_job_that_runs_it(few):
+    plan = gpu_plan(few, {500: 100}, method="qlora", gpu="L4", gpu_count=2, gpu_source="--gpu", epochs=2)
+    r = only(plan, kind="local")
+    assert r.backend == "local" and r.runnable and r.job == {
+        "backend": "local", "model": "Llama-3.1-8B", "method": "qlora",
+        "hyperparameters": {"epochs": 2, "micro_batch_size": 4, "gradient_accumulation_steps": 1},
+        "backend_options": {"gpu": "L4:2"}}
+    found = gpu_plan(few, {500: 100}, method="qlora", gpu="L4", gpu_source="detected")
+    assert "backend_options" not in only(found, kind="local").job  # found again by the run on this machine

@@ -29,3 +29,12 @@ def test_looks_like_key():
     assert looks_like_key(f"use {OPENAI_KEY}") and looks_like_key(AWS_KEY_ID)
     assert looks_like_key("Authorization: Bearer " + "x" * 20)
     assert not looks_like_key("sk-learn") and not looks_like_key("bearer tokens")
+
+
+def test_a_urls_user_name_and_password_are_removed_or_masked():
+    from ftbroker.redact import without_userinfo
+
+    assert without_userinfo("http://alice:pw@host:8080/v1") == "http://host:8080/v1"
+    assert without_userinfo("see https://tok@h/x?a=b@c and ftp://u:p@ss@h") == "see https://h/x?a=b@c and ftp://h"
+    assert without_userinfo("mail alice@example.com, http://host/v1") == "mail alice@example.com, http://host/v1"
+    assert scrub("failed: POST http://alice:s3cret@host/v1/files") == "failed: POST http://***@host/v1/files"

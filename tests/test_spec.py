@@ -1,4 +1,5 @@
 import json
+import os
 from decimal import Decimal
 
 import pytest
@@ -70,7 +71,7 @@ lora: {r: 0, target_modules: []}
     problems = "\n".join(info.value.problems)
     assert info.value.exit_code == 2
     for expected in ("dataset: required", "method: Input should be 'full', 'lora' or 'qlora'",
-                     "hyperparameters.epochs: Input should be greater than or equal to 1 (got 0)",
+                     "hyperparameters.epochs: must be at least 1 (got 0)",
                      "hyperparameters.learning_rate: Input should be greater than 0",
                      "hyperparameters.lr: unknown field; did you mean 'learning_rate'?",
                      "hyperparameters.micro_batch_size: Input should be a valid integer",
@@ -171,3 +172,33 @@ def test_shipped_example_job_files_are_valid(name, tmp_path, monkeypatch):
     write_chat(tmp_path / "data" / "support_chats.jsonl")
     spec = load_spec(copy)
     assert spec.backend == "local" and spec.hyperparameters.epochs
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory-link"])
+def test_a_job_file_must_be_a_regular_file(tmp_path, kind):
+    job = tmp_path / "job.yaml"
+    if kind == "device":
+        job.symlink_to("/dev/zero")  # read whole, it never ends
+    elif kind == "fifo":
+        os.mkfifo(job)  # opened plainly, it waits for a writer forever
+    else:
+        job.symlink_to(tmp_path)
+    with pytest.raises(SpecError, match="a job file must be a regular file"):
+        load_spec(job)
+
+
+def test_a_job_file_over_the_size_limit(tmp_path, monkeypatch):
+    job = tmp_path / "job.yaml"
+    job.write_text("model: m\n" + "# padding\n" * 200_000)
+    with pytest.raises(SpecError, match="over 1 MiB, too large for a job file"):
+        load_spec(job)
+
+
+def test_yaml_anchors_and_aliases_are_refused_at_the_first(tmp_path, data):
+    laughs = ["model: m", f"dataset: {data}", "backend_options:", "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(9)]
+    job = tmp_path / "laughs.yaml"
+    job.write_text("\n".join(laughs) + "\n")  # 8 * 9**9 strings (3 billion) if the aliases were expanded
+    with pytest.raises(SpecError) as refused:
+        load_spec(job)
+    assert refused.value.problems == [f"{job}:4: anchors and aliases (&name, *name) are not accepted"]

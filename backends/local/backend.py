@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,24 +39,30 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ftbroker import clock
+from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
-from ftbroker.backends.local.config import CONFIG_NAME, TRAINER_PACKAGES, TrainConfig, launch_strategy
-from ftbroker.backends.local.outputs import CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME
+from ftbroker.backends.local import noise
+from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
+from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
+                                             write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
 
 TRAINER_MODULE = "ftbroker.backends.local.train"
+EXPORT_LOG = "export.log"  # in the run folder: what the libraries say while a model is merged and written
 _LOG_TAIL_LINES = 5
 
 # The detacher: starts the trainer in a new session with its output in trainer.log, notes its pid in trainer.pid
 # (found again if the CLI dies before the ledger has it), prints the pid and exits, so the trainer is nobody's
 # child here (no zombie, no wait) and outlives the CLI.
 _DETACH = (
-    "import subprocess, sys\n"
+    "import os, subprocess, sys\n"
+    "os.umask(0o077)\n"  # private by default: the trainer's files are 0600, its folders 0700 (ftbroker.private)
     "log = open('trainer.log', 'ab')\n"
+    "os.fchmod(log.fileno(), 0o600)\n"  # a log an earlier version left readable
     "proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
     " start_new_session=True)\n"
     "open('trainer.pid', 'w').write(str(proc.pid))\n"
@@ -68,7 +75,8 @@ class LocalOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpus: int | None = Field(None, ge=0, le=64, description="GPUs to train on; default: every GPU found (0: CPU)")
+    gpus: int | None = Field(None, ge=0, le=bounds.BOUNDS["gpus"].high,
+                             description="GPUs to train on; default: every GPU found (0: CPU)")
     distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
         "auto", description="multi-GPU strategy; auto: DDP for LoRA/QLoRA, FSDP for full fine-tuning")
     python: str | None = Field(None, description="interpreter for the trainer (e.g. a venv with CUDA torch)")
@@ -106,20 +114,40 @@ class LocalBackend:
     )
     Options = LocalOptions
 
+    # --- its routes in a plan (ftbroker.routes.RouteSource): the user's GPU ---
+
+    @classmethod
+    def token_needs(cls, catalog: Any, options: Any) -> list[Any]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.token_needs(catalog, options)
+
+    @classmethod
+    def routes(cls, context: Any) -> list[Any]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.local_routes(context)
+
+    @classmethod
+    def plan_notes(cls, context: Any) -> list[str]:
+        from ftbroker.backends import gpu_routes
+
+        return gpu_routes.gpu_notes(context, local=True)
+
     def __init__(self, options: LocalOptions, *, home: Path):
         self.options = options
-        self.runs = home / "runs"
+        self.runs = home / RUNS_DIR
         self._validation_stats: dict[str, Any] = {}  # spec -> its validation file's TokenStats (validate, for quote)
 
     # --- before submission ---
 
     def validate(self, spec: JobSpec):
         """Check the dataset (and the validation set), counted with the tokenizer ``ftbroker plan`` counts the
-        model's tokens with (``planner.model_tokenizer``: its local folder, else its cached or estimated hub
+        model's tokens with (``routes.model_tokenizer``: its local folder, else its cached or estimated hub
         tokenizer), so the quote and the plan read the same lengths."""
         from ftbroker import data, tokens
-        from ftbroker.planner import PlanOptions, model_tokenizer
         from ftbroker.pricing.catalog import load_catalog
+        from ftbroker.routes import PlanOptions, model_tokenizer
 
         catalog = load_catalog()
         trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
@@ -174,10 +202,11 @@ class LocalBackend:
             return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
         from ftbroker.pricing.catalog import load_catalog
 
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.runs)
+        private_folder(run_dir)
         config = train_config(job.spec, self.options, job_id=job.id,
                               base_model=trainer_model(job.spec.model, load_catalog()))
-        (run_dir / CONFIG_NAME).write_text(config.model_dump_json(indent=2) + "\n")
+        write_atomic(run_dir / CONFIG_NAME, config.model_dump_json(indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
         resume = any((run_dir / CHECKPOINTS_DIR).glob("*"))
         return self._launch(job, run_dir, tracker, resume=resume)
@@ -223,7 +252,7 @@ class LocalBackend:
         if not (run_dir / CONFIG_NAME).is_file():
             raise JobError(f"job {job.id} has no run folder at {run_dir} (deleted, or FTBROKER_HOME has moved); "
                            f"it cannot be {purpose}")
-        return run_dir
+        return private_folder(run_dir)  # one an earlier version left readable
 
     def _use_gpus(self, found: Sequence[Gpu]) -> list[Gpu]:
         wanted = self.options.gpus
@@ -296,17 +325,16 @@ class LocalBackend:
                 importlib.import_module(package)
             except ImportError as exc:
                 raise ExtraNotInstalledError(package, "local", "exporting a local job's model") from exc
+        if fmt not in ("merged", "ollama"):
+            raise InputError(f"unknown export format {fmt!r}: ollama or merged")
+        with noise.kept_in(private_file(run_dir / EXPORT_LOG)):  # the terminal keeps ftbroker's messages only
+            written = export.export_merged(run_dir, dest) if fmt == "merged" else export.export_ollama(run_dir, dest)
         if fmt == "merged":
-            folder = export.export_merged(run_dir, dest)
-            return [Artifact(kind="merged_model", uri=str(folder), description="merged Hugging Face folder")]
-        if fmt == "ollama":
-            modelfile = export.export_ollama(run_dir, dest)
-            merged = Path(dest) / "model"
-            return ([Artifact(kind="merged_model", uri=str(merged), description="merged model for Ollama")]
-                    if merged.is_dir() else []) + [
-                Artifact(kind="file", uri=str(modelfile),
-                         description=f"Ollama Modelfile: ollama create NAME -f {modelfile}")]
-        raise InputError(f"unknown export format {fmt!r}: ollama or merged")
+            return [Artifact(kind="merged_model", uri=str(written), description="merged Hugging Face folder")]
+        merged = Path(dest) / "model"
+        return ([Artifact(kind="merged_model", uri=str(merged), description="merged model for Ollama")]
+                if merged.is_dir() else []) + [
+            Artifact(kind="file", uri=str(written), description=f"Ollama Modelfile: ollama create NAME -f {written}")]
 
 
 # --- the run folder's files -----------------------------------------------------------------------------------
@@ -356,7 +384,7 @@ def trainer_command(python: str, config: TrainConfig, run_dir: Path, *, resume: 
     path = run_dir / "accelerate.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(accelerate_config(config, gpu_count, distributed), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(accelerate_config(config, gpu_count, distributed), sort_keys=False))
     return [python, "-m", "accelerate.commands.launch", "--config_file", str(path), *target, *tail]
 
 
@@ -593,6 +621,38 @@ def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
     return {"pid": str(pid), "pid_started": started, **_run_handles(run_dir), "cancel_requested": ""}
+
+
+def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
+    """What a run folder tells of its job, for ``ftbroker ledger rebuild``: the spec, rebuilt from the trainer's
+    config.json (its model is the one the trainer loads: a catalog name's repo), and the handles of its trainer
+    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job."""
+    from pydantic import ValidationError
+
+    from ftbroker.backends.local.config import load_config
+
+    config = load_config(run_dir / CONFIG_NAME)
+    hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
+             "micro_batch_size": config.micro_batch_size,
+             "gradient_accumulation_steps": config.gradient_accumulation_steps,
+             "max_seq_len": config.max_seq_length, "packing": config.packing,
+             "gradient_checkpointing": config.gradient_checkpointing, "seed": config.seed,
+             "early_stopping_patience": config.early_stopping_patience}
+    lora = {"r": config.lora.r, "alpha": math.ceil(config.lora.alpha), "dropout": config.lora.dropout,
+            "target_modules": config.lora.target_modules}
+    try:
+        spec = JobSpec(dataset=config.dataset, validation=config.validation_dataset, model=config.model,
+                       method=config.method, backend="local", hyperparameters=hyper, lora=lora,
+                       backend_options={"merge": True} if config.merge else {})
+    except ValidationError as exc:
+        raise InputError(f"{run_dir / CONFIG_NAME} does not make a job spec: {exc}") from None
+    if _launched_trainer(run_dir) is not None:
+        return spec, _launched_trainer(run_dir)
+    try:  # the trainer has ended; its pid only tells that it was launched
+        pid = str(int((run_dir / "trainer.pid").read_text()))
+    except (OSError, ValueError):
+        return spec, None
+    return spec, {"pid": pid, "pid_started": "", **_run_handles(run_dir), "cancel_requested": ""}
 
 
 def _run_handles(run_dir: Path) -> dict[str, str]:

@@ -7,23 +7,27 @@ before it launches the trainer process.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from ftbroker.errors import SpecError
+from ftbroker.estimate.stacks import FTBROKER, STACKS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
+RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
 
-# How the trainer holds the weights on a GPU, in the terms of the estimator's ``TrainingSetup.precision``, so the
-# pre-flight estimates what the trainer does:
+# The trainer's settings and how it holds tensors, as the estimator sees them: one Stack (ftbroker.estimate.stacks),
+# whose defaults are this config's defaults, so `ftbroker estimate`, `plan` and `run` start from the same values.
+# GPU_PRECISION: how the trainer holds the weights on a GPU, in the estimator's terms (``TrainingSetup.precision``):
 #   full         "amp": fp32 master weights, gradients and AdamW states, bf16 (fp16) autocast. Pure 16-bit AdamW
 #                would round away every update smaller than 2^-8 of a weight, which lr 1e-5 steps mostly are.
 #   lora, qlora  "bf16": the frozen base in 16-bit (QLoRA: NF4 linears, the rest 16-bit); the adapters in fp32
 #                for LoRA (PEFT's autocast_adapter_dtype) and bf16 for QLoRA (TRL casts them).
 # (TRL would load a model given by name in fp32 unless told otherwise; this trainer loads the model itself.)
 # On the CPU every weight is fp32.
-GPU_PRECISION = {"full": "amp", "lora": "bf16", "qlora": "bf16"}
+GPU_PRECISION = FTBROKER.precision
 
 # What the trainer imports (the `local` extra); QLoRA needs bitsandbytes too.
 TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
@@ -32,10 +36,10 @@ TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "acceler
 class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(16, ge=1)
+    r: int = Field(FTBROKER.lora_r, ge=1)
     alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    dropout: float = Field(FTBROKER.lora_dropout, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = FTBROKER.targets[0]
 
 
 class TrainConfig(BaseModel):
@@ -54,12 +58,12 @@ class TrainConfig(BaseModel):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    micro_batch_size: int = Field(4, ge=1)
+    micro_batch_size: int = Field(FTBROKER.micro_batch, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_seq_length: int = Field(2048, ge=8)
-    packing: bool = False
+    max_seq_length: int = Field(FTBROKER.seq_len, ge=8)
+    packing: bool = FTBROKER.packing
     padding_free: bool = False
-    gradient_checkpointing: bool = True  # as TRL's SFTConfig and the estimator (ftbroker estimate) default
+    gradient_checkpointing: bool = FTBROKER.grad_checkpointing
     seed: int = 42
     early_stopping_patience: int | None = Field(None, ge=1)
     save_steps: int = Field(0, ge=0)
@@ -91,22 +95,25 @@ class TrainConfig(BaseModel):
 
     def training_setup(self, precision: str = "bf16", *, seq_len: int | None = None, n_gpus: int = 1,
                        distributed: str = "auto"):
-        """This config as the estimator sees it (``ftbroker.estimate.TrainingSetup``): the one mapping, used by the
-        local backend's pre-flight, the planner's GPU routes and the GPU calibration. ``precision`` is the
-        trainer's resolved one ("bf16" or "fp16" on a GPU: ``GPU_PRECISION`` of the method; "fp32": everything
-        fp32); ``seq_len`` the longest row a micro-batch will hold (default max_seq_length); ``distributed`` the
-        backend's multi-GPU strategy (``sharding``). The optimizer is the Trainer's default, fused AdamW; packing
-        and padding-free batches both concatenate examples."""
-        from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
-
+        """This config as the estimator sees it (``ftbroker.estimate.TrainingSetup``), through the ftbroker stack: the
+        one mapping, used by the local backend's pre-flight, the planner's GPU routes, ``ftbroker estimate`` (whose
+        defaults are this config's) and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
+        "fp16" on a GPU: the stack's for the method; "fp32": everything fp32); ``seq_len`` the longest row a
+        micro-batch will hold (default max_seq_length); ``distributed`` the backend's multi-GPU strategy
+        (``sharding``). Packing and padding-free batches both concatenate examples; Unsloth and Liger change how
+        tensors are stored (Unsloth's kernels and offloaded checkpoints, Liger's fused loss)."""
         targets = self.lora.target_modules
-        return TrainingSetup(
-            method=self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
+        kernels = STACKS["unsloth"] if self.use_unsloth else FTBROKER
+        impl = kernels.setup(self.method, grad_checkpointing=self.gradient_checkpointing).impl
+        if self.use_liger:
+            impl = replace(impl, loss="fused")
+        return FTBROKER.setup(
+            self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
-            lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing, optimizer="adamw",
-            precision=GPU_PRECISION[self.method] if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,
+            lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing,
+            precision=None if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,
             sharding=sharding(self.method, n_gpus, distributed), grad_accumulation=self.gradient_accumulation_steps,
-            packing=self.packing or self.padding_free, impl=LOCAL_TRAINER)
+            packing=self.packing or self.padding_free, impl=impl)
 
 
 # backend_options.distributed -> the estimator's sharding
@@ -124,7 +131,7 @@ def sharding(method: str, n_gpus: int, distributed: str = "auto") -> str:
 def launch_strategy(method: str, n_gpus: int, distributed: str = "auto") -> str:
     """What ``accelerate launch`` runs on several GPUs: ``distributed`` ("ddp", "fsdp", "deepspeed"), or for "auto"
     the estimator's default (DDP for LoRA / QLoRA, FSDP for full fine-tuning)."""
-    from ftbroker.estimate import default_sharding
+    from ftbroker.estimate.stacks import default_sharding
 
     return default_sharding(method, n_gpus) if distributed == "auto" else distributed
 

@@ -20,8 +20,11 @@ architectures need a GGUF file first (llama.cpp's ``convert_hf_to_gguf.py``); ft
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -250,20 +253,18 @@ def set_stop_tokens(model_dir: Path, tokenizer) -> list[int]:
 
 def merge_adapter(base_model: str, adapter_dir: Path, dest: Path) -> Path:
     """Merge a LoRA adapter into its base model, loaded unquantized in its saved dtype (a QLoRA adapter too:
-    merging into the 4-bit weights would round the result), and save model + tokenizer to ``dest``."""
+    merging into the 4-bit weights would round the result), and save model + tokenizer as the new folder
+    ``dest`` (absent or empty)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(partial)
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    tokenizer.save_pretrained(partial)
-    set_stop_tokens(partial, tokenizer)
-    shutil.rmtree(dest, ignore_errors=True)
-    partial.rename(dest)
+    with new_folder(dest) as work:
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto")
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        merged.save_pretrained(work)
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        tokenizer.save_pretrained(work)
+        set_stop_tokens(work, tokenizer)
     return dest
 
 
@@ -276,26 +277,53 @@ def _run_output(run_dir: Path) -> tuple[str, Path, str]:
     return config.model, output, config.method
 
 
-def _empty_destination(dest: Path) -> Path:
-    dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
+@contextmanager
+def new_folder(dest: Path) -> Iterator[Path]:
+    """A folder to build ``dest`` in: made by ftbroker beside it under a name of its own (nothing of the user's
+    is ever in it, or removed), renamed to ``dest`` once complete (``dest`` may be an empty folder: the rename
+    replaces it at once), removed if anything fails. It takes the permissions any new folder of the user gets."""
+    dest = Path(dest).absolute()
+    _check_empty(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.ftbroker-"))
+    except OSError as exc:
+        raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    try:
+        yield work
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # mkdtemp's are private (0700)
+        try:
+            os.rename(work, dest)
+        except OSError as exc:  # something appeared at dest meanwhile
+            raise InputError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # ours; gone already when renamed
+
+
+def _check_empty(dest: Path) -> None:
+    if dest.is_dir() and any(dest.iterdir()):
         raise InputError(f"{dest} already exists and is not empty")
-    return dest
+    if dest.exists() and not dest.is_dir():
+        raise InputError(f"{dest} already exists and is not a folder")
 
 
 def export_merged(run_dir: str | Path, dest: str | Path) -> Path:
     """A plain Hugging Face folder at ``dest``: merged weights, tokenizer, and a generation_config whose
     eos_token_id lists the end-of-turn tokens. Returns ``dest``."""
-    run_dir, dest = Path(run_dir), _empty_destination(Path(dest))
+    run_dir, dest = Path(run_dir), Path(dest)
+    _check_empty(dest.absolute())
     base, output, method = _run_output(run_dir)
     merged = run_dir / OUTPUT_DIR / "merged"
     source = output if method == "full" else merged if merged.is_dir() else None
     if source is None:
         return merge_adapter(base, output, dest)
-    shutil.copytree(source, dest, dirs_exist_ok=True)
     from transformers import AutoTokenizer
 
-    set_stop_tokens(dest, AutoTokenizer.from_pretrained(dest))
+    with new_folder(dest) as work:
+        shutil.copytree(source, work, dirs_exist_ok=True)
+        set_stop_tokens(work, AutoTokenizer.from_pretrained(work))
     return dest
 
 
@@ -321,15 +349,17 @@ def export_ollama(run_dir: str | Path, dest: str | Path, *, temperature: float =
     The chat format is checked before anything is merged. Returns the Modelfile's path."""
     from transformers import AutoTokenizer
 
-    run_dir, dest = Path(run_dir), _empty_destination(Path(dest))
+    run_dir, dest = Path(run_dir), Path(dest)
+    _check_empty(dest.absolute())
     base, output, method = _run_output(run_dir)
     tokenizer = AutoTokenizer.from_pretrained(output)
     chat_format(tokenizer)  # fail before a long merge
     merged = run_dir / OUTPUT_DIR / "merged"
     model_dir = output if method == "full" else merged if merged.is_dir() else None
-    dest.mkdir(parents=True, exist_ok=True)
-    if model_dir is None:
-        model_dir = merge_adapter(base, output, dest / "model")
-    modelfile = dest / "Modelfile"
-    modelfile.write_text(ollama_modelfile(tokenizer, model_dir, temperature=temperature), encoding="utf-8")
-    return modelfile
+    with new_folder(dest) as work:
+        if model_dir is None:
+            merge_adapter(base, output, work / "model")
+            model_dir = dest / "model"  # where it will be once the folder is in place
+        (work / "Modelfile").write_text(ollama_modelfile(tokenizer, model_dir, temperature=temperature),
+                                        encoding="utf-8")
+    return dest / "Modelfile"

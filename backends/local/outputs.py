@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -74,7 +75,7 @@ def metric_points(log_history: Iterable[Mapping[str, Any]]) -> list[MetricPoint]
 
 def write_metrics(run_dir: Path, points: Sequence[MetricPoint]) -> None:
     lines = "".join(point.model_dump_json() + "\n" for point in points)
-    _write_atomic(run_dir / METRICS_NAME, lines)
+    write_atomic(run_dir / METRICS_NAME, lines)
 
 
 def plot_loss(run_dir: Path, points: Sequence[MetricPoint]) -> Path | None:
@@ -109,12 +110,17 @@ def write_result(run_dir: Path, *, job_id: str, status: JobStatus, model: str, s
     result = Result(id=job_id, backend="local", status=status, model=model, output_model=output_model,
                     metrics=list(metrics), trained_tokens=trained_tokens, started_at=started_at,
                     finished_at=now(), artifacts=list(artifacts), error=error, raw=dict(raw or {}))
-    _write_atomic(run_dir / RESULT_NAME, result.model_dump_json(indent=2) + "\n")
+    write_atomic(run_dir / RESULT_NAME, result.model_dump_json(indent=2) + "\n")
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # A reader (the CLI following the run) never sees half a file.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+def write_atomic(path: Path, text: str) -> None:
+    """A reader (the CLI following the run) never sees half a file; the file is private (0600, mkstemp's)."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise

@@ -1,17 +1,18 @@
-"""The local trainer's runs, estimated: the pre-flight of ``ftbroker run --backend local`` and the planner's GPU
-routes (``ftbroker plan``: your GPU, and a rented one running the same trainer) take one path, so the same job gets
-the same peak VRAM, hours and cost from both.
+"""The local trainer's runs, estimated: the pre-flight of ``ftbroker run --backend local`` and every GPU route of
+a plan (``ftbroker.backends.gpu_routes``: your GPU, and a rented one running the same trainer) take one path,
+``gpu_run``, so the same job gets the same peak VRAM, hours and cost from both.
 
-PURE (no I/O, no clock, no torch). In: the trainer's own config (``TrainConfig``, what will really run; the
-planner builds it from its flags with the same ``train_config`` as ``run``), the model's shape, the GPUs
-(``local_gpus``: declared or found, resolved to catalog rows) and the dataset's token counts. The steps:
+PURE (no I/O, no clock, no torch). In: the trainer's own config (``TrainConfig``, what will really run; a plan
+builds it from its flags with the same ``train_config`` as ``run``), the model's shape, the GPUs (``local_gpus``:
+declared or found, resolved to catalog rows) and the dataset's token counts. The steps:
 
 * ``TrainConfig.training_setup``: the one mapping from the trainer's settings to the estimator's ``TrainingSetup``;
 * ``trainer_data``: the dataset as the trainer reads it (examples cut at max_seq_length, the held-out share, the
   evaluation passes, one checkpoint per epoch, the padding of its batches), whatever the GPU;
-* ``ftbroker.estimate.run.fit_setup``: the planner runs the largest micro-batch up to the config's that fits (the
-  effective batch kept); the pre-flight takes the user's and, when it does not fit, suggests what does;
-* ``TrainerData.time`` (``dataset_time``) and ``electricity`` (``local_cost``): wall-clock and power.
+* ``gpu_run``: on one GPU type and count, the setup that runs (a plan lowers a micro-batch that does not fit,
+  ``ftbroker.estimate.run.fit_setup``, the effective batch kept; the pre-flight takes the user's and, when it does
+  not fit, suggests what does), its peak memory and its wall-clock (``TrainerData.time``, ``dataset_time``);
+* ``electricity`` (``local_cost``): the power a local run draws.
 
 With no GPU the trainer runs on the CPU: nothing to compare, no time or power estimate, and the quote says so.
 """
@@ -31,7 +32,7 @@ from ftbroker.estimate import Estimate, parse_gpu_count, summarize
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.compute import Overheads, Padding, TimeEstimate, padded_tokens
 from ftbroker.estimate.cost import CostEstimate, local_cost
-from ftbroker.estimate.memory import MemoryBreakdown
+from ftbroker.estimate.memory import MemoryBreakdown, estimate_memory
 from ftbroker.estimate.run import DatasetTime, Fit, capped_tokens, dataset_time, fit_setup
 from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
@@ -156,6 +157,36 @@ def trainer_data(config: TrainConfig, stats: Any, validation: Any | None = None)
                        math.ceil(config.epochs), cut, longest, evaluation)
 
 
+# --- one run on one GPU type ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuRun:
+    """A job on ``count`` GPUs of one type: the setup it runs with, its peak memory, and its wall-clock."""
+
+    gpu: GpuSpec
+    count: int
+    fit: Fit  # the setup that runs and its peak memory per GPU
+    time: DatasetTime | None  # None: a lowered run that does not fit even at micro-batch 1, or no lengths known
+
+
+def gpu_run(arch: ModelArch, config: TrainConfig, data: TrainerData | None, gpu: GpuSpec, count: int,
+            overheads: Overheads = Overheads(), *, fit_batch: bool = True, distributed: str = "auto",
+            calibration: Calibration | None = None) -> GpuRun:
+    """``config`` trained on ``data`` with ``count`` x ``gpu``. ``fit_batch``: a micro-batch the GPU cannot hold
+    is lowered, the effective batch kept (a plan's route says what to run with); else the config's own setup is
+    estimated as it is, and timed even when it does not fit (``--force`` runs it). ``data`` None: the lengths are
+    unknown, max_seq_length is assumed and nothing is timed."""
+    setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_length, n_gpus=count,
+                                  distributed=distributed)
+    if fit_batch:
+        fit = fit_setup(arch, gpu, setup, calibration=calibration)
+    else:
+        memory = estimate_memory(arch, setup, calibration)
+        fit = Fit(setup, memory, memory.total <= gpu.memory_gib)
+    timed = data is not None and (fit.fits or not fit_batch)
+    return GpuRun(gpu, count, fit, data.time(arch, gpu, fit.setup, overheads, calibration) if timed else None)
+
+
 # --- what fits, and what to change when it does not -------------------------------------------------------------
 
 def shortfall(memory: MemoryBreakdown, gpu: GpuSpec, n_gpus: int) -> str:
@@ -164,12 +195,14 @@ def shortfall(memory: MemoryBreakdown, gpu: GpuSpec, n_gpus: int) -> str:
 
 
 def no_fit_reason(fit: Fit, gpu: GpuSpec) -> str:
-    """Why a run is out even at micro-batch 1 (``fit_setup`` found nothing), and the longest sequence that fits."""
+    """Why a run is out at its micro-batch and every smaller one (``fit_setup`` found nothing): its own peak, and the
+    longest sequence that would fit at micro-batch 1."""
     s = fit.setup
-    longest = (f"the longest sequence that fits is {fit.longest_seq:,} tokens" if fit.longest_seq
+    smaller = " or any smaller" if s.micro_batch > 1 else ""
+    longest = (f"the longest sequence that fits at micro-batch 1 is {fit.longest_seq:,} tokens" if fit.longest_seq
                else "the weights, gradients and optimizer states alone do not fit")
-    return (f"does not fit even at micro-batch 1{' with checkpointing' if s.grad_checkpointing else ''} and "
-            f"{s.seq_len:,} tokens: {shortfall(fit.memory, gpu, s.n_gpus)}; {longest}")
+    return (f"does not fit at micro-batch {s.micro_batch}{smaller} with{'' if s.grad_checkpointing else 'out'} "
+            f"checkpointing and {s.seq_len:,} tokens: {shortfall(fit.memory, gpu, s.n_gpus)}; {longest}")
 
 
 def batch_flags(setup: TrainingSetup) -> str:
@@ -259,36 +292,34 @@ def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | N
         return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=tuple(notes))
     gpu = gpus.gpu
     try:
-        setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_length, n_gpus=gpus.count,
-                                      distributed=distributed)
+        run = gpu_run(arch, config, data, gpu, gpus.count, fit_batch=False, distributed=distributed)
     except UnknownNameError as exc:  # e.g. LoRA targets of an architecture the estimator does not model
         return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=(*notes, f"no memory estimate: {exc}"))
-    est = summarize(arch, setup, gpu)
-    reasons = [data.context_reason(arch) if data else "", "" if est.fits else not_fit_reason(est, config, distributed)]
+    est = summarize(arch, run.fit.setup, gpu)  # the same memory, with the figures a quote shows beside it
+    reasons = [data.context_reason(arch) if data else "",
+               "" if run.fit.fits else not_fit_reason(est, config, distributed)]
     reason = "; ".join(r for r in reasons if r) or None
     breakdown: dict[str, Any] = {"estimate": est.to_json()}
-    resources = {"estimated_peak_vram_gib": round(est.memory.total, 3),
-                 "estimated_allocated_gib": round(est.memory.allocated, 3)}
+    resources = {"estimated_peak_vram_gib": round(run.fit.memory.total, 3),
+                 "estimated_allocated_gib": round(run.fit.memory.allocated, 3)}
     hours = cost = cost_high = None
-    if data is None:
+    if run.time is None:
         notes.append("no time estimate: the dataset's token lengths are unknown")
+    elif run.time.time is None:
+        notes.append(untimed_note(gpu))
     else:
-        timed = data.time(arch, gpu, setup)
-        if timed.time is None:
-            notes.append(untimed_note(gpu))
+        timed = run.time
+        hours = resources["estimated_hours"] = timed.time.hours.expected
+        breakdown["time_s"] = {name: part.to_json(0) for name, part in timed.time.breakdown.items()}
+        tokens_per_s = est.throughput.tokens_per_s if est.throughput else None
+        if tokens_per_s:  # the trainer measures non-padding tokens/s: estimate the same
+            resources["estimated_tokens_per_s"] = round(tokens_per_s.expected * (1 - timed.padding.waste), 1)
+        power, why_not = electricity(timed.time, gpu, gpus.count)
+        if power is None:
+            notes.append(why_not)
         else:
-            hours = resources["estimated_hours"] = timed.time.hours.expected
-            breakdown["time_s"] = {name: part.to_json(0) for name, part in timed.time.breakdown.items()}
-            tokens_per_s = est.throughput.tokens_per_s if est.throughput else None
-            if tokens_per_s:  # the trainer measures non-padding tokens/s: estimate the same
-                real_share = 1 - timed.padding.waste
-                resources["estimated_tokens_per_s"] = round(tokens_per_s.expected * real_share, 1)
-            power, why_not = electricity(timed.time, gpu, gpus.count)
-            if power is None:
-                notes.append(why_not)
-            else:
-                cost, cost_high = power.usd.expected, power.usd.high
-                breakdown["electricity"] = {**power.breakdown, "usd": power.usd.to_json()}
+            cost, cost_high = power.usd.expected, power.usd.high
+            breakdown["electricity"] = {**power.breakdown, "usd": power.usd.to_json()}
     return Quote(backend=BACKEND, verdict=Verdict.DOES_NOT_FIT if reason else Verdict.OK, reason=reason,
-                 cost_usd=cost, cost_high_usd=cost_high, hours=hours, peak_vram_gib=est.memory.total,
+                 cost_usd=cost, cost_high_usd=cost_high, hours=hours, peak_vram_gib=run.fit.memory.total,
                  hardware=gpus.hardware, warnings=tuple(notes), breakdown=breakdown, resources=resources)

@@ -105,7 +105,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import data
-from ftbroker.backends.local import masking
+from ftbroker.backends.local import masking, noise
 from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -240,15 +240,13 @@ def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Out
 def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, stop: _StopSignal,
            started: dict[str, Any]) -> _Outcome:
     _check_installed(config)
+    noise.to_log(sys.stderr)  # trainer.log: the libraries' warnings as DEBUG lines, no progress bars
     if config.use_unsloth:
         import unsloth  # noqa: F401 - must be imported before transformers to patch it
-    import datasets
     import torch
-    import transformers
+
     from ftbroker.backends.local import callbacks, export
 
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
     device, precision = _device_and_precision(config, torch)
 
     checkpoint = _resume_point(run_dir / CHECKPOINTS_DIR, resume, remove_incomplete=events.enabled)
@@ -300,7 +298,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
             export.set_stop_tokens(output, tokenizer)
         artifacts.append(Artifact(kind="adapter" if config.uses_adapter else "merged_model", uri=str(output)))
         if config.merge and config.uses_adapter:
-            output_model = export.merge_adapter(config.model, output, run_dir / OUTPUT_DIR / "merged")
+            merged = run_dir / OUTPUT_DIR / "merged"
+            shutil.rmtree(merged, ignore_errors=True)  # an earlier attempt's, in the run folder ftbroker made
+            output_model = export.merge_adapter(config.model, output, merged)
             artifacts.append(Artifact(kind="merged_model", uri=str(output_model),
                                       description="adapter merged into the unquantized base model"))
     stopped = f", stopped early after epoch {state.epoch:g}" if raw["early_stopped"] else ""
@@ -317,13 +317,14 @@ def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, de
     import datasets
     import torch
     from ftbroker.backends.local import guards
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
     model = _load_model(config, device, precision, torch)
     if config.method == "qlora":
         guards.disable_cpu_weight_repacking(model)  # before any evaluation; see guards.py
     has_eval = bool(data.eval)
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=_sft_config(config, run_dir, device, precision, has_eval, fresh=fresh, **sft_overrides),
         train_dataset=_to_dataset(data.train, datasets),
@@ -332,6 +333,9 @@ def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, de
         peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
         callbacks=list(callbacks),
     )
+    # Without tqdm the Trainer prints every log dict to stdout (trainer.log): the progress events say it already
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _check_installed(config: TrainConfig) -> None:

@@ -4,6 +4,7 @@
 
     import ftbroker
     e = ftbroker.estimate("Llama-3.1-8B", method="qlora", gpu="RTX 4090", seq_len=2048, micro_batch=4)
+    e = ftbroker.estimate("Llama-3.1-8B", method="qlora", gpu="RTX 4090", stack="unsloth")  # another trainer
     e.memory.total, e.fits, e.throughput.tokens_per_s, e.to_json(), e.explain()
 
 The package is made callable (its module class is swapped for a callable one) because ``import
@@ -17,13 +18,16 @@ import sys
 import types
 from collections.abc import Sequence
 
+from ftbroker import bounds
 from ftbroker.errors import InputError
 from ftbroker.estimate.calibration import Calibration
 from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
+from ftbroker.estimate.stacks import STACKS, Stack, default_sharding, resolve_stack
 from ftbroker.estimate.summary import Estimate, summarize
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
-__all__ = ["Estimate", "Implementation", "TrainingSetup", "estimate", "parse_gpu_count", "summarize"]
+__all__ = ["LOCAL_TRAINER", "STACKS", "Estimate", "Implementation", "Stack", "TrainingSetup", "default_sharding",
+           "estimate", "parse_gpu_count", "summarize"]
 
 
 def parse_gpu_count(text: str) -> tuple[str, int]:
@@ -33,23 +37,22 @@ def parse_gpu_count(text: str) -> tuple[str, int]:
         return text.strip(), 1
     if not count.strip().isdigit() or int(count) < 1:
         raise InputError(f"GPU {text!r}: COUNT must be a positive integer (NAME[:COUNT])")
+    why = bounds.problem("gpus", int(count))
+    if why is not None:
+        raise InputError(f"GPU {text!r}: {why}")
     return name.strip(), int(count)
 
 
-def default_sharding(method: str, n_gpus: int) -> str:
-    """What the local backend launches on several GPUs: DDP for adapters, FSDP for full fine-tuning."""
-    if n_gpus == 1:
-        return "none"
-    return "fsdp" if method == "full" else "ddp"
-
-
 def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None = None, n_gpus: int | None = None,
-             seq_len: int = 2048, micro_batch: int = 1, lora_r: int = 16,
-             targets: Sequence[str] = ("all-linear",), grad_checkpointing: bool = True, optimizer: str = "adamw",
-             precision: str = "bf16", sharding: str | None = None, impl: Implementation = LOCAL_TRAINER,
-             catalog=None, calibration: Calibration | None = None) -> Estimate:
+             stack: str | Stack = "ftbroker", seq_len: int | None = None, micro_batch: int | None = None,
+             grad_accumulation: int = 1, lora_r: int | None = None, targets: Sequence[str] | None = None,
+             lora_dropout: float | None = None, grad_checkpointing: bool | None = None, optimizer: str | None = None,
+             precision: str | None = None, sharding: str | None = None, packing: bool | None = None,
+             impl: Implementation | None = None, catalog=None, calibration: Calibration | None = None) -> Estimate:
     """Estimate one setup. ``model``/``gpu`` are catalog names (``gpu`` may be ``NAME:COUNT``), a local model
-    folder or config.json for ``model``, or catalog rows. ``catalog`` defaults to ``load_catalog()``."""
+    folder or config.json for ``model``, or catalog rows. ``stack`` is the trainer that runs it (``STACKS``): every
+    setting left None is that trainer's default, so the defaults are those ``ftbroker run`` gives its trainer.
+    ``catalog`` defaults to ``load_catalog()``."""
     count = 1
     if isinstance(gpu, str):
         gpu, count = parse_gpu_count(gpu)
@@ -63,10 +66,12 @@ def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None =
         spec = catalog.gpu(gpu) if isinstance(gpu, str) else gpu
     else:
         arch, spec = model, gpu
-    setup = TrainingSetup(method=method, micro_batch=micro_batch, seq_len=seq_len, lora_r=lora_r,
-                          targets=tuple(targets), grad_checkpointing=grad_checkpointing, optimizer=optimizer,
-                          precision=precision, n_gpus=count,
-                          sharding=sharding or default_sharding(method, count), impl=impl)
+    trainer = resolve_stack(stack) if isinstance(stack, str) else stack
+    setup = trainer.setup(method, micro_batch=micro_batch, seq_len=seq_len, lora_r=lora_r,
+                          targets=None if targets is None else tuple(targets), lora_dropout=lora_dropout,
+                          grad_checkpointing=grad_checkpointing, optimizer=optimizer, precision=precision,
+                          n_gpus=count, sharding=sharding, grad_accumulation=grad_accumulation, packing=packing,
+                          impl=impl)
     return summarize(arch, setup, spec, calibration)
 
 

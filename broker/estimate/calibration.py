@@ -54,12 +54,16 @@ class Calibration:
 
     activation_scale: float = 1.0      # multiplies the per-tensor activation accounting
     allocator_overhead: float = 0.0    # reserved-but-unallocated share of the allocated peak
+    # the same, fitted per stack (by Implementation.name) where its published runs report reserved memory
+    allocator_overhead_by: dict[str, float] = field(default_factory=dict)
     cuda_context_gib: float = 0.0      # CUDA context, cuBLAS/cuDNN workspaces: outside the allocator
     # achieved fraction of the GPU's dense bf16 peak, by method then GPU class, for compiled training code
     mfu: dict[str, dict[str, float]] = field(default_factory=dict)
     eager_slowdown: float = 1.0        # eager PyTorch vs torch.compile, from the published runs
+    eager_slowdown_by: dict[str, float] = field(default_factory=dict)  # the same per stack (Implementation.name)
     dequant_bytes_per_param: float = 0.0  # HBM traffic of one bitsandbytes NF4 dequantization, per weight
     multi_gpu_efficiency: float = 1.0  # per-GPU throughput of a sharded run relative to one GPU
+    comm_overlap: float = 2.0          # k of the smooth maximum of compute and communication (1: no overlap)
     spread: float = 0.25               # relative half-width of the throughput range
     fitted_on: str = ""
     points: tuple[str, ...] = ()
@@ -74,6 +78,10 @@ class Calibration:
             return sum(by_class.values()) / len(by_class)
         raise CatalogError(f"calibration has no throughput efficiency for method {method!r}")
 
+    def eager(self, impl: str) -> float:
+        """How much slower than compiled code this implementation's eager code runs (its stack's, else the mean)."""
+        return self.eager_slowdown_by.get(impl, self.eager_slowdown)
+
     def measured(self, impl: str) -> TrainerTiming | None:
         """The GPU measurement of ``impl``, if it is the implementation measured."""
         return self.trainer if self.trainer is not None and self.trainer.implementation == impl else None
@@ -85,7 +93,8 @@ class Calibration:
         measured = self.measured(impl)
         if measured is not None and method in measured.allocator_overhead:
             return 1.0, measured.allocator_overhead[method], measured.cuda_context_gib
-        return self.activation_scale, self.allocator_overhead, self.cuda_context_gib
+        return (self.activation_scale, self.allocator_overhead_by.get(impl, self.allocator_overhead),
+                self.cuda_context_gib)
 
     def device_efficiency(self, impl: str, method: str, gpu_class: str) -> float:
         """Fraction of the dense peak the FLOP count reaches when the GPU bounds the step.
@@ -122,11 +131,14 @@ def parse_calibration(text: str, source: str) -> Calibration:
         return Calibration(
             activation_scale=float(mem["activation_scale"]),
             allocator_overhead=float(mem["allocator_overhead"]),
+            allocator_overhead_by={k: float(v) for k, v in mem.get("allocator_overhead_by_stack", {}).items()},
             cuda_context_gib=float(mem["cuda_context_gib"]),
             mfu={m: {c: float(v) for c, v in by.items()} for m, by in thr["mfu"].items()},
             eager_slowdown=float(thr["eager_slowdown"]),
+            eager_slowdown_by={k: float(v) for k, v in thr.get("eager_slowdown_by_stack", {}).items()},
             dequant_bytes_per_param=float(thr["dequant_bytes_per_param"]),
             multi_gpu_efficiency=float(thr["multi_gpu_efficiency"]),
+            comm_overlap=float(thr.get("comm_overlap", 2.0)),
             spread=float(thr["spread"]),
             fitted_on=str(fit.get("date", "")),
             points=tuple(str(p) for p in fit.get("points", ())),

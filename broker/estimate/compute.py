@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.setup import PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 # HBM-class cards (A100, H100, H200, B200, MI300X) vs GDDR workstation/consumer cards (RTX 4090, L40S, L4, A10)
@@ -179,6 +179,61 @@ def peak_tflops(gpu: GpuSpec) -> float | None:
     return gpu.bf16_tflops if (gpu.supports_bf16 and gpu.bf16_tflops) else gpu.fp16_tflops
 
 
+# Host to GPU over the PCIe slot, GB/s a direction (PCIe 4.0 x16): what parameter offload streams weights through
+HOST_LINK_GBPS = 32.0
+
+
+@dataclass(frozen=True)
+class Communication:
+    """What a multi-GPU step moves between GPUs (and from the host, with parameter offload), per micro-batch."""
+
+    seconds: float
+    gpu_bytes: float        # received by each GPU over the interconnect
+    host_bytes: float       # streamed from CPU memory (parameter offload)
+    formula: str
+
+
+def communication(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup) -> Communication | None:
+    """Seconds of one micro-batch's collectives on each GPU: ring all-gather / reduce-scatter / all-reduce move
+    (n-1)/n of the data through each GPU's link, at its bandwidth in one direction (``GpuSpec.interconnect_gbps``).
+
+    * FSDP / ZeRO-3: every micro-batch gathers the weights for the forward and again for the backward (stored
+      dtype: NF4 under QLoRA, else 16-bit) and reduce-scatters the trainable gradients;
+    * ZeRO-1/2: the gradients are reduce-scattered and the updated weights gathered once per optimizer step;
+    * DDP: the trainable gradients are all-reduced (2 x (n-1)/n) once per optimizer step;
+    * parameter offload: each GPU also streams its shard of the weights from CPU memory for both passes.
+    None when the GPU's interconnect is not in the catalog; zero on one GPU."""
+    n = setup.n_gpus
+    if n == 1:
+        return Communication(0.0, 0.0, 0.0, "")
+    if not gpu.interconnect_gbps:
+        return None
+    shape = ModelShape(arch)
+    share = (n - 1) / n
+    grads = trainable_params(shape, setup) * (PRECISIONS[setup.precision][1] if setup.method == "full"
+                                              else trainable_bytes(setup))
+    if setup.method == "qlora":
+        quantized = quantized_params(arch, setup)
+        weights = quantized * (NF4_DQ_BYTES if setup.double_quant else NF4_BYTES) + (shape.total_params - quantized) * 2
+    else:
+        weights = shape.total_params * 2  # gathered in the 16-bit compute dtype
+    per_step = setup.grad_accumulation
+    if setup.sharding in ("fsdp", "zero3"):
+        moved, what = share * (2 * weights + grads), "2 weight all-gathers + a gradient reduce-scatter per micro-batch"
+    elif setup.sharding in ("zero1", "zero2"):
+        updated = trainable_params(shape, setup) * 2
+        moved, what = share * (grads + updated) / per_step, "gradient reduce-scatter + weight all-gather per step"
+    else:
+        moved, what = 2 * share * grads / per_step, "a gradient all-reduce per optimizer step"
+    host = 2 * weights / n if setup.cpu_offload == "params" else 0.0
+    seconds = moved / (gpu.interconnect_gbps * 1e9) + host / (min(HOST_LINK_GBPS, gpu.interconnect_gbps) * 1e9)
+    formula = (f"{setup.sharding} over {n} GPUs: {what}, {moved / 1e9:.2f} GB per GPU / {gpu.interconnect_gbps:g} GB/s"
+               + (f" + {host / 1e9:.2f} GB of offloaded weights from the host / {HOST_LINK_GBPS:g} GB/s"
+                  if host else "")
+               + f" = {seconds * 1e3:.0f} ms per micro-batch")
+    return Communication(seconds, moved, host, formula)
+
+
 @dataclass(frozen=True)
 class Throughput:
     """Processed tokens per second (padding included), per GPU and for all GPUs together."""
@@ -214,8 +269,9 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         notes = [f"{klass} GPU: {eff:.0%} of the {peak:g} TFLOPS dense peak (calibrated, {setup.method}, "
                  "compiled code)"]
         if not setup.impl.compiled:
-            eff /= cal.eager_slowdown
-            notes.append(f"eager PyTorch: / {cal.eager_slowdown:.2f} vs torch.compile")
+            slowdown = cal.eager(setup.impl.name)
+            eff /= slowdown
+            notes.append(f"eager PyTorch ({setup.impl.name}): / {slowdown:.2f} vs torch.compile")
     if setup.n_gpus > 1:
         eff *= cal.multi_gpu_efficiency
         notes.append(f"{setup.n_gpus} GPUs: x {cal.multi_gpu_efficiency:.2f} per-GPU scaling")
@@ -240,6 +296,14 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         notes.append(f"NF4 dequantization: {layer_passes(setup)} passes x {quantized_params(arch, setup) / 1e9:.2f}e9"
                      f" weights x {cal.dequant_bytes_per_param:.1f} B / {gpu.bandwidth_gbps:g} GB/s = "
                      f"{dequant * 1e3:.0f} ms per step")
+    comm = communication(arch, gpu, setup)
+    if comm is None:
+        notes.append(f"{gpu.name} has no interconnect bandwidth in the catalog: communication not timed")
+    elif comm.seconds:
+        compute_s, seconds = seconds, overlapped(seconds, comm.seconds, cal.comm_overlap)
+        notes.append(f"communication: {comm.formula}; step = (compute^{cal.comm_overlap:g} + communication^"
+                     f"{cal.comm_overlap:g})^(1/{cal.comm_overlap:g}) = {seconds * 1e3:.0f} ms (compute "
+                     f"{compute_s * 1e3:.0f} ms)")
     per_gpu = tokens / seconds
     achieved = per_gpu * flops.total / (peak * 1e12)
     spread = Range(1 - cal.spread, 1.0, 1 + cal.spread)
@@ -268,15 +332,20 @@ def dequant_seconds(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibra
 
 def achieved_efficiency(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, tokens_per_s: float,
                         calibration: Calibration | None = None) -> float | None:
-    """The inverse of ``throughput`` on one GPU: the fraction of the dense peak that makes it predict
-    ``tokens_per_s`` for this setup, after the calibrated dequantization time. None when that time alone is
-    longer than the measured step, or the GPU's peak is unknown."""
+    """The inverse of ``throughput``: the fraction of the dense peak that makes it predict ``tokens_per_s`` (per GPU)
+    for this setup, once the step's communication (taken back out of the smooth maximum) and the calibrated
+    dequantization time are removed. None when those alone take longer than the measured step, or the GPU's peak
+    or interconnect is unknown."""
     cal = calibration or default_calibration()
     peak = peak_tflops(gpu)
-    if not peak:
+    comm = communication(arch, gpu, setup)
+    if not peak or comm is None:
         return None
     tokens = setup.tokens
-    compute_s = tokens / tokens_per_s - dequant_seconds(arch, gpu, setup, cal)
+    step, k = tokens / tokens_per_s, cal.comm_overlap
+    if step <= comm.seconds:
+        return None
+    compute_s = (step**k - comm.seconds**k) ** (1 / k) - dequant_seconds(arch, gpu, setup, cal)
     if compute_s <= 0:
         return None
     return tokens * flops_per_token(arch, setup).total / (peak * 1e12 * compute_s)

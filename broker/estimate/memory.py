@@ -20,15 +20,11 @@ from dataclasses import dataclass, fields
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
-from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 GIB = 2**30
 
-# NF4 (QLoRA paper, arXiv 2305.14314 sec. 3): 4-bit codes + one fp32 absmax per 64 weights (0.5 bit), or with
-# double quantization fp8 absmax per 64 + one fp32 constant per 256 blocks (8/64 + 32/(64*256) = 0.127 bit).
-NF4_BYTES = (4 + 32 / 64) / 8
-NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
 # CUDA's fused dropout kernel keeps a bool mask for backward (aten/src/ATen/native/Dropout.cpp: dropout runs as
 # native_dropout when is_fused_kernel_acceptable, i.e. on CUDA)
 DROPOUT_MASK_BYTES = 1

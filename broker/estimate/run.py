@@ -4,8 +4,8 @@ The local backend's pre-flight and the planner's GPU routes (``ftbroker.backends
 with these two steps:
 
 * ``fit_setup``: the setup asked for when it fits; else the largest smaller micro-batch that does, its gradient
-  accumulation raised to keep the effective batch; else the run does not fit, and ``longest_seq`` says how long a
-  sequence would.
+  accumulation raised to keep the effective batch; else the run does not fit: its peak is the setup asked for,
+  and ``longest_seq`` says how long a sequence would fit at micro-batch 1.
 * ``dataset_time``: ``training_time`` over the dataset's real tokens, with the padding its real length
   distribution causes at that micro-batch (``padded_tokens``), and the evaluation passes.
 """
@@ -25,8 +25,8 @@ from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 @dataclass(frozen=True)
 class Fit:
-    setup: TrainingSetup        # the one that fits (micro-batch 1 when none does)
-    memory: MemoryBreakdown     # peak per GPU at that setup
+    setup: TrainingSetup        # the one that fits; when none does, the one asked for
+    memory: MemoryBreakdown     # peak per GPU at that setup (the larger of its two phases)
     fits: bool
     longest_seq: int | None = None  # out: the longest sequence that fits at micro-batch 1 (0: none)
 
@@ -35,7 +35,9 @@ def fit_setup(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *,
               calibration: Calibration | None = None) -> Fit:
     """``setup`` if it fits ``gpu``; else the largest smaller micro-batch that fits, its gradient accumulation
     raised to keep the effective batch (accumulating keeps the gradients alive through the backward pass, so each
-    candidate is checked with it); else micro-batch 1, which does not fit, with the longest sequence that would."""
+    candidate is checked with it); else ``setup`` itself, which does not fit, with its own peak (the figure
+    ``ftbroker run`` and ``ftbroker estimate`` give for the same settings) and the longest sequence that would fit
+    at micro-batch 1."""
     batch = setup.micro_batch * setup.grad_accumulation
     top = max_micro_batch(arch, gpu, setup, limit=setup.micro_batch, calibration=calibration)
     for micro_batch in range(top, 0, -1):
@@ -44,7 +46,7 @@ def fit_setup(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, *,
         if memory.total <= gpu.memory_gib:
             return Fit(candidate, memory, True)
     smallest = setup.with_(micro_batch=1, grad_accumulation=batch)
-    return Fit(smallest, estimate_memory(arch, smallest, calibration), False,
+    return Fit(setup, estimate_memory(arch, setup, calibration), False,
                max_seq_len(arch, gpu, smallest, calibration=calibration))
 
 

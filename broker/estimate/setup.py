@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+from ftbroker import bounds
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.pricing.catalog import Linear, ModelArch
 
@@ -30,6 +31,11 @@ PRECISIONS: dict[str, tuple[int, int, int]] = {
     "mixed": (2, 2, 4),
 }
 
+# NF4 (QLoRA paper, arXiv 2305.14314 sec. 3): 4-bit codes + one fp32 absmax per 64 weights (0.5 bit), or with
+# double quantization fp8 absmax per 64 + one fp32 constant per 256 blocks (8/64 + 32/(64*256) = 0.127 bit).
+NF4_BYTES = (4 + 32 / 64) / 8
+NF4_DQ_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+
 SHARDINGS = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
 CPU_OFFLOADS = ("none", "optimizer", "params")
 ATTENTIONS = ("sdpa", "eager")
@@ -42,6 +48,8 @@ ATTENTIONS = ("sdpa", "eager")
 #                    log-softmax saved (4) + one chunk's gradients in flight (~1 over 8 chunks).
 #   chunked_compiled the same under torch.compile: the fused loss saves its bf16 input and a log-sum-exp (2); the
 #                    fp32 work of one chunk is transient (torchtune's Llama 3.2 3B rows: LoRA 8.5, QLoRA 4.6 GiB).
+#   linear_chunked   torchtune LinearCrossEntropyLoss, eager: each chunk is projected inside the loss and only its
+#                    fp32 log-softmax is saved (4); the 16-bit logits of a chunk are transient.
 #   bf16_chunked     litgpt chunked_cross_entropy: bf16 logit chunks (2) + bf16 log-softmax outputs (2).
 #   fused            fused linear + cross-entropy (Liger, Cut Cross-Entropy): logits never materialised.
 #   trl_fused        TRL SFTTrainer's chunked log-prob head (trl/kernels/chunked_logprob.py, TRL >= 1.x): no
@@ -51,6 +59,7 @@ LOSS_BYTES_PER_LOGIT: dict[str, float] = {
     "fp32_compiled": 8.0,
     "chunked": 7.0,
     "chunked_compiled": 2.0,
+    "linear_chunked": 4.0,
     "bf16_chunked": 4.0,
     "fused": 0.0,
     "trl_fused": 0.0,
@@ -190,12 +199,13 @@ class TrainingSetup:
         if self.cpu_offload not in CPU_OFFLOADS:
             raise UnknownNameError("CPU offload", self.cpu_offload, CPU_OFFLOADS)
         resolve_optimizer(self.optimizer)
-        for name in ("micro_batch", "seq_len", "n_gpus", "grad_accumulation"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        checked = {"micro_batch": "micro_batch", "seq_len": "seq_len", "n_gpus": "gpus",
+                   "grad_accumulation": "grad_accum", **({"lora_r": "lora_r"} if self.method != "full" else {})}
+        for name, bound in checked.items():
+            why = bounds.problem(bound, getattr(self, name))
+            if why is not None:
+                problems.append(f"{name.replace('_', '-')} {getattr(self, name)}: {why}")
         if self.method != "full":
-            if self.lora_r < 1:
-                problems.append(f"lora-r must be at least 1, got {self.lora_r}")
             resolve_targets(self.targets)
         if not 0 <= self.lora_dropout < 1:
             problems.append(f"lora dropout must be in [0, 1), got {self.lora_dropout}")

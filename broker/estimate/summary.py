@@ -30,10 +30,12 @@ class Estimate:
             "model": self.arch.name,
             "method": s.method,
             "setup": {
-                "seq_len": s.seq_len, "micro_batch": s.micro_batch, "grad_checkpointing": s.grad_checkpointing,
-                "optimizer": s.optimizer_kind.name, "precision": s.precision, "n_gpus": s.n_gpus,
-                "sharding": s.sharding, "implementation": s.impl.name,
-                **({"lora_r": s.lora_r, "targets": sorted(s.lora_modules)} if s.method != "full" else {}),
+                "seq_len": s.seq_len, "micro_batch": s.micro_batch, "grad_accumulation": s.grad_accumulation,
+                "grad_checkpointing": s.grad_checkpointing, "optimizer": s.optimizer_kind.name,
+                "precision": s.precision, "packing": s.packing, "n_gpus": s.n_gpus, "sharding": s.sharding,
+                "implementation": s.impl.name,
+                **({"lora_r": s.lora_r, "lora_dropout": s.lora_dropout, "targets": sorted(s.lora_modules)}
+                   if s.method != "full" else {}),
             },
             "gpu": None if self.gpu is None else {"name": self.gpu.name, "count": s.n_gpus,
                                                   "memory_gib": self.gpu.memory_gib},

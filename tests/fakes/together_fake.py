@@ -93,6 +93,11 @@ class FakeTogether(FakeProvider):
                  total_steps: int = 3):
         super().__init__(advance_on_poll=advance_on_poll, models=models, total_steps=total_steps)
         self.files: dict[str, FakeFile] = {}
+        # what POST /v1/fine-tunes/estimate-price answers: the account's price per 1M billed tokens (a test may set
+        # it apart from the catalog's), its credit limit, and whether an estimate is available at all
+        self.estimate_price_per_million = PRICE_PER_MILLION
+        self.user_limit = 100.0
+        self.estimation_available = True
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("PUT", "/upload/{id}", "files.put", self._files_put)
@@ -207,16 +212,21 @@ class FakeTogether(FakeProvider):
         })
 
     def _estimate(self, req: Request) -> Response:
+        """POST /v1/fine-tunes/estimate-price (Together OpenAPI spec): billed tokens = training tokens x n_epochs
+        + validation tokens x n_evals, priced at ``estimate_price_per_million``; allowed within ``user_limit``."""
         bearer_auth(req, self.rejected_keys)
         body = req.json()
         file = self.files.get(body.get("training_file", ""))
-        if file is None or not file.processed:
-            return Response.json({"estimation_available": False, "unavailable_reason": "train_file_not_validated"})
-        tokens = count_tokens(file.content or b"") * int(body.get("n_epochs") or 1)
-        return Response.json({"estimation_available": True, "allowed_to_proceed": True,
-                              "estimated_total_price": float(tokens * PRICE_PER_MILLION / 1_000_000),
-                              "estimated_train_token_count": tokens, "estimated_eval_token_count": 0,
-                              "user_limit": 100.0})
+        if not self.estimation_available or file is None or not file.processed:
+            reason = "train_file_not_validated" if self.estimation_available else "estimation_unavailable"
+            return Response.json({"estimation_available": False, "unavailable_reason": reason})
+        train = count_tokens(file.content or b"") * int(body.get("n_epochs") or 1)
+        validation = self.files.get(body.get("validation_file") or "")
+        evals = count_tokens(validation.content or b"") * int(body.get("n_evals") or 0) if validation else 0
+        price = float((train + evals) * self.estimate_price_per_million / 1_000_000)
+        return Response.json({"estimation_available": True, "allowed_to_proceed": price <= self.user_limit,
+                              "estimated_total_price": price, "estimated_train_token_count": train,
+                              "estimated_eval_token_count": evals, "user_limit": self.user_limit})
 
     def _jobs_create(self, req: Request) -> Response:
         bearer_auth(req, self.rejected_keys)

@@ -1,0 +1,280 @@
+"""Routes: what the planning layer and the backends exchange. Types, and the small pure rules both sides share.
+
+A route is one way to get the fine-tuned model (a managed API, the user's GPU, a rented cloud instance) with its
+figures and the backend that runs it. Each backend contributes the routes it can run through ``RouteSource``; the
+planner (``ftbroker.planner``) composes, ranks and numbers them; the shell (``ftbroker.planning``) does the I/O
+around it. This module imports neither side: no backend, no planner, no CLI (an import-layering test keeps it so).
+
+    class MyBackend:                      # a backend that contributes routes: three classmethods
+        @classmethod
+        def token_needs(cls, catalog, options) -> Iterable[TokenNeed]: ...  # the counters its routes bill by
+        @classmethod
+        def routes(cls, context) -> Iterable[Route]: ...                    # its routes for this dataset, priced
+        @classmethod
+        def plan_notes(cls, context) -> Iterable[str]: ...                  # what its routes assume, said once
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ftbroker.errors import UnknownNameError
+
+if TYPE_CHECKING:  # the dataset report's types and the catalog's rows; routes only read their fields
+    from ftbroker.data import DatasetReport, TokenStats
+    from ftbroker.pricing.catalog import Catalog, GpuSpec, ManagedOffer, ModelArch
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which token counter a route needs; the shell turns it into ``tokens.resolve(tokenizer, hf_repo=, family=)``."""
+
+    tokenizer: str | None = None  # a fixed encoding ("o200k_base") or a local tokenizer / model folder
+    hf_repo: str | None = None
+    family: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenNeed:
+    """A counter a route source needs, and the per-example token limit its routes hold examples to (None: none),
+    so the dataset report counts the examples over it."""
+
+    spec: TokenizerSpec
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One ``--model``: the name as asked (a local folder: its absolute path), and the architecture when it is an
+    open model."""
+
+    name: str
+    arch: ModelArch | None = None
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    models: tuple[ModelRequest, ...] = ()
+    method: str | None = None  # "full" | "lora" | "qlora"; None: every method
+    epochs: int | None = None  # None: each provider's default
+    n_evals: int | None = None  # validation passes billed per eval (Together); None: the provider default
+    max_seq_len: int | None = None
+    tokenizer: str | None = None  # --tokenizer: counts open-model routes with this instead of their own
+    gpu: GpuSpec | None = None  # the local GPU (``preflight.local_gpus``: named or detected)
+    gpu_count: int = 1
+    gpu_source: str = ""  # "--gpu" | "FTBROKER_GPU" | "detected"
+    gpu_note: str = ""  # why there is no local GPU, or what to know about it (a card the catalog does not know)
+    lora_r: int | None = None
+    all_instances: bool = False  # every cloud instance, not only the cheapest per GPU type and cloud
+
+    def to_json(self) -> dict[str, Any]:
+        return {"models": [m.name for m in self.models], "method": self.method, "epochs": self.epochs,
+                "n_evals": self.n_evals, "max_seq_len": self.max_seq_len, "tokenizer": self.tokenizer,
+                "gpu": self.gpu and {"name": self.gpu.name, "count": self.gpu_count, "source": self.gpu_source},
+                "gpu_note": self.gpu_note or None, "lora_r": self.lora_r, "all_instances": self.all_instances}
+
+
+@dataclass(frozen=True, eq=False)
+class RouteContext:
+    """What a route source prices its routes from: the dataset report(s), counted with every counter the sources
+    asked for, the catalog, the options and ``today`` (an input: sources read no clock)."""
+
+    report: DatasetReport
+    validation: DatasetReport | None
+    catalog: Catalog
+    options: PlanOptions
+    counter_keys: Mapping[TokenizerSpec, str]  # spec -> key of the counter that counted it in the reports
+    today: date
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)  # a replaced context: a new one
+
+    def token_stats(self, spec: TokenizerSpec, report: DatasetReport | None = None) -> TokenStats | None:
+        report = self.report if report is None else report
+        key = self.counter_keys.get(spec)
+        return report.tokens.get(key) if key is not None else None
+
+    def memo(self, key: Any, make: Callable[[], T]) -> T:
+        """``make()``, once per context: what several sources derive alike (e.g. the trainer's view of the data)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+
+class RouteSource(Protocol):
+    """What contributes routes to a plan: a backend class (its classmethods), or the shell's stand-in for the
+    catalog rows no backend claims yet. All three are pure; ``routes`` reads only the context."""
+
+    def token_needs(self, catalog: Catalog, options: PlanOptions) -> Iterable[TokenNeed]: ...
+
+    def routes(self, context: RouteContext) -> Iterable[Route]: ...
+
+    def plan_notes(self, context: RouteContext) -> Iterable[str]: ...
+
+
+ROUTE_SOURCE_METHODS = ("token_needs", "routes", "plan_notes")
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+@dataclass(frozen=True)
+class Hardware:
+    gpu: str
+    count: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu": self.gpu, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to get the fine-tuned model, with its cost, whether it is possible (``reason`` if not) and which
+    ftbroker backend runs it (``backend``; None with ``not_runnable`` saying why when none does yet).
+
+    ``job`` holds the JobSpec fields that run it as it was priced (backend, model, method, the settings and
+    backend options the route was priced with), in the JobSpec's nested shape; the dataset and validation file
+    are the plan's. ``number`` is its number in the plan (the planner numbers every route)."""
+
+    kind: str  # "managed" | "local" | "cloud"
+    backend: str | None
+    model: str
+    method: str
+    objective: str = "sft"
+    hardware: Hardware | None = None
+    feasible: bool = True
+    reason: str = ""
+    closed: bool = False  # out because the provider takes no new jobs on it (``reason`` says since when)
+    vram_gib: float | None = None
+    hours: float | None = None
+    cost_usd: Decimal | None = None
+    billed_tokens: int | None = None
+    epochs: int | None = None
+    breakdown: Mapping[str, Any] = field(default_factory=dict)
+    price_source: str = ""
+    price_as_of: date | None = None
+    stale: bool = False
+    notes: tuple[str, ...] = ()
+    provider_model: str = ""  # the provider's own model id, when it has one
+    price_known: bool = True  # False: no source gave this route's price ("price unknown", never invented)
+    provider: str = ""  # managed routes: who trains it
+    cloud: str = ""  # cloud routes: where the instance is rented
+    region: str = ""
+    instance_type: str = ""
+    market: str = ""  # cloud routes: "on-demand" | "spot"
+    not_runnable: str = ""  # why no ftbroker backend runs it yet, and what to do instead
+    job: Mapping[str, Any] | None = None
+    number: int = 0
+
+    @property
+    def venue(self) -> str:
+        """Who trains or rents it out: the managed provider, the cloud, or the backend (``local``)."""
+        return self.provider or self.cloud or self.backend or ""
+
+    @property
+    def runnable(self) -> bool:
+        """Whether ``ftbroker run --route`` can dispatch it: a backend runs it, it is possible and open."""
+        return self.backend is not None and self.feasible
+
+    @property
+    def id(self) -> str:
+        parts = [self.venue, self.model, self.method]
+        if self.objective != "sft":
+            parts.append(self.objective)
+        if self.instance_type:
+            parts += [self.instance_type, self.market]
+        if self.hardware:
+            parts.append(f"{self.hardware.gpu}x{self.hardware.count}")
+        return ":".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number, "id": self.id, "kind": self.kind, "backend": self.backend,
+            "runnable": self.runnable, "not_runnable": self.not_runnable or None, "provider": self.provider or None,
+            "cloud": self.cloud or None, "region": self.region or None, "instance_type": self.instance_type or None,
+            "market": self.market or None, "model": self.model, "provider_model": self.provider_model or None,
+            "method": self.method, "objective": self.objective,
+            "hardware": self.hardware.to_json() if self.hardware else None, "feasible": self.feasible,
+            "reason": self.reason or None, "closed": self.closed, "vram_gib": self.vram_gib, "hours": self.hours,
+            "cost_usd": jsonable(self.cost_usd), "billed_tokens": self.billed_tokens, "epochs": self.epochs,
+            "breakdown": jsonable(self.breakdown), "price_source": self.price_source or None,
+            "price_as_of": self.price_as_of.isoformat() if self.price_as_of else None, "stale": self.stale,
+            "price_known": self.price_known, "notes": list(self.notes), "job": jsonable(self.job),
+        }
+
+
+def route_order(r: Route) -> tuple:
+    """Available by cost, then those without a price, then those out; quicker first at equal cost."""
+    return (not r.feasible, r.cost_usd is None, r.cost_usd or 0, r.hours if r.hours is not None else float("inf"),
+            r.venue, r.model, r.method)
+
+
+def job_fields(**fields: Any) -> dict[str, Any]:
+    """A route's ``job``: the JobSpec fields given, nested sections included, without the unset (None) ones."""
+    out = {}
+    for name, value in fields.items():
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value is not None and value != {}:
+            out[name] = value
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    """A value fit for ``json.dumps``: money (Decimal) becomes a JSON number, dates ISO text, containers recurse."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def model_tokenizer(arch: ModelArch, options: PlanOptions) -> TokenizerSpec:
+    """How an open model's tokens are counted: --tokenizer, else its local folder, else its HF repo or family."""
+    if options.tokenizer:
+        return TokenizerSpec(tokenizer=options.tokenizer)
+    if arch.local_tokenizer:
+        return TokenizerSpec(tokenizer=arch.local_tokenizer)
+    return TokenizerSpec(hf_repo=arch.hf_repo, family=arch.tokenizer_family or None)
+
+
+def matching_offers(offers: Sequence[ManagedOffer], request: ModelRequest) -> list[ManagedOffer]:
+    """The per-model (not size-tier) offers that fine-tune the model a request names."""
+    names = {request.name.lower()}
+    if request.arch:
+        names |= {request.arch.name.lower(), *(a.lower() for a in request.arch.aliases)}
+        names |= {request.arch.hf_repo.lower()} if request.arch.hf_repo else set()
+    return [o for o in offers if not o.tier
+            and names & {o.model.lower(), o.base_model.lower(), (o.hf_repo or "").lower()} - {""}]
+
+
+def resolve_model(catalog: Catalog, name: str) -> ModelRequest:
+    """An open model (catalog, local folder, config.json) with its architecture, or a managed model by name.
+
+    A local folder or config.json is named by its absolute path, so a route's job finds it from anywhere."""
+    from pathlib import Path
+
+    try:
+        arch = catalog.model(name)
+    except UnknownNameError:
+        request = ModelRequest(name)
+        if matching_offers(catalog.managed, request):
+            return request
+        known = [n for m in catalog.models.values() for n in (m.name, *m.aliases)]
+        known += [n for o in catalog.managed for n in (o.model, o.base_model) if n]
+        hint = ("a catalog or managed model, a local model folder or a config.json; "
+                "`ftbroker catalog show --kind models` (and `--kind managed`) lists them")
+        raise UnknownNameError("model", name, known, hint=hint) from None
+    local = Path(name).expanduser()
+    return ModelRequest(str(local.resolve()) if local.exists() else name, arch)
