@@ -13,7 +13,7 @@ __all__: list[str] = ["__version__"]
 # module itself, like `estimate`, maps to that module).
 _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "ftbroker.spec",
          "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs",
-         "estimate": "ftbroker.estimate",
+         "estimate": "ftbroker.estimate", "evaluate": "ftbroker.evaluation", "Evaluation": "ftbroker.evaluation",
          "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.routes"}
 __all__ += sorted(_LAZY)
 

@@ -40,8 +40,8 @@ class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
-    ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "cancel", "resume", "export",
-             "gc", "catalog", "ledger")
+    ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "eval", "cancel", "resume",
+             "export", "gc", "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -354,6 +354,7 @@ def jobs(limit, backend, status, json_mode):
     """List jobs, newest first."""
     from ftbroker.broker import Broker
     from ftbroker.errors import LedgerDamagedError
+    from ftbroker.evaluation.store import latest_scores
     from ftbroker.jobs import JobStatus
     from ftbroker.render_jobs import job_json, jobs_table
 
@@ -363,8 +364,9 @@ def jobs(limit, backend, status, json_mode):
             found = broker.jobs(limit=limit, backend=backend, status=JobStatus(status) if status else None)
         except LedgerDamagedError as exc:  # one bad row: the others are still shown, then the bad one named
             found, damaged = exc.readable, exc
+        scores = latest_scores(broker.ledger, [j.id for j in found])
     _show(json_mode, {"jobs": [job_json(j) for j in found]},
-          jobs_table(found) if found else "no jobs yet (`ftbroker run` starts one)")
+          jobs_table(found, scores) if found else "no jobs yet (`ftbroker run` starts one)")
     if damaged is not None:
         raise damaged
 
@@ -433,14 +435,22 @@ def result(job_id, json_mode):
     """Show the normalized result of a finished job.
 
     The same shape whatever the backend: status, output model, loss curves, tokens, estimated and actual cost,
-    artifacts, and the provider's own record (--json: under "raw").
+    artifacts, and the provider's own record (--json: under "raw"); then the latest `ftbroker eval` of the job, if
+    it has one (--json: under "evaluation").
     """
+    from rich.console import Group
+
     from ftbroker.broker import Broker
+    from ftbroker.evaluation.render import table
+    from ftbroker.evaluation.store import latest_evaluation
     from ftbroker.render_jobs import result_details, result_json
 
     with Broker() as broker:
         res = broker.result(job_id)
-    _show(json_mode, result_json(res), result_details(res))
+        evaluation = latest_evaluation(broker.ledger, res.id)
+    views = [result_details(res)] + ([table(evaluation)] if evaluation else [])
+    evaluated = {"evaluation": evaluation.model_dump(mode="json")} if evaluation else {}
+    _show(json_mode, {**result_json(res), **evaluated}, Group(*views))
 
 
 @_job_command
@@ -894,6 +904,12 @@ def _dataset_text(report) -> str:
         lines.append("advice:")
         lines += [f"  {a.message}: {a.reason}; {a.suggestion}" for a in report.advice]
     return "\n".join(lines)
+
+
+# ftbroker eval lives with the rest of the evaluation (ftbroker.evaluation); its module imports only click.
+from ftbroker.evaluation.cli import eval_command
+
+cli.add_command(eval_command)
 
 
 def main() -> None:

@@ -114,8 +114,44 @@ CREATE TABLE artifacts (
 # v2: estimated vs measured resources per job (peak memory, tokens/s): the estimator's calibration data.
 _V2 = "ALTER TABLE jobs ADD COLUMN resources TEXT NOT NULL DEFAULT '{}';"
 
+# v3: evaluations of a job (``ftbroker eval``), and the paid deployments an evaluation creates (a dedicated endpoint,
+# Provisioned Throughput), recorded before they are created so that no process can lose one (ftbroker.evaluation).
+_V3 = """
+CREATE TABLE evaluations (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    judge TEXT,
+    examples INTEGER NOT NULL,
+    base_score REAL,
+    tuned_score REAL,
+    win_rate REAL,
+    regression INTEGER NOT NULL DEFAULT 0,
+    cost_usd TEXT,
+    error TEXT,
+    summary TEXT NOT NULL
+);
+CREATE INDEX evaluations_by_job ON evaluations (job_id, created_at);
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs (id),
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL,
+    remote TEXT NOT NULL DEFAULT '{}',
+    usd_per_hour TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    live_at TEXT,
+    deleted_at TEXT,
+    detail TEXT
+);
+CREATE INDEX deployments_by_state ON deployments (state);
+"""
+
 # Migration n brings a ledger from version n-1 to n. Append only; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -244,6 +280,17 @@ class Ledger:
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {step + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the ledger, for the tables other modules keep in it (evaluations, deployments):
+        the same queueing of concurrent writers as the job writes."""
+        with self._write() as db:
+            yield db
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one query (for the tables other modules keep in the ledger)."""
+        return self._rows(sql, tuple(args))
 
     @property
     def schema_version(self) -> int:

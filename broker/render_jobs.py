@@ -6,7 +6,7 @@ and go to stderr while a job is followed, so stdout stays clean for ``--json``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -78,17 +78,27 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M") if value is not None else "-"
 
 
-def jobs_table(jobs: Sequence[Job]) -> Fitted:
-    """One line per job, fitted to the terminal: the id is never cut (it is what the other commands take)."""
+def jobs_table(jobs: Sequence[Job], scores: Mapping[str, Any] | None = None) -> Fitted:
+    """One line per job, fitted to the terminal: the id is never cut (it is what the other commands take). ``scores``:
+    the latest evaluation of each job (``ftbroker.evaluation.store.latest_scores``)."""
     columns = (Col("id"), Col("backend"), Col("model", flex=True, min_width=12), Col("method"),
                Col("status", flex=True, min_width=9), Col("created", optional=True), Col("est $", right=True),
-               Col("actual $", right=True))
+               Col("actual $", right=True), Col("eval F1", right=True, optional=True))
     rows = []
     for job in jobs:
         status = job.status.value + ("" if job.submitted_at or job.status.terminal else " (not submitted)")
         rows.append([job.id, job.backend, job.model, job.spec.method, status, _when(job.created_at),
-                     _money(job.estimated_cost_usd).removeprefix("$"), _money(job.actual_cost_usd).removeprefix("$")])
+                     _money(job.estimated_cost_usd).removeprefix("$"), _money(job.actual_cost_usd).removeprefix("$"),
+                     _score((scores or {}).get(job.id))])
     return Fitted(columns, rows)
+
+
+def _score(score: Any) -> str:
+    """The fine-tuned model's token F1 and its change over the base; '!' after a general-capability regression."""
+    if score is None or score.tuned is None:
+        return "-"
+    change = f" ({score.tuned - score.base:+.2f})" if score.base is not None else ""
+    return f"{score.tuned:.2f}{change}" + ("!" if score.regression else "")
 
 
 def progress_text(job: Job) -> str:

@@ -136,7 +136,9 @@ def test_migration_from_version_1_keeps_every_job(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     _v1_file(path)
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 2
+        assert led.schema_version == SCHEMA_VERSION == 3
+        tables = {r["name"] for r in led.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"evaluations", "deployments"} <= tables  # v3: ftbroker eval's records
         old = led.get("ftb-old")
         assert old.status is JobStatus.SUCCEEDED and old.resources == {}
         assert [e.message for _, e in led.events(old.id)] == ["from version 1"]

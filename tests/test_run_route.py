@@ -146,7 +146,7 @@ def test_routes_ftbroker_cannot_run_are_refused_with_the_reason(data, monkeypatc
                                    "--backend local") in ran.stderr
     full = numbered(doc, kind="local", method="full")  # 8B full fine-tuning on 24 GiB
     ran = ftb("run", "--route", full["number"])
-    assert ran.exit_code == 3 and "does not fit even at micro-batch 1" in ran.stderr
+    assert ran.exit_code == 3 and "does not fit at micro-batch 4 or any smaller" in ran.stderr
     monkeypatch.setenv("FTBROKER_NOW", "2027-02-01")  # OpenAI fine-tuning has closed
     closed = numbered(plan(data, "--model", "gpt-4o-mini"), provider="openai")
     assert closed["closed"] and not closed["runnable"]

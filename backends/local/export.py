@@ -229,6 +229,22 @@ def _known_format(tokenizer) -> ChatFormat | None:
         return None
 
 
+def served_stops(tokenizer) -> list[str]:
+    """The stop strings a served model stops at: its chat format's end-of-turn markers (when the template is of a
+    known family) and EOS. ``ftbroker eval`` generates with the same."""
+    return stop_strings(tokenizer, _known_format(tokenizer))
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """The ids of the stop strings that are one token each (what ``generate()`` can stop at)."""
+    ids: list[int] = []
+    for text in served_stops(tokenizer):
+        token_id = tokenizer.convert_tokens_to_ids(text)
+        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in ids:
+            ids.append(token_id)
+    return ids
+
+
 def set_stop_tokens(model_dir: Path, tokenizer) -> list[int]:
     """Write generation_config.json's eos_token_id as every stop string that is one token (EOS and the
     end-of-turn markers), so ``generate()`` and servers reading it stop at the end of the turn."""
@@ -240,10 +256,7 @@ def set_stop_tokens(model_dir: Path, tokenizer) -> list[int]:
         config = GenerationConfig()
     existing = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
     ids = [i for i in existing if i is not None]
-    for text in stop_strings(tokenizer, _known_format(tokenizer)):
-        token_id = tokenizer.convert_tokens_to_ids(text)
-        if token_id is not None and token_id != tokenizer.unk_token_id and token_id not in ids:
-            ids.append(token_id)
+    ids += [i for i in stop_token_ids(tokenizer) if i not in ids]
     config.eos_token_id = ids
     if config.pad_token_id is None and tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id

@@ -473,8 +473,8 @@ def _read_jsonl(path: str) -> list[tuple[int, dict]]:
     return list(data.read_examples(path))
 
 
-def _split(config: TrainConfig) -> tuple[list, list]:
-    """(train lines, eval lines) as (path, line number, row)."""
+def held_out_split(config: TrainConfig) -> tuple[list, list]:
+    """(train lines, eval lines) as (path, line number, row). ``ftbroker eval`` reads the same held-out lines."""
     train = [(config.dataset, n, row) for n, row in _read_jsonl(config.dataset)]
     if config.validation_dataset:
         return train, [(config.validation_dataset, n, row) for n, row in _read_jsonl(config.validation_dataset)]
@@ -494,7 +494,7 @@ def _split(config: TrainConfig) -> tuple[list, list]:
 def _prepare_data(config: TrainConfig, tokenizer) -> _Data:
     import jinja2
 
-    train_lines, eval_lines = _split(config)
+    train_lines, eval_lines = held_out_split(config)
     issues, tokenized, cut, dropped = [], {"train": [], "eval": []}, 0, 0
     for part, lines in (("train", train_lines), ("eval", eval_lines)):
         for path, number, row in lines:

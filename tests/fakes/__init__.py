@@ -3,13 +3,18 @@
 - ``FakeOpenAI``: loopback HTTP fake of OpenAI files + fine-tuning (``openai`` SDK, ``base_url=fake.base_url``)
 - ``FakeTogether``: loopback HTTP fake of Together files + fine-tunes (``together`` SDK)
 - ``BedrockHarness``: moto's Bedrock + S3, with the job transitions moto lacks
+- ``FakeAnthropic``: loopback HTTP fake of Anthropic's Messages API (``anthropic`` SDK; also Claude on Bedrock)
+- ``FakeBedrockServing``: loopback fake of Bedrock Provisioned Throughput and Converse (``boto3``, endpoint_url)
 - ``Fault`` / ``Outcome``: what goes wrong with a call, and how a job ends
 """
 
 from ._jobs import Outcome
 from ._server import ALL_FAULTS, Fault
+from .anthropic_fake import FakeAnthropic
 from .bedrock_fake import BedrockHarness
+from .bedrock_serving import FakeBedrockServing
 from .openai_fake import FakeOpenAI
 from .together_fake import FakeTogether
 
-__all__ = ["ALL_FAULTS", "BedrockHarness", "Fault", "FakeOpenAI", "FakeTogether", "Outcome"]
+__all__ = ["ALL_FAULTS", "BedrockHarness", "FakeAnthropic", "FakeBedrockServing", "FakeOpenAI", "FakeTogether", "Fault",
+           "Outcome"]

@@ -15,6 +15,7 @@ Routes (the names that fault injection and ``calls()`` use):
     jobs.cancel       POST /v1/fine_tuning/jobs/{id}/cancel
     jobs.events       GET  /v1/fine_tuning/jobs/{id}/events       after, limit (newest first)
     jobs.checkpoints  GET  /v1/fine_tuning/jobs/{id}/checkpoints
+    chat.create       POST /v1/chat/completions          (chat.py): base models and succeeded fine-tunes answer
 
 A successful job gets a result file (``step_metrics.csv``; base64-encoded when ``result_base64``,
 as seen in an OpenAI cookbook example), ``fine_tuned_model``, ``trained_tokens`` (the fake's word
@@ -32,6 +33,7 @@ from typing import Any
 from ._jobs import FakeJob, Lifecycle
 from ._provider import FakeProvider
 from ._server import Request, Response, bearer_auth, http_error
+from .chat import ChatCompletions
 
 LIFECYCLE = Lifecycle(before=("validating_files", "queued"), running="running", after=(),
                       succeeded="succeeded", failed="failed", cancelled="cancelled")
@@ -54,7 +56,7 @@ class FakeFile:
                 "filename": self.filename, "purpose": self.purpose, "status": "processed"}
 
 
-class FakeOpenAI(FakeProvider):
+class FakeOpenAI(ChatCompletions, FakeProvider):
     """The fake server; see ``FakeProvider`` for the job controls."""
 
     lifecycle = LIFECYCLE
@@ -65,6 +67,7 @@ class FakeOpenAI(FakeProvider):
         self.result_base64 = result_base64
         self.filter_metadata = filter_metadata  # False: an OpenAI-compatible server that ignores metadata[k]=v
         self.files: dict[str, FakeFile] = {}
+        self._add_chat()  # POST /v1/chat/completions (chat.py)
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("GET", "/v1/files", "files.list", self._files_list)

@@ -20,6 +20,8 @@ Routes (the names that fault injection and ``calls()`` use):
     jobs.events       GET  /v1/fine-tunes/{id}/events
     jobs.metrics      GET  /v1/fine-tunes/{id}/metrics   global_step_from
     jobs.checkpoints  GET  /v1/fine-tunes/{id}/checkpoints
+    chat.create       POST /v1/chat/completions        (chat.py; a fine-tune answers only on a dedicated endpoint:
+                                                        together_endpoints.py)
 
 ``total_price`` is in nanodollars, as the SDK's ``finetune_price_to_dollars`` reads it;
 ``token_count`` is the fake's word count of the training file x epochs (what is billed).
@@ -39,6 +41,8 @@ from typing import Any
 from ._jobs import FakeJob, Lifecycle, count_tokens
 from ._provider import FakeProvider
 from ._server import Request, Response, bearer_auth, http_error
+from .chat import ChatCompletions
+from .together_endpoints import DedicatedEndpoints
 
 LIFECYCLE = Lifecycle(before=("pending", "queued"), running="running", after=("compressing", "uploading"),
                       succeeded="completed", failed="error", cancelled="cancelled",
@@ -83,7 +87,7 @@ class FakeFile:
         return out
 
 
-class FakeTogether(FakeProvider):
+class FakeTogether(DedicatedEndpoints, ChatCompletions, FakeProvider):
     """The fake server; see ``FakeProvider`` for the job controls."""
 
     lifecycle = LIFECYCLE
@@ -98,6 +102,8 @@ class FakeTogether(FakeProvider):
         self.estimate_price_per_million = PRICE_PER_MILLION
         self.user_limit = 100.0
         self.estimation_available = True
+        self._add_chat()  # POST /v1/chat/completions (chat.py)
+        self._add_endpoints()  # dedicated endpoints, v2 (together_endpoints.py)
         r = self.route
         r("POST", "/v1/files", "files.create", self._files_create)
         r("PUT", "/upload/{id}", "files.put", self._files_put)
