@@ -318,6 +318,7 @@ class Leftover:
     note: str = ""  # why it stays
     cost_usd: Decimal | None = None  # what it has cost so far (runtime x price)
     handle: Mapping[str, str] = field(default_factory=dict)  # what ``collect`` needs to find it again
+    verb: str = "terminate"  # what ``collect`` does to it ("terminate" an instance, "delete" a deployment)
 
 
 @runtime_checkable

@@ -380,9 +380,11 @@ class Broker:
     # --- what jobs left running ---
 
     def leftovers(self, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> list[tuple[Collectable, Leftover]]:
-        """What every ``Collectable`` backend left running, each scope (region, account) listed once: the scopes of
-        the ledger's jobs' backend configurations, and of ``extra`` ones ((backend, options): e.g. a region the
-        ledger never used)."""
+        """What was left running: by every ``Collectable`` backend, each scope (region, account) listed once (the
+        scopes of the ledger's jobs' backend configurations, and of ``extra`` ones ((backend, options): e.g. a
+        region the ledger never used)), and the paid deployments evaluations recorded (``ftbroker eval``)."""
+        from ftbroker.evaluation.deployments import DeploymentLeftovers
+
         configs = {(j.backend, repr(sorted(j.spec.backend_options.items()))): (j.backend, j.spec.backend_options)
                    for j in self.ledger.list()}
         configs.update({(name, repr(sorted(options.items()))): (name, options) for name, options in extra})
@@ -396,14 +398,23 @@ class Broker:
                 continue
             if isinstance(backend, Collectable):
                 scopes.setdefault((name, *backend.collect_scope), backend)
-        return [(backend, leftover) for backend in scopes.values() for leftover in backend.leftovers(self._known)]
+        collectors = [*scopes.values(), DeploymentLeftovers(self.home)]
+        return [(source, leftover) for source in collectors for leftover in source.leftovers(self._known)]
 
     def gc(self, *, apply: bool, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()
            ) -> list[tuple[Leftover, str | None]]:
         """Every leftover with what was done to it: those with a reason to go are collected when ``apply`` (else
-        this is a dry run), the others stay (done None)."""
-        return [(leftover, backend.collect(leftover) if apply and leftover.reason else None)
-                for backend, leftover in self.leftovers(extra)]
+        this is a dry run), the others stay (done None). One that cannot be stopped says why ("failed: ...") and
+        the others are still collected."""
+        return [(leftover, self._collect(source, leftover) if apply and leftover.reason else None)
+                for source, leftover in self.leftovers(extra)]
+
+    @staticmethod
+    def _collect(source: Collectable, leftover: Leftover) -> str:
+        try:
+            return source.collect(leftover)
+        except FtBrokerError as exc:
+            return f"failed: {exc}"
 
     def _known(self, job_id: str) -> Job | None:
         try:

@@ -497,18 +497,19 @@ def export(job_id, fmt, output, json_mode):
 
 
 @cli.command()
-@click.option("--yes", "-y", is_flag=True, help="Terminate what should go (without it: a dry run that only lists).")
+@click.option("--yes", "-y", is_flag=True, help="Stop what should go (without it: a dry run that only lists).")
 @click.option("--backend", metavar="NAME", help="Also look where this backend's --option settings point (e.g. ec2 in "
               "a region the ledger's jobs never used).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option for --backend, e.g. "
               "region=us-west-2 (repeatable).")
 @_json_option
 def gc(yes, backend, options, json_mode):
-    """Find leftover paid instances; --yes terminates what should go.
+    """Find leftover paid instances and deployments; --yes stops what should go.
 
     Looks in every region and account the ledger's jobs used (and where --backend/--option point): an ftbroker EC2
     instance goes when its job is finished, unknown to this ledger, or past its runtime cap; another ledger's
-    instance only past its cap. Says what it did and what each had cost. A dry run without --yes.
+    instance only past its cap. A paid deployment `ftbroker eval` recorded goes when no evaluation of its job is
+    running. Says what it did and what each had cost. A dry run without --yes; exit 1 if one could not be stopped.
 
     \b
     Examples:
@@ -516,6 +517,7 @@ def gc(yes, backend, options, json_mode):
       ftbroker gc --yes --backend ec2 --option region=us-west-2
     """
     from ftbroker.broker import Broker
+    from ftbroker.errors import FtBrokerError
     from ftbroker.render_jobs import leftovers_json, leftovers_view
 
     values, problems = _option_values(options)
@@ -527,6 +529,9 @@ def gc(yes, backend, options, json_mode):
     with Broker() as broker:
         rows = broker.gc(apply=yes, extra=extra)
     _show(json_mode, leftovers_json(rows, applied=yes), leftovers_view(rows, applied=yes))
+    failed = [f"{lo.resource}: {done}" for lo, done in rows if done and done.startswith("failed")]
+    if failed:
+        raise FtBrokerError(f"gc: {len(failed)} could not be stopped (run it again): {'; '.join(failed)}")
 
 
 @cli.group()

@@ -232,11 +232,12 @@ def leftovers_view(rows: Sequence[tuple[Leftover, str | None]], *, applied: bool
     for name in ("backend", "resource", "what", "job", "cost", "why", "done"):
         table.add_column(name)
     for lo, done in rows:
-        action = done or ("would terminate (--yes)" if lo.reason else "kept")
+        action = done or (f"would {lo.verb} (--yes)" if lo.reason else "kept")
         table.add_row(lo.backend, lo.resource, lo.description, lo.job_id or "-", _money(lo.cost_usd),
                       lo.reason or lo.note, action)
     going = [lo for lo, _ in rows if lo.reason]
     cost = sum((lo.cost_usd or Decimal(0) for lo in going), Decimal(0))
-    verb = "terminated" if applied else "to terminate (dry run: --yes terminates them)"
+    failed = sum(1 for lo, done in rows if lo.reason and done and done.startswith("failed"))
+    verb = f"stopped{f' ({failed} failed)' if failed else ''}" if applied else "to stop (dry run: --yes stops them)"
     table.caption = f"{len(going)} {verb}; they had cost {_money(cost)} so far"
     return table
