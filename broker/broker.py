@@ -199,10 +199,17 @@ class Broker:
 
     def refresh(self, ref: str) -> Job:
         """Poll the backend once (if the job is still going) and record what it says."""
-        job = self.ledger.get(ref)
+        return self._refresh(self.ledger.get(ref))[0]
+
+    def _refresh(self, job: Job) -> tuple[Job, Update | None]:
         if job.status.terminal or job.submitted_at is None:
-            return job
-        return self._poll(job)[0]
+            return job, None
+        return self._poll(job)
+
+    def _interval(self, job: Job, update: Update | None, asked: float | None) -> float:
+        """How long following waits before the next poll: what the caller asked, else what the backend's last
+        poll suggested (its provider's hint, or the job's own ``poll_interval_s`` option), else its default."""
+        return asked or (update.next_poll_s if update else None) or self.backend(job.spec).capabilities.poll_interval_s
 
     def _poll(self, job: Job) -> tuple[Job, Update]:
         backend = self.backend(job.spec)
@@ -247,7 +254,6 @@ class Broker:
         if job.submitted_at is None and not job.status.terminal:
             raise JobError(f"job {job.id} was recorded but never confirmed submitted; "
                            f"`ftbroker resume {job.id}` submits it (exactly once)")
-        caps = self.backend(job.spec).capabilities
         failures = 0
         while not job.status.terminal:
             try:
@@ -264,8 +270,7 @@ class Broker:
                 on_update(job, update)
             if job.status.terminal:
                 break
-            wait = poll_interval or update.next_poll_s or caps.poll_interval_s
-            self._sleep(wait * random.uniform(0.9, 1.1))
+            self._sleep(self._interval(job, update, poll_interval) * random.uniform(0.9, 1.1))
         return self.result(job.id)
 
     def run(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None, force: bool = False,
@@ -289,8 +294,7 @@ class Broker:
              ) -> Iterator[tuple[int, Event]]:
         """A job's events as (sequence number, event), oldest first; with ``follow``, keeps polling and yielding
         new ones until the job ends."""
-        job = self.refresh(ref)
-        interval = poll_interval or self.backend(job.spec).capabilities.poll_interval_s
+        job, update = self._refresh(self.ledger.get(ref))
         seen = 0
         while True:
             for seq, event in self.ledger.events(job.id, after=seen):
@@ -298,8 +302,8 @@ class Broker:
                 yield seq, event
             if not follow or job.status.terminal or job.submitted_at is None:
                 return
-            self._sleep(interval)
-            job = self.refresh(job.id)
+            self._sleep(self._interval(job, update, poll_interval))
+            job, update = self._refresh(job)
 
     def result(self, ref: str) -> Result:
         """The Result of a finished job (as recorded when it ended). A job refused before the backend made
