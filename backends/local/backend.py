@@ -626,11 +626,16 @@ def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
 def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
     """What a run folder tells of its job, for ``ftbroker ledger rebuild``: the spec, rebuilt from the trainer's
     config.json (its model is the one the trainer loads: a catalog name's repo), and the handles of its trainer
-    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job."""
+    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job. A folder
+    another backend keeps (``OWNER_NAME``) is refused (InputError), saying where that job's state lives."""
     from pydantic import ValidationError
 
-    from ftbroker.backends.local.config import load_config
+    from ftbroker.backends.local.config import OWNER_NAME, load_config
 
+    owner = _read_json(run_dir / OWNER_NAME)
+    if owner is not None:  # another backend's job: its state is not in this folder
+        raise InputError(f"not a local job: the run folder of {owner.get('backend')} job {run_dir.name}, "
+                         f"{owner.get('state') or 'whose state is elsewhere'}")
     config = load_config(run_dir / CONFIG_NAME)
     hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
              "micro_batch_size": config.micro_batch_size,
