@@ -7,10 +7,12 @@ What happens, in order:
 
 - ``validate``: the data read and checked as ``--backend local`` does (same tokenizer), ``s3_uri`` given and AWS
   credentials found (both before the ledger records anything), the region known to botocore.
-- ``quote`` (pure): ``ec2_pricing.price_instance`` prices the job on the instance type and market asked for
-  (default: the cheapest AWS instance whose estimate is priced and fits) exactly as ``ftbroker plan`` prices its AWS
-  routes (see that module). The runtime cap is the estimate times ``safety_factor`` (never under its high end), or
-  ``max_hours``; the budget guard checks price x cap, the most the instance can bill.
+- ``quote`` (pure): the job's route on the instance type and market asked for (default: the cheapest AWS instance
+  that fits), priced by the one path of every GPU route (``gpu_routes.instance_quote``), so it is the plan's AWS
+  route to the cent; the runtime cap is the estimate times ``safety_factor`` (never under its high end), or
+  ``max_hours``, and the budget guard checks price x cap, the most the instance can bill (``ec2_pricing``).
+- its routes in a plan (``token_needs``, ``routes``, ``plan_notes``): the GPU routes of the catalog's AWS
+  instances (``capabilities.clouds``), each carrying the options that run it (instance_type, region, spot).
 - ``submit``: looks for an instance already tagged with this job and attempt (a retried or crashed launch never
   starts a second one; AWS's own ClientToken, derived from the same pair, makes the launch idempotent too:
   https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Run_Instance_Idempotency.html); stages this very ftbroker
@@ -54,17 +56,30 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import __version__, clock
+from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update
-from ftbroker.backends.ec2_agent import CANCEL, HEARTBEAT, INPUT, RUN, JobStore, join_key, split_s3
-from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, event_lines, train_config,
-                                             trainer_model, translate_events)
-from ftbroker.backends.ec2_pricing import (NAME, Ec2Price, Market, attempt_cost, aws_instance, aws_prices, ec2_quote,
-                                           price_instance, runtime_cap_minutes)
-from ftbroker.backends.local.config import CONFIG_NAME
-from ftbroker.errors import (BackendError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, SpecError,
-                             UnknownNameError)
+from ftbroker.backends.ec2_agent import CANCEL, HEARTBEAT, INPUT, RUN, TRAINER_SCRIPT, JobStore, join_key, split_s3
+from ftbroker.backends.ec2_pricing import CLOUD, NAME, Ec2Quote, attempt_cost, ec2_quote
+from ftbroker.backends.local.backend import (
+    LocalBackend,
+    LocalOptions,
+    event_lines,
+    train_config,
+    trainer_model,
+    translate_events,
+)
+from ftbroker.backends.local.config import CONFIG_NAME, OWNER_NAME
+from ftbroker.errors import (
+    BackendError,
+    ExtraNotInstalledError,
+    FtBrokerError,
+    InputError,
+    JobError,
+    SpecError,
+    UnknownNameError,
+)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
-
+from ftbroker.routes import ModelRequest
 
 # AWS's public SSM parameter of the GPU PyTorch deep-learning AMI (Ubuntu 24.04, x86_64), named by the rule of
 # https://docs.aws.amazon.com/dlami/latest/devguide/find-dlami-id.html; its release notes give the Python at
@@ -118,6 +133,8 @@ class Ec2Options(BaseModel):
     poll_interval_s: float = Field(30.0, gt=0, description="how often following polls")
     cancel_grace_s: float = Field(120.0, gt=0, description="how long cancel waits for a checkpoint")
     merge: bool = Field(False, description="also write a merged model (LoRA / QLoRA)")
+    trainer: str | None = Field(None, description="your own recipe script speaking the trainer contract, staged "
+                                                  "with the inputs and run on the instance instead of ftbroker's")
     profile: str | None = Field(None, description="an AWS profile name (default: the usual credential chain)")
 
     @field_validator("s3_uri")
@@ -231,16 +248,31 @@ class Ec2Backend:
         methods=frozenset({"full", "lora", "qlora"}),
         data_formats=LocalBackend.capabilities.data_formats,
         unsupported=dict(LocalBackend.capabilities.unsupported),
-        managed=True,  # the GPUs are the instance's: this machine's are not looked for
         poll_interval_s=30.0,
         requires={"boto3": "aws"},
+        clouds=frozenset({CLOUD}),  # the plan's AWS routes are this backend's
     )
+
+    # --- its routes in a plan: the GPU routes of the catalog's AWS instances, priced as ``quote`` prices a job ---
+
+    @classmethod
+    def token_needs(cls, catalog: Any, options: Any) -> list[Any]:
+        return gpu_routes.token_needs(catalog, options)
+
+    @classmethod
+    def routes(cls, context: Any) -> list[Any]:
+        mine = [i for i in context.catalog.instances if i.cloud in cls.capabilities.clouds]
+        return gpu_routes.cloud_gpu_routes(context, mine, backend=cls.name)
+
+    @classmethod
+    def plan_notes(cls, context: Any) -> list[str]:
+        return gpu_routes.gpu_notes(context, cloud=True)
 
     def __init__(self, options: Ec2Options, *, home: Path):
         self.options = options
         self.home = Path(home)
         self.local = LocalBackend(LocalOptions(merge=options.merge), home=self.home)  # data checks, run folders
-        self._quoted: dict[str, tuple[Ec2Price, int]] = {}  # spec (JSON) -> the price quoted and its cap (minutes)
+        self._quoted: dict[str, Ec2Quote] = {}  # spec (JSON) -> its quote: what to launch
         self._clients: dict[tuple[str, str], Any] = {}
 
     # --- AWS clients and errors ---
@@ -288,6 +320,8 @@ class Ec2Backend:
             problems.append("backend_options.s3_uri: required: an S3 location (s3://bucket/prefix) the instance can "
                             "read and write (its instance profile), for the job's inputs, checkpoints and outputs; "
                             "e.g. --option s3_uri=s3://my-bucket/ftbroker")
+        if self.options.trainer and not Path(self.options.trainer).expanduser().is_file():
+            problems.append(f"backend_options.trainer: no such file: {self.options.trainer}")
         region = self.options.region
         session = self._session()
         regions = set(session.get_available_regions("ec2")) | {
@@ -303,35 +337,17 @@ class Ec2Backend:
         return self.local.validate(spec)
 
     def quote(self, spec: Any, dataset: Any, env: Environment) -> Quote:
-        """PURE: ``price_instance`` on the instance type asked for (or the cheapest priced one that fits)."""
+        """PURE: the plan's route of this job on the instance type and market asked for (or the cheapest AWS
+        instance that fits), with the runtime cap (``ec2_pricing.ec2_quote``)."""
         catalog = env.catalog
         config = train_config(spec, self.local.options)
-        arch = catalog.model(config.model)
+        request = ModelRequest(spec.model, catalog.model(config.model))
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        validation = self.local.validation_stats(spec)
-        market: Market = "spot" if self.options.spot else "on-demand"
-        prices = aws_prices(config, arch, stats, catalog, market, validation=validation)
-        if self.options.instance_type:
-            inst = aws_instance(catalog, self.options.instance_type)
-            price = price_instance(config, arch, stats, inst, catalog, market, validation=validation)
-            if price is None:
-                raise InputError(f"ec2: the catalog has no {market} price for {inst.instance_type}"
-                                 + (f" ({inst.note})" if inst.note else "") + "; try the other market (spot=...)")
-        else:
-            priced = [p for p in prices if p.feasible and p.cost is not None]
-            price = priced[0] if priced else prices[0]
-        region = self.options.region or price.region
-        if region != price.region:
-            raise InputError(
-                f"ec2: the catalog prices {price.instance.instance_type} {market} in {price.region} only (the cheapest "
-                f"region read); to run in {region}, give its price there in your catalog file ([[instance]] cloud = "
-                f"\"aws\", instance_type = \"{price.instance.instance_type}\", region = \"{region}\", the price, "
-                f"source and as_of; `ftbroker catalog show` says where it lives), or leave out region")
-        quote = ec2_quote(price, config, arch, self.options, prices, env.today)
-        cap = runtime_cap_minutes(price, self.options)
-        if cap is not None:
-            self._quoted[spec.model_dump_json()] = (price, cap)
-        return quote
+        quoted = ec2_quote(config, request, stats, self.local.validation_stats(spec), catalog, self.options,
+                           env.today)
+        if quoted.cap_minutes is not None:
+            self._quoted[spec.model_dump_json()] = quoted
+        return quoted.quote
 
     # --- launching ---
 
@@ -378,11 +394,11 @@ class Ec2Backend:
             self.quote(job.spec, self.validate(job.spec), Environment(today=clock.today(), load_catalog=load_catalog))
         if key not in self._quoted:  # started with --force although it does not fit: no estimate to cap it by
             raise InputError("ec2: the run cannot be timed, so its runtime cap is unknown: give --max-hours")
-        price, cap = self._quoted[key]
+        quoted = self._quoted[key]
         bucket, prefix = split_s3(self.options.s3_uri or "")
-        plan = {"attempt": "1", "instance_type": price.instance.instance_type, "region": price.region,
-                "market": price.market, "usd_per_hour": str(price.usd_per_hour), "cap_minutes": str(cap),
-                "gpus": str(price.instance.gpu_count), "s3": f"s3://{join_key(bucket, prefix, job.id)}",
+        plan = {"attempt": "1", "instance_type": quoted.instance.instance_type, "region": quoted.region,
+                "market": quoted.market, "usd_per_hour": str(quoted.usd_per_hour), "cap_minutes": str(quoted.cap_minutes),
+                "gpus": str(quoted.instance.gpu_count), "s3": f"s3://{join_key(bucket, prefix, job.id)}",
                 "run_dir": str(self.local.run_dir(job.id)), "ftbroker_version": __version__, "attempts": "[]",
                 "cancel_requested": ""}
         tracker.remember(**plan)
@@ -403,8 +419,10 @@ class Ec2Backend:
         names = list(inputs)
         config = config.model_copy(update={"dataset": names[0], "validation_dataset": names[1] if spec.validation
                                            else None})
+        if self.options.trainer:
+            inputs[TRAINER_SCRIPT] = Path(self.options.trainer).expanduser()
         for name, path in inputs.items():
-            self.call("staging the data on S3", store.upload, path, INPUT + name)
+            self.call("staging the inputs on S3", store.upload, path, INPUT + name)
         if local_model.is_dir():
             for path in sorted(p for p in local_model.rglob("*") if p.is_file()):
                 self.call("staging the model on S3", store.upload, path,
@@ -416,6 +434,10 @@ class Ec2Backend:
         local = train_config(spec, self.local.options, job_id=job.id, base_model=trainer_model(spec.model,
                                                                                                load_catalog()))
         (run_dir / CONFIG_NAME).write_text(local.model_dump_json(indent=2) + "\n")
+        region = job.remote["region"]
+        owner = {"backend": self.name, "state": f"on AWS: {job.remote['s3']} and its instance in {region} (`ftbroker "
+                                                f"gc --backend ec2 --option region={region}` finds it if it still runs)"}
+        (run_dir / OWNER_NAME).write_text(json.dumps(owner) + "\n")
         wheel = self._stage_wheel(job)
         tracker.remember(wheel=wheel)
         tracker.event(f"staged the inputs and ftbroker {__version__} under {job.remote['s3']}", kind="status")
@@ -676,7 +698,8 @@ class Ec2Backend:
         events = [*found.pop("events"), Event(time=now, kind="warning", level="warning", message=message,
                                               data={"attempt": attempt + 1})]
         return Update(status=JobStatus.RUNNING, detail=f"attempt {attempt + 1}", events=events,
-                      remote={**ended["remote"], **remote}, actual_cost_usd=ended["actual_cost_usd"], **found)
+                      remote={**ended["remote"], **remote}, actual_cost_usd=ended["actual_cost_usd"],
+                      next_poll_s=self.options.poll_interval_s, **found)
 
     def _cap_left(self, job: Job) -> int:
         used = sum(a["runtime_s"] for a in _attempts(job)) / 60

@@ -5,7 +5,8 @@ ftbroker from the wheel the broker staged, then starts this agent, which:
 
 1. fetches the job's inputs (``input/``: config.json, data, a local model folder) and what an earlier attempt left
    (``run/``: events, checkpoints) from S3 into ``WORK/run``;
-2. runs the SAME trainer as ``--backend local`` (``trainer_command``), with ``--resume`` when a checkpoint came back;
+2. runs the SAME trainer as ``--backend local`` (``trainer_command``; the user's own recipe when one was staged),
+   with ``--resume`` when a checkpoint came back;
 3. while it runs: writes ``heartbeat.json`` every ``--heartbeat-s`` seconds (its own thread, so a long upload never
    delays it), syncs the run folder to ``run/`` (a checkpoint once complete, events.jsonl last, so what the broker
    reads never runs ahead of the files it names), turns the ``cancel`` marker the broker writes into SIGTERM for the
@@ -17,7 +18,8 @@ ftbroker from the wheel the broker staged, then starts this agent, which:
 
 S3 layout, under ``s3_uri/JOB_ID/`` (the names both sides use are the constants below)::
 
-    input/config.json  input/data/*.jsonl  input/model/...     staged by the broker
+    input/config.json  input/data/*.jsonl  input/model/...     staged by the broker (input/trainer.py: the user's
+                                                              own recipe, the ``trainer`` option)
     run/events.jsonl  run/metrics.jsonl  run/trainer.log  run/checkpoints/...  run/output/...  run/result.json
     heartbeat.json                                            {"time", "attempt", "phase", "outcome", ...}
     cancel                                                    written by `ftbroker cancel`
@@ -48,7 +50,8 @@ INPUT = "input/"
 RUN = "run/"
 HEARTBEAT = "heartbeat.json"
 CANCEL = "cancel"
-INPUT_NAMES = ("config.json", "data", "model")  # what input/ holds, relative to the run folder (never synced back)
+TRAINER_SCRIPT = "trainer.py"  # the user's own recipe (the ``trainer`` option), run instead of ftbroker's trainer
+INPUT_NAMES = ("config.json", "data", "model", TRAINER_SCRIPT)  # what input/ holds, in the run folder (never synced)
 PHASES = ("fetching", "training", "finished")
 
 IMDS_ENV = "FTB_IMDS_URL"  # instance metadata; "" turns the spot watch off (a machine that is no EC2 instance)
@@ -238,8 +241,9 @@ def start_trainer(run_dir: Path, resume: bool) -> subprocess.Popen:
     from ftbroker.backends.local.backend import trainer_command
     from ftbroker.backends.local.config import CONFIG_NAME, load_config
 
+    script = run_dir / TRAINER_SCRIPT
     command = trainer_command(sys.executable, load_config(run_dir / CONFIG_NAME), run_dir, resume=resume,
-                              gpu_count=len(detect_gpus()))
+                              gpu_count=len(detect_gpus()), script=str(script) if script.is_file() else None)
     log = (run_dir / "trainer.log").open("ab")
     proc = subprocess.Popen(command, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
