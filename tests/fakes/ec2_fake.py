@@ -27,7 +27,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
@@ -35,10 +35,12 @@ BUCKET = "ftbroker-ec2-test"
 PROFILE = "ftbroker-worker"
 AMI = "ami-03cf127a"  # one of the Amazon images moto preloads in every region
 HERE = Path(__file__).parent
+SCRIPTED_TRAINER = HERE.parent / "scripted_trainer.py"
 
 
 class MotoAws:
-    """``MotoAws(monkeypatch).start(regions)``; ``stop()`` at the end."""
+    """``MotoAws(monkeypatch).start(regions)``; ``stop()`` at the end. One server can serve several tests: ``use``
+    empties moto's state and points a test's environment at it."""
 
     def __init__(self, monkeypatch: Any):
         self.monkeypatch = monkeypatch
@@ -46,19 +48,25 @@ class MotoAws:
         self.url = ""
 
     def start(self, regions: tuple[str, ...] = (REGION,)) -> MotoAws:
-        import requests
-        from moto.server import ThreadedMotoServer
-
         import logging
+
+        from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.url = f"http://{host}:{port}"
+        return self.use(self.monkeypatch, regions)
+
+    def use(self, monkeypatch: Any, regions: tuple[str, ...] = (REGION,)) -> MotoAws:
+        """A clean AWS for the test of ``monkeypatch``: its environment set, the bucket, instance profile and DLAMI
+        parameter (in ``regions``) created, nothing else."""
+        import requests
+
         requests.post(f"{self.url}/moto-api/reset", timeout=10)  # moto's state is per process: start clean
         for name, value in self.environment().items():
-            self.monkeypatch.setenv(name, value)
+            monkeypatch.setenv(name, value)
         self.client("s3").create_bucket(Bucket=BUCKET)
         self.client("iam").create_instance_profile(InstanceProfileName=PROFILE)
         for region in regions:
@@ -118,10 +126,15 @@ def instance_python(folder: Path) -> Path:
 
 class Instance:
     """One launched instance, played here: ``Instance(aws, id, region, tmp).start()``; ``kill()`` is the hardware
-    going away (a spot reclaim, a hung machine); ``wait()`` for the bootstrap to end."""
+    going away (a spot reclaim, a hung machine); ``wait()`` for the bootstrap to end. ``env``: more of the machine's
+    environment (what the scripted trainer reads: how many steps, how fast, a failure). Its pip installs the wheel
+    alone unless ``full_install`` (then with the dependencies of its extras, which this venv already holds: checked
+    once, by the one real training, rather than a second or so per played instance)."""
 
-    def __init__(self, aws: MotoAws, instance_id: str, region: str, folder: Path):
+    def __init__(self, aws: MotoAws, instance_id: str, region: str, folder: Path, env: dict[str, str] | None = None,
+                 *, full_install: bool = False):
         self.aws, self.id, self.region = aws, instance_id, region
+        self.env = dict(env or {}) if full_install else {"PIP_NO_DEPS": "1", **(env or {})}
         self.folder = folder / instance_id
         self.work = self.folder / "work"
         self.proc: subprocess.Popen | None = None
@@ -145,8 +158,8 @@ class Instance:
         script.write_text(self.aws.attribute(self.id, "userData", self.region))
         env = {**os.environ, **self.aws.environment(), "PATH": f"{bin_dir}:{os.environ['PATH']}",
                "AWS_DEFAULT_REGION": self.region, "FTB_WORK": str(self.work), "FTB_IMDS_URL": "",
-               "PIP_NO_INDEX": "1", "FTB_FAKE_INSTANCE": self.id, "FTB_FAKE_SHUTDOWN_LOG": str(self.folder /
-                                                                                             "shutdown.log")}
+               "PIP_NO_INDEX": "1", "FTB_FAKE_INSTANCE": self.id,
+               "FTB_FAKE_SHUTDOWN_LOG": str(self.folder / "shutdown.log"), **self.env}
         env.pop("VIRTUAL_ENV", None)
         with (self.folder / "console.log").open("wb") as log:
             self.proc = subprocess.Popen(["bash", str(script)], env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -177,44 +190,48 @@ class Instance:
 
 def ec2_options(python: Path, **extra: Any) -> dict[str, Any]:
     """backend_options of a test job: moto's bucket and profile, the played instance's Python, quick timings."""
-    return {"s3_uri": f"s3://{BUCKET}/jobs", "instance_type": "g6e.xlarge", "python": str(python),
-            "iam_instance_profile": PROFILE, "heartbeat_s": 1, "sync_s": 1, "poll_interval_s": 0.5, **extra}
+    return {"s3_uri": f"s3://{BUCKET}/jobs", "python": str(python),
+            "iam_instance_profile": PROFILE, "heartbeat_s": 1, "sync_s": 0.5, "poll_interval_s": 0.5, **extra}
 
 
 class Ec2Harness:
     """The contract suite's harness (tests/test_backend_contract.py): moto, and every launched instance played here
-    with the real trainer on the tiny Llama (a model folder with corrupt weights for "fail", 100 epochs for "hang")."""
+    through the real bootstrap and agent. The job's recipe is the scripted trainer (the ``trainer`` option): what the
+    contract checks is the backend, and the real trainer's one run on a played instance is test_backend_ec2.py's
+    walk-through. "fail": the recipe fails with a message; "hang": it runs until cancelled."""
 
     name = "ec2"
     failure_message = "cannot be loaded"
     fixtures = ("tiny_model_dir", "ec2_instance_python")
+    SCENARIOS: ClassVar[dict[str, dict[str, str]]] = {
+        "succeed": {"FTB_SCRIPT_STEPS": "3"},
+        "hang": {"FTB_SCRIPT_STEPS": "100000", "FTB_SCRIPT_STEP_S": "0.05"},
+        "fail": {"FTB_SCRIPT_FAIL": "the model cannot be loaded: model.safetensors is not a safetensors file"}}
 
     def __init__(self, tmp_path: Path, monkeypatch: Any, tiny_model_dir: Path, ec2_instance_python: Path):
-        import shutil
-
         from tinymodels import code_examples, write_jsonl
 
         self.aws = MotoAws(monkeypatch).start()
-        self.tmp, self.python = tmp_path, ec2_instance_python
+        self.tmp, self.python, self.model = tmp_path, ec2_instance_python, tiny_model_dir
         self.data = write_jsonl(tmp_path / "data.jsonl", code_examples(8))
-        self.models = {"succeed": tiny_model_dir, "hang": tiny_model_dir, "fail": tmp_path / "corrupt-model"}
-        shutil.copytree(tiny_model_dir, self.models["fail"])
-        (self.models["fail"] / "model.safetensors").write_bytes(b"not a safetensors file")
+        self.scenario = "succeed"
         self.played: dict[str, Instance] = {}
 
     def spec(self, scenario: str) -> Any:
         from ftbroker.spec import JobSpec
 
-        epochs = 100 if scenario == "hang" else 1
-        return JobSpec(dataset=str(self.data), model=str(self.models[scenario]), backend="ec2",
-                       hyperparameters={"epochs": epochs, "max_seq_len": 64},
-                       backend_options=ec2_options(self.python, max_hours=1, cancel_grace_s=60))
+        self.scenario = scenario  # one scenario per test: the instances launched next play it
+        return JobSpec(dataset=str(self.data), model=str(self.model), backend="ec2",
+                       hyperparameters={"epochs": 1, "max_seq_len": 64},
+                       backend_options=ec2_options(self.python, instance_type="g6e.xlarge",
+                                                   trainer=str(SCRIPTED_TRAINER), max_hours=1, cancel_grace_s=60))
 
     def wait(self, seconds: float) -> None:
         """The Broker waits between polls: play every instance launched since (moto never runs one)."""
         for inst in self.aws.instances():
             if inst["InstanceId"] not in self.played and inst["State"]["Name"] in ("pending", "running"):
-                self.played[inst["InstanceId"]] = Instance(self.aws, inst["InstanceId"], REGION, self.tmp).start()
+                self.played[inst["InstanceId"]] = Instance(self.aws, inst["InstanceId"], REGION, self.tmp,
+                                                           env=self.SCENARIOS[self.scenario]).start()
         time.sleep(min(seconds, 0.2))
 
     def close(self) -> None:
