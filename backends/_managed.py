@@ -52,12 +52,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftbroker import clock
 from ftbroker.backends import managed_routes
 from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.errors import (
@@ -73,7 +75,7 @@ from ftbroker.errors import (
     SpecError,
     UnknownNameError,
 )
-from ftbroker.jobs import Job, JobStatus
+from ftbroker.jobs import Event, Job, JobStatus
 from ftbroker.private import private_folder
 from ftbroker.redact import scrub
 from ftbroker.routes import PlanOptions, Route, RouteContext, TokenNeed, resolve_model, route_order
@@ -161,6 +163,19 @@ def with_system_message(example: Mapping[str, Any]) -> list[Any]:
     return messages
 
 
+# -- events ------------------------------------------------------------------------------------------
+def state_events(before: str | None, now: str | None, when: datetime | None, message: str | None = None
+                 ) -> list[Event]:
+    """For providers without an events API: one status event when the job's state word changed since the last
+    poll (with the provider's status message, if any), else none."""
+    if not now or now == before:
+        return []
+    failed = "FAIL" in now.upper()
+    text = f"{now}: {message}" if message else now
+    return [Event(time=when or clock.now(), kind="status", message=text, level="error" if failed else "info",
+                  data={"state": now})]
+
+
 # -- hyperparameters ---------------------------------------------------------------------------------
 def check_range(problems: list[str], name: str, value: float | None, low: float, high: float, *,
                 low_open: bool = False, source: str = "") -> None:
@@ -203,6 +218,8 @@ def translate_error(exc: BaseException, backend: str, doing: str) -> BackendErro
     """
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = getattr(exc, "status_code", None)
+    if status is None and "APIError" in names and isinstance(getattr(exc, "code", None), int):
+        status = exc.code  # type: ignore[attr-defined]  # google-genai's errors carry the HTTP status as ``code``
     request_id = getattr(exc, "request_id", None)
     message = _provider_message(exc)
     headers = getattr(getattr(exc, "response", None), "headers", None)
@@ -221,10 +238,29 @@ def translate_error(exc: BaseException, backend: str, doing: str) -> BackendErro
     text = scrub(f"{doing} failed: {message}")
     if names & {"APITimeoutError", "APIConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
                 "ReadTimeoutError", "ConnectionClosedError", "ConnectionError", "TimeoutException",
-                "TransportError"}:
+                "TransportError"} or getattr(exc, "retryable", False):  # google-auth: a token endpoint's 5xx
         return BackendUnavailableError(text, backend=backend)
-    if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError"}:
+    if names & {"NoCredentialsError", "PartialCredentialsError", "NoRegionError", "RefreshError",
+                "DefaultCredentialsError"}:  # botocore's; google-auth's
         return BackendAuthError(text, backend=backend)
+    return error_for_status(status, text, backend, request_id=request_id, headers=headers)
+
+
+def raise_for_http(answer: Any, backend: str, doing: str) -> None:
+    """For the plain HTTP calls beside an SDK (signed URLs, Cloud Storage): an ``httpx.Response`` that is not a
+    success raised as the ftbroker error of its status, with the body's ``error.message`` when it has one."""
+    if answer.is_success:
+        return
+    try:
+        message = answer.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {answer.status_code} {answer.reason_phrase}"
+    raise error_for_status(answer.status_code, scrub(f"{doing} failed: {message}"), backend, headers=answer.headers)
+
+
+def error_for_status(status: int | None, text: str, backend: str, *, request_id: str | None = None,
+                     headers: Any = None) -> BackendError:
+    """The ftbroker error for an HTTP status (None: no status known), ``text`` already scrubbed."""
     if status is None:
         return BackendError(text, backend=backend, request_id=request_id)
     if status in (401, 403):
@@ -244,6 +280,8 @@ def _provider_message(exc: BaseException) -> str:
             return inner["message"]
         if isinstance(body.get("message"), str):
             return body["message"]
+    if isinstance(getattr(exc, "message", None), str) and exc.message:  # type: ignore[attr-defined]  # google-genai
+        return exc.message  # type: ignore[attr-defined]
     return str(exc) or type(exc).__name__
 
 
@@ -380,6 +418,14 @@ class ManagedBackend:
         """The (Stainless-generated) client for non-idempotent calls: SDK retries off, since ``submit_once``
         retries those itself, looking for what an earlier attempt may have created first."""
         return self.client.with_options(max_retries=0)
+
+    def optional(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """``call`` for data a job can do without (metrics): a failure costs that data this time (None), never the
+        poll or the result that asked for it."""
+        try:
+            return self.call(doing, fn, *args, **kwargs)
+        except BackendError:
+            return None
 
     def call(self, doing: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with the SDK's exceptions translated (``doing`` says what for)."""
@@ -555,8 +601,24 @@ class ManagedBackend:
 
         raw, reused = submit_once(find, create, attempts=self.options.submit_attempts, backoff=self.backoff,
                                   on_retry=on_retry)
+        return self._submission(raw, reused)
+
+    def find(self, job: Job) -> Submission | None:
+        """The remote job created for ``job.id`` by a submission cut short, looked up by its tag (a read)."""
+        raw = self._provider_find(job)
+        return self._submission(raw, reused=True) if raw is not None else None
+
+    def _submission(self, raw: Mapping[str, Any], reused: bool) -> Submission:
         status, detail = self._provider_status(raw)
         return Submission(remote=self._handles(raw), status=status, detail=detail, reused=reused)
+
+    def check_credentials(self) -> None:
+        """Build an SDK client as the environment is now, before anything is recorded: the SDK refuses a missing key
+        (no network call)."""
+        client = self._new_client()
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
 
     def _upload(self, job: Job, role: str, converted: ConvertedFile, tracker: Tracker) -> Upload:
         remembered = job.remote.get(f"{role}_file")

@@ -18,13 +18,20 @@ creating anything, looks for a remote job already created for it. Anything it cr
 file) it reports through ``tracker.remember(...)`` at once, so a crash between two remote calls loses nothing.
 
 Optional operations are separate protocols (``Resumable``, ``Exportable``); a backend without one says why in
-``capabilities.unsupported``. A backend whose routes a plan lists also has the three classmethods of
-``ftbroker.routes.RouteSource`` (``token_needs``, ``routes``, ``plan_notes``) and claims its catalog rows in
-``capabilities.providers`` / ``capabilities.clouds``. A backend that starts paid resources which can outlive a job
-(an instance, a cluster, a deployment) is also ``Collectable``: ``ftbroker gc`` lists what it left running and why
-each should go. Adding a backend: one module, one line in
-``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends`` for a third-party package), its catalog
-rows, and one parameter of the contract suite in ``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
+``capabilities.unsupported``. Two more are optional hooks: ``Credentialed`` (credentials checked before the job is
+recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect). A backend
+whose routes a plan lists also has the three classmethods of ``ftbroker.routes.RouteSource`` (``token_needs``,
+``routes``, ``plan_notes``) and claims its catalog rows in ``capabilities.providers`` / ``capabilities.clouds``. A
+backend that starts paid resources which can outlive a job (an instance, a cluster, a deployment) is also
+``Collectable``: ``ftbroker gc`` lists what it left running and why each should go.
+
+Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
+(``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
+acts on a job outside those calls (a deployment for evaluation, a teardown) does it inside ``Broker.exclusive``.
+
+Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends``
+for a third-party package), its catalog rows, and one parameter of the contract suite in
+``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from ftbroker.errors import FtBrokerError, UnknownNameError
+from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
 if TYPE_CHECKING:
@@ -170,10 +178,16 @@ class Environment:
     gpus: tuple[Gpu, ...] = ()
     load_catalog: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     declared_gpu: str | None = None  # GPU_ENV: NAME[:COUNT] to plan for instead of the GPUs found
+    # catalog -> the user's measured runs (``estimate.measured.Corrections``), read on first use by a GPU quote
+    load_corrections: Callable[[Any], Corrections] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def catalog(self) -> Any:
         return self.load_catalog() if self.load_catalog is not None else None
+
+    @cached_property
+    def corrections(self) -> Corrections:
+        return self.load_corrections(self.catalog) if self.load_corrections is not None else Corrections()
 
 
 class Verdict(StrEnum):
@@ -189,7 +203,7 @@ class Quote:
     Costs are a range where inputs are uncertain; the budget guard compares ``cost_high_usd`` (or
     ``cost_usd`` when no range is given). ``None`` means "cannot be estimated", which a budget refuses.
     ``resources`` is what the ledger keeps beside the measured figures later (``estimated_peak_vram_gib``,
-    ``estimated_tokens_per_s``, ``estimated_hours``).
+    ``estimated_tokens_per_s``, ``estimated_hours``; for a GPU, what ``preflight.estimate_keys`` adds).
     """
 
     backend: str
@@ -203,7 +217,7 @@ class Quote:
     billed_tokens: int | None = None
     warnings: tuple[str, ...] = ()  # e.g. "this route closes on 2027-01-06"
     breakdown: Mapping[str, Any] = field(default_factory=dict)
-    resources: Mapping[str, float] = field(default_factory=dict)
+    resources: Mapping[str, float | str] = field(default_factory=dict)
 
     @property
     def budget_cost_usd(self) -> Decimal | None:
@@ -239,7 +253,7 @@ class Update:
     trained_tokens: int | None = None
     actual_cost_usd: Decimal | None = None
     output_model: str | None = None
-    resources: Mapping[str, float] = field(default_factory=dict)  # measured figures, named as in Job.resources
+    resources: Mapping[str, float | str] = field(default_factory=dict)  # measured figures, named as in Job.resources
 
 
 class Tracker(Protocol):
@@ -301,6 +315,20 @@ class Resumable(Protocol):
 
 
 @runtime_checkable
+class Credentialed(Protocol):
+    def check_credentials(self) -> None:
+        """Raise BackendAuthError when the credentials the backend needs are missing. No network: called before the
+        ledger records the job."""
+
+
+@runtime_checkable
+class Discoverable(Protocol):
+    def find(self, job: Job) -> Submission | None:
+        """What a submission of ``job`` that was cut short (the CLI killed after the ledger row) already started: a
+        remote job created for its id, a trainer launched in its run folder. No side effect; None if nothing."""
+
+
+@runtime_checkable
 class Exportable(Protocol):
     def export(self, job: Job, fmt: str, dest: Path) -> list[Artifact]:
         """Write the job's model in ``fmt`` ("ollama", "merged") under ``dest``."""
@@ -348,6 +376,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "together": "ftbroker.backends.together:TogetherBackend",
     "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
     "ec2": "ftbroker.backends.ec2:Ec2Backend",
+    "fireworks": "ftbroker.backends.fireworks:FireworksBackend",
+    "vertex": "ftbroker.backends.vertex:VertexBackend",
 }
 
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.errors import ProviderAPIError
+from ftbroker.errors import BackendAuthError, ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
 from ftbroker.redact import scrub
 
@@ -325,6 +325,13 @@ class BedrockBackend(ManagedBackend):
         # botocore retries every call (creates included: clientRequestToken makes them idempotent)
         return self.call("connecting to Bedrock", self._session().client, "bedrock", config=self._config(),
                          endpoint_url=self.options.endpoint_url)
+
+    def check_credentials(self) -> None:
+        """The AWS credential chain (environment, shared files, SSO, instance role) must yield credentials: botocore
+        only asks for them at the first call, after the job would be recorded."""
+        if self.call("reading the AWS credentials", self._session().get_credentials) is None:
+            raise BackendAuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                                   "AWS_PROFILE, or run where an IAM role is attached", backend=self.name)
 
     @property
     def s3(self) -> Any:

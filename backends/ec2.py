@@ -344,7 +344,7 @@ class Ec2Backend:
         request = ModelRequest(spec.model, catalog.model(config.model))
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
         quoted = ec2_quote(config, request, stats, self.local.validation_stats(spec), catalog, self.options,
-                           env.today)
+                           env.today, env.corrections)
         if quoted.cap_minutes is not None:
             self._quoted[spec.model_dump_json()] = quoted
         return quoted.quote

@@ -24,6 +24,7 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import not_fit_reason, untimed_note
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.estimate import summarize
+from ftbroker.estimate.measured import Corrections
 from ftbroker.pricing.catalog import Catalog, CloudInstance, is_stale
 from ftbroker.routes import ModelRequest
 
@@ -80,15 +81,16 @@ def _usd(value: Decimal) -> Decimal:
 
 
 def ec2_quote(config: TrainConfig, request: ModelRequest, stats: Any, validation: Any, catalog: Catalog,
-              options: Any, today: date) -> Ec2Quote:
+              options: Any, today: date, corrections: Corrections = Corrections()) -> Ec2Quote:
     """The job (``config``, the trainer's; ``stats`` / ``validation``: the files' TokenStats counted with the
     model's tokenizer) on the instance ``options`` (the backend's Ec2Options) name, or the cheapest AWS instance
-    that fits, in their market: the route's quote with the runtime cap and the budget held to price x cap."""
+    that fits, in their market: the route's quote (with the user's measured runs, ``corrections``, as the plan's)
+    with the runtime cap and the budget held to price x cap."""
     market: Market = "spot" if options.spot else "on-demand"
 
     def quote_on(inst: CloudInstance) -> Quote:
         return instance_quote(config, request, stats, validation, inst, market, catalog.gpus[inst.gpu],
-                              backend=NAME, today=today)
+                              backend=NAME, today=today, corrections=corrections)
 
     if options.instance_type:
         inst = aws_instance(catalog, options.instance_type)

@@ -26,12 +26,14 @@ from typing import Any
 from ftbroker.backends.base import Quote, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, train_config
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, gpu_run, lowered_batch_note,
-                                               no_fit_reason, trainer_data, untimed_note)
-from ftbroker.estimate.calibration import default_calibration
+from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, estimate_keys, gpu_run,
+                                               lowered_batch_note, no_fit_reason, trainer_data, untimed_note)
+from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import Overheads, Range, gpu_class
 from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
                                     CostEstimate, cloud_cost)
+from ftbroker.estimate.measured import Corrections
+from ftbroker.estimate.stacks import FTBROKER, Stack, resolve_stack
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
 from ftbroker.routes import (Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenNeed, job_fields,
                              model_tokenizer)
@@ -83,6 +85,7 @@ class GpuJob:
     notes: tuple[str, ...]
     assumptions: tuple[str, ...]
     asked: Mapping[str, Any]  # the plan's settings a route's job carries (epochs, max_seq_len, lora r)
+    stack: Stack = FTBROKER  # the trainer it is estimated for (``--stack``); another than ours: not runnable
 
     @property
     def arch(self) -> ModelArch:
@@ -92,25 +95,45 @@ class GpuJob:
 
 def trainer_config(context: RouteContext, model: str, method: str) -> TrainConfig:
     """The trainer's config for this plan's flags: the JobSpec ``ftbroker run`` would build from the same flags,
-    through the local backend's one mapping, so every setting the plan does not name is the trainer's default."""
+    through the local backend's one mapping, so every setting the plan does not name is the trainer's default.
+    Another ``--stack``: the settings that trainer starts from (``stack_config``)."""
     from ftbroker.spec import JobSpec
 
     options = context.options
+    stack = resolve_stack(options.stack)
+    if stack is not FTBROKER:
+        return stack_config(stack, context, model, method)
     spec = JobSpec(dataset=context.report.path, validation=context.validation.path if context.validation else None,
                    model=model, method=method, lora={"r": options.lora_r},
                    hyperparameters={"epochs": options.epochs, "max_seq_len": options.max_seq_len})
     return train_config(spec, LocalOptions())
 
 
+def stack_config(stack: Stack, context: RouteContext, model: str, method: str) -> TrainConfig:
+    """This plan's flags given to another trainer: every setting they leave out is that stack's default (micro-batch,
+    sequence length, checkpointing, packing, LoRA rank, dropout and targets), and nothing is held out for evaluation
+    unless a validation file is given (none of those trainers holds examples out by default)."""
+    options = context.options
+    targets = stack.targets[0] if stack.targets == ("all-linear",) else list(stack.targets)
+    fields = {"model": model, "dataset": context.report.path, "method": method, "epochs": options.epochs,
+              "validation_dataset": context.validation.path if context.validation else None,
+              "eval_fraction": 0.0, "eval_at_start": False, "micro_batch_size": stack.micro_batch,
+              "max_seq_length": options.max_seq_len or stack.seq_len, "packing": stack.packing,
+              "gradient_checkpointing": stack.grad_checkpointing,
+              "lora": {"r": options.lora_r or stack.lora_r, "dropout": stack.lora_dropout, "target_modules": targets}}
+    return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
 def gpu_job(request: ModelRequest, config: TrainConfig, stats: Any, validation: Any | None = None, *,
-            epochs_rule: str = "", cap_rule: str = "", asked: Mapping[str, Any] | None = None) -> GpuJob:
+            epochs_rule: str = "", cap_rule: str = "", asked: Mapping[str, Any] | None = None,
+            stack: Stack = FTBROKER) -> GpuJob:
     """``config`` on a dataset whose lengths ``stats`` (and ``validation``'s) give: the dataset as the trainer reads
     it, why no GPU can run it, and what the routes of it note and assume."""
     data = trainer_data(config, stats, validation)
     notes = (data.cut_note(cap_rule or "--max-seq-len"),) if data.cut else ()
     assumptions = (f"tokens counted with {stats.tokenizer}", data.evaluation)
     return GpuJob(request, config, data, epochs_rule, data.context_reason(request.arch), notes, assumptions,
-                  dict(asked or {}))
+                  dict(asked or {}), stack)
 
 
 def gpu_jobs(context: RouteContext) -> list[GpuJob]:
@@ -120,7 +143,9 @@ def gpu_jobs(context: RouteContext) -> list[GpuJob]:
 
 def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
     options = context.options
-    cap_rule = "--max-seq-len" if options.max_seq_len else "the local trainer's default; --max-seq-len"
+    stack = resolve_stack(options.stack)
+    trainer = "the local trainer's" if stack is FTBROKER else f"{stack.name}'s"
+    cap_rule = "--max-seq-len" if options.max_seq_len else f"{trainer} default; --max-seq-len"
     asked = {"epochs": options.epochs, "max_seq_len": options.max_seq_len, "lora_r": options.lora_r}
     jobs = []
     for request in gpu_models(context.catalog, options):
@@ -131,19 +156,22 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
         validation = context.token_stats(spec, context.validation) if context.validation else None
         configs = [trainer_config(context, request.arch.name, method)
                    for method in ((options.method,) if options.method else GPU_METHODS)]
-        epochs_rule = ("--epochs" if options.epochs
-                       else f"the local trainer's default ({configs[0].epochs:g}; --epochs)")
+        epochs_rule = options.epochs_rule or ("--epochs" if options.epochs
+                                              else f"{trainer} default ({configs[0].epochs:g}; --epochs)")
         jobs += [gpu_job(request, config, stats, validation, epochs_rule=epochs_rule, cap_rule=cap_rule,
-                         asked=asked) for config in configs]
+                         asked=asked, stack=stack) for config in configs]
     return jobs
 
 
 def _run(context: RouteContext, job: GpuJob, gpu: GpuSpec, count: int, where: str) -> GpuRun:
-    """The job on ``count`` x ``gpu`` as a plan runs it (a micro-batch that does not fit lowered), once per context."""
+    """The job on ``count`` x ``gpu`` as a plan runs it (a micro-batch that does not fit lowered), once per context,
+    corrected by the user's own runs of that GPU, method and stack."""
     overheads = LOCAL_OVERHEADS if where == "local" else CLOUD_OVERHEADS
+    calibration = context.options.corrections.calibration(default_calibration(), gpu.name, job.config.method,
+                                                           job.stack.name)
     key = ("gpu_routes.run", job.request.name, job.config.method, gpu.name, gpu.memory_gib, count, where)
     return context.memo(key, lambda: gpu_run(job.arch, job.config, job.data, gpu, count, overheads,
-                                             calibration=default_calibration()))
+                                             calibration=calibration, stack=job.stack))
 
 
 # ---------------------------------------------------------------------------------------------- the routes
@@ -155,10 +183,13 @@ def _breakdown(job: GpuJob, run: GpuRun) -> dict[str, Any]:
              "optimizer": s.optimizer_kind.name, "n_gpus": s.n_gpus, "sharding": s.sharding}
     if s.method != "full":
         setup.update(lora_r=s.lora_r, lora_dropout=s.lora_dropout, targets=sorted(s.lora_modules))
-    out: dict[str, Any] = {"setup": setup, "vram_gib": m.to_json(), "gpu_memory_gib": run.gpu.memory_gib,
-                           "gpu_class": gpu_class(run.gpu),
+    out: dict[str, Any] = {"stack": job.stack.name, "setup": setup, "vram_gib": m.to_json(),
+                           "gpu_memory_gib": run.gpu.memory_gib, "gpu_class": gpu_class(run.gpu),
                            "epochs_rule": job.epochs_rule, "tokenizer": job.data.stats.tokenizer,
                            "exact_tokens": job.data.stats.exact}
+    if run.calibration.your_runs:
+        out["your_runs"] = {"memory_factor": run.calibration.your_memory, "time_factor": run.calibration.your_time,
+                            "said": run.calibration.your_runs}
     assumptions = [*job.assumptions, *m.assumptions]
     if run.time is not None:
         t, p = run.time, run.time.padding
@@ -168,14 +199,17 @@ def _breakdown(job: GpuJob, run: GpuRun) -> dict[str, Any]:
         if t.time is not None:
             out["hours"] = t.time.hours.to_json()
             out["hours_by_part"] = {k: round(v.expected / 3600, 4) for k, v in t.time.breakdown.items()}
+            # what the trainer measures as tokens_per_s: the real (non-padding) tokens per second of training
+            out["tokens_per_s"] = round(t.real_tokens * job.data.epochs / t.time.train_hours.expected / 3600, 1)
             assumptions += t.time.assumptions
     out["assumptions"] = assumptions
     return out
 
 
 def _job(job: GpuJob, run: GpuRun, backend: str | None, options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The JobSpec fields that run this route as priced: the plan's settings, the micro-batch that fits."""
-    if backend is None:
+    """The JobSpec fields that run this route as priced: the plan's settings, the micro-batch that fits (none when
+    the route is priced for another trainer than ftbroker's)."""
+    if backend is None or job.stack is not FTBROKER:
         return None
     s, asked = run.fit.setup, job.asked
     return job_fields(backend=backend, model=job.request.name, method=job.config.method,
@@ -200,6 +234,11 @@ def _route(kind: str, backend: str | None, job: GpuJob, run: GpuRun, cost: CostE
             breakdown["hours_with_reclaims"] = hours.to_json()
     if run.time is not None and timed is None:
         notes = [*notes, untimed_note(run.gpu)]
+    if run.calibration.your_runs:
+        notes = [*notes, run.calibration.your_runs]
+    if job.stack is not FTBROKER:
+        fields.setdefault("not_runnable", f"priced for the {job.stack.name} stack: train it with {job.stack.title}; "
+                                          "ftbroker runs its own trainer (plan without --stack to price that)")
     lowered = lowered_batch_note(job.config, run.fit) if run.fit.fits else ""
     return Route(kind=kind, backend=backend, model=job.arch.name, method=job.config.method,
                  hardware=Hardware(run.gpu.name, run.count), feasible=not reason, reason=reason,
@@ -269,7 +308,7 @@ def _instance_routes(job: GpuJob, run: GpuRun, inst: CloudInstance, today: date,
                              options=options(inst, market, region) if backend else {},
                              extra={"usd_per_hour": price, "region": region}, cloud=inst.cloud, region=region,
                              instance_type=inst.instance_type, market=market, price_source=inst.source,
-                             price_as_of=inst.as_of, stale=is_stale(inst, today)))
+                             price_as_of=inst.as_of, stale=is_stale(inst, today), price_doubt=inst.price_doubt))
     return routes
 
 
@@ -298,10 +337,11 @@ def gpu_notes(context: RouteContext, *, local: bool = False, cloud: bool = False
     models = gpu_models(context.catalog, options)
     if not models:
         return ["no GPU routes: --model names no open model (a catalog model, a local folder or a config.json)"]
-    epochs = (f"{options.epochs} epochs" if options.epochs
-              else f"{TrainConfig.model_fields['epochs'].default:g} epochs (the local trainer's default; --epochs)")
     chosen = "" if options.models else " (the default models; --model for others)"
-    notes = [f"GPU routes: {', '.join(m.arch.name for m in models)}{chosen}, {epochs}"]
+    stack = resolve_stack(options.stack)
+    trainer = ("ftbroker's trainer" if stack is FTBROKER
+               else f"figures for the {stack.name} stack with its defaults, which ftbroker does not run ({stack.title})")
+    notes = [f"GPU routes: {', '.join(m.arch.name for m in models)}{chosen}, {trainer}"]
     if local and options.gpu:
         notes.append(f"local GPU: {options.gpu_count} x {options.gpu.name} ({options.gpu_source or '--gpu'})"
                      + (f"; {options.gpu_note}" if options.gpu_note else ""))
@@ -337,12 +377,15 @@ class UnclaimedClouds:
 # ---------------------------------------------------------------------------------------------- one job's quote
 
 def instance_quote(config: TrainConfig, request: ModelRequest, stats: Any, validation: Any | None,
-                   instance: CloudInstance, market: str, gpu: GpuSpec, *, backend: str, today: date) -> Quote:
+                   instance: CloudInstance, market: str, gpu: GpuSpec, *, backend: str, today: date,
+                   corrections: Corrections = Corrections()) -> Quote:
     """A cloud backend's quote of one job (``config``, the trainer's: ``train_config(spec, LocalOptions())``) on
-    one instance and market: the figures of that instance's route in a plan with the same settings."""
+    one instance and market: the figures of that instance's route in a plan with the same settings and the same
+    measured runs of the user (``env.corrections``)."""
     job = gpu_job(request, config, stats, validation)
+    calibration = corrections.calibration(default_calibration(), gpu.name, config.method, FTBROKER.name)
     run = gpu_run(request.arch, config, job.data, gpu, instance.gpu_count, CLOUD_OVERHEADS, fit_batch=False,
-                  calibration=default_calibration())
+                  calibration=calibration)
     routes = _instance_routes(job, run, instance, today, backend, default_cloud_options)
     route = next((r for r in routes if r.market == market), None)
     if route is None:
@@ -352,11 +395,23 @@ def instance_quote(config: TrainConfig, request: ModelRequest, stats: Any, valid
 
 
 def route_quote(route: Route, backend: str) -> Quote:
-    """A GPU route as its backend's Quote: the same VRAM, hours and cost; out of reach: does not fit."""
+    """A GPU route as its backend's Quote: the same VRAM, hours and cost; out of reach: does not fit. Its resources
+    are those a local job records, so a cloud job's measurement corrects later estimates the same way."""
     cost = route.breakdown.get("cost_usd") or {}
     resources = {"estimated_peak_vram_gib": route.vram_gib} if route.vram_gib is not None else {}
     if route.hours is not None:
         resources["estimated_hours"] = route.hours
+    allocated = (route.breakdown.get("vram_gib") or {}).get("allocated")
+    if allocated is not None:
+        resources["estimated_allocated_gib"] = allocated
+    if "tokens_per_s" in route.breakdown:
+        resources["estimated_tokens_per_s"] = route.breakdown["tokens_per_s"]
+    if route.hardware is not None:
+        yours = route.breakdown.get("your_runs") or {}
+        resources.update(estimate_keys(route.hardware.gpu, route.hardware.count, route.breakdown["stack"],
+                                       Calibration(your_memory=yours.get("memory_factor", 1.0),
+                                                   your_time=yours.get("time_factor", 1.0),
+                                                   your_runs=yours.get("said", ""))))
     return Quote(backend=backend, verdict=Verdict.OK if route.feasible else Verdict.DOES_NOT_FIT,
                  reason=route.reason or None, cost_usd=route.cost_usd,
                  cost_high_usd=Decimal(str(cost["high"])) if "high" in cost else None, hours=route.hours,

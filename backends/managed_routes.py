@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ftbroker.data import TokenStats
 
 CLOSING_SOON_DAYS = 60
+SECONDARY = "price from a secondary source (unverified)"
 _MILLION = Decimal(1_000_000)
 
 # What a managed backend adds to a route's job: the backend options that run it as priced (e.g. Together's n_evals).
@@ -123,7 +124,8 @@ def offer_route(c: Candidate, context: RouteContext, *, backend: str | None) -> 
     billed = epochs = cost = None
     if stats is not None:
         epochs, epoch_rule = _epochs(offer, report.examples, options.epochs)
-        breakdown["epochs_rule"] = epoch_rule
+        breakdown["epochs_rule"] = options.epochs_rule or epoch_rule
+        notes += [own] if (own := _own_epochs_note(offer, report.examples, options.epochs)) else []
         per_epoch, over, longest = _billable_per_epoch(offer, stats)
         breakdown["train_tokens_per_epoch"] = per_epoch
         if over and offer.long_examples == "truncated":
@@ -151,7 +153,7 @@ def offer_route(c: Candidate, context: RouteContext, *, backend: str | None) -> 
         billed_tokens=billed, epochs=epochs, breakdown=breakdown, price_source=offer.source,
         price_as_of=offer.as_of, stale=is_stale(offer, context.today), notes=tuple(notes),
         provider_model=offer.model if offer.model != c.model else "", price_known=offer.price_known,
-        job=job,
+        price_doubt=SECONDARY if offer.secondary and offer.price_known else "", job=job,
     )
 
 
@@ -168,7 +170,7 @@ def _price_notes(c: Candidate, no_epochs: bool) -> list[str]:
     if not offer.price_known:
         notes.append(offer.note or "no public source gives this price")
     elif offer.secondary:
-        notes.append("price from a secondary source (unverified)")
+        notes.append(SECONDARY)
     if c.via_tier == "reference":
         notes.append(f"{offer.tier} tier shown for {c.model}; pass --model to price another model")
     elif c.via_tier == "size":
@@ -188,6 +190,15 @@ def _billing_rule(offer: ManagedOffer) -> str:
     if offer.min_charge_usd:
         rule += f"; minimum ${offer.min_charge_usd}"
     return rule
+
+
+def _own_epochs_note(offer: ManagedOffer, examples: int, epochs: int | None) -> str:
+    """The provider's own default, when the plan trains another number of epochs (priced and run at the plan's, so
+    that every route of a plan is the same training)."""
+    own, _ = _epochs(offer, examples, None)
+    if epochs is None or own is None or own == epochs:
+        return ""
+    return f"{offer.provider}'s own default is {own} epoch{'s' if own != 1 else ''}; priced and run at the plan's"
 
 
 def _epochs(offer: ManagedOffer, examples: int, asked: int | None) -> tuple[int | None, str]:

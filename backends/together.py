@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
-from ftbroker.errors import BackendAuthError, BudgetExceededError, SpecError
+from ftbroker.errors import BackendAuthError, BudgetExceededError, ProviderAPIError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
 
@@ -55,6 +55,8 @@ STATUS: Mapping[str, JobStatus] = {
 }
 
 SUFFIX_MAX = 40  # together 3.1.1 fine_tuning.create docstring: "Up to 40 character suffix"
+# FileResponse.processing_status (together 3.1.1 types/file_response.py): validated, usable; uploaded, not processed
+FILE_READY, FILE_UNPROCESSED = "COMPLETED", "PENDING"
 NANODOLLARS = Decimal(1_000_000_000)  # total_price unit: together/lib/utils/tools.py finetune_price_to_dollars
 MESSAGE_KEYS = ("role", "content", "weight", "tool_calls", "tool_call_id", "name")  # NOTES 2.9, 2.10
 SERVING_SUFFIX = "-Reference"  # Together's id of the unquantized weights it fine-tunes (its OpenAPI spec's example)
@@ -337,10 +339,21 @@ class TogetherBackend(ManagedBackend):
             raise SpecError(problems)
 
     def _provider_find_upload(self, converted: ConvertedFile) -> str | None:
+        """A file of the same content that Together reports ready (``COMPLETED``). One whose upload broke after its
+        bytes arrived (``PENDING``: the PUT answered an error, or the upload's last call, preprocess, never ran) is
+        finished here; any other (failed, still being processed) is left alone and the data are uploaded afresh."""
         listed = self.call("looking for the data already uploaded", self.client.files.list)
-        for file in listed.data:
-            if (file.filename == converted.upload_name and file.bytes == converted.size_bytes
-                    and file.processing_status not in ("FAILED", "INVALID_FORMAT")):
+        same = [f for f in listed.data if f.filename == converted.upload_name and f.bytes == converted.size_bytes]
+        ready = next((f.id for f in same if f.processing_status == FILE_READY), None)
+        if ready is not None:
+            return ready
+        for file in (f for f in same if f.processing_status == FILE_UNPROCESSED):
+            try:
+                processed = self.call("finishing an earlier upload of the data", self._writes().post,
+                                      f"/v1/files/{file.id}/preprocess", cast_to=self.sdk().types.FileResponse)
+            except ProviderAPIError:  # refused (e.g. its bytes never arrived after all): not this file
+                continue
+            if processed.processing_status == FILE_READY:
                 return file.id
         return None
 
@@ -416,9 +429,11 @@ class TogetherBackend(ManagedBackend):
         return [plain(e) for e in listed.data]
 
     def _metrics(self, job: Job, after_step: int = 0) -> list[dict[str, float]]:
-        listed = self.call("reading the job's metrics", self.client.fine_tuning.list_metrics, job.remote["job_id"],
-                           global_step_from=after_step + 1)
-        return list(listed.metrics or [])
+        """The job's metric rows after ``after_step``; none when the call fails (optional data: the next poll asks
+        again from the same step)."""
+        listed = self.optional("reading the job's metrics", self.client.fine_tuning.list_metrics,
+                               job.remote["job_id"], global_step_from=after_step + 1)
+        return list(listed.metrics or []) if listed is not None else []
 
     @staticmethod
     def _error(events: list[dict[str, Any]]) -> str | None:

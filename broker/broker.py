@@ -4,10 +4,16 @@
     job = broker.submit(spec)                  # validated, quoted, guarded, recorded, submitted
     result = broker.follow(job.id)             # polls until the job ends; the one Result shape
 
-The order is what keeps money and jobs safe: everything that can refuse (dataset checks, feasibility, the budget,
-the user's confirmation) runs before the ledger records the job, and the ledger records it before the backend does
-anything with a side effect. A submission that may or may not have reached the provider (timeout, 5xx) leaves the
-job recorded but unconfirmed; ``resume`` finishes it, and the backend's find-before-create keeps it exactly once.
+The order is what keeps money and jobs safe: everything that can refuse (dataset checks, credentials, feasibility,
+the budget, the user's confirmation) runs before the ledger records the job, and the ledger records it before the
+backend does anything with a side effect. A submission that may or may not have reached the provider (timeout, 5xx)
+leaves the job recorded but unconfirmed; ``resume`` finishes it, and the backend's find-before-create keeps it
+exactly once.
+
+Two terminals, a cron job and a retry script may act on one job at once: whatever spends money or starts a process
+for a job (submit, resume, cancel; anything a backend or a deployment adds) runs inside ``exclusive``, holding the
+job's lease in the ledger, so only one process acts on a job at a time and the others are told who does
+(``JobBusyError``). Backends never lock anything themselves.
 """
 
 from __future__ import annotations
@@ -16,20 +22,23 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.backends.base import (GPU_ENV, Backend, Collectable, Environment, Exportable, Leftover, Quote, Resumable,
-                                    Submission, Update, Verdict, create_backend, detect_gpus)
+from ftbroker.backends.base import (GPU_ENV, Backend, Collectable, Credentialed, Discoverable, Environment, Exportable,
+                                    Leftover, Quote, Resumable, Submission, Update, Verdict, create_backend,
+                                    detect_gpus)
 from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR
-from ftbroker.errors import (BackendRateLimitError, BackendUnavailableError, BudgetExceededError, DoesNotFitError,
-                             ExtraNotInstalledError, FtBrokerError, InputError, JobError, NotConfirmedError,
-                             JobNotFoundError, LedgerDamagedError, RouteUnavailableError, SpecError)
+from ftbroker.errors import (BackendError, BackendRateLimitError, BackendUnavailableError, BudgetExceededError,
+                             DoesNotFitError, ExtraNotInstalledError, FtBrokerError, InputError, JobBusyError, JobError,
+                             JobNotFoundError, LedgerDamagedError, NotConfirmedError, RouteUnavailableError,
+                             SpecError)
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
-from ftbroker.ledger import Ledger, default_home
+from ftbroker.ledger import LEASE_TTL_S, Claim, Ledger, default_home
 from ftbroker.spec import JobSpec
 
 MAX_POLL_FAILURES = 8  # consecutive transient poll errors before following gives up (the job is unaffected)
@@ -98,11 +107,12 @@ class Broker:
 
     def __init__(self, home: str | Path | None = None, *, ledger: Ledger | None = None,
                  sleep: Callable[[float], None] = time.sleep, today: Callable[[], date] = clock.today,
-                 rebuilding: bool = False):
+                 lease_ttl_s: float = LEASE_TTL_S, rebuilding: bool = False):
         """``rebuilding``: open a ledger that lost its jobs anyway, to rebuild it (``rebuild``)."""
         self.home = Path(home) if home is not None else default_home()
         self.ledger = ledger if ledger is not None else Ledger(self.home / "ledger.sqlite3")
         self._sleep, self._today = sleep, today
+        self.lease_ttl_s = lease_ttl_s
         self._backends: dict[str, Backend] = {}
         if not rebuilding and not self.ledger.has_jobs():
             runs = self._run_folders()
@@ -145,14 +155,24 @@ class Broker:
         missing = caps.missing_package()
         if missing is not None:  # refused here, before the ledger records a job that could never start
             raise ExtraNotInstalledError(*missing, f"the {spec.backend} backend")
+        if isinstance(backend, Credentialed):  # likewise: no credentials, no job (and no failed one on every try)
+            backend.check_credentials()
         report = backend.validate(spec)
         fmt = getattr(report, "format", None)
         if fmt is not None and fmt not in caps.data_formats:
             why = caps.reason(f"format.{fmt}") or f"it takes {', '.join(sorted(caps.data_formats))}"
             raise SpecError([f"dataset: {spec.backend} cannot train on {fmt} data: {why}"])
         env = Environment(today=self._today(), gpus=() if caps.managed else detect_gpus(),
-                          load_catalog=_load_catalog, declared_gpu=os.environ.get(GPU_ENV) or None)
+                          load_catalog=_load_catalog, declared_gpu=os.environ.get(GPU_ENV) or None,
+                          load_corrections=self._corrections)
         return Prepared(spec, backend, report, backend.quote(spec, report, env))
+
+    def _corrections(self, catalog: Any) -> Any:
+        """The user's measured runs in this ledger: a GPU's quote takes them into account, as a plan does."""
+        from ftbroker.estimate.measured import Corrections
+        from ftbroker.your_runs import measured_runs
+
+        return Corrections.from_runs(measured_runs(self.ledger, catalog))
 
     def submit(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None,
                force: bool = False) -> Job:
@@ -167,21 +187,54 @@ class Broker:
             resources.setdefault("estimated_peak_vram_gib", quote.peak_vram_gib)
         if quote.hours is not None:
             resources.setdefault("estimated_hours", quote.hours)
-        job = self.ledger.create(spec, estimated_cost_usd=quote.cost_usd, resources=resources)
-        notes = [*quote.warnings] + ([f"started with --force although: {quote.reason}"]
-                                     if quote.verdict is Verdict.DOES_NOT_FIT else [])
-        if notes:
-            self.ledger.update(job.id, events=[_event(n, kind="warning", level="warning") for n in notes])
-        return self._submit(job, lambda tracker: prepared.backend.submit(job, tracker))
+        claim = Claim("submitting", self.lease_ttl_s)
+        job = self.ledger.create(spec, estimated_cost_usd=quote.cost_usd, resources=resources, claim=claim)
+        with self._keeping(job.id, claim):
+            notes = [*quote.warnings] + ([f"started with --force although: {quote.reason}"]
+                                         if quote.verdict is Verdict.DOES_NOT_FIT else [])
+            if notes:
+                self.ledger.update(job.id, events=[_event(n, kind="warning", level="warning") for n in notes])
+            return self._submit(job, lambda tracker: prepared.backend.submit(job, tracker))
+
+    # --- one process at a time per job ---
+
+    @contextmanager
+    def exclusive(self, ref: str, purpose: str) -> Iterator[Job]:
+        """Hold the job's lease while the block runs, and yield the job as the ledger has it once the lease is held.
+
+        Whatever spends money or starts a process for a job runs in here (``purpose``, e.g. "deploying", says what
+        to whoever finds the job busy): submit, resume and cancel do; so must any backend or deployment that acts on
+        a job outside them. Raises JobBusyError (exit 3), naming the holder, when another process holds it.
+        """
+        job_id = self.ledger.resolve(ref)
+        claim = Claim(purpose, self.lease_ttl_s)
+        self.ledger.claim(job_id, claim)
+        with self._keeping(job_id, claim):
+            yield self.ledger.get(job_id)
+
+    @contextmanager
+    def _keeping(self, job_id: str, claim: Claim) -> Iterator[None]:
+        """Renew a lease already taken while the block runs, give it back after, and say so if it was lost."""
+        keeper = None
+        try:
+            with self.ledger.kept(job_id, claim) as keeper:
+                yield
+        finally:  # the keeper has stopped and the lease is given back: ``lost`` is final
+            if keeper is not None and keeper.lost:
+                self.ledger.update(job_id, events=[_event(
+                    f"this process ({claim.purpose}) stalled past its lease ({claim.ttl_s:g} s) and another took "
+                    "the job over meanwhile: check the job for anything done twice", kind="warning", level="warning")])
 
     def _submit(self, job: Job, call: Callable[[_LedgerTracker], Submission]) -> Job:
         try:
             submission = call(_LedgerTracker(self.ledger, job.id))
         except (BackendUnavailableError, BackendRateLimitError) as exc:
+            safe = (f"`ftbroker resume {job.id}` finishes the job safely: it looks for the remote job before "
+                    "creating one")
             self.ledger.update(job.id, error=str(exc), events=[_event(
-                f"the submission may or may not have reached {job.backend}: {exc}. `ftbroker resume {job.id}` "
-                "retries safely: it looks for the remote job before creating one", kind="warning",
+                f"the submission may or may not have reached {job.backend}: {exc}. {safe}", kind="warning",
                 level="warning")])
+            exc.add_hint(f"job {job.id} is recorded; {safe}")
             raise
         except FtBrokerError as exc:
             if job.submitted_at is None:  # never started: the refusal is how it ends
@@ -190,6 +243,9 @@ class Broker:
             else:  # a refused resume leaves the job as it was
                 self.ledger.update(job.id, events=[_event(f"not resumed: {exc}", level="error")])
             raise
+        return self._record_submission(job, submission)
+
+    def _record_submission(self, job: Job, submission: Submission) -> Job:
         note = "found the job already created for this id" if submission.reused else "submitted"
         return self.ledger.update(job.id, status=submission.status, detail=submission.detail,
                                   remote=submission.remote, submitted=True,
@@ -202,14 +258,34 @@ class Broker:
         return self._refresh(self.ledger.get(ref))[0]
 
     def _refresh(self, job: Job) -> tuple[Job, Update | None]:
-        if job.status.terminal or job.submitted_at is None:
+        """``refresh``, with the backend's update (None: not polled). A job never confirmed submitted is looked for
+        first: the process that submitted it may have died after starting it."""
+        if job.status.terminal:
             return job, None
+        if job.submitted_at is None:
+            job = self._discover(job)
+            if job.submitted_at is None:
+                return job, None
         return self._poll(job)
 
     def _interval(self, job: Job, update: Update | None, asked: float | None) -> float:
         """How long following waits before the next poll: what the caller asked, else what the backend's last
         poll suggested (its provider's hint, or the job's own ``poll_interval_s`` option), else its default."""
         return asked or (update.next_poll_s if update else None) or self.backend(job.spec).capabilities.poll_interval_s
+
+    def _discover(self, job: Job) -> Job:
+        """Record what an interrupted submission of ``job`` already started, if its backend can find it without a
+        side effect. A job another process is submitting right now, or one the backend cannot look for now (provider
+        down, no credentials, SDK missing), is left as the ledger has it: ``resume`` says why."""
+        backend = self.backend(job.spec)
+        if not isinstance(backend, Discoverable):
+            return job
+        try:
+            with self.exclusive(job.id, "looking for what its submission started") as current:
+                found = backend.find(current) if current.submitted_at is None else None
+                return self._record_submission(current, found) if found is not None else current
+        except (JobBusyError, BackendError, ExtraNotInstalledError):
+            return self.ledger.get(job.id)
 
     def _poll(self, job: Job) -> tuple[Job, Update]:
         backend = self.backend(job.spec)
@@ -303,7 +379,7 @@ class Broker:
             if not follow or job.status.terminal or job.submitted_at is None:
                 return
             self._sleep(self._interval(job, update, poll_interval))
-            job, update = self._refresh(job)
+            job, update = self._refresh(self.ledger.get(job.id))
 
     def result(self, ref: str) -> Result:
         """The Result of a finished job (as recorded when it ended). A job refused before the backend made
@@ -352,22 +428,29 @@ class Broker:
         job = self.ledger.get(ref)
         if job.status.terminal:
             return job
-        backend = self.backend(job.spec)
-        self._require(backend, "cancel", None)
-        self.ledger.update(job.id, events=[_event("cancel requested")])
-        return self._record(job, backend, backend.cancel(job))
+        with self.exclusive(job.id, "cancelling") as job:
+            if job.status.terminal:
+                return job
+            backend = self.backend(job.spec)
+            self._require(backend, "cancel", None)
+            self.ledger.update(job.id, events=[_event("cancel requested")])
+            return self._record(job, backend, backend.cancel(job))
 
     def resume(self, ref: str) -> Job:
         """Submit a job that was recorded but never confirmed submitted (exactly once), or continue a failed or
-        cancelled one from its last checkpoint."""
-        job = self.ledger.get(ref)
-        backend = self.backend(job.spec)
-        if job.submitted_at is None and job.status is not JobStatus.CANCELLED:
-            return self._submit(job, lambda tracker: backend.submit(job, tracker))
-        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise InputError(f"job {job.id} is {job.status.value}; only a failed or cancelled job can be resumed")
-        self._require(backend, "resume", Resumable)
-        return self._submit(job, lambda tracker: backend.resume(job, tracker))
+        cancelled one from its last checkpoint. The job's status is asked of its backend first: the ledger may still
+        say running about a trainer that died unobserved."""
+        with self.exclusive(ref, "resuming") as job:
+            backend = self.backend(job.spec)
+            if job.submitted_at is None and job.status is not JobStatus.CANCELLED:
+                return self._submit(job, lambda tracker: backend.submit(job, tracker))
+            if not job.status.terminal:
+                job = self._poll(job)[0]
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise InputError(f"job {job.id} is {job.status.value}; only a failed or cancelled job can be "
+                                 "resumed")
+            self._require(backend, "resume", Resumable)
+            return self._submit(job, lambda tracker: backend.resume(job, tracker))
 
     def export(self, ref: str, fmt: str, dest: str | Path) -> list[Artifact]:
         """Write a finished job's model as ``fmt`` under ``dest``; the files are recorded as artifacts."""

@@ -36,6 +36,26 @@ class _Bounded(click.ParamType):
         return number
 
 
+class _Amount(click.ParamType):
+    """A positive amount (dollars, hours): a refusal says why (exit 2)."""
+
+    name = "number"
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(str(value).strip().removeprefix("$"))
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not 0 < number < math.inf:
+            self.fail(f"{value}: must be more than 0", param, ctx)
+        return number
+
+
 class _Root(click.Group):
     """Runs a command and renders any ftbroker error as one message with its exit code."""
 
@@ -459,7 +479,8 @@ def resume(job_id, detach, json_mode):
     """Continue a failed or cancelled job from its last checkpoint.
 
     A job that was recorded but never confirmed submitted (the CLI died, the provider did not answer) is submitted
-    instead, exactly once: the backend looks for the remote job before it creates one.
+    instead, exactly once: the backend looks for the remote job before it creates one. While another process acts on
+    the job (run, resume, cancel), this one does nothing and exits 3, saying who does.
     """
     from ftbroker.broker import Broker
 
@@ -604,7 +625,9 @@ def estimate_command(model, method, stack, seq_len, micro_batch, grad_accumulati
 
     MODEL is a catalog name, a local model folder or a config.json. Settings left out are those of the stack's
     trainer: with the default stack, what `ftbroker run --backend local` would give its trainer, so the peak is
-    the one `ftbroker plan` and `ftbroker run` show for the same settings. --explain shows every term.
+    the one `ftbroker plan` and `ftbroker run` show for the same settings. Figures for a GPU, method and stack you
+    have measured runs of are corrected by them, and say so (`ftbroker catalog calibration`). --explain shows
+    every term.
 
     \b
     Examples:
@@ -617,10 +640,14 @@ def estimate_command(model, method, stack, seq_len, micro_batch, grad_accumulati
 
     from ftbroker.estimate import estimate
 
+    from ftbroker.pricing.catalog import load_catalog
+    from ftbroker.your_runs import corrections
+
+    catalog = load_catalog()
     result = estimate(model, method=method, gpu=gpu, stack=stack, seq_len=seq_len, micro_batch=micro_batch,
                       grad_accumulation=grad_accumulation, lora_r=lora_r, targets=targets or None,
                       grad_checkpointing=grad_checkpointing, optimizer=optimizer, precision=precision,
-                      sharding=sharding)
+                      sharding=sharding, catalog=catalog, corrections=corrections(catalog))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif explain:
@@ -660,6 +687,8 @@ def _print_estimate(result, stack: str) -> None:
         tps = data["tokens_per_s"]
         console.print(f"tokens/s: {tps['low']:,.0f} - {tps['high']:,.0f} (expected {tps['expected']:,.0f})" if tps
                       else f"tokens/s: unknown ({result.throughput.reason})")
+    if result.calibration.your_runs:
+        console.print(f"{result.calibration.your_runs} (ftbroker catalog calibration)")
     console.print("run with --explain for the derivation")
 
 
@@ -673,7 +702,9 @@ def _print_estimate(result, stack: str) -> None:
                    "and Qwen2.5-7B.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
 @click.option("--epochs", type=_Bounded("epochs"),
-              help="Epochs. Default: each provider's own default; 3 on GPUs (the local trainer's).")
+              help="Passes over the data, the same for every route. Default: the number the plan recommends for the "
+                   "dataset's size (OpenAI's auto rule: 3, more for 25 examples or fewer, fewer for over 8,333); "
+                   "a provider's own default is a note.")
 @click.option("--n-evals", type=_Bounded("n_evals"),
               help="Evaluations over the validation file (providers that bill validation tokens per evaluation).")
 @click.option("--max-seq-len", type=_Bounded("max_seq_len"),
@@ -691,23 +722,37 @@ def _print_estimate(result, stack: str) -> None:
 @click.option("--all", "all_instances", is_flag=True,
               help="Every route in the tables, and every cloud instance type (not only the cheapest per GPU type and "
                    "cloud).")
+@click.option("--stack", default="ftbroker", show_default=True, type=click.Choice(_STACK_NAMES),
+              help="The trainer the GPU routes' figures are for (how it stores tensors, its defaults); another than "
+                   "ftbroker prices your own trainer, which `ftbroker run` does not run.")
+@click.option("--max-cost", type=_Amount("--max-cost"), metavar="USD",
+              help="Your budget: routes over it are marked and never a best route.")
+@click.option("--deadline", "deadline_hours", type=_Amount("--deadline"), metavar="HOURS",
+              help="Your deadline: routes that take longer (or whose time is not published) are marked and never a "
+                   "best route.")
+@click.option("--chart", metavar="FILE.png", help="Also draw cost against hours for every route, with the best "
+              "routes and your --max-cost and --deadline, into FILE.png (needs the chart extra: matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per route on stdout.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Every note of every listed route, and notes, reasons and sources in full (not cut to fit).")
 def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lora_r, validation_file,
-         catalog_files, all_instances, as_json, as_csv, verbose):
+         catalog_files, all_instances, stack, max_cost, deadline_hours, chart, as_json, as_csv, verbose):
     """Price every route: managed APIs, your GPU and cloud GPUs.
 
     Reads DATA (JSONL) once, counts its tokens the way each route bills or trains them, and lists the routes side
-    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Each route has a
-    number, the same in every view: `ftbroker run --route N` runs route N of the last plan (kept in FTBROKER_HOME),
-    as it was priced. Exit status 2 when the dataset has errors (FILE:LINE: message on stderr); --json still prints
-    the plan unless no example could be read at all.
+    by side with peak VRAM, hours and cost (cloud: on-demand and spot), and why a route is out. Every route trains
+    the same number of epochs (said at the top). The best routes are the cheapest, the fastest and the knees
+    between among the routes whose price the plan trusts, each with what it trades. GPU routes are corrected by
+    your own measured runs (`ftbroker catalog calibration`). Each route has a number, the same in every view:
+    `ftbroker run --route N` runs route N of the last plan (kept in FTBROKER_HOME), as it was priced. Exit status 2
+    when the dataset has errors (FILE:LINE: message on stderr); --json still prints the plan unless no example
+    could be read at all.
 
     \b
     Example:
       ftbroker plan examples/data/support_chats.jsonl --model Llama-3.1-8B --gpu RTX-4090
+      ftbroker plan data.jsonl --max-cost 5 --deadline 2 --chart plan.png
       ftbroker run --route 6
     """
     if as_json and as_csv:
@@ -715,9 +760,14 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     from ftbroker.errors import DatasetError
     from ftbroker.planning import plan as make_plan
 
+    if chart:
+        from ftbroker.chart import check_chart_extra
+
+        check_chart_extra()  # before the work, not after it
     result = make_plan(data, models=models, method=method, epochs=epochs, n_evals=n_evals, max_seq_len=max_seq_len,
                        tokenizer=tokenizer, gpu=gpu, lora_r=lora_r, validation_file=validation_file,
-                       catalog=catalog_files, all_instances=all_instances)
+                       catalog=catalog_files, all_instances=all_instances, stack=stack, max_cost=max_cost,
+                       deadline_hours=deadline_hours)
     errors = [*result.dataset.errors, *(result.validation.errors if result.validation else ())]
     unreadable = [r for r in (result.dataset, result.validation) if r is not None and r.errors and not r.examples]
     if unreadable:  # a missing, empty or unreadable file: its error alone, no plan of nothing
@@ -732,6 +782,11 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
         click.echo(render.plan_csv(result), nl=False)
     else:
         render.print_plan(result, _console(), all_routes=all_instances, verbose=verbose)
+    if chart:
+        from ftbroker.chart import plan_chart
+
+        written = plan_chart(result, chart)
+        click.echo(f"chart: {written}", err=as_json or as_csv)  # stdout stays JSON or CSV alone
     if errors:
         raise DatasetError(errors)
 
@@ -817,6 +872,29 @@ def catalog_update(clouds, mirror, as_json):
                                         "clouds": [u.to_json() for u in updates]}))
     else:
         render.print_catalog_update(updates, written, _console())
+
+
+@catalog.command("calibration")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")
+def catalog_calibration(as_json):
+    """Show how your own runs correct the estimates: per GPU, method and stack.
+
+    Every succeeded job whose trainer measured it on the GPU it was estimated for (peak VRAM, tokens/s) keeps the
+    estimate beside the measurement in the ledger; `ftbroker estimate`, `plan` and `run` scale their figures for
+    that GPU, method and stack by the median measured/estimated ratio, shrunk toward 1 as if 2 more runs had
+    matched the estimate, at most halved or doubled. Example: ftbroker catalog calibration --json
+    """
+    from ftbroker import render
+    from ftbroker.estimate import measured
+    from ftbroker.pricing.catalog import load_catalog
+    from ftbroker.your_runs import corrections
+
+    found = corrections(load_catalog())
+    if as_json:
+        click.echo(render.to_json_text({"rule": {"prior_runs": measured.PRIOR_RUNS, "max_factor": measured.MAX_FACTOR},
+                                        "corrections": found.to_json()}))
+    else:
+        render.print_calibration(found, _console())
 
 
 @catalog.command("validate")

@@ -28,7 +28,12 @@ message of weight 1; preference input must not end with an assistant message (to
 utils/files.py, docs.together.ai data-preparation). Bedrock: conversations start with user, end with
 assistant and strictly alternate, no tool turns; no preference or plain-text fine-tuning data (AWS Bedrock
 user guide, preparing-text-data; Claude-on-Bedrock cookbook); text only (ftbroker's Bedrock formats carry no
-images).
+images). Fireworks: the OpenAI chat format ("existing OpenAI SFT datasets work with no conversion",
+docs.fireworks.ai/fine-tuning/managed-finetuning-intro), the system message optional and first; chat data only
+(docs.fireworks.ai/fine-tuning/fine-tuning-models); text only here (vision is a separate method). Vertex AI (Gemini supervised tuning): ``contents`` of alternating user and model turns ending with the
+model, an optional ``systemInstruction``, no per-turn weights; chat data only
+(docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning-about); text only here (images
+would be Cloud Storage files).
 
 These are the rules of a provider as a whole, for what ftbroker sends it: the backends send only the keys of
 the format (Together refuses others; an unknown key is a warning here, as it is dropped), and a top-level
@@ -61,7 +66,7 @@ from ftbroker.errors import DataIssue, DatasetError, InputError
 from ftbroker.tokens import CounterGroup, TokenCounter
 
 FORMATS = ("chat", "prompt_completion", "preference", "text")
-PROVIDERS = ("openai", "together", "bedrock")
+PROVIDERS = ("openai", "together", "bedrock", "fireworks", "vertex")
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -464,6 +469,10 @@ class _Checker:
         if not total:
             return
         self.provider("bedrock", "images", "image parts: ftbroker's Bedrock formats carry text only")
+        self.provider("fireworks", "images", "image parts: ftbroker runs Fireworks' text fine-tuning (vision is a "
+                                             "separate Fireworks method)")
+        self.provider("vertex", "images", "image parts: Vertex takes images as Cloud Storage files; ftbroker's "
+                                          "Vertex format carries text only")
         if total > _MAX_IMAGES:
             for provider, name in (("openai", "OpenAI"), ("together", "Together")):
                 self.provider(
@@ -488,6 +497,7 @@ class _Checker:
             )
         if "system" in body:
             self.provider("together", "system-late", "a system message after the first message (Together)")
+            self.provider("fireworks", "system-late", "a system message after the first message (Fireworks)")
         # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
         turns = [r for r, m in zip(body, messages[start:]) if r != "tool" and "tool_calls" not in m]
         if turns and turns[0] != "user" or any(map(eq, turns, turns[1:])):  # two turns of one role in a row
@@ -497,29 +507,30 @@ class _Checker:
                 "after the system message, turns must start with user and "
                 "alternate user/assistant (Together)",
             )
-        if set(roles) - {"system", "user", "assistant"} or any(
-            "tool_calls" in m or "function_call" in m for m in messages
-        ):
-            self.provider(
-                "bedrock",
-                "roles",
-                "tool calls, tool or developer messages: Bedrock fine-tuning data "
-                "has user and assistant turns (and a system prompt) only",
-            )
-        elif (
-            not body
-            or body[0] != "user"
-            or body[-1] != "assistant"
-            or "system" in body
-            or any(map(eq, body, body[1:]))
-        ):
-            self.provider(
-                "bedrock",
-                "alternation",
-                "turns must go user, assistant, user, ... and end with an assistant turn (Bedrock)",
-            )
-        if 0 in [m.get("weight") for m in messages]:
-            self.provider("bedrock", "weight", "'weight: 0' turns cannot be expressed in Bedrock's format")
+        for provider, name in (("bedrock", "Bedrock"), ("vertex", "Vertex")):  # the same turn rules
+            if set(roles) - {"system", "user", "assistant"} or any(
+                "tool_calls" in m or "function_call" in m for m in messages
+            ):
+                self.provider(
+                    provider,
+                    "roles",
+                    f"tool calls, tool or developer messages: {name} fine-tuning data "
+                    "has user and assistant turns (and a system prompt) only",
+                )
+            elif (
+                not body
+                or body[0] != "user"
+                or body[-1] != "assistant"
+                or "system" in body
+                or any(map(eq, body, body[1:]))
+            ):
+                self.provider(
+                    provider,
+                    "alternation",
+                    f"turns must go user, assistant, user, ... and end with an assistant turn ({name})",
+                )
+            if 0 in [m.get("weight") for m in messages]:
+                self.provider(provider, "weight", f"'weight: 0' turns cannot be expressed in {name}'s format")
 
     def messages(self, messages: Any, prefix: str, tool_names: set | None) -> list | None:
         """Checks a message list; returns each message's role (None where it is broken), or None."""
@@ -1208,8 +1219,13 @@ _FORMAT_RULES = {  # provider rules about a whole file's format (sources: the mo
     "text": (
         ("openai", "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text"),
         ("bedrock", "plain text is continued pre-training on Bedrock, not fine-tuning"),
+        ("fireworks", "Fireworks fine-tuning takes chat data, not plain text"),
+        ("vertex", "Vertex supervised tuning takes chat data, not plain text"),
     ),
-    "preference": (("bedrock", "Bedrock fine-tuning takes no preference (DPO) data"),),
+    "preference": (
+        ("bedrock", "Bedrock fine-tuning takes no preference (DPO) data"),
+        ("vertex", "ftbroker runs Vertex supervised tuning, which takes chat data; preference tuning is not driven"),
+    ),
 }
 
 

@@ -14,8 +14,10 @@ are translated where they cross into ftbroker, with ``raise ... from``.
     │   ├── BudgetExceededError       the estimate is over --max-cost
     │   ├── DoesNotFitError           the job will not fit the hardware
     │   ├── RouteUnavailableError     the provider no longer (or not yet) offers the route
-    │   └── NotConfirmedError         the user declined the confirmation prompt
-    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra
+    │   ├── NotConfirmedError         the user declined the confirmation prompt
+    │   └── JobBusyError              another process holds the job's lease (submitting, resuming it, ...)
+    ├── ExtraNotInstalledError        an optional dependency is missing; names the pip extra (exit 2 when an
+    │                                 option asked for it: plan --chart)
     ├── BackendError                  .backend, .request_id; a provider call failed
     │   ├── BackendAuthError
     │   ├── BackendRateLimitError     .retry_after (seconds or None)
@@ -39,6 +41,10 @@ class FtBrokerError(Exception):
     """Root of every ftbroker error."""
 
     exit_code = 1
+
+    def add_hint(self, hint: str) -> None:
+        """Add what the user can do next to the message, where a caller knows more than the raiser."""
+        self.args = (f"{self}; {hint}", *self.args[1:])
 
 
 class InputError(FtBrokerError):
@@ -135,11 +141,22 @@ class NotConfirmedError(GuardError):
     """The user answered no to the confirmation prompt."""
 
 
+class JobBusyError(GuardError):
+    """Another process is acting on the job (it holds the job's lease in the ledger): nothing was done; try again
+    when it has finished. ``holder`` says who (a ``ftbroker.ledger.Lease``)."""
+
+    def __init__(self, message: str, holder: object):
+        self.holder = holder
+        super().__init__(message)
+
+
 class ExtraNotInstalledError(FtBrokerError):
     """An optional dependency is missing."""
 
-    def __init__(self, package: str, extra: str, purpose: str):
+    def __init__(self, package: str, extra: str, purpose: str, *, usage: bool = False):
         self.package, self.extra = package, extra
+        if usage:  # an option the user chose needs it (plan --chart): a usage error, exit 2
+            self.exit_code = InputError.exit_code
         super().__init__(f"{purpose} needs the '{package}' package: pip install 'ftbroker[{extra}]'")
 
 

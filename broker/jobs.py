@@ -103,7 +103,9 @@ class Job(_Record):
     ``resources`` holds estimated vs measured figures (``estimated_peak_vram_gib``, ``estimated_allocated_gib``,
     ``measured_peak_vram_allocated_gib``, ``measured_peak_vram_reserved_gib``, ``measured_peak_rss_gib`` on a CPU,
     ``estimated_tokens_per_s`` / ``measured_tokens_per_s`` (non-padding tokens), ``estimated_hours``,
-    ``measured_train_seconds``): the calibration data of the estimator.
+    ``measured_train_seconds``, the card it ran on as ``measured_gpu``) and what they are for: ``estimated_gpu``,
+    ``stack``, a correction the estimate already carried (``ftbroker.estimate.measured``): the user's own
+    calibration data.
     """
 
     id: str
@@ -123,7 +125,7 @@ class Job(_Record):
     trained_tokens: int | None = None
     output_model: str | None = None
     error: str | None = None
-    resources: dict[str, float] = Field(default_factory=dict)
+    resources: dict[str, float | str] = Field(default_factory=dict)
 
     @property
     def backend(self) -> str:

@@ -8,6 +8,12 @@ on open, inside a transaction; a ledger written by a newer ftbroker is refused r
 
 Secrets never reach the file: text going in is scrubbed of the values of credential-like environment
 variables (a last line of defence; backends must not emit them in the first place).
+
+Leases: one process at a time may act on a job (submit it, resume it, cancel it: anything that spends money or
+starts a process). It takes the job's lease (``claim``) in one write transaction, so of several processes that try
+at once exactly one gets it; the others get ``JobBusyError`` saying who holds it. A holder renews its lease while it
+works (``LeaseKeeper``); a lease whose holder died is taken over once it runs out, or at once when the holder was a
+process of this machine that is gone.
 """
 
 from __future__ import annotations
@@ -15,17 +21,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from ftbroker import clock
-from ftbroker.errors import InputError, JobNotFoundError, LedgerDamagedError, LedgerError
+from ftbroker.errors import InputError, JobBusyError, JobNotFoundError, LedgerDamagedError, LedgerError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import FOLDER_MODE, narrow, private_file
 from ftbroker.redact import scrub
@@ -36,6 +45,8 @@ _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: ids are read a
 _ID_LENGTH = 8  # 32**8 ~ 1.1e12: collisions are retried, not assumed away
 BUSY_TIMEOUT_MS = 30_000
 _SQLITE_INT_MAX = 2**63 - 1
+LEASE_TTL_S = 60.0  # a holder renews its lease every quarter of this; a dead holder's lease runs out after it
+LEDGER_NAME = "ledger.sqlite3"  # in FTBROKER_HOME
 
 
 def default_home() -> Path:
@@ -150,8 +161,21 @@ CREATE TABLE deployments (
 CREATE INDEX deployments_by_state ON deployments (state);
 """
 
+# v4: who acts on a job right now (see Leases above): at most one row per job, deleted when the act ends.
+_V4 = """
+CREATE TABLE leases (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (id),
+    token TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    since TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+"""
+
 # Migration n brings a ledger from version n-1 to n. Append only; never edit a released step.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -175,13 +199,106 @@ def _json(value: Any) -> str:
     return scrub(json.dumps(value, default=str, sort_keys=True))
 
 
+# --- leases ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """This process's claim to act alone on a job: what it does (said to whoever finds the job busy), how long the
+    lease lasts without renewal, and who it is."""
+
+    purpose: str  # what it does to the job, for whoever finds it busy: "submitting", "resuming", "ftbroker eval"
+    ttl_s: float = LEASE_TTL_S
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A job's lease as the ledger holds it."""
+
+    job_id: str
+    purpose: str
+    pid: int
+    host: str
+    since: datetime
+    expires_at: datetime
+
+    def lapsed(self, now: datetime) -> bool:
+        """Run out, or held by a process of this machine that is gone (killed, crashed)."""
+        return now >= self.expires_at or (self.host == socket.gethostname() and _process_gone(self.pid))
+
+    def busy_error(self) -> JobBusyError:
+        since = self.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        until = self.expires_at.astimezone().strftime("%H:%M:%S")
+        return JobBusyError(
+            f"job {self.job_id} is busy: another ftbroker process is at it ({self.purpose}; pid {self.pid} on "
+            f"{self.host}, since {since}); nothing was done. Try again when it has finished (should that process "
+            f"have died on another machine, its lease runs out at {until})", holder=self)
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs here (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _lease(row: sqlite3.Row) -> Lease:
+    return Lease(job_id=row["job_id"], purpose=row["purpose"], pid=row["pid"], host=row["host"],
+                 since=_dt(row["since"]), expires_at=_dt(row["expires_at"]))
+
+
+class LeaseKeeper:
+    """Renews a lease every quarter of its lifetime from a thread (and a connection) of its own, while the act it
+    covers runs (an upload may take many minutes). ``lost``: another process took the lease over meanwhile (this one
+    stalled past the lease's lifetime)."""
+
+    def __init__(self, path: Path, job_id: str, claim: Claim):
+        self.path, self.job_id, self.claim = path, job_id, claim
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease {job_id}", daemon=True)
+
+    def _run(self) -> None:
+        ledger = None
+        try:
+            while not self._stop.wait(self.claim.ttl_s / 4):
+                try:
+                    ledger = ledger or Ledger(self.path)
+                    if not ledger.renew(self.job_id, self.claim):
+                        self.lost = True
+                        return
+                except LedgerError:  # locked for longer than the busy timeout: try again at the next turn
+                    continue
+        finally:
+            if ledger is not None:
+                ledger.close()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # --- the ledger -----------------------------------------------------------------------------------------------
 
 class Ledger:
     """The job ledger. One instance per process and thread; open, use, close (or use as a context manager)."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path is not None else default_home() / "ledger.sqlite3"
+        self.path = Path(path) if path is not None else default_home() / LEDGER_NAME
         try:
             self.path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
             for path in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
@@ -299,9 +416,11 @@ class Ledger:
     # --- writing ---
 
     def create(self, spec: JobSpec, *, estimated_cost_usd: Decimal | None = None,
-               resources: Mapping[str, float] | None = None) -> Job:
-        """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id."""
-        now = _ts(_now())
+               resources: Mapping[str, float | str] | None = None, claim: Claim | None = None) -> Job:
+        """Record a new job as an intent (status ``queued``, not yet submitted) and return it with its id; with
+        ``claim``, its lease is taken in the same transaction (no other process can act on it first)."""
+        moment = _now()
+        now = _ts(moment)
         with self._write() as db:
             for _ in range(10):
                 job_id = ID_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
@@ -318,13 +437,72 @@ class Ledger:
                 raise LedgerError("could not allocate a unique job id")
             db.execute("INSERT INTO status_history (job_id, time, status, detail) VALUES (?, ?, ?, ?)",
                        (job_id, now, JobStatus.QUEUED.value, "recorded"))
+            if claim is not None:
+                self._take(db, job_id, claim, moment)
         return self.get(job_id)
+
+    def claim(self, job_id: str, claim: Claim) -> None:
+        """Take the job's lease, or raise JobBusyError naming the process that holds it. Atomic across processes."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM leases WHERE job_id = ?", (job_id,)).fetchone()
+            now = _now()
+            if row is not None and row["token"] != claim.token and not _lease(row).lapsed(now):
+                raise _lease(row).busy_error()
+            self._take(db, job_id, claim, now)
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, job_id: str, claim: Claim, now: datetime) -> None:
+        db.execute("INSERT OR REPLACE INTO leases (job_id, token, purpose, pid, host, since, expires_at)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (job_id, claim.token, claim.purpose, claim.pid, claim.host, _ts(now),
+                    _ts(now + timedelta(seconds=claim.ttl_s))))
+
+    def renew(self, job_id: str, claim: Claim) -> bool:
+        """Push the lease's end ``claim.ttl_s`` ahead; False when it is no longer this claim's (taken over)."""
+        with self._write() as db:
+            cursor = db.execute("UPDATE leases SET expires_at = ? WHERE job_id = ? AND token = ?",
+                                (_ts(_now() + timedelta(seconds=claim.ttl_s)), job_id, claim.token))
+            return cursor.rowcount == 1
+
+    def release(self, job_id: str, claim: Claim) -> None:
+        """Give the lease back (a lease taken over by another process is left to it)."""
+        with self._write() as db:
+            db.execute("DELETE FROM leases WHERE job_id = ? AND token = ?", (job_id, claim.token))
+
+    @contextmanager
+    def exclusive(self, job_id: str, purpose: str, ttl_s: float = LEASE_TTL_S) -> Iterator[LeaseKeeper]:
+        """Hold the job's lease while the block runs (``claim``, then ``kept``). The Broker's ``exclusive`` is this,
+        for backends; a part of ftbroker that holds a Ledger and no Broker (an evaluation) takes it here."""
+        claim = Claim(purpose, ttl_s)
+        self.claim(job_id, claim)
+        with self.kept(job_id, claim) as keeper:
+            yield keeper
+
+    @contextmanager
+    def kept(self, job_id: str, claim: Claim) -> Iterator[LeaseKeeper]:
+        """Renew a lease already taken while the block runs, and give it back after."""
+        keeper = LeaseKeeper(self.path, job_id, claim)
+        try:
+            with keeper:
+                yield keeper
+        finally:
+            self.release(job_id, claim)
+
+    def held(self, job_id: str) -> bool:
+        """Whether a process holds the job's lease now (one that lapsed does not count)."""
+        lease = self.lease(job_id)
+        return lease is not None and not lease.lapsed(_now())
+
+    def lease(self, job_id: str) -> Lease | None:
+        """Who holds the job's lease now, if anyone does (a lapsed lease is reported as it is)."""
+        rows = self._rows("SELECT * FROM leases WHERE job_id = ?", (job_id,))
+        return _lease(rows[0]) if rows else None
 
     def update(self, job_id: str, *, status: JobStatus | None = None, detail: str | None = None,
                remote: Mapping[str, str] | None = None, cursor: str | None = None,
                progress: Progress | None = None, submitted: bool = False, error: str | None = None,
                trained_tokens: int | None = None, actual_cost_usd: Decimal | None = None,
-               output_model: str | None = None, resources: Mapping[str, float] | None = None,
+               output_model: str | None = None, resources: Mapping[str, float | str] | None = None,
                events: Sequence[Event] = (), metrics: Sequence[MetricPoint] = (),
                artifacts: Sequence[Artifact] = (), result: Result | None = None) -> Job:
         """Apply everything one step learnt about a job, atomically. ``None`` leaves a field as it is;
@@ -382,23 +560,33 @@ class Ledger:
     # --- reading ---
 
     def resolve(self, ref: str) -> str:
-        """The full id for a job id or a unique prefix of one (with or without ``ftb-``)."""
-        ref = ref.strip()
-        if not ref:
+        """The full id for a job id or a unique prefix of one, with or without ``ftb-``; a start of ``ftb-`` itself
+        ("ftb") that no id continues (no "ftb-ftb...") is taken as it is: the start of every id."""
+        given = ref.strip()
+        if not given:
             raise InputError("give a job id (`ftbroker jobs` lists them)")
-        if not ref.startswith(ID_PREFIX):
-            ref = ID_PREFIX + ref
-        pattern = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        ids = [r[0] for r in self._rows("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11",
-                                        (pattern,))]
-        if ref in ids:
-            return ref
+        starts = [given] if given.startswith(ID_PREFIX) else [ID_PREFIX + given]
+        if ID_PREFIX.startswith(given):
+            starts.append(given)
+        for start in starts:
+            ids = self._ids_starting(start)
+            if ids:
+                break
+        if start in ids:
+            return start
         if len(ids) == 1:
             return ids[0]
         if not ids:
-            raise JobNotFoundError(f"no job {ref} in the ledger {self.path} (`ftbroker jobs` lists them)")
+            looked_for = given if len(starts) > 1 else start  # "ftb-3k" for "3k"; "ftb" as it is
+            raise JobNotFoundError(f"no job {looked_for} in the ledger {self.path} (`ftbroker jobs` lists them)")
         shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
-        raise InputError(f"job id prefix {ref!r} is ambiguous: it matches {shown}; give more characters")
+        raise InputError(f"job id prefix {given!r} is ambiguous: it matches {shown}; give more characters")
+
+    def _ids_starting(self, start: str) -> list[str]:
+        """Up to 11 ids starting with ``start`` (taken literally: no LIKE wildcards)."""
+        pattern = start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return [r[0] for r in self._rows("SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 11",
+                                         (pattern,))]
 
     def get(self, ref: str) -> Job:
         """The job with this id or unique id prefix."""

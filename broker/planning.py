@@ -10,31 +10,41 @@ module imports its SDK only to run a job; counters come from ``ftbroker.tokens``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 
 from ftbroker import clock, planner
 from ftbroker.backends.base import BUILTIN_BACKENDS, GPU_ENV, backend_class, backend_names
 from ftbroker.backends.local.preflight import LocalGpus, local_gpus
 from ftbroker.errors import FtBrokerError, InputError
+from ftbroker.estimate.measured import Corrections
+from ftbroker.estimate.stacks import resolve_stack
 from ftbroker.pricing.catalog import Catalog, load_catalog
 from ftbroker.routes import ROUTE_SOURCE_METHODS, PlanOptions, RouteContext, RouteSource, resolve_model
+from ftbroker.your_runs import corrections as your_runs_corrections
 
 
 def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | None = None,
          epochs: int | None = None, n_evals: int | None = None, max_seq_len: int | None = None,
          tokenizer: str | None = None, gpu: str | None = None, lora_r: int | None = None,
          validation_file: str | os.PathLike | None = None, catalog: Sequence[str | os.PathLike] = (),
-         all_instances: bool = False, today: date | None = None) -> planner.Plan:
+         all_instances: bool = False, stack: str = "ftbroker", max_cost: Decimal | float | str | None = None,
+         deadline_hours: float | None = None, your_runs: bool = True, today: date | None = None) -> planner.Plan:
     """Plan every route for the dataset at ``path``; the same Plan ``ftbroker plan`` renders.
 
     ``models``: catalog names, HF repo ids, local model folders or config.json paths, or managed model names
     (``gpt-4o-mini``); empty: every managed offer, and GPU routes for ``gpu_routes.DEFAULT_GPU_MODELS``.
-    ``gpu``: the local GPU, ``NAME[:COUNT]``; None: FTBROKER_GPU, else the GPUs ``nvidia-smi`` reports, if any.
-    ``catalog``: extra catalog files. ``all_instances``: a cloud route for every instance type, not only the
-    cheapest per GPU type and cloud. Dataset problems do not raise: they are in ``plan.dataset.errors``
-    (``plan.dataset.raise_for_errors()``).
+    ``epochs``: every route's passes over the data; None: the number the plan recommends for the dataset's size
+    (``routes.plan_epochs``). ``gpu``: the local GPU, ``NAME[:COUNT]``; None: FTBROKER_GPU, else the GPUs
+    ``nvidia-smi`` reports, if any. ``catalog``: extra catalog files. ``all_instances``: a cloud route for every
+    instance type, not only the cheapest per GPU type and cloud. ``stack``: the trainer the GPU routes' figures are
+    for (``ftbroker.estimate.STACKS``). ``max_cost`` (USD) and ``deadline_hours``: routes over them are marked and
+    never a best route. ``your_runs``: correct the GPU routes by the user's measured runs in the ledger
+    (``ftbroker.your_runs``). Dataset problems do not raise: they are in ``plan.dataset.errors``
+    (``plan.dataset.raise_for_errors()``). ``ftbroker.plan_chart(plan, "plan.png")`` draws it.
     """
     from ftbroker import data, tokens  # light (no torch), but not needed for --help
 
@@ -48,6 +58,8 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
         if value is not None and (not isinstance(value, int) or value < 0):
             raise InputError(f"{name} must be an integer >= 0, not {value!r}")
     _check_trainer_settings(epochs=epochs, max_seq_len=max_seq_len, lora_r=lora_r)
+    budget = _limits(max_cost, deadline_hours)
+    stack = resolve_stack(stack).name
     today = today or clock.today()
     cat = load_catalog(catalog)
     local = find_local_gpus(cat, gpu, today=today)
@@ -56,7 +68,8 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
                           gpu=local.gpu if local else None, gpu_count=local.count if local else 1,
                           gpu_source=local.source if local else "",
                           gpu_note=local.note if local else NO_LOCAL_GPU, lora_r=lora_r,
-                          all_instances=all_instances)
+                          all_instances=all_instances, stack=stack, max_cost=budget, deadline_hours=deadline_hours,
+                          corrections=your_runs_corrections(cat) if your_runs else Corrections())
     sources, notes = route_sources(cat)
     needs = planner.token_needs(sources, cat, options)
     counters = {n.spec: tokens.resolve(n.spec.tokenizer, hf_repo=n.spec.hf_repo, family=n.spec.family)
@@ -76,6 +89,21 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     context = RouteContext(report=report, validation=validation, catalog=cat, options=options,
                            counter_keys={spec: c.key for spec, c in counters.items()}, today=today)
     return dataclasses.replace(planner.build_plan(context, sources, notes), files=tuple(files))
+
+
+def _limits(max_cost: Decimal | float | str | None, deadline_hours: float | None) -> Decimal | None:
+    """The budget as money, both checked: a positive amount of dollars and of hours."""
+    budget = None
+    if max_cost is not None:
+        try:
+            budget = Decimal(str(max_cost))
+        except ArithmeticError:
+            raise InputError(f"max_cost must be an amount of US dollars, not {max_cost!r}") from None
+        if not budget.is_finite() or budget <= 0:
+            raise InputError(f"max_cost must be more than $0, not {max_cost!r}")
+    if deadline_hours is not None and not (isinstance(deadline_hours, int | float) and 0 < deadline_hours < math.inf):
+        raise InputError(f"deadline must be a number of hours above 0, not {deadline_hours!r}")
+    return budget
 
 
 def route_sources(catalog: Catalog) -> tuple[list[RouteSource], list[str]]:

@@ -21,6 +21,7 @@ _KEY_SHAPED = re.compile(
     r"sk-[A-Za-z0-9_\-]{16,}"  # OpenAI (sk-, sk-proj-, sk-svcacct-)
     r"|tgp_v1_[A-Za-z0-9_\-]{16,}"  # Together
     r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|ya29\.[A-Za-z0-9_\-.]{16,}"  # a Google OAuth access token (Vertex AI, Cloud Storage)
     r"|(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}"  # an Authorization header
     r"|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"  # AWS access key ids (long-lived and temporary)
 )

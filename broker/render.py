@@ -276,10 +276,8 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
     grouped: dict[tuple[str, str], list[Route]] = {key: [] for key in _LAYOUTS}
     for route in plan.routes:  # in the plan's order: feasible by cost first
         grouped.setdefault(_section_key(route), []).append(route)
-    best = {id(r) for r in (plan.cheapest, plan.fastest) if r is not None}
-    # the cheapest cloud routes per model and method; per method alone when the models are the planner's examples
-    per_model = bool(plan.options.models)
-    picked = {key: _pick(key[0], routes, best, all_routes, per_model) for key, routes in grouped.items() if routes}
+    best = {id(r) for b in plan.best for r in (b.route, b.versus) if r is not None} | {id(r) for r in plan.passed_over}
+    picked = {key: _pick(key[0], routes, best, all_routes) for key, routes in grouped.items() if routes}
     digits = len(str(max((r.number for rows, out in picked.values() for r in (*rows, *out)), default=1)))
     sections = []
     for key, (rows, out) in picked.items():
@@ -288,16 +286,18 @@ def _sections(plan: Plan, all_routes: bool, sources: _Footnotes) -> list[_Sectio
         numbered_rows = [(r.number, r) for r in rows]
         numbered_out = [(r.number, r) for r in out]
         chosen = {id(r) for r in (*rows, *out)}
-        which = f" (the cheapest per {'model and ' if per_model else ''}method)" if not all_routes else ""
+        which = " (the cheapest per model and method)" if not all_routes and key[0] == "cloud" else ""
+        if key[0] != "managed" and plan.options.stack != "ftbroker":  # whose figures these are
+            which += f" · {plan.options.stack} stack"
         sections.append(_Section(title(plan).replace("{which}", which), columns, numbered_rows,
                                  [cells(n, r, sources) for n, r in numbered_rows], numbered_out,
                                  [r for r in grouped[key] if id(r) not in chosen], what))
     return sections
 
 
-def _pick(kind: str, routes: Sequence[Route], best: set[int], all_routes: bool,
-          per_model: bool) -> tuple[list[Route], list[Route]]:
-    """(the routes shown as rows, the routes out listed with their reasons); the rest are counted only."""
+def _pick(kind: str, routes: Sequence[Route], best: set[int], all_routes: bool) -> tuple[list[Route], list[Route]]:
+    """(the routes shown as rows, the routes out listed with their reasons); the rest are counted only: a cloud
+    table keeps the cheapest per model and method, so every model planned is in it, and the best routes."""
     feasible = [r for r in routes if r.feasible]
     infeasible = [r for r in routes if not r.feasible]
     if all_routes or kind == "local":
@@ -305,7 +305,7 @@ def _pick(kind: str, routes: Sequence[Route], best: set[int], all_routes: bool,
     if kind == "managed":
         return [r for i, r in enumerate(feasible) if i < MANAGED_ROWS or id(r) in best], infeasible
     def job(r: Route) -> tuple[str, str]:
-        return (r.model if per_model else "", r.method)
+        return r.model, r.method
 
     per_job: Counter[tuple[str, str]] = Counter()
     rows = []
@@ -390,56 +390,36 @@ def _print_notes(sections: Sequence[_Section], out: Out) -> None:
 
 # --- the best routes
 
-def _best_routes(plan: Plan) -> list[tuple[str, Route | None, str]]:
-    """(label, route, what to say when there is none): the overall cheapest and fastest, then the cheapest of each
-    kind of route (a kind whose cheapest is the overall cheapest is said in that line)."""
-    kinds = {"managed API": lambda r: r.kind == "managed", "your GPU": lambda r: r.kind == "local",
-             "cloud on-demand": lambda r: r.kind == "cloud" and r.market == "on-demand",
-             "cloud spot": lambda r: r.kind == "cloud" and r.market == "spot"}
-
-    def kind_of(route: Route) -> str:
-        return next((f" ({label})" for label, match in kinds.items() if match(route)), "")
-
-    lines = [(f"cheapest{kind_of(plan.cheapest) if plan.cheapest else ''}", plan.cheapest,
-              "no available route has a price")]
-    if plan.fastest is None or plan.fastest is not plan.cheapest:
-        lines.append((f"fastest{kind_of(plan.fastest) if plan.fastest else ''}", plan.fastest,
-                      "no available route has a time estimate (managed APIs publish none)"))
-    else:
-        lines[0] = (f"cheapest, fastest{kind_of(plan.cheapest)}", plan.cheapest, "")
-    no_gpu = (plan.options.gpu_note or "none named (--gpu NAME[:COUNT])").removeprefix("local GPU: ").removesuffix(
-        ", so no local routes")
-    gpu_routes = any(r.kind in ("local", "cloud") for r in plan.routes)
-    for label, match in kinds.items():
-        routes = [r for r in plan.routes if match(r)]
-        ok = [r for r in routes if r.feasible]
-        priced = [r for r in ok if r.cost_usd is not None]
-        best = min(priced, key=lambda r: r.cost_usd) if priced else ok[0] if ok else None
-        if routes and best is not plan.cheapest:
-            lines.append((label, best, "none available (see its table)"))
-        elif not routes and label == "your GPU" and gpu_routes:  # cloud GPU routes, none on the user's own GPU
-            lines.append((label, None, no_gpu))
-    return lines
-
-
 _BEST_COLUMNS = (Col("", min_width=8), Col("cost", right=True), Col("hours", right=True), Col("#", right=True),
-                 Col("route", flex=True, min_width=24, wrap=True))
+                 Col("route", flex=True, min_width=24, wrap=True), Col("trade", flex=True, min_width=16, wrap=True))
 
 
 def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
+    """The basis every route shares (epochs, stack, budget), the best routes (``Plan.best``: the cost-time front
+    the plan trusts) with what each trades, what was passed over and why, and the plan's notes."""
+    options = plan.options
     out.title("Best routes", f" on {plan.today}")
-    rows = []
-    for label, route, none in _best_routes(plan):
-        if route is None:
-            rows.append([label, "-", "-", "", none])
-        else:
-            rows.append([label, money(route.cost_usd, unknown="?"),
-                         "-" if route.hours is None else f"{_hours(route.hours)} h",
-                         f"#{route.number}" if id(route) in shown else "", _route_name(route)])
-    out.table(_BEST_COLUMNS, rows, header=False, indent=2)
+    if options.epochs is not None:  # set by the planner (a plan made by hand may lack it)
+        basis = f"Every route trains {options.epochs} epoch{'s' if options.epochs != 1 else ''}"
+        rule = options.epochs_rule
+        out.text(f"{basis} (--epochs)." if rule in ("", "--epochs") else f"{basis}: {rule}; --epochs for another.",
+                 most=None)
+    limits = ([f"cost at most {money(options.max_cost)}"] if options.max_cost is not None else []) + \
+        ([f"done within {options.deadline_hours:g} h"] if options.deadline_hours is not None else [])
+    if limits:
+        out.text(f"Yours: {' and '.join(limits)} (--max-cost, --deadline).", most=None)
+    rows = [[b.label, money(b.route.cost_usd), "-" if b.route.hours is None else f"{_hours(b.route.hours)} h",
+             f"#{b.route.number}" if id(b.route) in shown else "", _route_name(b.route), b.trade] for b in plan.best]
+    if rows:
+        out.table(_BEST_COLUMNS, rows, header=False, indent=2)
+    else:
+        out.text("none: no available route has a price the plan trusts" + (" within your limits" if limits else ""),
+                 most=None)
+    if plan.passed_over:
+        why = _grouped([(r.number, r, [r.doubt]) for r in plan.passed_over], out.verbose)
+        out.text("passed over, the price in doubt: " + "; ".join(f"{n} {text}" for n, _, text in why), style="dim")
     for note in plan.notes:
-        if note != plan.options.gpu_note:  # said in the "your GPU" line
-            out.text(note if out.verbose else gist(note), style="dim")
+        out.text(note if out.verbose else gist(note), style="dim")
     out.console.print()
 
 
@@ -516,7 +496,7 @@ _LAYOUTS: dict[tuple[str, str], tuple[Callable[[Plan], str], tuple[Col, ...], Ca
         _managed_cells, "managed routes"),
     ("local", ""): (
         lambda plan: (f"Your GPU: {plan.options.gpu_count} x {plan.options.gpu.name} "
-                      f"({plan.options.gpu_source or '--gpu'}) · cost: its electricity"),
+                      f"({plan.options.gpu_source or '--gpu'}) · cost: its electricity{{which}}"),
         (_NUMBER, Col("model", flex=True, min_width=12), Col("method"), *_GPU_FIGURES,
          Col("GiB/GPU", right=True), Col("batch", optional=True), *_PRICE),
         _local_cells, "routes on your GPU"),
@@ -535,7 +515,7 @@ _LAYOUTS[("cloud", "spot")] = (
 _CSV_COLUMNS = ("number", "id", "kind", "backend", "runnable", "not_runnable", "provider", "cloud", "region",
                 "instance_type", "market", "model", "provider_model", "method", "objective", "gpu", "gpu_count",
                 "feasible", "reason", "vram_gib", "hours", "cost_usd", "billed_tokens", "epochs", "price_source",
-                "price_as_of", "stale", "notes")
+                "price_as_of", "stale", "doubt", "notes")
 
 
 def plan_csv(plan: Plan) -> str:
@@ -602,6 +582,30 @@ def print_catalog(cat: Catalog, kinds: Iterable[str], today: date, console: Cons
                           f"for 90 days (marked !; oldest {worst.verified or worst.as_of}). Prices change: ftbroker "
                           "catalog update refreshes the cloud prices; put others in an override file.", highlight=False)
     out.footer("--json: every field of every row.")
+
+
+def print_calibration(corrections: Any, console: Console) -> None:
+    """``ftbroker catalog calibration``: each GPU, method and stack the user's runs correct, and by how much."""
+    from ftbroker.estimate.measured import MAX_FACTOR, PRIOR_RUNS
+
+    out = Out(console)
+    out.title("Calibration by your runs", f" · {len(corrections.table)} GPU, method and stack"
+              f"{'s' if len(corrections.table) != 1 else ''}")
+    rows = [[c.gpu, c.method, c.stack, str(c.memory_runs), _change(c.memory, c.memory_runs), str(c.time_runs),
+             _change(c.time, c.time_runs)] for c in corrections.table.values()]
+    if rows:
+        out.table((Col("GPU", flex=True, min_width=8), Col("method"), Col("stack"), Col("runs", right=True),
+                   Col("memory", right=True), Col("runs", right=True), Col("time", right=True)), rows)
+    else:
+        out.text("none yet: a job run on a GPU (ftbroker run --backend local) adds its measurement when it succeeds")
+    out.console.print()
+    out.footer(f"Per figure: the median of measured/estimated over your runs, shrunk toward 1 as if {PRIOR_RUNS} more "
+               f"runs had matched the estimate, within 1/{MAX_FACTOR:g}x-{MAX_FACTOR:g}x. Runs on the CPU or on "
+               "another card than the one estimated for do not count. --json: every figure.")
+
+
+def _change(factor: float, runs: int) -> str:
+    return f"{(factor - 1) * 100:+.0f}%" if runs else "-"
 
 
 def print_catalog_update(updates: Sequence[Any], written: Sequence[Any], console: Console) -> None:

@@ -23,6 +23,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ftbroker.errors import UnknownNameError
+from ftbroker.estimate.measured import Corrections
+from ftbroker.pricing.catalog import AutoEpochs
 
 if TYPE_CHECKING:  # the dataset report's types and the catalog's rows; routes only read their fields
     from ftbroker.data import DatasetReport, TokenStats
@@ -64,7 +66,8 @@ class ModelRequest:
 class PlanOptions:
     models: tuple[ModelRequest, ...] = ()
     method: str | None = None  # "full" | "lora" | "qlora"; None: every method
-    epochs: int | None = None  # None: each provider's default
+    epochs: int | None = None  # every route's passes over the data; None until the planner sets the plan's own
+    epochs_rule: str = ""  # why that many (``plan_epochs``, or --epochs)
     n_evals: int | None = None  # validation passes billed per eval (Together); None: the provider default
     max_seq_len: int | None = None
     tokenizer: str | None = None  # --tokenizer: counts open-model routes with this instead of their own
@@ -74,12 +77,36 @@ class PlanOptions:
     gpu_note: str = ""  # why there is no local GPU, or what to know about it (a card the catalog does not know)
     lora_r: int | None = None
     all_instances: bool = False  # every cloud instance, not only the cheapest per GPU type and cloud
+    stack: str = "ftbroker"  # the trainer the GPU routes' figures are for (``ftbroker.estimate.stacks``)
+    max_cost: Decimal | None = None  # the user's budget: a route over it is marked, never a best route
+    deadline_hours: float | None = None  # the user's deadline: likewise
+    corrections: Corrections = field(default_factory=Corrections)  # the user's measured runs (GPU routes)
 
     def to_json(self) -> dict[str, Any]:
         return {"models": [m.name for m in self.models], "method": self.method, "epochs": self.epochs,
+                "epochs_rule": self.epochs_rule or None,
                 "n_evals": self.n_evals, "max_seq_len": self.max_seq_len, "tokenizer": self.tokenizer,
                 "gpu": self.gpu and {"name": self.gpu.name, "count": self.gpu_count, "source": self.gpu_source},
-                "gpu_note": self.gpu_note or None, "lora_r": self.lora_r, "all_instances": self.all_instances}
+                "gpu_note": self.gpu_note or None, "lora_r": self.lora_r, "all_instances": self.all_instances,
+                "stack": self.stack, "max_cost": jsonable(self.max_cost), "deadline_hours": self.deadline_hours,
+                "calibration": self.corrections.to_json()}
+
+
+# The plan's one number of passes over the data when --epochs does not give it: OpenAI's published "auto" rule
+# (github.com/openai/openai-cookbook examples/Chat_finetuning_data_prep.ipynb: TARGET_EPOCHS 3, then examples x
+# epochs kept within MIN_TARGET_EXAMPLES 100 and MAX_TARGET_EXAMPLES 25,000, epochs within 1 and 25; the catalog's
+# [provider.openai.auto_epochs]), the one provider rule that scales with the dataset; its target is the local
+# trainer's default too (TrainConfig.epochs, 3; a test keeps them equal). So small sets get more passes, large ones
+# fewer, and every route of a plan trains the same number.
+PLAN_EPOCHS = AutoEpochs(target=3, min_example_passes=100, max_example_passes=25_000, max_epochs=25, min_epochs=1)
+
+
+def plan_epochs(examples: int) -> tuple[int, str]:
+    """(epochs, why) for a dataset of ``examples``: ``PLAN_EPOCHS``."""
+    rule = PLAN_EPOCHS
+    return rule.epochs_for(examples), (
+        f"OpenAI's auto rule for {examples:,} examples ({rule.target}, or as many as keep examples x epochs within "
+        f"{rule.min_example_passes:,}-{rule.max_example_passes:,}; {rule.target} is the local trainer's default too)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,6 +189,7 @@ class Route:
     notes: tuple[str, ...] = ()
     provider_model: str = ""  # the provider's own model id, when it has one
     price_known: bool = True  # False: no source gave this route's price ("price unknown", never invented)
+    price_doubt: str = ""  # why the catalog itself doubts the price (a contradiction, a secondary source)
     provider: str = ""  # managed routes: who trains it
     cloud: str = ""  # cloud routes: where the instance is rented
     region: str = ""
@@ -178,8 +206,22 @@ class Route:
 
     @property
     def runnable(self) -> bool:
-        """Whether ``ftbroker run --route`` can dispatch it: a backend runs it, it is possible and open."""
-        return self.backend is not None and self.feasible
+        """Whether ``ftbroker run --route`` can dispatch it: a backend runs it as priced, it is possible and open."""
+        return self.backend is not None and self.job is not None and self.feasible
+
+    @property
+    def doubt(self) -> str:
+        """Why the plan doubts this route's price ("" when it does not): unknown, contradicted or from a secondary
+        source, or not checked against its source for 90 days (``stale``). A route on the user's own GPU is
+        priced at an electricity tariff, a stand-in for the user's own (U.S. states differ threefold) rather
+        than a price anyone charges: its age is no doubt about what the run costs, and the cost is cents."""
+        if not self.price_known:
+            return "price unknown"
+        if self.price_doubt:
+            return self.price_doubt
+        if self.stale and self.kind != "local":
+            return "price not checked against its source for 90 days"
+        return ""
 
     @property
     def id(self) -> str:
@@ -204,7 +246,9 @@ class Route:
             "cost_usd": jsonable(self.cost_usd), "billed_tokens": self.billed_tokens, "epochs": self.epochs,
             "breakdown": jsonable(self.breakdown), "price_source": self.price_source or None,
             "price_as_of": self.price_as_of.isoformat() if self.price_as_of else None, "stale": self.stale,
-            "price_known": self.price_known, "notes": list(self.notes), "job": jsonable(self.job),
+            "price_known": self.price_known, "price_doubt": self.price_doubt or None, "doubt": self.doubt or None,
+            "notes": list(self.notes),
+            "job": jsonable(self.job),
         }
 
 

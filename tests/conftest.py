@@ -21,7 +21,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _IMPORT_HOME = tempfile.TemporaryDirectory(prefix="ftbroker-tests-")
 os.environ["FTBROKER_HOME"] = _IMPORT_HOME.name
 
-_CREDENTIAL_PREFIXES = ("OPENAI_", "TOGETHER_", "AWS_", "AZURE_OPENAI", "ANTHROPIC_")
+# Google's credential discovery never asks the metadata server (a network call) in tests: read at google.auth import.
+os.environ["NO_GCE_CHECK"] = "true"
+
+_CREDENTIAL_PREFIXES = ("OPENAI_", "TOGETHER_", "AWS_", "AZURE_OPENAI", "ANTHROPIC_", "FIREWORKS_", "GOOGLE_",
+                        "CLOUDSDK_")
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +34,7 @@ def _isolated(tmp_path_factory, monkeypatch):
         if name.startswith(_CREDENTIAL_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FTBROKER_HOME", str(tmp_path_factory.mktemp("ftbroker-home")))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path_factory.mktemp("gcloud")))  # no gcloud credentials of the user's
     monkeypatch.delenv("FTBROKER_GPU", raising=False)  # a test plans for the GPU it names
 
 

@@ -72,7 +72,9 @@ def succeeded_job(home: Path, spec: JobSpec, output_model: str) -> str:
 
 
 def ledger_snapshot(home: Path) -> dict[str, list]:
-    """Every row of every table of the ledger (what a failed evaluation must not change)."""
+    """Every row of every table of the ledger (what a failed evaluation must not change), but the leases: who acts
+    on a job right now, which another process holding one renews as it goes."""
     with Ledger(home / "ledger.sqlite3") as ledger:
-        tables = [r["name"] for r in ledger.read("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        tables = [r["name"] for r in ledger.read("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if r["name"] != "leases"]
         return {t: [tuple(r) for r in ledger.read(f"SELECT * FROM {t}")] for t in tables}

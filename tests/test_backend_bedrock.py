@@ -8,7 +8,7 @@ import pytest
 from fakes import BedrockHarness
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker, _LedgerTracker
-from ftbroker.errors import DatasetError, RouteUnavailableError, SpecError
+from ftbroker.errors import BackendAuthError, DatasetError, RouteUnavailableError, SpecError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
@@ -113,6 +113,18 @@ def test_failure_and_cancel(aws, broker, tmp_path):
     assert backend.cancel(broker.job(other.id)).status is JobStatus.CANCELLED  # moto refuses nothing
     aws.stopping(other.id)
     assert backend.poll(broker.job(other.id)).status is JobStatus.RUNNING
+
+
+def test_no_aws_credentials_is_an_auth_error_before_anything_is_recorded(aws, broker, tmp_path, monkeypatch):
+    with monkeypatch.context() as env:  # undone before the harness stops (moto puts its own keys back)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            env.delenv(name, raising=False)
+        for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+            env.setenv(name, str(tmp_path / "absent"))
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask for
+        with pytest.raises(BackendAuthError, match="no AWS credentials found"):
+            broker.submit(spec_for(aws, write_chat(tmp_path / "data.jsonl")))
+    assert broker.jobs() == [] and aws.jobs() == {}
 
 
 def test_role_and_bucket_are_required_and_explained(aws, broker, tmp_path):

@@ -61,7 +61,7 @@ class LocalHarness:
         pass
 
 
-# providers: openai, together, bedrock on their fakes; ec2 on moto, its instances played here
+# providers: openai, together, bedrock, fireworks, vertex on their fakes; ec2 on moto, its instances played here
 HARNESSES = {"local": LocalHarness, "ec2": Ec2Harness, **MANAGED_HARNESSES}
 
 
@@ -107,7 +107,8 @@ def test_submit_and_follow_to_success(harness, broker):
     result = broker.follow(job.id)
     assert result.status is JobStatus.SUCCEEDED and result.error is None
     assert result.output_model
-    assert any(m.name == "train_loss" for m in result.metrics)
+    caps = base.backend_class(harness.name).capabilities
+    assert any(m.name == "train_loss" for m in result.metrics) or not caps.supports("metrics")  # says why not
     check_result_shape(result, job.id, harness)
     assert broker.job(job.id).status is JobStatus.SUCCEEDED
 

@@ -1,32 +1,82 @@
-"""Exactly once under faults: 50 jobs through the Broker while 30% of all provider calls fail in every way
-(429 with Retry-After, 500, 503, dropped connections, answers slower than the client waits, and creates or
-uploads that succeed on the server but answer 500 or drop the connection). Every job must exist remotely
-exactly once and end in the ledger with its final status. The figures are printed in the run's summary.
+"""Exactly once under faults: jobs through the Broker while provider calls fail in every way (429 with Retry-After,
+500, 503, dropped connections, answers the client gave up waiting for, and creates or uploads that succeed on the
+server but answer an error, drop the connection or time out). Every job must exist remotely exactly once and end in
+the ledger with its final status. The figures are printed in the run's summary.
 
-Run on the OpenAI fake (the Together backend shares the same submit path; its own tests inject each fault).
-SDK retries are off here so that every fault reaches ftbroker's own recovery; that the SDK retries reads
-itself is shown in test_fakes_openai.py."""
+The four ways a managed backend finds the job an earlier attempt may have created: OpenAI by its metadata, listed;
+Together by its suffix, listed; Fireworks by the job id ftbroker chooses, read; Vertex AI by its label, listed.
+OpenAI, Fireworks and Vertex: 50 jobs at a 30% fault rate. Together: 12 jobs at 50%, every route, its three-call
+upload included, the first upload's PUT storing the bytes and answering 500 (that upload must not poison the data
+for the jobs after it). SDK retries are off here so that every fault reaches ftbroker's own recovery; that the SDK
+retries reads itself is shown in test_fakes_openai.py."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 import pytest
 
-from fakes import ALL_FAULTS, FakeOpenAI, Fault
+from fakes import ALL_FAULTS, FakeFireworks, FakeOpenAI, FakeTogether, FakeVertex, Fault
 from fakes.support import FAST, write_chat
+from ftbroker.backends._managed import provider_tag
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
 from ftbroker.jobs import JobStatus
 from ftbroker.spec import JobSpec
 
-pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the managed routes are open on it
 
-JOBS = 50
-RATE = 0.3
-MIX = (*ALL_FAULTS, Fault.slow(0.15))  # slow: three times the client's timeout below
 TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
+
+
+def _keyed(variable: str):
+    def setup(fake, monkeypatch, tmp_path):
+        monkeypatch.setenv(variable, "test-key-for-faults")
+        return {"base_url": fake.base_url}
+    return setup
+
+
+def _fireworks(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("FIREWORKS_API_KEY", "fw-test-key")
+    return {"base_url": fake.base_url, "account_id": fake.account}
+
+
+def _vertex(fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_credentials(tmp_path / "adc.json")))
+    return fake.options()
+
+
+@dataclass(frozen=True)
+class Case:
+    fake: type
+    setup: Callable  # (fake, monkeypatch, tmp_path) -> the backend options that point it at the fake
+    model: str
+    upload_route: str
+    owner: Callable  # remote job -> the ftbroker job it was created for, as the provider carries it
+    remote_id: Callable = lambda job: job.remote["job_id"]  # ledger job -> the fake's key of its remote job
+    tag: Callable = lambda job_id: job_id  # ftbroker job id -> what the provider carries of it
+    jobs: int = 50
+    rate: float = 0.3
+    pinned: dict = field(default_factory=dict)  # route -> the fault its first call gets
+
+
+CASES = {
+    "openai": Case(FakeOpenAI, _keyed("OPENAI_API_KEY"), "gpt-4o-mini-2024-07-18", "files.create",
+                   lambda remote: remote.request["metadata"]["ftbroker_job_id"]),
+    "together": Case(FakeTogether, _keyed("TOGETHER_API_KEY"), "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+                     "files.put", lambda remote: remote.request["suffix"],  # its id, as Together takes suffixes
+                     jobs=12, rate=0.5, pinned={"files.put": Fault.committed_error(500)}),
+    "fireworks": Case(FakeFireworks, _fireworks, "accounts/fireworks/models/llama-v3p1-8b-instruct",
+                      "datasets.upload", lambda remote: remote.id, tag=lambda job_id: provider_tag(job_id, 63)),
+    "vertex": Case(FakeVertex, _vertex, "gemini-3.5-flash", "gcs.upload",
+                   lambda remote: remote.request["labels"]["ftbroker-job"],
+                   remote_id=lambda job: job.remote["job_id"].rsplit("/", 1)[-1],
+                   tag=lambda job_id: provider_tag(job_id, 63)),
+}
+
 
 def _until_done(action, counter: Counter, what: str):
     """Repeat ``action`` through transient errors, as a user rerunning the command would."""
@@ -38,23 +88,21 @@ def _until_done(action, counter: Counter, what: str):
     raise AssertionError(f"{what}: still failing after 200 tries")
 
 
-def owner(remote_job) -> str:
-    """The ftbroker job a remote job belongs to (the metadata every job carries)."""
-    return remote_job.request["metadata"]["ftbroker_job_id"]
-
-
-def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, summary_line):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_jobs_under_faults_exist_exactly_once_and_succeed(name, tmp_path, monkeypatch, summary_line):
+    case = CASES[name]
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()
-    with FakeOpenAI(advance_on_poll=True, total_steps=1) as fake, \
+    with case.fake(advance_on_poll=True, total_steps=1) as fake, \
             Broker(tmp_path / "home", sleep=lambda s: None) as broker:
-        spec = JobSpec(dataset=str(data), model="gpt-4o-mini-2024-07-18", backend="openai",
-                       backend_options={**FAST, "base_url": fake.base_url, "request_timeout_s": 0.05,
-                                        "submit_attempts": 4})
-        fake.faults.random(RATE, MIX, seed=5)
+        options = case.setup(fake, monkeypatch, tmp_path)
+        spec = JobSpec(dataset=str(data), model=case.model, backend=name, hyperparameters={"epochs": 1},
+                       backend_options={**FAST, **options, "submit_attempts": 4})
+        fake.faults.random(case.rate, ALL_FAULTS, seed=5)
+        for route, fault in case.pinned.items():
+            fake.faults.at(route, 1, fault)
         ids = []
-        for _ in range(JOBS):
+        for _ in range(case.jobs):
             try:
                 ids.append(broker.submit(spec).id)
             except TRANSIENT:  # recorded, maybe created remotely, unconfirmed: resume finishes it
@@ -67,20 +115,20 @@ def test_fifty_jobs_under_a_thirty_percent_fault_rate(tmp_path, monkeypatch, sum
         ledger_jobs = {job_id: broker.job(job_id) for job_id in ids}
 
         remote = list(fake.jobs.values())
-        owners = Counter(owner(job) for job in remote)
+        owners = Counter(case.owner(job) for job in remote)
         duplicates = sum(n - 1 for n in owners.values())
-        assert len(remote) == JOBS and duplicates == 0 and set(owners) == set(ids)
+        assert len(remote) == case.jobs and duplicates == 0 and set(owners) == {case.tag(i) for i in ids}
         for job_id, job in ledger_jobs.items():
-            assert job.remote["job_id"] in fake.jobs and owner(fake.jobs[job.remote["job_id"]]) == job_id
-            assert job.status is JobStatus.SUCCEEDED and results[job_id].status is JobStatus.SUCCEEDED
-        uploads = [f for f in fake.files.values() if f.purpose == "fine-tune"]
-        assert len(uploads) < JOBS  # the same data is uploaded again only when an upload broke
+            assert case.owner(fake.jobs[case.remote_id(job)]) == case.tag(job_id)
+            assert job.status is JobStatus.SUCCEEDED and results[job_id].status is JobStatus.SUCCEEDED, job.error
+        uploads = len([r for r in fake.calls(case.upload_route) if r.fault is None or r.fault.commit])
+        assert uploads < case.jobs  # the same data is uploaded again only when an upload broke
         injected = sum(fake.faults.injected.values())
-        assert injected > 0.2 * len(fake.requests)
+        assert injected > (case.rate - 0.1) * len(fake.requests)
 
     statuses = Counter(j.status.value for j in ledger_jobs.values())
     kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(fake.faults.injected.items()))
-    summary_line(f"fault test [openai]: {JOBS} jobs at a {RATE:.0%} fault rate -> {len(remote)} remote jobs, "
-                 f"{duplicates} duplicates, ledger: {dict(statuses)}; {len(fake.requests)} requests, {injected} "
-                 f"faults ({kinds}); {len(uploads)} uploads of the (same) data; "
+    summary_line(f"fault test [{name}]: {case.jobs} jobs at a {case.rate:.0%} fault rate -> {len(remote)} remote "
+                 f"jobs, {duplicates} duplicates, ledger: {dict(statuses)}; {len(fake.requests)} requests, {injected} "
+                 f"faults ({kinds}); {uploads} uploads of the (same) data; "
                  f"recovery: {dict(retries) or 'none needed'}")

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from fakes import BedrockHarness, FakeOpenAI, FakeTogether
+from fakes import BedrockHarness, FakeFireworks, FakeOpenAI, FakeTogether, FakeVertex
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.cli import cli
@@ -18,12 +18,15 @@ from ftbroker.spec import JobSpec
 
 pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
 
-# backend -> (fake, key variable, model id the backend takes, the same model as `plan --model` names it, route id)
+# backend -> (fake, key variable, model id the backend takes, the same model as `plan --model` names it, route id,
+# the settings both take: Fireworks publishes no default epoch count)
 CASES = {
     "openai": (FakeOpenAI, "OPENAI_API_KEY", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18",
-               "openai:gpt-4o-mini-2024-07-18:sft"),
+               "openai:gpt-4o-mini-2024-07-18:sft", ()),
     "together": (FakeTogether, "TOGETHER_API_KEY", "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
-                 "Meta-Llama-3.1-8B-Instruct", "together:Llama-3.1-8B:lora"),
+                 "Meta-Llama-3.1-8B-Instruct", "together:Llama-3.1-8B:lora", ()),
+    "fireworks": (FakeFireworks, "FIREWORKS_API_KEY", "accounts/fireworks/models/llama-v3p1-8b-instruct",
+                  "Llama-3.1-8B", "fireworks:Llama-3.1-8B:lora", ("--epochs", 2)),
 }
 
 
@@ -31,28 +34,33 @@ def ftb(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def plan_route(data, valid, model: str, route_id: str) -> dict:
+def plan_route(data, valid, model: str, route_id: str, *settings) -> dict:
     # one evaluation of the validation file: what the Together backend asks for when there is one
     result = ftb("plan", data, "--model", model, "--method", "lora", "--validation-file", valid, "--n-evals", 1,
-                 "--json")
+                 *settings, "--json")
     assert result.exit_code == 0, result.output
     return next(r for r in json.loads(result.stdout)["routes"] if r["id"] == route_id)
 
 
+def fake_options(fake) -> dict:
+    """The backend options that point a backend at its fake."""
+    return {"base_url": fake.base_url, **({"account_id": fake.account} if isinstance(fake, FakeFireworks) else {})}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_estimate_is_the_plans_and_the_budget_refuses_over_it(name, tmp_path, monkeypatch):
-    fake_class, variable, model, plan_model, route_id = CASES[name]
+    fake_class, variable, model, plan_model, route_id, settings = CASES[name]
     monkeypatch.setenv(variable, "test-key-" + name)
     data = write_chat(tmp_path / "data.jsonl", n=300)
     valid = write_chat(tmp_path / "valid.jsonl", n=20, start=1000)
-    route = plan_route(data, valid, plan_model, route_id)
+    route = plan_route(data, valid, plan_model, route_id, *settings)
     assert route["feasible"] and route["price_known"] and route["cost_usd"] > 0
     assert route["breakdown"]["exact_tokens"] is (name == "openai")  # o200k_base counted exactly, offline
 
     with fake_class(advance_on_poll=True) as fake:
-        options = [f"--option={k}={v}" for k, v in {**FAST, "base_url": fake.base_url}.items()]
+        options = [f"--option={k}={v}" for k, v in {**FAST, **fake_options(fake)}.items()]
         run = ["run", data, "--backend", name, "--model", model, "--validation", valid, "--yes", "--detach",
-               *options]
+               "--epochs", route["epochs"], *options]  # the plan's epochs, as its route's job runs it
         refused = ftb(*run, "--max-cost", route["cost_usd"] / 2)
         assert refused.exit_code == 3, refused.output
         assert f"estimated cost ${Decimal(str(route['cost_usd'])):.4f} is over --max-cost" in refused.stderr
@@ -97,3 +105,21 @@ def test_a_bedrock_route_without_a_price_is_refused_under_a_budget(model, tmp_pa
                 "cannot be held to --max-cost $100") in refused.stderr
         assert aws.jobs() == {}
         assert ftb(*run).exit_code == 0 and len(aws.jobs()) == 1  # without a budget it runs, its cost unknown
+
+
+def test_a_vertex_route_without_a_price_is_refused_under_a_budget_and_a_closed_one_with_its_date(tmp_path,
+                                                                                                monkeypatch):
+    data = write_chat(tmp_path / "data.jsonl", n=20)
+    with FakeVertex(advance_on_poll=True) as fake:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_credentials(tmp_path / "adc.json")))
+        options = [f"--option={k}={v}" for k, v in {**FAST, **fake.options()}.items()]
+        run = ["run", data, "--backend", "vertex", "--epochs", 1, "--yes", "--detach", *options]
+        refused = ftb(*run, "--model", "gemini-3.5-flash", "--max-cost", 100)
+        assert refused.exit_code == 3, refused.output
+        assert "price unknown: the catalog has no vertex training price for gemini-3.5-flash" in refused.stderr
+        closed = ftb(*run, "--model", "gemini-2.5-flash")
+        assert closed.exit_code == 3 and "closed: the model reached end of life on 2026-10-16" in closed.stderr
+        unknown = ftb(*run, "--model", "gemini-4-argon")
+        assert unknown.exit_code == 2 and "the catalog lists no Vertex tuning of 'gemini-4-argon'" in unknown.stderr
+        assert fake.jobs == {} and fake.objects == {}
+        assert ftb(*run, "--model", "gemini-3.5-flash").exit_code == 0 and len(fake.jobs) == 1

@@ -80,7 +80,7 @@ def test_idempotent_submit_and_upload_reuse(fake, broker, tmp_path):
     assert len(fake.calls("jobs.create")) == 2 and len(fake.calls("files.create")) == 1
 
 
-@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.slow(1.0)])
+@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.timed_out()])
 def test_a_create_that_succeeded_remotely_is_found(fake, broker, tmp_path, fault):
     fake.faults.on("jobs.create", fault)
     job = broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))
@@ -94,6 +94,38 @@ def test_a_broken_upload_is_redone_a_finished_one_is_not(fake, broker, tmp_path)
     complete = [f for f in fake.files.values() if f.processed]
     assert len(complete) == 1 and job.remote["training_file"] == complete[0].id
     assert len(fake.calls("files.put")) == 2  # the empty one was not taken for the data
+
+
+@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.timed_out()])
+def test_an_upload_that_stored_the_bytes_but_failed_is_finished_not_reused_broken(fake, broker, tmp_path, fault):
+    fake.faults.on("files.put", fault)  # the bytes arrived; the client saw an error, and never asked to process them
+    data = write_chat(tmp_path / "data.jsonl")
+    jobs = [broker.submit(spec_for(fake, data)) for _ in range(2)]  # and every later job on the same data
+    assert [j.status for j in jobs] == [JobStatus.QUEUED] * 2 and len(fake.jobs) == 2
+    [file] = fake.files.values()  # finished (processed), then reused: not uploaded again
+    assert file.processed and {j.remote["training_file"] for j in jobs} == {file.id}
+    assert [broker.follow(j.id).status for j in jobs] == [JobStatus.SUCCEEDED] * 2
+
+
+def test_a_file_being_processed_or_refused_is_not_reused(fake, broker, tmp_path):
+    data = write_chat(tmp_path / "data.jsonl")
+    job = broker.submit(spec_for(fake, data))
+    [good] = fake.files.values()
+    good.processed = False  # still PENDING as Together sees it, and it will not process it
+    fake.faults.on("files.preprocess", Fault.error(400))  # asked to finish it, Together refuses
+    second = broker.submit(spec_for(fake, data))
+    assert len(fake.files) == 2 and job.remote["training_file"] == good.id != second.remote["training_file"]
+    assert fake.jobs[second.remote["job_id"]].request["training_file"] == second.remote["training_file"]
+
+
+def test_metrics_are_optional_status_is_not(fake, broker, tmp_path):
+    fake.faults.on("jobs.metrics", Fault.error(500), times=4)  # the metrics endpoint fails for a while
+    job = broker.submit(spec_for(fake, write_chat(tmp_path / "data.jsonl")))
+    job = broker.refresh(job.id)  # `ftbroker status` works, and the job moves on
+    assert job.status_detail == "queued"
+    assert broker.follow(job.id).status is JobStatus.SUCCEEDED
+    steps = sorted(m.step for m in broker.ledger.metrics(job.id) if m.name == "train_loss")
+    assert steps == [1, 2, 3]  # the points the failed calls missed were read once it answered again
 
 
 def test_limits_refuse_before_upload(fake, broker, tmp_path):
@@ -129,7 +161,7 @@ def test_spec_problems_and_missing_key(fake, broker, tmp_path, monkeypatch):
     monkeypatch.delenv("TOGETHER_API_KEY")
     with pytest.raises(BackendAuthError, match="set TOGETHER_API_KEY"):
         broker.submit(spec_for(fake, data))
-    assert fake.requests == []
+    assert fake.requests == [] and broker.jobs() == []  # refused before the ledger records anything
 
 
 def test_togethers_data_rules_are_checked_before_upload(fake, broker, tmp_path):

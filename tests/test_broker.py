@@ -1,5 +1,6 @@
 """The Broker's own logic (guards, intent before side effects, exactly-once resume), on an in-memory backend."""
 
+import os
 from decimal import Decimal
 
 import pytest
@@ -8,9 +9,10 @@ from jobsupport import ScriptedBackend, write_chat
 from ftbroker.backends import base
 from ftbroker.broker import Broker, check_guards
 from ftbroker.errors import (BackendUnavailableError, BudgetExceededError, DatasetError, DoesNotFitError,
-                             ExtraNotInstalledError, InputError, JobError, NotConfirmedError, ProviderAPIError,
-                             RouteUnavailableError, SpecError)
+                             ExtraNotInstalledError, InputError, JobBusyError, JobError, NotConfirmedError,
+                             ProviderAPIError, RouteUnavailableError, SpecError)
 from ftbroker.jobs import JobStatus
+from ftbroker.ledger import Claim
 from ftbroker.spec import Budget, JobSpec
 
 
@@ -116,9 +118,11 @@ def test_bad_data_is_refused_before_recording(broker, tmp_path):
 
 
 def test_a_lost_answer_leaves_the_job_resumable_and_resume_submits_exactly_once(broker, data):
-    with pytest.raises(BackendUnavailableError):
+    with pytest.raises(BackendUnavailableError) as lost:
         broker.submit(spec(data, submit_error="unavailable"))
     [job] = broker.jobs()
+    assert str(lost.value).endswith(f"job {job.id} is recorded; `ftbroker resume {job.id}` finishes the job safely: "
+                                    "it looks for the remote job before creating one")
     assert job.submitted_at is None and job.status is JobStatus.QUEUED
     assert job.remote == {"upload": "file-123"}  # remembered before the create call
     assert "resume" in job.error or any("resume" in e.message for _, e in broker.events(job.id))
@@ -191,3 +195,49 @@ def test_data_in_a_format_the_backend_cannot_train_on(broker, tmp_path, monkeypa
                         lambda self, s: types.SimpleNamespace(format="preference", examples=1, errors=[]))
     with pytest.raises(SpecError, match="scripted cannot train on preference data"):
         broker.submit(spec(write_chat(tmp_path / "d.jsonl")))
+
+
+def test_whatever_acts_on_a_job_holds_its_lease_and_a_busy_job_is_refused(broker, data, monkeypatch):
+    held = []
+    submit = ScriptedBackend.submit
+
+    def looking(self, job, tracker):
+        held.append(broker.ledger.lease(job.id))
+        return submit(self, job, tracker)
+
+    monkeypatch.setattr(ScriptedBackend, "submit", looking)
+    job = broker.submit(spec(data, polls_to_finish=99))
+    assert (held[0].purpose, held[0].pid) == ("submitting", os.getpid())  # held from the moment it was recorded
+    assert broker.ledger.lease(job.id) is None  # and given back
+    other = Claim("resuming")  # another process of this machine, alive, acts on the job
+    broker.ledger.claim(job.id, other)
+    asked = len(ScriptedBackend.calls)
+    for act in (broker.cancel, broker.resume):
+        with pytest.raises(JobBusyError, match=fr"job {job.id} is busy: another ftbroker process is at it \(resuming; pid"):
+            act(job.id)
+    assert len(ScriptedBackend.calls) == asked  # the backend was never asked
+    broker.ledger.release(job.id, other)
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED and broker.ledger.lease(job.id) is None
+
+
+def test_other_backends_and_deployments_take_the_same_lease(broker, data):
+    job = broker.submit(spec(data, polls_to_finish=99))
+    with broker.exclusive(job.id[:7], "deploying") as leased:  # e.g. a paid deployment for evaluation
+        assert leased.id == job.id
+        with pytest.raises(JobBusyError, match=r"another ftbroker process is at it \(deploying; pid"):
+            broker.cancel(job.id)
+    assert broker.ledger.lease(job.id) is None
+
+
+def test_an_evaluation_and_the_job_commands_share_one_lease(broker, data):
+    from ftbroker.evaluation.lock import job_lock, locked
+
+    job = broker.submit(spec(data, polls_to_finish=99))
+    with job_lock(broker.home, job.id, "ftbroker eval"):  # from its quote to its deployments' teardown
+        assert locked(broker.home, job.id)
+        with pytest.raises(JobBusyError, match=r"another ftbroker process is at it \(ftbroker eval; pid"):
+            broker.cancel(job.id)
+    with broker.exclusive(job.id, "resuming"), pytest.raises(JobBusyError, match=r"at it \(resuming; pid"), \
+            job_lock(broker.home, job.id, "ftbroker eval"):
+        pass
+    assert not locked(broker.home, job.id)

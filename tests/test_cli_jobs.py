@@ -15,7 +15,7 @@ from jobsupport import SCRIPTED_TRAINER, ScriptedBackend, write_chat
 from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend
 from ftbroker.cli import cli
-from ftbroker.ledger import Ledger, default_home
+from ftbroker.ledger import Claim, Ledger, default_home
 from ftbroker.pricing.catalog import load_catalog
 
 JOB_KEYS = {"id", "backend", "model", "method", "status", "status_detail", "submitted", "created_at",
@@ -122,6 +122,27 @@ def test_unknown_and_ambiguous_job_ids_are_exit_2(data):
     assert "ambiguous" in ftb("status", "ftb-", ok=(2,)).stderr
     assert "no job ftb-nothere" in ftb("logs", "nothere", ok=(2,)).stderr
     assert "no job" in ftb("result", "ftb-nothere", "--json", ok=(2,)).stderr
+
+
+def test_a_job_another_process_acts_on_is_refused_with_exit_3_naming_it(data):
+    job_id = json.loads(ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--detach", "--json",
+                            "--option", "polls_to_finish=99").stdout)["job"]["id"]
+    with Ledger() as ledger:
+        ledger.claim(job_id, Claim("resuming"))  # another terminal's `ftbroker resume`, still at work
+    for command in ("resume", "cancel"):
+        refused = ftb(command, job_id, ok=(3,))
+        assert f"error: job {job_id} is busy: another ftbroker process is at it (resuming; pid {os.getpid()}" in \
+            refused.stderr
+        assert "nothing was done. Try again when it has finished" in refused.stderr
+
+
+def test_a_submission_lost_in_an_outage_says_how_to_finish_it_safely(data):
+    lost = ftb("run", data, "--backend", "scripted", "--model", "m", "--yes", "--option", "submit_error=unavailable",
+               ok=(1,))
+    [job] = Ledger().list()
+    assert f"is recorded; `ftbroker resume {job.id}` finishes the job safely" in lost.stderr  # where it is printed
+    resumed = json.loads(ftb("resume", job.id, "--detach", "--json").stdout)["job"]
+    assert resumed["submitted"] and resumed["remote"]["remote_id"] == f"r-{job.id}"
 
 
 def test_result_of_a_running_job_and_export_rules(data):

@@ -21,15 +21,20 @@ def run_example(name: str, *args: str) -> str:
     return out.stdout
 
 
-def test_sdk_plan_prints_the_cheapest_route_of_each_kind_of_the_plan():
+def test_sdk_plan_prints_the_best_routes_and_the_cheapest_route_of_each_kind_of_the_plan(tmp_path):
     spec = importlib.util.spec_from_file_location("sdk_plan", EXAMPLES / "sdk_plan.py")
     sdk_plan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sdk_plan)
-    printed = run_example("sdk_plan.py").splitlines()
+    printed = run_example("sdk_plan.py", "--chart", str(tmp_path / "plan.png")).splitlines()
     plan = ftbroker.plan(sdk_plan.BUNDLED, models=["Llama-3.1-8B"], gpu="RTX-4090")
+    assert printed[0].endswith(f"{plan.options.epochs} epochs each")
+    assert printed[1:1 + len(plan.best)] == [
+        f"{b.label:>17}  {sdk_plan.describe(b.route)}" + (f"; {b.trade}" if b.trade else "") for b in plan.best]
     best = sdk_plan.cheapest_of_each_kind(plan)
     assert all(best.values())  # the bundled dataset has a priced route of every kind
-    assert printed[1:] == [f"{label:>16}  {sdk_plan.describe(route)}" for label, route in best.items()]
+    assert printed[1 + len(plan.best):-1] == [f"{label:>17}  {sdk_plan.describe(route)}"
+                                              for label, route in best.items()]
+    assert printed[-1] == f"chart: {tmp_path / 'plan.png'}" and (tmp_path / "plan.png").stat().st_size > 0
     for label, route in best.items():
         assert route.cost_usd == min(r.cost_usd for r in plan.routes if sdk_plan.KINDS[label](r) and r.feasible
                                      and r.cost_usd is not None)

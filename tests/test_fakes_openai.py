@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import openai
 import pytest
@@ -127,10 +128,10 @@ def test_bad_requests_use_the_error_envelope(fake):
     (Fault.error(500), openai.InternalServerError, 500),
     (Fault.unavailable(), openai.InternalServerError, 503),
     (Fault.dropped(), openai.APIConnectionError, None),
-    (Fault.slow(2.0), openai.APITimeoutError, None),
+    (Fault.timed_out(commit=False), openai.APITimeoutError, None),
 ])
 def test_each_fault_as_the_sdk_sees_it(fake, fault, error, status):
-    client = fake.client(timeout=0.3)
+    client = fake.client()
     fake.faults.on("jobs.list", fault)
     with pytest.raises(error) as err:
         client.fine_tuning.jobs.list()
@@ -142,15 +143,60 @@ def test_each_fault_as_the_sdk_sees_it(fake, fault, error, status):
     assert fake.faults.calls("jobs.list") == 2
 
 
-@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.slow(2.0)])
-def test_create_succeeds_on_the_server_but_the_client_sees_an_error(fake, fault):
-    client = fake.client(timeout=0.3)
+@pytest.fixture(params=["idle", "loaded"])
+def machine(request, monkeypatch):
+    """As fast as it gets, or loaded: every answer of the fake comes 0.4 s late (once, this suite's clients timed out
+    after 0.3 s, and a busy machine turned ordinary calls into timeouts)."""
+    if request.param == "loaded":
+        from fakes._server import LoopbackServer
+
+        run = LoopbackServer._run
+
+        def late(server, handler, req):
+            time.sleep(0.4)
+            return run(server, handler, req)
+
+        monkeypatch.setattr(LoopbackServer, "_run", late)
+    return request.param
+
+
+@pytest.mark.parametrize("fault", [Fault.committed_error(500), Fault.dropped(commit=True), Fault.timed_out()])
+def test_create_succeeds_on_the_server_but_the_client_sees_an_error(machine, fake, fault):
+    client = fake.client()
     file = _upload(client)
     fake.faults.on("jobs.create", fault)
     with pytest.raises(openai.APIError):
         _create(client, file.id, metadata={"ftbroker_job": "x"})
     assert len(fake.jobs) == 1  # it exists all the same: a blind retry would make a second one
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"ftbroker_job": "x"})] == list(fake.jobs)
+
+
+def test_a_held_answer_times_out_at_once_whatever_the_clients_timeout(fake):
+    client = fake.client(timeout=3600)
+    fake.faults.on("jobs.list", Fault.timed_out(commit=False))
+    with pytest.raises(openai.APITimeoutError):
+        client.fine_tuning.jobs.list()
+    assert [r.fault for r in fake.calls("jobs.list")] == [Fault.timed_out(commit=False)]
+
+
+def test_a_gate_holds_calls_until_the_test_opens_it(fake):
+    import threading
+
+    gate = fake.hold("jobs.list")
+    client = fake.client()
+    answers = []
+    callers = [threading.Thread(target=lambda: answers.append(list(client.fine_tuning.jobs.list())))
+               for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    wait_until = time.monotonic() + 30
+    while gate.arrived < 3 and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    assert gate.arrived == 3 and answers == []  # every call is in, none answered
+    gate.open()
+    for caller in callers:
+        caller.join()
+    assert answers == [[], [], []]
 
 
 def test_uncommitted_faults_change_nothing_and_sdk_retries_reads(fake):

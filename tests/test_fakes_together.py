@@ -102,10 +102,10 @@ def test_failure_and_refusals(fake, train):
     (Fault.error(500), together.InternalServerError, 500),
     (Fault.unavailable(), together.InternalServerError, 503),
     (Fault.dropped(), together.APIConnectionError, None),
-    (Fault.slow(2.0), together.APITimeoutError, None),
+    (Fault.timed_out(commit=False), together.APITimeoutError, None),
 ])
 def test_each_fault_as_the_sdk_sees_it(fake, fault, error, status):
-    client = fake.client(timeout=0.3)
+    client = fake.client()
     fake.faults.on("jobs.list", fault)
     with pytest.raises(error) as err:
         client.fine_tuning.list()

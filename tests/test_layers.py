@@ -11,20 +11,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs")
+CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart")
 PLANNING = ("ftbroker.planner", "ftbroker.planning")
+LEDGER = ("ftbroker.ledger", "ftbroker.your_runs")  # the shell that reads the user's runs
 
 # (modules, what they may not import, why)
 RULES = [
-    (("ftbroker.planner",), ("ftbroker.backends",),
-     "the planner core composes, ranks and numbers routes; the backends contribute them"),
-    (("ftbroker.routes",), ("ftbroker.backends", *PLANNING, *CLI_LAYER),
+    (("ftbroker.planner",), ("ftbroker.backends", *LEDGER),
+     "the planner core composes, ranks and numbers routes; the backends contribute them, the shell reads the runs"),
+    (("ftbroker.routes",), ("ftbroker.backends", *PLANNING, *CLI_LAYER, *LEDGER),
      "routes are the neutral types both the planning layer and the backends import"),
-    (("ftbroker.backends",), (*PLANNING, *CLI_LAYER, "ftbroker.broker"),
+    (("ftbroker.backends",), (*PLANNING, *CLI_LAYER, "ftbroker.broker", "ftbroker.your_runs"),
      "a backend contributes its routes and runs jobs; it never calls up into planning or the CLI"),
     (("ftbroker.estimate", "ftbroker.pricing"), ("ftbroker.backends", "ftbroker.routes", *PLANNING, *CLI_LAYER,
-                                                 "ftbroker.broker"),
-     "the estimator and pricing are the pure bottom layer"),
+                                                 "ftbroker.broker", *LEDGER),
+     "the estimator and pricing are the pure bottom layer: the user's runs come in as data"),
 ]
 
 

@@ -1,14 +1,17 @@
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from ftbroker.errors import InputError, JobNotFoundError, LedgerError
+from ftbroker.errors import InputError, JobBusyError, JobNotFoundError, LedgerError
 from ftbroker.jobs import Artifact, Event, JobStatus, MetricPoint, Progress, Result
-from ftbroker.ledger import MIGRATIONS, SCHEMA_VERSION, Ledger, default_home
+from ftbroker.ledger import MIGRATIONS, SCHEMA_VERSION, Claim, LeaseKeeper, Ledger, default_home
 from ftbroker.spec import JobSpec
 
 SPEC = JobSpec(dataset="/data/chats.jsonl", model="Qwen2.5-0.5B", backend="local")
@@ -95,6 +98,17 @@ def test_ids_resolve_by_unique_prefix(ledger):
         ledger.resolve("%")  # a LIKE wildcard is not a wildcard here
 
 
+def test_a_start_of_the_id_prefix_is_not_prefixed_again(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        with pytest.raises(JobNotFoundError, match="no job ftb in the ledger"):  # not "no job ftb-ftb"
+            ledger.resolve("ftb")
+        only = ledger.create(SPEC).id
+        assert [ledger.resolve(ref) for ref in ("ftb", "ft", "ftb-", only[4:7])] == [only] * 4
+        ledger.create(SPEC)
+        with pytest.raises(InputError, match="job id prefix 'ftb' is ambiguous: it matches ftb-"):
+            ledger.resolve("ftb")
+
+
 def test_list_newest_first_and_filters(ledger):
     a = ledger.create(SPEC)
     b = ledger.create(SPEC.model_copy(update={"backend": "openai"}))
@@ -136,9 +150,9 @@ def test_migration_from_version_1_keeps_every_job(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     _v1_file(path)
     with Ledger(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 3
+        assert led.schema_version == SCHEMA_VERSION
         tables = {r["name"] for r in led.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"evaluations", "deployments"} <= tables  # v3: ftbroker eval's records
+        assert {"evaluations", "deployments", "leases"} <= tables  # v3: ftbroker eval's records; v4: leases
         old = led.get("ftb-old")
         assert old.status is JobStatus.SUCCEEDED and old.resources == {}
         assert [e.message for _, e in led.events(old.id)] == ["from version 1"]
@@ -181,3 +195,56 @@ def test_two_processes_writing_at_once(tmp_path):
         assert len(jobs) == 300 and len({j.id for j in jobs}) == 300
         assert all(j.status is JobStatus.RUNNING for j in jobs)
         assert sorted(j.model for j in jobs).count("a") == 150
+
+
+def test_one_process_at_a_time_holds_a_jobs_lease_and_the_others_are_told_who(ledger):
+    job = ledger.create(SPEC)
+    resuming = Claim("resuming")
+    ledger.claim(job.id, resuming)
+    with pytest.raises(JobBusyError) as busy:
+        ledger.claim(job.id, Claim("cancelling"))
+    assert busy.value.exit_code == 3 and busy.value.holder.pid == os.getpid()
+    assert str(busy.value).startswith(f"job {job.id} is busy: another ftbroker process is at it (resuming; pid "
+                                      f"{os.getpid()} on {socket.gethostname()}, since ")
+    assert "nothing was done" in str(busy.value)
+    ledger.claim(job.id, resuming)  # the holder itself may claim again
+    ledger.release(job.id, resuming)
+    assert ledger.lease(job.id) is None
+    ledger.claim(job.id, Claim("cancelling"))
+    assert ledger.lease(job.id).purpose == "cancelling"
+    created = ledger.create(SPEC, claim=Claim("submitting"))  # taken with the row itself: nobody comes first
+    assert ledger.lease(created.id).purpose == "submitting"
+
+
+def test_a_lease_whose_holder_died_is_taken_over(ledger, monkeypatch):
+    job = ledger.create(SPEC)
+    monkeypatch.setenv("FTBROKER_NOW", "2030-01-01T12:00:00+00:00")
+    ledger.claim(job.id, Claim("resuming", ttl_s=60, host="another-machine"))
+    with pytest.raises(JobBusyError, match="its lease runs out at"):
+        ledger.claim(job.id, Claim("resuming"))
+    monkeypatch.setenv("FTBROKER_NOW", "2030-01-01T12:01:00+00:00")  # a minute on: it did not renew, it is gone
+    ledger.claim(job.id, Claim("resuming"))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    other = ledger.create(SPEC)
+    ledger.claim(other.id, Claim("submitting", pid=int(ended.stdout)))  # a process of this machine, ended
+    ledger.claim(other.id, Claim("resuming"))  # taken over at once, without waiting for the lease to run out
+
+
+def test_a_holder_renews_its_lease_while_it_works(ledger):
+    job = ledger.create(SPEC)
+    claim = Claim("submitting", ttl_s=0.2)
+    ledger.claim(job.id, claim)
+    first = ledger.lease(job.id).expires_at
+    with LeaseKeeper(ledger.path, job.id, claim) as keeper:
+        deadline = time.monotonic() + 30
+        while ledger.lease(job.id).expires_at == first and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert ledger.lease(job.id).expires_at > first and not keeper.lost
+    ledger.release(job.id, claim)
+    ledger.claim(job.id, Claim("cancelling", ttl_s=0.2))  # taken over: the keeper of the old claim finds it lost
+    with LeaseKeeper(ledger.path, job.id, claim) as keeper:
+        deadline = time.monotonic() + 30
+        while not keeper.lost and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert keeper.lost

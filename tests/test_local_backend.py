@@ -2,17 +2,20 @@
 test_local_e2e.py and the contract suite): sessions, SIGKILL after the grace period, a vanished trainer, a trainer
 launched just before a crash; and its pure parts (command lines, accelerate configs, the events file)."""
 
+import json
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
-from jobsupport import write_chat
+from jobsupport import wait_for, write_chat
 
 from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
                                             train_config, trainer_model)
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.broker import Broker
-from ftbroker.errors import JobError
+from ftbroker.errors import InputError, JobError
 from ftbroker.jobs import JobStatus
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.spec import JobSpec
@@ -194,3 +197,108 @@ def test_trainer_model_maps_catalog_names_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert trainer_model("Llama-3.1-8B", catalog) == "Llama-3.1-8B"
     assert trainer_model(str(tmp_path), catalog) == str(tmp_path)
+
+
+def test_one_trainer_per_run_folder_even_for_a_launch_the_ledger_does_not_know_of(broker, tmp_path):
+    job = broker.submit(local_spec(tmp_path))
+    stale = broker.job(job.id).model_copy(update={"remote": {}, "status": JobStatus.FAILED})  # as another CLI saw it
+    backend = broker.backend(job.spec)
+    with pytest.raises(JobError, match=rf"still running \(pid {job.remote['pid']}\)"):
+        backend.resume(stale, tracker=None)
+
+    class Tracker:
+        def remember(self, **remote):
+            self.remote = remote
+
+        def event(self, *a, **kw):
+            pass
+
+    tracker = Tracker()
+    with pytest.raises(JobError, match=rf"a trainer \(pid {job.remote['pid']}\) holds"):  # the launch itself refuses
+        backend._launch(stale, broker.home / "runs" / job.id, tracker, resume=True)
+    assert tracker.remote["pid"] == job.remote["pid"]
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED and gone(job.remote["pid"])
+
+
+def test_status_and_cancel_see_a_trainer_the_ledger_does_not_know_of(broker, tmp_path):
+    job = broker.submit(local_spec(tmp_path))
+    trainer = job.remote["pid"]
+    # The ledger lost track of it: it names a trainer that has ended (a CLI that died, a launch raced)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    broker.ledger.update(job.id, remote={"pid": ended.stdout.strip(), "pid_started": "1.0"})
+    job = broker.refresh(job.id)
+    assert job.status is JobStatus.RUNNING and job.remote["pid"] == trainer  # seen, and adopted
+    broker.ledger.update(job.id, remote={"pid": ended.stdout.strip(), "pid_started": "1.0"})
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED
+    assert gone(trainer)
+
+
+def test_resume_asks_first_whether_a_running_trainer_is_still_there(broker, tmp_path):
+    job = broker.submit(local_spec(tmp_path))
+    os.killpg(int(job.remote["pid"]), signal.SIGKILL)  # died unobserved: the ledger still says running
+    wait_for(lambda: gone(job.remote["pid"]))
+    assert broker.job(job.id).status is JobStatus.RUNNING
+    resumed = broker.resume(job.id)  # not "job is running"
+    assert resumed.status is JobStatus.RUNNING and resumed.remote["pid"] != job.remote["pid"]
+    statuses = [status for _, status, _ in broker.ledger.history(job.id)]
+    assert statuses[-2:] == [JobStatus.FAILED, JobStatus.RUNNING]
+
+
+def test_a_trainer_whose_cli_was_killed_before_the_ledger_learnt_of_it_is_found(broker, tmp_path):
+    from jobsupport import SCRIPTED_TRAINER
+
+    spec = JobSpec(dataset=str(write_chat(tmp_path / "data.jsonl")), model="tiny",
+                   backend_options={"trainer": str(SCRIPTED_TRAINER)})
+    job = broker.ledger.create(spec)  # the intent; the CLI then launched the trainer and died
+
+    class Killed:
+        def remember(self, **remote):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        broker.backend(spec).submit(job, Killed())
+    run_dir = broker.home / "runs" / job.id
+    wait_for(lambda: (run_dir / "result.json").exists() and gone((run_dir / "trainer.pid").read_text()))
+    job = broker.refresh(job.id)  # `ftbroker status`: not "queued (not submitted)"
+    assert job.submitted_at is not None and job.status is JobStatus.SUCCEEDED
+    with pytest.raises(InputError, match="is succeeded; only a failed or cancelled job can be resumed"):
+        broker.resume(job.id)
+    started = [e for e in read_events(run_dir / "events.jsonl", 0)[0] if e["kind"] == "started"]
+    assert len(started) == 1  # one trainer ran: no second, no-op one
+
+
+def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
+    backend = LocalBackend(LocalOptions(), home=tmp_path)
+    job = _job(tmp_path, remote={"pid": "1", "pid_started": "12345.0"})  # its trainer has ended
+    run_dir = tmp_path / "runs" / job.id
+    run_dir.mkdir(parents=True)
+    lines = [{"kind": "progress", "step": 1, "total_steps": 5, "loss": 2.0, "tokens_per_s": 2308.0, "eta_s": 144.0},
+             {"kind": "done", "message": "trained 5 steps", "step": 5, "total_steps": 5, "tokens_per_s": 1759.0}]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    update = backend.poll(job)
+    assert update.status is JobStatus.SUCCEEDED
+    assert update.progress.model_dump(exclude_none=True) == {"step": 5, "total_steps": 5, "loss": 2.0,
+                                                             "tokens_per_s": 1759.0}
+
+
+def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(broker, tmp_path, monkeypatch):
+    from ftbroker.backends.local import backend as local
+    from ftbroker.backends.local import runlock
+
+    job = broker.submit(local_spec(tmp_path))
+    assert broker.cancel(job.id).status is JobStatus.CANCELLED
+    # A trainer killed a moment ago: its pid is gone (a zombie) while its last threads, ending, still hold the lock
+    ending = runlock.take(broker.home / "runs" / job.id)
+    attempts = []
+    detach = local._detach
+
+    def launch(command, run_dir):
+        attempts.append(run_dir)
+        if len(attempts) == 3:
+            os.close(ending)  # they have ended
+        return detach(command, run_dir)
+
+    monkeypatch.setattr(local, "_detach", launch)
+    resumed = broker.resume(job.id)
+    assert resumed.status is JobStatus.RUNNING and resumed.remote["pid"] != job.remote["pid"] and len(attempts) == 3

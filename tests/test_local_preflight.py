@@ -202,7 +202,8 @@ def test_measured_figures_are_named_by_what_was_measured():
     cuda = {"raw": {"measured": {"device": "cuda", "peak_memory_bytes": 3 * 2**30, "cuda_max_reserved_bytes": 2**32,
                                  "tokens_per_s": 1234.5, "train_seconds": 60.0, "gpu": "NVIDIA H200"}}}
     assert measured_resources(cuda) == {"measured_peak_vram_allocated_gib": 3.0, "measured_peak_vram_reserved_gib": 4.0,
-                                        "measured_tokens_per_s": 1234.5, "measured_train_seconds": 60.0}
+                                        "measured_tokens_per_s": 1234.5, "measured_train_seconds": 60.0,
+                                        "measured_gpu": "NVIDIA H200"}
     cpu = {"raw": {"measured": {"device": "cpu", "peak_memory_bytes": 2**29, "tokens_per_s": None}}}
     assert measured_resources(cpu) == {"measured_peak_rss_gib": 0.5}
     assert measured_resources({}) == {}

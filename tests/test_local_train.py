@@ -7,6 +7,7 @@ assertions.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,55 @@ def test_early_stopping_counts_evaluations_without_improvement():
     assert not control.should_training_stop
     stopper.on_evaluate(None, state, control, metrics={"eval_loss": 1.95})
     assert control.should_training_stop and stopper.stopped
+
+
+def test_a_second_trainer_on_a_run_folder_is_refused_before_it_writes_anything(tmp_path):
+    from ftbroker.backends.local import runlock
+
+    lock = runlock.take(tmp_path)  # a trainer running there (this process stands in for it)
+    runlock.note(lock, os.getpid())
+    try:
+        done = run(tmp_path, {"model": "m", "dataset": "d.jsonl"})
+    finally:
+        os.close(lock)
+    assert done.returncode == train.EXIT_BUSY == 75
+    assert f"another trainer (pid {os.getpid()}) is running in {tmp_path}" in done.stderr
+    assert events(tmp_path) == [] and not (tmp_path / "result.json").exists()
+    assert (tmp_path / "trainer.pid").read_text() == str(os.getpid())  # the running trainer's note is kept
+    run(tmp_path, {"model": "m", "dataset": "d.jsonl"})  # once it has ended, the next one runs (and holds it)
+    assert events(tmp_path)[0]["kind"] == "started" and runlock.take(tmp_path) is not None
+
+
+def test_throughput_is_one_figure_training_seconds_only(monkeypatch):
+    """Progress events and the measured throughput count the same seconds: training, not evaluations or checkpoint
+    saves (they used to disagree: the progress line's 2,308 tok/s, the measurement's 1,759 over a run that spent a
+    quarter of its time evaluating and saving)."""
+    from types import SimpleNamespace
+
+    from ftbroker.backends.local import callbacks
+
+    now = [0.0]
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    emitted = []
+    events_ = SimpleNamespace(emit=lambda kind, message="", **fields: emitted.append((kind, fields)))
+    reporter = callbacks.Reporter(events_)
+    state = SimpleNamespace(global_step=0, max_steps=4, epoch=0.0, num_input_tokens_seen=0)
+    args, control = SimpleNamespace(output_dir="ckpt"), SimpleNamespace()
+    reporter.on_train_begin(args, state, control)
+    now[0] += 30.0  # evaluation at the start
+    reporter.on_evaluate(args, state, control)
+    for step in range(1, 5):
+        reporter.on_step_begin(args, state, control)
+        now[0] += 2.0  # one step: 200 tokens in 2 s
+        state.global_step, state.num_input_tokens_seen, state.epoch = step, 200 * step, step / 4
+        reporter.on_step_end(args, state, control)
+        reporter.on_log(args, state, control, logs={"loss": 1.0 / step})
+        if step % 2 == 0:  # end of an epoch: evaluation, then a checkpoint
+            now[0] += 20.0
+            reporter.on_evaluate(args, state, control)
+            now[0] += 10.0
+            reporter.on_save(args, state, control)
+    reporter.on_train_end(args, state, control)
+    progress = [fields["tokens_per_s"] for kind, fields in emitted if kind == "progress"]
+    assert progress == [100.0] * 4 and reporter.tokens_per_s == 100.0
+    assert reporter.seconds == 30 + 4 * 2 + 2 * 30  # the ETA's and train_seconds' time is the whole time

@@ -73,8 +73,21 @@ def test_openai_gpt4o_mini_auto_epochs_billed_tokens_and_cost(cat):
     assert r.billed_tokens == 1_500_000
     assert r.cost_usd == Decimal("4.50")
     assert r.feasible and r.kind == "managed" and r.provider == r.backend == "openai"
-    assert r.breakdown["epochs_rule"] == "auto: 3 for 1,000 examples"
-    assert plan.routes == (r,)  # only the model asked for
+    assert r.breakdown["epochs_rule"].startswith("OpenAI's auto rule for 1,000 examples")  # the plan's own basis
+    assert plan.options.epochs == 3 and plan.routes == (r,)  # only the model asked for
+    assert not any("own default" in n for n in r.notes)  # OpenAI's own auto rule is the plan's: nothing to say
+
+
+def test_every_managed_route_trains_the_plans_epochs_and_says_its_providers_own_default(cat):
+    plan = make_plan(cat, {500: 1000}, options=ask(cat, "Llama-3.1-8B"))
+    assert {r.epochs for r in plan.routes} == {3} and all(r.job is None or r.job["hyperparameters"]["epochs"] == 3
+                                                          for r in plan.routes)
+    together = route(plan, "Llama-3.1-8B", method="lora", provider="together")
+    assert "together's own default is 1 epoch; priced and run at the plan's" in together.notes
+    bedrock = route(plan, "meta.llama3-1-8b-instruct-v1:0:128k")
+    assert "bedrock's own default is 5 epochs; priced and run at the plan's" in bedrock.notes
+    fireworks = route(plan, "Llama-3.1-8B", method="lora", provider="fireworks")
+    assert fireworks.cost_usd == Decimal("0.75")  # priced although Fireworks publishes no default: 1.5M x $0.50
 
 
 def test_openai_auto_epochs_for_20_examples_is_5(cat):
@@ -156,8 +169,8 @@ def test_together_lora_bills_train_x_epochs_plus_validation_x_n_evals(cat):
     assert any("tier" in n for n in r.notes)
 
 
-def test_together_default_is_one_epoch_and_no_evals(cat):
-    plan = make_plan(cat, {500: 1000}, options=ask(cat, "Llama-3.1-8B", method="full"),
+def test_together_default_n_evals_is_zero(cat):
+    plan = make_plan(cat, {500: 1000}, options=ask(cat, "Llama-3.1-8B", method="full", epochs=1),
                      validation_lengths={500: 100})
     r = route(plan, "Llama-3.1-8B", method="full", provider="together")
     assert r.epochs == 1 and r.billed_tokens == 500_000 and r.cost_usd == Decimal("0.27")
@@ -165,7 +178,7 @@ def test_together_default_is_one_epoch_and_no_evals(cat):
 
 
 def test_minimum_charge_applies(cat):
-    plan = make_plan(cat, {500: 100}, options=ask(cat, "DeepSeek-V3"))
+    plan = make_plan(cat, {500: 100}, options=ask(cat, "DeepSeek-V3", epochs=1))
     r = route(plan, "DeepSeek-V3", method="lora")
     assert r.billed_tokens == 50_000  # $0.50 at $10/1M
     assert r.cost_usd == Decimal("20") and r.breakdown["min_charge_applied"] == Decimal("20")
@@ -180,7 +193,7 @@ def test_provider_issues_rule_the_provider_out_each_said_once(cat):
             assert not r.feasible and r.reason == ("data.jsonl:7: two assistant turns in a row (and 4 more lines); "
                                                    "line 9: two user turns in a row")
         else:
-            assert r.feasible or r.provider == "bedrock"
+            assert r.feasible or r.provider == "bedrock" or (r.provider, r.method) == ("fireworks", "full")
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -196,7 +209,7 @@ def test_open_model_selects_its_offers_and_size_tiers(cat):
 def test_per_model_offer_wins_over_the_size_tier(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Qwen3-235B-A22B"))
     together = [r for r in plan.routes if r.provider == "together"]
-    assert [(r.method, r.cost_usd) for r in together] == [("lora", Decimal("0.30"))]  # $6/1M, not a tier
+    assert [(r.method, r.cost_usd) for r in together] == [("lora", Decimal("0.90"))]  # 3 x 50k x $6/1M, no tier
     assert {r.provider for r in plan.routes} == {"together", "fireworks"}
 
 
@@ -210,7 +223,7 @@ def test_no_model_shows_every_managed_offer_with_tiers_on_their_reference_model(
     sft_offers = [o for o in cat.managed if o.objective in ("sft", "rft")]
     assert len(plan.routes) == len(sft_offers)
     tier = route(plan, "Qwen2.5-32B", method="lora", provider="together")
-    assert tier.cost_usd == Decimal("0.075") and "17B-69B tier shown for Qwen2.5-32B" in " ".join(tier.notes)
+    assert tier.cost_usd == Decimal("0.225") and "17B-69B tier shown for Qwen2.5-32B" in " ".join(tier.notes)
 
 
 def test_preference_data_selects_dpo_offers(cat):
@@ -218,22 +231,24 @@ def test_preference_data_selects_dpo_offers(cat):
     assert {(r.provider, r.method, r.objective) for r in plan.routes if r.feasible} == {
         ("together", "lora", "dpo"), ("together", "full", "dpo"), ("fireworks", "lora", "dpo"),
         ("fireworks", "full", "dpo")}
-    assert route(plan, "Llama-3.1-8B", "lora", "dpo", "together").cost_usd == Decimal("0.06")  # 50k x $1.20
+    assert route(plan, "Llama-3.1-8B", "lora", "dpo", "together").cost_usd == Decimal("0.18")  # 3 x 50k x $1.20
 
 
 def test_unknown_price_is_shown_not_invented(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"))
     r = route(plan, "meta.llama3-1-8b-instruct-v1:0:128k")
     assert r.feasible and r.cost_usd is None and not r.price_known
-    assert r.epochs == 5 and r.billed_tokens == 250_000
-    assert plan.cheapest.provider == "together" and plan.routes.index(r) > plan.routes.index(plan.cheapest)
+    assert r.epochs == 3 and r.billed_tokens == 150_000
+    assert plan.cheapest.provider == "fireworks" and plan.routes.index(r) > plan.routes.index(plan.cheapest)
+    assert r.doubt == "price unknown" and all(b.route is not r for b in plan.best)
 
 
-def test_unpublished_default_epochs_need_the_flag(cat):
+def test_unpublished_default_epochs_are_priced_at_the_plans_and_the_flag_wins(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora"))
     assert route(plan, "Llama-3.1-8B", "lora", provider="together").cost_usd is not None
     fireworks = route(plan, "Llama-3.1-8B", "lora", provider="fireworks")
-    assert fireworks.cost_usd is None and fireworks.feasible and any("pass --epochs" in n for n in fireworks.notes)
+    assert fireworks.cost_usd == Decimal("0.075") and fireworks.feasible  # 3 x 50k x $0.50
+    assert not any("pass --epochs" in n for n in fireworks.notes)
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B", method="lora", epochs=2))
     assert route(plan, "Llama-3.1-8B", "lora", provider="fireworks").cost_usd == Decimal("0.05")  # 100k x $0.50
 
@@ -277,8 +292,12 @@ def test_plan_json_shape_and_order(cat):
     assert feasible == sorted(feasible, reverse=True)
     costs = [r["cost_usd"] for r in doc["routes"] if r["feasible"] and r["cost_usd"] is not None]
     assert costs == sorted(costs)
-    assert doc["cheapest"] == plan.cheapest.id == doc["routes"][0]["id"]
-    assert doc["fastest"] is None  # managed APIs publish no training time
+    trusted = [r for r in doc["routes"] if r["feasible"] and r["cost_usd"] is not None and not r["stale"]
+               and r["price_known"] and not r["price_doubt"]]
+    assert doc["cheapest"] == plan.cheapest.id == trusted[0]["id"]  # the cheapest whose price the plan trusts
+    # managed APIs publish no training time: the cheapest is the whole front
+    assert doc["fastest"] == doc["cheapest"] and [b["id"] for b in doc["best"]] == [doc["cheapest"]]
+    assert doc["options"]["epochs"] == 3 and "OpenAI's auto rule" in doc["options"]["epochs_rule"]
 
 
 def test_stale_prices_are_flagged(cat):
@@ -325,12 +344,10 @@ def test_each_route_names_the_backend_that_runs_it_and_the_job_that_does(cat):
     together = route(plan, "Llama-3.1-8B", "lora", provider="together")
     assert together.job == {"backend": "together", "model": "meta-llama/Llama-3.1-8B", "method": "lora",
                             "hyperparameters": {"epochs": 2}}  # priced by its size tier: the model's own repo
-    for r in plan.routes:
-        if r.provider in ("fireworks", "vertex"):  # no backend claims them yet: priced, not runnable
-            assert r.backend is None and r.job is None and not r.runnable
-            assert r.not_runnable == f"no ftbroker backend runs {r.provider} jobs yet (priced for comparison)"
-        else:
-            assert r.backend == r.provider and not r.not_runnable
+    fireworks = route(plan, "Llama-3.1-8B", "lora", provider="fireworks")
+    assert fireworks.runnable and fireworks.job == {"backend": "fireworks", "model": "meta-llama/Llama-3.1-8B",
+                                                    "method": "lora", "hyperparameters": {"epochs": 2}}
+    assert all(r.backend == r.provider and not r.not_runnable for r in plan.routes)  # every provider has a backend
 
 
 def test_together_routes_carry_the_evaluations_they_were_billed_for(cat):

@@ -22,7 +22,7 @@ from ftbroker.estimate.cost import cloud_cost
 from ftbroker.estimate.memory import estimate_memory, max_seq_len
 from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.pricing.catalog import Catalog, load_catalog
-from ftbroker.routes import Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
+from ftbroker.routes import PLAN_EPOCHS, Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
 from ftbroker.spec import JobSpec
 from plan_reports import report, stats
 
@@ -231,11 +231,15 @@ def test_validation_file_replaces_the_held_out_share(few):
     assert "evaluation on the validation file" in r.breakdown["assumptions"]
 
 
-def test_epochs_default_to_the_local_trainer_and_the_flag_wins(few):
+def test_epochs_are_the_plans_and_the_flag_wins(few):
     plan = gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM")
-    assert only(plan, kind="local").epochs == 3
-    assert "3 epochs (the local trainer's default; --epochs)" in plan.notes[0]
+    local = only(plan, kind="local")
+    assert local.epochs == plan.options.epochs == TrainConfig.model_fields["epochs"].default == PLAN_EPOCHS.target
+    assert local.job["hyperparameters"]["epochs"] == 3  # run --route trains what the plan priced
+    assert local.breakdown["epochs_rule"].startswith("OpenAI's auto rule for 100 examples")
     assert only(gpu_plan(few, {500: 100}, method="qlora", gpu="H100-SXM", epochs=1), kind="local").epochs == 1
+    small = only(gpu_plan(few, {500: 20}, method="qlora", gpu="H100-SXM"), kind="local")
+    assert small.epochs == 5  # 100 example passes over 20 examples, as OpenAI's rule has it
 
 
 def test_methods_and_default_models(few):
@@ -320,7 +324,7 @@ def test_a_cloud_backend_contributes_its_instances_priced_as_any_and_runnable(fe
     setup = spot.breakdown["setup"]
     assert spot.runnable and not spot.not_runnable and spot.job == {
         "backend": "rentals", "model": "Llama-3.1-8B", "method": "lora",
-        "hyperparameters": {"max_seq_len": 4096, "micro_batch_size": setup["micro_batch"],
+        "hyperparameters": {"epochs": 3, "max_seq_len": 4096, "micro_batch_size": setup["micro_batch"],
                             "gradient_accumulation_steps": setup["grad_accumulation"]},
         "lora": {"r": 8}, "backend_options": {"instance_type": "g6e.xlarge", "region": spot.region, "spot": True}}
 
@@ -351,3 +355,40 @@ def test_a_local_route_names_the_job_that_runs_it(few):
         "backend_options": {"gpu": "L4:2"}}
     found = gpu_plan(few, {500: 100}, method="qlora", gpu="L4", gpu_source="detected")
     assert "backend_options" not in only(found, kind="local").job  # found again by the run on this machine
+
+
+# ---------------------------------------------------------------------------------------------- --stack
+
+def test_a_stack_prices_the_gpu_routes_as_that_trainer_runs_them_and_ftbroker_does_not_run_them(few):
+    ours = gpu_plan(few, {800: 400}, method="qlora", gpu="RTX-4090")
+    theirs = gpu_plan(few, {800: 400}, method="qlora", gpu="RTX-4090", stack="unsloth")
+    mine, other = only(ours, kind="local"), only(theirs, kind="local")
+    assert mine.breakdown["stack"] == "ftbroker" and mine.runnable and mine.job
+    assert other.breakdown["stack"] == "unsloth" and other.job is None and not other.runnable
+    assert other.not_runnable.startswith("priced for the unsloth stack: train it with Unsloth")
+    # its defaults (micro-batch 2, 8-bit AdamW) and its kernels (fused loss, offloaded checkpoints): less memory
+    assert other.breakdown["setup"]["micro_batch"] == 2 and other.breakdown["setup"]["optimizer"] != \
+        mine.breakdown["setup"]["optimizer"]
+    assert other.vram_gib < mine.vram_gib and other.epochs == mine.epochs == 3
+    assert "figures for the unsloth stack" in theirs.notes[0]
+    cloud = [r for r in theirs.routes if r.kind == "cloud"]
+    assert cloud and all(r.breakdown["stack"] == "unsloth" for r in cloud)
+
+
+def test_the_user_runs_correct_the_routes_of_their_gpu_method_and_stack_only(few):
+    from ftbroker.estimate.measured import Corrections, MeasuredRun
+
+    runs = Corrections.from_runs([MeasuredRun("j", "RTX-4090", "qlora", "ftbroker", 1.3, 2.0)])
+    plain = gpu_plan(few, {800: 400}, gpu="RTX-4090")
+    fixed = gpu_plan(few, {800: 400}, gpu="RTX-4090", corrections=runs)
+    before, after = only(plain, kind="local", method="qlora"), only(fixed, kind="local", method="qlora")
+    said = runs.get("RTX-4090", "qlora", "ftbroker").describe()
+    assert said in after.notes and after.breakdown["your_runs"]["said"] == said
+    assert after.breakdown["vram_gib"]["allocated"] == pytest.approx(
+        before.breakdown["vram_gib"]["allocated"] * 1.3 ** (1 / 3), rel=1e-3)
+    assert after.breakdown["tokens_per_s"] == pytest.approx(before.breakdown["tokens_per_s"] / 2 ** (1 / 3), rel=1e-3)
+    assert after.hours > before.hours and after.cost_usd >= before.cost_usd
+    lora = (only(plain, kind="local", method="lora"), only(fixed, kind="local", method="lora"))
+    assert lora[0].vram_gib == lora[1].vram_gib and lora[0].hours == lora[1].hours  # another method: untouched
+    unsloth = gpu_plan(few, {800: 400}, gpu="RTX-4090", stack="unsloth", corrections=runs)
+    assert "your_runs" not in only(unsloth, kind="local", method="qlora").breakdown  # another stack: untouched

@@ -137,9 +137,9 @@ def test_without_a_plan_the_route_says_how_to_make_one():
 
 def test_routes_ftbroker_cannot_run_are_refused_with_the_reason(data, monkeypatch):
     doc = plan(data, "--model", "Llama-3.1-8B", "--gpu", "RTX-4090")
-    fireworks = numbered(doc, provider="fireworks")
+    fireworks = numbered(doc, provider="fireworks", method="full")  # Fireworks' API trains LoRA adapters only
     ran = ftb("run", "--route", fireworks["number"])
-    assert ran.exit_code == 2 and "no ftbroker backend runs fireworks jobs yet" in ran.stderr
+    assert ran.exit_code == 2 and "is not available: Fireworks' fine-tuning API trains LoRA adapters" in ran.stderr
     cloud = numbered(doc, kind="cloud", cloud="aws")
     ran = ftb("run", "--route", cloud["number"])
     assert ran.exit_code == 2 and ("no ftbroker backend rents aws instances yet: on the instance, ftbroker run "

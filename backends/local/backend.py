@@ -16,6 +16,12 @@ The ledger keeps the trainer's pid with the process's start time, so a pid reuse
 mistaken for the trainer. A trainer that vanished without a final event (kill -9, out of memory) is reported
 failed with its last event and the tail of its log; ``resume`` relaunches it with ``--resume``.
 
+One trainer per run folder (``runlock``): the launch takes the folder's lock and hands it to the trainer, which
+holds it for its life; a second launch on the folder is refused before it starts anything. ``trainer.pid`` names the
+trainer holding it, so a trainer the ledger does not know of (started by a CLI killed before the ledger learnt its
+pid, or by hand) is still seen: ``find`` adopts it for a job never confirmed submitted, ``poll`` and ``cancel``
+see it beside the recorded one.
+
 On more than one GPU the trainer is started through ``accelerate launch`` with a config written to the run folder:
 DDP for LoRA / QLoRA (each GPU holds the model), FSDP (or DeepSpeed ZeRO-3, if asked) for full fine-tuning.
 POSIX only (sessions and process groups).
@@ -42,11 +48,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
                                     detect_gpus)
-from ftbroker.backends.local import noise
+from ftbroker.backends.local import noise, runlock
 from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
 from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
                                              write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
+from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
@@ -55,19 +62,28 @@ TRAINER_MODULE = "ftbroker.backends.local.train"
 EXPORT_LOG = "export.log"  # in the run folder: what the libraries say while a model is merged and written
 _LOG_TAIL_LINES = 5
 
-# The detacher: starts the trainer in a new session with its output in trainer.log, notes its pid in trainer.pid
-# (found again if the CLI dies before the ledger has it), prints the pid and exits, so the trainer is nobody's
-# child here (no zombie, no wait) and outlives the CLI.
+# The detacher: takes the run folder's lock (``runlock``; "busy" when a trainer holds it), starts the trainer in a new
+# session holding it, with its output in trainer.log, notes the trainer's pid in trainer.pid (found again if the CLI
+# dies before the ledger has it), prints the pid and exits, so the trainer is nobody's child here (no zombie, no
+# wait) and outlives the CLI.
 _DETACH = (
     "import os, subprocess, sys\n"
+    "from ftbroker.backends.local import runlock\n"
     "os.umask(0o077)\n"  # private by default: the trainer's files are 0600, its folders 0700 (ftbroker.private)
+    "lock = runlock.take('.')\n"
+    "if lock is None:\n"
+    "    print('busy')\n"
+    "    sys.exit()\n"
     "log = open('trainer.log', 'ab')\n"
     "os.fchmod(log.fileno(), 0o600)\n"  # a log an earlier version left readable
     "proc = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,"
-    " start_new_session=True)\n"
-    "open('trainer.pid', 'w').write(str(proc.pid))\n"
+    " start_new_session=True, pass_fds=(lock,), env=runlock.handed_down(lock))\n"
+    "runlock.note(lock, proc.pid)\n"
     "print(proc.pid)\n"
 )
+# How long a launch waits while the run folder is held by no trainer it can name: one that has just taken the lock
+# and not yet noted its pid, or the threads of a trainer killed a moment ago, still ending (its pid already a zombie).
+_HELD_WAIT_S = 60.0
 
 
 class LocalOptions(BaseModel):
@@ -188,20 +204,27 @@ class LocalBackend:
             except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
                 notes.append(f"no memory, time or cost estimate: {exc}")
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
+        # the user's own recipe is another trainer: its measurements must not correct estimates of this one
+        stack = "own recipe" if self.options.trainer else FTBROKER.name
         return local_quote(config, arch, gpus, stats, self.validation_stats(spec),
-                           distributed=self.options.distributed, notes=notes)
+                           distributed=self.options.distributed, notes=notes, corrections=env.corrections,
+                           stack=stack)
 
     # --- the process ---
 
+    def find(self, job: Job) -> Submission | None:
+        """The trainer an interrupted submission already started in the job's run folder (``trainer.pid``), running
+        or ended: adopted, never started twice; its events then say how it went."""
+        trainer = _trainer_noted(self.run_dir(job.id), ended_too=True)
+        return Submission(remote=trainer, status=JobStatus.RUNNING, reused=True) if trainer else None
+
     def submit(self, job: Job, tracker: Tracker) -> Submission:
-        if _alive(job.remote):
-            return Submission(remote={}, status=JobStatus.RUNNING, reused=True)
-        run_dir = self.run_dir(job.id)
-        launched = _launched_trainer(run_dir)  # started, but the CLI died before the ledger learnt its pid
-        if launched is not None:
-            return Submission(remote=launched, status=JobStatus.RUNNING, reused=True)
+        found = self.find(job)
+        if found is not None:
+            return found
         from ftbroker.pricing.catalog import load_catalog
 
+        run_dir = self.run_dir(job.id)
         private_folder(self.runs)
         private_folder(run_dir)
         config = train_config(job.spec, self.options, job_id=job.id,
@@ -212,21 +235,27 @@ class LocalBackend:
         return self._launch(job, run_dir, tracker, resume=resume)
 
     def resume(self, job: Job, tracker: Tracker) -> Submission:
-        if _alive(job.remote):
-            raise JobError(f"job {job.id} is still running (pid {job.remote['pid']})")
+        running = job.remote if _alive(job.remote) else _trainer_noted(self.run_dir(job.id))
+        if running:
+            raise JobError(f"job {job.id} is still running (pid {running['pid']})")
         run_dir = self._existing_run_dir(job, "resumed")
         (run_dir / RESULT_NAME).unlink(missing_ok=True)  # the ended attempt's; the new one writes its own
         return self._launch(job, run_dir, tracker, resume=True)
 
     def _launch(self, job: Job, run_dir: Path, tracker: Tracker, *, resume: bool) -> Submission:
         command = self.command(job.spec, run_dir, resume=resume, gpu_count=len(self._use_gpus(detect_gpus())))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        try:
-            out = subprocess.run([sys.executable, "-c", _DETACH, *command], cwd=run_dir, env=env,
-                                 capture_output=True, text=True, timeout=60, check=True)
-            pid = int(out.stdout.strip())
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
+        deadline = time.monotonic() + _HELD_WAIT_S
+        while (pid := _detach(command, run_dir)) is None:  # the run folder is held
+            holder = _trainer_noted(run_dir)
+            if holder is not None:  # a trainer runs there already (started by hand, or by another launch)
+                tracker.remember(**holder)
+                if resume:
+                    raise JobError(f"job {job.id} is still running: a trainer (pid {holder['pid']}) holds {run_dir}")
+                return Submission(remote=holder, status=JobStatus.RUNNING, reused=True)
+            if time.monotonic() > deadline:
+                raise JobError(f"{run_dir} is still held (the lock on its {runlock.PID_NAME}) by a process that is not "
+                               "its trainer, e.g. the last trainer's, still ending; try again in a moment")
+            time.sleep(0.1)  # a trainer that took it has yet to note its pid, or the last one's threads are ending
         remote = {"pid": str(pid), "pid_started": _start_time(pid), **_run_handles(run_dir), "cancel_requested": ""}
         tracker.remember(**remote)
         tracker.event(f"trainer started (pid {pid}){' from the last checkpoint' if resume else ''}",
@@ -264,12 +293,14 @@ class LocalBackend:
         """The trainer's new events; once its process is gone, the status its final event gives (``done``,
         ``error``, ``cancelled``), or failed with the last event and the log's tail if it wrote none."""
         run_dir = self.run_dir(job.id)
-        alive = _alive(job.remote)  # before reading, so every event of a trainer that just ended is read
+        # before reading, so every event of a trainer that just ended is read
+        alive = _alive(job.remote)
+        unknown = None if alive else _trainer_noted(run_dir)  # one the ledger does not know of: adopted
         offset = int(job.cursor or 0)
         events, offset = read_events(run_dir / EVENTS_NAME, offset)
         found = {**translate_events(events, job.progress), "cursor": str(offset)}
-        if alive:
-            return Update(status=JobStatus.RUNNING, **found)
+        if alive or unknown:
+            return Update(status=JobStatus.RUNNING, remote=unknown or {}, **found)
         if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
             return Update(status=job.status, cursor=found["cursor"])
         last = _last_event(run_dir / EVENTS_NAME, events)
@@ -285,17 +316,20 @@ class LocalBackend:
                       resources=measured_resources(result), **found)
 
     def cancel(self, job: Job) -> Update:
-        """SIGTERM to the trainer's process group (it checkpoints and exits), SIGKILL after the grace period."""
-        if _alive(job.remote):
-            pgid = int(job.remote["pid"])
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + self.options.cancel_grace_s
-            while _alive(job.remote) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(job.remote):
-                _signal_group(pgid, signal.SIGKILL)
-                while _alive(job.remote):
-                    time.sleep(0.05)
+        """SIGTERM to every trainer of the job (the recorded one, and one holding its run folder that the ledger does
+        not know of): it checkpoints and exits; SIGKILL after the grace period."""
+        trainers = [t for t in (job.remote, _trainer_noted(self.run_dir(job.id))) if t and _alive(t)]
+        trainers = list({t["pid"]: t for t in trainers}.values())
+        for trainer in trainers:
+            _signal(int(trainer["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + self.options.cancel_grace_s
+        while any(_alive(t) for t in trainers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for trainer in trainers:
+            if _alive(trainer):
+                _signal(int(trainer["pid"]), signal.SIGKILL)
+        while any(_alive(t) for t in trainers):
+            time.sleep(0.05)
         update = self.poll(job.model_copy(update={"remote": {**job.remote, "cancel_requested": "1"}}))
         if update.status is JobStatus.SUCCEEDED:  # it finished before the signal landed
             return update
@@ -524,10 +558,17 @@ def _metrics(raw: Mapping[str, Any]) -> list[MetricPoint]:
             if isinstance(raw.get(key), int | float)]
 
 
+_LIVE_FIELDS = ("tokens_per_s", "eta_s")  # how a running trainer goes: over when it ends
+
+
 def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progress | None:
-    """The latest known value of each progress field, carried over from the previous poll."""
+    """The latest known value of each progress field, carried over from the previous poll. A final event ends the
+    live ones: no ETA after the end, and the throughput is the run's own (the final event's, as result.json has it),
+    not the last progress event's."""
     fields = previous.model_dump() if previous else {}
     for raw in events:
+        if raw.get("kind") in FINAL_KINDS:
+            fields.update(dict.fromkeys(_LIVE_FIELDS))
         fields.update({k: raw[k] for k in _EVENT_FIELDS if isinstance(raw.get(k), int | float)})
     return Progress.model_validate(fields) if fields else None
 
@@ -535,7 +576,7 @@ def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progre
 _GIB = 2**30
 
 
-def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
+def measured_resources(result: Mapping[str, Any]) -> dict[str, float | str]:
     """What the trainer measured (result.json ``raw.measured``), named to sit beside the estimate in the ledger:
     on a GPU the peak allocated VRAM (what the estimator's ``allocated`` predicts) and reserved VRAM, on the CPU
     the peak resident memory; the non-padding tokens/s and the seconds of this process's training."""
@@ -543,7 +584,7 @@ def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
     if not isinstance(measured, Mapping):
         return {}
     numbers = {k: float(v) for k, v in measured.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    out = {}
+    out: dict[str, float | str] = {}
     if "peak_memory_bytes" in numbers:
         kind = "peak_vram_allocated" if measured.get("device") == "cuda" else "peak_rss"
         out[f"measured_{kind}_gib"] = round(numbers["peak_memory_bytes"] / _GIB, 3)
@@ -552,6 +593,8 @@ def measured_resources(result: Mapping[str, Any]) -> dict[str, float]:
     for key in ("tokens_per_s", "train_seconds"):
         if key in numbers:
             out[f"measured_{key}"] = round(numbers[key], 3)
+    if measured.get("device") == "cuda" and isinstance(measured.get("gpu"), str):
+        out["measured_gpu"] = measured["gpu"]  # torch's name of the card, to check it is the one estimated for
     return out
 
 
@@ -606,21 +649,36 @@ def _alive(remote: Mapping[str, str]) -> bool:
         return False
 
 
-def _launched_trainer(run_dir: Path) -> dict[str, str] | None:
-    """The trainer noted in ``run_dir/trainer.pid``, if that process is alive and runs this folder."""
-    try:
-        pid = int((run_dir / "trainer.pid").read_text())
-    except (FileNotFoundError, ValueError):
+def _trainer_noted(run_dir: Path, *, ended_too: bool = False) -> dict[str, str] | None:
+    """The trainer ``trainer.pid`` names (the one holding the run folder), as ``job.remote`` keeps it, if that process
+    is alive and is the one noted: started before the note was written (a second's slack for the clock), so not a
+    later program given its pid. With ``ended_too``, also the last trainer of the folder once it has ended (its pid
+    without a start time)."""
+    noted = runlock.noted(run_dir)
+    if noted is None:
         return None
+    pid, noted_at = noted
+    handles = {"pid": str(pid), "pid_started": "", **_run_handles(run_dir), "cancel_requested": ""}
     psutil = _psutil()
     try:
         proc = psutil.Process(pid)
-        if str(run_dir) not in proc.cmdline() or proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        started = repr(proc.create_time())
+        if proc.create_time() <= noted_at + 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
+            return {**handles, "pid_started": repr(proc.create_time())}
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return {"pid": str(pid), "pid_started": started, **_run_handles(run_dir), "cancel_requested": ""}
+        pass
+    return handles if ended_too else None
+
+
+def _detach(command: list[str], run_dir: Path) -> int | None:
+    """Start ``command`` detached in ``run_dir`` holding the folder's lock (``_DETACH``): its pid, None when the
+    folder is held."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        out = subprocess.run([sys.executable, "-c", _DETACH, *command], cwd=run_dir, env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        return None if out == "busy" else int(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise FtBrokerError(f"could not start the trainer ({' '.join(command)}): {exc}") from exc
 
 
 def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
@@ -651,13 +709,7 @@ def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
                        backend_options={"merge": True} if config.merge else {})
     except ValidationError as exc:
         raise InputError(f"{run_dir / CONFIG_NAME} does not make a job spec: {exc}") from None
-    if _launched_trainer(run_dir) is not None:
-        return spec, _launched_trainer(run_dir)
-    try:  # the trainer has ended; its pid only tells that it was launched
-        pid = str(int((run_dir / "trainer.pid").read_text()))
-    except (OSError, ValueError):
-        return spec, None
-    return spec, {"pid": pid, "pid_started": "", **_run_handles(run_dir), "cancel_requested": ""}
+    return spec, _trainer_noted(run_dir, ended_too=True)
 
 
 def _run_handles(run_dir: Path) -> dict[str, str]:
@@ -665,8 +717,13 @@ def _run_handles(run_dir: Path) -> dict[str, str]:
     return {"run_dir": str(run_dir), "base_model": str((_read_json(run_dir / CONFIG_NAME) or {}).get("model", ""))}
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """To the trainer's process group when it leads one (started detached: accelerate's workers too), else to the
+    process alone (a trainer started by hand shares its shell's group)."""
     try:
-        os.killpg(pgid, sig)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
     except ProcessLookupError:
         pass

@@ -13,48 +13,74 @@ from transformers import TrainerCallback
 
 
 class Reporter(TrainerCallback):
-    """Writes progress, eval and checkpoint events, and measures this process's training throughput."""
+    """Writes progress, eval and checkpoint events, and measures this process's training throughput.
+
+    Throughput is one figure everywhere (progress events, result.json ``raw.measured``, the ledger's
+    ``measured_tokens_per_s``): the non-padding tokens trained over the seconds spent training, evaluations and
+    checkpoint saves left out. That is what the estimator's ``estimated_tokens_per_s`` predicts; the ETA and
+    ``train_seconds`` keep the whole time, evaluations and saves included (they recur until the end).
+    """
 
     def __init__(self, events: EventLog):
         self.events = events
         self.started = self.finished = None
         self.start_step = self.start_tokens = self.end_tokens = 0
+        self.paused = 0.0  # seconds spent evaluating and saving checkpoints (between two steps)
+        self._between_from = 0.0  # when the last step ended (or training began)
+        self._pausing = False  # an evaluation or a save happened since then
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.monotonic()
+        self.started = self._between_from = time.monotonic()
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
         resumed = f" (resumed at step {state.global_step})" if state.global_step else ""
         self.events.emit("running", f"training{resumed}", step=state.global_step, total_steps=state.max_steps,
                          epoch=state.epoch)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._resume_counting()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._between_from = time.monotonic()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._pausing = True
+
     def on_train_end(self, args, state, control, **kwargs):
+        self._resume_counting()
         self.finished, self.end_tokens = time.monotonic(), state.num_input_tokens_seen
 
-    @property
-    def tokens_per_s(self) -> float | None:
-        end = self.finished or time.monotonic()
-        if self.started is None or end <= self.started:
-            return None
-        return (self.end_tokens - self.start_tokens) / (end - self.started)
+    def _resume_counting(self) -> None:
+        if self._pausing:
+            self.paused += time.monotonic() - self._between_from
+            self._pausing = False
 
     @property
     def seconds(self) -> float | None:
+        """The whole time of this process's training, evaluations and saves included."""
         return None if self.started is None else (self.finished or time.monotonic()) - self.started
+
+    def _tokens_per_s(self, tokens: int) -> float | None:
+        training = (self.seconds or 0.0) - self.paused
+        return tokens / training if training > 0 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Non-padding tokens trained per second of training (evaluations and saves left out)."""
+        return self._tokens_per_s(self.end_tokens - self.start_tokens) if self.finished else None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         common = {"step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch}
         if "loss" in logs:
-            elapsed = time.monotonic() - self.started
             done = state.global_step - self.start_step
-            tokens = state.num_input_tokens_seen - self.start_tokens
-            eta = elapsed / done * (state.max_steps - state.global_step) if done else None
-            self.events.emit("progress", loss=logs["loss"], tokens_per_s=tokens / elapsed if elapsed else None,
-                             eta_s=eta, **common)
+            eta = self.seconds / done * (state.max_steps - state.global_step) if done else None
+            self.events.emit("progress", loss=logs["loss"], eta_s=eta, **common,
+                             tokens_per_s=self._tokens_per_s(state.num_input_tokens_seen - self.start_tokens))
         if "eval_loss" in logs:
             self.events.emit("eval", eval_loss=logs["eval_loss"], **common)
 
     def on_save(self, args, state, control, **kwargs):
+        self._pausing = True
         self.events.emit("checkpoint", f"{args.output_dir}/checkpoint-{state.global_step}",
                          step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
 

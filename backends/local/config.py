@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from ftbroker.errors import SpecError
-from ftbroker.estimate.stacks import FTBROKER, STACKS
+from ftbroker.estimate.stacks import FTBROKER, STACKS, Stack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
@@ -97,20 +97,21 @@ class TrainConfig(BaseModel):
         return self.method in ("lora", "qlora")
 
     def training_setup(self, precision: str = "bf16", *, seq_len: int | None = None, n_gpus: int = 1,
-                       distributed: str = "auto"):
+                       distributed: str = "auto", stack: Stack = FTBROKER):
         """This config as the estimator sees it (``ftbroker.estimate.TrainingSetup``), through the ftbroker stack: the
         one mapping, used by the local backend's pre-flight, the planner's GPU routes, ``ftbroker estimate`` (whose
         defaults are this config's) and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
         "fp16" on a GPU: the stack's for the method; "fp32": everything fp32); ``seq_len`` the longest row a
         micro-batch will hold (default max_seq_length); ``distributed`` the backend's multi-GPU strategy
         (``sharding``). Packing and padding-free batches both concatenate examples; Unsloth and Liger change how
-        tensors are stored (Unsloth's kernels and offloaded checkpoints, Liger's fused loss)."""
+        tensors are stored (Unsloth's kernels and offloaded checkpoints, Liger's fused loss). ``stack``: another
+        trainer given these settings (a plan's ``--stack``): how it holds tensors, its precision and optimizer."""
         targets = self.lora.target_modules
-        kernels = STACKS["unsloth"] if self.use_unsloth else FTBROKER
+        kernels = STACKS["unsloth"] if self.use_unsloth else stack
         impl = kernels.setup(self.method, grad_checkpointing=self.gradient_checkpointing).impl
         if self.use_liger:
             impl = replace(impl, loss="fused")
-        return FTBROKER.setup(
+        return stack.setup(
             self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
             lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing,

@@ -29,12 +29,14 @@ from ftbroker.backends.base import Gpu, Quote, Verdict
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.errors import UnknownNameError
 from ftbroker.estimate import Estimate, parse_gpu_count, summarize
-from ftbroker.estimate.calibration import Calibration
+from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import Overheads, Padding, TimeEstimate, padded_tokens
 from ftbroker.estimate.cost import CostEstimate, local_cost
+from ftbroker.estimate.measured import APPLIED_MEMORY, APPLIED_TIME, GPU_KEY, STACK_KEY, Corrections
 from ftbroker.estimate.memory import MemoryBreakdown, estimate_memory
 from ftbroker.estimate.run import DatasetTime, Fit, capped_tokens, dataset_time, fit_setup
 from ftbroker.estimate.setup import TrainingSetup
+from ftbroker.estimate.stacks import FTBROKER, Stack
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 BACKEND = "local"
@@ -167,24 +169,27 @@ class GpuRun:
     count: int
     fit: Fit  # the setup that runs and its peak memory per GPU
     time: DatasetTime | None  # None: a lowered run that does not fit even at micro-batch 1, or no lengths known
+    calibration: Calibration  # the estimator's constants it was estimated with (the user's runs included)
 
 
 def gpu_run(arch: ModelArch, config: TrainConfig, data: TrainerData | None, gpu: GpuSpec, count: int,
             overheads: Overheads = Overheads(), *, fit_batch: bool = True, distributed: str = "auto",
-            calibration: Calibration | None = None) -> GpuRun:
+            calibration: Calibration | None = None, stack: Stack = FTBROKER) -> GpuRun:
     """``config`` trained on ``data`` with ``count`` x ``gpu``. ``fit_batch``: a micro-batch the GPU cannot hold
     is lowered, the effective batch kept (a plan's route says what to run with); else the config's own setup is
     estimated as it is, and timed even when it does not fit (``--force`` runs it). ``data`` None: the lengths are
-    unknown, max_seq_length is assumed and nothing is timed."""
+    unknown, max_seq_length is assumed and nothing is timed. ``stack``: the trainer that runs ``config``."""
     setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_length, n_gpus=count,
-                                  distributed=distributed)
+                                  distributed=distributed, stack=stack)
+    calibration = calibration or default_calibration()
     if fit_batch:
         fit = fit_setup(arch, gpu, setup, calibration=calibration)
     else:
         memory = estimate_memory(arch, setup, calibration)
         fit = Fit(setup, memory, memory.total <= gpu.memory_gib)
     timed = data is not None and (fit.fits or not fit_batch)
-    return GpuRun(gpu, count, fit, data.time(arch, gpu, fit.setup, overheads, calibration) if timed else None)
+    return GpuRun(gpu, count, fit, data.time(arch, gpu, fit.setup, overheads, calibration) if timed else None,
+                  calibration)
 
 
 # --- what fits, and what to change when it does not -------------------------------------------------------------
@@ -273,14 +278,26 @@ def electricity(time: TimeEstimate, gpu: GpuSpec, n_gpus: int) -> tuple[CostEsti
     return local_cost(time.hours, gpu, n_gpus), ""
 
 
+def estimate_keys(gpu: str, count: int, stack: str, calibration: Calibration) -> dict[str, float | str]:
+    """What a job's ledger ``resources`` keep beside the estimate so that its measurement can correct the estimates
+    of the same GPU, method and stack later (``ftbroker.estimate.measured``): the GPU, the stack, and the
+    corrections already in the estimate (divided out again, so corrections never compound)."""
+    keys: dict[str, float | str] = {GPU_KEY: gpu, "estimated_gpu_count": count, STACK_KEY: stack}
+    if calibration.your_runs:
+        keys.update({APPLIED_MEMORY: calibration.your_memory, APPLIED_TIME: calibration.your_time})
+    return keys
+
+
 # --- the pre-flight quote --------------------------------------------------------------------------------------
 
 def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | None, stats: Any | None = None,
-                validation: Any | None = None, *, distributed: str = "auto", notes: Sequence[str] = ()) -> Quote:
+                validation: Any | None = None, *, distributed: str = "auto", notes: Sequence[str] = (),
+                corrections: Corrections = Corrections(), stack: str = FTBROKER.name) -> Quote:
     """The quote of training ``config`` on ``gpus`` (None: the CPU). ``stats`` / ``validation`` are the training and
     validation files' ``ftbroker.data.TokenStats`` counted with the model's tokenizer (``stats`` None: lengths
     unknown, the worst case max_seq_length is assumed and no time is estimated); ``arch`` None: the model's shape
-    is unknown."""
+    is unknown. ``corrections``: the user's measured runs (a plan of the same job applies the same); ``stack``: the
+    trainer that will run it, recorded with the estimate so that its measurement corrects that stack alone."""
     notes = list(notes)
     data = trainer_data(config, stats, validation) if stats is not None and stats.length_counts else None
     if data is not None and data.cut:
@@ -291,17 +308,21 @@ def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | N
     if arch is None:
         return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=tuple(notes))
     gpu = gpus.gpu
+    calibration = corrections.calibration(default_calibration(), gpu.name, config.method, stack)
     try:
-        run = gpu_run(arch, config, data, gpu, gpus.count, fit_batch=False, distributed=distributed)
+        run = gpu_run(arch, config, data, gpu, gpus.count, fit_batch=False, distributed=distributed,
+                      calibration=calibration)
     except UnknownNameError as exc:  # e.g. LoRA targets of an architecture the estimator does not model
         return Quote(backend=BACKEND, hardware=gpus.hardware, warnings=(*notes, f"no memory estimate: {exc}"))
-    est = summarize(arch, run.fit.setup, gpu)  # the same memory, with the figures a quote shows beside it
+    est = summarize(arch, run.fit.setup, gpu, calibration)  # the same memory, with the figures shown beside it
+    notes += [calibration.your_runs] if calibration.your_runs else []
     reasons = [data.context_reason(arch) if data else "",
                "" if run.fit.fits else not_fit_reason(est, config, distributed)]
     reason = "; ".join(r for r in reasons if r) or None
     breakdown: dict[str, Any] = {"estimate": est.to_json()}
     resources = {"estimated_peak_vram_gib": round(run.fit.memory.total, 3),
-                 "estimated_allocated_gib": round(run.fit.memory.allocated, 3)}
+                 "estimated_allocated_gib": round(run.fit.memory.allocated, 3),
+                 **estimate_keys(gpu.name, gpus.count, stack, calibration)}
     hours = cost = cost_high = None
     if run.time is None:
         notes.append("no time estimate: the dataset's token lengths are unknown")

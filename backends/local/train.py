@@ -68,8 +68,9 @@ What it writes
   ``time`` (ISO 8601, UTC), ``kind``, ``step``, ``total_steps``, ``epoch``, ``loss``, ``eval_loss``,
   ``tokens_per_s``, ``eta_s``, ``message`` (null when not known). Kinds: ``started`` (the process is up),
   ``warning``, ``running`` (the training loop starts or resumes), ``progress`` (every logging_steps: loss,
-  tokens_per_s of this process, eta_s), ``eval``, ``checkpoint`` (message: its folder), and exactly one final
-  line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM).
+  tokens_per_s of this process so far, eta_s), ``eval``, ``checkpoint`` (message: its folder), and exactly one
+  final line: ``done`` (succeeded), ``error`` (failed; message: the error), ``cancelled`` (SIGTERM), with the run's
+  tokens_per_s (result.json's). Throughput counts the seconds spent training, evaluations and saves left out.
 - ``checkpoints/checkpoint-STEP/``: the last ``save_total_limit`` checkpoints (model or adapter, optimizer,
   scheduler, RNG states, trainer_state.json). ``--resume`` continues from the newest complete one with the same
   data order and step count (a checkpoint cut short by kill -9 is skipped and removed; with no complete
@@ -83,9 +84,11 @@ What it writes
   ``tokens_per_s`` and ``train_seconds`` of this process, ``device`` and ``precision``. ``trained_tokens``
   counts the tokens the loss was taken on, times the epochs run.
 
-Exit status: 0 succeeded; 1 failed; 2 bad config or data (the error names the field, or FILE:LINE); 143 stopped
-by SIGTERM (after saving a checkpoint when training had started). Under several processes only the main one
-writes events and results.
+Exit status: 0 succeeded; 1 failed; 2 bad config or data (the error names the field, or FILE:LINE); 75 another
+trainer is running in RUN_DIR (nothing written: one trainer per run folder, see ``runlock``); 143 stopped by SIGTERM
+(after saving a checkpoint when training had started). Under several processes only the main one writes events and
+results. The main process holds RUN_DIR's lock for its life (``trainer.pid`` names it), unless the local backend
+started it holding the lock already.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import data
-from ftbroker.backends.local import masking, noise
+from ftbroker.backends.local import masking, noise, runlock
 from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -129,6 +132,7 @@ from ftbroker.errors import (
 from ftbroker.jobs import Artifact, JobStatus
 
 EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another trainer holds the run folder
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
@@ -185,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     is_main = int(os.environ.get("RANK", "0")) == 0  # set by accelerate/torchrun; read before torch loads
+    if is_main and runlock.LOCK_FD_ENV not in os.environ:  # started by hand: hold the run folder ourselves
+        lock = runlock.take(run_dir)
+        if lock is None:  # before any event: the trainer running there owns events.jsonl
+            noted = runlock.noted(run_dir)
+            print(f"error: another trainer{f' (pid {noted[0]})' if noted else ''} is running in {run_dir}; "
+                  "one trainer per run folder", file=sys.stderr)
+            return EXIT_BUSY
+        runlock.note(lock, os.getpid())  # held until this process ends: the descriptor is never closed
     events = EventLog(run_dir / EVENTS_NAME, enabled=is_main)
     started_at = (events.first_time() if args.resume else None) or now()
     stop = _StopSignal()
@@ -230,9 +242,10 @@ def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Out
                  metrics=points, trained_tokens=outcome.trained_tokens, artifacts=artifacts,
                  error=outcome.message if outcome.status is JobStatus.FAILED else None, raw=outcome.raw)
     kind = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
-    events.emit(kind[outcome.status], outcome.message,
+    events.emit(kind[outcome.status], outcome.message,  # the run's own throughput, as result.json has it
                 step=state.global_step if state else None, total_steps=state.max_steps if state else None,
-                epoch=state.epoch if state else None)
+                epoch=state.epoch if state else None,
+                tokens_per_s=outcome.raw.get("measured", {}).get("tokens_per_s"))
 
 
 # ---- the recipe ---------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 
 from ftbroker import bounds
 from ftbroker.errors import InputError
-from ftbroker.estimate.calibration import Calibration
+from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.measured import Corrections
 from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
 from ftbroker.estimate.stacks import STACKS, Stack, default_sharding, resolve_stack
 from ftbroker.estimate.summary import Estimate, summarize
@@ -48,11 +49,13 @@ def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None =
              grad_accumulation: int = 1, lora_r: int | None = None, targets: Sequence[str] | None = None,
              lora_dropout: float | None = None, grad_checkpointing: bool | None = None, optimizer: str | None = None,
              precision: str | None = None, sharding: str | None = None, packing: bool | None = None,
-             impl: Implementation | None = None, catalog=None, calibration: Calibration | None = None) -> Estimate:
+             impl: Implementation | None = None, catalog=None, calibration: Calibration | None = None,
+             corrections: Corrections | None = None) -> Estimate:
     """Estimate one setup. ``model``/``gpu`` are catalog names (``gpu`` may be ``NAME:COUNT``), a local model
     folder or config.json for ``model``, or catalog rows. ``stack`` is the trainer that runs it (``STACKS``): every
     setting left None is that trainer's default, so the defaults are those ``ftbroker run`` gives its trainer.
-    ``catalog`` defaults to ``load_catalog()``."""
+    ``catalog`` defaults to ``load_catalog()``. ``corrections``: the user's measured runs
+    (``ftbroker.your_runs.corrections()``), applied to this GPU, method and stack."""
     count = 1
     if isinstance(gpu, str):
         gpu, count = parse_gpu_count(gpu)
@@ -72,6 +75,8 @@ def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None =
                           grad_checkpointing=grad_checkpointing, optimizer=optimizer, precision=precision,
                           n_gpus=count, sharding=sharding, grad_accumulation=grad_accumulation, packing=packing,
                           impl=impl)
+    if corrections is not None and spec is not None:
+        calibration = corrections.calibration(calibration or default_calibration(), spec.name, method, trainer.name)
     return summarize(arch, setup, spec, calibration)
 
 

@@ -69,6 +69,11 @@ class Calibration:
     points: tuple[str, ...] = ()
     source: str = "defaults"
     trainer: TrainerTiming | None = None
+    # the user's own measured runs of this (GPU, method, stack) (``ftbroker.estimate.measured``): the allocated
+    # peak and the step time multiplied by these; 1.0 without runs
+    your_memory: float = 1.0
+    your_time: float = 1.0
+    your_runs: str = ""  # what they are, said beside the figures ("calibrated on 3 of your runs: ...")
 
     def efficiency(self, method: str, gpu_class: str) -> float:
         by_class = self.mfu.get(method) or {}

@@ -304,6 +304,9 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
         notes.append(f"communication: {comm.formula}; step = (compute^{cal.comm_overlap:g} + communication^"
                      f"{cal.comm_overlap:g})^(1/{cal.comm_overlap:g}) = {seconds * 1e3:.0f} ms (compute "
                      f"{compute_s * 1e3:.0f} ms)")
+    if cal.your_time != 1:
+        seconds *= cal.your_time
+        notes.append(f"step time x {cal.your_time:.3f} ({cal.your_runs})")
     per_gpu = tokens / seconds
     achieved = per_gpu * flops.total / (peak * 1e12)
     spread = Range(1 - cal.spread, 1.0, 1 + cal.spread)

@@ -53,6 +53,7 @@ class MemoryBreakdown:
     workspace: float            # one layer's backward/recompute, dequantized weight, gathered shards, step temps
     cuda_context: float
     allocator_overhead: float   # reserved by the caching allocator but not allocated (fragmentation)
+    your_runs: float            # the correction the user's own measured runs make to the allocated peak
     total: float                # what must fit on the GPU
     allocated: float            # the peak torch.cuda.max_memory_allocated would report
     optimizer_paged: float      # bitsandbytes paged states: unified memory, evicted to CPU under pressure
@@ -365,6 +366,10 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     else:
         phase, peak_grads, peak_act, peak_loss, peak_ws = "optimizer step", live_grads, 0.0, 0.0, step_ws
     allocated = static + max(fb, step)
+    yours = allocated * (cal.your_memory - 1)
+    if yours:
+        terms.append(Term("your runs", yours / GIB, f"allocated peak x {cal.your_memory:.3f} ({cal.your_runs})"))
+        allocated += yours
     overhead = allocated * overhead_share
     context = context_gib * GIB
     if accumulating:
@@ -373,7 +378,7 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     return MemoryBreakdown(
         weights=weights / GIB, adapter=adapter / GIB, gradients=peak_grads / GIB, optimizer=states / GIB,
         master_weights=master / GIB, activations=peak_act / GIB, loss=peak_loss / GIB, workspace=peak_ws / GIB,
-        cuda_context=context / GIB, allocator_overhead=overhead / GIB,
+        cuda_context=context / GIB, allocator_overhead=overhead / GIB, your_runs=yours / GIB,
         total=(allocated + overhead + context) / GIB, allocated=allocated / GIB, optimizer_paged=paged / GIB,
         phase=phase, terms=tuple(terms), assumptions=tuple(notes),
     )

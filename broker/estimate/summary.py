@@ -50,7 +50,8 @@ class Estimate:
             "params": ModelShape(self.arch).total_params,
             "assumptions": [*self.memory.assumptions, *(tput.assumptions if tput else ())]
             + ([tput.reason] if tput and tput.reason else []),
-            "calibration": {"fitted_on": self.calibration.fitted_on, "source": self.calibration.source},
+            "calibration": {"fitted_on": self.calibration.fitted_on, "source": self.calibration.source,
+                            "your_runs": self.calibration.your_runs or None},
         }
 
     def explain(self) -> str:
@@ -87,7 +88,8 @@ class Estimate:
             lines += ["", "Assumptions:"] + [f"  - {a}" for a in m.assumptions]
         cal = self.calibration
         lines += ["", f"Calibration: {cal.source}, fitted {cal.fitted_on or 'never'} on {len(cal.points)} "
-                      "published runs"]
+                      "published runs" + (f"; {cal.your_runs} (x {cal.your_memory:.3f} memory, x {cal.your_time:.3f} "
+                                          "time)" if cal.your_runs else "")]
         return "\n".join(lines)
 
 

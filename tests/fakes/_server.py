@@ -7,14 +7,20 @@ Faults are programmable per route and per call (``server.faults``):
 
 - an HTTP error (429 with ``Retry-After``, 500, 503, ...) answered instead of the real answer;
 - a dropped connection: the socket is closed without a response;
-- a slow answer: the answer is held back for ``delay`` seconds (past the client's timeout);
+- a timeout: the answer is held back until the client gives up waiting (see below);
 - each of them either before the handler runs (nothing happened on the server) or after it
   (``commit=True``: the change happened, but the client never learns so) -- the case that makes
   naive retries of a create submit twice.
 
-The server never sleeps to move time along: jobs advance only when a test says so (or one step
-per poll, see the fakes). A slow answer waits on an event that ``stop()`` sets, so shutting down
-never hangs.
+Time is never the machine's: jobs advance only when a test says so (or one step per poll, see the
+fakes), and a timeout does not wait for a clock. A held answer is sent marked (``HELD_HEADER``) and the
+client's HTTP transport, while a fake runs, gives up on it at once with the ``httpx.ReadTimeout`` its
+own timeout would raise. So the client's timeouts can stay long (no ordinary call on a loaded machine
+runs out of time), a faulted call times out whatever its timeout, and by the time the client sees it
+the server has done (``commit``) or not done the work: nothing to wait for before asserting on it.
+
+``hold(route)`` is the other tool for races: the route's calls wait at a gate, each counted, until the
+test opens it (e.g. when every concurrent client has either reached the gate or finished).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -37,10 +43,9 @@ from urllib.parse import parse_qs, urlsplit
 class Fault:
     """What goes wrong with one call. Build one with the class methods."""
 
-    kind: str  # "status" | "drop" | "slow"
+    kind: str  # "status" | "drop" | "timeout"
     status: int = 0
     retry_after: float | None = None
-    delay: float = 0.0
     commit: bool = False  # run the real handler first: the server-side change happens
 
     @classmethod
@@ -60,8 +65,9 @@ class Fault:
         return cls("drop", commit=commit)
 
     @classmethod
-    def slow(cls, delay: float, *, commit: bool = True) -> Fault:
-        return cls("slow", delay=delay, commit=commit)
+    def timed_out(cls, *, commit: bool = True) -> Fault:
+        """The answer never comes: the client's read times out (after the work was done, with ``commit``)."""
+        return cls("timeout", commit=commit)
 
     @classmethod
     def committed_error(cls, status: int = 500) -> Fault:
@@ -69,7 +75,7 @@ class Fault:
         return cls("status", status=status, commit=True)
 
     def __str__(self) -> str:
-        what = {"status": f"HTTP {self.status}", "drop": "dropped connection", "slow": f"slow ({self.delay}s)"}
+        what = {"status": f"HTTP {self.status}", "drop": "dropped connection", "timeout": "client timed out"}
         return what[self.kind] + (" after commit" if self.commit else "")
 
 
@@ -81,7 +87,12 @@ ALL_FAULTS: tuple[Fault, ...] = (
     Fault.dropped(),
     Fault.committed_error(500),
     Fault.dropped(commit=True),
+    Fault.timed_out(commit=False),
+    Fault.timed_out(),
 )
+
+#: The header of an answer the client must not get: it stands for one held until the client gave up.
+HELD_HEADER = "x-fake-held"
 
 
 class FaultPlan:
@@ -141,6 +152,76 @@ class FaultPlan:
             return fault
 
 
+class Gate:
+    """Calls of one route wait here until the test opens it; ``arrived`` counts them (see ``hold``)."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._lock = threading.Lock()
+        self.arrived = 0
+
+    def pass_through(self) -> None:
+        with self._lock:
+            self.arrived += 1
+        self._open.wait()
+
+    def open(self) -> None:
+        self._open.set()
+
+
+class _ClientGivesUp:
+    """While a fake runs, the SDKs' HTTP transport (httpx; httpx2, the fork the openai SDK 3 uses) turns a held answer
+    (``HELD_HEADER``) into the ``ReadTimeout`` the client's own timeout would raise: the client gives up when the fake
+    holds the answer, not after a wait."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _originals: ClassVar[dict[Any, Callable[..., Any]]] = {}
+
+    @classmethod
+    def acquire(cls) -> None:
+        with cls._lock:
+            cls._users += 1
+            if cls._users > 1:
+                return
+            for http in _http_libraries():
+                original = cls._originals[http] = http.HTTPTransport.handle_request
+                http.HTTPTransport.handle_request = _giving_up(http, original)
+
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                for http, original in cls._originals.items():
+                    http.HTTPTransport.handle_request = original
+                cls._originals.clear()
+
+
+def _http_libraries() -> list[Any]:
+    import importlib
+
+    found = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return found
+
+
+def _giving_up(http: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    def handle_request(transport: Any, request: Any) -> Any:
+        response = original(transport, request)
+        if HELD_HEADER in response.headers:
+            response.read()
+            response.close()
+            raise http.ReadTimeout("timed out (the fake held its answer)", request=request)
+        return response
+
+    return handle_request
+
+
 @dataclass
 class Request:
     """One request as the server saw it: what handlers read and what ``requests`` records."""
@@ -198,6 +279,7 @@ class LoopbackServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._clients: list[Any] = []  # SDK clients handed out by ``client()``: closed on stop()
+        self._gates: dict[str, Gate] = {}
 
     def _hand_out(self, client: Any) -> Any:
         self._clients.append(client)
@@ -212,6 +294,11 @@ class LoopbackServer:
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         """The provider's error envelope; subclasses override."""
         return {"error": {"message": message, "type": "error", "param": None, "code": None}}
+
+    def hold(self, route: str) -> Gate:
+        """From now on, calls of ``route`` wait at a new gate until it is opened (``stop()`` opens it too)."""
+        gate = self._gates[route] = Gate()
+        return gate
 
     @property
     def port(self) -> int:
@@ -239,6 +326,7 @@ class LoopbackServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
+        _ClientGivesUp.acquire()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name=type(self).__name__,
@@ -248,12 +336,15 @@ class LoopbackServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        for gate in self._gates.values():
+            gate.open()
         for client in self._clients:
             client.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+            _ClientGivesUp.release()
 
     def __enter__(self) -> LoopbackServer:
         return self.start()
@@ -283,20 +374,23 @@ class LoopbackServer:
         with self.lock:
             self.requests.append(request)
 
+        gate = self._gates.get(name)
+        if gate is not None:
+            gate.pass_through()
+            if self._stopping.is_set():
+                return
         if fault is None:
             self._send(http, self._run(handler, request))
-        elif fault.kind == "slow":
-            response = self._run(handler, request) if fault.commit else None
-            if self._stopping.wait(fault.delay):
-                return
-            self._send(http, response or self._run(handler, request))
+            return
+        if fault.commit:
+            self._run(handler, request)
+        if fault.kind == "drop":
+            http.close_connection = True
+            http.connection.close()
+        elif fault.kind == "timeout":  # a client that gave up drops the connection: so does this one
+            http.close_connection = True
+            self._send(http, Response(504, b"", {HELD_HEADER: "1", "Connection": "close"}))
         else:
-            if fault.commit:
-                self._run(handler, request)
-            if fault.kind == "drop":
-                http.close_connection = True
-                http.connection.close()
-                return
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             message = {429: "Rate limit reached, retry later", 503: "Service unavailable"}.get(
                 fault.status, "The server had an error while processing your request")

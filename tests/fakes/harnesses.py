@@ -1,7 +1,7 @@
 """The managed backends' harnesses for the backend contract suite (``tests/test_backend_contract.py``).
 
-Each runs its backend against its stand-in provider: the loopback fakes for OpenAI and Together (jobs move one
-step per poll), moto for Bedrock (the harness moves jobs, as moto never does, each time the Broker waits).
+Each runs its backend against its stand-in provider: the loopback fakes for OpenAI, Together, Fireworks and Vertex
+AI (jobs move one step per poll), moto for Bedrock (the harness moves jobs, as moto never does, each time the Broker waits).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from ftbroker.spec import JobSpec
 
 from ._jobs import Outcome
 from .bedrock_fake import BedrockHarness
+from .fireworks_fake import DEFAULT_MODELS as DEFAULT_FIREWORKS_MODELS
+from .fireworks_fake import FakeFireworks
 from .openai_fake import FakeOpenAI
 from .support import FAST, write_chat
 from .together_fake import FakeTogether
+from .vertex_fake import FakeVertex
 
 FAILURE = "invalid training file: line 7 has no assistant message"
 OUTCOMES = {"succeed": Outcome(), "fail": Outcome.failure(FAILURE, at_step=1), "hang": Outcome.hanging()}
@@ -32,10 +35,14 @@ class _Loopback:
         self.fake = self.fake_class(advance_on_poll=True).start()
         self.data = write_chat(tmp_path / "data.jsonl")
 
+    def options(self) -> dict[str, Any]:
+        """The backend options that point the backend at the fake."""
+        return {"base_url": self.fake.base_url}
+
     def spec(self, scenario: str) -> JobSpec:
         self.fake.next_outcome(OUTCOMES[scenario])
         return JobSpec(dataset=str(self.data), model=self.model, backend=self.name,
-                       backend_options={"base_url": self.fake.base_url, **FAST})
+                       backend_options={**self.options(), **FAST})
 
     def wait(self, seconds: float) -> None:
         """Nothing to wait for: the fake moves a job one step each time it is polled."""
@@ -51,6 +58,28 @@ class OpenAIContract(_Loopback):
 class TogetherContract(_Loopback):
     name, key_variable, fake_class = "together", "TOGETHER_API_KEY", FakeTogether
     model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+
+
+class FireworksContract(_Loopback):
+    name, key_variable, fake_class = "fireworks", "FIREWORKS_API_KEY", FakeFireworks
+    model = DEFAULT_FIREWORKS_MODELS[0]
+
+    def options(self) -> dict[str, Any]:
+        return {"base_url": self.fake.base_url, "account_id": self.fake.account}
+
+
+class VertexContract(_Loopback):
+    """Google's application-default credentials: a service-account key whose token endpoint is the fake."""
+
+    name, fake_class, model = "vertex", FakeVertex, "gemini-3.5-flash"
+
+    def __init__(self, tmp_path: Any, monkeypatch: Any):
+        self.fake = self.fake_class(advance_on_poll=True).start()
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(self.fake.write_credentials(tmp_path / "adc.json")))
+        self.data = write_chat(tmp_path / "data.jsonl")
+
+    def options(self) -> dict[str, Any]:
+        return self.fake.options()
 
 
 class BedrockContract:
@@ -82,4 +111,5 @@ class BedrockContract:
         self.aws.__exit__(None, None, None)
 
 
-MANAGED_HARNESSES = {"openai": OpenAIContract, "together": TogetherContract, "bedrock": BedrockContract}
+MANAGED_HARNESSES = {"openai": OpenAIContract, "together": TogetherContract, "bedrock": BedrockContract,
+                     "fireworks": FireworksContract, "vertex": VertexContract}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-#: backend_options that make a managed backend quick under test (no real waiting, short timeouts, no SDK retries)
-FAST = {"poll_interval_s": 0.01, "retry_initial_s": 0.001, "retry_max_s": 0.01, "request_timeout_s": 0.5,
-        "max_retries": 0}
+#: backend_options that make a managed backend quick under test: no real waiting, no SDK retries. Timeouts keep their
+#: defaults: a faulted call times out because the fake holds its answer (``Fault.timed_out``), never by the clock.
+FAST = {"poll_interval_s": 0.01, "retry_initial_s": 0.001, "retry_max_s": 0.01, "max_retries": 0}
 
 def write_chat(path: Path, n: int = 12, start: int = 0) -> Path:
     """A small chat dataset: ``n`` single-turn arithmetic examples."""
