@@ -525,7 +525,7 @@ def export(job_id, fmt, output, json_mode):
               "region=us-west-2 (repeatable).")
 @_json_option
 def gc(yes, backend, options, json_mode):
-    """Find leftover paid instances and deployments; --yes stops what should go.
+    """Find paid instances and deployments left behind; --yes stops them.
 
     Looks in every region and account the ledger's jobs used (and where --backend/--option point): an ftbroker EC2
     instance goes when its job is finished, unknown to this ledger, or past its runtime cap; another ledger's
