@@ -40,7 +40,7 @@ p.source::before{content:"Source: ";font-weight:600}ul.source{padding-left:1.2re
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.3rem .45rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{background:var(--band)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-td.id{overflow-wrap:anywhere;word-break:break-word;min-width:8rem}
+.id{overflow-wrap:anywhere}
 .facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(9.5rem,1fr));gap:.5rem;margin:.6rem 0}
 .facts div{background:var(--band);border-radius:.4rem;padding:.45rem .6rem}
 .facts b{display:block;font-size:1.05rem;overflow-wrap:anywhere}.facts div>span{color:var(--muted);font-size:.8rem}
@@ -68,7 +68,7 @@ def _e(value: Any) -> str:
 def _usd(value: float | None) -> str:
     if value is None:
         return "-"
-    return "<$0.0001" if 0 < value < 0.0001 else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+    return "under $0.0001" if 0 < value < 0.0001 else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
 
 
 def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
@@ -88,8 +88,8 @@ def _pct(value: float | None) -> str:
 def _page(title: str, body: Sequence[str], generated: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:\">"  # nothing but this file may load: no script, no request
+            # nothing but this file may load or run: no script, no request (a second guard; the first is escaping)
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
             + "".join(body)
             + f'<footer class="muted">Written by ftbroker on {_e(generated)}. This file is the whole report: it '
@@ -121,13 +121,14 @@ def _figure(chart: str, legend: str, source: str) -> str:
 
 def job_html(data: Mapping[str, Any]) -> str:
     """The report of one job. ``data``: ``job`` (as ``ftbroker status --json``), ``metrics`` (``step``, ``name``,
-    ``value``), ``metrics_source``, ``history`` (``time``, ``status``, ``detail``), ``evaluation`` (as ``ftbroker
-    eval --json``, or None) with ``evaluation_source``, ``ledger`` (its path) and ``generated`` (when)."""
+    ``value``), ``metrics_source``, ``measured_on`` (the card the trainer ran on), ``history`` (``time``,
+    ``status``, ``detail``), ``evaluation`` (as ``ftbroker eval --json``, or None) with ``evaluation_source``,
+    ``ledger`` (its path) and ``generated`` (when)."""
     job = data["job"]
     name = job["spec"].get("name") or job["id"]
     body = [(f"<header><h1>{_e(name)}</h1><p class=\"muted\">ftbroker job {_e(job['id'])}: {_e(job['method'])} "
              f"fine-tune of {_e(job['model'])} on {_e(job['backend'])}</p></header>"),
-            _job_facts(job), _losses(data), _estimates(job, data["ledger"])]
+            _job_facts(job), _losses(data), _estimates(job, data.get("measured_on"), data["ledger"])]
     if data.get("evaluation"):
         body.append(_evaluation(data["evaluation"], data["evaluation_source"]))
     body.append(_history(data.get("history") or (), data["ledger"]))
@@ -165,29 +166,40 @@ def _losses(data: Mapping[str, Any]) -> str:
     return head + _figure(chart, svg.legend(series), data["metrics_source"]) + "</section>"
 
 
-def _estimates(job: Mapping[str, Any], ledger: str) -> str:
-    """Each figure the quote estimated beside what was measured, each marked with where it came from."""
+def _estimates(job: Mapping[str, Any], measured_on: str | None, ledger: str) -> str:
+    """Each figure the quote estimated beside what was measured, each marked with where it came from. Hardware
+    figures are compared (measured / estimated) only when measured on the card they were estimated for
+    (``measured_on``: the catalog's name of the card the trainer ran on, "the CPU", or None when unknown)."""
     res = job.get("resources") or {}
-    gpu = f" for {res['estimated_gpu']}" if res.get("estimated_gpu") else ""
+    gpu = res.get("estimated_gpu")
     stack = f", stack {res['stack']}" if res.get("stack") else ""
-    sources = {"quote": f"the estimate{gpu}{stack} the quote made at submission (the ledger's jobs.resources and "
-                        f"jobs.estimated_cost_usd of {job['id']}, {ledger})",
+    sources = {"quote": f"the estimate{f' for {gpu}' if gpu else ''}{stack} the quote made at submission (the "
+                        f"ledger's jobs.resources and jobs.estimated_cost_usd of {job['id']}, {ledger})",
                "trainer": f"measured by the trainer (its result.json, kept in jobs.resources of {job['id']})",
                "ledger": f"the ledger's start and end of {job['id']} (started_at, finished_at)",
                "backend": f"reported by {job['backend']} (jobs.actual_cost_usd)"}
+    apart = (f"measured on {measured_on}, estimated for {gpu}: not comparable"
+             if gpu and measured_on and measured_on != gpu else None)
+    reserved = res.get("measured_peak_vram_reserved_gib")
     actual = job.get("actual_cost_usd")
-    compared = [_compare("peak VRAM", res.get("estimated_peak_vram_gib"), _measured_memory(res), _gib),
-                _compare("throughput", res.get("estimated_tokens_per_s"),
-                         (res.get("measured_tokens_per_s"), "trainer", ""), _rate),
-                _compare("training time", res.get("estimated_hours"), _elapsed(job, res), _hours),
-                _compare("cost", job.get("estimated_cost_usd"), (actual, "backend", "") if actual is not None else
-                         (None, "", "no charge reported" if job["backend"] == "local" else ""), _usd)]
+    compared = [
+        _compare("peak VRAM, allocated", res.get("estimated_allocated_gib"), _allocated(res), _gib, apart),
+        _compare("peak VRAM, whole card", res.get("estimated_peak_vram_gib"),
+                 (reserved, "trainer", "reserved by PyTorch" if reserved is not None else ""), _gib,
+                 "not divided: the estimate counts the CUDA context, PyTorch's reserved memory does not"),
+        _compare("throughput", res.get("estimated_tokens_per_s"), (res.get("measured_tokens_per_s"), "trainer", ""),
+                 _rate, apart),
+        _compare("training time", res.get("estimated_hours"), _elapsed(job, res), _hours, apart),
+        _compare("cost", job.get("estimated_cost_usd"), (actual, "backend", "") if actual is not None else
+                 (None, "", "no charge reported" if job["backend"] == "local" else ""), _usd, None)]
+    compared = [(row, tags) for row, tags in compared if tags]  # a figure nobody estimated or measured: no row
+    if not compared:
+        return ""
     used = sorted(set().union(*(tags for _, tags in compared)))
     table = _table(("figure", "estimated", "measured", "measured / estimated"), [row for row, _ in compared],
                    numeric=(1, 2, 3))
     notes = "".join(f"<li>[{tag}] {escape(sources[tag])}</li>" for tag in used)
-    return (f"<section><h2>Estimated and measured</h2>{table}"
-            + (f'<ul class="source">{notes}</ul>' if notes else "") + "</section>")
+    return f'<section><h2>Estimated and measured</h2>{table}<ul class="source">{notes}</ul></section>'
 
 
 def _gib(value: float | None) -> str:
@@ -198,15 +210,11 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} tokens/s" if value >= 100 else f"{value:.3g} tokens/s"
 
 
-def _measured_memory(res: Mapping[str, Any]) -> tuple[float | None, str, str]:
-    """(the peak VRAM measured, its source's tag, a note)."""
-    if "measured_peak_vram_allocated_gib" in res:
-        reserved = res.get("measured_peak_vram_reserved_gib")
-        return res["measured_peak_vram_allocated_gib"], "trainer", (
-            f"allocated; {reserved:.3g} GiB reserved" if reserved is not None else "allocated")
-    if "measured_peak_rss_gib" in res:  # a CPU run: the process's memory, not comparable with VRAM
+def _allocated(res: Mapping[str, Any]) -> tuple[float | None, str, str]:
+    """(the peak VRAM allocated, its source's tag, a note): what the estimator's ``allocated`` predicts."""
+    if "measured_peak_rss_gib" in res:  # a CPU run: the process's memory, not VRAM
         return None, "trainer", f"ran on the CPU: peak memory {res['measured_peak_rss_gib']:.3g} GiB (RSS)"
-    return None, "", ""
+    return res.get("measured_peak_vram_allocated_gib"), "trainer", ""
 
 
 def _elapsed(job: Mapping[str, Any], res: Mapping[str, Any]) -> tuple[float | None, str, str]:
@@ -218,12 +226,15 @@ def _elapsed(job: Mapping[str, Any], res: Mapping[str, Any]) -> tuple[float | No
     return None, "", ""
 
 
-def _compare(figure: str, estimated: Any, measured: tuple[Any, str, str], fmt) -> tuple[list[str], set[str]]:
-    """(a row of cells, the tags of the sources it shows)."""
+def _compare(figure: str, estimated: Any, measured: tuple[Any, str, str], fmt,
+             apart: str | None) -> tuple[list[str], set[str]]:
+    """(a row of cells, the tags of the sources it shows). ``apart``: why the two are not to be divided."""
     value, tag, note = measured
     est = float(estimated) if isinstance(estimated, int | float) else None
-    ratio = f"{value / est:.2f}x" if est and value is not None else "-"
-    tags = ({"quote"} if est is not None else set()) | ({tag} if tag else set())
+    value = float(value) if isinstance(value, int | float) else None
+    ratio = (escape(apart) if apart and est is not None and value is not None
+             else f"{value / est:.2f}x" if est and value is not None else "-")
+    tags = ({"quote"} if est is not None else set()) | ({tag} if tag and (value is not None or note) else set())
     est_cell = fmt(est) + (' <span class="muted">[quote]</span>' if est is not None else "")
     shown = fmt(value) + (f' <span class="muted">[{tag}]</span>' if tag and value is not None else "") + (
         f'<br><span class="muted">{escape(note)}</span>' if note else "")

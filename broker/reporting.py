@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +41,18 @@ def report(job: str | None = None, output: str | os.PathLike | None = None, *,
     if (job is None) == (plan is None):
         raise InputError("a report is of a job (JOB) or of a plan (--plan PLAN.json), one of the two")
     where = Path(home) if home is not None else default_home()
-    generated = clock.now().strftime("%Y-%m-%d %H:%M UTC")
+    generated = clock.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if job is not None:
         with Ledger(where / LEDGER_NAME) as ledger:
             data = job_data(ledger, job)
         page, default = job_html({**data, "generated": generated}), f"{data['job']['id']}.html"
     else:
         doc, source = plan_data(plan, where)
-        page, default = plan_html(doc, source=source, generated=generated), "plan.html"
+        try:
+            page, default = plan_html(doc, source=source, generated=generated), "plan.html"
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # hand-made, or from another version
+            raise InputError(f"{source}: not a plan this ftbroker wrote ({type(exc).__name__}: {exc}); plan again "
+                             "with `ftbroker plan DATA --json`") from exc
     return write_page(page, Path(output) if output is not None else Path(default))
 
 
@@ -60,14 +65,29 @@ def job_data(ledger: Ledger, ref: str) -> dict[str, Any]:
     metrics = [p.model_dump() for p in ledger.metrics(job.id)]
     evaluation = latest_evaluation(ledger, job.id)
     data = {"job": job_json(job), "metrics": metrics, "metrics_source": _metrics_source(job, ledger, len(metrics)),
-            "history": [{"time": t.strftime("%Y-%m-%d %H:%M:%S"), "status": s.value, "detail": d}
+            "history": [{"time": t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), "status": s.value, "detail": d}
                         for t, s, d in ledger.history(job.id)],
-            "ledger": str(ledger.path), "evaluation": None}
+            "measured_on": _measured_on(job.resources), "ledger": str(ledger.path), "evaluation": None}
     if evaluation is not None:
         data["evaluation"] = evaluation.model_dump(mode="json")
-        data["evaluation_source"] = (f"ftbroker eval {evaluation.id} of {evaluation.created_at:%Y-%m-%d %H:%M} UTC, "
+        data["evaluation_source"] = (f"ftbroker eval {evaluation.id} of {evaluation.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
                                      f"the ledger's evaluations table ({ledger.path})")
     return data
+
+
+def _measured_on(resources: Mapping[str, Any]) -> str | None:
+    """The catalog's name of the card the trainer measured on (torch names it as nvidia-smi does), "the CPU", or
+    None when it measured nothing."""
+    from ftbroker.errors import FtBrokerError
+    from ftbroker.pricing.catalog import load_catalog
+
+    card = resources.get("measured_gpu")
+    if isinstance(card, str):
+        try:
+            return load_catalog().gpu(card).name
+        except FtBrokerError:  # a card the catalog does not know (or a catalog that does not load): its own name
+            return card
+    return "the CPU" if "measured_peak_rss_gib" in resources else None
 
 
 def _metrics_source(job, ledger: Ledger, points: int) -> str:
@@ -75,7 +95,8 @@ def _metrics_source(job, ledger: Ledger, points: int) -> str:
     if job.backend == "local":
         run_dir = job.remote.get("run_dir") or "the run folder"
         return f"the trainer's progress and eval events ({run_dir}/events.jsonl), {kept}"
-    return f"the curves {job.backend} reported for its job {job.remote.get('remote_id') or ''}".rstrip() + f", {kept}"
+    theirs = job.remote.get("job_id")  # a managed backend's handle on its job
+    return f"the curves {job.backend} reported" + (f" for its job {theirs}" if theirs else "") + f", {kept}"
 
 
 def plan_data(plan: Any, home: Path) -> tuple[dict[str, Any], str]:

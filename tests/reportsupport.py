@@ -16,6 +16,7 @@ from evalsupport import judge_by_reference, tuned_knows, write_sums
 from fakes import FakeAnthropic, FakeOpenAI
 from fakes.support import FAST
 from jobsupport import SCRIPTED_TRAINER, write_chat
+from test_eval_openai import EVAL_FAST, MODEL
 
 from ftbroker.backends.local.backend import LocalBackend
 from ftbroker.broker import Broker
@@ -26,9 +27,6 @@ from ftbroker.spec import JobSpec
 CHATS = Path(__file__).resolve().parents[1] / "examples" / "data" / "support_chats.jsonl"
 # a job name that would run as a script, or load a picture from elsewhere, were it not escaped
 HOSTILE = "<script>pwned=1</script><img src=//x.invalid onerror=pwned=2>"  # a job name holds 64 characters
-MODEL = "gpt-4o-mini-2024-07-18"
-EVAL_FAST = {"request_timeout_s": 5.0, "max_retries": 0, "attempts": 3, "retry_initial_s": 0.001,
-             "retry_max_s": 0.01}
 
 
 def ledger_with_jobs(home: Path, work: Path, day: date) -> dict[str, str]:

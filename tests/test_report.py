@@ -65,7 +65,7 @@ def test_a_job_report_shows_its_curves_figures_and_evaluation_with_their_sources
     assert "<td>exact match</td><td class=\"num\">0.0%</td><td class=\"num\">100.0%</td>" in page
     assert f"ftbroker eval {ev['id']}" in page and "claude-haiku-5-5" in page  # the evaluation's source, its judge
     assert f"${data['job']['estimated_cost_usd']:,.4f} <span class=\"muted\">[quote]</span>" in page
-    assert "the curves openai reported" in page and "points in the ledger&#x27;s metrics table" in page
+    assert f"the curves openai reported for its job {data['job']['remote']['job_id']}" in page and "points in the ledger&#x27;s metrics table" in page
     # self-contained: no script, nothing fetched from elsewhere
     assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:)?//""", page)
 
@@ -78,8 +78,9 @@ def test_a_local_job_compares_the_estimate_with_the_trainer_and_escapes_its_name
     assert resources["estimated_gpu"] == "RTX-4090" and "measured_peak_rss_gib" in resources
     assert f"{resources['estimated_peak_vram_gib']:.3g} GiB" in page
     assert f"ran on the CPU: peak memory {resources['measured_peak_rss_gib']:.3g} GiB (RSS)" in page
-    ratio = resources["measured_tokens_per_s"] / resources["estimated_tokens_per_s"]
-    assert f"{ratio:.2f}x" in page and "[trainer] measured by the trainer" in page
+    assert f"{resources['measured_tokens_per_s']:,.0f} tokens/s" in page and "[trainer] measured by the trainer" in page
+    assert page.count("measured on the CPU, estimated for RTX-4090: not comparable") == 2  # throughput, time
+    assert not re.search(r'<td class="num">[0-9.]+x</td>', page)  # no ratio of a CPU run to a GPU estimate
     assert "the estimate for RTX-4090" in page and "events.jsonl" in page
     assert HOSTILE not in page and "&lt;script&gt;pwned=1&lt;/script&gt;" in page
     assert "<script" not in page and "<img" not in page
@@ -122,6 +123,9 @@ def test_bad_requests_are_exit_2_and_write_nothing(made, tmp_path):
     not_a_plan.write_text('{"routes": 3}')
     assert "not a plan this ftbroker wrote" in report(home, "--plan", not_a_plan, ok=(2,)).output
     assert "no such plan file" in report(home, "--plan", tmp_path / "none.json", ok=(2,)).output
+    not_a_plan.write_text('{"routes": [{"number": 1}], "files": {}}')
+    assert f"{not_a_plan}: not a plan this ftbroker wrote (KeyError: " in report(home, "--plan", not_a_plan,
+                                                                                ok=(2,)).output
     out = report(home, jobs["local"], "-o", tmp_path / "no-such-folder" / "r.html", ok=(2,)).output
     assert "the report cannot be written" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
@@ -135,6 +139,22 @@ def test_the_sdk_reports_a_job_and_a_plan_it_made(made, tmp_path):
                          method="qlora", today=DAY)
     page = ftbroker.report(plan=plan, output=tmp_path / "plan.html").read_text()
     assert "ftbroker.plan()" in page and plan.best[0].route.id in page
+
+
+def test_a_run_measured_on_the_card_it_was_estimated_for_is_compared_figure_by_figure():
+    resources = {"estimated_gpu": "H100-SXM", "estimated_allocated_gib": 20.0, "estimated_peak_vram_gib": 23.5,
+                 "estimated_tokens_per_s": 4000.0, "estimated_hours": 0.5, "measured_peak_vram_allocated_gib": 22.0,
+                 "measured_peak_vram_reserved_gib": 24.0, "measured_tokens_per_s": 3000.0,
+                 "measured_train_seconds": 2400.0, "measured_gpu": "NVIDIA H100 80GB HBM3", "stack": "ftbroker"}
+    job = {"id": "ftb-x", "backend": "local", "model": "m", "method": "lora", "status": "succeeded",
+           "spec": {"dataset": "/d/a.jsonl", "name": None}, "resources": resources, "estimated_cost_usd": 1.25,
+           "actual_cost_usd": None}
+    page = job_html({"job": job, "metrics": [], "metrics_source": "s", "measured_on": "H100-SXM", "ledger": "l",
+                     "generated": "now"})
+    ratios = re.findall(r'<td class="num">([0-9.]+)x</td>', page)
+    assert ratios == ["1.10", "0.75", "1.33"]  # allocated VRAM, throughput, time (2400 s of an estimated 0.5 h)
+    assert "not divided: the estimate counts the CUDA context" in page and "24 GiB" in page
+    assert "$1.25 <span" in page and "no charge reported" in page and "not comparable" not in page
 
 
 def test_a_job_that_reported_nothing_yet_says_so():
