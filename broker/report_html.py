@@ -40,7 +40,7 @@ p.source::before{content:"Source: ";font-weight:600}ul.source{padding-left:1.2re
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.3rem .45rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{background:var(--band)}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-.id{overflow-wrap:anywhere}
+.id{overflow-wrap:anywhere;display:inline-block;min-width:10rem}
 .facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(9.5rem,1fr));gap:.5rem;margin:.6rem 0}
 .facts div{background:var(--band);border-radius:.4rem;padding:.45rem .6rem}
 .facts b{display:block;font-size:1.05rem;overflow-wrap:anywhere}.facts div>span{color:var(--muted);font-size:.8rem}
