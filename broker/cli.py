@@ -61,7 +61,7 @@ class _Root(click.Group):
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "eval", "cancel", "resume",
-             "export", "gc", "catalog", "ledger")
+             "export", "report", "gc", "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -993,6 +993,11 @@ def _dataset_text(report) -> str:
 from ftbroker.evaluation.cli import eval_command
 
 cli.add_command(eval_command)
+
+# ftbroker report: its module imports only click at load time.
+from ftbroker.reporting import report_command
+
+cli.add_command(report_command)
 
 
 def main() -> None:
