@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -185,6 +186,8 @@ PHONE = {"width": 390, "height": 844}
 def browser():
     """Debian's Chromium through Playwright (never `playwright install`: it downloads), with a fresh profile."""
     if CHROMIUM is None:
+        if os.environ.get("FTBROKER_BROWSER_TESTS") == "required":  # CI installed it: a skip would hide a failure
+            pytest.fail("FTBROKER_BROWSER_TESTS=required and no chromium on PATH")
         pytest.skip("no chromium on PATH (apt-get install chromium; CI installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
     with tempfile.TemporaryDirectory(prefix="ftb-chromium-") as profile, sync_api.sync_playwright() as playwright:
