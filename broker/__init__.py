@@ -17,7 +17,7 @@ _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "
          "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs",
          "estimate": "ftbroker.estimate", "evaluate": "ftbroker.evaluation", "Evaluation": "ftbroker.evaluation",
          "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.routes",
-         "plan_chart": "ftbroker.chart"}
+         "plan_chart": "ftbroker.chart", "report": "ftbroker.reporting"}
 __all__ += sorted(_LAZY)
 
 

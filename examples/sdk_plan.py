@@ -3,13 +3,15 @@ cheapest available route of each kind.
 
     python examples/sdk_plan.py                                   # the bundled dataset, Llama-3.1-8B, an RTX 4090
     python examples/sdk_plan.py data.jsonl --model Qwen2.5-7B --gpu H100:2 --max-cost 5 --chart plan.png
+    python examples/sdk_plan.py --report plan.html                # the plan as a page to open or send
     python examples/sdk_plan.py --stack unsloth                   # the GPU routes as Unsloth would train them
 
 ``ftbroker.plan()`` reads the dataset once and returns the Plan that ``ftbroker plan`` renders: every route
 (managed fine-tuning APIs, your GPU, cloud GPUs on-demand and spot), each with its cost, hours and peak VRAM, or
 the reason it is out, all at the same number of epochs (``plan.options.epochs``). ``plan.best`` is the cost-time
 front of the routes whose price the plan trusts; ``ftbroker.plan_chart(plan, path)`` draws it (the ``chart``
-extra). Dataset problems do not raise: they are in ``plan.dataset.errors``.
+extra), and ``ftbroker.report(plan=plan, output=path)`` writes it as one self-contained HTML page. Dataset
+problems do not raise: they are in ``plan.dataset.errors``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stack", default="ftbroker", help="the trainer the GPU routes are priced for")
     parser.add_argument("--max-cost", help="your budget in USD: routes over it are never a best route")
     parser.add_argument("--chart", help="also draw the plan into this PNG file (needs ftbroker[chart])")
+    parser.add_argument("--report", help="also write the plan's report into this HTML file")
     args = parser.parse_args(argv)
 
     plan = ftbroker.plan(args.data, models=args.model or ["Llama-3.1-8B"], gpu=args.gpu, stack=args.stack,
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label:>17}  {describe(route) if route else 'none available'}")
     if args.chart:
         print(f"chart: {ftbroker.plan_chart(plan, args.chart)}")
+    if args.report:
+        print(f"report: {ftbroker.report(plan=plan, output=args.report)}")
 
 
 if __name__ == "__main__":

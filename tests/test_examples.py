@@ -25,16 +25,19 @@ def test_sdk_plan_prints_the_best_routes_and_the_cheapest_route_of_each_kind_of_
     spec = importlib.util.spec_from_file_location("sdk_plan", EXAMPLES / "sdk_plan.py")
     sdk_plan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sdk_plan)
-    printed = run_example("sdk_plan.py", "--chart", str(tmp_path / "plan.png")).splitlines()
+    printed = run_example("sdk_plan.py", "--chart", str(tmp_path / "plan.png"), "--report",
+                          str(tmp_path / "plan.html")).splitlines()
     plan = ftbroker.plan(sdk_plan.BUNDLED, models=["Llama-3.1-8B"], gpu="RTX-4090")
     assert printed[0].endswith(f"{plan.options.epochs} epochs each")
     assert printed[1:1 + len(plan.best)] == [
         f"{b.label:>17}  {sdk_plan.describe(b.route)}" + (f"; {b.trade}" if b.trade else "") for b in plan.best]
     best = sdk_plan.cheapest_of_each_kind(plan)
     assert all(best.values())  # the bundled dataset has a priced route of every kind
-    assert printed[1 + len(plan.best):-1] == [f"{label:>17}  {sdk_plan.describe(route)}"
+    assert printed[1 + len(plan.best):-2] == [f"{label:>17}  {sdk_plan.describe(route)}"
                                               for label, route in best.items()]
-    assert printed[-1] == f"chart: {tmp_path / 'plan.png'}" and (tmp_path / "plan.png").stat().st_size > 0
+    assert printed[-2] == f"chart: {tmp_path / 'plan.png'}" and (tmp_path / "plan.png").stat().st_size > 0
+    assert printed[-1] == f"report: {tmp_path / 'plan.html'}"
+    assert all(b.route.id in (tmp_path / "plan.html").read_text() for b in plan.best)
     for label, route in best.items():
         assert route.cost_usd == min(r.cost_usd for r in plan.routes if sdk_plan.KINDS[label](r) and r.feasible
                                      and r.cost_usd is not None)
@@ -52,4 +55,4 @@ def test_sdk_estimate_prints_each_method():
 def test_every_example_job_file_loads(job_file):
     spec = load_spec(job_file)
     assert Path(spec.dataset).is_file() and spec.dataset.startswith(str(EXAMPLES))  # relative to the job file
-    assert job_file.name.startswith(spec.backend) and spec.method in job_file.name
+    assert spec.backend == job_file.name.split("-")[0] and spec.method in job_file.name

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart")
+CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart",
+             "ftbroker.reporting", "ftbroker.report_html", "ftbroker.svg")
 PLANNING = ("ftbroker.planner", "ftbroker.planning")
 LEDGER = ("ftbroker.ledger", "ftbroker.your_runs")  # the shell that reads the user's runs
 
