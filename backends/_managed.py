@@ -2,11 +2,12 @@
 
 - ``provider_tag``: the stable, provider-safe name derived from an ftbroker job id, which every
   remote job carries so that a later call can FIND the job it may already have created.
-- ``map_status``: provider status -> ``JobStatus`` through a per-provider table (research/apis
-  NOTES section 6); an unknown value is ``running`` (non-terminal), the raw value kept by the caller.
-- Dataset rules live in ONE place each: ``ftbroker.data.analyze`` checks the general rules and records each
-  provider's own in ``provider_issues``; the catalog row of a model holds what differs by model (formats,
-  example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
+- ``map_status``: provider status -> ``JobStatus`` through a per-provider table (each provider's job
+  status enum, cited at its table); an unknown value is ``running`` (non-terminal), the raw value kept by
+  the caller.
+- Dataset rules live in ONE place each: ``ftbroker.data.analysis.analyze`` checks the general rules and each
+  provider's own, which its backend declares (``line_rules``), into ``provider_issues``; the catalog row of a
+  model holds what differs by model (formats, example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
   raises them as ``DatasetError``.
 - Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt)`` over parsed examples
   with their line numbers and streams the provider's JSONL to a file while hashing it. A converter only
@@ -62,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftbroker import clock
 from ftbroker.backends import managed_routes
 from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
+from ftbroker.data.providers import LineRules
 from ftbroker.errors import (
     BackendAuthError,
     BackendError,
@@ -136,8 +138,9 @@ Converter = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: str, fmt: str,
                  convert: Converter, out: Path) -> ConvertedFile:
-    """Convert parsed ``(line, example)`` pairs of ``source`` (checked by ``data.analyze``) into ``out`` (JSONL),
-    in constant memory. ``convert(example, fmt)`` returns the provider's record or raises ``Rejected``."""
+    """Convert parsed ``(line, example)`` pairs of ``source`` (checked by ``ftbroker.data.analysis.analyze``) into
+    ``out`` (JSONL), in constant memory. ``convert(example, fmt)`` returns the provider's record or raises
+    ``Rejected``."""
     errors: list[DataIssue] = []
     digest = hashlib.sha256()
     count = size = 0
@@ -385,7 +388,9 @@ class ManagedBackend:
     Options: ClassVar[type[ManagedOptions]]
     sdk_package: ClassVar[str]  # the PyPI package / import name of the official SDK
     extra: ClassVar[str]  # the ftbroker extra that installs it
-    status_table: ClassVar[Mapping[str, JobStatus]]  # the provider's status words (research/apis NOTES 6)
+    status_table: ClassVar[Mapping[str, JobStatus]]  # the provider's status words, from its API reference
+    line_rules: ClassVar[LineRules | None] = None  # its provider's own dataset line rules (ftbroker.data.providers)
+    key_shapes: ClassVar[tuple[str, ...]] = ()  # regular expressions of its credentials' shapes (ftbroker.redact)
 
     def __init__(self, options: ManagedOptions, *, home: Path, client: Any = None,
                  sleep: Callable[[float], None] = time.sleep):
@@ -470,12 +475,13 @@ class ManagedBackend:
         key = (spec.model_dump_json(), *(_stamp(path) for path in (spec.dataset, spec.validation)))
         if key in self._validated:
             return self._validated[key]
-        from ftbroker import clock, data
+        from ftbroker import clock
+        from ftbroker.data.analysis import analyze
 
         context = self._read(spec)
         if context is None:  # a model the catalog does not know: checked all the same, its price unknown
-            report = data.analyze(spec.dataset)
-            validation = data.analyze(spec.validation) if spec.validation else None
+            report = analyze(spec.dataset)
+            validation = analyze(spec.validation) if spec.validation else None
             route = None
         else:
             self._contexts[spec.model_dump_json()] = context
@@ -495,8 +501,10 @@ class ManagedBackend:
         """The dataset (and validation set) read as a plan reads it for this provider's offers of the spec's model,
         counted with the tokenizer they bill by, and what prices them; None when the catalog knows the model under
         none of ``_catalog_names``."""
-        from ftbroker import clock, data, tokens
+        from ftbroker import clock
+        from ftbroker.data.analysis import analyze
         from ftbroker.pricing.catalog import load_catalog
+        from ftbroker.tokens.resolve import resolve
 
         catalog = load_catalog()
         for name in self._catalog_names(spec.model):
@@ -507,12 +515,12 @@ class ManagedBackend:
             options = PlanOptions(models=(request,), method=spec.method, epochs=spec.hyperparameters.epochs,
                                   **self._plan_options(spec))
             needs = self.token_needs(catalog, options)
-            counters = {need.spec: tokens.resolve(need.spec.tokenizer, hf_repo=need.spec.hf_repo,
-                                                  family=need.spec.family) for need in needs}
+            counters = {need.spec: resolve(need.spec.tokenizer, hf_repo=need.spec.hf_repo, family=need.spec.family)
+                        for need in needs}
             limits = {counters[n.spec].key: n.limit for n in needs if n.limit}
             unique = list({c.key: c for c in counters.values()}.values())
-            report = data.analyze(spec.dataset, counters=unique, limits=limits)
-            validation = data.analyze(spec.validation, counters=unique, limits=limits) if spec.validation else None
+            report = analyze(spec.dataset, counters=unique, limits=limits)
+            validation = analyze(spec.validation, counters=unique, limits=limits) if spec.validation else None
             return RouteContext(report, validation, catalog, options, {s: c.key for s, c in counters.items()},
                                 clock.today())
         return None
@@ -542,7 +550,7 @@ class ManagedBackend:
                 ) -> list[tuple[str, ConvertedFile]]:
         """The training (and validation) data in the provider's format, under ``home/uploads/<backend>``.
         ``formats``: each role's data format where known (else read from the head of its file)."""
-        from ftbroker import data
+        from ftbroker.data.reader import file_format, read_examples
 
         private_folder(self.home / "uploads")  # copies of the training data
         folder = private_folder(self.home / "uploads" / self.name)
@@ -551,11 +559,11 @@ class ManagedBackend:
         for role, path in (("training", spec.dataset), ("validation", spec.validation)):
             if path is None:
                 continue
-            fmt = (formats or {}).get(role) or data.file_format(path)
+            fmt = (formats or {}).get(role) or file_format(path)
             fd, target = tempfile.mkstemp(dir=folder, prefix=f".{role}-", suffix=".jsonl")  # private: 0600
             os.close(fd)
             try:
-                converted = convert_file(data.read_examples(path), source=path, fmt=fmt, convert=convert,
+                converted = convert_file(read_examples(path), source=path, fmt=fmt, convert=convert,
                                          out=Path(target))
                 final = folder / converted.upload_name  # named by its content: the same bytes, the same name
                 os.replace(target, final)

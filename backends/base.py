@@ -58,7 +58,7 @@ from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
 if TYPE_CHECKING:
-    from ftbroker.data import DatasetReport
+    from ftbroker.data.report import DatasetReport
     from ftbroker.spec import JobSpec
 
 
@@ -291,8 +291,8 @@ class Backend(Protocol):
     def poll(self, job: Job) -> Update:
         """The job's status now, with the events and metrics that are new since ``job.cursor``.
 
-        Only called for submitted jobs. Map the provider's status words with its table (research NOTES §6),
-        unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
+        Only called for submitted jobs. Map the provider's status words with its table (from its API's job status
+        enum), unknown non-final words to ``running`` with the raw word in ``detail``; honour Retry-After in
         ``next_poll_s``; raise BackendUnavailableError / BackendRateLimitError for transient trouble (the Broker
         backs off and polls again), other BackendErrors for what will not get better.
         """
@@ -411,6 +411,21 @@ def backend_class(name: str) -> type[Backend]:
     if missing:
         raise FtBrokerError(f"backend {name!r} ({cls!r}) does not implement {', '.join(missing)}")
     return cls
+
+
+def declarations(name: str) -> tuple[Any, ...]:
+    """What each registered backend (built-ins, then plug-ins) declares for the layers below it under ``name``: its
+    class attribute (``line_rules``, ``key_shapes``), where it sets one. ``ftbroker.declared`` collects them; a
+    backend that cannot be loaded declares nothing (the planning shell notes it)."""
+    found = []
+    for backend in [*BUILTIN_BACKENDS, *sorted(set(_plugins()) - set(BUILTIN_BACKENDS))]:
+        try:
+            value = getattr(backend_class(backend), name, None)
+        except FtBrokerError:
+            continue
+        if value:
+            found.append(value)
+    return tuple(found)
 
 
 def option_problems(cls: type[Backend], options: Mapping[str, Any]) -> list[str]:

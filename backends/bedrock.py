@@ -1,16 +1,18 @@
 """Amazon Bedrock model customization (fine-tuning) through ``boto3``, with data and results on S3.
 
-Facts behind this module: research/apis/NOTES.md section 3 (operations, parameters, the per-model
-hyperparameter tables of the AWS user guide, statuses, metrics files, data formats, moto's
-behaviour), carried here with their sources in comments.
+Facts behind this module (operations, parameters, statuses, metrics files, data formats): botocore's
+Bedrock service model (data/bedrock/2023-04-20/service-2.json), the Amazon Bedrock user guide
+(docs.aws.amazon.com/bedrock/latest/userguide: custom-model-fine-tuning, preparing-text-data and the
+per-model hyperparameter pages cm-hp-*) and moto's Bedrock (getmoto/moto, moto/bedrock) for what the
+tests can exercise; each fact's source is in a comment where it is used.
 
 Models covered (the text models Bedrock fine-tunes):
 
 - Llama 3.1 8B/70B (``meta.llama3-1-*``): ``{"prompt","completion"}`` lines (non-conversational,
   AWS preparing-text-data); hyperparameters: AWS user guide cm-hp-meta-llama31.
 - Llama 3.2 1B/3B/11B/90B (``meta.llama3-2-*``): ``{"system"?, "messages":[{role, content}]}`` chat lines
-  (the shape of NOTES 3.5); hyperparameters: cm-hp-meta-llama32.
-- Nova Micro/Lite/Pro (``amazon.nova-{micro,lite,pro}-*``): ``bedrock-conversation-2024`` lines (NOTES 3.5);
+  (the Converse-style shape of preparing-text-data); hyperparameters: cm-hp-meta-llama32.
+- Nova Micro/Lite/Pro (``amazon.nova-{micro,lite,pro}-*``): ``bedrock-conversation-2024`` lines (preparing-text-data);
   hyperparameters: cm-hp-nova-mm.
 - Claude 3 Haiku (``anthropic.claude-3-haiku-*``): reached end of life on 2026-09-10; its rules are kept so that
   a job for it is refused by the catalog's availability date (exit 3) rather than as an unknown model.
@@ -36,6 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Update
+from ftbroker.data.providers import ChatExample, LineRules, Remark, plain_turns
 from ftbroker.errors import BackendAuthError, ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
 from ftbroker.redact import scrub
@@ -57,7 +60,7 @@ from ._managed import (
 
 NAME = "bedrock"
 
-# research/apis NOTES section 6
+# ModelCustomizationJobStatus in botocore's service model; InProgress is refined by statusDetails (below)
 STATUS: Mapping[str, JobStatus] = {
     "InProgress": JobStatus.RUNNING,
     "Completed": JobStatus.SUCCEEDED,
@@ -177,7 +180,7 @@ def hyperparameters(family: Family, *, epochs: int | None, learning_rate: float 
 def create_request(*, job_name: str, custom_model_name: str, role_arn: str, base_model: str, training_uri: str,
                    validation_uri: str | None, output_uri: str, hyper: Mapping[str, str], token: str,
                    tags: Mapping[str, str]) -> dict[str, Any]:
-    """Arguments of ``create_model_customization_job`` (NOTES 3.2)."""
+    """Arguments of ``create_model_customization_job`` (botocore's service model, CreateModelCustomizationJob)."""
     request: dict[str, Any] = {
         "jobName": job_name, "customModelName": custom_model_name, "roleArn": role_arn,
         "baseModelIdentifier": base_model, "customizationType": "FINE_TUNING",
@@ -276,6 +279,21 @@ class BedrockOptions(ManagedOptions):
     poll_interval_s: float = Field(60.0, gt=0)
 
 
+def _chat_rules(example: ChatExample) -> list[Remark]:
+    images = example.parts("image_url")
+    return [*plain_turns(example, "Bedrock"),
+            *([("images", "image parts: ftbroker's Bedrock formats carry text only")] if images else [])]
+
+
+# Conversations start with user, end with assistant and strictly alternate, no tool turns; no preference or
+# plain-text fine-tuning data (AWS Bedrock user guide, preparing-text-data; the Claude-on-Bedrock cookbook,
+# platform.claude.com/cookbook/finetuning-finetuning-on-bedrock).
+LINE_RULES = LineRules("bedrock", chat=_chat_rules, formats={
+    "text": "plain text is continued pre-training on Bedrock, not fine-tuning",
+    "preference": "Bedrock fine-tuning takes no preference (DPO) data",
+})
+
+
 class BedrockBackend(ManagedBackend):
     """Bedrock model-customization jobs, data staged on S3. Credentials: the AWS credential chain."""
 
@@ -283,6 +301,8 @@ class BedrockBackend(ManagedBackend):
     sdk_package = "boto3"
     extra = "aws"
     status_table = STATUS
+    line_rules = LINE_RULES
+    key_shapes = (r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",)  # access key ids: long-lived, temporary
     Options = BedrockOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

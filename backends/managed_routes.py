@@ -31,7 +31,7 @@ from ftbroker.routes import (PlanOptions, Route, RouteContext, TokenizerSpec, To
                              model_tokenizer)
 
 if TYPE_CHECKING:
-    from ftbroker.data import TokenStats
+    from ftbroker.data.report import TokenStats
 
 CLOSING_SOON_DAYS = 60
 SECONDARY = "price from a secondary source (unverified)"

@@ -1,12 +1,14 @@
 """OpenAI fine-tuning (and any OpenAI-compatible fine-tuning endpoint) through the official ``openai`` SDK.
 
-Facts behind this module: research/apis/NOTES.md section 1 (endpoints, job and event shapes,
-statuses, result files, the training-line schemas of the 2025-04-29 OpenAPI spec), carried here
-with their sources in comments.
+Facts behind this module (endpoints, job and event shapes, statuses, result files): OpenAI's OpenAPI
+spec (github.com/openai/openai-openapi, openapi.yaml; the training-line schemas from its 2025-04-29
+version, the last that carries them), the openai-python SDK's types, and OpenAI's fine-tuning guide
+(platform.openai.com/docs/guides/fine-tuning); each fact's source is in a comment where it is used.
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics (metrics
 events and the result CSV, plain or base64), the create-job request, and the conversion of a
-dataset (checked by ``ftbroker.data``, which holds OpenAI's line rules) into OpenAI's training lines.
+dataset (checked by ``ftbroker.data``, with OpenAI's line rules declared below) into OpenAI's training
+lines.
 
 OpenAI-compatible endpoints: the backend takes ``base_url`` (or the SDK's ``OPENAI_BASE_URL``).
 Anything that serves ``/files`` and ``/fine_tuning/jobs`` with OpenAI's shapes works. What an
@@ -44,6 +46,7 @@ from typing import Any
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Update
+from ftbroker.data.providers import LineRules, Remark, too_many_images
 from ftbroker.errors import BackendAuthError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -63,8 +66,9 @@ from ._managed import (
 
 NAME = "openai"
 
-# research/apis NOTES section 6; "pausing"/"paused" come from the newer API reference and the
-# pause endpoint (1.4): non-terminal, shown as running / queued.
+# FineTuningJob.status in openai-openapi (openapi.yaml) and openai-python (types/fine_tuning/fine_tuning_job.py);
+# "pausing"/"paused" come from the newer API reference (developers.openai.com/api/reference) and the pause
+# endpoint's example: non-terminal, shown as running / queued.
 STATUS: Mapping[str, JobStatus] = {
     "validating_files": JobStatus.VALIDATING,
     "queued": JobStatus.QUEUED,
@@ -76,7 +80,8 @@ STATUS: Mapping[str, JobStatus] = {
     "cancelled": JobStatus.CANCELLED,
 }
 
-# metrics event data keys and result-CSV columns (NOTES 1.5, 1.7) -> normalized metric names
+# metrics event data keys and result-CSV columns (the fine-tuning guide, "Analyzing your fine-tuned model") ->
+# normalized metric names
 METRIC_NAMES: Mapping[str, str] = {
     "train_loss": "train_loss",
     "train_mean_token_accuracy": "train_accuracy",
@@ -87,7 +92,7 @@ METRIC_NAMES: Mapping[str, str] = {
     "full_valid_mean_token_accuracy": "full_eval_accuracy",
 }
 
-# the keys of a training line (NOTES 1.9: FineTuneChatRequestInput, FineTunePreferenceRequestInput)
+# the keys of a training line (openai-openapi of 2025-04-29: FineTuneChatRequestInput, FineTunePreferenceRequestInput)
 CHAT_KEYS = ("tools", "parallel_tool_calls", "functions")
 PREFERENCE_INPUT_KEYS = ("messages", "tools", "parallel_tool_calls")
 
@@ -137,7 +142,8 @@ def metrics_from_events(raw_events: Iterable[Any]) -> list[MetricPoint]:
 
 
 def decode_result_file(content: bytes) -> str:
-    """A result file's text: plain CSV, or base64 of it (seen in an OpenAI cookbook example, NOTES 1.7)."""
+    """A result file's text: plain CSV, or base64 of it (as in openai/openai-cookbook,
+    examples/Fine_tuning_for_function_calling.ipynb)."""
     text = content.decode("utf-8-sig", errors="replace").strip()
     if text.startswith("step"):
         return text
@@ -166,7 +172,7 @@ def metrics_from_result_csv(content: bytes) -> list[MetricPoint]:
 # -- the create-job request --------------------------------------------------------------------------
 def create_request(*, model: str, training_file: str, validation_file: str | None, tag: str, job_id: str,
                    dpo: bool, epochs: int | None, batch_size: int | None, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The body of POST /fine_tuning/jobs (NOTES 1.2): hyperparameters under ``method``.
+    """The body of POST /fine_tuning/jobs (``CreateFineTuningJobRequest``): hyperparameters under ``method``.
 
     ``options`` may carry ``learning_rate_multiplier``, ``beta`` (DPO), ``seed``. The job carries
     ``metadata.ftbroker_job_id`` (filterable) and the ``suffix`` ``tag`` for finding it again.
@@ -194,7 +200,7 @@ def create_request(*, model: str, training_file: str, validation_file: str | Non
 
 
 def check_hyperparameters(*, epochs: int | None, batch_size: int | None, options: Mapping[str, Any]) -> list[str]:
-    """Every out-of-range value (NOTES 1.2 hyperparameter table), as readable problems."""
+    """Every out-of-range value (the hyperparameters of ``CreateFineTuningJobRequest``), as readable problems."""
     problems: list[str] = []
     src = "OpenAI API"
     check_range(problems, "epochs", epochs, 1, 50, source=src)
@@ -208,9 +214,10 @@ def check_hyperparameters(*, epochs: int | None, batch_size: int | None, options
 
 # -- dataset conversion ------------------------------------------------------------------------------
 def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
-    """One example (checked by ``ftbroker.data``) as an OpenAI training line with the keys OpenAI reads (NOTES
-    1.9); a top-level system prompt becomes the first message. Which model takes which format is the catalog's
-    (chat models: chat and, for DPO, preference lines; babbage-002 and davinci-002: prompt/completion)."""
+    """One example (checked by ``ftbroker.data``) as an OpenAI training line with the keys OpenAI reads (the
+    2025-04-29 training-line schemas); a top-level system prompt becomes the first message. Which model takes
+    which format is the catalog's (chat models: chat and, for DPO, preference lines; babbage-002 and davinci-002:
+    prompt/completion)."""
     if fmt == "chat":
         return {"messages": with_system_message(example), **{k: example[k] for k in CHAT_KEYS if k in example}}
     if fmt == "preference":
@@ -222,6 +229,22 @@ def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
 
 # -- the backend -------------------------------------------------------------------------------------
 CLOCK_SKEW_S = 600  # a remote job created before its ledger intent (minus this) cannot be ours
+
+
+def _weight_roles(messages: Any, prefix: str) -> list[Remark]:
+    """``weight`` belongs on assistant messages (the 2025-04-29 training-line schemas)."""
+    return [("weight-role", f"{prefix}message {i}: 'weight' on a {m['role']} message: OpenAI takes it on assistant "
+                            "messages only")
+            for i, m in enumerate(messages, 1) if "weight" in m and m["role"] != "assistant"]
+
+
+# At most 10 images an example (the fine-tuning guide, vision); no plain-text fine-tuning data.
+LINE_RULES = LineRules(
+    "openai",
+    chat=lambda example: [*_weight_roles(example.messages, ""), *too_many_images(example, "OpenAI", 10)],
+    preference=lambda example: _weight_roles(example["input"]["messages"], "input "),
+    formats={"text": "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text"},
+)
 
 
 class OpenAIOptions(ManagedOptions):
@@ -238,6 +261,8 @@ class OpenAIBackend(ManagedBackend):
     sdk_package = "openai"
     extra = "openai"
     status_table = STATUS
+    line_rules = LINE_RULES
+    key_shapes = (r"sk-[A-Za-z0-9_\-]{16,}",)  # sk-, sk-proj-, sk-svcacct-
     Options = OpenAIOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

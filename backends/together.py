@@ -1,13 +1,15 @@
 """Together AI fine-tuning through the official ``together`` SDK (3.x).
 
-Facts behind this module: research/apis/NOTES.md section 2 (the 3-step upload, what
-``fine_tuning.create`` sends, job, event and metrics shapes, statuses, data formats and the legacy
-SDK's full local checks), carried here with their sources in comments.
+Facts behind this module (the 3-step upload, what ``fine_tuning.create`` sends, job, event and metrics
+shapes, statuses, data formats and the legacy SDK's full local checks): Together's OpenAPI spec
+(github.com/togethercomputer/openapi, openapi.yaml), the ``together`` 3.x SDK (PyPI), the legacy SDK
+(togethercomputer/together-python, src/together/utils/files.py) and docs.together.ai/docs/fine-tuning;
+each fact's source is in a comment where it is used.
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics, the
 ``fine_tuning.create`` arguments and their check against the model's limits, the conversion of a
-dataset (checked by ``ftbroker.data``, which holds Together's line rules) into Together's formats, and
-the catalog names of a Together model id (so a job is priced by the catalog row or size tier).
+dataset (checked by ``ftbroker.data``, with Together's line rules declared below) into Together's
+formats, and the catalog names of a Together model id (so a job is priced by the catalog row or size tier).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
+from ftbroker.data.providers import ChatExample, LineRules, Remark, too_many_images
 from ftbroker.errors import BackendAuthError, BudgetExceededError, ProviderAPIError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -40,7 +43,8 @@ from ._managed import (
 
 NAME = "together"
 
-# research/apis NOTES section 6; user_error only in the SDK's lib enum
+# FinetuneJobStatus of the OpenAPI spec and the SDK's types/finetune_response.py; user_error only in the SDK's
+# lib enum (together/lib/types/fine_tuning.py)
 STATUS: Mapping[str, JobStatus] = {
     "pending": JobStatus.QUEUED,
     "queued": JobStatus.QUEUED,
@@ -58,7 +62,8 @@ SUFFIX_MAX = 40  # together 3.1.1 fine_tuning.create docstring: "Up to 40 charac
 # FileResponse.processing_status (together 3.1.1 types/file_response.py): validated, usable; uploaded, not processed
 FILE_READY, FILE_UNPROCESSED = "COMPLETED", "PENDING"
 NANODOLLARS = Decimal(1_000_000_000)  # total_price unit: together/lib/utils/tools.py finetune_price_to_dollars
-MESSAGE_KEYS = ("role", "content", "weight", "tool_calls", "tool_call_id", "name")  # NOTES 2.9, 2.10
+# the keys of a message (docs.together.ai/docs/fine-tuning/data-preparation; together-python utils/files.py)
+MESSAGE_KEYS = ("role", "content", "weight", "tool_calls", "tool_call_id", "name")
 SERVING_SUFFIX = "-Reference"  # Together's id of the unquantized weights it fine-tunes (its OpenAPI spec's example)
 
 _EVENT_KINDS = {"job_error": "error", "warning": "warning", "billing_limit": "warning", "refund": "warning",
@@ -82,7 +87,8 @@ def _parse_time(value: Any) -> datetime:
 
 # -- events and metrics ------------------------------------------------------------------------------
 def normalize_events(raw_events: Iterable[Any]) -> list[Event]:
-    """Together fine-tune events as normalized Events, oldest first. They carry no losses (NOTES 2.5)."""
+    """Together fine-tune events as normalized Events, oldest first. They carry no losses (FineTuneEvent in the
+    OpenAPI spec)."""
     events = []
     for raw in (_dump(e) for e in raw_events):
         level = raw.get("level") or "info"
@@ -96,7 +102,7 @@ def normalize_events(raw_events: Iterable[Any]) -> list[Event]:
 
 
 def normalize_metrics(rows: Iterable[Mapping[str, float]]) -> list[MetricPoint]:
-    """``/fine-tunes/{id}/metrics`` rows (flat ``train/loss``-style keys, NOTES 2.1) as points.
+    """``/fine-tunes/{id}/metrics`` rows (flat ``train/loss``-style keys, the OpenAPI spec) as points.
 
     The spec documents ``train/loss``, ``train/learning_rate`` and ``train/global_step``; an
     ``eval/``, ``valid/`` or ``validation/`` prefix is read as evaluation.
@@ -122,7 +128,8 @@ def create_arguments(*, model: str, training_file: str, validation_file: str | N
                      lora_targets: str | None, max_seq_len: int | None, seed: int | None, n_evals: int,
                      options: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``client.fine_tuning.create`` (the SDK turns them into the REST body:
-    ``training_type`` {Lora, r, alpha, ...} or {Full}, ``training_method`` {sft|dpo}, NOTES 2.2)."""
+    ``training_type`` {Lora, r, alpha, ...} or {Full}, ``training_method`` {sft|dpo}: POST /fine-tunes in the
+    OpenAPI spec)."""
     kwargs: dict[str, Any] = {"model": model, "training_file": training_file, "suffix": tag,
                               "lora": method != "full", "training_method": "dpo" if dpo else "sft"}
     if not dpo:
@@ -144,7 +151,7 @@ def create_arguments(*, model: str, training_file: str, validation_file: str | N
 def check_against_limits(limits: Mapping[str, Any], *, method: str, dpo: bool, epochs: int | None,
                          batch_size: int | None, learning_rate: float | None, lora_r: int | None,
                          max_seq_len: int | None) -> list[str]:
-    """Every value outside the model's limits (``/fine-tunes/models/limits``, NOTES 2.7)."""
+    """Every value outside the model's limits (``GET /fine-tunes/models/limits``, which the SDK calls first)."""
     problems: list[str] = []
     src = f"limits of {limits.get('model_name', 'the model')}"
     if method == "full" and not limits.get("supports_full_training"):
@@ -166,8 +173,9 @@ def check_against_limits(limits: Mapping[str, Any], *, method: str, dpo: bool, e
 
 # -- dataset conversion ------------------------------------------------------------------------------
 def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
-    """One example (checked by ``ftbroker.data``) in Together's format for its kind (NOTES 2.9), with only the
-    keys of that format (Together refuses others, NOTES 2.10); a top-level system prompt becomes the first
+    """One example (checked by ``ftbroker.data``) in Together's format for its kind (docs.together.ai
+    data-preparation), with only the keys of that format (Together refuses others: together-python
+    utils/files.py); a top-level system prompt becomes the first
     message."""
     if fmt == "chat":
         line: dict[str, Any] = {"messages": [{k: m[k] for k in MESSAGE_KEYS if k in m}
@@ -226,6 +234,43 @@ def catalog_names(model_id: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# -- the lines Together takes ------------------------------------------------------------------------
+# Roles system/user/assistant/tool, starting with system or user then alternating; content parts text or image_url,
+# at most 10 images an example and none on a message of weight 1; a preference input ends with a user message
+# (togethercomputer/together-python src/together/utils/files.py; docs.together.ai/docs/fine-tuning/data-preparation).
+def _chat_rules(example: ChatExample) -> list[Remark]:
+    roles, body = example.roles, example.body
+    remarks = []
+    if "developer" in roles or "function" in roles:
+        remarks.append(("roles", "a developer or function message: Together takes the roles system, user, assistant "
+                                 "and tool"))
+    if "system" in body:
+        remarks.append(("system-late", "a system message after the first message (Together)"))
+    # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
+    turns = [r for r, m in zip(body, example.messages[example.start:]) if r != "tool" and "tool_calls" not in m]
+    if turns and turns[0] != "user" or any(a == b for a, b in zip(turns, turns[1:])):  # one role twice in a row
+        remarks.append(("alternation", "after the system message, turns must start with user and alternate "
+                                       "user/assistant (Together)"))
+    if example.parts("refusal"):
+        remarks.append(("refusal", "a refusal part: Together takes text and image_url parts"))
+    remarks += too_many_images(example, "Together", 10)
+    if example.has_parts:
+        remarks += [("image-weight", f"message {i}: a message with images cannot have weight 1 (Together)")
+                    for i, (m, images) in enumerate(zip(example.messages, example.images_per_message), 1)
+                    if images and m.get("weight") == 1]
+    return remarks
+
+
+def _preference_rules(example: Mapping[str, Any]) -> list[Remark]:
+    if example["input"]["messages"][-1]["role"] == "assistant":
+        return [("pref-last", "the input ends with an assistant message (Together wants the last input message "
+                              "from the user)")]
+    return []
+
+
+LINE_RULES = LineRules("together", chat=_chat_rules, preference=_preference_rules)
+
+
 # -- the backend -------------------------------------------------------------------------------------
 class TogetherOptions(ManagedOptions):
     base_url: str | None = Field(None, description="default: TOGETHER_BASE_URL, else https://api.together.ai")
@@ -244,6 +289,8 @@ class TogetherBackend(ManagedBackend):
     sdk_package = "together"
     extra = "together"
     status_table = STATUS
+    line_rules = LINE_RULES
+    key_shapes = (r"tgp_v1_[A-Za-z0-9_\-]{16,}",)
     Options = TogetherOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

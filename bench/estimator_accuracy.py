@@ -16,7 +16,7 @@ slowdown); errors are reported on the held-out points and on all points. Dropped
 their written reason. A "capacity" point is the longest run that fits a card of that size: its peak is the
 card's memory.
 
-Public rules, applied as their authors describe them (estimator NOTES sec. 1.1 and 1.5):
+Public rules, applied as their authors describe them:
 * accelerate `estimate-memory` (src/accelerate/commands/estimate.py): training = max(model, grads, optimizer,
   step) with fp32 size 4P: 16P for fp32 runs, 8P for bf16/fp16 runs. It has no notion of adapters, so LoRA
   points get its model-load size in the run's dtype (2P or 4P) and QLoRA points its int4 size (P/2).

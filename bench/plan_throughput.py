@@ -14,7 +14,7 @@ it runs, each in its own process:
   duplicates, statistics, and every token count its routes need in one pass (o200k_base and cl100k_base
   exact, labelled estimates for the llama3 and qwen2 families and for offers of no known family), the plan of
   every route, its JSON. ``--tokenizer NAME`` passes that flag on (fewer counters). ``--via analyze`` times
-  ``ftbroker.data.analyze`` with the one exact cl100k_base counter; ``--via validate`` the validate command;
+  ``ftbroker.data.analysis.analyze`` with the one exact cl100k_base counter; ``--via validate`` the validate command;
 * the baseline: ``json.loads`` per line and ``len(enc.encode(value))`` per message value in a Python loop, as
   OpenAI's cookbook notebook counts (3 per message, 3 for priming; tools as their JSON text), cl100k_base.
 
@@ -271,8 +271,8 @@ def generate(path: Path, size_mb: float, seed: int = 7) -> None:
 
 BASELINE = r"""
 import json, sys
-from ftbroker import tokens
-enc = tokens._shipped_encoding("cl100k_base")
+from ftbroker.tokens.openai_encodings import shipped_encoding
+enc = shipped_encoding("cl100k_base")
 examples = total = 0
 with open(sys.argv[1], encoding="utf-8") as fh:
     for line in fh:
@@ -298,11 +298,11 @@ print(json.dumps({"examples": examples, "total": total}))
 
 ANALYZE = r"""
 import json, sys
-from ftbroker import tokens
-from ftbroker.data import analyze
-from ftbroker.tokens import resolve
+from ftbroker.data.analysis import analyze
+from ftbroker.tokens import openai_encodings
+from ftbroker.tokens.resolve import resolve
 if sys.argv[2:] == ["--without-fast"]:  # count with tiktoken even where quicktok is installed
-    tokens._quicktok = lambda encoding: None
+    openai_encodings.quicktok_encoding = lambda encoding: None
 r = analyze(sys.argv[1], counters=[resolve("cl100k_base")])
 s = next(iter(r.tokens.values()))
 print(json.dumps({"examples": r.examples, "total": s.total, "errors": len(r.errors)}))

@@ -26,7 +26,7 @@ from rich.console import Console
 
 import catalog_load  # bench/catalog_load.py, beside this script
 from ftbroker import planner, render
-from ftbroker.data import DatasetReport, Summary, TokenStats
+from ftbroker.data.report import DatasetReport, Summary, TokenStats
 from ftbroker.planning import route_sources
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import ModelRequest, PlanOptions, RouteContext

@@ -13,7 +13,7 @@ of the encoding file.
 The corpus: real translated sentences from the gettext catalogs under /usr/share/locale (English message ids
 and their German, French, Spanish, Russian, Ukrainian, Arabic, Hindi, Chinese, Japanese and Korean
 translations), Python source code from the standard library, JSON tool calls, and English chat text with
-emoji, cut into samples of about 1,500 characters. The model (``ftbroker.tokens._features``): a linear
+emoji, cut into samples of about 1,500 characters. The model (``ftbroker.tokens.scripts.features``): a linear
 function of the cl100k tokens, the digits, and the cl100k tokens times the share of accented Latin, CJK,
 Cyrillic, Arabic and other characters; least squares on relative error (each kind of text weighing the same)
 on the even samples, errors measured on the odd ones. It prints, per family, the median absolute error per
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import tiktoken
-from ftbroker import tokens
-from ftbroker.tokens import _features  # the estimate's features, exactly as it computes them
+from ftbroker.tokens.openai_encodings import shipped_encoding
+from ftbroker.tokens.scripts import features  # the estimate's features, exactly as it computes them
 
 LANGS = ["de", "fr", "es", "ru", "uk", "ar", "hi", "zh_CN", "ja", "ko"]
 SAMPLE_CHARS = 1500
@@ -194,20 +194,20 @@ def _check_fast_extra(o200k, cl100k, texts: list[str]) -> None:
 
 
 def main() -> None:
-    cl100k = tokens._shipped_encoding("cl100k_base")
+    cl100k = shipped_encoding("cl100k_base")
     samples = corpus()
     kinds = sorted({k for k, _ in samples})
     print(
         f"{len(samples)} samples: " + ", ".join(f"{k} {sum(1 for s in samples if s[0] == k)}" for k in kinds)
     )
-    features = np.array([_features(t, len(cl100k.encode_ordinary(t))) for _, t in samples], dtype=float)
+    features = np.array([features(t, len(cl100k.encode_ordinary(t))) for _, t in samples], dtype=float)
     train = np.arange(len(samples)) % 2 == 0
     test = ~train
     references = tokenizers()
     _check_fast_extra(references["o200k"], cl100k, [t for _, t in samples])
     print(
         f"\n{'family':<12} {'median':>7} {'p90':>7} {'total':>7} | chars/4: {'median':>7} {'total':>7} | "
-        "coefficients (see ftbroker.tokens._features)"
+        "coefficients (see ftbroker.tokens.scripts.features)"
     )
     # relative error, each kind of text weighing the same whatever its number of samples
     per_kind = {k: sum(1 for s in samples if s[0] == k) for k in kinds}

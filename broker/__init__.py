@@ -5,6 +5,8 @@ The SDK face. Names are imported on first use so that ``import ftbroker`` stays 
 
 from __future__ import annotations
 
+from ftbroker import declared
+
 __version__ = "0.1.0"
 
 __all__: list[str] = ["__version__"]
@@ -17,6 +19,16 @@ _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "
          "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.routes",
          "plan_chart": "ftbroker.chart", "report": "ftbroker.reporting"}
 __all__ += sorted(_LAZY)
+
+
+def _declared_by_backends(name: str) -> tuple:
+    """What the backends declare for the core modules below them (``ftbroker.declared``), read from the registry."""
+    from ftbroker.backends.base import declarations
+
+    return declarations(name)
+
+
+declared.collect_with(_declared_by_backends)
 
 
 def __getattr__(name: str):

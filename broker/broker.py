@@ -50,7 +50,7 @@ class Prepared:
 
     spec: JobSpec
     backend: Backend
-    dataset: Any  # ftbroker.data.DatasetReport
+    dataset: Any  # ftbroker.data.report.DatasetReport
     quote: Quote
 
 

@@ -952,8 +952,8 @@ def validate(data: str, tokenizer: str, max_seq_len: int | None, json_mode: bool
     """
     import json
 
-    from ftbroker.data import analyze
-    from ftbroker.tokens import resolve
+    from ftbroker.data.analysis import analyze
+    from ftbroker.tokens.resolve import resolve
 
     counter = resolve(tokenizer)
     report = analyze(data, counters=[counter], limits={counter.key: max_seq_len} if max_seq_len else {})

@@ -21,7 +21,7 @@ from ftbroker.routes import (PlanOptions, Route, RouteContext, RouteSource, Toke
                              route_order)
 
 if TYPE_CHECKING:  # the dataset report's type and the catalog; the planner only reads their fields
-    from ftbroker.data import DatasetReport
+    from ftbroker.data.report import DatasetReport
     from ftbroker.pricing.catalog import Catalog
 
 # The plan's sections, in the order they are numbered and shown: (kind, market).

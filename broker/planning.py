@@ -3,8 +3,8 @@
 It loads the catalog, resolves the ``--model`` names (catalog, local folder, config.json, or a managed model),
 finds the route sources (``route_sources``: every backend of the registry that contributes routes, and stand-ins
 for the catalog rows no backend claims yet), builds every token counter they need, reads the dataset ONCE with all
-of them (``data.analyze``), and hands the reports to ``planner.build_plan``. Nothing heavy is imported: a backend
-module imports its SDK only to run a job; counters come from ``ftbroker.tokens``.
+of them (``data.analysis.analyze``), and hands the reports to ``planner.build_plan``. Nothing heavy is imported: a backend
+module imports its SDK only to run a job; counters come from ``ftbroker.tokens.resolve``.
 """
 
 from __future__ import annotations
@@ -46,10 +46,14 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
     (``ftbroker.your_runs``). Dataset problems do not raise: they are in ``plan.dataset.errors``
     (``plan.dataset.raise_for_errors()``). ``ftbroker.plan_chart(plan, "plan.png")`` draws it.
     """
-    from ftbroker import data, tokens  # light (no torch), but not needed for --help
+    # light (no torch), but not needed for --help
+    from ftbroker.data.advice import advise
+    from ftbroker.data.analysis import analyze
+    from ftbroker.data.reader import name_problem
+    from ftbroker.tokens.resolve import resolve
 
     for named in (path, validation_file):
-        problem = data.name_problem(named) if named is not None else None
+        problem = name_problem(named) if named is not None else None
         if problem:
             raise InputError(problem)
     if method not in (None, "full", "lora", "qlora"):
@@ -72,8 +76,7 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
                           corrections=your_runs_corrections(cat) if your_runs else Corrections())
     sources, notes = route_sources(cat)
     needs = planner.token_needs(sources, cat, options)
-    counters = {n.spec: tokens.resolve(n.spec.tokenizer, hf_repo=n.spec.hf_repo, family=n.spec.family)
-                for n in needs}
+    counters = {n.spec: resolve(n.spec.tokenizer, hf_repo=n.spec.hf_repo, family=n.spec.family) for n in needs}
     unique = list({c.key: c for c in counters.values()}.values())
     limits: dict[str, int] = {}
     for need in needs:
@@ -82,9 +85,9 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
             limits[key] = min(limits.get(key, need.limit), need.limit)
     files = [f for f in (data_file("dataset", path), validation_file and data_file("validation", validation_file))
              if f]  # as they are before the reading: a file changed meanwhile is refused by `run --route`
-    report = data.analyze(path, counters=unique, limits=limits)
-    validation = data.analyze(validation_file, counters=unique, limits=limits) if validation_file else None
-    advice = data.advise(report, lora_r=lora_r, epochs=epochs, has_validation=validation is not None)
+    report = analyze(path, counters=unique, limits=limits)
+    validation = analyze(validation_file, counters=unique, limits=limits) if validation_file else None
+    advice = advise(report, lora_r=lora_r, epochs=epochs, has_validation=validation is not None)
     report = dataclasses.replace(report, advice=tuple(advice))  # with what the options add (rank, epochs)
     context = RouteContext(report=report, validation=validation, catalog=cat, options=options,
                            counter_keys={spec: c.key for spec, c in counters.items()}, today=today)

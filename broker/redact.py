@@ -3,9 +3,10 @@
 Used wherever text is stored (the ledger) or shown (a provider's error message, the CLI's messages and --debug
 tracebacks), and to refuse a job spec that holds a credential (a spec is stored in the ledger). Three kinds of
 secret are recognised: the value of any credential-like environment variable (``OPENAI_API_KEY``,
-``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``, ...), strings shaped like the providers' keys, whatever variable they came
-from, and the user name and password of a URL (``https://user:pass@host``, RFC 3986 section 3.2.1), which a job
-spec never keeps (``without_userinfo``).
+``AWS_SECRET_ACCESS_KEY``, ``HF_TOKEN``, ...), strings shaped like a key, whatever variable they came from, and the
+user name and password of a URL (``https://user:pass@host``, RFC 3986 section 3.2.1), which a job spec never keeps
+(``without_userinfo``). The shapes of a provider's keys are declared by its backend (``key_shapes``, regular
+expressions, collected through ``ftbroker.declared``); those of no backend's are here.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import os
 import re
 from collections.abc import Iterable
 
+from ftbroker import declared
+
 MASK = "***"
 _CREDENTIAL_VARIABLE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 _SHORTEST_VALUE = 8  # shorter values of such variables are too likely to be ordinary words to mask
-_KEY_SHAPED = re.compile(
-    r"sk-[A-Za-z0-9_\-]{16,}"  # OpenAI (sk-, sk-proj-, sk-svcacct-)
-    r"|tgp_v1_[A-Za-z0-9_\-]{16,}"  # Together
-    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
-    r"|ya29\.[A-Za-z0-9_\-.]{16,}"  # a Google OAuth access token (Vertex AI, Cloud Storage)
-    r"|(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}"  # an Authorization header
-    r"|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"  # AWS access key ids (long-lived and temporary)
+_KEY_SHAPES = (
+    r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
+    r"(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}",  # an Authorization header
 )
+
+
+def _key_shaped() -> re.Pattern[str]:
+    """These shapes and every backend's (``re`` keeps the compiled pattern)."""
+    return re.compile("|".join([*_KEY_SHAPES, *(shape for shapes in declared.by_backends("key_shapes")
+                                                for shape in shapes)]))
 
 
 # scheme://userinfo@ : the userinfo runs to the last "@" before the path, so an unescaped "@" in a password is
@@ -39,7 +44,7 @@ def without_userinfo(value: str) -> str:
 
 def looks_like_key(value: str) -> bool:
     """Whether ``value`` contains something shaped like a provider's credential."""
-    return _KEY_SHAPED.search(value) is not None
+    return _key_shaped().search(value) is not None
 
 
 def scrub(text: str, extra: Iterable[str] = ()) -> str:
@@ -50,4 +55,4 @@ def scrub(text: str, extra: Iterable[str] = ()) -> str:
     secrets.update(s for s in extra if len(s) >= _SHORTEST_VALUE)
     for secret in sorted(secrets, key=len, reverse=True):  # longest first: one secret may contain another
         text = text.replace(secret, MASK)
-    return _URL_USERINFO.sub(rf"\1{MASK}@", _KEY_SHAPED.sub(MASK, text))
+    return _URL_USERINFO.sub(rf"\1{MASK}@", _key_shaped().sub(MASK, text))

@@ -13,7 +13,6 @@ import csv
 import dataclasses
 import io
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
@@ -172,23 +171,14 @@ def _print_issues(label: str, issues: Sequence[Any], out: Out, style: str) -> No
 
 # ---------------------------------------------------------------------------------------------- dataset
 
-_ESTIMATE_NAME = re.compile(r"estimate \((?:(?P<family>[^ ]+) family, typical error (?P<error>[^;]*)"
-                            r"|unknown tokenizer family: (?P<stand_in>[^ ;]+) counts)(?:; (?P<why>.*))?\)$")
-
-
 def counter_label(stats: Any) -> tuple[str, str, str]:
-    """(short name, accuracy, why it is an estimate or "") of a token count, from its counter's name:
-    "estimate (llama3 family, typical error 0.3%, p90 5.9%)" -> ("llama3 (estimate)", "±0.3%, p90 5.9%", "")."""
+    """(short name, accuracy, why it is an estimate or "") of a token count, from its counter's fields: the llama3
+    family's estimate -> ("llama3 (estimate)", "±0.3%, p90 5.9%", "")."""
     if stats.exact:
         return stats.tokenizer, "exact", ""
-    found = _ESTIMATE_NAME.match(stats.tokenizer)
-    if found is None:
+    if not stats.accuracy:  # a counter that does not say
         return stats.tokenizer, "estimate", ""
-    why = found["why"] or ""
-    if found["family"]:
-        error = found["error"]
-        return f"{found['family']} (estimate)", f"±{error}" if error[:1].isdigit() else error, why
-    return "unknown (estimate)", f"as {found['stand_in']}", why
+    return f"{stats.family or 'unknown'} (estimate)", stats.accuracy, stats.why
 
 
 _TOKEN_COLUMNS = (Col("tokenizer", flex=True, min_width=10), Col("accuracy", flex=True, min_width=6),

@@ -27,7 +27,7 @@ from ftbroker.estimate.measured import Corrections
 from ftbroker.pricing.catalog import AutoEpochs
 
 if TYPE_CHECKING:  # the dataset report's types and the catalog's rows; routes only read their fields
-    from ftbroker.data import DatasetReport, TokenStats
+    from ftbroker.data.report import DatasetReport, TokenStats
     from ftbroker.pricing.catalog import Catalog, GpuSpec, ManagedOffer, ModelArch
 
 T = TypeVar("T")

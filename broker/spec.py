@@ -362,7 +362,7 @@ def _problems(exc: ValidationError, from_flags: Mapping[str, str]) -> list[str]:
 
 
 def _check_files(spec: JobSpec) -> list[str]:
-    from ftbroker.data import name_problem
+    from ftbroker.data.reader import name_problem
 
     problems = []
     for key in _PATH_FIELDS:

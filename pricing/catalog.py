@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker.errors import CatalogError, InputError, UnknownNameError
-from ftbroker.tokens import family_of_config
+from ftbroker.tokens.estimate import family_of_config
 
 DATA_DIR = Path(__file__).with_name("data")
 SHIPPED_FILES = ("gpus.csv", "instances.csv", "managed.toml", "models.toml")

@@ -210,7 +210,7 @@ def test_a_completion_model_takes_prompt_completion_lines(fake, broker, tmp_path
 
 
 def test_an_unchanged_dataset_is_not_read_again(fake, broker, tmp_path, monkeypatch):
-    from ftbroker import data as data_layer
+    from ftbroker.data import analysis as data_layer
 
     reads = []
     real = data_layer.analyze

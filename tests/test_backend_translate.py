@@ -67,7 +67,7 @@ def test_provider_tag_keeps_long_ids_apart():
     assert len(provider_tag("y" * 100, max_len=63)) == 63
 
 
-# -- statuses (research/apis NOTES section 6) --------------------------------------------------------
+# -- statuses (each provider's job status enum) --------------------------------------------------------
 @pytest.mark.parametrize(("module", "raw", "expected"), [
     (oai, "validating_files", "validating"), (oai, "queued", "queued"), (oai, "running", "running"),
     (oai, "pausing", "running"), (oai, "paused", "queued"), (oai, "succeeded", "succeeded"),

@@ -10,7 +10,7 @@ import pytest
 
 from ftbroker.errors import CatalogError, InputError, UnknownNameError
 from ftbroker.pricing.catalog import AutoEpochs, load_catalog, user_override_path
-from ftbroker.tokens import FAMILIES
+from ftbroker.tokens.estimate import FAMILIES
 
 
 @pytest.fixture(scope="module")

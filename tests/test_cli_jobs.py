@@ -88,9 +88,9 @@ def test_bad_data_is_exit_2_with_file_and_line(tmp_path):
 
 
 def test_a_line_over_the_size_limit_is_exit_2_before_anything_starts(tmp_path, monkeypatch):
-    from ftbroker import data
+    from ftbroker.data import reader
 
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 2 << 20)
     big = write_chat(tmp_path / "big.jsonl", 3)
     with big.open("ab") as fh:
         fh.write(b'{"text": "' + b"a" * (3 << 20) + b'"}\n')

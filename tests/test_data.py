@@ -5,14 +5,20 @@ import string
 from pathlib import Path
 
 import pytest
-from ftbroker import data, tokens
-from ftbroker.data import Advice, DatasetReport, advise, analyze
-from ftbroker.errors import DatasetError
-from ftbroker.tokens import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-CL100K = tokens._shipped_encoding("cl100k_base")
+from ftbroker.backends.base import BUILTIN_BACKENDS, backend_class
+from ftbroker.data import analysis, issues, reader
+from ftbroker.data.advice import Advice, advise
+from ftbroker.data.analysis import analyze
+from ftbroker.data.providers import LineRules, registered
+from ftbroker.data.report import DatasetReport
+from ftbroker.errors import DataIssue, DatasetError
+from ftbroker.tokens.openai_encodings import shipped_encoding
+from ftbroker.tokens.resolve import resolve
+
+CL100K = shipped_encoding("cl100k_base")
 SYSTEM = {"role": "system", "content": "You are the support agent of a parcel service."}
 
 
@@ -101,8 +107,8 @@ def test_missing_file(tmp_path):
 def test_errors_are_capped_and_shown_twenty_at_a_time(tmp_path):
     path = write(tmp_path / "bad.jsonl", [chat(0)] + ['{"messages": 1}'] * 1200)
     report = analyze(path)
-    assert len(report.errors) == data._MAX_ERRORS + 1
-    assert report.errors[0] == data.DataIssue(
+    assert len(report.errors) == issues.MAX_ERRORS + 1
+    assert report.errors[0] == DataIssue(
         str(path), 2, "'messages' must be a list of messages, got a number"
     )
     assert report.errors[-1].message == "200 more errors are not listed"
@@ -157,8 +163,8 @@ def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
     path = write(tmp_path / "big.jsonl", rows)
     counters = [resolve("cl100k_base"), resolve(family="llama3")]
     sequential = analyze(path, counters=counters, limits={"estimate:llama3": 60})
-    monkeypatch.setattr(data, "_BLOCK_BYTES", 3000)  # many blocks, each split mid-line by the reader
-    monkeypatch.setattr(data, "_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(reader, "BLOCK_BYTES", 3000)  # many blocks, each split mid-line by the reader
+    monkeypatch.setattr(analysis, "PARALLEL_BYTES", 0)
     parallel = analyze(path, counters=counters, limits={"estimate:llama3": 60})
     assert parallel == sequential
     assert [str(e) for e in sequential.errors] == [
@@ -172,7 +178,7 @@ def test_parallel_scan_equals_sequential(tmp_path, monkeypatch):
 
 
 def test_duplicate_table_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(data._Seen, "SLOTS", 8)
+    monkeypatch.setattr(analysis.Seen, "SLOTS", 8)
     report = analyze(write(tmp_path / "d.jsonl", [chat(i) for i in range(20)] + [chat(0)]))
     messages = [w.message for w in report.warnings]
     assert "the duplicate check covered the first 6 distinct examples only" in messages
@@ -362,7 +368,7 @@ def test_a_read_failure_midway_is_an_error_not_a_crash(tmp_path, monkeypatch):
         yield from ()
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(data, "_lines", failing)
+    monkeypatch.setattr(reader, "blocks", failing)
     assert [str(e) for e in analyze(path).errors] == [f"{path}: cannot read the file: Input/output error"]
 
 
@@ -397,9 +403,9 @@ def _file_with_a_long_line(path: Path, line_bytes: int, *, before: int = 3, afte
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["in-process", "worker-processes"])
 def test_a_line_over_the_limit_is_refused_unread_in_bounded_memory(tmp_path, monkeypatch, parallel):
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 2 << 20)
     if parallel:
-        monkeypatch.setattr(data, "_PARALLEL_BYTES", 1)
+        monkeypatch.setattr(analysis, "PARALLEL_BYTES", 1)
     path = _file_with_a_long_line(tmp_path / "big.jsonl", 40 << 20)
     report, peak = _peak_bytes(lambda: analyze(path, counters=[resolve("cl100k_base")]))
     assert [(e.line, e.message.split(" bytes")[0]) for e in report.errors] == [(4, f"the line is {40 << 20:,}")]
@@ -407,11 +413,11 @@ def test_a_line_over_the_limit_is_refused_unread_in_bounded_memory(tmp_path, mon
     assert report.examples == 6  # the lines around it are read as usual
     assert report.tokens["tiktoken:cl100k_base"].per_example.max < 100
     assert peak < 12 << 20, f"peak {peak / 2**20:.1f} MiB for a 40 MiB line"
-    assert [n for n, _ in data.read_examples(path)] == [1, 2, 3, 5, 6, 7]  # what a backend converts
+    assert [n for n, _ in reader.read_examples(path)] == [1, 2, 3, 5, 6, 7]  # what a backend converts
 
 
 def test_the_last_line_over_the_limit_without_a_newline(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_LINE_BYTES", 2 << 20)
+    monkeypatch.setattr(reader, "MAX_LINE_BYTES", 2 << 20)
     path = tmp_path / "cut.jsonl"
     path.write_bytes(json.dumps(chat(1)).encode() + b"\n" + b'{"text": "' + b"a" * (3 << 20))
     errors = analyze(path).errors
@@ -422,12 +428,34 @@ def test_a_line_at_the_real_limit(tmp_path, summary_line):
     """The documented limit itself (MAX_LINE_BYTES): one byte over is refused, in a few MiB of memory."""
     import time
 
-    path = _file_with_a_long_line(tmp_path / "huge.jsonl", data.MAX_LINE_BYTES + 1, before=1, after=1)
+    path = _file_with_a_long_line(tmp_path / "huge.jsonl", reader.MAX_LINE_BYTES + 1, before=1, after=1)
     started = time.perf_counter()
     report, peak = _peak_bytes(lambda: analyze(path))
     seconds = time.perf_counter() - started
     assert [e.line for e in report.errors] == [2] and report.examples == 2
-    assert f"the line is {data.MAX_LINE_BYTES + 1:,} bytes" in report.errors[0].message
+    assert f"the line is {reader.MAX_LINE_BYTES + 1:,} bytes" in report.errors[0].message
     assert peak < 16 << 20
-    summary_line(f"a {data.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
+    summary_line(f"a {reader.MAX_LINE_BYTES + 1:,}-byte line: refused in {seconds:.2f} s, peak Python memory "
                  f"{peak / 2**20:.1f} MiB")
+
+
+# --- a provider's own rules: declared by its backend, checked in the one pass ----------------------------------
+def test_a_providers_line_rules_are_checked_in_the_one_pass(tmp_path):
+    """A made-up provider's LineRules: its chat rule sees each valid example (counted once per line, the first
+    line's message shown), its format rule the file; the file stays valid, only that provider is ruled out."""
+    acme = LineRules("acme", chat=lambda ex: [("turns", "more than one turn (Acme)")] if len(ex.body) > 2 else [],
+                     formats={"chat": "Acme takes no chat data"})
+    path = write(tmp_path / "d.jsonl", [chat(0), chat(1, turns=2), chat(2, turns=3), {"messages": 1}])
+    report = analyze(path, rules=[acme])
+    assert [str(e) for e in report.errors] == [f"{path}:4: 'messages' must be a list of messages, got a number"]
+    assert [(i.line, i.message) for i in report.provider_issues["acme"]] == [
+        (0, "Acme takes no chat data"), (2, "more than one turn (Acme) (and 1 more line)")]
+    assert analyze(path, rules=[]).provider_issues == {}
+
+
+def test_every_managed_backend_declares_the_line_rules_of_the_provider_it_claims():
+    for name in BUILTIN_BACKENDS:
+        cls = backend_class(name)
+        if cls.capabilities.managed:
+            assert cls.line_rules.provider in cls.capabilities.providers, name
+    assert {rules.provider for rules in registered()} >= {"openai", "together", "bedrock", "fireworks", "vertex"}

@@ -27,6 +27,9 @@ RULES = [
     (("ftbroker.estimate", "ftbroker.pricing"), ("ftbroker.backends", "ftbroker.routes", *PLANNING, *CLI_LAYER,
                                                  "ftbroker.broker", *LEDGER),
      "the estimator and pricing are the pure bottom layer: the user's runs come in as data"),
+    (("ftbroker.data", "ftbroker.tokens", "ftbroker.redact", "ftbroker.declared"),
+     ("ftbroker.backends", "ftbroker.routes", *PLANNING, *CLI_LAYER, "ftbroker.broker", *LEDGER),
+     "the data layer and the basics collect what the backends declare (ftbroker.declared), never import them"),
 ]
 
 
@@ -70,9 +73,11 @@ def test_layers(layer, forbidden, why):
 def test_the_walk_sees_every_kind_of_import():
     found = modules()
     assert {"ftbroker.planner", "ftbroker.routes", "ftbroker.backends.gpu_routes", "ftbroker.estimate.memory",
-            "ftbroker.pricing.catalog", "ftbroker.backends.local.preflight"} <= set(found)
+            "ftbroker.pricing.catalog", "ftbroker.backends.local.preflight", "ftbroker.data.analysis",
+            "ftbroker.tokens.resolve"} <= set(found)
     planning = {m for _, m in imported("ftbroker.planning", found["ftbroker.planning"])}
-    assert {"ftbroker.planner", "ftbroker.backends.base", "ftbroker.backends.gpu_routes", "ftbroker.data"} <= planning
+    assert {"ftbroker.planner", "ftbroker.backends.base", "ftbroker.backends.gpu_routes",
+            "ftbroker.data.analysis"} <= planning
     assert "ftbroker.backends._managed" in {m for _, m in imported("ftbroker.backends.openai",
                                                                       found["ftbroker.backends.openai"])}  # relative
     assert _within("ftbroker.backends.local.backend", ("ftbroker.backends",))

@@ -19,7 +19,7 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import CPU_NOTE, LocalGpus, local_gpus, local_quote
 from ftbroker.broker import check_guards
 from ftbroker.cli import cli
-from ftbroker.data import Summary, TokenStats
+from ftbroker.data.report import Summary, TokenStats
 from ftbroker.errors import BudgetExceededError, UnknownNameError
 from ftbroker.estimate import summarize
 from ftbroker.ledger import Ledger

@@ -17,7 +17,7 @@ from plan_reports import report, stats
 from rich.console import Console
 
 import ftbroker
-from ftbroker import render, tokens
+from ftbroker import render
 from ftbroker.cli import cli
 from ftbroker.jobs import Job, JobStatus
 from ftbroker.planner import CatalogInfo, Plan, numbered
@@ -26,6 +26,7 @@ from ftbroker.render_jobs import jobs_table
 from ftbroker.routes import Hardware, PlanOptions, Route
 from ftbroker.spec import JobSpec
 from ftbroker.tables import Col, fit_widths, hanging
+from ftbroker.tokens.resolve import resolve
 
 CHATS = Path(__file__).resolve().parents[1] / "examples" / "data" / "support_chats.jsonl"
 WINDING_DOWN = ("closes to new jobs in 39 days (2027-01-06) (OpenAI is winding down self-serve fine-tuning: since "
@@ -115,8 +116,9 @@ def test_route_numbers_read_as_ranges():
     ({}, "unknown (estimate)", "as cl100k_base"),
 ])
 def test_token_counters_get_a_short_name_and_a_separate_accuracy(spec, name, accuracy):
-    counter = tokens.resolve(spec.get("tokenizer"), family=spec.get("family"))
-    counted = stats({100: 1}, tokenizer=counter.name, exact=counter.exact)
+    counter = resolve(spec.get("tokenizer"), family=spec.get("family"))
+    counted = stats({100: 1}, tokenizer=counter.name, exact=counter.exact, family=counter.family,
+                    accuracy=counter.accuracy, why=counter.why)
     assert render.counter_label(counted)[:2] == (name, accuracy)
 
 

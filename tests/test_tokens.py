@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 import tiktoken
-from ftbroker import tokens
 from ftbroker.errors import InputError, UnknownNameError
-from ftbroker.tokens import FAMILIES, TokenCounter, family_of, family_of_config, resolve
+from ftbroker.tokens import estimate as token_estimate
+from ftbroker.tokens import openai_encodings as encodings
+from ftbroker.tokens import scripts as token_scripts
+from ftbroker.tokens.counters import CounterGroup, TokenCounter
+from ftbroker.tokens.estimate import FAMILIES, family_of, family_of_config
+from ftbroker.tokens.resolve import resolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-CL100K = tokens._shipped_encoding("cl100k_base")
+CL100K = encodings.shipped_encoding("cl100k_base")
 
 # OpenAI cookbook, "How to count tokens with tiktoken", section 6: the API counted 129 prompt tokens for these
 # messages on gpt-4 / gpt-3.5-turbo (cl100k_base).
@@ -69,16 +73,16 @@ WEATHER_TOOL = {
 def fresh_machine(tmp_path, monkeypatch):
     """A fresh machine: tiktoken's cache is empty (only the cl100k that ftbroker ships is there), no 'fast' extra."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
+    monkeypatch.setattr(encodings, "quicktok_encoding", lambda encoding: None)
 
 
 def _seed_cache(directory: Path, encoding: str, data: bytes) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / hashlib.sha1(tokens._TIKTOKEN_URLS[encoding].encode()).hexdigest()).write_bytes(data)
+    (directory / hashlib.sha1(encodings.TIKTOKEN_URLS[encoding].encode()).hexdigest()).write_bytes(data)
 
 
 def _cl100k_file() -> bytes:
-    return tokens._SHIPPED["cl100k_base"].read_bytes()
+    return encodings.SHIPPED["cl100k_base"].read_bytes()
 
 
 def test_cookbook_chat_count_matches_openai(fresh_machine):
@@ -184,21 +188,21 @@ def test_other_formats(fresh_machine):
     )
 )
 def test_batched_counts_equal_one_encode_per_text(texts):
-    batched = tokens._TiktokenTexts(CL100K)(texts)
+    batched = encodings.TiktokenTexts(CL100K)(texts)
     assert batched == [len(CL100K.encode_ordinary(t)) for t in texts]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=60), max_size=20))
 def test_fast_extra_counts_what_tiktoken_counts(texts):
-    fast = tokens._quicktok("cl100k_base")
+    fast = encodings.quicktok_encoding("cl100k_base")
     if fast is None:
         pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
-    assert tokens._QuicktokTexts(fast)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+    assert encodings.QuicktokTexts(fast)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
 
 
 def test_fast_extra_makes_o200k_exact_offline(tmp_path, monkeypatch):
-    if tokens._quicktok("o200k_base") is None:
+    if encodings.quicktok_encoding("o200k_base") is None:
         pytest.skip("the 'fast' extra (quicktok-v1) is not installed")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     counter = resolve("gpt-4o-mini-2024-07-18")
@@ -207,9 +211,9 @@ def test_fast_extra_makes_o200k_exact_offline(tmp_path, monkeypatch):
 
 
 def test_batched_counts_across_many_chunks(monkeypatch):
-    monkeypatch.setattr(tokens, "_CHUNK_CHARS", 50)  # many chunks, encoded by the thread pool
+    monkeypatch.setattr(encodings, "_CHUNK_CHARS", 50)  # many chunks, encoded by the thread pool
     texts = [f"message number {i}: " + "word " * (i % 17) for i in range(300)]
-    assert tokens._TiktokenTexts(CL100K)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
+    assert encodings.TiktokenTexts(CL100K)(texts) == [len(CL100K.encode_ordinary(t)) for t in texts]
 
 
 def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(fresh_machine):
@@ -225,7 +229,7 @@ def test_o200k_falls_back_to_a_labelled_estimate_when_not_cached(fresh_machine):
 
 def test_corrupt_cache_file_is_not_redownloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tokens, "_quicktok", lambda encoding: None)
+    monkeypatch.setattr(encodings, "quicktok_encoding", lambda encoding: None)
     _seed_cache(tmp_path, "o200k_base", b"not the real file")
 
     def no_network(*args, **kwargs):
@@ -238,10 +242,10 @@ def test_corrupt_cache_file_is_not_redownloaded(tmp_path, monkeypatch):
 def test_seeded_cache_makes_the_plain_encoding_name_work(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     _seed_cache(tmp_path, "cl100k_base", _cl100k_file())
-    cached = tokens._load_encoding("cl100k_base")
-    assert cached.name == "cl100k_base" and cached is not tokens._shipped_encoding("cl100k_base")
+    cached = encodings.load_encoding("cl100k_base")
+    assert cached.name == "cl100k_base" and cached is not encodings.shipped_encoding("cl100k_base")
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "other"))
-    assert tokens._load_encoding("cl100k_base") is tokens._shipped_encoding("cl100k_base")
+    assert encodings.load_encoding("cl100k_base") is encodings.shipped_encoding("cl100k_base")
 
 
 def test_the_shipped_cl100k_is_tiktokens_own_definition(monkeypatch):
@@ -249,7 +253,7 @@ def test_the_shipped_cl100k_is_tiktokens_own_definition(monkeypatch):
     tokens are tiktoken's: its own cl100k_base() is run with its download pointed at the shipped ranks."""
     from tiktoken_ext import openai_public
 
-    ours = tokens._shipped_encoding("cl100k_base")
+    ours = encodings.shipped_encoding("cl100k_base")
     asked = {}
 
     def load(url, expected_hash):
@@ -258,7 +262,7 @@ def test_the_shipped_cl100k_is_tiktokens_own_definition(monkeypatch):
 
     monkeypatch.setattr(openai_public, "load_tiktoken_bpe", load)
     theirs = openai_public.cl100k_base()
-    assert asked == {"url": tokens._TIKTOKEN_URLS["cl100k_base"],
+    assert asked == {"url": encodings.TIKTOKEN_URLS["cl100k_base"],
                      "expected_hash": hashlib.sha256(_cl100k_file()).hexdigest()}
     assert (theirs["pat_str"], theirs["special_tokens"]) == (ours._pat_str, ours._special_tokens)
 
@@ -317,27 +321,27 @@ SCRIPT_CHARS = (
                 min_size=1, max_size=20))
 def test_batch_script_scan_finds_what_the_regular_expressions_find(texts):
     """The estimates scan a batch's scripts with numpy where it is installed; per text with the regular
-    expressions of _features otherwise: the same counts, so the same estimates."""
-    scripts = tokens._script_counts(texts)
+    expressions of features otherwise: the same counts, so the same estimates."""
+    scripts = token_scripts.script_counts(texts)
     if scripts is None:
         pytest.skip("numpy is not installed")
     for text, row in zip(texts, scripts.tolist()):
         per_char = 1000 / len(text)
-        assert (1000, row[1], *(n * per_char for n in row[2:7])) == tokens._features(text, 1000)
+        assert (1000, row[1], *(n * per_char for n in row[2:7])) == token_scripts.features(text, 1000)
         assert row[0] == len(text) and sum(row[1:]) == len(text)
-    chunks, tokens._SCAN_CHARS = tokens._SCAN_CHARS, 7  # a scan in many steps finds the same
+    chunks, token_scripts.SCAN_CHARS = token_scripts.SCAN_CHARS, 7  # a scan in many steps finds the same
     try:
-        assert (tokens._script_counts(texts) == scripts).all()
+        assert (token_scripts.script_counts(texts) == scripts).all()
     finally:
-        tokens._SCAN_CHARS = chunks
-    family = tokens._FAMILIES["llama3"]
-    estimate = tokens._EstimatedTexts(family)
+        token_scripts.SCAN_CHARS = chunks
+    family = token_estimate.FAMILY_ESTIMATES["llama3"]
+    estimate = token_estimate.EstimatedTexts(family)
     with_numpy = estimate(texts)
-    tokens_numpy, tokens._numpy = tokens._numpy, lambda: None
+    tokens_numpy, token_scripts.numpy_module = token_scripts.numpy_module, lambda: None
     try:
         assert estimate(texts) == with_numpy  # the very same floats
     finally:
-        tokens._numpy = tokens_numpy
+        token_scripts.numpy_module = tokens_numpy
 
 
 def test_a_group_counts_what_each_counter_counts_alone():
@@ -362,15 +366,15 @@ def test_a_group_counts_what_each_counter_counts_alone():
                    "preferred_output": [{"role": "assistant", "content": "Hello!"}],
                    "non_preferred_output": [{"role": "assistant", "content": "What?"}]}]
     counters = [resolve("cl100k_base"), resolve(family="llama3"), resolve(family="qwen2")]
-    counters.append(tokens._estimate(None))  # no known family: the cl100k count
-    if tokens._quicktok("o200k_base") is not None:
+    counters.append(token_estimate.estimate_counter(None))  # no known family: the cl100k count
+    if encodings.quicktok_encoding("o200k_base") is not None:
         counters.append(resolve("o200k_base"))
     for fmt, examples in (("chat", chats * 3), ("preference", preference), ("text", [{"text": "Plain 42."}])):
-        group = tokens.CounterGroup(counters, json_examples=True)  # as analyze() runs it: tool lists made once
+        group = CounterGroup(counters, json_examples=True)  # as analyze() runs it: tool lists made once
         together = group.count_many(examples, fmt)
         assert group.count_many(examples, fmt) == together  # again, with the repeated texts from the memo
         for counter in counters:
-            alone = tokens.CounterGroup([counter]).count_many(examples, fmt)[counter.key]
+            alone = CounterGroup([counter]).count_many(examples, fmt)[counter.key]
             assert together[counter.key] == alone == [counter.count(ex, fmt) for ex in examples]
     assert together["estimate:cl100k"] == together["tiktoken:cl100k_base"]  # its cl100k count alone
 
@@ -507,7 +511,7 @@ def test_model_folder_without_tokenizer_json(tmp_path, config, key):
 
 
 def test_a_template_that_refuses_an_example_is_an_error_on_its_line(tmp_path):
-    from ftbroker.data import analyze
+    from ftbroker.data.analysis import analyze
 
     folder = _tiny_tokenizer(tmp_path / "no-system-model")
     config = json.loads((folder / "tokenizer_config.json").read_text())

@@ -1,7 +1,7 @@
 """Tiny models, tokenizers and datasets built on the spot, for tests that train for real without a download.
 
 Everything is saved to a folder and meant to be loaded back through ``from_pretrained`` (the real loading
-code). The recipe follows the research notes: a ByteLevel BPE tokenizer trained on the test texts, a 2-layer
+code). The recipe: a ByteLevel BPE tokenizer trained on the test texts, a 2-layer
 Llama with ``initializer_range=0.1`` (near-uniform logits otherwise make a LoRA barely move the loss).
 
     build_tokenizer(template, specials, eos, ...) -> tokenizer     (in memory; save it yourself)

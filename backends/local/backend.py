@@ -176,9 +176,10 @@ class LocalBackend:
         """Check the dataset (and the validation set), counted with the tokenizer ``ftbroker plan`` counts the
         model's tokens with (``routes.model_tokenizer``: its local folder, else its cached or estimated hub
         tokenizer), so the quote and the plan read the same lengths."""
-        from ftbroker import data, tokens
+        from ftbroker.data.analysis import analyze
         from ftbroker.pricing.catalog import load_catalog
         from ftbroker.routes import PlanOptions, model_tokenizer
+        from ftbroker.tokens.resolve import resolve
 
         catalog = load_catalog()
         trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
@@ -186,14 +187,14 @@ class LocalBackend:
             need = model_tokenizer(catalog.model(spec.model), PlanOptions())
         except InputError:  # a hub id the catalog lacks, or a folder whose config.json it cannot read
             folder = Path(spec.model).expanduser()
-            counter = tokens.resolve(str(folder)) if folder.is_dir() else tokens.resolve(hf_repo=spec.model)
+            counter = resolve(str(folder)) if folder.is_dir() else resolve(hf_repo=spec.model)
         else:
-            counter = tokens.resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
+            counter = resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
         limits = {counter.key: train_config(spec, self.options).max_seq_length}
-        report = data.analyze(spec.dataset, counters=[counter], limits=limits)
+        report = analyze(spec.dataset, counters=[counter], limits=limits, rules=())  # no provider's rules
         issues = list(report.errors)
         if spec.validation is not None:
-            validation = data.analyze(spec.validation, counters=[counter])
+            validation = analyze(spec.validation, counters=[counter], rules=())
             issues += validation.errors
             self._validation_stats[spec.model_dump_json()] = validation.tokens.get(counter.key)
         if issues:

@@ -95,7 +95,7 @@ def local_gpus(catalog: Any, found: Sequence[Gpu], declared: str | None = None, 
 class TrainerData:
     """A dataset as the trainer reads it under one config, whatever the GPU and the method."""
 
-    stats: Any  # ftbroker.data.TokenStats, counted with the model's tokenizer
+    stats: Any  # ftbroker.data.report.TokenStats, counted with the model's tokenizer
     max_len: int  # max_seq_length: longer examples are cut to it (and packed rows are this long)
     seq_len: int  # the longest row a micro-batch holds: max_len when packing, else the longest example (cut)
     batching: str  # "packed" (packing or padding-free) | "random" (each micro-batch padded to its longest)
@@ -294,7 +294,7 @@ def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | N
                 validation: Any | None = None, *, distributed: str = "auto", notes: Sequence[str] = (),
                 corrections: Corrections = Corrections(), stack: str = FTBROKER.name) -> Quote:
     """The quote of training ``config`` on ``gpus`` (None: the CPU). ``stats`` / ``validation`` are the training and
-    validation files' ``ftbroker.data.TokenStats`` counted with the model's tokenizer (``stats`` None: lengths
+    validation files' ``ftbroker.data.report.TokenStats`` counted with the model's tokenizer (``stats`` None: lengths
     unknown, the worst case max_seq_length is assumed and no time is estimated); ``arch`` None: the model's shape
     is unknown. ``corrections``: the user's measured runs (a plan of the same job applies the same); ``stack``: the
     trainer that will run it, recorded with the estimate so that its measurement corrects that stack alone."""

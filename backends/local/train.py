@@ -107,7 +107,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftbroker import data
 from ftbroker.backends.local import masking, noise, runlock
 from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
 from ftbroker.backends.local.outputs import (
@@ -121,6 +120,8 @@ from ftbroker.backends.local.outputs import (
     write_metrics,
     write_result,
 )
+from ftbroker.data.analysis import analyze
+from ftbroker.data.reader import read_examples
 from ftbroker.errors import (
     DataIssue,
     DatasetError,
@@ -482,8 +483,8 @@ def _lora_config(config: TrainConfig):
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
     """The examples of ``path`` as (line number, example), after the checks ``ftbroker validate`` makes (the
     trainer also runs on its own, e.g. on a rented instance, so it does not rely on the caller having checked)."""
-    data.analyze(path).raise_for_errors()
-    return list(data.read_examples(path))
+    analyze(path, rules=()).raise_for_errors()  # the general checks: no provider's rules apply here
+    return list(read_examples(path))
 
 
 def held_out_split(config: TrainConfig) -> tuple[list, list]:

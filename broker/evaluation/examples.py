@@ -70,9 +70,9 @@ def _local_split(job: Job, run_dir: Path) -> HeldOut:
 
 def _format(path: str) -> str:
     """The file's format after the checks of ``ftbroker validate`` (DatasetError with FILE:LINE otherwise)."""
-    from ftbroker import data
+    from ftbroker.data.analysis import analyze
 
-    report = data.analyze(path)
+    report = analyze(path, rules=())  # the general checks: no provider takes the data
     report.raise_for_errors()
     if report.format == "text":
         raise InputError(f"{path}: plain text data has no prompt and reference answer to compare a model's answer "
@@ -82,10 +82,10 @@ def _format(path: str) -> str:
 
 def load_file(path: str) -> tuple[Example, ...]:
     """Every example of a dataset file, checked as ``ftbroker validate`` checks it."""
-    from ftbroker import data
+    from ftbroker.data.reader import read_examples
 
     fmt = _format(path)
-    return tuple(from_line(path, number, row, fmt) for number, row in data.read_examples(path))
+    return tuple(from_line(path, number, row, fmt) for number, row in read_examples(path))
 
 
 def _text(content: Any) -> str:

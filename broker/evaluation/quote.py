@@ -22,9 +22,9 @@ EXPECTED_VERDICT_TOKENS = 150
 
 
 def _prompt_tokens(examples: Sequence[Example]) -> int:
-    from ftbroker import tokens
+    from ftbroker.tokens.resolve import resolve
 
-    counter = tokens.resolve("cl100k_base")
+    counter = resolve("cl100k_base")
     total = 0
     for example in examples:
         line = {"messages": [dict(m) for m in example.messages]} | ({"tools": list(example.tools)} if example.tools

@@ -1,7 +1,7 @@
 """Bedrock model customization and S3 through moto, plus what moto lacks: moving a job along.
 
 moto (5.2.5) implements create/get/list/stop of model-customization jobs and all of S3, in process
-(``mock_aws``). Its quirks, which the Bedrock backend must live with (research/apis/NOTES.md 3.6):
+(``mock_aws``). Its quirks, which the Bedrock backend must live with (getmoto/moto, moto/bedrock/models.py):
 
 - a job is ``InProgress`` forever after create; nothing makes it ``Completed`` or ``Failed``,
   and ``stop`` jumps straight to ``Stopped`` (never ``Stopping``);

@@ -1,6 +1,6 @@
 """A loopback fake of what serving a Bedrock custom model takes, for ``boto3`` pointed at it (``endpoint_url``):
 Provisioned Throughput (control plane ``bedrock``) and Converse (``bedrock-runtime``). moto implements neither
-(research: moto 5.2 raises NotImplementedError for both), so this fake stands in, with the shapes of botocore's
+(moto 5.2 raises NotImplementedError for both: getmoto/moto, moto/bedrock/models.py), so this fake stands in, with the shapes of botocore's
 service models (bedrock 2023-04-20, bedrock-runtime 2023-09-30) and rest-json errors (``x-amzn-ErrorType``).
 
     pt.create    POST   /provisioned-model-throughput          idempotent on clientRequestToken; a name in use: 400

@@ -2,7 +2,7 @@
 
 Point the SDK at ``fake.base_url`` (``http://127.0.0.1:PORT/v1``). Shapes follow the official
 OpenAPI spec (FineTuningJob, FineTuningJobEvent, FineTuningJobCheckpoint, OpenAIFile, the error
-envelope ``{"error": {message, type, param, code}}``); see research/apis/NOTES.md section 1.
+envelope ``{"error": {message, type, param, code}}``): github.com/openai/openai-openapi, openapi.yaml.
 
 Routes (the names that fault injection and ``calls()`` use):
     files.create      POST /v1/files                     multipart: file, purpose

@@ -1,8 +1,8 @@
 """A loopback fake of the Together files and fine-tuning API, for the real ``together`` 3.x SDK.
 
 Point the SDK at ``fake.base_url`` (``http://127.0.0.1:PORT``, no ``/v1``: the SDK's paths carry
-it). Shapes follow the official Together OpenAPI spec and the SDK 3.1.1 types; see
-research/apis/NOTES.md section 2.
+it). Shapes follow the official Together OpenAPI spec (github.com/togethercomputer/openapi, openapi.yaml)
+and the SDK 3.1.1 types.
 
 Routes (the names that fault injection and ``calls()`` use):
     files.create      POST /v1/files                 multipart form -> 302, Location + X-Together-File-Id
