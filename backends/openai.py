@@ -43,6 +43,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.errors import BackendAuthError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -319,7 +320,7 @@ class OpenAIBackend(ManagedBackend):
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         client = self._writes().with_options(timeout=self.options.upload_timeout_s)
-        with open(converted.path, "rb") as fh:
+        with progress.sending(converted.path, f"uploading {converted.upload_name} to OpenAI") as fh:
             uploaded = self.call("uploading the data", client.files.create,
                                  file=(converted.upload_name, fh), purpose="fine-tune")
         return uploaded.id
@@ -388,7 +389,9 @@ class OpenAIBackend(ManagedBackend):
             artifacts.append(Artifact(kind="provider_model", uri=raw["fine_tuned_model"],
                                       description="the fine-tuned model: call it by this name"))
         for file_id in raw.get("result_files") or []:
-            content = self.call("reading the result file", self.client.files.content, file_id).content
+            with progress.task(f"downloading the result file {file_id}") as fetched:
+                content = self.call("reading the result file", self.client.files.content, file_id).content
+                fetched.update(completed=len(content), total=len(content))
             points |= {(p.step, p.name): p for p in metrics_from_result_csv(content)}  # the CSV has every step
             artifacts.append(Artifact(kind="metrics", uri=f"openai://files/{file_id}",
                                       description="per-step metrics CSV"))

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
 from ftbroker.errors import BackendAuthError, BudgetExceededError, ProviderAPIError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -359,7 +360,9 @@ class TogetherBackend(ManagedBackend):
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         client = self._writes().with_options(timeout=self.options.upload_timeout_s)
-        return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune").id
+        with progress.task(f"uploading {converted.upload_name} to Together", total=converted.size_bytes) as sent:
+            return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune",
+                             progress_callback=lambda p: sent.update(completed=p.uploaded_bytes)).id
 
     def _create_arguments(self, job: Job, uploads: list[Upload]) -> dict[str, Any]:
         spec, hp = job.spec, job.spec.hyperparameters

@@ -69,7 +69,8 @@ class _Root(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _progress_shown():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
@@ -90,6 +91,18 @@ class _Root(click.Group):
                 click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
                                  "traceback)"), err=True)
             ctx.exit(code)
+
+
+def _progress_shown():
+    """Every command's long work shows its progress on stderr while that is a terminal (``ftbroker.progress``)."""
+    import contextlib
+
+    console = _stderr()
+    if not console.is_terminal:
+        return contextlib.nullcontext()
+    from ftbroker.progress_view import showing
+
+    return showing(console)
 
 
 def _drop_stdout() -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart")
+CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart",
+             "ftbroker.progress_view")
 PLANNING = ("ftbroker.planner", "ftbroker.planning")
 LEDGER = ("ftbroker.ledger", "ftbroker.your_runs")  # the shell that reads the user's runs
 
@@ -26,6 +27,9 @@ RULES = [
     (("ftbroker.estimate", "ftbroker.pricing"), ("ftbroker.backends", "ftbroker.routes", *PLANNING, *CLI_LAYER,
                                                  "ftbroker.broker", *LEDGER),
      "the estimator and pricing are the pure bottom layer: the user's runs come in as data"),
+    (("ftbroker.progress", "ftbroker.data", "ftbroker.tokens", "ftbroker.planning", "ftbroker.broker",
+      "ftbroker.ledger", "ftbroker.backends"), ("rich", *CLI_LAYER),
+     "the core reports progress through ftbroker.progress; only the CLI layer draws it (rich)"),
 ]
 
 
