@@ -24,6 +24,9 @@ _KEY_SHAPED = re.compile(
     r"|ya29\.[A-Za-z0-9_\-.]{16,}"  # a Google OAuth access token (Vertex AI, Cloud Storage)
     r"|(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}"  # an Authorization header
     r"|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"  # AWS access key ids (long-lived and temporary)
+    r"|\blocal-[0-9a-f]{40}\b"  # a W&B server's key (https://docs.wandb.ai/guides/hosting/)
+    # a W&B key by its field's name, whatever its shape (Together's job takes it as wandb_key)
+    r"|(?i:(?<=wandb_key)|(?<=wandb_api_key))[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9_\-]{16,}"
 )
 
 

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import bounds, clock
 from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
-                                    detect_gpus)
+                                    detect_gpus, split_list)
 from ftbroker.backends.local import noise, runlock
 from ftbroker.backends.local.config import (CONFIG_NAME, RUNS_DIR, TRACKER_PACKAGES, TRAINER_PACKAGES, TrainConfig,
                                             Tracker, launch_strategy)
@@ -114,7 +114,7 @@ class LocalOptions(BaseModel):
     @field_validator("report_to", mode="before")
     @classmethod
     def _trackers(cls, value: Any) -> Any:
-        return [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value
+        return split_list(value)
 
     @field_validator("gpu")
     @classmethod
