@@ -299,7 +299,8 @@ def _job_command(f):
 @click.option("--lora-dropout", metavar="P", help="LoRA dropout (local default: 0.05).")
 @click.option("--target-modules", metavar="NAMES", help="Comma-separated module names, or all-linear (the default).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A backend option, e.g. gpus=2, merge=true, base_url=... (repeatable).")
+              help="A backend option, e.g. gpus=2, merge=true, report_to=mlflow,tensorboard (the trainer's "
+                   "experiment trackers; OpenAI and Together: report_to=wandb), base_url=... (repeatable).")
 @click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher "
               "(local: the electricity, high end of the estimate); a cost that cannot be estimated is refused.")
 @click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this catalog GPU instead of the GPUs "

@@ -73,6 +73,7 @@ class ProgressView:
 
     def _stop(self, task_id: TaskID) -> None:
         assert self._bars is not None
+        self._bars.refresh()  # the task's last state, once, however short it was
         self._bars.remove_task(task_id)
         self._running -= 1
         if not self._running:

@@ -16,10 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftbroker import clock
+from ftbroker import clock, progress
 from ftbroker.broker import Prepared
 from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, Result
-from ftbroker.progress_view import ProgressView
 from ftbroker.tables import Col, Fitted
 
 
@@ -206,13 +205,14 @@ def cost_so_far(job: Job) -> str:
 
 
 class FollowView:
-    """While a job is followed, its line in the one progress style (``progress_view``): status, the steps' bar,
-    loss, elapsed time, ETA and cost so far. Each change of status is also printed, so it stays in the scrollback
-    (and in a log file, where no live line is drawn). Used as ``Broker.follow``'s ``on_update``."""
+    """While a job is followed, its line among the command's progress (``ftbroker.progress``, drawn by
+    ``progress_view`` on a terminal, beside a result's download): status, the steps' bar, loss, elapsed time, ETA
+    and cost so far. Each change of status is also printed, so it stays in the scrollback (and in a log file, where
+    nothing is drawn). Used as ``Broker.follow``'s ``on_update``."""
 
     def __init__(self, console: Console):
         self.console = console
-        self._view = ProgressView(console) if console.is_terminal else None
+        self._view = progress.current()
         self._shown: contextlib.AbstractContextManager | None = None
         self._task = None
         self._last_status = None
@@ -225,8 +225,7 @@ class FollowView:
             self._shown.__exit__(*exc_info)
 
     def __call__(self, job: Job, update) -> None:
-        if self._view is not None:
-            self._draw(job)
+        self._draw(job)
         if job.status is not self._last_status:
             line = Text(f"{job.id} {job.status.value}", style="bold")
             if job.progress:

@@ -138,3 +138,48 @@ def test_the_default_reporter_is_silent():
     with progress.task("nothing", total=3) as task:
         task.advance(3)
         task.update(completed=1, anything="at all")
+
+
+def test_the_view_draws_amounts_rates_and_fields():
+    import io
+
+    from rich.console import Console
+
+    from ftbroker.progress_view import ProgressView
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    view = ProgressView(console)
+    with view.task("uploading d.jsonl to OpenAI", total=2_000_000) as upload:
+        upload.advance(1_000_000)
+        upload.update(examples=12)
+    with view.task("ftb-1 running", total=100, unit="steps") as steps:
+        steps.update(completed=40, eta="5m00s", loss="0.5000")
+    drawn = console.file.getvalue()
+    assert "uploading d.jsonl to OpenAI" in drawn and "1.0/2.0 MB" in drawn and "examples 12" in drawn
+    assert "40/100 steps" in drawn and "ETA 5m00s" in drawn and "loss 0.5000" in drawn
+
+
+def test_a_followed_job_shows_its_steps_loss_elapsed_and_cost_so_far(monkeypatch):
+    import io
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from rich.console import Console
+
+    from ftbroker.jobs import Job, JobStatus, Progress
+    from ftbroker.render_jobs import FollowView
+
+    monkeypatch.setenv("FTBROKER_NOW", "2026-01-01T12:10:00+00:00")
+    start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    job = Job(id="ftb-1", spec=JobSpec(backend="openai", model="m", dataset="d.jsonl"), status=JobStatus.RUNNING,
+              created_at=start, updated_at=start, submitted_at=start, started_at=start,
+              estimated_cost_usd=Decimal("4.00"),
+              progress=Progress(step=25, total_steps=100, loss=1.23456, eta_s=1800))
+    recorder, console = Recorder(), Console(file=io.StringIO())
+    with progress.reporting(recorder), FollowView(console) as view:
+        view(job, None)
+        view(job.model_copy(update={"actual_cost_usd": Decimal("1.5")}), None)
+    [task] = recorder.tasks
+    assert task["unit"] == "steps" and task["completed"] == 25 and task["total"] == 100 and task["done"]
+    assert task["fields"] == {"eta": "30m00s", "loss": "1.2346", "elapsed": "10m00s", "cost": "$1.50"}
+    assert console.file.getvalue().count("ftb-1 running") == 1  # the status, once, in the scrollback
