@@ -552,7 +552,7 @@ def ledger_rebuild(json_mode):
 
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
 
-_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "torchtune")  # estimate.stacks.STACKS
+_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "litgpt", "torchtune")  # estimate.stacks.STACKS
 
 
 @cli.command("estimate")

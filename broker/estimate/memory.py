@@ -20,7 +20,15 @@ from dataclasses import dataclass, fields
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
-from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import (
+    LOSS_BYTES_PER_LOGIT,
+    NF4_BYTES,
+    NF4_DQ_BYTES,
+    PRECISIONS,
+    ModelShape,
+    TrainingSetup,
+    trained_arch,
+)
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 GIB = 2**30
@@ -206,9 +214,28 @@ class _Layer:
                 + self.quantized_inputs())
 
 
+def previous_step_inputs(layer: _Layer, setup: TrainingSetup, num_layers: int) -> float:
+    """Bytes per token of the previous micro-batch's 4-bit matmul inputs still allocated during the next forward,
+    when bitsandbytes keeps them past backward (``Implementation.bnb_inputs_outlive_step``). Without checkpointing
+    only: a reentrant checkpoint runs the forward without a graph and frees its recomputed one within backward."""
+    if not setup.impl.bnb_inputs_outlive_step or setup.grad_checkpointing:
+        return 0.0
+    return num_layers * layer.quantized_inputs()
+
+
+def forward_end(setup: TrainingSetup, arch: ModelArch, tokens: int, head_dequant: float) -> float:
+    """Bytes beyond the activations at the end of the forward when the loop still holds the previous step's logits
+    (``Implementation.holds_previous_logits``): both steps' 16-bit logits, and a quantized head's dequantized weight
+    for the last chunk it projects."""
+    if not setup.impl.holds_previous_logits:
+        return 0.0
+    return 2 * tokens * arch.vocab_size * 2 + head_dequant
+
+
 def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibration | None = None) -> MemoryBreakdown:
     """Peak memory per GPU of training ``arch`` with ``setup``."""
     cal = calibration or default_calibration()
+    arch = trained_arch(arch, setup.impl)
     shape = ModelShape(arch)
     a = arch
     terms: list[Term] = []
@@ -313,6 +340,10 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     activations = act_per_token * tokens * activation_scale
     if activation_scale != 1:
         act_formula += f" x {activation_scale:.3f} (calibrated)"
+    previous = previous_step_inputs(layer, setup, a.num_layers) * tokens * activation_scale
+    if previous:
+        activations += previous
+        act_formula += " + the previous micro-batch's 4-bit matmul inputs (bitsandbytes < 0.43.2, bitsandbytes#1270)"
     casts_per_layer = layer.autocast_weight_copies()
     if casts_per_layer:
         # autocast casts each fp32 weight to 16-bit for its matmul and autograd keeps the copy for backward
@@ -333,12 +364,16 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     layer_ws = (recomputed + transient) * tokens * activation_scale
     # bitsandbytes dequantizes a whole matrix to 16-bit for each matmul, forward and backward; a quantized head
     # (V x h) is the largest one and is dequantized while every activation is still stored
-    dequant = 0.0
+    dequant = head_dequant = 0.0
     if setup.method == "qlora":
         head = shape.embedding_params if setup.impl.quantize_lm_head and not a.tie_word_embeddings else 0
-        dequant = max(shape.largest_matrix, head) * compute_b
+        dequant, head_dequant = max(shape.largest_matrix, head) * compute_b, head * compute_b
     head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
-    workspace_fb = max(layer_ws + dequant, loss) - loss + gathered
+    held = forward_end(setup, a, tokens, head_dequant)
+    if held:
+        terms.append(Term("forward end", held / GIB, "the previous and this step's 16-bit logits"
+                          + (" + the dequantized head" if head_dequant else "")))
+    workspace_fb = max(layer_ws + dequant, loss, held) - loss + gathered
     terms.append(Term("backward workspace", (layer_ws + dequant) / GIB,
                       (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
                       + f"gradient transients ({transient:,.0f} B/token) x {tokens:,} tokens"
