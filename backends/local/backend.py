@@ -51,7 +51,7 @@ from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quo
                                     detect_gpus, split_list)
 from ftbroker.backends.local import noise, runlock
 from ftbroker.backends.local.config import (CONFIG_NAME, RUNS_DIR, TRACKER_PACKAGES, TRAINER_PACKAGES, TrainConfig,
-                                            Tracker, launch_strategy)
+                                            TrackerName, launch_strategy)
 from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
                                              write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
@@ -95,7 +95,7 @@ class TrackerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    report_to: list[Tracker] = Field(default_factory=list, description="experiment trackers the trainer logs to: "
+    report_to: list[TrackerName] = Field(default_factory=list, description="experiment trackers the trainer logs to: "
                                      "wandb, mlflow, tensorboard (a list, or comma-separated)")
     tracker_project: str | None = Field(None, min_length=1, description="the W&B project / MLflow experiment "
                                         "(default: WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME, else ftbroker)")

@@ -36,7 +36,7 @@ TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "acceler
 # The experiment trackers the trainer logs to through transformers' own integrations (TrainingArguments.report_to,
 # https://huggingface.co/docs/transformers/main_classes/callback), and the package each needs (the `track` extra
 # has mlflow and tensorboard; wandb is the user's own install).
-Tracker = Literal["wandb", "mlflow", "tensorboard"]
+TrackerName = Literal["wandb", "mlflow", "tensorboard"]
 TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}
 TRACKER_DEFAULT_PROJECT = "ftbroker"
 
@@ -83,7 +83,7 @@ class TrainConfig(BaseModel):
     use_liger: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    report_to: list[Tracker] = Field(default_factory=list)
+    report_to: list[TrackerName] = Field(default_factory=list)
     tracker_project: str | None = Field(None, min_length=1)
     tracking_uri: str | None = Field(None, min_length=1)
 
