@@ -56,13 +56,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import clock
 from ftbroker.backends import managed_routes
-from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
+from ftbroker.backends.base import (Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict,
+                                    split_list)
 from ftbroker.data.providers import LineRules
 from ftbroker.errors import (
     BackendAuthError,
@@ -77,7 +78,7 @@ from ftbroker.errors import (
     SpecError,
     UnknownNameError,
 )
-from ftbroker.jobs import Event, Job, JobStatus
+from ftbroker.jobs import TRACKER_PREFIX, Event, Job, JobStatus
 from ftbroker.private import private_folder
 from ftbroker.redact import scrub
 from ftbroker.routes import PlanOptions, Route, RouteContext, TokenNeed, resolve_model, route_order
@@ -358,6 +359,42 @@ class ManagedOptions(BaseModel):
     retry_initial_s: float = Field(2.0, gt=0, description="first wait between submit attempts")
     retry_max_s: float = Field(60.0, gt=0, description="longest wait between submit attempts")
     poll_interval_s: float = Field(30.0, gt=0, description="how often following polls the provider")
+
+
+class WandbOptions(ManagedOptions):
+    """Options of a provider with its own Weights & Biases integration: it logs the job's metrics to your project."""
+
+    report_to: list[Literal["wandb"]] = Field(default_factory=list, description="wandb: the provider logs the job "
+                                              "to your W&B project (its own integration, its only tracker)")
+    tracker_project: str | None = Field(None, min_length=1,
+                                        description="the W&B project (default: WANDB_PROJECT, else ftbroker)")
+    wandb_entity: str | None = Field(None, min_length=1, description="the W&B team or user (default: the key's)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        return split_list(value)
+
+    def wandb(self, job_id: str) -> dict[str, str] | None:
+        """The W&B run the provider is asked for (project, run name: the ftbroker job, entity), if any."""
+        if "wandb" not in self.report_to:
+            return None
+        project = self.tracker_project or os.environ.get("WANDB_PROJECT") or WANDB_DEFAULT_PROJECT
+        return {"project": project, "name": job_id, **({"entity": self.wandb_entity} if self.wandb_entity else {})}
+
+
+WANDB_DEFAULT_PROJECT = "ftbroker"
+
+
+def wandb_run(project: str | None, name: str | None, entity: str | None = None, url: str | None = None
+              ) -> dict[str, str]:
+    """``job.remote``'s record of where W&B keeps a provider's run: its page when the provider says it, else its
+    project and name."""
+    if url:
+        return {f"{TRACKER_PREFIX}wandb": url}
+    if not project:
+        return {}
+    return {f"{TRACKER_PREFIX}wandb": f"W&B project {f'{entity}/' if entity else ''}{project}, run {name or '?'}"}
 
 
 @dataclass(frozen=True)

@@ -428,6 +428,11 @@ def declarations(name: str) -> tuple[Any, ...]:
     return tuple(found)
 
 
+def split_list(value: Any) -> Any:
+    """A list option given as ``a,b`` (``--option report_to=mlflow,tensorboard``) as the list; others as they are."""
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
 def option_problems(cls: type[Backend], options: Mapping[str, Any]) -> list[str]:
     """One line per invalid backend option (unknown key, wrong type); values are never echoed."""
     try:

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.data.providers import ChatExample, LineRules, Remark, plain_turns
 from ftbroker.errors import BackendAuthError, ProviderAPIError
@@ -411,7 +412,9 @@ class BedrockBackend(ManagedBackend):
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         bucket, key = self._location("data", converted.upload_name)
-        self.call("uploading the data to S3", self.s3.upload_file, str(converted.path), bucket, key)
+        with progress.task(f"uploading {converted.upload_name} to S3", total=converted.size_bytes) as sent:
+            self.call("uploading the data to S3", self.s3.upload_file, str(converted.path), bucket, key,
+                      Callback=sent.advance)  # boto3 calls it with the bytes each part sent
         return f"s3://{bucket}/{key}"
 
     # -- jobs ---------------------------------------------------------------------------------------

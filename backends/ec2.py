@@ -63,8 +63,10 @@ from ftbroker.backends.ec2_pricing import CLOUD, NAME, Ec2Quote, attempt_cost, e
 from ftbroker.backends.local.backend import (
     LocalBackend,
     LocalOptions,
+    TrackerOptions,
     event_lines,
     train_config,
+    tracker_records,
     trainer_model,
     trainer_records,
 )
@@ -104,7 +106,7 @@ WHEEL_URL_TTL_S = 6 * 3600  # the bootstrap downloads the wheel within minutes o
 PACKAGE_ROOTS = ("ftbroker", "ftbroker.backends", "ftbroker.pricing")
 
 
-class Ec2Options(BaseModel):
+class Ec2Options(TrackerOptions):
     """``backend_options`` of the EC2 backend."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -271,7 +273,7 @@ class Ec2Backend:
     def __init__(self, options: Ec2Options, *, home: Path):
         self.options = options
         self.home = Path(home)
-        self.local = LocalBackend(LocalOptions(merge=options.merge), home=self.home)  # data checks, run folders
+        self.local = LocalBackend(LocalOptions(merge=options.merge, **options.trackers()), home=self.home)  # data checks, run folders
         self._quoted: dict[str, Ec2Quote] = {}  # spec (JSON) -> its quote: what to launch
         self._clients: dict[tuple[str, str], Any] = {}
 
@@ -566,7 +568,7 @@ class Ec2Backend:
         running = attempt_cost((now - inst.launched_at).total_seconds(), Decimal(job.remote["usd_per_hour"]))
         phase = beat.get("phase") if beat else "booting"
         return Update(status=JobStatus.RUNNING, detail=phase, actual_cost_usd=_spent(_attempts(job)) + running,
-                      next_poll_s=self.options.poll_interval_s, **found)
+                      next_poll_s=self.options.poll_interval_s, remote=tracker_records(raw), **found)
 
     def _heartbeat(self, store: JobStore, job: Job) -> dict[str, Any] | None:
         """This attempt's last heartbeat (an earlier attempt's does not count)."""

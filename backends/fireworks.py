@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.data.providers import ChatExample, LineRules, Remark
 from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
@@ -296,7 +297,7 @@ class FireworksBackend(ManagedBackend):
                 raise
         uploads = writes.with_options(timeout=self.options.upload_timeout_s)
         if converted.size_bytes <= SMALL_UPLOAD_BYTES:
-            with open(converted.path, "rb") as fh:
+            with progress.sending(converted.path, f"uploading {converted.upload_name} to Fireworks") as fh:
                 self.call("uploading the data", uploads.datasets.upload, dataset_id,
                           file=(converted.upload_name, fh, "application/jsonl"))
         else:
@@ -312,7 +313,7 @@ class FireworksBackend(ManagedBackend):
         url = plain(answer)["filenameToSignedUrls"][converted.upload_name]
 
         def put() -> Any:
-            with open(converted.path, "rb") as fh:
+            with progress.sending(converted.path, f"uploading {converted.upload_name} to Fireworks") as fh:
                 return httpx.put(url, content=fh, timeout=self.options.upload_timeout_s,
                                  headers={"Content-Type": "application/octet-stream"})
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.data.providers import LineRules, Remark, too_many_images
 from ftbroker.errors import BackendAuthError
@@ -55,12 +56,13 @@ from ._managed import (
     ConvertedFile,
     Converter,
     ManagedBackend,
-    ManagedOptions,
     Upload,
+    WandbOptions,
     actual_cost,
     check_range,
     plain,
     provider_tag,
+    wandb_run,
     with_system_message,
 )
 
@@ -171,11 +173,14 @@ def metrics_from_result_csv(content: bytes) -> list[MetricPoint]:
 
 # -- the create-job request --------------------------------------------------------------------------
 def create_request(*, model: str, training_file: str, validation_file: str | None, tag: str, job_id: str,
-                   dpo: bool, epochs: int | None, batch_size: int | None, options: Mapping[str, Any]) -> dict[str, Any]:
+                   dpo: bool, epochs: int | None, batch_size: int | None, options: Mapping[str, Any],
+                   wandb: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The body of POST /fine_tuning/jobs (``CreateFineTuningJobRequest``): hyperparameters under ``method``.
 
     ``options`` may carry ``learning_rate_multiplier``, ``beta`` (DPO), ``seed``. The job carries
-    ``metadata.ftbroker_job_id`` (filterable) and the ``suffix`` ``tag`` for finding it again.
+    ``metadata.ftbroker_job_id`` (filterable) and the ``suffix`` ``tag`` for finding it again. ``wandb``: the W&B
+    run OpenAI logs the job to (its ``integrations``, https://platform.openai.com/docs/api-reference/fine-tuning/
+    create; the W&B key is the one registered in the OpenAI organization's settings, never sent here).
     """
     hyper: dict[str, Any] = {}
     if epochs is not None:
@@ -196,6 +201,8 @@ def create_request(*, model: str, training_file: str, validation_file: str | Non
         body["validation_file"] = validation_file
     if options.get("seed") is not None:
         body["seed"] = int(options["seed"])
+    if wandb:
+        body["integrations"] = [{"type": "wandb", "wandb": dict(wandb)}]
     return body
 
 
@@ -247,7 +254,7 @@ LINE_RULES = LineRules(
 )
 
 
-class OpenAIOptions(ManagedOptions):
+class OpenAIOptions(WandbOptions):
     base_url: str | None = Field(None, description="an OpenAI-compatible API (default: OPENAI_BASE_URL, "
                                                     "else https://api.openai.com/v1)")
     learning_rate_multiplier: float | None = Field(None, gt=0, description="OpenAI's learning-rate knob")
@@ -344,7 +351,7 @@ class OpenAIBackend(ManagedBackend):
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         client = self._writes().with_options(timeout=self.options.upload_timeout_s)
-        with open(converted.path, "rb") as fh:
+        with progress.sending(converted.path, f"uploading {converted.upload_name} to OpenAI") as fh:
             uploaded = self.call("uploading the data", client.files.create,
                                  file=(converted.upload_name, fh), purpose="fine-tune")
         return uploaded.id
@@ -357,10 +364,15 @@ class OpenAIBackend(ManagedBackend):
             validation_file=by_role["validation"].remote_id if "validation" in by_role else None,
             tag=provider_tag(job.id), job_id=job.id, dpo=by_role["training"].file.fmt == "preference",
             epochs=spec.hyperparameters.epochs, batch_size=self._batch_size(spec),
-            options={**self.options.model_dump(), "seed": spec.hyperparameters.seed})
+            options={**self.options.model_dump(), "seed": spec.hyperparameters.seed},
+            wandb=self.options.wandb(job.id))
         return plain(self.call("creating the fine-tuning job", self._writes().fine_tuning.jobs.create, **body))
 
     # -- track --------------------------------------------------------------------------------------
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        wandb = next((i.get("wandb") or {} for i in raw.get("integrations") or () if i.get("type") == "wandb"), {})
+        return {**super()._handles(raw), **wandb_run(wandb.get("project"), wandb.get("name"), wandb.get("entity"))}
+
     def _provider_fetch(self, job: Job) -> dict[str, Any]:
         return plain(self.call("reading the job", self.client.fine_tuning.jobs.retrieve, job.remote["job_id"]))
 
@@ -413,7 +425,9 @@ class OpenAIBackend(ManagedBackend):
             artifacts.append(Artifact(kind="provider_model", uri=raw["fine_tuned_model"],
                                       description="the fine-tuned model: call it by this name"))
         for file_id in raw.get("result_files") or []:
-            content = self.call("reading the result file", self.client.files.content, file_id).content
+            with progress.task(f"downloading the result file {file_id}") as fetched:
+                content = self.call("reading the result file", self.client.files.content, file_id).content
+                fetched.update(completed=len(content), total=len(content))
             points |= {(p.step, p.name): p for p in metrics_from_result_csv(content)}  # the CSV has every step
             artifacts.append(Artifact(kind="metrics", uri=f"openai://files/{file_id}",
                                       description="per-step metrics CSV"))

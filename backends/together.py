@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
 from ftbroker.data.providers import ChatExample, LineRules, Remark, too_many_images
 from ftbroker.errors import BackendAuthError, BudgetExceededError, ProviderAPIError, SpecError
@@ -33,11 +35,12 @@ from ._managed import (
     ConvertedFile,
     Converter,
     ManagedBackend,
-    ManagedOptions,
     Upload,
+    WandbOptions,
     check_range,
     plain,
     provider_tag,
+    wandb_run,
     with_system_message,
 )
 
@@ -272,7 +275,7 @@ LINE_RULES = LineRules("together", chat=_chat_rules, preference=_preference_rule
 
 
 # -- the backend -------------------------------------------------------------------------------------
-class TogetherOptions(ManagedOptions):
+class TogetherOptions(WandbOptions):
     base_url: str | None = Field(None, description="default: TOGETHER_BASE_URL, else https://api.together.ai")
     n_evals: int | None = Field(None, ge=0, description="evaluations over the validation set (default 1 with one)")
     n_checkpoints: int | None = Field(None, ge=1)
@@ -406,7 +409,9 @@ class TogetherBackend(ManagedBackend):
 
     def _provider_upload(self, converted: ConvertedFile) -> str:
         client = self._writes().with_options(timeout=self.options.upload_timeout_s)
-        return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune").id
+        with progress.task(f"uploading {converted.upload_name} to Together", total=converted.size_bytes) as sent:
+            return self.call("uploading the data", client.files.upload, converted.path, purpose="fine-tune",
+                             progress_callback=lambda p: sent.update(completed=p.uploaded_bytes)).id
 
     def _create_arguments(self, job: Job, uploads: list[Upload]) -> dict[str, Any]:
         spec, hp = job.spec, job.spec.hyperparameters
@@ -426,7 +431,23 @@ class TogetherBackend(ManagedBackend):
         kwargs |= {k: v for k, v in extra.items() if v is not None}
         if hp.early_stopping_patience:
             kwargs |= {"early_stopping_enabled": True, "early_stopping_patience": hp.early_stopping_patience}
-        return kwargs
+        return kwargs | self._wandb_arguments(job)
+
+    def check_credentials(self) -> None:
+        super().check_credentials()
+        if "wandb" in self.options.report_to and not os.environ.get("WANDB_API_KEY"):
+            raise BackendAuthError("report_to=wandb: Together logs to W&B with your key; set WANDB_API_KEY",
+                                   backend=self.name)
+
+    def _wandb_arguments(self, job: Job) -> dict[str, Any]:
+        """Together logs to W&B with the user's key, sent with the job (``wandb_api_key``, from WANDB_API_KEY, checked
+        by ``check_credentials``; never stored: the ledger keeps the project and run name, or the run's page)."""
+        run = self.options.wandb(job.id)
+        if run is None:
+            return {}
+        arguments = {"wandb_api_key": os.environ["WANDB_API_KEY"], "wandb_project_name": run["project"], "wandb_name": run["name"],
+                     "wandb_entity": run.get("entity"), "wandb_base_url": os.environ.get("WANDB_BASE_URL")}
+        return {k: v for k, v in arguments.items() if v}
 
     def _provider_price_check(self, job: Job, uploads: list[Upload], tracker: Any) -> None:
         """Together's own estimate (POST /fine-tunes/estimate-price) of the job as it will be created, recorded
@@ -464,6 +485,10 @@ class TogetherBackend(ManagedBackend):
     # -- track --------------------------------------------------------------------------------------
     def _retrieve(self, job_id: str) -> dict[str, Any]:
         return plain(self.call("reading the job", self.client.fine_tuning.retrieve, job_id))
+
+    def _handles(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        return {**super()._handles(raw), **wandb_run(raw.get("wandb_project_name"), raw.get("wandb_name"),
+                                                     url=raw.get("wandb_url"))}
 
     def _provider_fetch(self, job: Job) -> dict[str, Any]:
         return self._retrieve(job.remote["job_id"])

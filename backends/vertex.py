@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
+from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.data.providers import ChatExample, LineRules, Remark, plain_turns
 from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
@@ -123,7 +124,7 @@ class Storage:
         """Upload ``path`` as a new object; one that already exists (an earlier attempt's) is left as it is."""
         import httpx
 
-        with open(path, "rb") as fh:
+        with progress.sending(path, f"uploading {name} to Cloud Storage") as fh:
             answer = httpx.post(f"{self._base}/upload/storage/v1/b/{bucket}/o", content=fh,
                                 params={"uploadType": "media", "name": name, "ifGenerationMatch": "0"},
                                 headers={"Authorization": f"Bearer {self._token()}",

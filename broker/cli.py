@@ -69,7 +69,8 @@ class _Root(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _progress_shown():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do (and rich does)
@@ -90,6 +91,18 @@ class _Root(click.Group):
                 click.echo(scrub(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
                                  "traceback)"), err=True)
             ctx.exit(code)
+
+
+def _progress_shown():
+    """Every command's long work shows its progress on stderr while that is a terminal (``ftbroker.progress``)."""
+    import contextlib
+
+    console = _stderr()
+    if not console.is_terminal:
+        return contextlib.nullcontext()
+    from ftbroker.progress_view import showing
+
+    return showing(console)
 
 
 def _drop_stdout() -> None:
@@ -294,7 +307,8 @@ def _job_command(f):
 @click.option("--lora-dropout", metavar="P", help="LoRA dropout (local default: 0.05).")
 @click.option("--target-modules", metavar="NAMES", help="Comma-separated module names, or all-linear (the default).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="A backend option, e.g. gpus=2, merge=true, base_url=... (repeatable).")
+              help="A backend option, e.g. gpus=2, merge=true, report_to=mlflow,tensorboard (the trainer's "
+                   "experiment trackers; OpenAI and Together: report_to=wandb), base_url=... (repeatable).")
 @click.option("--max-cost", metavar="USD", help="Refuse to start if the estimated cost (USD) is higher "
               "(local: the electricity, high end of the estimate); a cost that cannot be estimated is refused.")
 @click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this catalog GPU instead of the GPUs "

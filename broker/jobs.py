@@ -95,8 +95,12 @@ class Progress(_Record):
     eta_s: float | None = None
 
 
+TRACKER_PREFIX = "tracker_"  # remote["tracker_mlflow"] = where an experiment tracker keeps the run
+
+
 class Job(_Record):
-    """A job as the ledger knows it. ``remote`` holds what a backend needs to find its job again.
+    """A job as the ledger knows it. ``remote`` holds what a backend needs to find its job again, and where the
+    experiment trackers keep the run (``trackers``).
 
     ``submitted_at`` is None while the job is only an intent: the ledger row was written but the backend has
     not confirmed a submission (a crash in between is recovered by ``resume``, which submits idempotently).
@@ -130,6 +134,11 @@ class Job(_Record):
     @property
     def backend(self) -> str:
         return self.spec.backend
+
+    @property
+    def trackers(self) -> dict[str, str]:
+        """Experiment tracker -> where it keeps this run (a W&B run's page, an MLflow run, a TensorBoard folder)."""
+        return {k.removeprefix(TRACKER_PREFIX): v for k, v in self.remote.items() if k.startswith(TRACKER_PREFIX)}
 
     @property
     def model(self) -> str:

@@ -23,6 +23,9 @@ _SHORTEST_VALUE = 8  # shorter values of such variables are too likely to be ord
 _KEY_SHAPES = (
     r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
     r"(?i:bearer)\s+[A-Za-z0-9_\-.=]{16,}",  # an Authorization header
+    r"\blocal-[0-9a-f]{40}\b",  # a W&B server's key (https://docs.wandb.ai/guides/hosting/)
+    # a W&B key by its field's name, whatever its shape (Together's job takes it as wandb_key)
+    r"(?i:(?<=wandb_key)|(?<=wandb_api_key))[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9_\-]{16,}",
 )
 
 

@@ -6,19 +6,20 @@ and go to stderr while a job is followed, so stdout stays clean for ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ftbroker import clock, progress
 from ftbroker.backends.base import Leftover
 from ftbroker.broker import Prepared
-from ftbroker.jobs import Artifact, Event, Job, Result
+from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, Result
 from ftbroker.tables import Col, Fitted
 
 
@@ -46,6 +47,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "output_model": job.output_model,
         "error": job.error,
         "remote": job.remote,
+        "trackers": job.trackers,
         "resources": job.resources,
         "spec": job.spec.to_json(),
     }
@@ -146,7 +148,8 @@ def job_details(job: Job) -> Table:
             ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
             ("progress", progress_text(job) or "-"),
             ("cost est/actual", f"{_money(job.estimated_cost_usd)} / {_money(job.actual_cost_usd)}")]
-    rows += [(f"remote {k}", v) for k, v in sorted(job.remote.items()) if v]
+    rows += [(f"remote {k}", v) for k, v in sorted(job.remote.items()) if v and not k.startswith(TRACKER_PREFIX)]
+    rows += [(f"tracker {name}", where) for name, where in sorted(job.trackers.items())]
     if job.output_model:
         rows.append(("output model", job.output_model))
     if job.error:
@@ -189,32 +192,60 @@ def event_line(event: Event) -> Text:
     return Text(f"{stamp} {event.kind:<10} {event.message}", style=style)
 
 
+def cost_so_far(job: Job) -> str:
+    """What a running job has cost: the provider's figure once there is one, else the estimate in proportion to
+    the steps done (``~``), against the whole estimate."""
+    if job.actual_cost_usd is not None:
+        return _money(job.actual_cost_usd)
+    p, estimate = job.progress, job.estimated_cost_usd
+    if estimate is None:
+        return ""
+    if p is None or not p.step or not p.total_steps:
+        return f"est. {_money(estimate)}"
+    return f"~{_money(estimate * Decimal(min(p.step, p.total_steps)) / p.total_steps)} of {_money(estimate)}"
+
+
 class FollowView:
-    """The live line while a job is followed: status, step, loss, tokens/s, ETA. Used as ``on_update``."""
+    """While a job is followed, its line among the command's progress (``ftbroker.progress``, drawn by
+    ``progress_view`` on a terminal, beside a result's download): status, the steps' bar, loss, elapsed time, ETA
+    and cost so far. Each change of status is also printed, so it stays in the scrollback (and in a log file, where
+    nothing is drawn). Used as ``Broker.follow``'s ``on_update``."""
 
     def __init__(self, console: Console):
         self.console = console
-        self._live = Live(console=console, transient=True, auto_refresh=False) if console.is_terminal else None
+        self._view = progress.current()
+        self._shown: contextlib.AbstractContextManager | None = None
+        self._task = None
         self._last_status = None
 
     def __enter__(self) -> FollowView:
-        if self._live is not None:
-            self._live.__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._live is not None:
-            self._live.__exit__(*exc_info)
+        if self._shown is not None:
+            self._shown.__exit__(*exc_info)
 
     def __call__(self, job: Job, update) -> None:
-        line = Text(f"{job.id} {job.status.value}", style="bold")
-        if job.progress:
-            line.append(f"  {progress_text(job)}")
-        if self._live is not None:
-            self._live.update(line, refresh=True)
-        if job.status is not self._last_status:  # status changes also go to the scrollback / a log file
+        self._draw(job)
+        if job.status is not self._last_status:
+            line = Text(f"{job.id} {job.status.value}", style="bold")
+            if job.progress:
+                line.append(f"  {progress_text(job)}")
             self.console.print(line)
             self._last_status = job.status
+
+    def _draw(self, job: Job) -> None:
+        if self._shown is None:
+            self._shown = self._view.task(job.id, unit="steps")
+            self._task = self._shown.__enter__()
+        p = job.progress
+        since = job.started_at or job.submitted_at
+        self._task.update(description=f"{job.id} {job.status.value}", completed=p.step if p else None,
+                          total=p.total_steps if p else None,
+                          eta=_duration(p.eta_s) if p is not None and p.eta_s is not None else None,
+                          loss=f"{p.loss:.4f}" if p is not None and p.loss is not None else None,
+                          elapsed=_duration((clock.now() - since).total_seconds()) if since else None,
+                          cost=cost_so_far(job))
 
 
 def leftovers_json(rows: Sequence[tuple[Leftover, str | None]], *, applied: bool) -> dict[str, Any]:

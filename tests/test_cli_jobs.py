@@ -20,7 +20,7 @@ from ftbroker.pricing.catalog import load_catalog
 
 JOB_KEYS = {"id", "backend", "model", "method", "status", "status_detail", "submitted", "created_at",
             "submitted_at", "started_at", "finished_at", "progress", "estimated_cost_usd", "actual_cost_usd",
-            "trained_tokens", "output_model", "error", "remote", "resources", "spec"}
+            "trained_tokens", "output_model", "error", "remote", "trackers", "resources", "spec"}
 RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "trained_tokens",
                "estimated_cost_usd", "actual_cost_usd", "started_at", "finished_at", "artifacts", "error", "raw"}
 

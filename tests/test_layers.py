@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_LAYER = ("ftbroker.cli", "ftbroker.render", "ftbroker.render_jobs", "ftbroker.route_jobs", "ftbroker.chart",
-             "ftbroker.reporting", "ftbroker.report_html", "ftbroker.svg")
+             "ftbroker.reporting", "ftbroker.report_html", "ftbroker.svg", "ftbroker.progress_view")
 PLANNING = ("ftbroker.planner", "ftbroker.planning")
 LEDGER = ("ftbroker.ledger", "ftbroker.your_runs")  # the shell that reads the user's runs
 
@@ -30,6 +30,9 @@ RULES = [
     (("ftbroker.data", "ftbroker.tokens", "ftbroker.redact", "ftbroker.declared"),
      ("ftbroker.backends", "ftbroker.routes", *PLANNING, *CLI_LAYER, "ftbroker.broker", *LEDGER),
      "the data layer and the basics collect what the backends declare (ftbroker.declared), never import them"),
+    (("ftbroker.progress", "ftbroker.data", "ftbroker.tokens", "ftbroker.planning", "ftbroker.broker",
+      "ftbroker.ledger", "ftbroker.backends"), ("rich", *CLI_LAYER),
+     "the core reports progress through ftbroker.progress; only the CLI layer draws it (rich)"),
 ]
 
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "trained_tokens",
                "estimated_cost_usd", "actual_cost_usd", "started_at", "finished_at", "artifacts", "error", "raw"}
-EVENT_KEYS = {"time", "kind", "step", "total_steps", "epoch", "loss", "eval_loss", "tokens_per_s", "eta_s", "message"}
+EVENT_KEYS = {"time", "kind", "step", "total_steps", "epoch", "loss", "eval_loss", "tokens_per_s", "eta_s", "message",
+              "tracker"}
 # 100 examples: 10 held out, 90 trained at micro-batch 4 -> 23 steps an epoch, 69 in all.
 STEPS_PER_EPOCH, EPOCHS = 23, 3
 

@@ -1,4 +1,4 @@
-from ftbroker.redact import looks_like_key, scrub
+from ftbroker.redact import MASK, looks_like_key, scrub
 
 # Key-shaped strings are assembled here so that the source itself holds none.
 AWS_KEY_ID = "AKIA" + "ABCDEFGHIJKLMNOP"
@@ -38,3 +38,11 @@ def test_a_urls_user_name_and_password_are_removed_or_masked():
     assert without_userinfo("see https://tok@h/x?a=b@c and ftp://u:p@ss@h") == "see https://h/x?a=b@c and ftp://h"
     assert without_userinfo("mail alice@example.com, http://host/v1") == "mail alice@example.com, http://host/v1"
     assert scrub("failed: POST http://alice:s3cret@host/v1/files") == "failed: POST http://***@host/v1/files"
+
+
+def test_wandb_keys_are_masked_by_their_field_or_their_shape(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    key = "0123456789abcdef0123456789abcdef01234567"
+    for text in (f'{{"wandb_key": "{key}"}}', f"wandb_api_key={key}", f"key local-{key} refused"):
+        assert key not in scrub(text) and MASK in scrub(text)
+    assert scrub(f"commit {key}") == f"commit {key}"  # 40 hex digits alone are a commit, not a key

@@ -30,6 +30,7 @@ POSIX only (sessions and process groups).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -46,30 +47,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import bounds, clock
-from ftbroker.backends.base import (
-    GPU_ENV,
-    Capabilities,
-    Environment,
-    Gpu,
-    Quote,
-    Submission,
-    Tracker,
-    Update,
-    detect_gpus,
-)
+from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
+                                    detect_gpus, split_list)
 from ftbroker.backends.local import noise, runlock
-from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
-from ftbroker.backends.local.outputs import (
-    CHECKPOINTS_DIR,
-    EVENT_FIELDS,
-    EVENTS_NAME,
-    FINAL_KINDS,
-    RESULT_NAME,
-    write_atomic,
-)
+from ftbroker.backends.local.config import (CONFIG_NAME, RUNS_DIR, TRACKER_PACKAGES, TRAINER_PACKAGES, TrainConfig,
+                                            TrackerName, launch_strategy)
+from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
+                                             write_atomic)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.estimate.stacks import FTBROKER
-from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
 
@@ -99,12 +86,33 @@ _DETACH = (
 # How long a launch waits while the run folder is held by no trainer it can name: one that has just taken the lock
 # and not yet noted its pid, or the threads of a trainer killed a moment ago, still ending (its pid already a zombie).
 _HELD_WAIT_S = 60.0
+MLRUNS_DIR = "mlruns"  # FTBROKER_HOME/mlruns: the MLflow file store of report_to=mlflow when none is named
 
 
-class LocalOptions(BaseModel):
-    """``backend_options`` of the local backend."""
+class TrackerOptions(BaseModel):
+    """The experiment trackers of the local trainer: options of every backend that runs it (local, and the clouds
+    that run it remotely, which pass ``trackers()`` on to their ``LocalOptions``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    report_to: list[TrackerName] = Field(default_factory=list, description="experiment trackers the trainer logs to: "
+                                     "wandb, mlflow, tensorboard (a list, or comma-separated)")
+    tracker_project: str | None = Field(None, min_length=1, description="the W&B project / MLflow experiment "
+                                        "(default: WANDB_PROJECT, MLFLOW_EXPERIMENT_NAME, else ftbroker)")
+    tracking_uri: str | None = Field(None, min_length=1, description="MLflow's tracking URI (default: "
+                                     "MLFLOW_TRACKING_URI, else FTBROKER_HOME/mlruns on this machine)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        return split_list(value)
+
+    def trackers(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TrackerOptions.model_fields}
+
+
+class LocalOptions(TrackerOptions):
+    """``backend_options`` of the local backend."""
 
     gpus: int | None = Field(None, ge=0, le=bounds.BOUNDS["gpus"].high,
                              description="GPUs to train on; default: every GPU found (0: CPU)")
@@ -116,7 +124,6 @@ class LocalOptions(BaseModel):
     cancel_grace_s: float = Field(120.0, gt=0, description="how long cancel waits for a clean stop")
     gpu: str | None = Field(None, description="the GPU to plan for, NAME[:COUNT] from the catalog, instead of "
                                               "the GPUs found (also FTBROKER_GPU); the trainer uses what torch finds")
-
     @field_validator("gpu")
     @classmethod
     def _gpu_form(cls, value: str | None) -> str | None:
@@ -172,6 +179,16 @@ class LocalBackend:
 
     # --- before submission ---
 
+    def _check_trackers(self) -> None:
+        """A tracker's package missing from this interpreter (the trainer's, unless ``python`` names another) is
+        refused before the job starts, not when the trainer reaches it."""
+        if self.options.python is not None:
+            return  # the trainer checks its own interpreter
+        for tracker in self.options.report_to:
+            if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
+                raise ExtraNotInstalledError(TRACKER_PACKAGES[tracker], "track" if tracker != "wandb" else "wandb",
+                                             f"report_to={tracker}")
+
     def validate(self, spec: JobSpec):
         """Check the dataset (and the validation set), counted with the tokenizer ``ftbroker plan`` counts the
         model's tokens with (``routes.model_tokenizer``: its local folder, else its cached or estimated hub
@@ -183,6 +200,7 @@ class LocalBackend:
 
         catalog = load_catalog()
         trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
+        self._check_trackers()
         try:
             need = model_tokenizer(catalog.model(spec.model), PlanOptions())
         except InputError:  # a hub id the catalog lacks, or a folder whose config.json it cannot read
@@ -249,6 +267,9 @@ class LocalBackend:
         private_folder(run_dir)
         config = train_config(job.spec, self.options, job_id=job.id,
                               base_model=trainer_model(job.spec.model, load_catalog()))
+        if "mlflow" in config.report_to and config.tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+            # MLflow's own default is a database in the working folder (the run folder): one store for every job
+            config = config.model_copy(update={"tracking_uri": (self.runs.parent / MLRUNS_DIR).as_uri()})
         write_atomic(run_dir / CONFIG_NAME, config.model_dump_json(indent=2) + "\n")
         # A launch that got as far as a checkpoint before the CLI crashed continues from it.
         resume = any((run_dir / CHECKPOINTS_DIR).glob("*"))
@@ -314,9 +335,10 @@ class LocalBackend:
         unknown = None if alive else _trainer_noted(run_dir)  # one the ledger does not know of: adopted
         offset = int(job.cursor or 0)
         events, offset = read_events(run_dir / EVENTS_NAME, offset)
-        found = {**trainer_records(events, job.progress), "cursor": str(offset)}
+        trackers = tracker_records(events)
+        found = {**trainer_records(events, job.progress), "cursor": str(offset), "remote": trackers}
         if alive or unknown:
-            return Update(status=JobStatus.RUNNING, remote=unknown or {}, **found)
+            return Update(status=JobStatus.RUNNING, **{**found, "remote": {**trackers, **(unknown or {})}})
         if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
             return Update(status=job.status, cursor=found["cursor"])
         last = _last_event(run_dir / EVENTS_NAME, events)
@@ -408,6 +430,8 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
               "gradient_checkpointing": hp.gradient_checkpointing, "seed": hp.seed,
               "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
               "device": "cpu" if options.gpus == 0 else None,
+              "report_to": list(options.report_to) or None, "tracker_project": options.tracker_project,
+              "tracking_uri": options.tracking_uri,
               "lora": {k: v for k, v in lora.model_dump().items() if v is not None}}
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
@@ -531,6 +555,12 @@ def run_result(run_dir: Path, job: Job, **raw: Any) -> Result:
                                   "status": job.status, "model": job.model})
 
 
+def tracker_records(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Where the run's experiment trackers keep it, from the trainer's ``tracker`` events, as ``job.remote`` keys."""
+    return {f"{TRACKER_PREFIX}{name}": str(where) for e in events if isinstance(e.get("tracker"), dict)
+            for name, where in e["tracker"].items()}
+
+
 def trainer_records(events: Sequence[Mapping[str, Any]], progress: Progress | None) -> dict[str, Any]:
     """The trainer's event lines as the job's events, metrics and progress (carried over from ``progress``)."""
     return {"events": [_event(e) for e in events], "metrics": [m for e in events for m in _metrics(e)],
@@ -570,7 +600,7 @@ def _time(value: Any) -> datetime:
     return clock.now()
 
 
-_EVENT_FIELDS = tuple(f for f in EVENT_FIELDS if f not in ("time", "kind", "message"))  # the numbers
+_EVENT_FIELDS = tuple(f for f in EVENT_FIELDS if f not in ("time", "kind", "message", "tracker"))  # the numbers
 
 
 def _event(raw: Mapping[str, Any]) -> Event:

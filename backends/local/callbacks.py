@@ -5,6 +5,7 @@ Imported only inside the trainer process (it needs transformers).
 
 from __future__ import annotations
 
+import os
 import time
 
 from ftbroker.backends.local import guards
@@ -83,6 +84,40 @@ class Reporter(TrainerCallback):
         self._pausing = True
         self.events.emit("checkpoint", f"{args.output_dir}/checkpoint-{state.global_step}",
                          step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
+
+
+class TrackerNote(TrainerCallback):
+    """Says where the run's experiment trackers keep it (an event of kind ``tracker``; the backend records it in
+    the ledger, ``ftbroker status`` shows it): the MLflow run, the W&B run's page, the TensorBoard log folder.
+    Runs after transformers' tracker callbacks (the Trainer puts the integrations first), which have then started
+    their runs."""
+
+    def __init__(self, events: EventLog):
+        self.events = events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        for name in args.report_to:
+            where = _tracker_location(name)
+            if where:
+                self.events.emit("tracker", f"{name}: {where}", tracker={name: where})
+
+
+def _tracker_location(name: str) -> str | None:
+    if name == "tensorboard":
+        return os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if name == "mlflow":
+        import mlflow
+
+        run = mlflow.active_run()
+        return (f"{mlflow.get_tracking_uri()}#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                if run else None)
+    if name == "wandb":
+        import wandb
+
+        return getattr(wandb.run, "url", None) if wandb.run is not None else None
+    return None
 
 
 class EarlyStopping(TrainerCallback):

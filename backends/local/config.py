@@ -36,6 +36,14 @@ GPU_PRECISION = FTBROKER.precision
 TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
 
 
+# The experiment trackers the trainer logs to through transformers' own integrations (TrainingArguments.report_to,
+# https://huggingface.co/docs/transformers/main_classes/callback), and the package each needs (the `track` extra
+# has mlflow and tensorboard; wandb is the user's own install).
+TrackerName = Literal["wandb", "mlflow", "tensorboard"]
+TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensorboard"}
+TRACKER_DEFAULT_PROJECT = "ftbroker"
+
+
 class LoraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,6 +86,9 @@ class TrainConfig(BaseModel):
     use_liger: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    report_to: list[TrackerName] = Field(default_factory=list)
+    tracker_project: str | None = Field(None, min_length=1)
+    tracking_uri: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ftbroker import progress
 from ftbroker.backends.local.config import CONFIG_NAME, load_config
 from ftbroker.backends.local.outputs import OUTPUT_DIR
 from ftbroker.errors import FtBrokerError, InputError
@@ -271,13 +272,18 @@ def merge_adapter(base_model: str, adapter_dir: Path, dest: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with new_folder(dest) as work:
+    with new_folder(dest) as work, progress.task(f"merging the adapter into {base_model}", total=3,
+                                                 unit="steps") as merging:
+        merging.update(stage="loading the base model")
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype="auto")
+        merging.update(completed=1, stage="merging")
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        merging.update(completed=2, stage=f"writing {dest}")
         merged.save_pretrained(work)
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
         tokenizer.save_pretrained(work)
         set_stop_tokens(work, tokenizer)
+        merging.update(completed=3)
     return dest
 
 

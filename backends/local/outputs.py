@@ -24,7 +24,7 @@ CHECKPOINTS_DIR = "checkpoints"
 OUTPUT_DIR = "output"
 
 EVENT_FIELDS = ("time", "kind", "step", "total_steps", "epoch", "loss", "eval_loss", "tokens_per_s", "eta_s",
-                "message")
+                "message", "tracker")  # tracker: {name: where the run is kept}, on "tracker" events
 # Terminal kinds: the last line of a finished run is one of these.
 FINAL_KINDS = {"done": JobStatus.SUCCEEDED, "error": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}
 # Set (to anything but "") to also print each event on stdout after EVENT_LINE_PREFIX: a run on a machine whose

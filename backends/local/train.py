@@ -57,6 +57,12 @@ use_liger                   false                     Liger kernels (``use_liger
 precision                   "auto"                    "auto" (bf16 on GPUs that have it, else fp16; fp32 on CPU)
                                                       | "fp32" | "bf16" | "fp16" (GPU only)
 device                      "auto"                    "auto" | "cpu" | "cuda"
+report_to                   []                        experiment trackers: "wandb", "mlflow", "tensorboard"
+                                                      (transformers' integrations; TensorBoard writes to
+                                                      RUN_DIR/tensorboard)
+tracker_project             null                      the W&B project and MLflow experiment (else WANDB_PROJECT,
+                                                      MLFLOW_EXPERIMENT_NAME, else "ftbroker")
+tracking_uri                null                      MLflow's tracking URI (else MLFLOW_TRACKING_URI)
 =========================== ========================= ==========================================================
 
 Loss: on assistant turns only (chat), the completion (prompt/completion), everything (text); see
@@ -108,7 +114,8 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker.backends.local import masking, noise, runlock
-from ftbroker.backends.local.config import CONFIG_NAME, GPU_PRECISION, TRAINER_PACKAGES, TrainConfig, load_config
+from ftbroker.backends.local.config import (CONFIG_NAME, GPU_PRECISION, TRACKER_DEFAULT_PROJECT, TRACKER_PACKAGES,
+                                            TRAINER_PACKAGES, TrainConfig, load_config)
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
     EVENTS_NAME,
@@ -135,6 +142,7 @@ from ftbroker.jobs import Artifact, JobStatus
 EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another trainer holds the run folder
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: the event files of report_to=tensorboard
 
 
 class _Cancelled(BaseException):
@@ -270,9 +278,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
         events.emit("warning", warning)
 
     early = callbacks.EarlyStopping(config.early_stopping_patience) if config.early_stopping_patience else None
+    if config.report_to:
+        tracker_environment(config, run_dir)
     reporter = callbacks.Reporter(events)
     gradient_guard = callbacks.GradientGuard(quantized=config.method == "qlora", adapter=config.uses_adapter)
-    extra_callbacks = [reporter, callbacks.StopOnRequest(lambda: stop.requested), gradient_guard]
+    extra_callbacks = [reporter, callbacks.StopOnRequest(lambda: stop.requested), gradient_guard,
+                       *([callbacks.TrackerNote(events)] if config.report_to else [])]
     trainer = build_trainer(config, tokenizer, data, run_dir, device, precision,
                             callbacks=extra_callbacks + ([early] if early else []), fresh=checkpoint is None)
     if _concatenates(config) and "flash" not in str(trainer.model.config._attn_implementation):
@@ -364,6 +375,29 @@ def _check_installed(config: TrainConfig) -> None:
         raise ExtraNotInstalledError("unsloth", "unsloth", "use_unsloth (Unsloth's CUDA training kernels)")
     if config.use_liger and importlib.util.find_spec("liger_kernel") is None:
         raise ExtraNotInstalledError("liger-kernel", "liger", "use_liger (Liger's Triton kernels)")
+    for tracker in config.report_to:
+        package = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise ExtraNotInstalledError(package, "track" if tracker != "wandb" else "wandb",
+                                         f"report_to={tracker}")
+
+
+def tracker_environment(config: TrainConfig, run_dir: Path) -> None:
+    """Point transformers' tracker integrations (they read only environment variables) at the job's project and
+    store; a variable the user set wins. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) come from the
+    environment only, never from config.json."""
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / TENSORBOARD_DIR))
+    for name in ("WANDB_PROJECT", "MLFLOW_EXPERIMENT_NAME"):  # the job's own project first
+        if config.tracker_project is not None:
+            os.environ[name] = config.tracker_project
+        else:
+            os.environ.setdefault(name, TRACKER_DEFAULT_PROJECT)
+    if config.tracking_uri is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = config.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith("file:"):
+        # a folder store: MLflow 3 refuses one unless this is set (it prefers a database, which mlflow-skinny, the
+        # `track` extra, cannot write; https://mlflow.org/docs/latest/self-hosting/migrate-from-file-store/)
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def _device_and_precision(config: TrainConfig, torch) -> tuple[str, str]:
@@ -580,7 +614,8 @@ def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str,
         fp16=precision == "fp16",
         use_liger_kernel=config.use_liger,
         dataloader_pin_memory=device == "cuda",
-        report_to="none",
+        report_to=config.report_to or "none",
+        run_name=config.job_id,  # the trackers' run name: the ftbroker job
         disable_tqdm=True,
     )
     return SFTConfig(**(arguments | overrides))

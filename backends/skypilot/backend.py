@@ -45,15 +45,9 @@ from ftbroker import clock
 from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
-from ftbroker.backends.local.backend import (
-    LocalBackend,
-    LocalOptions,
-    accelerate_config,
-    run_result,
-    train_config,
-    trainer_model,
-    trainer_records,
-)
+from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, TrackerOptions, accelerate_config,
+                                             run_result, tracker_records, train_config, trainer_model,
+                                             trainer_records)
 from ftbroker.backends.local.config import CONFIG_NAME
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -120,10 +114,9 @@ def adapter() -> adapter_module.SkyAdapter:
     return adapter_module.SkyAdapter()
 
 
-class SkyPilotOptions(BaseModel):
-    """``backend_options`` of the SkyPilot backend: the route (from ``ftbroker plan``) and where the run folder goes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SkyPilotOptions(TrackerOptions):
+    """``backend_options`` of the SkyPilot backend: the route (from ``ftbroker plan``), where the run folder goes,
+    and the trainer's experiment trackers (report_to: give a tracking_uri the nodes reach, e.g. an MLflow server)."""
 
     instance_type: str = Field(description="the catalog instance to run on (ftbroker plan lists them)")
     bucket: str = Field(description="a bucket folder for the run (checkpoints, outputs): s3://, gs://, r2://, ...")
@@ -187,7 +180,8 @@ class SkyPilotBackend:
     def __init__(self, options: SkyPilotOptions, *, home: Path):
         self.options = options
         self.runs = home / "runs"
-        self.local = LocalBackend(LocalOptions(distributed=options.distributed, merge=options.merge), home=home)
+        self.local = LocalBackend(LocalOptions(distributed=options.distributed, merge=options.merge,
+                                               **options.trackers()), home=home)
         self._reports: dict[str, Any] = {}  # spec -> its DatasetReport (validate, for submit's quote)
 
     # --- before submission ---
@@ -482,7 +476,7 @@ class SkyPilotBackend:
         if status is JobStatus.FAILED:
             error = log_error(log, everything) or error or "the run failed (no error message in its logs)"
         return Update(status=status, detail=detail, cursor=cursor, error=error if status is JobStatus.FAILED else None,
-                      actual_cost_usd=cost, output_model=output, remote=remote, **records)
+                      actual_cost_usd=cost, output_model=output, remote={**remote, **tracker_records(fresh)}, **records)
 
     def _outcome_in_bucket(self, job: Job) -> JobStatus:
         result = self._fetch(job)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ftbroker import progress
 from ftbroker.data import providers, reader, report
 from ftbroker.data.providers import LineRules
 from ftbroker.data.report import DatasetReport
@@ -89,15 +90,17 @@ def _done(part: Partial):
     return future
 
 
-def _partials(path: Path, ctx: Context) -> Iterator[Partial]:
-    """The partial result of every block, in file order: in this process for small files, else in forked
-    worker processes (parsing and validation are Python, so threads would not share out)."""
+def _partials(path: Path, ctx: Context) -> Iterator[tuple[Partial, int]]:
+    """The partial result of every block, in file order, with the offset the block ends at: in this process for
+    small files, else in forked worker processes (parsing and validation are Python, so threads would not share
+    out)."""
     workers = min(os.cpu_count() or 1, 8)
     # only counters that say they work in a forked child (HF tokenizers' own threads do not)
     forkable = all(getattr(c, "forkable", False) for c in ctx.counters)
     if workers < 2 or not forkable or path.stat().st_size < PARALLEL_BYTES or os.name != "posix":
         for block, span in reader.blocks(path):
-            yield _refused(span, ctx) if block is None else count(*scan(block, span.line_no, span.offset, ctx), ctx)
+            yield (_refused(span, ctx) if block is None else count(*scan(block, span.line_no, span.offset, ctx), ctx),
+                   span.offset + span.size)
         return
     import multiprocessing
     from collections import deque
@@ -114,12 +117,14 @@ def _partials(path: Path, ctx: Context) -> Iterator[Partial]:
         with ProcessPoolExecutor(workers, mp_context=fork, initializer=start) as pool:
             window: deque = deque()
             for span in reader.spans(path):
-                window.append(_done(_refused(span, ctx)) if span.too_long
-                              else pool.submit(_work, span.offset, span.size, span.line_no))
+                window.append((_done(_refused(span, ctx)) if span.too_long
+                               else pool.submit(_work, span.offset, span.size, span.line_no), span.offset + span.size))
                 if len(window) > workers + 1:  # bounded read-ahead: memory stays flat
-                    yield window.popleft().result()
+                    future, end = window.popleft()
+                    yield future.result(), end
             while window:
-                yield window.popleft().result()
+                future, end = window.popleft()
+                yield future.result(), end
     finally:
         gc.unfreeze()
         os.close(fd)
@@ -147,10 +152,12 @@ def analyze(path: str | os.PathLike, *, counters: Sequence[TokenCounter] = (), l
             return report.build(label, p, "chat", total, fatal=[DataIssue(label, fmt_line, fatal)], **asked)
         group = CounterGroup(counters, json_examples=True)
         ctx = Context(fmt or "chat", fmt_line, tuple(counters), dict(limits), group, rules)
-        for part in _partials(p, ctx):
-            for n, first in seen.duplicates(part.hashes):
-                part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
-            total.merge(part)
+        with progress.task(f"reading {p.name}", total=p.stat().st_size) as reading:
+            for part, end in _partials(p, ctx):
+                for n, first in seen.duplicates(part.hashes):
+                    part.issues.tally("warning", "duplicate", n, f"duplicate of line {first}")
+                total.merge(part)
+                reading.update(completed=end, examples=total.examples)
     except OSError as exc:  # the file vanished or the disk failed while it was read
         problem = f"cannot read the file: {exc.strerror or exc}"
         return report.build(label, p, "chat", Partial(), fatal=[DataIssue(label, 0, problem)], **asked)

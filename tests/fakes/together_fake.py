@@ -156,6 +156,10 @@ class FakeTogether(DedicatedEndpoints, ChatCompletions, FakeProvider):
             "total_price": int(billed * PRICE_PER_MILLION * 1000),  # tokens x $/1M x 1e9 nanodollars / 1e6
             "epochs_completed": epochs if job.succeeded else 0, "queue_depth": 0,
             "events": [],
+            # the W&B settings echoed, the key never (FinetuneResponse: wandb_project_name, wandb_url, ...)
+            "wandb_project_name": body.get("wandb_project_name"), "wandb_name": body.get("wandb_name"),
+            "wandb_url": (f"https://wandb.ai/{body.get('wandb_entity') or 'fake-entity'}/"
+                          f"{body['wandb_project_name']}/runs/{job.id}") if body.get("wandb_key") else None,
         }
 
     def _job(self, req: Request) -> FakeJob:
