@@ -18,7 +18,7 @@ from fakes.support import FAST, write_chat
 
 from ftbroker import progress
 from ftbroker.broker import Broker
-from ftbroker.data import analyze
+from ftbroker.data.analysis import analyze
 from ftbroker.spec import JobSpec
 
 
