@@ -74,9 +74,9 @@ from ftbroker.estimate.compute import (
 from ftbroker.estimate.memory import GIB
 from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
+from ftbroker.vocabulary import METHODS
 from train_throughput import WORDS, words_tokenizer
 
-METHODS = ("full", "lora", "qlora")
 # Every example here is cut to exactly max_seq_length, so a batch has no padding: transformers drops the all-ones
 # attention mask and SDPA runs GQA without repeating k/v. The estimator's default (HF's rule for padded batches)
 # would repeat them; the bench describes what it runs.

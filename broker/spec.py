@@ -35,8 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ftbroker import bounds
 from ftbroker.errors import FtBrokerError, SpecError
 from ftbroker.redact import looks_like_key, without_userinfo
-
-Method = Literal["full", "lora", "qlora"]
+from ftbroker.vocabulary import Method
 
 
 def _Bounded(name: str):  # a type, named as one

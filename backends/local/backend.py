@@ -57,6 +57,7 @@ from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
+from ftbroker.vocabulary import METHODS
 
 TRAINER_MODULE = "ftbroker.backends.local.train"
 EXPORT_LOG = "export.log"  # in the run folder: what the libraries say while a model is merged and written
@@ -120,7 +121,7 @@ class LocalBackend:
 
     name = "local"
     capabilities = Capabilities(
-        methods=frozenset({"full", "lora", "qlora"}),
+        methods=frozenset(METHODS),
         data_formats=frozenset({"chat", "prompt_completion", "text"}),
         unsupported={"format.preference": "the local trainer does supervised fine-tuning only (no DPO yet)"},
         managed=False,

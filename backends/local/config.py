@@ -13,6 +13,7 @@ from typing import Literal
 
 from ftbroker.errors import SpecError
 from ftbroker.estimate.stacks import FTBROKER, STACKS, Stack
+from ftbroker.vocabulary import Method
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
@@ -51,7 +52,7 @@ class TrainConfig(BaseModel):
     validation_dataset: str | None = None
     eval_fraction: float = Field(0.1, ge=0, le=0.5)
     eval_at_start: bool = True
-    method: Literal["full", "lora", "qlora"] = "lora"
+    method: Method = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(3, gt=0)
     learning_rate: float = Field(2e-4, gt=0)

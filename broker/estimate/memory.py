@@ -16,6 +16,7 @@ allocator's slack come on top of it and are what must fit on the card.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from dataclasses import field as dataclass_field
 
@@ -67,8 +68,8 @@ class MemoryBreakdown:
         skip = {"total", "allocated", "optimizer_paged", "phase", "terms", "assumptions"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
-    def to_json(self) -> dict:
-        out = {name: round(value, 3) for name, value in self.components().items()}
+    def to_json(self) -> dict[str, float | str]:
+        out: dict[str, float | str] = {name: round(value, 3) for name, value in self.components().items()}
         out.update(optimizer_paged=round(self.optimizer_paged, 3), allocated=round(self.allocated, 3),
                    phase=self.phase)
         return out
@@ -269,7 +270,7 @@ def _weights(shape: ModelShape, setup: TrainingSetup, out: _Derivation) -> float
     total_p = shape.total_params
     if setup.method != "qlora":
         param_b = PRECISIONS[setup.precision][0]
-        weights = total_p * param_b
+        weights: float = total_p * param_b
         out.term("weights", weights, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})")
         return weights
     q_bytes = NF4_DQ_BYTES if setup.double_quant else NF4_BYTES
@@ -451,7 +452,7 @@ def fits(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calib
     return estimate_memory(arch, setup, calibration).total <= gpu.memory_gib
 
 
-def _largest(lo: int, hi: int, ok) -> int:
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     """Largest x in [lo, hi] with ok(x), assuming ok is monotone (true then false); lo - 1 if none."""
     if not ok(lo):
         return lo - 1

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ftbroker.pricing.catalog.schema import AutoEpochs, CloudInstance, GpuSpec, ManagedOffer, ModelArch, Row
+from ftbroker.vocabulary import FORMATS
+
+R = TypeVar("R", bound=Row)
 
 
 class RowError(Exception):
@@ -86,18 +89,26 @@ def _number(name: str, kind: str, value: Any) -> int | float | Decimal:
         raise RowError(name, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}") from None
 
 
-class _Spec:
-    def __init__(self, cls, fields: dict[str, _F], key_fields: tuple[str, ...], key_text: str = ""):
-        self.cls, self.fields, self.key_fields = cls, fields, key_fields
+Key = str | tuple[str, ...]  # a row's key: its name, or the tuple of its key fields (lower case)
+Where = str | Callable[[str], str]  # "FILE:LINE" of a row, or of each of its fields by the field's name
+
+
+class _Spec(Generic[R]):
+    """One kind of row: its fields, its key, and the checks across its fields (``check``)."""
+
+    def __init__(self, cls: type[R], fields: dict[str, _F], key_fields: tuple[str, ...],
+                 check: Callable[[R], None], key_text: str = ""):
+        self.cls, self.fields, self.key_fields, self.check = cls, fields, key_fields, check
         self.key_text = key_text or " and ".join(key_fields)
         self.required = {n for n, f in fields.items() if f.required}
         # optional facts the row type still lists without a default (e.g. a GPU's unpublished TFLOPS): None
         self.none_when_empty = {f.name for f in dataclasses.fields(cls)
                                 if f.default is dataclasses.MISSING and f.name not in self.required}
 
-    def coerce(self, raw: Mapping[str, Any], where, problems: list[str]) -> dict[str, Any] | None:
-        where_of = where if callable(where) else (lambda _name: where)
-        out, ok = {}, True
+    def coerce(self, raw: Mapping[str, Any], where: Where, problems: list[str]) -> dict[str, Any] | None:
+        where_of = _where_of(where)
+        out: dict[str, Any] = {}
+        ok = True
         for name, value in raw.items():
             f = self.fields.get(name)
             if f is None:
@@ -118,20 +129,22 @@ class _Spec:
                 ok = False
         return out if ok else None
 
-    def key(self, fields: Mapping[str, Any]) -> Any:
+    def key(self, fields: Mapping[str, Any]) -> Key | None:
         values = [fields.get(k) for k in self.key_fields]
         if any(v in (None, "") for v in values):
             return None
-        return values[0].lower() if len(values) == 1 else tuple(v.lower() for v in values)
+        texts = tuple(str(v).lower() for v in values)  # key fields are text
+        return texts[0] if len(texts) == 1 else texts
 
-    def build(self, fields: dict[str, Any], existing: Row | None = None) -> Row:
+    def build(self, fields: dict[str, Any], existing: R | None = None) -> R:
         """A new row from complete fields, or ``existing`` with the given fields replaced."""
         if existing is not None:
             return dataclasses.replace(existing, **fields)
         return self.cls(**{**dict.fromkeys(self.none_when_empty), **fields})
 
-    def check(self, row: Row) -> None:
-        _CHECKS[self.cls](row)
+
+def _where_of(where: Where) -> Callable[[str], str]:
+    return where if callable(where) else (lambda _name: where)
 
 
 _TEXT = _F("str")
@@ -166,7 +179,6 @@ _MODEL_FIELDS = {
     "qkv_bias": _F("bool"), "qk_norm": _F("bool"), "norms_per_layer": _F("int", lo=0, hi=8),
     "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT,
 }
-_FORMATS = ("chat", "prompt_completion", "preference", "text")
 _OFFER_FIELDS = {
     "provider": _F("str", required=True),
     "method": _F("str", required=True, choices=("lora", "full", "sft")),
@@ -185,18 +197,18 @@ _OFFER_FIELDS = {
     "min_examples": _F("int", lo=1, hi=1_000_000), "max_examples": _F("int", lo=1, hi=1_000_000_000),
     "max_validation_examples": _F("int", lo=1, hi=1_000_000_000),
     "max_file_bytes": _F("int", lo=1_000_000, hi=10**12),
-    "formats": _F("list", choices=_FORMATS), "tokenizer": _TEXT, "hf_repo": _TEXT, "tokenizer_family": _TEXT,
+    "formats": _F("list", choices=FORMATS), "tokenizer": _TEXT, "hf_repo": _TEXT, "tokenizer_family": _TEXT,
     "available_from": _F("date"), "available_until": _F("date"), "end_of_life": _F("date"),
     "availability_note": _TEXT, "availability_source": _TEXT, "region": _TEXT, "secondary": _F("bool"),
     "source": _SOURCE, "as_of": _AS_OF, "note": _TEXT, "verified": _F("date"),
 }
 
 
-class _OfferSpec(_Spec):
+class _OfferSpec(_Spec[ManagedOffer]):
     """Offers add an ``auto_epochs`` table and the ``price_unknown`` flag (a row must say it has no price)."""
 
-    def coerce(self, raw, where, problems):
-        where_of = where if callable(where) else (lambda _name: where)
+    def coerce(self, raw: Mapping[str, Any], where: Where, problems: list[str]) -> dict[str, Any] | None:
+        where_of = _where_of(where)
         raw = dict(raw)
         if "prices" in raw:  # still here only when it was not a table (see _expand_prices)
             problems.append(f"{where_of('prices')}: prices: expected a table like {{lora_sft = 0.48}}")
@@ -212,12 +224,13 @@ class _OfferSpec(_Spec):
             return None
         return fields
 
-    def key(self, fields):  # provider, the offer's label (model id, else base model, else tier), method, objective
+    def key(self, fields: Mapping[str, Any]) -> Key | None:
+        # provider, the offer's label (model id, else base model, else tier), method, objective
         label = fields.get("model") or fields.get("base_model") or fields.get("tier")
         values = (fields.get("provider"), label, fields.get("method"), fields.get("objective"))
-        return None if not all(values) else tuple(v.lower() for v in values)
+        return None if not all(values) else tuple(str(v).lower() for v in values)
 
-    def build(self, fields, existing=None):
+    def build(self, fields: dict[str, Any], existing: ManagedOffer | None = None) -> ManagedOffer:
         fields = dict(fields)
         price_unknown = fields.pop("price_unknown", False)
         priced = any(fields.get(k) is not None for k in ("usd_per_m_tokens", "usd_per_hour"))
@@ -288,11 +301,10 @@ def _check_offer(o: ManagedOffer) -> None:
         raise RowError("max_examples", "is below min_examples")
 
 
-_CHECKS = {GpuSpec: _check_gpu, CloudInstance: _check_instance, ModelArch: check_model, ManagedOffer: _check_offer}
-SPECS: dict[str, _Spec] = {
-    "gpu": _Spec(GpuSpec, _GPU_FIELDS, ("name",)),
-    "instance": _Spec(CloudInstance, _INSTANCE_FIELDS, ("cloud", "instance_type")),
-    "model": _Spec(ModelArch, _MODEL_FIELDS, ("name",)),
+SPECS: dict[str, _Spec[Any]] = {
+    "gpu": _Spec(GpuSpec, _GPU_FIELDS, ("name",), _check_gpu),
+    "instance": _Spec(CloudInstance, _INSTANCE_FIELDS, ("cloud", "instance_type"), _check_instance),
+    "model": _Spec(ModelArch, _MODEL_FIELDS, ("name",), check_model),
     "offer": _OfferSpec(ManagedOffer, _OFFER_FIELDS, ("provider", "model", "base_model", "tier", "method", "objective"),
-                        "provider, method, objective and one of model / base_model / tier"),
+                        _check_offer, "provider, method, objective and one of model / base_model / tier"),
 }

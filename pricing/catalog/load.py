@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker.errors import CatalogError
-from ftbroker.pricing.catalog.fields import SPECS, RowError
+from ftbroker.pricing.catalog.fields import SPECS, Key, R, RowError
 from ftbroker.pricing.catalog.lookup import Catalog, gpu_key
 from ftbroker.pricing.catalog.parse import parse_file
 from ftbroker.pricing.catalog.sanity import price_sanity
-from ftbroker.pricing.catalog.schema import Row
+from ftbroker.pricing.catalog.schema import CloudInstance, GpuSpec, ManagedOffer, ModelArch, Row
 
 DATA_DIR = Path(__file__).parents[1] / "data"
 SHIPPED_FILES = ("gpus.csv", "instances.csv", "managed.toml", "models.toml")
@@ -56,7 +56,7 @@ def user_catalog_dir() -> Path:
     return user_override_path().parent / "catalog"
 
 
-def load_catalog(extra: Sequence[str | os.PathLike] = (), *, data_dir: Path = DATA_DIR) -> Catalog:
+def load_catalog(extra: Sequence[str | os.PathLike[str]] = (), *, data_dir: Path = DATA_DIR) -> Catalog:
     """Shipped data (``data_dir``: the package's, or a test's fixture folder) + the prices ``ftbroker catalog
     update`` refreshed (``user_catalog_dir()/*.csv``) + the user's override file (if any) + ``extra`` files,
     validated and merged."""
@@ -70,15 +70,15 @@ def load_catalog(extra: Sequence[str | os.PathLike] = (), *, data_dir: Path = DA
     override = user_override_path()
     if override.is_file():
         builder.add_file(override)
-    for path in extra:
-        builder.add_file(Path(path))
+    for given in extra:
+        builder.add_file(Path(given))
     return builder.build()
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.rows: dict[str, dict[Any, Row]] = {"gpu": {}, "instance": {}, "offer": {}, "model": {}}
-        self.lines: dict[tuple[str, Any], str] = {}  # (kind, key) -> "FILE:LINE" of the row, for cross checks
+        self.rows: dict[str, dict[Key, Row]] = {"gpu": {}, "instance": {}, "offer": {}, "model": {}}
+        self.lines: dict[tuple[str, Key], str] = {}  # (kind, key) -> "FILE:LINE" of the row, for cross checks
         self.files: list[str] = []
         self.digest = hashlib.sha256()
 
@@ -128,9 +128,14 @@ class _Builder:
         self.rows[kind][key] = row
         self.lines[(kind, key)] = where
 
+    def _of(self, kind: str, cls: type[R]) -> dict[Key, R]:
+        """The rows of one kind by key (every one a ``cls``: ``SPECS[kind]`` built it)."""
+        return {key: row for key, row in self.rows[kind].items() if isinstance(row, cls)}
+
     def build(self) -> Catalog:
-        gpus = {g.name: g for g in self.rows["gpu"].values()}
-        models = {m.name: m for m in self.rows["model"].values()}
+        gpus = {g.name: g for g in self._of("gpu", GpuSpec).values()}
+        models = {m.name: m for m in self._of("model", ModelArch).values()}
+        instances, offers = self._of("instance", CloudInstance), self._of("offer", ManagedOffer)
         problems = []
         aliases: dict[str, str] = {}
         for g in gpus.values():
@@ -138,10 +143,10 @@ class _Builder:
                 other = aliases.setdefault(gpu_key(n), g.name)
                 if other != g.name:
                     problems.append(f"{self.lines[('gpu', g.name.lower())]}: aliases: {n!r} also names {other}")
-        for key, inst in self.rows["instance"].items():
+        for key, inst in instances.items():
             if inst.gpu not in gpus:
                 problems.append(f"{self.lines[('instance', key)]}: gpu: unknown GPU {inst.gpu!r} (not in gpus)")
-        for key, offer in self.rows["offer"].items():
+        for key, offer in offers.items():
             ref = offer.reference_model
             if ref and ref not in models:
                 problems.append(f"{self.lines[('offer', key)]}: reference_model: unknown model {ref!r}")
@@ -150,8 +155,8 @@ class _Builder:
                                 f"is outside the tier {offer.tier}")
         if problems:
             raise CatalogError("catalog cross-check failed:\n" + "\n".join(f"  {p}" for p in problems))
-        return Catalog(models=models, gpus=gpus, instances=price_sanity(self.rows["instance"].values(), gpus),
-                       managed=list(self.rows["offer"].values()), files=self.files,
+        return Catalog(models=models, gpus=gpus, instances=price_sanity(instances.values(), gpus),
+                       managed=list(offers.values()), files=self.files,
                        version=self.digest.hexdigest()[:12])
 
 

@@ -54,7 +54,8 @@ class Catalog:
     def stale_rows(self, today: date, max_age_days: int = STALE_AFTER_DAYS) -> list[CloudInstance | ManagedOffer]:
         """Priced rows not checked against their source for ``max_age_days`` (hardware specs and architectures do
         not go stale)."""
-        return [r for r in (*self.instances, *self.managed) if is_stale(r, today, max_age_days)]
+        priced: tuple[CloudInstance | ManagedOffer, ...] = (*self.instances, *self.managed)
+        return [r for r in priced if is_stale(r, today, max_age_days)]
 
     def doubted(self) -> list[CloudInstance]:
         """Instances whose price the loader's sanity rules doubt (``price_doubt``)."""

@@ -77,9 +77,9 @@ def _parse_toml(path: Path, text: str, problems: list[str]) -> list[tuple[str, s
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
         raise CatalogError(f"{path}: [provider.NAME] tables expected")
     headers: dict[str, list[int]] = {}  # table name -> line numbers of its [[table]] headers, in order
-    for number, line in enumerate(lines, 1):
-        if line.lstrip().startswith("[["):
-            headers.setdefault(line.strip().strip("[]").strip(), []).append(number)
+    for number, text_line in enumerate(lines, 1):
+        if text_line.lstrip().startswith("[["):
+            headers.setdefault(text_line.strip().strip("[]").strip(), []).append(number)
     rows = []
     for table, kind in _TOML_TABLES.items():
         entries = doc.get(table, [])
@@ -98,7 +98,8 @@ def _parse_toml(path: Path, text: str, problems: list[str]) -> list[tuple[str, s
     return rows
 
 
-def _toml_row(kind, path, lines, line, entry, problems):
+def _toml_row(kind: str, path: Path, lines: list[str], line: int, entry: dict[str, Any],
+              problems: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
     def where_of(name: str | None) -> str:
         return f"{path}:{_field_line(lines, line, name) if name else line}"
 
