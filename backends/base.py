@@ -342,6 +342,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openai": "ftbroker.backends.openai:OpenAIBackend",
     "together": "ftbroker.backends.together:TogetherBackend",
     "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
+    "skypilot": "ftbroker.backends.skypilot.backend:SkyPilotBackend",
     "fireworks": "ftbroker.backends.fireworks:FireworksBackend",
     "vertex": "ftbroker.backends.vertex:VertexBackend",
 }

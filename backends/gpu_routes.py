@@ -29,7 +29,7 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, estimate_keys, gpu_run,
                                                lowered_batch_note, no_fit_reason, trainer_data, untimed_note)
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.compute import Overheads, Range, gpu_class
+from ftbroker.estimate.compute import Overheads, Range, communication, gpu_class
 from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
                                     CostEstimate, cloud_cost)
 from ftbroker.estimate.measured import Corrections
@@ -46,6 +46,11 @@ CLOUD_STARTUP_S = Range(120, 300, 900)
 CLOUD_DOWNLOAD_GBPS = Range(0.1, 0.3, 1.0)
 LOCAL_OVERHEADS = Overheads()
 CLOUD_OVERHEADS = Overheads(startup_s=CLOUD_STARTUP_S, download_gbps=CLOUD_DOWNLOAD_GBPS)
+# Inter-node bandwidth when the route does not say: 100 Gbit/s, the Ethernet of GPU clouds without InfiniBand (e.g.
+# GCP A2 machines: "up to 100 Gbps", https://cloud.google.com/compute/docs/gpus#a100-gpus). Nodes with InfiniBand or
+# GPUDirect reach 1,600-3,200 Gbit/s (Azure ND A100 v4: 8 x 200 Gb/s HDR,
+# https://learn.microsoft.com/azure/virtual-machines/nda100-v4-series): a backend passes the real figure where known.
+DEFAULT_INTERCONNECT_GBPS = 100.0
 
 # A cloud route's backend options: how its backend is told the instance (instance, market, region) -> options.
 CloudOptions = Callable[[CloudInstance, str, str], Mapping[str, Any]]
@@ -378,14 +383,18 @@ class UnclaimedClouds:
 
 def instance_quote(config: TrainConfig, request: ModelRequest, stats: Any, validation: Any | None,
                    instance: CloudInstance, market: str, gpu: GpuSpec, *, backend: str, today: date,
+                   nodes: int = 1, interconnect_gbps: float = DEFAULT_INTERCONNECT_GBPS,
                    corrections: Corrections = Corrections()) -> Quote:
     """A cloud backend's quote of one job (``config``, the trainer's: ``train_config(spec, LocalOptions())``) on
     one instance and market: the figures of that instance's route in a plan with the same settings and the same
-    measured runs of the user (``env.corrections``)."""
+    measured runs of the user (``env.corrections``). On ``nodes`` instances (one data-parallel run over all their
+    GPUs): ``over_nodes``."""
     job = gpu_job(request, config, stats, validation)
     calibration = corrections.calibration(default_calibration(), gpu.name, config.method, FTBROKER.name)
-    run = gpu_run(request.arch, config, job.data, gpu, instance.gpu_count, CLOUD_OVERHEADS, fit_batch=False,
+    run = gpu_run(request.arch, config, job.data, gpu, instance.gpu_count * nodes, CLOUD_OVERHEADS, fit_batch=False,
                   calibration=calibration)
+    if nodes > 1:
+        run, instance = over_nodes(job, run, instance, nodes, interconnect_gbps)
     routes = _instance_routes(job, run, instance, today, backend, default_cloud_options)
     route = next((r for r in routes if r.market == market), None)
     if route is None:
@@ -418,3 +427,31 @@ def route_quote(route: Route, backend: str) -> Quote:
                  peak_vram_gib=route.vram_gib,
                  hardware=f"{route.hardware.count}x {route.hardware.gpu}" if route.hardware else None,
                  warnings=route.notes, breakdown=dict(route.breakdown), resources=resources)
+
+
+def over_nodes(job: GpuJob, run: GpuRun, instance: CloudInstance, nodes: int,
+               interconnect_gbps: float) -> tuple[GpuRun, CloudInstance]:
+    """``run`` (on ``nodes`` x the instance's GPUs) with its collectives over the nodes' network added to its time
+    (the estimator's ``communication``, at one node's bandwidth to the others, the figure NCCL's bus bandwidth
+    approaches on multi-node runs, and not overlapped with compute: an upper bound), and the instance priced as
+    ``nodes``."""
+    if run.time is None or run.time.time is None:
+        return run, instance
+    setup, timed = run.fit.setup, run.time
+    network = communication(job.arch, replace(run.gpu, interconnect_gbps=interconnect_gbps / 8), setup)
+    train_share = timed.real_tokens / timed.padding.real_tokens if timed.padding.real_tokens else 1.0
+    micro_batches = job.data.epochs * timed.padding.steps * train_share / run.count  # per rank
+    seconds = micro_batches * network.seconds
+    time = replace(timed.time, hours=timed.time.hours + Range.exact(seconds / 3600),
+                   breakdown={**timed.time.breakdown, "communication": Range.exact(seconds)},
+                   assumptions=(*timed.time.assumptions,
+                                (f"{nodes} nodes: {seconds / 3600:.2f} h of collectives over {interconnect_gbps:g} "
+                                 "Gbit/s between them, not overlapped with compute (an upper bound)")))
+    priced = replace(instance, on_demand_usd_per_hour=_times(instance.on_demand_usd_per_hour, nodes),
+                     spot_usd_per_hour=_times(instance.spot_usd_per_hour, nodes),
+                     note="; ".join(filter(None, [instance.note, f"{nodes} instances: the price is theirs"])))
+    return replace(run, time=replace(timed, time=time)), priced
+
+
+def _times(price: Decimal | None, n: int) -> Decimal | None:
+    return price * n if price is not None else None

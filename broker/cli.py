@@ -262,8 +262,8 @@ def _job_command(f):
 @click.option("--from-plan", metavar="PLAN.json", help="The plan --route takes route N from: a file written by "
               "`ftbroker plan DATA --json > PLAN.json` (default: the last plan).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
-@click.option("--backend", metavar="NAME", help="Where to train: local, openai, together, bedrock, or a plug-in "
-              "(default: local).")
+@click.option("--backend", metavar="NAME", help="Where to train: local, skypilot, openai, together, bedrock, or a "
+              "plug-in (default: local).")
 @click.option("--model", metavar="NAME", help="Base model: a catalog name (the local trainer loads its Hugging Face "
               "repo), a Hugging Face repo id, a local model folder, or a provider's model id.")
 @click.option("--method", metavar="METHOD", help="full, lora or qlora (default: lora).")

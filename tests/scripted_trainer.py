@@ -5,7 +5,8 @@ broker's process and ledger handling where what is trained does not matter (two 
 
 Reads RUN_DIR/config.json (a TrainConfig), appends the trainer's event kinds to RUN_DIR/events.jsonl (started,
 running, progress, checkpoint, then done / error / cancelled), keeps checkpoint-STEP folders and writes
-result.json as the trainer does (a Result with ``raw.measured``). FTB_SCRIPT_STEPS (default 2) steps of 0.02 s.
+result.json as the trainer does (a Result with ``raw.measured``). FTB_SCRIPT_STEPS (default 2) steps of 0.02 s;
+FTB_SCRIPT_FAIL=MESSAGE fails at once with that error.
 It trains nothing: the real trainer runs in test_local_e2e.py and the contract suite.
 """
 
@@ -30,8 +31,11 @@ def now():
 
 
 def emit(kind, message="", **fields):
+    line = json.dumps({"time": now(), "kind": kind, "message": message, "total_steps": steps, **fields})
     with (run_dir / "events.jsonl").open("a") as fh:
-        fh.write(json.dumps({"time": now(), "kind": kind, "message": message, "total_steps": steps, **fields}) + "\n")
+        fh.write(line + "\n")
+    if os.environ.get("FTBROKER_EVENTS_TO_STDOUT"):  # as the trainer's EventLog does
+        print("ftbroker-event " + line, flush=True)
 
 
 def finish(status, kind, message, **extra):
@@ -50,6 +54,9 @@ def on_sigterm(signum, frame):
 
 signal.signal(signal.SIGTERM, on_sigterm)
 emit("started", "starting")
+if os.environ.get("FTB_SCRIPT_FAIL"):  # fails as the trainer does: an error event, result.json, exit 1
+    finish("failed", "error", os.environ["FTB_SCRIPT_FAIL"], error=os.environ["FTB_SCRIPT_FAIL"])
+    sys.exit(1)
 emit("running", "training", step=0)
 while step < steps:
     time.sleep(0.02)

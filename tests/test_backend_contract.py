@@ -17,6 +17,7 @@ loopback fakes and moto, are in ``tests/fakes/harnesses.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 
@@ -60,7 +61,42 @@ class LocalHarness:
         pass
 
 
-HARNESSES = {"local": LocalHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock, fireworks, vertex
+class SkyPilotHarness:
+    """The fake SkyPilot (its state machine; the task's own run script run by its node, the bucket a folder here)
+    with the scripted trainer: its scenarios are SkyPilot's (launch, follow, fail, cancel), the real trainer runs
+    through SkyPilot in test_skypilot_real_runs.py."""
+
+    name = "skypilot"
+    failure_message = "CUDA out of memory"
+    SCENARIOS = {"succeed": {}, "fail": {"FTB_SCRIPT_FAIL": "CUDA out of memory"},
+                 "hang": {"FTB_SCRIPT_STEPS": "100000"}}
+
+    def __init__(self, tmp_path, monkeypatch):
+        from fakes.skypilot_fake import FakeSky
+        from jobsupport import SCRIPTED_TRAINER, write_chat
+
+        from ftbroker.backends.skypilot import backend
+
+        self.sky = FakeSky(tmp_path / "sky")
+        self.data, self.trainer = write_chat(tmp_path / "data.jsonl", 30), SCRIPTED_TRAINER
+        monkeypatch.setattr(backend, "adapter", lambda: self.sky)
+        monkeypatch.setattr(backend.SkyPilotBackend, "capabilities",  # the fake stands in for SkyPilot's SDK
+                            dataclasses.replace(backend.SkyPilotBackend.capabilities, requires={}))
+
+    def spec(self, scenario: str) -> JobSpec:
+        self.sky.env = dict(self.SCENARIOS[scenario])
+        return JobSpec(dataset=str(self.data), model="Llama-3.1-8B", backend="skypilot", backend_options={
+            "instance_type": "gpu_1x_h100_sxm5", "bucket": "s3://ftb-contract/runs", "trainer": str(self.trainer)})
+
+    def wait(self, seconds: float) -> None:
+        self.sky.advance(seconds)
+        time.sleep(0.05)
+
+    def close(self) -> None:
+        self.sky.close()
+
+
+HARNESSES = {"local": LocalHarness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock, fireworks, vertex
 
 
 @pytest.fixture(params=sorted(HARNESSES))

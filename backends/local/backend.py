@@ -186,6 +186,10 @@ class LocalBackend:
             raise DatasetError(issues)
         return report
 
+    def validation_stats(self, spec: JobSpec) -> Any:
+        """The validation file's TokenStats that ``validate`` counted for ``spec`` (None: no file, or not yet)."""
+        return self._validation_stats.get(spec.model_dump_json())
+
     def quote(self, spec: JobSpec, dataset, env: Environment) -> Quote:
         """The estimator's peak VRAM, time and electricity cost for the config the trainer will get, on the GPUs
         declared (``gpu`` option, FTBROKER_GPU) or found (``preflight.local_gpus``, as ``ftbroker plan``); the CPU
@@ -207,7 +211,7 @@ class LocalBackend:
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
         # the user's own recipe is another trainer: its measurements must not correct estimates of this one
         stack = "own recipe" if self.options.trainer else FTBROKER.name
-        return local_quote(config, arch, gpus, stats, self._validation_stats.get(spec.model_dump_json()),
+        return local_quote(config, arch, gpus, stats, self.validation_stats(spec),
                            distributed=self.options.distributed, notes=notes, corrections=env.corrections,
                            stack=stack)
 
@@ -266,17 +270,16 @@ class LocalBackend:
     def command(self, spec: JobSpec, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
         """The trainer's command line: plain Python on one device, ``accelerate launch`` on several GPUs."""
         python = self.options.python or sys.executable
-        script = [str(Path(self.options.trainer).expanduser().resolve())] if self.options.trainer else None
+        script = str(Path(self.options.trainer).expanduser().resolve()) if self.options.trainer else None
         tail = [str(run_dir), *(["--resume"] if resume else [])]
         if gpu_count <= 1:
-            return [python, *(script or ["-m", TRAINER_MODULE]), *tail]
+            return trainer_command(python, tail, script=script)
         config = run_dir / "accelerate.yaml"
         import yaml
 
         write_atomic(config, yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
                                                                self.options.distributed), sort_keys=False))
-        return [python, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                *(script or ["-m", TRAINER_MODULE]), *tail]
+        return trainer_command(python, tail, script=script, launch=["--config_file", str(config)])
 
     def run_dir(self, job_id: str) -> Path:
         return self.runs / job_id
@@ -303,8 +306,7 @@ class LocalBackend:
         unknown = None if alive else _trainer_noted(run_dir)  # one the ledger does not know of: adopted
         offset = int(job.cursor or 0)
         events, offset = read_events(run_dir / EVENTS_NAME, offset)
-        found = {"events": [_event(e) for e in events], "metrics": [m for e in events for m in _metrics(e)],
-                 "progress": _progress(events, job.progress), "cursor": str(offset)}
+        found = {**trainer_records(events, job.progress), "cursor": str(offset)}
         if alive or unknown:
             return Update(status=JobStatus.RUNNING, remote=unknown or {}, **found)
         if not job.remote.get("pid"):  # recorded, never launched (the CLI died before the launch)
@@ -342,17 +344,7 @@ class LocalBackend:
         return replace(update, status=JobStatus.CANCELLED, remote={"cancel_requested": "1"}, error=None)
 
     def result(self, job: Job) -> Result:
-        """The trainer's result.json (itself a Result, its ``raw`` the trainer's own record: measured resources,
-        steps, gradient checks), with the ledger's view where the trainer wrote none (killed, never started)."""
-        run_dir = self.run_dir(job.id)
-        data = _read_json(run_dir / RESULT_NAME) or {}
-        base = {"status": job.status, "model": job.model, "output_model": job.output_model,
-                "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
-                "trained_tokens": job.trained_tokens}
-        written = {k: v for k, v in data.items() if k in Result.model_fields and v is not None}
-        # The ledger's status, id and model name are the job's; the trainer knows the model as a resolved path.
-        return Result.model_validate({**base, **written, "id": job.id, "backend": self.name,
-                                      "status": job.status, "model": job.model})
+        return run_result(self.run_dir(job.id), job)
 
     def export(self, job: Job, fmt: str, dest: Path) -> list[Artifact]:
         """Write the trained model as an Ollama Modelfile folder (FROM a merged folder) or a merged Hugging Face
@@ -412,23 +404,37 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "auto") -> dict[str, Any]:
-    """An ``accelerate launch`` config for training ``config`` on ``gpu_count`` GPUs of this machine.
+def trainer_command(python: str, tail: Sequence[str], *, script: str | None = None,
+                    launch: Sequence[str] = ()) -> list[str]:
+    """The trainer's command line: ``python -m TRAINER`` (or a recipe script speaking its contract) with ``tail``
+    (the run folder, ``--resume``); with ``launch`` (``accelerate launch``'s own arguments: its config file, and on
+    several machines their count, this one's rank and the head's address) under ``accelerate launch``."""
+    target = [script] if script else ["-m", TRAINER_MODULE]
+    if not launch:
+        return [python, *target, *tail]
+    return [python, "-m", "accelerate.commands.launch", *launch, *target, *tail]
+
+
+def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "auto", *,
+                      machines: int = 1) -> dict[str, Any]:
+    """An ``accelerate launch`` config for training ``config`` on ``gpu_count`` GPUs of each of ``machines``
+    machines (this one alone by default; on several, each launch adds its rank and the head's address).
 
     LoRA and QLoRA replicate the (small, or 4-bit) base model on every GPU: DDP. Full fine-tuning shards
     weights, gradients and optimizer states: FSDP2 by default, DeepSpeed ZeRO-3 when asked for.
     """
-    strategy = launch_strategy(config.method, gpu_count, distributed)
+    processes = gpu_count * machines
+    strategy = launch_strategy(config.method, processes, distributed)
     launch: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "distributed_type": {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed": "DEEPSPEED"}[strategy],
-        "num_machines": 1,
+        "num_machines": machines,
         "machine_rank": 0,
-        "num_processes": gpu_count,
+        "num_processes": processes,
         "gpu_ids": "all",
         "mixed_precision": "no",  # the trainer sets its own precision (bf16 where the GPU has it)
         "rdzv_backend": "static",
-        "same_network": True,
+        "same_network": True,  # one machine, or the nodes of one cluster: a master address and port
         "use_cpu": False,
     }
     if strategy == "fsdp":
@@ -477,6 +483,28 @@ def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
             obj = None
         events.append(obj if isinstance(obj, dict) else {"kind": "log", "message": line.decode(errors="replace")})
     return events, offset + end
+
+
+def run_result(run_dir: Path, job: Job, **raw: Any) -> Result:
+    """The trainer's result.json in ``run_dir`` (itself a Result, its ``raw`` the trainer's own record: measured
+    resources, steps, gradient checks), with the ledger's view where the trainer wrote none (killed, never
+    started); ``raw`` adds the backend's own record."""
+    data = _read_json(run_dir / RESULT_NAME) or {}
+    base = {"status": job.status, "model": job.model, "output_model": job.output_model,
+            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
+            "trained_tokens": job.trained_tokens}
+    written = {k: v for k, v in data.items() if k in Result.model_fields and v is not None}
+    if raw:
+        written["raw"] = {**(written.get("raw") or {}), **raw}
+    # The ledger's status, id and model name are the job's; the trainer knows the model as a resolved path.
+    return Result.model_validate({**base, **written, "id": job.id, "backend": job.backend,
+                                  "status": job.status, "model": job.model})
+
+
+def trainer_records(events: Sequence[Mapping[str, Any]], progress: Progress | None) -> dict[str, Any]:
+    """The trainer's event lines as the job's events, metrics and progress (carried over from ``progress``)."""
+    return {"events": [_event(e) for e in events], "metrics": [m for e in events for m in _metrics(e)],
+            "progress": _progress(events, progress)}
 
 
 def _last_event(path: Path, fresh: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -538,7 +566,7 @@ def _metrics(raw: Mapping[str, Any]) -> list[MetricPoint]:
 _LIVE_FIELDS = ("tokens_per_s", "eta_s")  # how a running trainer goes: over when it ends
 
 
-def _progress(events: list[dict[str, Any]], previous: Progress | None) -> Progress | None:
+def _progress(events: Sequence[Mapping[str, Any]], previous: Progress | None) -> Progress | None:
     """The latest known value of each progress field, carried over from the previous poll. A final event ends the
     live ones: no ETA after the end, and the throughput is the run's own (the final event's, as result.json has it),
     not the last progress event's."""

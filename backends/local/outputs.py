@@ -27,6 +27,10 @@ EVENT_FIELDS = ("time", "kind", "step", "total_steps", "epoch", "loss", "eval_lo
                 "message")
 # Terminal kinds: the last line of a finished run is one of these.
 FINAL_KINDS = {"done": JobStatus.SUCCEEDED, "error": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}
+# Set (to anything but "") to also print each event on stdout after EVENT_LINE_PREFIX: a run on a machine whose
+# folder this one cannot read (a SkyPilot cluster) reports its events through the logs it streams back.
+EVENTS_TO_STDOUT = "FTBROKER_EVENTS_TO_STDOUT"
+EVENT_LINE_PREFIX = "ftbroker-event "
 
 # log_history key -> MetricPoint name
 _METRIC_NAMES = {"loss": "train_loss", "eval_loss": "eval_loss", "eval_mean_token_accuracy": "eval_token_accuracy"}
@@ -50,8 +54,11 @@ class EventLog:
             raise ValueError(f"unknown event fields {sorted(unknown)}")
         line = {name: None for name in EVENT_FIELDS} | fields | {"time": now().isoformat(), "kind": kind,
                                                                   "message": message}
+        text = json.dumps(line)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+            handle.write(text + "\n")
+        if os.environ.get(EVENTS_TO_STDOUT):
+            print(EVENT_LINE_PREFIX + text, flush=True)
 
     def first_time(self) -> datetime | None:
         """When this run first started (the first line), so a resumed run keeps its start time."""

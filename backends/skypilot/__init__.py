@@ -1,0 +1,1 @@
+"""The SkyPilot backend: the local trainer on rented cloud GPUs, launched and looked after by SkyPilot."""
