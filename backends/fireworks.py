@@ -47,10 +47,10 @@ from ._managed import (
     check_range,
     plain,
     provider_tag,
-    raise_for_http,
     state_events,
     with_system_message,
 )
+from .provider_calls import raise_for_http
 
 NAME = "fireworks"
 ID_MAX = 63  # Fireworks resource ids (job, dataset, model): lower-case letters, digits and hyphens

@@ -123,7 +123,7 @@ def stack_config(stack: Stack, context: RouteContext, model: str, method: str) -
     fields = {"model": model, "dataset": context.report.path, "method": method, "epochs": options.epochs,
               "validation_dataset": context.validation.path if context.validation else None,
               "eval_fraction": 0.0, "eval_at_start": False, "micro_batch_size": stack.micro_batch,
-              "max_seq_length": options.max_seq_len or stack.seq_len, "packing": stack.packing,
+              "max_seq_len": options.max_seq_len or stack.seq_len, "packing": stack.packing,
               "gradient_checkpointing": stack.grad_checkpointing,
               "lora": {"r": options.lora_r or stack.lora_r, "dropout": stack.lora_dropout, "target_modules": targets}}
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})

@@ -63,7 +63,8 @@ class Hyperparameters(_Part):
 
 
 class LoraSettings(_Part):
-    """LoRA / QLoRA adapter shape; ignored by full fine-tuning."""
+    """LoRA / QLoRA adapter shape; ignored by full fine-tuning. The one class from the job to the trainer: ``None``
+    is the backend's default (the local trainer fills in ``backends.local.config.LORA_DEFAULTS``)."""
 
     r: _Bounded("lora_r") = None
     alpha: _Bounded("lora_alpha") = None

@@ -175,7 +175,7 @@ class LocalBackend:
             counter = tokens.resolve(str(folder)) if folder.is_dir() else tokens.resolve(hf_repo=spec.model)
         else:
             counter = tokens.resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
-        limits = {counter.key: train_config(spec, self.options).max_seq_length}
+        limits = {counter.key: train_config(spec, self.options).max_seq_len}
         report = data.analyze(spec.dataset, counters=[counter], limits=limits)
         issues = list(report.errors)
         if spec.validation is not None:
@@ -395,7 +395,7 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset,
               "validation_dataset": spec.validation, "method": spec.method, "epochs": hp.epochs,
               "learning_rate": hp.learning_rate, "micro_batch_size": hp.micro_batch_size,
-              "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_length": hp.max_seq_len,
+              "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_len": hp.max_seq_len,
               "packing": hp.packing,
               "gradient_checkpointing": hp.gradient_checkpointing, "seed": hp.seed,
               "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
@@ -698,7 +698,7 @@ def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
     hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
              "micro_batch_size": config.micro_batch_size,
              "gradient_accumulation_steps": config.gradient_accumulation_steps,
-             "max_seq_len": config.max_seq_length, "packing": config.packing,
+             "max_seq_len": config.max_seq_len, "packing": config.packing,
              "gradient_checkpointing": config.gradient_checkpointing, "seed": config.seed,
              "early_stopping_patience": config.early_stopping_patience}
     lora = {"r": config.lora.r, "alpha": math.ceil(config.lora.alpha), "dropout": config.lora.dropout,

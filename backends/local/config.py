@@ -13,8 +13,9 @@ from typing import Literal
 
 from ftbroker.errors import SpecError
 from ftbroker.estimate.stacks import FTBROKER, STACKS, Stack
+from ftbroker.spec import LoraSettings
 from ftbroker.vocabulary import Method
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
 RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
@@ -34,13 +35,9 @@ GPU_PRECISION = FTBROKER.precision
 TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate")
 
 
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(FTBROKER.lora_r, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(FTBROKER.lora_dropout, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = FTBROKER.targets[0]
+# The adapter a job leaves to the trainer (a None in its LoraSettings): the ftbroker stack's, alpha 2r at r 16.
+LORA_DEFAULTS = {"r": FTBROKER.lora_r, "alpha": 32, "dropout": FTBROKER.lora_dropout,
+                 "target_modules": FTBROKER.targets[0]}
 
 
 class TrainConfig(BaseModel):
@@ -61,7 +58,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     micro_batch_size: int = Field(FTBROKER.micro_batch, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_seq_length: int = Field(FTBROKER.seq_len, ge=8)
+    # a run folder written before the knob took the CLI's name (max_seq_length) is still read: its job may resume
+    max_seq_len: int = Field(FTBROKER.seq_len, ge=8, validation_alias=AliasChoices("max_seq_len", "max_seq_length"))
     packing: bool = FTBROKER.packing
     padding_free: bool = False
     gradient_checkpointing: bool = FTBROKER.grad_checkpointing
@@ -76,6 +74,14 @@ class TrainConfig(BaseModel):
     use_liger: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _lora_defaults(self) -> TrainConfig:
+        """The job's own LoraSettings, with the trainer's default for every setting it leaves unset."""
+        unset = {name: value for name, value in LORA_DEFAULTS.items() if getattr(self.lora, name) is None}
+        if unset:
+            self.lora = self.lora.model_copy(update=unset)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -100,7 +106,7 @@ class TrainConfig(BaseModel):
         one mapping, used by the local backend's pre-flight, the planner's GPU routes, ``ftbroker estimate`` (whose
         defaults are this config's) and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
         "fp16" on a GPU: the stack's for the method; "fp32": everything fp32); ``seq_len`` the longest row a
-        micro-batch will hold (default max_seq_length); ``distributed`` the backend's multi-GPU strategy
+        micro-batch will hold (default max_seq_len); ``distributed`` the backend's multi-GPU strategy
         (``sharding``). Packing and padding-free batches both concatenate examples; Unsloth and Liger change how
         tensors are stored (Unsloth's kernels and offloaded checkpoints, Liger's fused loss). ``stack``: another
         trainer given these settings (a plan's ``--stack``): how it holds tensors, its precision and optimizer."""
@@ -110,7 +116,7 @@ class TrainConfig(BaseModel):
         if self.use_liger:
             impl = replace(impl, loss="fused")
         return stack.setup(
-            self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
+            self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_len,
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
             lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing,
             precision=None if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,
