@@ -188,8 +188,8 @@ class FireworksBackend(ManagedBackend):
 
     @staticmethod
     def _as_run(route: Any) -> Any:
-        if route.objective == "dpo":
-            return dataclasses.replace(route, backend=None, job=None, not_runnable=DPO_NOT_DRIVEN)
+        if route.objective == "dpo" and route.feasible:  # out, not merely unrunnable: a plan recommends what runs
+            return dataclasses.replace(route, feasible=False, reason=DPO_NOT_DRIVEN)
         if route.method == "full" and route.feasible:
             return dataclasses.replace(route, feasible=False, reason=FULL_NOT_OFFERED)
         return route

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from jobsupport import write_chat
 
-from ftbroker.backends.base import backend_names
+from ftbroker.backends.base import BUILTIN_BACKENDS
 from ftbroker.errors import SpecError
 from ftbroker.spec import JobSpec, load_spec
 
@@ -86,7 +86,7 @@ def test_missing_files_unknown_backend_and_bad_options_together(tmp_path):
         load_spec(None, {"dataset": str(tmp_path / "nope.jsonl"), "model": "m", "backend": "opnai"})
     text = str(info.value)
     assert "dataset: no such file" in text
-    assert "backend: unknown backend 'opnai'" in text and f"valid: {', '.join(backend_names())})" in text
+    assert "backend: unknown backend 'opnai'" in text and f"valid: {', '.join(sorted(BUILTIN_BACKENDS))})" in text
 
 
 def test_backend_options_are_checked_by_the_backend(data):
