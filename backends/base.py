@@ -21,7 +21,9 @@ Optional operations are separate protocols (``Resumable``, ``Exportable``); a ba
 ``capabilities.unsupported``. Two more are optional hooks: ``Credentialed`` (credentials checked before the job is
 recorded) and ``Discoverable`` (what an interrupted submission started, found without a side effect). A backend
 whose routes a plan lists also has the three classmethods of ``ftbroker.routes.RouteSource`` (``token_needs``,
-``routes``, ``plan_notes``) and claims its catalog rows in ``capabilities.providers`` / ``capabilities.clouds``.
+``routes``, ``plan_notes``) and claims its catalog rows in ``capabilities.providers`` / ``capabilities.clouds``. A
+backend that starts paid resources which can outlive a job (an instance, a cluster, a deployment) is also
+``Collectable``: ``ftbroker gc`` lists what it left running and why each should go.
 
 Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` holding the job's lease in the ledger
 (``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
@@ -332,6 +334,37 @@ class Exportable(Protocol):
         """Write the job's model in ``fmt`` ("ollama", "merged") under ``dest``."""
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A paid resource a backend started that may still be running: an instance, a cluster, a deployment."""
+
+    backend: str
+    resource: str  # the provider's id ("i-0abc...")
+    description: str  # what it is and its state ("g5.xlarge spot in us-east-1, running 2h05m")
+    job_id: str | None  # the ftbroker job it was started for (from its tags), if it says
+    reason: str | None  # why it should go; None: in use, it stays
+    note: str = ""  # why it stays
+    cost_usd: Decimal | None = None  # what it has cost so far (runtime x price)
+    handle: Mapping[str, str] = field(default_factory=dict)  # what ``collect`` needs to find it again
+    verb: str = "terminate"  # what ``collect`` does to it ("terminate" an instance, "delete" a deployment)
+
+
+@runtime_checkable
+class Collectable(Protocol):
+    """A backend whose resources can outlive its jobs (``ftbroker gc``). ``collect_scope``: what one listing covers
+    (a region and an account); two backends with equal scopes list the same resources, so each is listed once."""
+
+    @property
+    def collect_scope(self) -> tuple[str, ...]: ...
+
+    def leftovers(self, job: Callable[[str], Job | None]) -> list[Leftover]:
+        """Every resource of this backend still running in its scope, each with why it should go (or stay).
+        ``job`` looks a job id up in the ledger (None: unknown to it)."""
+
+    def collect(self, leftover: Leftover) -> str:
+        """Stop one leftover (idempotent) and say what was done ("terminated")."""
+
+
 # --- the registry ---------------------------------------------------------------------------------------------
 
 ENTRY_POINT_GROUP = "ftbroker.backends"
@@ -342,6 +375,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "openai": "ftbroker.backends.openai:OpenAIBackend",
     "together": "ftbroker.backends.together:TogetherBackend",
     "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
+    "ec2": "ftbroker.backends.ec2:Ec2Backend",
     "skypilot": "ftbroker.backends.skypilot.backend:SkyPilotBackend",
     "fireworks": "ftbroker.backends.fireworks:FireworksBackend",
     "vertex": "ftbroker.backends.vertex:VertexBackend",

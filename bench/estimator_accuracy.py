@@ -53,19 +53,22 @@ CALIBRATION_TOML = Path(__file__).parents[1] / "broker" / "estimate" / "calibrat
 RETRIEVED = date(2026, 11, 28)  # when the facts in bench/data were read
 
 # How each framework stores tensors (see ftbroker.estimate.stacks and the `why` column): the stacks' own
-# Implementations, and the framework versions of published runs that no stack describes today.
+# Implementations, and the older framework versions of published runs.
+_LITGPT = STACKS["litgpt"].impl
 IMPLEMENTATIONS = {
     **{name: stack.impl for name, stack in STACKS.items() if name != "ftbroker"},
-    "litgpt-2023": Implementation(name="litgpt-2023", peft_adapters=False, repeat_kv=True, norm_upcast=False,
-                                  saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
-                                  loss="bf16_chunked"),
-    "litgpt-2024": Implementation(name="litgpt-2024", peft_adapters=False, repeat_kv=True,
-                                  saves_frozen_inputs=True, bnb_saves_inputs=True, quantize_lm_head=True,
-                                  loss="bf16_chunked"),
+    # lit-gpt @cf91ad27 (2023): RMSNorm without the fp32 upcast; bitsandbytes 0.41 kept MatMul4Bit's input; the
+    # first micro-batch holds the longest sample (get_batch(..., longest_seq_ix if iter_num == 0)), so no earlier
+    # step's inputs or logits are alive at its peak
+    "litgpt-2023": replace(_LITGPT, name="litgpt-2023", norm_upcast=False, bnb_saves_inputs=True,
+                           holds_previous_logits=False),
+    # litgpt @00af8b0d (2024) pins bitsandbytes==0.42.0: MatMul4Bit keeps its input past backward
+    # (bitsandbytes#1270, fixed in 0.43.2) and fit() holds the last step's loss and logits into the next forward
+    "litgpt-2024": replace(_LITGPT, name="litgpt-2024", bnb_saves_inputs=True, bnb_inputs_outlive_step=True),
     # Answer.AI fsdp_qlora train.py (2024): the HF stack (the HF model and its loss), PEFT 0.9 adapters in bf16
     "fsdp-qlora": Implementation(name="hf", loss="hf", peft_adapters=False),
 }
-# Stacks in the order the tables print them; litgpt runs are published measurements no --stack names
+# Stacks in the order the tables print them
 STACK_ORDER = ("torchtune", "hf", "unsloth", "axolotl", "llamafactory", "litgpt")
 
 
@@ -408,8 +411,7 @@ def report_stacks(points: list[Point], cal: Calibration) -> None:
                      else f"{0:6d} {'-':>7} {'-':>7}")
             print(line)
     print("   misses: points off by more than 10%; under: those the estimate under-states (an OOM risk)")
-    print("   litgpt: published litgpt runs (no --stack describes litgpt); --stack all: the stacks --stack names; "
-          "all: every stack above (ftbroker's own trainer: at the end)")
+    print("   --stack all: the stacks --stack names; all: every stack above (ftbroker's own trainer: at the end)")
 
 
 def report_misses(points: list[Point], cal: Calibration) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from ftbroker import clock
-from ftbroker.backends.base import (GPU_ENV, Backend, Credentialed, Discoverable, Environment, Exportable, Quote,
-                                    Resumable, Submission, Update, Verdict, create_backend, detect_gpus)
+from ftbroker.backends.base import (GPU_ENV, Backend, Collectable, Credentialed, Discoverable, Environment, Exportable,
+                                    Leftover, Quote, Resumable, Submission, Update, Verdict, create_backend,
+                                    detect_gpus)
 from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR
 from ftbroker.errors import (BackendError, BackendRateLimitError, BackendUnavailableError, BudgetExceededError,
                              DoesNotFitError, ExtraNotInstalledError, FtBrokerError, InputError, JobBusyError, JobError,
@@ -253,16 +254,24 @@ class Broker:
     # --- following a job ---
 
     def refresh(self, ref: str) -> Job:
-        """Poll the backend once (if the job is still going) and record what it says. A job never confirmed
-        submitted is looked for first: the process that submitted it may have died after starting it."""
-        job = self.ledger.get(ref)
+        """Poll the backend once (if the job is still going) and record what it says."""
+        return self._refresh(self.ledger.get(ref))[0]
+
+    def _refresh(self, job: Job) -> tuple[Job, Update | None]:
+        """``refresh``, with the backend's update (None: not polled). A job never confirmed submitted is looked for
+        first: the process that submitted it may have died after starting it."""
         if job.status.terminal:
-            return job
+            return job, None
         if job.submitted_at is None:
             job = self._discover(job)
             if job.submitted_at is None:
-                return job
-        return self._poll(job)[0]
+                return job, None
+        return self._poll(job)
+
+    def _interval(self, job: Job, update: Update | None, asked: float | None) -> float:
+        """How long following waits before the next poll: what the caller asked, else what the backend's last
+        poll suggested (its provider's hint, or the job's own ``poll_interval_s`` option), else its default."""
+        return asked or (update.next_poll_s if update else None) or self.backend(job.spec).capabilities.poll_interval_s
 
     def _discover(self, job: Job) -> Job:
         """Record what an interrupted submission of ``job`` already started, if its backend can find it without a
@@ -321,7 +330,6 @@ class Broker:
         if job.submitted_at is None and not job.status.terminal:
             raise JobError(f"job {job.id} was recorded but never confirmed submitted; "
                            f"`ftbroker resume {job.id}` submits it (exactly once)")
-        caps = self.backend(job.spec).capabilities
         failures = 0
         while not job.status.terminal:
             try:
@@ -338,8 +346,7 @@ class Broker:
                 on_update(job, update)
             if job.status.terminal:
                 break
-            wait = poll_interval or update.next_poll_s or caps.poll_interval_s
-            self._sleep(wait * random.uniform(0.9, 1.1))
+            self._sleep(self._interval(job, update, poll_interval) * random.uniform(0.9, 1.1))
         return self.result(job.id)
 
     def run(self, spec: JobSpec, *, confirm: Callable[[Prepared], bool] | None = None, force: bool = False,
@@ -363,8 +370,7 @@ class Broker:
              ) -> Iterator[tuple[int, Event]]:
         """A job's events as (sequence number, event), oldest first; with ``follow``, keeps polling and yielding
         new ones until the job ends."""
-        job = self.refresh(ref)
-        interval = poll_interval or self.backend(job.spec).capabilities.poll_interval_s
+        job, update = self._refresh(self.ledger.get(ref))
         seen = 0
         while True:
             for seq, event in self.ledger.events(job.id, after=seen):
@@ -372,8 +378,8 @@ class Broker:
                 yield seq, event
             if not follow or job.status.terminal or job.submitted_at is None:
                 return
-            self._sleep(interval)
-            job = self.refresh(job.id)
+            self._sleep(self._interval(job, update, poll_interval))
+            job, update = self._refresh(self.ledger.get(job.id))
 
     def result(self, ref: str) -> Result:
         """The Result of a finished job (as recorded when it ended). A job refused before the backend made
@@ -457,6 +463,51 @@ class Broker:
         artifacts = backend.export(job, fmt, Path(dest))
         self.ledger.update(job.id, artifacts=artifacts)
         return artifacts
+
+    # --- what jobs left running ---
+
+    def leftovers(self, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> list[tuple[Collectable, Leftover]]:
+        """What was left running: by every ``Collectable`` backend, each scope (region, account) listed once (the
+        scopes of the ledger's jobs' backend configurations, and of ``extra`` ones ((backend, options): e.g. a
+        region the ledger never used)), and the paid deployments evaluations recorded (``ftbroker eval``)."""
+        from ftbroker.evaluation.deployments import DeploymentLeftovers
+
+        configs = {(j.backend, repr(sorted(j.spec.backend_options.items()))): (j.backend, j.spec.backend_options)
+                   for j in self.ledger.list()}
+        configs.update({(name, repr(sorted(options.items()))): (name, options) for name, options in extra})
+        scopes: dict[tuple[str, ...], Collectable] = {}
+        for name, options in configs.values():
+            try:
+                backend = create_backend(name, options, home=self.home)
+            except InputError:  # an old job's backend, uninstalled or with options it no longer takes
+                if (name, options) in extra:
+                    raise
+                continue
+            if isinstance(backend, Collectable):
+                scopes.setdefault((name, *backend.collect_scope), backend)
+        collectors = [*scopes.values(), DeploymentLeftovers(self.home)]
+        return [(source, leftover) for source in collectors for leftover in source.leftovers(self._known)]
+
+    def gc(self, *, apply: bool, extra: Sequence[tuple[str, Mapping[str, Any]]] = ()
+           ) -> list[tuple[Leftover, str | None]]:
+        """Every leftover with what was done to it: those with a reason to go are collected when ``apply`` (else
+        this is a dry run), the others stay (done None). One that cannot be stopped says why ("failed: ...") and
+        the others are still collected."""
+        return [(leftover, self._collect(source, leftover) if apply and leftover.reason else None)
+                for source, leftover in self.leftovers(extra)]
+
+    @staticmethod
+    def _collect(source: Collectable, leftover: Leftover) -> str:
+        try:
+            return source.collect(leftover)
+        except FtBrokerError as exc:
+            return f"failed: {exc}"
+
+    def _known(self, job_id: str) -> Job | None:
+        try:
+            return self.ledger.get(job_id)
+        except (JobNotFoundError, InputError):
+            return None
 
     @staticmethod
     def _require(backend: Backend, operation: str, protocol: type | None) -> None:

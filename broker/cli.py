@@ -61,7 +61,7 @@ class _Root(click.Group):
 
     # --help lists the commands in the order a newcomer meets them: check and price, run and follow, the catalog.
     ORDER = ("validate", "plan", "estimate", "run", "jobs", "status", "logs", "result", "eval", "cancel", "resume",
-             "export", "catalog", "ledger")
+             "export", "gc", "catalog", "ledger")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands, key=lambda name: (self.ORDER.index(name) if name in self.ORDER
@@ -143,6 +143,7 @@ _RUN_FIELDS = {
     "target_modules": ("lora.target_modules", "--target-modules"),
     "max_cost": ("budget.max_cost_usd", "--max-cost"),
     "gpu": ("backend_options.gpu", "--gpu"),
+    "max_hours": ("backend_options.max_hours", "--max-hours"),
 }
 
 
@@ -172,21 +173,28 @@ def _run_overrides(data: str | None, params: dict, options: tuple[str, ...]) -> 
         if param == "target_modules" and value is not None and value != "all-linear":
             value = [m.strip() for m in value.split(",")]
         overrides[path] = value
-    problems = []
+    values, problems = _option_values(options)
+    overrides.update({f"backend_options.{key}": value for key, value in values.items()})
+    return overrides, problems
+
+
+def _option_values(options: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """``--option KEY=VALUE`` flags as {key: value} (YAML scalars: "2" -> 2, "true" -> True), and the problems."""
+    import yaml
+
+    from ftbroker.spec import load_yaml
+
+    values, problems = {}, []
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key.strip():
             problems.append(f"--option {option!r}: write KEY=VALUE")
             continue
-        import yaml
-
-        from ftbroker.spec import load_yaml
-
         try:
-            overrides[f"backend_options.{key.strip()}"] = load_yaml(value)  # "2" -> 2, "true" -> True
+            values[key.strip()] = load_yaml(value)  # "2" -> 2, "true" -> True
         except yaml.YAMLError:
-            overrides[f"backend_options.{key.strip()}"] = value
-    return overrides, problems
+            values[key.strip()] = value
+    return values, problems
 
 
 def _confirm(ask_user: bool):
@@ -262,8 +270,8 @@ def _job_command(f):
 @click.option("--from-plan", metavar="PLAN.json", help="The plan --route takes route N from: a file written by "
               "`ftbroker plan DATA --json > PLAN.json` (default: the last plan).")
 @click.option("--config", type=click.Path(dir_okay=False), help="A job file (YAML, TOML or JSON); flags override it.")
-@click.option("--backend", metavar="NAME", help="Where to train: local, skypilot, openai, together, bedrock, or a "
-              "plug-in (default: local).")
+@click.option("--backend", metavar="NAME", help="Where to train: local, ec2, skypilot, openai, together, fireworks, "
+              "vertex, bedrock, or a plug-in (default: local).")
 @click.option("--model", metavar="NAME", help="Base model: a catalog name (the local trainer loads its Hugging Face "
               "repo), a Hugging Face repo id, a local model folder, or a provider's model id.")
 @click.option("--method", metavar="METHOD", help="full, lora or qlora (default: lora).")
@@ -291,6 +299,8 @@ def _job_command(f):
               "(local: the electricity, high end of the estimate); a cost that cannot be estimated is refused.")
 @click.option("--gpu", metavar="NAME[:COUNT]", help="Local backend: plan for this catalog GPU instead of the GPUs "
               "nvidia-smi reports (default: FTBROKER_GPU); the trainer uses whatever torch finds.")
+@click.option("--max-hours", metavar="H", help="ec2: the instance's hard runtime cap (default: the estimate x "
+              "safety_factor); it powers itself off (and terminates) then.")
 @click.option("--yes", "-y", is_flag=True, help="Start without the confirmation prompt.")
 @click.option("--detach", is_flag=True, help="Return the job id at once instead of following the job.")
 @click.option("--force", is_flag=True, help="Start even if the job is estimated not to fit the GPU.")
@@ -314,6 +324,7 @@ def run(data, route_number, from_plan, config, options, yes, detach, force, json
       ftbroker run --config examples/jobs/local-qlora.yaml --epochs 1 --yes --detach
       ftbroker plan data.jsonl --model Llama-3.1-8B && ftbroker run --route 6
       ftbroker run --from-plan plan.json --route 6 --max-cost 5
+      ftbroker run data.jsonl --backend ec2 --model Llama-3.1-8B --method qlora --option s3_uri=s3://bucket/ftb
     """
     from ftbroker.broker import Broker
     from ftbroker.spec import load_spec
@@ -506,6 +517,44 @@ def export(job_id, fmt, output, json_mode):
             click.echo(f"{artifact.kind}: {artifact.uri}")
 
 
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Stop what should go (without it: a dry run that only lists).")
+@click.option("--backend", metavar="NAME", help="Also look where this backend's --option settings point (e.g. ec2 in "
+              "a region the ledger's jobs never used).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A backend option for --backend, e.g. "
+              "region=us-west-2 (repeatable).")
+@_json_option
+def gc(yes, backend, options, json_mode):
+    """Find paid instances and deployments left behind; --yes stops them.
+
+    Looks in every region and account the ledger's jobs used (and where --backend/--option point): an ftbroker EC2
+    instance goes when its job is finished, unknown to this ledger, or past its runtime cap; another ledger's
+    instance only past its cap. A paid deployment `ftbroker eval` recorded goes when no evaluation of its job is
+    running. Says what it did and what each had cost. A dry run without --yes; exit 1 if one could not be stopped.
+
+    \b
+    Examples:
+      ftbroker gc
+      ftbroker gc --yes --backend ec2 --option region=us-west-2
+    """
+    from ftbroker.broker import Broker
+    from ftbroker.errors import FtBrokerError
+    from ftbroker.render_jobs import leftovers_json, leftovers_view
+
+    values, problems = _option_values(options)
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    if options and not backend:
+        raise click.UsageError("--option needs --backend")
+    extra = [(backend, values)] if backend else []
+    with Broker() as broker:
+        rows = broker.gc(apply=yes, extra=extra)
+    _show(json_mode, leftovers_json(rows, applied=yes), leftovers_view(rows, applied=yes))
+    failed = [f"{lo.resource}: {done}" for lo, done in rows if done and done.startswith("failed")]
+    if failed:
+        raise FtBrokerError(f"gc: {len(failed)} could not be stopped (run it again): {'; '.join(failed)}")
+
+
 @cli.group()
 def ledger():
     """Look after the job ledger (FTBROKER_HOME/ledger.sqlite3)."""
@@ -538,7 +587,7 @@ def ledger_rebuild(json_mode):
 
 # --- estimate: the dataset-free calculator ------------------------------------------------------------------
 
-_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "torchtune")  # estimate.stacks.STACKS
+_STACK_NAMES = ("ftbroker", "hf", "unsloth", "axolotl", "llamafactory", "litgpt", "torchtune")  # estimate.stacks.STACKS
 
 
 @cli.command("estimate")

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ftbroker.backends.base import Leftover
 from ftbroker.broker import Prepared
 from ftbroker.jobs import Artifact, Event, Job, Result
 from ftbroker.tables import Col, Fitted
@@ -214,3 +215,29 @@ class FollowView:
         if job.status is not self._last_status:  # status changes also go to the scrollback / a log file
             self.console.print(line)
             self._last_status = job.status
+
+
+def leftovers_json(rows: Sequence[tuple[Leftover, str | None]], *, applied: bool) -> dict[str, Any]:
+    return {"applied": applied, "leftovers": [
+        {"backend": lo.backend, "resource": lo.resource, "description": lo.description, "job_id": lo.job_id,
+         "reason": lo.reason, "note": lo.note or None, "cost_usd": _number(lo.cost_usd), "action": done}
+        for lo, done in rows]}
+
+
+def leftovers_view(rows: Sequence[tuple[Leftover, str | None]], *, applied: bool) -> Table | str:
+    """What ``ftbroker gc`` found: each resource, why it goes (or stays), what it cost, what was done."""
+    if not rows:
+        return "nothing left running"
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("backend", "resource", "what", "job", "cost", "why", "done"):
+        table.add_column(name)
+    for lo, done in rows:
+        action = done or (f"would {lo.verb} (--yes)" if lo.reason else "kept")
+        table.add_row(lo.backend, lo.resource, lo.description, lo.job_id or "-", _money(lo.cost_usd),
+                      lo.reason or lo.note, action)
+    going = [lo for lo, _ in rows if lo.reason]
+    cost = sum((lo.cost_usd or Decimal(0) for lo in going), Decimal(0))
+    failed = sum(1 for lo, done in rows if lo.reason and done and done.startswith("failed"))
+    verb = f"stopped{f' ({failed} failed)' if failed else ''}" if applied else "to stop (dry run: --yes stops them)"
+    table.caption = f"{len(going)} {verb}; they had cost {_money(cost)} so far"
+    return table

@@ -59,6 +59,14 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="session")
+def ec2_instance_python(tmp_path_factory):
+    """The Python of the EC2 instances the tests play (tests/fakes/ec2_fake.py): a venv over this one's packages."""
+    from fakes.ec2_fake import instance_python
+
+    return instance_python(tmp_path_factory.mktemp("ami-python"))
+
+
 # --- figures a test wants shown in every run's output (plain `pytest`, no -s) -------------------------------
 _SUMMARY = pytest.StashKey[list]()
 

@@ -29,6 +29,17 @@ def write_chat(path: Path, n: int = 12) -> Path:
     return path
 
 
+def ftb(*args, ok=(0,)):
+    """The command line in this process (FTBROKER_HOME from the environment), its exit status checked."""
+    from click.testing import CliRunner
+
+    from ftbroker.cli import cli
+
+    done = CliRunner().invoke(cli, [str(a) for a in args])
+    assert done.exit_code in ok, (done.exit_code, done.output, done.exception)
+    return done
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,6 +60,7 @@ class ScriptedOptions(BaseModel):
     submit_error: Literal["none", "unavailable", "refused"] = "none"
     polls_to_finish: int = 2
     outcome: Literal["succeeded", "failed"] = "succeeded"
+    next_poll_s: float | None = None  # what each poll suggests waiting (a provider's hint, a job's own option)
 
 
 class ScriptedBackend:
@@ -108,7 +120,8 @@ class ScriptedBackend:
         if n < self.options.polls_to_finish:
             return Update(status=JobStatus.RUNNING, cursor=str(n), progress=Progress(step=n, total_steps=10),
                           events=[Event(time=job.created_at, kind="log", message=f"poll {n}")],
-                          metrics=[MetricPoint(step=n, name="train_loss", value=1.0 / n)])
+                          metrics=[MetricPoint(step=n, name="train_loss", value=1.0 / n)],
+                          next_poll_s=self.options.next_poll_s)
         if self.options.outcome == "failed":
             return Update(status=JobStatus.FAILED, error="invalid training file: line 3 has no assistant turn")
         return Update(status=JobStatus.SUCCEEDED, output_model="ft:scripted:model", trained_tokens=4321,

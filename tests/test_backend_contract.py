@@ -22,6 +22,7 @@ import shutil
 import time
 
 import pytest
+from fakes.ec2_fake import Ec2Harness
 from fakes.harnesses import MANAGED_HARNESSES
 from jobsupport import wait_for
 from tinymodels import code_examples, write_jsonl
@@ -97,7 +98,8 @@ class SkyPilotHarness:
         self.sky.close()
 
 
-HARNESSES = {"local": LocalHarness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}  # providers: openai, together, bedrock, fireworks, vertex
+# providers: openai, together, bedrock, fireworks, vertex on their fakes; ec2 on moto, its instances played here
+HARNESSES = {"local": LocalHarness, "ec2": Ec2Harness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}
 
 
 @pytest.fixture(params=sorted(HARNESSES))

@@ -164,6 +164,22 @@ def test_tail_follows_events_to_the_end(broker, data):
     assert messages[0].startswith("submitted") and "poll 2" in messages and messages[-1] == "running -> succeeded"
 
 
+def test_following_waits_what_the_backend_suggests(tmp_path, data):
+    """``logs --follow`` (``tail``) and ``follow`` wait what each poll suggests (the job's ``poll_interval_s``, a
+    provider's hint), else the backend's default (0.01 s for this one)."""
+    waits = []
+    with Broker(tmp_path / "home", sleep=waits.append) as broker:
+        job = broker.submit(spec(data, polls_to_finish=3, next_poll_s=7.5))
+        list(broker.tail(job.id, follow=True))
+        assert waits == [7.5, 7.5]
+        waits.clear()
+        broker.follow(broker.submit(spec(data, polls_to_finish=3, next_poll_s=7.5)).id)
+        assert len(waits) == 2 and all(7.5 * 0.9 <= w <= 7.5 * 1.1 for w in waits)
+        waits.clear()
+        list(broker.tail(broker.submit(spec(data, polls_to_finish=2)).id, follow=True))
+        assert waits == [0.01]
+
+
 def test_check_guards_compares_the_high_end_of_the_range():
     quote = base.Quote(backend="x", cost_usd=Decimal("1"), cost_high_usd=Decimal("3"))
     sp = JobSpec(dataset="d", model="m", budget={"max_cost_usd": "2"})

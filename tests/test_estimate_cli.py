@@ -60,6 +60,10 @@ def test_the_stack_sets_the_defaults_and_how_tensors_are_stored():
     assert hf["setup"]["grad_checkpointing"] is False and hf["setup"]["lora_r"] == 8  # the Trainer's, PEFT's
     assert unsloth["vram_gib"] < ours["vram_gib"] < hf["vram_gib"]  # offloaded checkpoints, fused loss
     assert peak("--stack", "hf", "--grad-checkpointing")["setup"]["grad_checkpointing"] is True  # flags win
+    litgpt = peak("--stack", "litgpt")
+    assert litgpt["setup"]["implementation"] == "litgpt" and litgpt["setup"]["grad_checkpointing"] is False
+    assert litgpt["setup"]["lora_r"] == 8 and litgpt["setup"]["optimizer"] == "paged_adamw_32bit"
+    assert litgpt["breakdown"]["optimizer"] == 0 < litgpt["breakdown"]["optimizer_paged"]  # bitsandbytes PagedAdamW
 
 
 @pytest.mark.parametrize("args, message", [

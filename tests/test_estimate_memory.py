@@ -249,3 +249,41 @@ def test_bad_setups_are_input_errors():
         TrainingSetup("lora", micro_batch=0)
     with pytest.raises(InputError, match="needs more than one GPU"):
         TrainingSetup("full", sharding="zero3")
+
+
+def test_litgpt_keeps_its_own_head_for_a_tied_checkpoint():
+    # Llama 3.2 1B ties its head to the embedding; litgpt's converter copies it into a separate lm_head
+    setup = TrainingSetup("lora", seq_len=512, grad_checkpointing=False, impl=Implementation(name="litgpt"))
+    tied = estimate_memory(LLAMA32_1B, setup, RAW)
+    untied = estimate_memory(LLAMA32_1B, setup.with_(impl=Implementation(name="litgpt", untied_head=True)), RAW)
+    head = LLAMA32_1B.vocab_size * LLAMA32_1B.hidden_size
+    assert untied.weights - tied.weights == pytest.approx(head * 2 / GIB)
+
+
+def test_old_bitsandbytes_inputs_of_the_previous_step_live_through_the_next_forward():
+    impl = Implementation(name="litgpt", bnb_saves_inputs=True, quantize_lm_head=True)
+    setup = TrainingSetup("qlora", seq_len=512, micro_batch=2, grad_checkpointing=False, impl=impl)
+    kept = setup.with_(impl=Implementation(name="litgpt", bnb_saves_inputs=True, quantize_lm_head=True,
+                                           bnb_inputs_outlive_step=True))
+    extra = estimate_memory(LLAMA2_7B, kept, RAW).activations - estimate_memory(LLAMA2_7B, setup, RAW).activations
+    h, w = LLAMA2_7B.hidden_size, LLAMA2_7B.intermediate_size
+    assert extra == pytest.approx(32 * (4 * h + 2 * w) * 1024 / GIB)  # q/k/v and gate/up inputs, down's, per layer
+    # a reentrant checkpoint's forward has no graph to keep
+    assert estimate_memory(LLAMA2_7B, kept.with_(grad_checkpointing=True), RAW).activations == pytest.approx(
+        estimate_memory(LLAMA2_7B, setup.with_(grad_checkpointing=True), RAW).activations)
+
+
+def test_a_loop_holding_the_previous_logits_meets_the_dequantized_head():
+    impl = Implementation(name="litgpt", loss="bf16_chunked", quantize_lm_head=True, untied_head=True)
+    setup = TrainingSetup("qlora", seq_len=512, micro_batch=2, grad_checkpointing=False, impl=impl)
+    held = setup.with_(impl=Implementation(name="litgpt", loss="bf16_chunked", quantize_lm_head=True,
+                                           untied_head=True, holds_previous_logits=True))
+    before, after = estimate_memory(LLAMA32_1B, setup, RAW), estimate_memory(LLAMA32_1B, held, RAW)
+    head = LLAMA32_1B.vocab_size * LLAMA32_1B.hidden_size * 2
+    logits = 2 * 1024 * LLAMA32_1B.vocab_size * 2  # both steps' bf16 logits: the loss's 4 B a logit
+    assert after.workspace == pytest.approx((head + logits) / GIB - after.loss)
+    assert after.allocated > before.allocated
+    # LoRA: no quantized head, and two sets of 16-bit logits are what the bf16 loss holds anyway
+    lora = setup.with_(method="lora")
+    assert estimate_memory(LLAMA32_1B, lora.with_(impl=held.impl), RAW).allocated == pytest.approx(
+        estimate_memory(LLAMA32_1B, lora, RAW).allocated)

@@ -6,13 +6,16 @@ clean-up hook (``live_deployments`` / ``delete_deployment``)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from evalsupport import converse_text, ledger_snapshot, succeeded_job, tuned_knows, write_sums
 from fakes import FakeBedrockServing, FakeTogether, Fault
+from jobsupport import ftb
 
 from ftbroker.errors import BackendAuthError, BackendError, BudgetExceededError
 from ftbroker.evaluation import delete_deployment, evaluate, live_deployments
@@ -109,6 +112,38 @@ def test_a_deployment_left_by_a_dead_process_is_found_and_deleted_by_the_hook(to
     deleted = delete_deployment(left.id, home)
     assert deleted.state == "deleted" and not fake.live_deployments() and live_deployments(home) == []
     assert delete_deployment(left.id, home).state == "deleted"  # idempotent
+
+
+def test_gc_lists_what_a_dead_process_left_with_its_cost_keeps_it_while_in_use_and_deletes_it(together,
+                                                                                               monkeypatch):
+    fake, home, job_id = together
+    monkeypatch.setenv("FTBROKER_HOME", str(home))
+    with Ledger(home / "ledger.sqlite3") as ledger:  # a process that brought one up, then died
+        deployer = TogetherDeployer(Connection({"base_url": fake.base_url}, 5, 0))
+        Deployments(ledger, deployer, Timing(poll_s=1, sleep=lambda s: None), max_hours=1).ensure(
+            job_id, "tuned", TUNED, load_prices().deployments["together"].usd_per_hour, {"base_url": fake.base_url})
+    [left] = live_deployments(home)
+    monkeypatch.setenv("FTBROKER_NOW", (left.created_at + timedelta(hours=2)).isoformat())  # 2 hours later
+    with job_lock(home, job_id, "a running evaluation"):  # in use: listed, and kept even with --yes
+        [kept] = json.loads(ftb("gc", "--yes", "--json").stdout)["leftovers"]
+        assert (kept["resource"], kept["reason"], kept["action"]) == (left.id, None, None)
+        assert "an evaluation of its job is running" in kept["note"] and fake.live_deployments()
+    [listed] = json.loads(ftb("gc", "--json").stdout)["leftovers"]  # a dry run
+    assert (listed["backend"], listed["job_id"], listed["action"]) == ("eval", job_id, None)
+    assert listed["reason"] == f"no evaluation of job {job_id} is running, and the deployment is live"
+    assert Decimal(str(listed["cost_usd"])) == left.usd_per_hour * 2  # its price x the hours since its creation
+    assert "would delete (--yes)" in ftb("gc").stdout and fake.live_deployments()
+
+    fake.faults.on("deployments.delete", Fault.error(400), times=10)  # the provider refuses, for now
+    refused = ftb("gc", "--yes", "--json", ok=(1,))
+    [failed] = json.loads(refused.stdout)["leftovers"]
+    assert failed["action"].startswith("failed: ") and "1 could not be stopped" in refused.stderr
+    assert [d.id for d in live_deployments(home)] == [left.id]  # still listed: the next gc tries again
+    fake.faults.clear()
+    [deleted] = json.loads(ftb("gc", "--yes", "--json").stdout)["leftovers"]
+    assert (deleted["resource"], deleted["action"]) == (left.id, "deleted")
+    assert not fake.live_deployments() and live_deployments(home) == []
+    assert json.loads(ftb("gc", "--json").stdout)["leftovers"] == []
 
 
 def test_one_spending_step_per_job_at_a_time_across_processes(together):

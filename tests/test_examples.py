@@ -52,4 +52,4 @@ def test_sdk_estimate_prints_each_method():
 def test_every_example_job_file_loads(job_file):
     spec = load_spec(job_file)
     assert Path(spec.dataset).is_file() and spec.dataset.startswith(str(EXAMPLES))  # relative to the job file
-    assert job_file.name.startswith(spec.backend) and spec.method in job_file.name
+    assert spec.backend == job_file.name.split("-")[0] and spec.method in job_file.name

@@ -14,11 +14,10 @@ import time
 from datetime import datetime
 
 import pytest
-from click.testing import CliRunner
+from jobsupport import ftb
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.cli import cli
 from ftbroker.ledger import Ledger
 
 pytestmark = pytest.mark.slow
@@ -42,13 +41,6 @@ def ftbroker(home, *args, ok=(0,), timeout=300) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "ftbroker.cli", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert done.returncode in ok, (done.returncode, done.stderr[-4000:])
-    return done
-
-
-def ftb(*args, ok=(0,)):
-    """The command line in this process (FTBROKER_HOME from the environment)."""
-    done = CliRunner().invoke(cli, [str(a) for a in args])
-    assert done.exit_code in ok, (done.exit_code, done.output, done.exception)
     return done
 
 

@@ -218,7 +218,11 @@ def test_plan_csv_has_one_row_per_route():
     spot = next(r for r in rows if r["market"] == "spot")
     assert mini["runnable"] == "true" and int(mini["number"]) < int(spot["number"])  # managed routes first
     assert spot["instance_type"] and spot["gpu"] and float(spot["vram_gib"]) > 0 and spot["region"]
-    assert spot["runnable"] == "false" and spot["not_runnable"].startswith(f"no ftbroker backend rents {spot['cloud']}")
+    unclaimed = next(r for r in rows if r["market"] == "spot" and r["cloud"] != "aws")
+    assert unclaimed["runnable"] == "false"
+    assert unclaimed["not_runnable"].startswith(f"no ftbroker backend rents {unclaimed['cloud']}")
+    aws = next(r for r in rows if r["market"] == "spot" and r["cloud"] == "aws")
+    assert (aws["backend"], aws["runnable"]) == ("ec2", "true")  # the ec2 backend claims AWS's instances
     assert [int(r["number"]) for r in rows] == list(range(1, len(rows) + 1))
 
 

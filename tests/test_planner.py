@@ -229,8 +229,9 @@ def test_no_model_shows_every_managed_offer_with_tiers_on_their_reference_model(
 def test_preference_data_selects_dpo_offers(cat):
     plan = make_plan(cat, {500: 100}, options=ask(cat, "Llama-3.1-8B"), fmt="preference")
     assert {(r.provider, r.method, r.objective) for r in plan.routes if r.feasible} == {
-        ("together", "lora", "dpo"), ("together", "full", "dpo"), ("fireworks", "lora", "dpo"),
-        ("fireworks", "full", "dpo")}
+        ("together", "lora", "dpo"), ("together", "full", "dpo")}
+    fireworks = [r for r in plan.routes if r.provider == "fireworks"]  # priced, out: ftbroker runs its SFT jobs only
+    assert {r.objective for r in fireworks} == {"dpo"} and all("DPO jobs" in r.reason for r in fireworks)
     assert route(plan, "Llama-3.1-8B", "lora", "dpo", "together").cost_usd == Decimal("0.18")  # 3 x 50k x $1.20
 
 

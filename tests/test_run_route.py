@@ -140,10 +140,13 @@ def test_routes_ftbroker_cannot_run_are_refused_with_the_reason(data, monkeypatc
     fireworks = numbered(doc, provider="fireworks", method="full")  # Fireworks' API trains LoRA adapters only
     ran = ftb("run", "--route", fireworks["number"])
     assert ran.exit_code == 2 and "is not available: Fireworks' fine-tuning API trains LoRA adapters" in ran.stderr
-    cloud = numbered(doc, kind="cloud", cloud="aws")
+    cloud = numbered(doc, kind="cloud", cloud="gcp")
     ran = ftb("run", "--route", cloud["number"])
-    assert ran.exit_code == 2 and ("no ftbroker backend rents aws instances yet: on the instance, ftbroker run "
+    assert ran.exit_code == 2 and ("no ftbroker backend rents gcp instances yet: on the instance, ftbroker run "
                                    "--backend local") in ran.stderr
+    aws = numbered(doc, kind="cloud", cloud="aws")  # ec2's: it runs, given where to stage the job
+    ran = ftb("run", "--route", aws["number"])
+    assert ran.exit_code == 2 and "backend_options.s3_uri: required" in ran.stderr
     full = numbered(doc, kind="local", method="full")  # 8B full fine-tuning on 24 GiB
     ran = ftb("run", "--route", full["number"])
     assert ran.exit_code == 3 and "does not fit at micro-batch 4 or any smaller" in ran.stderr

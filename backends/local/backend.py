@@ -46,12 +46,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import bounds, clock
-from ftbroker.backends.base import (GPU_ENV, Capabilities, Environment, Gpu, Quote, Submission, Tracker, Update,
-                                    detect_gpus)
+from ftbroker.backends.base import (
+    GPU_ENV,
+    Capabilities,
+    Environment,
+    Gpu,
+    Quote,
+    Submission,
+    Tracker,
+    Update,
+    detect_gpus,
+)
 from ftbroker.backends.local import noise, runlock
 from ftbroker.backends.local.config import CONFIG_NAME, RUNS_DIR, TRAINER_PACKAGES, TrainConfig, launch_strategy
-from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVENTS_NAME, FINAL_KINDS, RESULT_NAME,
-                                             write_atomic)
+from ftbroker.backends.local.outputs import (
+    CHECKPOINTS_DIR,
+    EVENT_FIELDS,
+    EVENTS_NAME,
+    FINAL_KINDS,
+    RESULT_NAME,
+    write_atomic,
+)
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
@@ -269,17 +284,10 @@ class LocalBackend:
 
     def command(self, spec: JobSpec, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
         """The trainer's command line: plain Python on one device, ``accelerate launch`` on several GPUs."""
-        python = self.options.python or sys.executable
-        script = str(Path(self.options.trainer).expanduser().resolve()) if self.options.trainer else None
-        tail = [str(run_dir), *(["--resume"] if resume else [])]
-        if gpu_count <= 1:
-            return trainer_command(python, tail, script=script)
-        config = run_dir / "accelerate.yaml"
-        import yaml
-
-        write_atomic(config, yaml.safe_dump(accelerate_config(train_config(spec, self.options), gpu_count,
-                                                               self.options.distributed), sort_keys=False))
-        return trainer_command(python, tail, script=script, launch=["--config_file", str(config)])
+        return run_command(self.options.python or sys.executable, train_config(spec, self.options), run_dir,
+                           resume=resume, gpu_count=gpu_count, distributed=self.options.distributed,
+                           script=str(Path(self.options.trainer).expanduser().resolve()) if self.options.trainer
+                           else None)
 
     def run_dir(self, job_id: str) -> Path:
         return self.runs / job_id
@@ -404,6 +412,21 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
+def run_command(python: str, config: TrainConfig, run_dir: Path, *, resume: bool, gpu_count: int,
+                distributed: str = "auto", script: str | None = None) -> list[str]:
+    """The command that trains ``run_dir`` (its config.json is ``config``) on this machine: plain Python on one
+    device, ``accelerate launch`` with a config written to the run folder on several GPUs. ``--backend local`` and
+    the EC2 instance's agent start the same command."""
+    tail = [str(run_dir), *(["--resume"] if resume else [])]
+    if gpu_count <= 1:
+        return trainer_command(python, tail, script=script)
+    path = run_dir / "accelerate.yaml"
+    import yaml
+
+    write_atomic(path, yaml.safe_dump(accelerate_config(config, gpu_count, distributed), sort_keys=False))
+    return trainer_command(python, tail, script=script, launch=["--config_file", str(path)])
+
+
 def trainer_command(python: str, tail: Sequence[str], *, script: str | None = None,
                     launch: Sequence[str] = ()) -> list[str]:
     """The trainer's command line: ``python -m TRAINER`` (or a recipe script speaking its contract) with ``tail``
@@ -461,17 +484,23 @@ def accelerate_config(config: TrainConfig, gpu_count: int, distributed: str = "a
 
 
 def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """The complete JSON lines of ``path`` from byte ``offset``, and the offset after the last complete one.
-
-    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not a JSON
-    object becomes a ``log`` event rather than being lost.
-    """
+    """The complete JSON lines of ``path`` from byte ``offset``, and the offset after the last complete one."""
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
             chunk = fh.read()
     except FileNotFoundError:
         return [], offset
+    events, used = event_lines(chunk)
+    return events, offset + used
+
+
+def event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The complete JSON lines of ``chunk`` (a piece of events.jsonl), and how many bytes they take.
+
+    A line the trainer is still writing (no newline yet) is left for the next read; a line that is not a JSON
+    object becomes a ``log`` event rather than being lost.
+    """
     end = chunk.rfind(b"\n") + 1
     events = []
     for line in chunk[:end].splitlines():
@@ -482,7 +511,8 @@ def read_events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
         except ValueError:
             obj = None
         events.append(obj if isinstance(obj, dict) else {"kind": "log", "message": line.decode(errors="replace")})
-    return events, offset + end
+    return events, end
+
 
 
 def run_result(run_dir: Path, job: Job, **raw: Any) -> Result:
@@ -689,11 +719,16 @@ def _detach(command: list[str], run_dir: Path) -> int | None:
 def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
     """What a run folder tells of its job, for ``ftbroker ledger rebuild``: the spec, rebuilt from the trainer's
     config.json (its model is the one the trainer loads: a catalog name's repo), and the handles of its trainer
-    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job."""
+    (None: never launched). The status is then what ``poll`` reads from the folder, as for any job. A folder
+    another backend keeps (``OWNER_NAME``) is refused (InputError), saying where that job's state lives."""
     from pydantic import ValidationError
 
-    from ftbroker.backends.local.config import load_config
+    from ftbroker.backends.local.config import OWNER_NAME, load_config
 
+    owner = _read_json(run_dir / OWNER_NAME)
+    if owner is not None:  # another backend's job: its state is not in this folder
+        raise InputError(f"not a local job: the run folder of {owner.get('backend')} job {run_dir.name}, "
+                         f"{owner.get('state') or 'whose state is elsewhere'}")
     config = load_config(run_dir / CONFIG_NAME)
     hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
              "micro_batch_size": config.micro_batch_size,

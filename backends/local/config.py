@@ -19,6 +19,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 CONFIG_NAME = "config.json"
 RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
+# In a run folder another backend keeps there (ec2 downloads its output into one): which backend, and where the
+# job's state lives. `ftbroker ledger rebuild` restores local jobs only, and says this of the others.
+OWNER_NAME = "backend.json"
 
 # The trainer's settings and how it holds tensors, as the estimator sees them: one Stack (ftbroker.estimate.stacks),
 # whose defaults are this config's defaults, so `ftbroker estimate`, `plan` and `run` start from the same values.

@@ -43,18 +43,51 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import clock
 from ftbroker.backends import gpu_routes
-from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict
+from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
-from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, accelerate_config, run_result,
-                                             train_config, trainer_model, trainer_records)
+from ftbroker.backends.local.backend import (
+    LocalBackend,
+    LocalOptions,
+    accelerate_config,
+    run_result,
+    train_config,
+    trainer_model,
+    trainer_records,
+)
 from ftbroker.backends.local.config import CONFIG_NAME
-from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENTS_NAME, FINAL_KINDS, METRICS_NAME, OUTPUT_DIR,
-                                             PLOT_NAME, RESULT_NAME)
+from ftbroker.backends.local.outputs import (
+    CHECKPOINTS_DIR,
+    EVENTS_NAME,
+    FINAL_KINDS,
+    METRICS_NAME,
+    OUTPUT_DIR,
+    PLOT_NAME,
+    RESULT_NAME,
+)
 from ftbroker.backends.skypilot import adapter as adapter_module
-from ftbroker.backends.skypilot.runs import (CLUSTER_JOB_STATUS, JOB_ID, MANAGED_JOB_STATUS, JobLookup, Leftover,
-                                             log_error, runtime_cost, status_of, trainer_events, why_left_over)
-from ftbroker.backends.skypilot.task import (ACCELERATE_CONFIG, CANCEL_GRACE_S, LABEL, LEDGER_LABEL, RUN,
-                                             SETUP_MAX_S, Launch, Placement, task_config, unsupported)
+from ftbroker.backends.skypilot.runs import (
+    CLUSTER_JOB_STATUS,
+    JOB_ID,
+    MANAGED_JOB_STATUS,
+    JobLookup,
+    log_error,
+    runtime_cost,
+    status_of,
+    trainer_events,
+    why_left_over,
+)
+from ftbroker.backends.skypilot.task import (
+    ACCELERATE_CONFIG,
+    CANCEL_GRACE_S,
+    LABEL,
+    LEDGER_LABEL,
+    RUN,
+    SETUP_MAX_S,
+    Launch,
+    Placement,
+    task_config,
+    unsupported,
+)
 from ftbroker.backends.skypilot.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.estimate.measured import Corrections
@@ -582,7 +615,8 @@ class SkyPilotBackend:
         what = job_id if kind == "cluster" else f"{resource} ({job_id})"
         return Leftover(backend=self.name, resource=resource, job_id=job_id, reason=reason, note=note,
                         description=f"SkyPilot {kind} {what}, {state.lower()}{ran}",
-                        cost_usd=cost, handle={"kind": kind})
+                        cost_usd=cost, handle={"kind": kind},
+                        verb="tear down" if kind == "cluster" else "cancel")
 
     def collect(self, leftover: Leftover) -> str:
         """Tear one leftover down (again: nothing happens); what was done, with SkyPilot's cost for a cluster."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -67,20 +66,6 @@ def log_error(log: str, events: list[dict[str, Any]]) -> str | None:
 def runtime_cost(seconds: float, usd_per_hour: Decimal, nodes: int) -> Decimal:
     """Billed runtime x the instance price x the nodes (per-second billing)."""
     return (Decimal(str(seconds)) / 3600 * usd_per_hour * nodes).quantize(_MONEY, rounding=ROUND_HALF_UP)
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A SkyPilot cluster or managed job carrying an ftbroker job id, with why it should go (or why it stays)."""
-
-    backend: str
-    resource: str  # what tears it down: the cluster's name or the managed job's id
-    description: str  # what it is and its state
-    job_id: str | None  # the ftbroker job it was launched for
-    reason: str | None  # why it should go; None: it stays
-    note: str = ""  # why it stays
-    cost_usd: Decimal | None = None  # what it has cost so far, where SkyPilot or the ledger says
-    handle: Mapping[str, str] = field(default_factory=dict)  # {"kind": "cluster" | "managed job"}
 
 
 def why_left_over(job_id: str, job: Job | None, *, mine: bool | None, cap_s: float | None,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
-from ftbroker.estimate.setup import NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup, trained_arch
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 # HBM-class cards (A100, H100, H200, B200, MI300X) vs GDDR workstation/consumer cards (RTX 4090, L40S, L4, A10)
@@ -166,7 +166,7 @@ def step_traffic_bytes(arch: ModelArch, setup: TrainingSetup, tokens: float, deq
 
 def quantized_params(arch: ModelArch, setup: TrainingSetup) -> int:
     """Weights stored in NF4 under QLoRA: every decoder matmul (experts included), and the head when quantized."""
-    shape = ModelShape(arch)
+    shape = ModelShape(trained_arch(arch, setup.impl))
     head = shape.lm_head_params if setup.impl.quantize_lm_head else 0
     return arch.num_layers * shape.layer_linear_params + head
 

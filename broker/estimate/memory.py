@@ -22,7 +22,15 @@ from dataclasses import field as dataclass_field
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
-from ftbroker.estimate.setup import LOSS_BYTES_PER_LOGIT, NF4_BYTES, NF4_DQ_BYTES, PRECISIONS, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import (
+    LOSS_BYTES_PER_LOGIT,
+    NF4_BYTES,
+    NF4_DQ_BYTES,
+    PRECISIONS,
+    ModelShape,
+    TrainingSetup,
+    trained_arch,
+)
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 GIB = 2**30
@@ -209,10 +217,29 @@ class _Layer:
                 + self.quantized_inputs())
 
 
+def previous_step_inputs(layer: _Layer, setup: TrainingSetup, num_layers: int) -> float:
+    """Bytes per token of the previous micro-batch's 4-bit matmul inputs still allocated during the next forward,
+    when bitsandbytes keeps them past backward (``Implementation.bnb_inputs_outlive_step``). Without checkpointing
+    only: a reentrant checkpoint runs the forward without a graph and frees its recomputed one within backward."""
+    if not setup.impl.bnb_inputs_outlive_step or setup.grad_checkpointing:
+        return 0.0
+    return num_layers * layer.quantized_inputs()
+
+
+def forward_end(setup: TrainingSetup, arch: ModelArch, tokens: int, head_dequant: float) -> float:
+    """Bytes beyond the activations at the end of the forward when the loop still holds the previous step's logits
+    (``Implementation.holds_previous_logits``): both steps' 16-bit logits, and a quantized head's dequantized weight
+    for the last chunk it projects."""
+    if not setup.impl.holds_previous_logits:
+        return 0.0
+    return 2 * tokens * arch.vocab_size * 2 + head_dequant
+
+
 def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibration | None = None) -> MemoryBreakdown:
     """Peak memory per GPU of training ``arch`` with ``setup``: each term below adds its lines to the derivation,
     in the order --explain shows them."""
     cal = calibration or default_calibration()
+    arch = trained_arch(arch, setup.impl)
     shape = ModelShape(arch)
     out = _Derivation()
     resident = _trainable_state(shape, setup, _weights(shape, setup, out), out)
@@ -224,9 +251,9 @@ def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibrat
     loss, loss_formula = loss_buffer_bytes(setup.impl.loss, setup.tokens, arch, head_trains,
                                            PRECISIONS[setup.precision][0])
     out.term("loss", loss, loss_formula)
-    workspace = _backward_workspace(shape, setup, layer, activation_scale, out)
-    return _peak(shape, setup, cal, resident, _Backward(activations, loss, workspace), (overhead_share, context_gib),
-                 out)
+    workspace, held = _backward_workspace(shape, setup, layer, activation_scale, out)
+    return _peak(shape, setup, cal, resident, _Backward(activations, loss, workspace, held),
+                 (overhead_share, context_gib), out)
 
 
 @dataclass
@@ -263,6 +290,7 @@ class _Backward:
     activations: float
     loss: float
     workspace: float  # one layer's backward, with any dequantized matrix
+    held: float  # what the loop still holds at the end of the forward (``forward_end``)
 
 
 def _weights(shape: ModelShape, setup: TrainingSetup, out: _Derivation) -> float:
@@ -368,6 +396,10 @@ def _activations(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activat
     activations = per_token * tokens * activation_scale
     if activation_scale != 1:
         formula += f" x {activation_scale:.3f} (calibrated)"
+    previous = previous_step_inputs(layer, setup, num_layers) * tokens * activation_scale
+    if previous:
+        activations += previous
+        formula += " + the previous micro-batch's 4-bit matmul inputs (bitsandbytes < 0.43.2, bitsandbytes#1270)"
     casts_per_layer = layer.autocast_weight_copies()
     if casts_per_layer:
         # autocast casts each fp32 weight to 16-bit for its matmul and autograd keeps the copy for backward
@@ -379,24 +411,29 @@ def _activations(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activat
 
 
 def _backward_workspace(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activation_scale: float,
-                        out: _Derivation) -> float:
+                        out: _Derivation) -> tuple[float, float]:
     """One layer's backward: its gradient transients on top of what is stored, under checkpointing the layer's
-    recomputed saved tensors as well, and for QLoRA one dequantized matrix."""
+    recomputed saved tensors as well, and for QLoRA one dequantized matrix; and what the loop holds at the end of
+    the forward (``forward_end``), which competes with it."""
     per_layer = layer.total()
     transient = layer.backward_transient()
     recomputed = per_layer if setup.grad_checkpointing else 0.0
     layer_ws = (recomputed + transient) * setup.tokens * activation_scale
     # bitsandbytes dequantizes a whole matrix to 16-bit for each matmul, forward and backward; a quantized head
     # (V x h) is the largest one and is dequantized while every activation is still stored
-    dequant = 0.0
+    dequant = head_dequant = 0.0
     if setup.method == "qlora":
         head = shape.embedding_params if setup.impl.quantize_lm_head and not shape.arch.tie_word_embeddings else 0
-        dequant = max(shape.largest_matrix, head) * COMPUTE_BYTES
+        dequant, head_dequant = max(shape.largest_matrix, head) * COMPUTE_BYTES, head * COMPUTE_BYTES
+    held = forward_end(setup, shape.arch, setup.tokens, head_dequant)
+    if held:
+        out.term("forward end", held, "the previous and this step's 16-bit logits"
+                 + (" + the dequantized head" if head_dequant else ""))
     out.term("backward workspace", layer_ws + dequant,
              (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
              + f"gradient transients ({transient:,.0f} B/token) x {setup.tokens:,} tokens"
              + (" + one dequantized matrix" if dequant else ""))
-    return layer_ws + dequant
+    return layer_ws + dequant, held
 
 
 def _peak(shape: ModelShape, setup: TrainingSetup, cal: Calibration, r: _Resident, backward: _Backward,
@@ -416,8 +453,8 @@ def _peak(shape: ModelShape, setup: TrainingSetup, cal: Calibration, r: _Residen
     accumulating = setup.grad_accumulation > 1
     head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
     fb_grads = live_grads if accumulating else min(head_grad, live_grads)
-    # the loss buffers and one layer's backward are not alive at once: the larger of the two counts
-    workspace_fb = max(backward.workspace, backward.loss) - backward.loss + r.gathered
+    # the loss buffers, one layer's backward and the forward's end are not alive at once: the largest counts
+    workspace_fb = max(backward.workspace, backward.loss, backward.held) - backward.loss + r.gathered
     fb = backward.activations + backward.loss + workspace_fb + fb_grads
     # the end of backward: with every gradient made, a tied input embedding's dense gradient is made too, then
     # added to the head's (the same .grad)

@@ -152,8 +152,15 @@ class Implementation:
     saves_frozen_inputs: bool = False  # frozen matmuls keep their inputs: litgpt's published LoRA peaks sit ~12h
                                        # per layer above the saved-tensor count, the size of those inputs
                                        # (PyTorch 2.13 autograd keeps only what a gradient needs)
-    bnb_saves_inputs: bool = False   # bitsandbytes <= 0.42 MatMul4Bit kept its input A for backward (ctx.tensors =
-                                     # (A, B)); 0.50 keeps (None, B)
+    bnb_saves_inputs: bool = False   # bitsandbytes < 0.43.2 MatMul4Bit kept its input A for backward (ctx.tensors =
+                                     # (A, B)); 0.43.2 keeps (None, B) (bitsandbytes#1270)
+    bnb_inputs_outlive_step: bool = False  # bitsandbytes < 0.43.2 kept that input as a ctx attribute, which backward
+                                           # does not release (bitsandbytes#1270): a loop that holds the last step's
+                                           # loss until the next one is computed (litgpt's fit) keeps it meanwhile
+    holds_previous_logits: bool = False  # the loop rebinds ``logits = model(...)`` only when the next forward returns
+                                         # (litgpt's fit): the previous step's logits live through that forward
+    untied_head: bool = False        # the head is its own matrix even where the checkpoint ties it to the embedding
+                                     # (litgpt's convert_hf_checkpoint copies wte.weight into lm_head.weight)
     activation_offload: bool = False
     optimizer_in_backward: bool = False
 
@@ -165,6 +172,11 @@ class Implementation:
 
 
 LOCAL_TRAINER = Implementation()
+
+
+def trained_arch(arch: ModelArch, impl: Implementation) -> ModelArch:
+    """The model as the training code holds it: an untied copy of a tied head where the code keeps its own."""
+    return replace(arch, tie_word_embeddings=False) if impl.untied_head and arch.tie_word_embeddings else arch
 
 
 @dataclass(frozen=True)

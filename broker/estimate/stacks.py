@@ -148,6 +148,34 @@ STACKS: Mapping[str, Stack] = MappingProxyType({s.name: s for s in (
                  "hiyouga/LLaMA-Factory@ff6d4d12 examples/train_lora/qwen3_lora_sft.yaml "
                  "(per_device_train_batch_size 1)")),
     Stack(
+        name="litgpt", title="LitGPT (litgpt finetune, one GPU)",
+        # bf16-true: weights, adapters, gradients and torch AdamW states in bf16; QLoRA: Lightning's
+        # BitsandbytesPrecision turns every Linear into NF4, the head included, and bitsandbytes' PagedAdamW keeps
+        # 32-bit states; the head is its own matrix even for a tied checkpoint; chunked bf16 cross-entropy; GQA k/v
+        # repeated before SDPA; fit() rebinds logits after the next forward; no activation checkpointing on one GPU
+        # (FSDP wraps Blocks when there are several)
+        impl=Implementation(name="litgpt", loss="bf16_chunked", peft_adapters=False, repeat_kv=True,
+                            saves_frozen_inputs=True, quantize_lm_head=True, untied_head=True,
+                            holds_previous_logits=True),
+        precision=_per_method("bf16"),
+        optimizer=_per_method({"full": "adamw_torch", "lora": "adamw_torch", "qlora": "paged_adamw_32bit"}),
+        # micro_batch_size 1; max_seq_length None trains to the longest sample: the estimator's common 2048 here
+        grad_checkpointing=False, micro_batch=1, seq_len=2048, lora_r=8, lora_dropout=0.05,
+        targets=("q_proj", "v_proj"), packing=False,
+        sources=("https://github.com/Lightning-AI/litgpt/blob/26857050fe3ff627cd714fe92f5838f51a3d5efa/litgpt/finetune/"
+                 "lora.py (lora_r 8, lora_dropout 0.05, lora_query/lora_value only, micro_batch_size 1, "
+                 "max_seq_length None, AdamW; bnb.* quantize -> BitsandbytesPrecision + instantiate_bnb_optimizer; "
+                 "model(input_ids, lm_head_chunk_size=128) + chunked_cross_entropy)",
+                 "https://github.com/Lightning-AI/litgpt/blob/26857050fe3ff627cd714fe92f5838f51a3d5efa/litgpt/utils.py"
+                 " (get_default_supported_precision: bf16-true; instantiate_bnb_optimizer: bnb.optim.PagedAdamW)",
+                 "https://github.com/Lightning-AI/litgpt/blob/26857050fe3ff627cd714fe92f5838f51a3d5efa/litgpt/scripts/"
+                 "convert_hf_checkpoint.py (copy_weights_hf_llama: lm_head.weight = transformer.wte.weight when the "
+                 "checkpoint has no head)",
+                 "https://github.com/Lightning-AI/litgpt/blob/26857050fe3ff627cd714fe92f5838f51a3d5efa/litgpt/model.py"
+                 " (lm_head nn.Linear; k/v repeat_interleave before scaled_dot_product_attention)",
+                 "https://github.com/Lightning-AI/litgpt/blob/26857050fe3ff627cd714fe92f5838f51a3d5efa/pyproject.toml"
+                 " (bitsandbytes>=0.45.2 on Linux: MatMul4Bit no longer keeps its input, bitsandbytes#1270)")),
+    Stack(
         name="torchtune", title="torchtune (single-device recipes)",
         # LinearCrossEntropyLoss: logits in chunks, each chunk's fp32 log-softmax kept; LoRA adapters in bf16
         impl=Implementation(name="torchtune", loss="linear_chunked", peft_adapters=False, repeat_kv=True),

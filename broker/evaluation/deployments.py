@@ -13,7 +13,8 @@ handled like a rented GPU:
    token), and every handle is written to the ledger as soon as it exists;
 4. torn down in the evaluation's ``finally``, and, should the process die first, found again by any later process:
    ``live_deployments()`` lists what is not deleted, ``delete_deployment()`` deletes one (what ``ftbroker gc``
-   calls). Together deployments also stop themselves after 30 idle minutes (``inactive_timeout``), a second net;
+   calls, through ``DeploymentLeftovers``). Together deployments also stop themselves after 30 idle minutes
+   (``inactive_timeout``), a second net;
 5. never kept past the quoted hours: the evaluation checks their age before each batch of calls.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ftbroker.backends._managed import provider_tag
+from ftbroker.backends.base import Leftover
 from ftbroker.backends.provider_calls import Backoff
 from ftbroker.errors import (
     BackendAuthError,
@@ -36,6 +38,7 @@ from ftbroker.errors import (
     ProviderAPIError,
 )
 from ftbroker.evaluation import store
+from ftbroker.evaluation.lock import JobBusyError
 from ftbroker.evaluation.remote import Connection, boto_config, boto_errors, boto_session, guarded, sdk, with_retries
 from ftbroker.evaluation.store import DeploymentRecord
 from ftbroker.ledger import Ledger
@@ -359,3 +362,46 @@ def default_home() -> Path:
     from ftbroker.ledger import default_home as home
 
     return home()
+
+
+class DeploymentLeftovers:
+    """``ftbroker gc``'s view of the paid deployments evaluations recorded (a ``Collectable``): every one not known
+    to be deleted is listed with what it has cost (its hourly price x the hours since its create call); it goes
+    unless an evaluation of its job is running now (that evaluation holds the job's lock and deletes it itself)."""
+
+    name = "eval"
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    @property
+    def collect_scope(self) -> tuple[str, ...]:
+        return (str(self.home),)
+
+    def leftovers(self, job: Callable[[str], Any]) -> list[Leftover]:
+        return [self._leftover(record) for record in live_deployments(self.home)]
+
+    def _leftover(self, record: DeploymentRecord) -> Leftover:
+        hours = record.hours()
+        cost = (record.usd_per_hour * Decimal(str(hours))).quantize(Decimal("0.0001")) \
+            if record.usd_per_hour is not None else None
+        reason = None if record.in_use else (f"no evaluation of job {record.job_id} is running, and the deployment is "
+                                             f"{record.state}")
+        note = "" if cost is not None else "its hourly price is unknown"
+        if record.in_use:
+            note = "an evaluation of its job is running (it deletes the deployment when it ends)"
+        return Leftover(backend=self.name, resource=record.id, job_id=record.job_id, reason=reason, note=note,
+                        description=f"{record.provider} deployment of {record.model}, {record.state} {_duration(hours)}",
+                        cost_usd=cost, verb="delete")
+
+    def collect(self, leftover: Leftover) -> str:
+        try:
+            delete_deployment(leftover.resource, self.home)
+        except JobBusyError:  # an evaluation of its job started since it was listed: it is in use now
+            return "kept: an evaluation of its job started meanwhile"
+        return "deleted"
+
+
+def _duration(hours: float) -> str:
+    minutes = round(hours * 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes} min"
