@@ -80,6 +80,7 @@ from ftbroker.errors import (
 )
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.routes import ModelRequest
+from ftbroker.vocabulary import METHODS
 
 # AWS's public SSM parameter of the GPU PyTorch deep-learning AMI (Ubuntu 24.04, x86_64), named by the rule of
 # https://docs.aws.amazon.com/dlami/latest/devguide/find-dlami-id.html; its release notes give the Python at
@@ -245,7 +246,7 @@ class Ec2Backend:
     name = NAME
     Options = Ec2Options
     capabilities = Capabilities(
-        methods=frozenset({"full", "lora", "qlora"}),
+        methods=frozenset(METHODS),
         data_formats=LocalBackend.capabilities.data_formats,
         unsupported=dict(LocalBackend.capabilities.unsupported),
         poll_interval_s=30.0,
@@ -294,7 +295,7 @@ class Ec2Backend:
         """``fn(...)`` with botocore's errors as ftbroker's (``doing`` says what for)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from ftbroker.backends._managed import translate_error
+        from ftbroker.backends.provider_calls import translate_error
 
         try:
             return fn(*args, **kwargs)
