@@ -53,7 +53,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from ftbroker import __version__, clock
 from ftbroker.backends import gpu_routes
@@ -82,6 +82,7 @@ from ftbroker.errors import (
 )
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
 from ftbroker.routes import ModelRequest
+from ftbroker.vocabulary import METHODS
 
 # AWS's public SSM parameter of the GPU PyTorch deep-learning AMI (Ubuntu 24.04, x86_64), named by the rule of
 # https://docs.aws.amazon.com/dlami/latest/devguide/find-dlami-id.html; its release notes give the Python at
@@ -247,7 +248,7 @@ class Ec2Backend:
     name = NAME
     Options = Ec2Options
     capabilities = Capabilities(
-        methods=frozenset({"full", "lora", "qlora"}),
+        methods=frozenset(METHODS),
         data_formats=LocalBackend.capabilities.data_formats,
         unsupported=dict(LocalBackend.capabilities.unsupported),
         poll_interval_s=30.0,
@@ -296,7 +297,7 @@ class Ec2Backend:
         """``fn(...)`` with botocore's errors as ftbroker's (``doing`` says what for)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from ftbroker.backends._managed import translate_error
+        from ftbroker.backends.provider_calls import translate_error
 
         try:
             return fn(*args, **kwargs)

@@ -35,7 +35,7 @@ from pydantic import Field
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
 from ftbroker.data.providers import ChatExample, LineRules, Remark
-from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
+from ftbroker.errors import BackendAuthError, ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
 
@@ -49,10 +49,10 @@ from ._managed import (
     check_range,
     plain,
     provider_tag,
-    raise_for_http,
     state_events,
     with_system_message,
 )
+from .provider_calls import raise_for_http
 
 NAME = "fireworks"
 ID_MAX = 63  # Fireworks resource ids (job, dataset, model): lower-case letters, digits and hyphens

@@ -37,9 +37,9 @@ from ftbroker.estimate.stacks import FTBROKER, Stack, resolve_stack
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
 from ftbroker.routes import (Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenNeed, job_fields,
                              model_tokenizer)
+from ftbroker.vocabulary import METHODS
 
 DEFAULT_GPU_MODELS = ("Llama-3.1-8B", "Qwen2.5-7B")  # when --model names no open model: two common 7-8B bases
-GPU_METHODS = ("full", "lora", "qlora")
 # Cloud wall-clock outside training, billed too (assumptions, stated in each route's breakdown): instance boot and
 # environment set-up, and the model's download from the Hugging Face hub. A local run assumes the model is cached.
 CLOUD_STARTUP_S = Range(120, 300, 900)
@@ -123,7 +123,7 @@ def stack_config(stack: Stack, context: RouteContext, model: str, method: str) -
     fields = {"model": model, "dataset": context.report.path, "method": method, "epochs": options.epochs,
               "validation_dataset": context.validation.path if context.validation else None,
               "eval_fraction": 0.0, "eval_at_start": False, "micro_batch_size": stack.micro_batch,
-              "max_seq_length": options.max_seq_len or stack.seq_len, "packing": stack.packing,
+              "max_seq_len": options.max_seq_len or stack.seq_len, "packing": stack.packing,
               "gradient_checkpointing": stack.grad_checkpointing,
               "lora": {"r": options.lora_r or stack.lora_r, "dropout": stack.lora_dropout, "target_modules": targets}}
     return TrainConfig.model_validate({k: v for k, v in fields.items() if v is not None})
@@ -160,7 +160,7 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
             continue
         validation = context.token_stats(spec, context.validation) if context.validation else None
         configs = [trainer_config(context, request.arch.name, method)
-                   for method in ((options.method,) if options.method else GPU_METHODS)]
+                   for method in ((options.method,) if options.method else METHODS)]
         epochs_rule = options.epochs_rule or ("--epochs" if options.epochs
                                               else f"{trainer} default ({configs[0].epochs:g}; --epochs)")
         jobs += [gpu_job(request, config, stats, validation, epochs_rule=epochs_rule, cap_rule=cap_rule,

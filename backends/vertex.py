@@ -47,10 +47,10 @@ from ._managed import (
     actual_cost,
     plain,
     provider_tag,
-    raise_for_http,
     state_events,
     with_system_message,
 )
+from .provider_calls import raise_for_http
 
 NAME = "vertex"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

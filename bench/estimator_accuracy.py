@@ -45,6 +45,7 @@ from ftbroker.estimate.compute import achieved_efficiency, dequant_seconds, gpu_
 from ftbroker.estimate.memory import GIB, estimate_memory
 from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
 from ftbroker.estimate.stacks import STACKS
+from ftbroker.vocabulary import METHODS
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 DATA = Path(__file__).parent / "data"
@@ -335,7 +336,7 @@ def print_error_table(title: str, rows: list[Point], measured, predictors: dict)
     """Median / p90 absolute % error by method, on the held-out points and on all."""
     print(f"\n== {title}: absolute % error by method (median / p90) ==")
     print(f"{'method':7} {'subset':8} {'n':>3} " + " ".join(f"{name:>15}" for name in predictors))
-    for method in ("full", "lora", "qlora", "all"):
+    for method in (*METHODS, "all"):
         for subset in ("holdout", "all"):
             sel = [p for p in rows if (method == "all" or p.setup.method == method)
                    and (subset == "all" or p.split == subset)]
@@ -561,7 +562,7 @@ def report_trainer(cal: Calibration, show_points: bool) -> None:
     for key, title in (("allocated", "VRAM max_memory_allocated"), ("reserved", "VRAM max_memory_reserved"),
                        ("tokens_per_s", "throughput (tokens/s)")):
         print(f"\n-- {title}: absolute % error by method (median / p90) --\n{header}")
-        for method in ("full", "lora", "qlora", "all"):
+        for method in (*METHODS, "all"):
             for subset in ("held", "all"):
                 sel = [p for p in points if method in ("all", p["method"])]
                 ours = [err(p[subset][key], p["measured"][key]) for p in sel]

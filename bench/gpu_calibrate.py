@@ -15,7 +15,7 @@ How it measures
     _prepare_data (chat template, assistant-only masking), build_trainer (from_pretrained in the method's dtype,
     NF4 + double quantization for QLoRA, PEFT LoRA on all linear layers, the SFTConfig of a real run) and
     trainer.train(), with the trainer's gradient guard. The chats are long enough that every example is cut to
-    exactly max_seq_length: no padding, every position a real token. The one change to a real run: the
+    exactly max_seq_len: no padding, every position a real token. The one change to a real run: the
     "adamw_8bit" cases pass SFTConfig(optim="adamw_bnb_8bit"), which TrainConfig has no field for.
   * Each architecture runs in a fresh process (its own CUDA context). Inside it the cases run one after another;
     between them every reference is dropped, then gc + empty_cache + reset_peak_memory_stats. That returns the
@@ -27,7 +27,7 @@ How it measures
     the model and trainer are built (the static part: weights + adapter), and the CUDA context as the device
     memory in use (cudaMemGetInfo) minus what the allocator has reserved.
   * Speed: the GPU is synchronised at every step end; tokens/s is the steady state after ``warmup`` steps
-    (micro-batch x max_seq_length tokens per step over the time between step ends, data loading included).
+    (micro-batch x max_seq_len tokens per step over the time between step ends, data loading included).
   * A case the estimator says will not fit the card is skipped, not run; an out-of-memory error is caught and
     recorded (with the peak reached) and the next case runs.
 
@@ -74,10 +74,10 @@ from ftbroker.estimate.compute import (
 from ftbroker.estimate.memory import GIB
 from ftbroker.estimate.setup import LOCAL_TRAINER, TrainingSetup
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
+from ftbroker.vocabulary import METHODS
 from train_throughput import WORDS, words_tokenizer
 
-METHODS = ("full", "lora", "qlora")
-# Every example here is cut to exactly max_seq_length, so a batch has no padding: transformers drops the all-ones
+# Every example here is cut to exactly max_seq_len, so a batch has no padding: transformers drops the all-ones
 # attention mask and SDPA runs GQA without repeating k/v. The estimator's default (HF's rule for padded batches)
 # would repeat them; the bench describes what it runs.
 BENCH_IMPL = replace(LOCAL_TRAINER, repeat_kv=False)
@@ -263,7 +263,7 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
         data_file.write_text("".join(json.dumps(c) + "\n" for c in long_chats(plan.steps * case.micro_batch,
                                                                                  case.seq_len)))
     config = TrainConfig(model=str(model_dir), dataset=str(data_file), method=case.method, epochs=1,
-                         eval_fraction=0, micro_batch_size=case.micro_batch, max_seq_length=case.seq_len,
+                         eval_fraction=0, micro_batch_size=case.micro_batch, max_seq_len=case.seq_len,
                          gradient_checkpointing=case.checkpointing, logging_steps=1, seed=0)
     device, precision = recipe._device_and_precision(config, torch)
     setup = config.training_setup(precision).with_(optimizer=case.optimizer, impl=BENCH_IMPL)

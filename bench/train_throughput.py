@@ -111,7 +111,7 @@ def main() -> None:
         model = args.model or str(build_model(workdir / "model"))
         base = {"model": model, "dataset": str(write_jsonl(workdir / "data.jsonl", synthetic_chats(args.examples))),
                 "method": args.method, "epochs": 1, "eval_fraction": 0, "micro_batch_size": args.micro_batch,
-                "max_seq_length": args.max_seq_length, "save_steps": 100000, "logging_steps": 1000,
+                "max_seq_len": args.max_seq_length, "save_steps": 100000, "logging_steps": 1000,
                 "learning_rate": 1e-4, "seed": 0}
         gpu = f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""
         print(f"model: {model if args.model else 'random Llama, 4 layers, hidden 256'}; method {args.method}; "

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +183,13 @@ def _eligible(r: Route, options: PlanOptions) -> bool:
             and (options.deadline_hours is None or (r.hours is not None and r.hours <= options.deadline_hours)))
 
 
+def _cost(r: Route) -> Decimal:
+    """The price of a route that may be a best route (``_eligible`` keeps only priced ones)."""
+    if r.cost_usd is None:
+        raise ValueError(f"route {r.id} has no price: it cannot be a best route")
+    return r.cost_usd
+
+
 def _hours(r: Route) -> float:
     return r.hours if r.hours is not None else math.inf  # unknown: not known to be quick
 
@@ -205,20 +213,21 @@ def best_routes(routes: Iterable[Route], options: PlanOptions) -> tuple[Best, ..
     picked = {id(r): r for r in (front[0], *_knees([r for r in front if r.hours is not None]), front[-1])}
     chosen = sorted(picked.values(), key=lambda r: (r.cost_usd, _hours(r)))  # routes hold dicts: keyed by id
     best = []
+    if len(chosen) == 1:
+        r, quickest = chosen[0], _quickest(chosen[0], eligible)
+        label = "cheapest, fastest" if r.hours is not None else "cheapest"
+        return (Best(label, r, _not_quicker(quickest), quickest),)
     for i, r in enumerate(chosen):
-        label = (("cheapest, fastest" if r.hours is not None else "cheapest") if len(chosen) == 1
-                 else "cheapest" if i == 0
-                 else "fastest" if i == len(chosen) - 1 else "balanced")
-        versus = (chosen[i + 1] if i == 0 and len(chosen) > 1 else chosen[i - 1] if i
-                  else _quickest(r, eligible))
-        best.append(Best(label, r, _trade(r, versus) if len(chosen) > 1 else _not_quicker(versus), versus))
+        label = "cheapest" if i == 0 else "fastest" if i == len(chosen) - 1 else "balanced"
+        versus = chosen[i + 1] if i == 0 else chosen[i - 1]
+        best.append(Best(label, r, _trade(r, versus), versus))
     return tuple(best)
 
 
 def _quickest(best: Route, eligible: Sequence[Route]) -> Route | None:
     """For a route both cheapest and fastest: the quickest route, which is not quicker by enough to count."""
     quickest = min((r for r in eligible if r.hours is not None), key=lambda r: (r.hours, r.cost_usd), default=None)
-    return None if best.hours is None or quickest is None or quickest.hours >= best.hours else quickest
+    return None if best.hours is None or quickest is None or _hours(quickest) >= best.hours else quickest
 
 
 def _not_quicker(quickest: Route | None) -> str:
@@ -230,10 +239,10 @@ def _knees(front: Sequence[Route]) -> list[Route]:
     """Up to MAX_KNEES routes of a timed front where its trade-off bends most: on log cost and log hours scaled to
     0-1, the one farthest from the line between the chosen routes around it, as long as it stands KNEE_MIN_BEND
     off it (Douglas-Peucker's choice of the points that shape a curve)."""
-    if len(front) < 3 or any(r.cost_usd <= 0 for r in front):
+    if len(front) < 3 or any(_cost(r) <= 0 for r in front):
         return []
-    xs = [math.log(float(r.cost_usd)) for r in front]
-    ys = [math.log(max(r.hours, 1e-6)) for r in front]
+    xs = [math.log(float(_cost(r))) for r in front]
+    ys = [math.log(max(_hours(r), 1e-6)) for r in front]
     span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     points = [((x - min(xs)) / span_x, (y - min(ys)) / span_y) for x, y in zip(xs, ys, strict=True)]
     kept = [0, len(front) - 1]
@@ -255,15 +264,17 @@ def _off_line(p: tuple[float, float], a: tuple[float, float], b: tuple[float, fl
 
 def _trade(r: Route, other: Route) -> str:
     """What ``r`` trades against ``other``, its neighbour on the front: "2.1x the cost of #6 for 40% less time"."""
-    if r.cost_usd <= other.cost_usd:  # the cheaper: ``other`` is quicker, so its hours are known
-        saving = 1 - float(r.cost_usd / other.cost_usd) if other.cost_usd else 0.0
+    cost, other_cost = _cost(r), _cost(other)
+    if cost <= other_cost:  # the cheaper: ``other`` is quicker, so its hours are known
+        saving = 1 - float(cost / other_cost) if other_cost else 0.0
         money = f"{saving:.0%} less than #{other.number}"
         return f"{money}; its time is not published" if r.hours is None else \
-            f"{money} for {r.hours / other.hours:.1f}x the time"
-    money = (f"{float(r.cost_usd / other.cost_usd):.1f}x the cost of #{other.number}" if other.cost_usd
-             else f"${r.cost_usd:.2f} more than #{other.number}")
+            f"{money} for {r.hours / _hours(other):.1f}x the time"
+    money = (f"{float(cost / other_cost):.1f}x the cost of #{other.number}" if other_cost
+             else f"${cost:.2f} more than #{other.number}")
+    # the dearer: ``r`` is quicker, so its hours are known
     return f"{money}, whose time is not published" if other.hours is None else \
-        f"{money} for {1 - r.hours / other.hours:.0%} less time"
+        f"{money} for {1 - _hours(r) / other.hours:.0%} less time"
 
 
 def numbered(routes: Iterable[Route]) -> tuple[Route, ...]:
@@ -271,6 +282,6 @@ def numbered(routes: Iterable[Route]) -> tuple[Route, ...]:
     return tuple(replace(r, number=n) for n, r in enumerate(sorted(routes, key=_plan_order), 1))
 
 
-def _plan_order(r: Route) -> tuple:
+def _plan_order(r: Route) -> tuple[Any, ...]:
     section = (r.kind, r.market if r.kind == "cloud" else "")
     return (SECTIONS.index(section) if section in SECTIONS else len(SECTIONS), *route_order(r))

@@ -24,6 +24,7 @@ from ftbroker.estimate.measured import Corrections
 from ftbroker.estimate.stacks import resolve_stack
 from ftbroker.pricing.catalog import Catalog, load_catalog
 from ftbroker.routes import ROUTE_SOURCE_METHODS, PlanOptions, RouteContext, RouteSource, resolve_model
+from ftbroker.vocabulary import METHODS
 from ftbroker.your_runs import corrections as your_runs_corrections
 
 
@@ -56,8 +57,8 @@ def plan(path: str | os.PathLike, *, models: Sequence[str] = (), method: str | N
         problem = name_problem(named) if named is not None else None
         if problem:
             raise InputError(problem)
-    if method not in (None, "full", "lora", "qlora"):
-        raise InputError(f"method must be full, lora or qlora, not {method!r}")
+    if method is not None and method not in METHODS:
+        raise InputError(f"method must be {', '.join(METHODS[:-1])} or {METHODS[-1]}, not {method!r}")
     for name, value in (("epochs", epochs), ("n_evals", n_evals), ("max_seq_len", max_seq_len), ("lora_r", lora_r)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise InputError(f"{name} must be an integer >= 0, not {value!r}")

@@ -131,7 +131,8 @@ class RouteContext:
         """``make()``, once per context: what several sources derive alike (e.g. the trainer's view of the data)."""
         if key not in self._memo:
             self._memo[key] = make()
-        return self._memo[key]
+        made: T = self._memo[key]
+        return made
 
 
 class RouteSource(Protocol):
@@ -252,7 +253,7 @@ class Route:
         }
 
 
-def route_order(r: Route) -> tuple:
+def route_order(r: Route) -> tuple[Any, ...]:
     """Available by cost, then those without a price, then those out; quicker first at equal cost."""
     return (not r.feasible, r.cost_usd is None, r.cost_usd or 0, r.hours if r.hours is not None else float("inf"),
             r.venue, r.model, r.method)

@@ -35,8 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ftbroker import bounds
 from ftbroker.errors import FtBrokerError, SpecError
 from ftbroker.redact import looks_like_key, without_userinfo
-
-Method = Literal["full", "lora", "qlora"]
+from ftbroker.vocabulary import Method
 
 
 def _Bounded(name: str):  # a type, named as one
@@ -64,7 +63,8 @@ class Hyperparameters(_Part):
 
 
 class LoraSettings(_Part):
-    """LoRA / QLoRA adapter shape; ignored by full fine-tuning."""
+    """LoRA / QLoRA adapter shape; ignored by full fine-tuning. The one class from the job to the trainer: ``None``
+    is the backend's default (the local trainer fills in ``backends.local.config.LORA_DEFAULTS``)."""
 
     r: _Bounded("lora_r") = None
     alpha: _Bounded("lora_alpha") = None

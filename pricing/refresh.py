@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from ftbroker.errors import CatalogFetchError, UnknownNameError
 from ftbroker.pricing.catalog import Catalog, CloudInstance, load_catalog, user_catalog_dir
@@ -59,7 +60,8 @@ def _get(url: str, timeout: float) -> bytes:
                                                    "Accept": "application/vnd.github+json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.read()
+            body: bytes = answer.read()
+            return body
     except urllib.error.HTTPError as exc:
         raise CatalogFetchError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
@@ -144,10 +146,10 @@ def _gcp_prices(rows: Sequence[Mapping[str, str]]) -> dict[str, _Cheapest]:
     return out
 
 
-def parse_vms(fetched: Fetched, catalog: Catalog, today: date) -> tuple[list[dict[str, str]], Counter]:
+def parse_vms(fetched: Fetched, catalog: Catalog, today: date) -> tuple[list[dict[str, str]], Counter[str]]:
     """``fetched``'s GPU instance types as catalog rows (``FIELDS``), and a count of what was left out and why."""
     rows = list(csv.DictReader(io.StringIO(fetched.text)))
-    skipped: Counter = Counter()
+    skipped: Counter[str] = Counter()
     if fetched.cloud == "gcp":
         prices = _gcp_prices(rows)
     else:
@@ -230,8 +232,8 @@ class Change:
     on_demand: tuple[Decimal | None, Decimal | None] = (None, None)  # before, after
     spot: tuple[Decimal | None, Decimal | None] = (None, None)
 
-    def to_json(self) -> dict:
-        def pair(values):
+    def to_json(self) -> dict[str, Any]:
+        def pair(values: tuple[Decimal | None, Decimal | None]) -> list[float | None]:
             return [None if v is None else float(v) for v in values]
 
         return {"cloud": self.cloud, "instance_type": self.instance_type, "gpus": self.gpus, "change": self.what,
@@ -244,13 +246,13 @@ class Update:
 
     fetched: Fetched
     rows: list[dict[str, str]]
-    skipped: Counter
+    skipped: Counter[str]
     changes: list[Change]
 
-    def counts(self) -> Counter:
+    def counts(self) -> Counter[str]:
         return Counter(c.what for c in self.changes)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         f = self.fetched
         return {"cloud": f.cloud, "source": f"{REPO}@{f.commit} {f.path}", "as_of": f.day.isoformat(),
                 "instance_types": len(self.rows), "counts": dict(self.counts()), "left_out": dict(self.skipped),

@@ -31,6 +31,7 @@ from ftbroker.backends import base
 from ftbroker.broker import Broker
 from ftbroker.jobs import Artifact, JobStatus, MetricPoint, Result
 from ftbroker.spec import JobSpec
+from ftbroker.vocabulary import FORMATS, METHODS
 
 pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
 
@@ -131,8 +132,8 @@ def test_registered_and_well_formed(harness):
     cls = base.backend_class(harness.name)
     assert cls.name == harness.name
     caps = cls.capabilities
-    assert caps.methods and caps.methods <= {"full", "lora", "qlora"}
-    assert caps.data_formats and caps.data_formats <= {"chat", "prompt_completion", "preference", "text"}
+    assert caps.methods and caps.methods <= set(METHODS)
+    assert caps.data_formats and caps.data_formats <= set(FORMATS)
     assert all(isinstance(reason, str) and reason for reason in caps.unsupported.values())
     assert cls.Options.model_config.get("extra") == "forbid"
 

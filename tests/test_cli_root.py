@@ -52,7 +52,7 @@ def test_run_help_names_the_local_trainers_defaults():
     for flag, value in (("--epochs", defaults.epochs), ("--learning-rate", defaults.learning_rate),
                         ("--micro-batch", defaults.micro_batch_size),
                         ("--grad-accum", defaults.gradient_accumulation_steps),
-                        ("--max-seq-len", defaults.max_seq_length), ("--lora-r", defaults.lora.r),
+                        ("--max-seq-len", defaults.max_seq_len), ("--lora-r", defaults.lora.r),
                         ("--lora-alpha", defaults.lora.alpha), ("--lora-dropout", defaults.lora.dropout)):
         said = re.search(re.escape(flag) + r"[ ,][^(]*\(local default: ([0-9.e-]+)\)", text)
         assert said and float(said.group(1)) == value, flag

@@ -16,6 +16,7 @@ from ftbroker.estimate.cost import (
     cloud_cost,
     local_cost,
 )
+from ftbroker.vocabulary import METHODS
 
 
 def test_local_electricity_is_hand_checkable_decimal():
@@ -53,7 +54,7 @@ def test_spot_allowance_for_preemption_restarts():
 def test_shipped_calibration_is_complete_and_dated():
     cal = default_calibration()
     assert cal.fitted_on and cal.points
-    for method in ("full", "lora", "qlora"):
+    for method in METHODS:
         for klass in GPU_CLASSES:
             assert 0.05 < cal.efficiency(method, klass) < 1.0
     assert cal.eager_slowdown >= 1 and cal.dequant_bytes_per_param > 0 and 0 < cal.spread < 1

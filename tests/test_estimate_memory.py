@@ -16,6 +16,7 @@ from ftbroker.estimate.memory import (
     max_seq_len,
 )
 from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup, resolve_targets
+from ftbroker.vocabulary import METHODS
 
 RAW = Calibration(mfu={"full": {"datacenter": 0.5}, "lora": {"datacenter": 0.5}, "qlora": {"datacenter": 0.5}})
 
@@ -138,7 +139,7 @@ def test_checkpointing_stores_2h_per_layer_and_lowers_activation_memory():
     assert with_gc.activations * GIB == pytest.approx((32 * 2 * 4096 + final_norm) * 4096 + adapter_copies)
 
 
-@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+@pytest.mark.parametrize("method", METHODS)
 def test_memory_grows_with_batch_sequence_and_rank(method):
     base = TrainingSetup(method, micro_batch=2, seq_len=1024, lora_r=16)
     m = estimate_memory(LLAMA31_8B, base, RAW).allocated

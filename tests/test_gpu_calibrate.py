@@ -52,7 +52,7 @@ def test_the_validation_cases_are_new_and_fit_the_h200():
     h200, archs = estimator_accuracy.load_gpus()["H200"], gc.architectures()
     for case in gc.VALIDATE_PLAN.cases:
         setup = TrainConfig(model="m", dataset="d", method=case.method, micro_batch_size=case.micro_batch,
-                            max_seq_length=case.seq_len,
+                            max_seq_len=case.seq_len,
                             gradient_checkpointing=case.checkpointing).training_setup("bf16")
         assert estimate_memory(archs[case.model], setup.with_(impl=gc.BENCH_IMPL)).total < h200.memory_gib
 
@@ -79,7 +79,7 @@ def test_the_built_models_have_the_catalog_shapes():
 
 
 def test_the_estimator_sees_a_trainer_config_as_the_trainer_runs_it():
-    config = TrainConfig(model="m", dataset="d.jsonl", method="full", micro_batch_size=2, max_seq_length=512,
+    config = TrainConfig(model="m", dataset="d.jsonl", method="full", micro_batch_size=2, max_seq_len=512,
                          gradient_checkpointing=True)
     setup = config.training_setup("bf16")
     assert (setup.precision, setup.micro_batch, setup.seq_len, setup.grad_checkpointing) == ("amp", 2, 512, True)
@@ -116,7 +116,7 @@ TRUE_TIMING = TrainerTiming(on="synthetic", implementation="trl-sft", gpu_class=
 
 def _record(case, reserved_ratio: float, context_gib: float, truth: Calibration, gpu) -> dict:
     config = TrainConfig(model="m", dataset="d.jsonl", method=case.method, micro_batch_size=case.micro_batch,
-                         max_seq_length=case.seq_len, gradient_checkpointing=case.checkpointing)
+                         max_seq_len=case.seq_len, gradient_checkpointing=case.checkpointing)
     setup = config.training_setup("bf16").with_(impl=gc.BENCH_IMPL)
     tokens_per_s = throughput(gc.architectures()[case.model], gpu, setup, truth).tokens_per_s_per_gpu.expected
     allocated = 10 * GIB

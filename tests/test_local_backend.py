@@ -13,7 +13,7 @@ from jobsupport import wait_for, write_chat
 
 from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
                                             train_config, trainer_model)
-from ftbroker.backends.local.config import TrainConfig
+from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
 from ftbroker.broker import Broker
 from ftbroker.errors import InputError, JobError
 from ftbroker.jobs import JobStatus
@@ -143,6 +143,16 @@ def test_generated_accelerate_config_is_what_accelerate_reads(tmp_path, method, 
     if expected == "DEEPSPEED":
         assert loaded.deepspeed_config["zero_stage"] == 3
         assert loaded.deepspeed_config["gradient_accumulation_steps"] == 4
+
+
+def test_a_run_folder_from_before_max_seq_len_took_its_name_still_loads(tmp_path):
+    """A job started by an older ftbroker may be resumed by this one: its config.json says max_seq_length."""
+    written = train_config(JobSpec(dataset="d.jsonl", model="m", hyperparameters={"max_seq_len": 512}), LocalOptions())
+    raw = written.model_dump()
+    assert raw["max_seq_len"] == 512 and "max_seq_length" not in raw  # what this version writes
+    raw["max_seq_length"] = raw.pop("max_seq_len")
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(raw))
+    assert load_config(tmp_path / CONFIG_NAME).max_seq_len == 512
 
 
 def test_events_file_reading_keeps_partial_lines_for_later(tmp_path):

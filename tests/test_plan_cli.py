@@ -137,7 +137,7 @@ def test_every_gpu_route_is_consistent(example):
     for r in gpu:
         b = r["breakdown"]
         assert r["hardware"]["gpu"] and r["epochs"] == TRAINER.epochs and r["vram_gib"] > 0
-        assert b["setup"]["seq_len"] == min(llama["per_example"]["max"], TRAINER.max_seq_length) \
+        assert b["setup"]["seq_len"] == min(llama["per_example"]["max"], TRAINER.max_seq_len) \
             or r["model"] != "Llama-3.1-8B"
         if not r["feasible"]:
             assert r["reason"] and r["cost_usd"] is None
@@ -370,7 +370,7 @@ def test_plan_takes_the_values_run_takes():
 def test_the_help_states_the_defaults_the_planner_uses():
     text = " ".join(run("plan", "--help").stdout.split())
     assert f"GPU routes for {' and '.join(DEFAULT_GPU_MODELS)}" in text
-    assert f"default {TRAINER.max_seq_length})" in text
+    assert f"default {TRAINER.max_seq_len})" in text
     # the plan's epochs: the rule's target, more for small sets, fewer for large ones, as --help says
     most_more = max(n for n in range(1, 200) if PLAN_EPOCHS.epochs_for(n) > PLAN_EPOCHS.target)
     least_fewer = min(n for n in range(1, 20_000) if PLAN_EPOCHS.epochs_for(n) < PLAN_EPOCHS.target)

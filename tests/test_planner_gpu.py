@@ -24,6 +24,7 @@ from ftbroker.estimate.setup import TrainingSetup
 from ftbroker.pricing.catalog import Catalog, load_catalog
 from ftbroker.routes import PLAN_EPOCHS, Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
 from ftbroker.spec import JobSpec
+from ftbroker.vocabulary import METHODS
 from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
@@ -245,7 +246,7 @@ def test_epochs_are_the_plans_and_the_flag_wins(few):
 def test_methods_and_default_models(few):
     plan = gpu_plan(few, {500: 100}, models=(), gpu="H100-SXM")
     assert {(r.model, r.method) for r in plan.routes if r.kind == "local"} == {
-        (m, method) for m in gpu_routes.DEFAULT_GPU_MODELS for method in ("full", "lora", "qlora")}
+        (m, method) for m in gpu_routes.DEFAULT_GPU_MODELS for method in METHODS}
     assert plan.notes[0].startswith("GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models; --model for others)")
     specs = [n.spec for n in gpu_routes.token_needs(few, PlanOptions(models=(ModelRequest("gpt-4o-mini"),)))]
     qwen = model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions())

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import tiktoken
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.tokens import estimate as token_estimate
 from ftbroker.tokens import openai_encodings as encodings

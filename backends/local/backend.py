@@ -59,6 +59,7 @@ from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
+from ftbroker.vocabulary import METHODS
 
 TRAINER_MODULE = "ftbroker.backends.local.train"
 EXPORT_LOG = "export.log"  # in the run folder: what the libraries say while a model is merged and written
@@ -142,7 +143,7 @@ class LocalBackend:
 
     name = "local"
     capabilities = Capabilities(
-        methods=frozenset({"full", "lora", "qlora"}),
+        methods=frozenset(METHODS),
         data_formats=frozenset({"chat", "prompt_completion", "text"}),
         unsupported={"format.preference": "the local trainer does supervised fine-tuning only (no DPO yet)"},
         managed=False,
@@ -208,7 +209,7 @@ class LocalBackend:
             counter = resolve(str(folder)) if folder.is_dir() else resolve(hf_repo=spec.model)
         else:
             counter = resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
-        limits = {counter.key: train_config(spec, self.options).max_seq_length}
+        limits = {counter.key: train_config(spec, self.options).max_seq_len}
         report = analyze(spec.dataset, counters=[counter], limits=limits, rules=())  # no provider's rules
         issues = list(report.errors)
         if spec.validation is not None:
@@ -425,7 +426,7 @@ def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None
     fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset,
               "validation_dataset": spec.validation, "method": spec.method, "epochs": hp.epochs,
               "learning_rate": hp.learning_rate, "micro_batch_size": hp.micro_batch_size,
-              "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_length": hp.max_seq_len,
+              "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_len": hp.max_seq_len,
               "packing": hp.packing,
               "gradient_checkpointing": hp.gradient_checkpointing, "seed": hp.seed,
               "early_stopping_patience": hp.early_stopping_patience, "merge": options.merge,
@@ -763,7 +764,7 @@ def recover_job(run_dir: Path) -> tuple[JobSpec, dict[str, str] | None]:
     hyper = {"epochs": math.ceil(config.epochs), "learning_rate": config.learning_rate,
              "micro_batch_size": config.micro_batch_size,
              "gradient_accumulation_steps": config.gradient_accumulation_steps,
-             "max_seq_len": config.max_seq_length, "packing": config.packing,
+             "max_seq_len": config.max_seq_len, "packing": config.packing,
              "gradient_checkpointing": config.gradient_checkpointing, "seed": config.seed,
              "early_stopping_patience": config.early_stopping_patience}
     lora = {"r": config.lora.r, "alpha": math.ceil(config.lora.alpha), "dropout": config.lora.dropout,

@@ -13,7 +13,9 @@ from typing import Literal
 
 from ftbroker.errors import SpecError
 from ftbroker.estimate.stacks import FTBROKER, STACKS, Stack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ftbroker.spec import LoraSettings
+from ftbroker.vocabulary import Method
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "config.json"
 RUNS_DIR = "runs"  # FTBROKER_HOME/runs/<job id>: the run folders
@@ -44,13 +46,9 @@ TRACKER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow", "tensorboard": "tensor
 TRACKER_DEFAULT_PROJECT = "ftbroker"
 
 
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    r: int = Field(FTBROKER.lora_r, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(FTBROKER.lora_dropout, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = FTBROKER.targets[0]
+# The adapter a job leaves to the trainer (a None in its LoraSettings): the ftbroker stack's, alpha 2r at r 16.
+LORA_DEFAULTS = {"r": FTBROKER.lora_r, "alpha": 32, "dropout": FTBROKER.lora_dropout,
+                 "target_modules": FTBROKER.targets[0]}
 
 
 class TrainConfig(BaseModel):
@@ -62,7 +60,7 @@ class TrainConfig(BaseModel):
     validation_dataset: str | None = None
     eval_fraction: float = Field(0.1, ge=0, le=0.5)
     eval_at_start: bool = True
-    method: Literal["full", "lora", "qlora"] = "lora"
+    method: Method = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(3, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
@@ -71,7 +69,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     micro_batch_size: int = Field(FTBROKER.micro_batch, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_seq_length: int = Field(FTBROKER.seq_len, ge=8)
+    # a run folder written before the knob took the CLI's name (max_seq_length) is still read: its job may resume
+    max_seq_len: int = Field(FTBROKER.seq_len, ge=8, validation_alias=AliasChoices("max_seq_len", "max_seq_length"))
     packing: bool = FTBROKER.packing
     padding_free: bool = False
     gradient_checkpointing: bool = FTBROKER.grad_checkpointing
@@ -89,6 +88,14 @@ class TrainConfig(BaseModel):
     report_to: list[TrackerName] = Field(default_factory=list)
     tracker_project: str | None = Field(None, min_length=1)
     tracking_uri: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _lora_defaults(self) -> TrainConfig:
+        """The job's own LoraSettings, with the trainer's default for every setting it leaves unset."""
+        unset = {name: value for name, value in LORA_DEFAULTS.items() if getattr(self.lora, name) is None}
+        if unset:
+            self.lora = self.lora.model_copy(update=unset)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -113,7 +120,7 @@ class TrainConfig(BaseModel):
         one mapping, used by the local backend's pre-flight, the planner's GPU routes, ``ftbroker estimate`` (whose
         defaults are this config's) and the GPU calibration. ``precision`` is the trainer's resolved one ("bf16" or
         "fp16" on a GPU: the stack's for the method; "fp32": everything fp32); ``seq_len`` the longest row a
-        micro-batch will hold (default max_seq_length); ``distributed`` the backend's multi-GPU strategy
+        micro-batch will hold (default max_seq_len); ``distributed`` the backend's multi-GPU strategy
         (``sharding``). Packing and padding-free batches both concatenate examples; Unsloth and Liger change how
         tensors are stored (Unsloth's kernels and offloaded checkpoints, Liger's fused loss). ``stack``: another
         trainer given these settings (a plan's ``--stack``): how it holds tensors, its precision and optimizer."""
@@ -123,7 +130,7 @@ class TrainConfig(BaseModel):
         if self.use_liger:
             impl = replace(impl, loss="fused")
         return stack.setup(
-            self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_length,
+            self.method, micro_batch=self.micro_batch_size, seq_len=seq_len or self.max_seq_len,
             lora_r=self.lora.r, targets=(targets,) if isinstance(targets, str) else tuple(targets),
             lora_dropout=self.lora.dropout, grad_checkpointing=self.gradient_checkpointing,
             precision=None if precision in ("bf16", "fp16") else "fp32", n_gpus=n_gpus,

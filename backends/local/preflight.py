@@ -7,7 +7,7 @@ builds it from its flags with the same ``train_config`` as ``run``), the model's
 declared or found, resolved to catalog rows) and the dataset's token counts. The steps:
 
 * ``TrainConfig.training_setup``: the one mapping from the trainer's settings to the estimator's ``TrainingSetup``;
-* ``trainer_data``: the dataset as the trainer reads it (examples cut at max_seq_length, the held-out share, the
+* ``trainer_data``: the dataset as the trainer reads it (examples cut at max_seq_len, the held-out share, the
   evaluation passes, one checkpoint per epoch, the padding of its batches), whatever the GPU;
 * ``gpu_run``: on one GPU type and count, the setup that runs (a plan lowers a micro-batch that does not fit,
   ``ftbroker.estimate.run.fit_setup``, the effective batch kept; the pre-flight takes the user's and, when it does
@@ -96,7 +96,7 @@ class TrainerData:
     """A dataset as the trainer reads it under one config, whatever the GPU and the method."""
 
     stats: Any  # ftbroker.data.report.TokenStats, counted with the model's tokenizer
-    max_len: int  # max_seq_length: longer examples are cut to it (and packed rows are this long)
+    max_len: int  # max_seq_len: longer examples are cut to it (and packed rows are this long)
     seq_len: int  # the longest row a micro-batch holds: max_len when packing, else the longest example (cut)
     batching: str  # "packed" (packing or padding-free) | "random" (each micro-batch padded to its longest)
     real_tokens: float  # trained per epoch: examples cut, the held-out share removed
@@ -139,7 +139,7 @@ def trainer_data(config: TrainConfig, stats: Any, validation: Any | None = None)
     under ``config`` reads them: evaluated on the validation file, else on ``eval_fraction`` of the examples held
     out (counted as that share of the tokens); once before the first step (``eval_at_start``) and after every
     epoch; one checkpoint per epoch (``save_steps`` 0: no JobSpec sets it)."""
-    max_len = config.max_seq_length
+    max_len = config.max_seq_len
     longest = math.ceil(stats.per_example.max)
     packed = config.packing or config.padding_free
     trained, cut, _ = capped_tokens(stats, max_len)
@@ -178,8 +178,8 @@ def gpu_run(arch: ModelArch, config: TrainConfig, data: TrainerData | None, gpu:
     """``config`` trained on ``data`` with ``count`` x ``gpu``. ``fit_batch``: a micro-batch the GPU cannot hold
     is lowered, the effective batch kept (a plan's route says what to run with); else the config's own setup is
     estimated as it is, and timed even when it does not fit (``--force`` runs it). ``data`` None: the lengths are
-    unknown, max_seq_length is assumed and nothing is timed. ``stack``: the trainer that runs ``config``."""
-    setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_length, n_gpus=count,
+    unknown, max_seq_len is assumed and nothing is timed. ``stack``: the trainer that runs ``config``."""
+    setup = config.training_setup(seq_len=data.seq_len if data else config.max_seq_len, n_gpus=count,
                                   distributed=distributed, stack=stack)
     calibration = calibration or default_calibration()
     if fit_batch:
@@ -295,13 +295,13 @@ def local_quote(config: TrainConfig, arch: ModelArch | None, gpus: LocalGpus | N
                 corrections: Corrections = Corrections(), stack: str = FTBROKER.name) -> Quote:
     """The quote of training ``config`` on ``gpus`` (None: the CPU). ``stats`` / ``validation`` are the training and
     validation files' ``ftbroker.data.report.TokenStats`` counted with the model's tokenizer (``stats`` None: lengths
-    unknown, the worst case max_seq_length is assumed and no time is estimated); ``arch`` None: the model's shape
+    unknown, the worst case max_seq_len is assumed and no time is estimated); ``arch`` None: the model's shape
     is unknown. ``corrections``: the user's measured runs (a plan of the same job applies the same); ``stack``: the
     trainer that will run it, recorded with the estimate so that its measurement corrects that stack alone."""
     notes = list(notes)
     data = trainer_data(config, stats, validation) if stats is not None and stats.length_counts else None
     if data is not None and data.cut:
-        notes.append(data.cut_note(f"max_seq_len {config.max_seq_length}; --max-seq-len"))
+        notes.append(data.cut_note(f"max_seq_len {config.max_seq_len}; --max-seq-len"))
     if gpus is None:
         return Quote(backend=BACKEND, hardware="CPU", warnings=(*notes, CPU_NOTE), breakdown={"device": "cpu"})
     notes += [gpus.note] if gpus.note else []

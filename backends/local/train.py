@@ -36,9 +36,9 @@ warmup_ratio                0.0                       share of the steps spent w
 weight_decay                0.0                       AdamW weight decay
 micro_batch_size            4                         examples (or packed rows) per device per step
 gradient_accumulation_steps 1                         micro-batches per optimizer step
-max_seq_length              2048                      tokens per example (longer ones are cut from the end) or
+max_seq_len                 2048                      tokens per example (longer ones are cut from the end) or
                                                       per packed row
-packing                     false                     pack examples into rows of max_seq_length (best-fit
+packing                     false                     pack examples into rows of max_seq_len (best-fit
                                                       decreasing, padding-free attention)
 padding_free                false                     without packing: concatenate each batch, no padding
 gradient_checkpointing      true                      recompute activations in the backward pass (less memory,
@@ -495,7 +495,7 @@ def _load_with_unsloth(config: TrainConfig, dtype):
     from unsloth import FastLanguageModel
 
     model, _ = FastLanguageModel.from_pretrained(
-        model_name=config.model, max_seq_length=config.max_seq_length, dtype=dtype,
+        model_name=config.model, max_seq_length=config.max_seq_len, dtype=dtype,
         load_in_4bit=config.method == "qlora", full_finetuning=config.method == "full")
     if config.uses_adapter:
         lora = config.lora
@@ -551,10 +551,10 @@ def _prepare_data(config: TrainConfig, tokenizer) -> _Data:
             except (masking.TemplateError, jinja2.TemplateError, TypeError, KeyError, AttributeError) as exc:
                 issues.append(DataIssue(path, number, str(exc) or type(exc).__name__))
                 continue
-            if len(example.input_ids) > config.max_seq_length:
+            if len(example.input_ids) > config.max_seq_len:
                 cut += 1
-                example = masking.TokenizedExample(example.input_ids[:config.max_seq_length],
-                                                   example.labels[:config.max_seq_length])
+                example = masking.TokenizedExample(example.input_ids[:config.max_seq_len],
+                                                   example.labels[:config.max_seq_len])
             if example.trained_tokens == 0:
                 dropped += 1
                 continue
@@ -563,10 +563,10 @@ def _prepare_data(config: TrainConfig, tokenizer) -> _Data:
         raise DatasetError(issues)
     if not tokenized["train"]:
         raise DatasetError([DataIssue(config.dataset, 0, "no example has a token to train on "
-                                      "(no assistant turn with weight 1 within max_seq_length)")])
+                                      "(no assistant turn with weight 1 within max_seq_len)")])
     warnings = []
     if cut:
-        warnings.append(f"{cut} examples longer than max_seq_length {config.max_seq_length} were cut at the end")
+        warnings.append(f"{cut} examples longer than max_seq_len {config.max_seq_len} were cut at the end")
     if dropped:
         warnings.append(f"{dropped} examples had no token to train on (after cutting) and were left out")
     return _Data(tokenized["train"], tokenized["eval"],
@@ -593,8 +593,8 @@ def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str,
         per_device_train_batch_size=config.micro_batch_size,
         per_device_eval_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        # Examples are already cut to max_seq_length; trl needs the length only to pack.
-        max_length=config.max_seq_length if config.packing else None,
+        # Examples are already cut to max_seq_len; trl needs the length only to pack.
+        max_length=config.max_seq_len if config.packing else None,
         packing=config.packing,
         padding_free=config.padding_free,
         activation_checkpointing=config.gradient_checkpointing,

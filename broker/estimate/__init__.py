@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Sequence
+from typing import Any
 
 from ftbroker import bounds
 from ftbroker.errors import InputError
@@ -25,7 +26,7 @@ from ftbroker.estimate.measured import Corrections
 from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
 from ftbroker.estimate.stacks import STACKS, Stack, default_sharding, resolve_stack
 from ftbroker.estimate.summary import Estimate, summarize
-from ftbroker.pricing.catalog import GpuSpec, ModelArch
+from ftbroker.pricing.catalog import Catalog, GpuSpec, ModelArch
 
 __all__ = ["LOCAL_TRAINER", "STACKS", "Estimate", "Implementation", "Stack", "TrainingSetup", "default_sharding",
            "estimate", "parse_gpu_count", "summarize"]
@@ -49,7 +50,7 @@ def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None =
              grad_accumulation: int = 1, lora_r: int | None = None, targets: Sequence[str] | None = None,
              lora_dropout: float | None = None, grad_checkpointing: bool | None = None, optimizer: str | None = None,
              precision: str | None = None, sharding: str | None = None, packing: bool | None = None,
-             impl: Implementation | None = None, catalog=None, calibration: Calibration | None = None,
+             impl: Implementation | None = None, catalog: Catalog | None = None, calibration: Calibration | None = None,
              corrections: Corrections | None = None) -> Estimate:
     """Estimate one setup. ``model``/``gpu`` are catalog names (``gpu`` may be ``NAME:COUNT``), a local model
     folder or config.json for ``model``, or catalog rows. ``stack`` is the trainer that runs it (``STACKS``): every
@@ -81,7 +82,7 @@ def estimate(model: str | ModelArch, *, method: str, gpu: str | GpuSpec | None =
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs) -> Estimate:
+    def __call__(self, *args: Any, **kwargs: Any) -> Estimate:
         return estimate(*args, **kwargs)
 
 

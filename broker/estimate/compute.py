@@ -47,7 +47,7 @@ class Range:
     def scaled(self, factor: float) -> Range:
         return Range(self.low * factor, self.expected * factor, self.high * factor)
 
-    def to_json(self, digits: int = 3) -> dict:
+    def to_json(self, digits: int = 3) -> dict[str, float]:
         return {"low": round(self.low, digits), "expected": round(self.expected, digits),
                 "high": round(self.high, digits)}
 
@@ -317,7 +317,7 @@ def throughput(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration:
 
 def overlapped(host_s: float, device_s: float, k: float) -> float:
     """A step's time when the host launches work ahead of the device: a smooth maximum, (host^k + device^k)^(1/k)."""
-    return (host_s**k + device_s**k) ** (1 / k)
+    return float((host_s**k + device_s**k) ** (1 / k))
 
 
 def layer_passes(setup: TrainingSetup) -> int:
@@ -348,7 +348,7 @@ def achieved_efficiency(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, tok
     step, k = tokens / tokens_per_s, cal.comm_overlap
     if step <= comm.seconds:
         return None
-    compute_s = (step**k - comm.seconds**k) ** (1 / k) - dequant_seconds(arch, gpu, setup, cal)
+    compute_s = float((step**k - comm.seconds**k) ** (1 / k)) - dequant_seconds(arch, gpu, setup, cal)
     if compute_s <= 0:
         return None
     return tokens * flops_per_token(arch, setup).total / (peak * 1e12 * compute_s)
@@ -407,8 +407,7 @@ def padded_tokens(length_counts: Mapping[int, int], micro_batch: int, max_len: i
     for length, c in lengths:
         f_before, below = below / n, below + c
         expected_max += length * ((below / n) ** micro_batch - f_before ** micro_batch)
-    processed = min(n * expected_max, float(n * max_len))
-    return Padding(n, real, processed, steps, expected_max, truncated)
+    return Padding(n, real, min(n * expected_max, float(n * max_len)), steps, expected_max, truncated)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class MoneyRange:
     expected: Decimal
     high: Decimal
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, float]:
         return {"low": float(self.low), "expected": float(self.expected), "high": float(self.high)}
 
 

@@ -16,7 +16,9 @@ allocator's slack come on top of it and are what must fit on the card.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import fp32_adapters, quantized_params, trainable_bytes, trainable_params
@@ -32,6 +34,7 @@ from ftbroker.estimate.setup import (
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
 
 GIB = 2**30
+COMPUTE_BYTES = 2  # activations and dequantized weights are 16-bit in every supported precision
 
 # CUDA's fused dropout kernel keeps a bool mask for backward (aten/src/ATen/native/Dropout.cpp: dropout runs as
 # native_dropout when is_fused_kernel_acceptable, i.e. on CUDA)
@@ -73,8 +76,8 @@ class MemoryBreakdown:
         skip = {"total", "allocated", "optimizer_paged", "phase", "terms", "assumptions"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
-    def to_json(self) -> dict:
-        out = {name: round(value, 3) for name, value in self.components().items()}
+    def to_json(self) -> dict[str, float | str]:
+        out: dict[str, float | str] = {name: round(value, 3) for name, value in self.components().items()}
         out.update(optimizer_paged=round(self.optimizer_paged, 3), allocated=round(self.allocated, 3),
                    phase=self.phase)
         return out
@@ -233,189 +236,252 @@ def forward_end(setup: TrainingSetup, arch: ModelArch, tokens: int, head_dequant
 
 
 def estimate_memory(arch: ModelArch, setup: TrainingSetup, calibration: Calibration | None = None) -> MemoryBreakdown:
-    """Peak memory per GPU of training ``arch`` with ``setup``."""
+    """Peak memory per GPU of training ``arch`` with ``setup``: each term below adds its lines to the derivation,
+    in the order --explain shows them."""
     cal = calibration or default_calibration()
     arch = trained_arch(arch, setup.impl)
     shape = ModelShape(arch)
-    a = arch
-    terms: list[Term] = []
-    notes: list[str] = []
-    n = setup.n_gpus
-    opt = setup.optimizer_kind
-    param_b, grad_b, master_b = PRECISIONS[setup.precision]
-    compute_b = 2  # activations and dequantized weights are 16-bit in every supported precision
+    out = _Derivation()
+    resident = _trainable_state(shape, setup, _weights(shape, setup, out), out)
+    _shard_and_offload(resident, shape, setup, out)
+    activation_scale, overhead_share, context_gib = cal.memory_constants(setup.impl.name, setup.method)
+    layer = _Layer(shape, setup)
+    activations = _activations(shape, setup, layer, activation_scale, out)
+    head_trains = setup.method == "full" or "lm_head" in setup.lora_modules
+    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, setup.tokens, arch, head_trains,
+                                           PRECISIONS[setup.precision][0])
+    out.term("loss", loss, loss_formula)
+    workspace, held = _backward_workspace(shape, setup, layer, activation_scale, out)
+    return _peak(shape, setup, cal, resident, _Backward(activations, loss, workspace, held),
+                 (overhead_share, context_gib), out)
+
+
+@dataclass
+class _Derivation:
+    """The lines of the derivation (``Term``) and the assumptions, in the order the terms are worked out."""
+
+    terms: list[Term] = dataclass_field(default_factory=list)
+    notes: list[str] = dataclass_field(default_factory=list)
+
+    def term(self, name: str, size_bytes: float, formula: str) -> None:
+        self.terms.append(Term(name, size_bytes / GIB, formula))
+
+
+@dataclass
+class _Resident:
+    """Bytes per GPU of the parameters and their training state, as sharding and offload leave them on the card."""
+
+    weights: float
+    adapter: float
+    grads: float  # every trainable gradient
+    states: float  # optimizer states in device memory
+    master: float  # fp32 master copy
+    trainable: int  # trainable parameters
+    grad_b: int  # bytes of one gradient
+    state_b: float  # bytes of one optimizer state
+    gathered: float = 0.0  # gathered shards or DDP's gradient buckets, alive through backward and the step
+    paged: float = 0.0  # paged optimizer states (unified memory, not in max_memory_allocated)
+
+
+@dataclass(frozen=True)
+class _Backward:
+    """The forward/backward phase's own bytes: stored activations, the loss buffers and one layer's workspace."""
+
+    activations: float
+    loss: float
+    workspace: float  # one layer's backward, with any dequantized matrix
+    held: float  # what the loop still holds at the end of the forward (``forward_end``)
+
+
+def _weights(shape: ModelShape, setup: TrainingSetup, out: _Derivation) -> float:
+    """The base model's weights: 16-bit, fp32 or NF4 (a tied head is the embedding matrix: it stays 16-bit)."""
     total_p = shape.total_params
+    if setup.method != "qlora":
+        param_b = PRECISIONS[setup.precision][0]
+        weights: float = total_p * param_b
+        out.term("weights", weights, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})")
+        return weights
+    q_bytes = NF4_DQ_BYTES if setup.double_quant else NF4_BYTES
+    quantized = quantized_params(shape.arch, setup)
+    rest = total_p - quantized
+    rest_b = 4 if setup.precision in ("amp", "fp32") else 2
+    weights = quantized * q_bytes + rest * rest_b
+    out.term("weights", weights,
+             f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B (NF4{'+DQ' if setup.double_quant else ''}) + "
+             f"{_fmt(rest)} embedding/head/norm params x {rest_b} B")
+    return weights
 
-    # --- weights -------------------------------------------------------------------------------------
-    if setup.method == "qlora":
-        q_bytes = NF4_DQ_BYTES if setup.double_quant else NF4_BYTES
-        quantized = quantized_params(a, setup)  # a tied head is the embedding matrix: it stays 16-bit
-        rest = total_p - quantized
-        rest_b = 4 if setup.precision in ("amp", "fp32") else 2
-        weights = quantized * q_bytes + rest * rest_b
-        terms.append(Term("weights", weights / GIB,
-                          f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B "
-                          f"(NF4{'+DQ' if setup.double_quant else ''}) + {_fmt(rest)} embedding/head/norm params x "
-                          f"{rest_b} B"))
-    else:
-        weights = total_p * param_b
-        terms.append(Term("weights", weights / GIB, f"{_fmt(total_p)} params x {param_b} B ({setup.precision})"))
 
-    # --- trainable parameters, their gradients and optimizer states ----------------------------------
+def _trainable_state(shape: ModelShape, setup: TrainingSetup, weights: float, out: _Derivation) -> _Resident:
+    """The trainable parameters (LoRA's adapters), their gradients, optimizer states and master copy."""
+    _, grad_b, master_b = PRECISIONS[setup.precision]
+    opt = setup.optimizer_kind
     trainable = trainable_params(shape, setup)
     train_b = trainable_bytes(setup)
     adapter = 0.0
     if setup.method != "full":
         adapter = trainable * train_b
-        terms.append(Term("adapter", adapter / GIB,
-                          f"{_fmt(trainable)} LoRA params (r={setup.lora_r} on {','.join(sorted(setup.lora_modules))})"
-                          f" x {train_b} B"))
+        out.term("adapter", adapter,
+                 f"{_fmt(trainable)} LoRA params (r={setup.lora_r} on {','.join(sorted(setup.lora_modules))}) x "
+                 f"{train_b} B")
         grad_b, master_b = train_b, 0
-    grads = trainable * grad_b
     state_b = opt.state_bytes if opt.state_bytes is not None else (4 if master_b else train_b)
-    states = trainable * opt.states * state_b
-    master = trainable * master_b
-    terms.append(Term("gradients (all)", grads / GIB, f"{_fmt(trainable)} trainable x {grad_b} B"))
-    terms.append(Term("optimizer states", states / GIB,
-                      f"{_fmt(trainable)} trainable x {opt.states} states x {state_b:.3g} B ({opt.name}"
-                      f"{', paged' if opt.paged else ''})"))
-    if master:
-        terms.append(Term("master weights", master / GIB, f"{_fmt(trainable)} x 4 B fp32 copy"))
+    resident = _Resident(weights=weights, adapter=adapter, grads=trainable * grad_b,
+                         states=trainable * opt.states * state_b, master=trainable * master_b, trainable=trainable,
+                         grad_b=grad_b, state_b=state_b)
+    out.term("gradients (all)", resident.grads, f"{_fmt(trainable)} trainable x {grad_b} B")
+    out.term("optimizer states", resident.states, f"{_fmt(trainable)} trainable x {opt.states} states x "
+                                                  f"{state_b:.3g} B ({opt.name}{', paged' if opt.paged else ''})")
+    if resident.master:
+        out.term("master weights", resident.master, f"{_fmt(trainable)} x 4 B fp32 copy")
+    return resident
 
-    # --- sharding and offload --------------------------------------------------------------------------
-    shard_states = setup.sharding in ("zero1", "zero2", "zero3", "fsdp")
-    shard_grads = setup.sharding in ("zero2", "zero3", "fsdp")
+
+def _shards_states(setup: TrainingSetup) -> bool:
+    return setup.sharding in ("zero1", "zero2", "zero3", "fsdp")
+
+
+def _shard_and_offload(r: _Resident, shape: ModelShape, setup: TrainingSetup, out: _Derivation) -> None:
+    """What ZeRO/FSDP sharding, DDP's buckets, CPU offload and paged optimizer states change on the card."""
+    n = setup.n_gpus
     shard_params = setup.sharding in ("zero3", "fsdp")
-    if shard_states:
-        states, master = states / n, master / n
-    if shard_grads:
-        grads /= n
+    if _shards_states(setup):
+        r.states, r.master = r.states / n, r.master / n
+    if setup.sharding in ("zero2", "zero3", "fsdp"):
+        r.grads /= n
     if shard_params:
-        weights, adapter = weights / n, adapter / n
-    gathered = 0.0
-    if shard_params:
+        r.weights, r.adapter = r.weights / n, r.adapter / n
         # the unit being computed and the prefetched next one are gathered in 16-bit (NF4 for QLoRA)
-        unit_b = (NF4_DQ_BYTES if setup.method == "qlora" else compute_b)
-        gathered = 2 * (shape.layer_linear_params * unit_b + shape.layer_other_params * compute_b)
+        unit_b = NF4_DQ_BYTES if setup.method == "qlora" else COMPUTE_BYTES
+        r.gathered = 2 * (shape.layer_linear_params * unit_b + shape.layer_other_params * COMPUTE_BYTES)
         if setup.sharding == "fsdp":  # the root unit (embedding, head) stays gathered through backward
-            gathered += (shape.embedding_params + shape.lm_head_params) * compute_b
-        terms.append(Term("gathered shards", gathered / GIB, "2 decoder layers in compute dtype"
-                          + (" + root unit (embedding, head)" if setup.sharding == "fsdp" else "")))
-        notes.append(f"{setup.sharding} over {n} GPUs: weights, grads and optimizer states divided by {n}")
+            r.gathered += (shape.embedding_params + shape.lm_head_params) * COMPUTE_BYTES
+        out.term("gathered shards", r.gathered, "2 decoder layers in compute dtype"
+                 + (" + root unit (embedding, head)" if setup.sharding == "fsdp" else ""))
+        out.notes.append(f"{setup.sharding} over {n} GPUs: weights, grads and optimizer states divided by {n}")
     elif setup.sharding == "ddp" and n > 1:
         # DDP reducer buckets hold a second copy of the gradients (gradient_as_bucket_view=False)
-        grads_bucket = trainable * grad_b
-        gathered = grads_bucket
-        terms.append(Term("DDP gradient buckets", grads_bucket / GIB, "one copy of the trainable gradients"))
+        r.gathered = r.trainable * r.grad_b
+        out.term("DDP gradient buckets", r.gathered, "one copy of the trainable gradients")
     if setup.cpu_offload in ("optimizer", "params"):
-        states, master = 0.0, 0.0
-        notes.append("optimizer states and master weights offloaded to CPU memory")
+        r.states, r.master = 0.0, 0.0
+        out.notes.append("optimizer states and master weights offloaded to CPU memory")
     if setup.cpu_offload == "params":
-        weights, adapter = 0.0, 0.0
-        grads = shape.largest_layer_params * grad_b if setup.method == "full" else 0.0
-        notes.append("parameters and gradients offloaded to CPU; only gathered layers on the GPU")
-    paged = states if opt.paged else 0.0
-    if opt.paged:
-        states = 0.0
-        notes.append("paged optimizer states live in CUDA unified memory: not in max_memory_allocated, "
-                     "evicted to CPU under memory pressure")
+        r.weights, r.adapter = 0.0, 0.0
+        r.grads = shape.largest_layer_params * r.grad_b if setup.method == "full" else 0.0
+        out.notes.append("parameters and gradients offloaded to CPU; only gathered layers on the GPU")
+    if setup.optimizer_kind.paged:
+        r.paged, r.states = r.states, 0.0
+        out.notes.append("paged optimizer states live in CUDA unified memory: not in max_memory_allocated, "
+                         "evicted to CPU under memory pressure")
 
-    # --- activations -------------------------------------------------------------------------------
-    tokens = setup.tokens
-    layer = _Layer(shape, setup)
+
+def _activations(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activation_scale: float,
+                 out: _Derivation) -> float:
+    """The tensors every layer saves for backward (only the checkpointed inputs under gradient checkpointing)."""
+    tokens, num_layers = setup.tokens, shape.arch.num_layers
     per_layer = layer.total()
     final_norm = layer.norm(int(setup.method == "full" or "lm_head" in setup.lora_modules))
-    stored_layers = min(a.num_layers, 2) if setup.impl.activation_offload else a.num_layers
+    stored_layers = min(num_layers, 2) if setup.impl.activation_offload else num_layers
     if setup.grad_checkpointing:
-        act_per_token = stored_layers * 2 * shape.h + final_norm
-        act_formula = (f"{stored_layers} layers x 2h ({2 * shape.h} B) checkpointed inputs + final norm"
-                       f" ({final_norm:,.0f} B), x {tokens:,} tokens")
+        per_token = stored_layers * 2 * shape.h + final_norm
+        formula = (f"{stored_layers} layers x 2h ({2 * shape.h} B) checkpointed inputs + final norm"
+                   f" ({final_norm:,.0f} B), x {tokens:,} tokens")
     else:
-        act_per_token = stored_layers * per_layer + final_norm
-        act_formula = (f"{stored_layers} layers x {per_layer:,.0f} B saved per token per layer + final norm"
-                       f" ({final_norm:,.0f} B), x {tokens:,} tokens")
+        per_token = stored_layers * per_layer + final_norm
+        formula = (f"{stored_layers} layers x {per_layer:,.0f} B saved per token per layer + final norm"
+                   f" ({final_norm:,.0f} B), x {tokens:,} tokens")
     if setup.impl.activation_offload:
-        notes.append("activation offloading: only the layers in flight keep activations on the GPU")
-    activation_scale, overhead_share, context_gib = cal.memory_constants(setup.impl.name, setup.method)
-    activations = act_per_token * tokens * activation_scale
+        out.notes.append("activation offloading: only the layers in flight keep activations on the GPU")
+    activations = per_token * tokens * activation_scale
     if activation_scale != 1:
-        act_formula += f" x {activation_scale:.3f} (calibrated)"
-    previous = previous_step_inputs(layer, setup, a.num_layers) * tokens * activation_scale
+        formula += f" x {activation_scale:.3f} (calibrated)"
+    previous = previous_step_inputs(layer, setup, num_layers) * tokens * activation_scale
     if previous:
         activations += previous
-        act_formula += " + the previous micro-batch's 4-bit matmul inputs (bitsandbytes < 0.43.2, bitsandbytes#1270)"
+        formula += " + the previous micro-batch's 4-bit matmul inputs (bitsandbytes < 0.43.2, bitsandbytes#1270)"
     casts_per_layer = layer.autocast_weight_copies()
     if casts_per_layer:
         # autocast casts each fp32 weight to 16-bit for its matmul and autograd keeps the copy for backward
-        cast_layers = 1 if setup.grad_checkpointing else a.num_layers
+        cast_layers = 1 if setup.grad_checkpointing else num_layers
         activations += cast_layers * casts_per_layer
-        act_formula += f" + 16-bit autocast copies of {cast_layers} layers' fp32 weights"
-    terms.append(Term("activations", activations / GIB, act_formula))
+        formula += f" + 16-bit autocast copies of {cast_layers} layers' fp32 weights"
+    out.term("activations", activations, formula)
+    return activations
 
-    head_trains = setup.method == "full" or "lm_head" in setup.lora_modules
-    loss, loss_formula = loss_buffer_bytes(setup.impl.loss, tokens, a, head_trains, param_b)
-    terms.append(Term("loss", loss / GIB, loss_formula))
 
-    # one layer's backward: its gradient buffers, plus its recomputed activations under checkpointing
-    # one layer's backward: its gradient transients on top of what is stored, and under checkpointing the layer's
-    # recomputed saved tensors as well
+def _backward_workspace(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activation_scale: float,
+                        out: _Derivation) -> tuple[float, float]:
+    """One layer's backward: its gradient transients on top of what is stored, under checkpointing the layer's
+    recomputed saved tensors as well, and for QLoRA one dequantized matrix; and what the loop holds at the end of
+    the forward (``forward_end``), which competes with it."""
+    per_layer = layer.total()
     transient = layer.backward_transient()
     recomputed = per_layer if setup.grad_checkpointing else 0.0
-    layer_ws = (recomputed + transient) * tokens * activation_scale
+    layer_ws = (recomputed + transient) * setup.tokens * activation_scale
     # bitsandbytes dequantizes a whole matrix to 16-bit for each matmul, forward and backward; a quantized head
     # (V x h) is the largest one and is dequantized while every activation is still stored
     dequant = head_dequant = 0.0
     if setup.method == "qlora":
-        head = shape.embedding_params if setup.impl.quantize_lm_head and not a.tie_word_embeddings else 0
-        dequant, head_dequant = max(shape.largest_matrix, head) * compute_b, head * compute_b
-    head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
-    held = forward_end(setup, a, tokens, head_dequant)
+        head = shape.embedding_params if setup.impl.quantize_lm_head and not shape.arch.tie_word_embeddings else 0
+        dequant, head_dequant = max(shape.largest_matrix, head) * COMPUTE_BYTES, head * COMPUTE_BYTES
+    held = forward_end(setup, shape.arch, setup.tokens, head_dequant)
     if held:
-        terms.append(Term("forward end", held / GIB, "the previous and this step's 16-bit logits"
-                          + (" + the dequantized head" if head_dequant else "")))
-    workspace_fb = max(layer_ws + dequant, loss, held) - loss + gathered
-    terms.append(Term("backward workspace", (layer_ws + dequant) / GIB,
-                      (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
-                      + f"gradient transients ({transient:,.0f} B/token) x {tokens:,} tokens"
-                      + (" + one dequantized matrix" if dequant else "")))
+        out.term("forward end", held, "the previous and this step's 16-bit logits"
+                 + (" + the dequantized head" if head_dequant else ""))
+    out.term("backward workspace", layer_ws + dequant,
+             (f"one layer recomputed ({per_layer:,.0f} B/token) + " if recomputed else "")
+             + f"gradient transients ({transient:,.0f} B/token) x {setup.tokens:,} tokens"
+             + (" + one dequantized matrix" if dequant else ""))
+    return layer_ws + dequant, held
 
+
+def _peak(shape: ModelShape, setup: TrainingSetup, cal: Calibration, r: _Resident, backward: _Backward,
+          overhead: tuple[float, float], out: _Derivation) -> MemoryBreakdown:
+    """The larger of the two phases on top of what is resident, the user's runs' correction, the allocator's slack
+    and the CUDA context (``overhead``: the calibrated share of the allocated peak and the context in GiB)."""
+    param_b = PRECISIONS[setup.precision][0]
+    opt = setup.optimizer_kind
     # optimizer step: every gradient at once (unless fused into backward) + foreach temporaries
-    step_tmp = 0.0 if (opt.fused or opt.states == 0) else trainable * state_b / (n if shard_states else 1)
+    step_tmp = 0.0 if (opt.fused or opt.states == 0) else r.trainable * r.state_b / (
+        setup.n_gpus if _shards_states(setup) else 1)
     if setup.impl.optimizer_in_backward:
-        live_grads = shape.largest_layer_params * grad_b if setup.method == "full" else grads
-        notes.append("optimizer step fused into backward: gradients freed as soon as they are applied")
+        live_grads = shape.largest_layer_params * r.grad_b if setup.method == "full" else r.grads
+        out.notes.append("optimizer step fused into backward: gradients freed as soon as they are applied")
     else:
-        live_grads = grads
-    static = weights + adapter + states + master
+        live_grads = r.grads
     accumulating = setup.grad_accumulation > 1
+    head_grad = shape.embedding_params * param_b if setup.method == "full" else 0.0
     fb_grads = live_grads if accumulating else min(head_grad, live_grads)
-    fb = activations + loss + workspace_fb + fb_grads
+    # the loss buffers, one layer's backward and the forward's end are not alive at once: the largest counts
+    workspace_fb = max(backward.workspace, backward.loss, backward.held) - backward.loss + r.gathered
+    fb = backward.activations + backward.loss + workspace_fb + fb_grads
     # the end of backward: with every gradient made, a tied input embedding's dense gradient is made too, then
     # added to the head's (the same .grad)
-    tied = (shape.embedding_params * grad_b if setup.method == "full" and a.tie_word_embeddings
+    tied = (shape.embedding_params * r.grad_b if setup.method == "full" and shape.arch.tie_word_embeddings
             and not setup.impl.optimizer_in_backward else 0.0)
-    step_ws = max(step_tmp, tied) + gathered
+    step_ws = max(step_tmp, tied) + r.gathered
     step = live_grads + step_ws
     if fb >= step:
-        phase, peak_grads, peak_act, peak_loss, peak_ws = "forward/backward", fb_grads, activations, loss, workspace_fb
+        phase, peak = "forward/backward", (fb_grads, backward.activations, backward.loss, workspace_fb)
     else:
-        phase, peak_grads, peak_act, peak_loss, peak_ws = "optimizer step", live_grads, 0.0, 0.0, step_ws
-    allocated = static + max(fb, step)
+        phase, peak = "optimizer step", (live_grads, 0.0, 0.0, step_ws)
+    allocated = r.weights + r.adapter + r.states + r.master + max(fb, step)
     yours = allocated * (cal.your_memory - 1)
     if yours:
-        terms.append(Term("your runs", yours / GIB, f"allocated peak x {cal.your_memory:.3f} ({cal.your_runs})"))
+        out.term("your runs", yours, f"allocated peak x {cal.your_memory:.3f} ({cal.your_runs})")
         allocated += yours
-    overhead = allocated * overhead_share
-    context = context_gib * GIB
+    slack, context = allocated * overhead[0], overhead[1] * GIB
     if accumulating:
-        notes.append(f"gradient accumulation over {setup.grad_accumulation} micro-batches keeps gradients alive "
-                     "during forward/backward")
+        out.notes.append(f"gradient accumulation over {setup.grad_accumulation} micro-batches keeps gradients "
+                         "alive during forward/backward")
+    peak_grads, peak_act, peak_loss, peak_ws = peak
     return MemoryBreakdown(
-        weights=weights / GIB, adapter=adapter / GIB, gradients=peak_grads / GIB, optimizer=states / GIB,
-        master_weights=master / GIB, activations=peak_act / GIB, loss=peak_loss / GIB, workspace=peak_ws / GIB,
-        cuda_context=context / GIB, allocator_overhead=overhead / GIB, your_runs=yours / GIB,
-        total=(allocated + overhead + context) / GIB, allocated=allocated / GIB, optimizer_paged=paged / GIB,
-        phase=phase, terms=tuple(terms), assumptions=tuple(notes),
+        weights=r.weights / GIB, adapter=r.adapter / GIB, gradients=peak_grads / GIB, optimizer=r.states / GIB,
+        master_weights=r.master / GIB, activations=peak_act / GIB, loss=peak_loss / GIB, workspace=peak_ws / GIB,
+        cuda_context=context / GIB, allocator_overhead=slack / GIB, your_runs=yours / GIB,
+        total=(allocated + slack + context) / GIB, allocated=allocated / GIB, optimizer_paged=r.paged / GIB,
+        phase=phase, terms=tuple(out.terms), assumptions=tuple(out.notes),
     )
 
 
@@ -423,7 +489,7 @@ def fits(arch: ModelArch, gpu: GpuSpec, setup: TrainingSetup, calibration: Calib
     return estimate_memory(arch, setup, calibration).total <= gpu.memory_gib
 
 
-def _largest(lo: int, hi: int, ok) -> int:
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     """Largest x in [lo, hi] with ok(x), assuming ok is monotone (true then false); lo - 1 if none."""
     if not ok(lo):
         return lo - 1

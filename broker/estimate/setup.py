@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 from ftbroker import bounds
 from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.pricing.catalog import Linear, ModelArch
-
-METHODS = ("full", "lora", "qlora")
+from ftbroker.vocabulary import METHODS
 
 # Bytes of one parameter, its gradient and its fp32 master copy, per training precision.
 #   bf16  pure 16-bit: the model is loaded in bf16; grads and torch optimizer states follow the param dtype
@@ -247,7 +247,7 @@ class TrainingSetup:
             return self.impl.repeat_kv
         return self.impl.attention == "eager" or (not self.packing and self.micro_batch > 1)
 
-    def with_(self, **changes) -> TrainingSetup:
+    def with_(self, **changes: Any) -> TrainingSetup:
         return replace(self, **changes)
 
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from ftbroker.errors import UnknownNameError
-from ftbroker.estimate.setup import LOCAL_TRAINER, METHODS, Implementation, TrainingSetup
+from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, TrainingSetup
+from ftbroker.vocabulary import METHODS
+
+T = TypeVar("T")
 
 
 def default_sharding(method: str, n_gpus: int) -> str:
@@ -64,7 +67,7 @@ class Stack:
         if method not in METHODS:
             raise UnknownNameError("method", method, METHODS)
 
-        def pick(given, default):
+        def pick(given: T | None, default: T) -> T:
             return default if given is None else given
 
         checkpointing = pick(grad_checkpointing, self.grad_checkpointing)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import Throughput, peak_tflops, throughput
@@ -23,7 +24,7 @@ class Estimate:
     throughput: Throughput | None
     calibration: Calibration
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         s = self.setup
         tput = self.throughput
         return {
@@ -45,7 +46,8 @@ class Estimate:
             "max_micro_batch": self.max_micro_batch,
             "max_seq_len": self.max_seq_len,
             "tokens_per_s": tput.tokens_per_s.to_json(1) if tput and tput.tokens_per_s else None,
-            "tokens_per_s_per_gpu": tput.tokens_per_s_per_gpu.to_json(1) if tput and tput.tokens_per_s else None,
+            "tokens_per_s_per_gpu": (tput.tokens_per_s_per_gpu.to_json(1) if tput and tput.tokens_per_s_per_gpu
+                                     else None),
             "flops_per_token": round(tput.flops.total) if tput else None,
             "params": ModelShape(self.arch).total_params,
             "assumptions": [*self.memory.assumptions, *(tput.assumptions if tput else ())]
@@ -73,7 +75,7 @@ class Estimate:
                            f" {self.max_micro_batch}; longest sequence at micro-batch {s.micro_batch}: "
                            f"{self.max_seq_len}")]
         tput = self.throughput
-        if tput is not None:
+        if tput is not None and self.gpu is not None:  # a throughput is only ever worked out for a GPU
             lines += ["", f"Compute: {tput.flops.total / 1e9:.2f} GFLOP per token"]
             lines += [f"  {t}" for t in tput.flops.terms]
             if tput.tokens_per_s is not None:

@@ -27,8 +27,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from ftbroker.backends._managed import Backoff, provider_tag
+from ftbroker.backends._managed import provider_tag
 from ftbroker.backends.base import Leftover
+from ftbroker.backends.provider_calls import Backoff
 from ftbroker.errors import (
     BackendAuthError,
     BackendError,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftbroker import clock
-from ftbroker.backends._managed import Backoff
+from ftbroker.backends.provider_calls import Backoff
 from ftbroker.errors import BackendError, BudgetExceededError, FtBrokerError, InputError, NotConfirmedError
 from ftbroker.evaluation import cache as cache_module
 from ftbroker.evaluation import judge as judge_module

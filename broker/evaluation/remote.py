@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ftbroker.backends._managed import TRANSIENT, Backoff, retry_after_of, translate_error
+from ftbroker.backends.provider_calls import TRANSIENT, Backoff, retry_after_of, translate_error
 from ftbroker.errors import BackendAuthError, BackendError, ExtraNotInstalledError, FtBrokerError
 from ftbroker.evaluation.records import Answer, Example
 

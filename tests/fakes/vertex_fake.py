@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from ._jobs import FakeJob, Lifecycle, count_tokens
+from ._jobs import FakeJob, Lifecycle
 from ._provider import FakeProvider
 from ._server import Request, Response, http_error
 from .together_fake import iso
