@@ -68,18 +68,24 @@ def ec2_instance_python(tmp_path_factory):
 
 
 # --- figures a test wants shown in every run's output (plain `pytest`, no -s) -------------------------------
-_SUMMARY = pytest.StashKey[list]()
+# Kept in the test's report (user_properties), which pytest-xdist carries from its workers to the run's summary.
+_FIGURE = "ftbroker-figure"
+_LINES: list[str] = []  # in the process that prints the summary
 
 
 @pytest.fixture
 def summary_line(request):
     """``summary_line("...")`` adds a line to the "ftbroker figures" section printed at the end of the run."""
-    return request.config.stash.setdefault(_SUMMARY, []).append
+    return lambda line: request.node.user_properties.append((_FIGURE, line))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        _LINES.extend(line for key, line in report.user_properties if key == _FIGURE)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    lines = config.stash.get(_SUMMARY, [])
-    if lines:
+    if _LINES:
         terminalreporter.section("ftbroker figures")
-        for line in lines:
+        for line in _LINES:
             terminalreporter.write_line(line)

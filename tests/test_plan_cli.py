@@ -415,6 +415,7 @@ def test_catalog_validate(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- imports
 
+@pytest.mark.usefixtures("catalog_day")  # its prices are checked then: the plan trusts a cheapest and a fastest
 def test_plan_end_to_end_imports_no_heavy_module_and_prints_only_json():
     code = ("import sys, runpy\n"
             f"sys.argv = ['ftbroker', 'plan', {str(CHATS)!r}, '--json']\n"
