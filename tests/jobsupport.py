@@ -30,12 +30,13 @@ def write_chat(path: Path, n: int = 12) -> Path:
 
 
 def ftb(*args, ok=(0,)):
-    """The command line in this process (FTBROKER_HOME from the environment), its exit status checked."""
+    """The command line in this process (FTBROKER_HOME from the environment), its exit status checked; its output
+    as into a pipe (whole lines), whatever COLUMNS the test runner has (pytest-xdist's workers set one)."""
     from click.testing import CliRunner
 
     from ftbroker.cli import cli
 
-    done = CliRunner().invoke(cli, [str(a) for a in args])
+    done = CliRunner(env={"COLUMNS": None}).invoke(cli, [str(a) for a in args])
     assert done.exit_code in ok, (done.exit_code, done.output, done.exception)
     return done
 
