@@ -54,6 +54,12 @@ class FakeProvider(LoopbackServer):
     def _advance(self, job: FakeJob) -> bool:
         return job.advance()
 
+    def _polled(self, job: FakeJob) -> FakeJob:
+        """A job as a retrieve sees it: moved one step first under ``advance_on_poll``."""
+        if self.advance_on_poll:
+            self._advance(job)
+        return job
+
     def _new_id(self, prefix: str) -> str:
         self._ids += 1
         return f"{prefix}{self._ids:06d}{self.id_suffix}"

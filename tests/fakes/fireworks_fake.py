@@ -229,9 +229,7 @@ class FakeFireworks(FakeProvider):
         return Response.json(out)
 
     def _jobs_get(self, req: Request) -> Response:
-        job = self._job(req)
-        if self.advance_on_poll:
-            self._advance(job)
+        job = self._polled(self._job(req))
         return Response.json(self._job_json(job))
 
     def _jobs_cancel(self, req: Request) -> Response:

@@ -213,9 +213,7 @@ class FakeOpenAI(ChatCompletions, FakeProvider):
         return self._lookup(req, self.jobs, "fine-tune")
 
     def _jobs_retrieve(self, req: Request) -> Response:
-        job = self._job(req)
-        if self.advance_on_poll:
-            self._advance(job)
+        job = self._polled(self._job(req))
         return Response.json(self._job_json(job))
 
     def _jobs_cancel(self, req: Request) -> Response:

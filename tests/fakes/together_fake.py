@@ -256,9 +256,7 @@ class FakeTogether(DedicatedEndpoints, ChatCompletions, FakeProvider):
         return Response.json({"data": [self._job_json(j) for j in self.jobs.values()]})
 
     def _jobs_retrieve(self, req: Request) -> Response:
-        job = self._job(req)
-        if self.advance_on_poll:
-            self._advance(job)
+        job = self._polled(self._job(req))
         out = self._job_json(job)
         out["events"] = self._events(job)
         return Response.json(out)
