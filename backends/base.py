@@ -444,6 +444,11 @@ def option_problems(cls: type[Backend], options: Mapping[str, Any]) -> list[str]
             if err["type"] == "extra_forbidden":
                 problems.append(f"{path}: {cls.name} has no such option (it takes: "
                                 f"{', '.join(cls.Options.model_fields) or 'none'})")
+            elif err["type"] == "missing":  # say what the option is and how to give it, not pydantic's words
+                name = str(err["loc"][0])
+                field = cls.Options.model_fields.get(name)
+                what = f" ({field.description})" if field is not None and field.description else ""
+                problems.append(f"{path}: required{what}: pass --option {name}=...")
             else:
                 problems.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         return problems

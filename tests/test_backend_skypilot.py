@@ -198,7 +198,7 @@ def test_a_route_skypilot_cannot_run_is_refused_before_anything_is_recorded(brok
 def test_options_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(SpecError, match="not a bucket URI"):
         create_backend("skypilot", {**ON_DEMAND, "bucket": "/tmp/here"}, home=tmp_path)
-    with pytest.raises(SpecError, match="bucket: Field required"):
+    with pytest.raises(SpecError, match="bucket: required .*: pass --option bucket="):
         create_backend("skypilot", ON_DEMAND, home=tmp_path)
 
 
