@@ -143,7 +143,7 @@ main() {
     else
         step calibrate 310 - "$python" bench/gpu_calibrate.py --out "$OUT" --budget 270
     fi
-    step pytest 150 pytest_gpu.txt "$python" -m pytest -m gpu -v -p no:cacheprovider tests/test_local_e2e.py
+    step pytest 150 pytest_gpu.txt "$python" -m pytest -o addopts="-ra --strict-markers" -m gpu -v -p no:cacheprovider tests/test_local_e2e.py
     if [ "$cpu" = 1 ]; then
         step throughput 90 train_throughput.txt "$python" bench/train_throughput.py --examples 40 --micro-batch 4
         step fit 30 fit.txt "$python" bench/gpu_calibrate.py --fit "$OUT/gpu_calibrate-tiny.json"
