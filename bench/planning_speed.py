@@ -28,7 +28,7 @@ from rich.console import Console
 from ftbroker import planner
 from ftbroker.cli.plan_table import print_plan
 from ftbroker.data.report import DatasetReport, Summary, TokenStats
-from ftbroker.planning import route_sources
+from ftbroker.plan_io import route_sources
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import ModelRequest, PlanOptions, RouteContext
 

@@ -2,7 +2,7 @@
 
 A route is one way to get the fine-tuned model (a managed API, the user's GPU, a rented cloud instance) with its
 figures and the backend that runs it. Each backend contributes the routes it can run through ``RouteSource``; the
-planner (``ftbroker.planner``) composes, ranks and numbers them; the shell (``ftbroker.planning``) does the I/O
+planner (``ftbroker.planner``) composes, ranks and numbers them; the shell (``ftbroker.plan_io``) does the I/O
 around it. This module imports neither side: no backend, no planner, no CLI (an import-layering test keeps it so).
 
     class MyBackend:                      # a backend that contributes routes: three classmethods

@@ -1,4 +1,4 @@
-"""``ftbroker plan``: price every route for a dataset (the work: ``ftbroker.planning``; the table:
+"""``ftbroker plan``: price every route for a dataset (the work: ``ftbroker.plan_io``; the table:
 ``ftbroker.cli.plan_table``), and keep the plan for ``ftbroker run --route N``."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def plan(data, models, method, epochs, n_evals, max_seq_len, tokenizer, gpu, lor
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined")
     from ftbroker.errors import DatasetError
-    from ftbroker.planning import plan as make_plan
+    from ftbroker.plan_io import plan as make_plan
 
     if chart:
         from ftbroker.chart import check_chart_extra
