@@ -7,7 +7,7 @@ imports click and rich (the rest returns data and raises the ``ftbroker.errors``
   logs, result, cancel, export), ``maintenance`` (gc, ledger), ``catalog``, ``report``; ``ftbroker eval`` is
   ``ftbroker.evaluation.cli``.
 - The views: ``plan_table`` (with ``dataset_view``), ``catalog_view``, ``job_view``, ``progress_view``; ``layout``
-  and ``tables`` fit them to the terminal.
+  and ``tables`` fit them to the terminal; ``hints`` adds to a note the flag that changes it.
 
 Heavy modules are imported inside the commands, so that ``ftbroker --help`` and ``ftbroker plan`` start fast.
 """

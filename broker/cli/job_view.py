@@ -20,6 +20,7 @@ from rich.text import Text
 from ftbroker import clock, progress
 from ftbroker.backends.base import Leftover
 from ftbroker.broker import Prepared
+from ftbroker.cli.hints import RUN_HINTS, worded
 from ftbroker.cli.tables import Col, Fitted
 from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, Result
 
@@ -144,7 +145,7 @@ def quote_summary(prepared: Prepared) -> Table:
             ("cost", _money(quote.cost_usd) + (f" (up to {_money(quote.cost_high_usd)})"
                                                if quote.cost_high_usd is not None else "")),
             ("budget", _money(spec.budget.max_cost_usd))]
-    rows += [("note", w) for w in quote.warnings]
+    rows += [("note", worded(w, RUN_HINTS)) for w in quote.warnings]
     if quote.reason:
         rows.append(("warning", quote.reason))
     return _grid(rows)

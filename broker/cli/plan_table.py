@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ftbroker.cli.dataset_view import print_dataset
+from ftbroker.cli.hints import worded
 from ftbroker.cli.layout import Footnotes, Out, compact, count, dollars, money
 from ftbroker.cli.tables import Col
 from ftbroker.planner import Plan
@@ -180,8 +181,8 @@ def _short_name(route: Route) -> str:
 def _print_notes(sections: Sequence[_Section], out: Out) -> None:
     """Each note once, with the routes it is about: those in the tables (verbose: the routes out too)."""
     numbered = [nr for s in sections for nr in (*s.rows, *(s.out if out.verbose else ()))]
-    groups = _grouped([(n, r, (*([r.not_runnable] if r.not_runnable else []), *r.notes)) for n, r in numbered],
-                      out.verbose)
+    said = [(n, r, (*([r.not_runnable] if r.not_runnable else []), *map(worded, r.notes))) for n, r in numbered]
+    groups = _grouped(said, out.verbose)
     if groups:
         out.title("Notes")
         for numbers, _, text in groups:
@@ -219,7 +220,7 @@ def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
     if plan.passed_over:
         why = _grouped([(r.number, r, [r.doubt]) for r in plan.passed_over], out.verbose)
         out.text("passed over, the price in doubt: " + "; ".join(f"{n} {text}" for n, _, text in why), style="dim")
-    for note in plan.notes:
+    for note in map(worded, plan.notes):
         out.text(note if out.verbose else gist(note), style="dim")
     out.console.print()
 
