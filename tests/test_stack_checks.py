@@ -9,8 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import ftbroker
+from ftbroker.cli import cli
 from ftbroker.estimate.calibration import StackCheck, default_calibration, parse_calibration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -57,3 +59,12 @@ def test_the_shipped_calibration_checks_every_stack_with_published_runs_and_our_
 def test_checks_round_trip_through_the_calibration_file():
     cal = calibration(axolotl=UNDER, torchtune=OVER)
     assert parse_calibration(estimator_accuracy.calibration_toml(cal), cal.source).checks == cal.checks
+
+
+@pytest.mark.parametrize("stack, said", [("llamafactory", "Not checked against measured llamafactory runs"),
+                                         ("hf", "Checked against ")])
+def test_estimate_says_how_far_the_stacks_figures_were_from_measured_runs(stack, said):
+    result = CliRunner().invoke(cli, ["estimate", "Llama-3.1-8B", "--method", "lora", "--gpu", "RTX-4090",
+                                      "--stack", stack])
+    assert result.exit_code == 0, result.output
+    assert said in result.output

@@ -79,6 +79,8 @@ def print_estimate(result, stack: str) -> None:
     from rich import box
     from rich.table import Table
 
+    from ftbroker.estimate.summary import check_text
+
     data = result.to_json()
     out = console()
     s = result.setup
@@ -105,4 +107,7 @@ def print_estimate(result, stack: str) -> None:
                   else f"tokens/s: unknown ({result.throughput.reason})")
     if result.calibration.your_runs:
         out.print(f"{result.calibration.your_runs} (ftbroker catalog calibration)")
+    checked = check_text(result.check, stack)
+    out.print(f"[yellow]{checked}[/yellow]" if result.check is None or result.check.mostly_under else checked,
+              highlight=False)
     out.print("run with --explain for the derivation")
