@@ -56,24 +56,17 @@ def catalog_update(clouds, mirror, as_json):
     Example:
       ftbroker catalog update --cloud aws --cloud gcp
     """
-    from ftbroker import clock
+    from ftbroker import catalog_update, clock
     from ftbroker.cli.catalog_view import print_catalog_update
     from ftbroker.errors import InputError
-    from ftbroker.pricing import refresh
-    from ftbroker.pricing.catalog import load_catalog
+    from ftbroker.pricing.refresh import CLOUDS
 
-    unknown = sorted(set(clouds) - set(refresh.CLOUDS))
+    unknown = sorted(set(clouds) - set(CLOUDS))
     if unknown:
         raise InputError(f"--cloud {', '.join(unknown)}: SkyPilot's current catalog has no such cloud "
-                         f"(valid: {', '.join(refresh.CLOUDS)})")
+                         f"(valid: {', '.join(CLOUDS)})")
     today = clock.today()
-    before = load_catalog()
-    updates = []
-    for cloud in clouds or refresh.CLOUDS:
-        fetched = refresh.fetch(cloud, mirror=mirror)
-        rows, skipped = refresh.parse_vms(fetched, before, today)
-        updates.append(refresh.Update(fetched, rows, skipped, refresh.changes(cloud, before.instances, rows)))
-    written = refresh.install(updates)
+    updates, written = catalog_update.update(clouds, today, mirror=mirror)
     if as_json:
         click.echo(json_text({"today": today.isoformat(), "written": [str(p) for p in written],
                               "clouds": [u.to_json() for u in updates]}))
