@@ -65,9 +65,7 @@ from ftbroker.backends.local.backend import (
     LocalOptions,
     TrackerOptions,
     event_lines,
-    train_config,
     tracker_records,
-    trainer_model,
     trainer_records,
 )
 from ftbroker.backends.local.config import CONFIG_NAME, OWNER_NAME
@@ -81,7 +79,6 @@ from ftbroker.errors import (
     UnknownNameError,
 )
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
-from ftbroker.routes import ModelRequest
 from ftbroker.vocabulary import METHODS
 
 # AWS's public SSM parameter of the GPU PyTorch deep-learning AMI (Ubuntu 24.04, x86_64), named by the rule of
@@ -343,10 +340,10 @@ class Ec2Backend:
         """PURE: the plan's route of this job on the instance type and market asked for (or the cheapest AWS
         instance that fits), with the runtime cap (``ec2_pricing.ec2_quote``)."""
         catalog = env.catalog
-        config = train_config(spec, self.local.options)
-        request = ModelRequest(spec.model, catalog.model(config.model))
+        job = self.local.prepare(spec, catalog)
+        job.model.need_arch()  # a model the catalog cannot shape cannot be priced on an instance
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        quoted = ec2_quote(config, request, stats, self.local.validation_stats(spec), catalog, self.options,
+        quoted = ec2_quote(job.config, job.model, stats, self.local.validation_stats(spec), catalog, self.options,
                            env.today, env.corrections)
         if quoted.cap_minutes is not None:
             self._quoted[spec.model_dump_json()] = quoted
@@ -410,32 +407,28 @@ class Ec2Backend:
     def _stage(self, job: Job, tracker: Tracker) -> Job:
         """The wheel, the trainer's config, the data and a local model folder to S3; the local run folder's
         config.json (local paths: ``export`` reads it). The job, with the wheel's location."""
-        from ftbroker.pricing.catalog import load_catalog
-
         spec, store = job.spec, self._store(job)
-        local_model = Path(spec.model).expanduser()
-        staged_model = "model" if local_model.is_dir() else trainer_model(spec.model, load_catalog())
+        prepared = self.local.prepare(spec)
+        local = prepared.config.model_copy(update={"job_id": job.id})
+        folder = prepared.model.folder
         inputs = {"data/train" + "".join(Path(spec.dataset).suffixes): Path(spec.dataset)}
         if spec.validation:
             inputs["data/validation" + "".join(Path(spec.validation).suffixes)] = Path(spec.validation)
-        config = train_config(spec, self.local.options, job_id=job.id, base_model=staged_model)
         names = list(inputs)
-        config = config.model_copy(update={"dataset": names[0], "validation_dataset": names[1] if spec.validation
-                                           else None})
+        config = local.model_copy(update={"model": "model" if folder else local.model, "dataset": names[0],
+                                          "validation_dataset": names[1] if spec.validation else None})
         if self.options.trainer:
             inputs[TRAINER_SCRIPT] = Path(self.options.trainer).expanduser()
         for name, path in inputs.items():
             self.call("staging the inputs on S3", store.upload, path, INPUT + name)
-        if local_model.is_dir():
-            for path in sorted(p for p in local_model.rglob("*") if p.is_file()):
+        if folder:
+            for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
                 self.call("staging the model on S3", store.upload, path,
-                          INPUT + "model/" + path.relative_to(local_model).as_posix())
+                          INPUT + "model/" + path.relative_to(folder).as_posix())
         self.call("staging the config on S3", store.s3.put_object, Bucket=store.bucket,
                   Key=store.key(INPUT + CONFIG_NAME), Body=config.model_dump_json(indent=2).encode())
         run_dir = self.local.run_dir(job.id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        local = train_config(spec, self.local.options, job_id=job.id, base_model=trainer_model(spec.model,
-                                                                                               load_catalog()))
         (run_dir / CONFIG_NAME).write_text(local.model_dump_json(indent=2) + "\n")
         region = job.remote["region"]
         owner = {"backend": self.name, "state": f"on AWS: {job.remote['s3']} and its instance in {region} (`ftbroker "

@@ -6,9 +6,11 @@ so closing the terminal, Ctrl-C or a crash of the CLI does not stop it. Its run 
 ``trainer.log`` (its stdout and stderr), ``checkpoints/``, ``output/`` and finally ``result.json``.
 
 ``train_config`` is the one mapping from a JobSpec to the trainer's ``TrainConfig``: a setting the spec leaves
-unset is left to the trainer's default, and the pre-flight (``preflight.py``) estimates the very config the
-trainer receives. A catalog model name reaches the trainer as the model's Hugging Face repo (``trainer_model``);
-the job keeps both (``spec.model`` and ``remote["base_model"]``). The trainer's events become the job's events
+unset is left to the trainer's default. ``prepare`` resolves the job's model once (``routes.model_request``) and
+builds its config once (``TrainerJob``): ``validate`` counts with that model's tokenizer, ``quote`` (the pre-flight,
+``preflight.py``) estimates that very config, ``submit`` writes it, with the job's id, as the run folder's
+config.json, which every launch of the job then runs. A catalog model name reaches the trainer as the model's
+Hugging Face repo (``ModelRequest.load_id``); the job keeps both (``spec.model`` and ``remote["base_model"]``). The trainer's events become the job's events
 (its final ``done`` / ``error`` / ``cancelled`` line decides the status), its ``result.json`` the job's Result,
 and ``raw.measured`` (peak memory, tokens/s) the measured resources the ledger keeps beside the estimate.
 
@@ -39,7 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +59,7 @@ from ftbroker.backends.local.outputs import (CHECKPOINTS_DIR, EVENT_FIELDS, EVEN
 from ftbroker.errors import DatasetError, ExtraNotInstalledError, FtBrokerError, InputError, JobError, UnknownNameError
 from ftbroker.estimate.stacks import FTBROKER
 from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
+from ftbroker.routes import ModelRequest, model_request
 from ftbroker.private import private_file, private_folder
 from ftbroker.spec import JobSpec
 from ftbroker.vocabulary import METHODS
@@ -138,6 +141,16 @@ class LocalOptions(TrackerOptions):
         return value
 
 
+@dataclass(frozen=True)
+class TrainerJob:
+    """A job as the local trainer runs it, prepared once per job (``LocalBackend.prepare``): its model resolved once
+    and the trainer's config built once (its ``model`` what the trainer loads). ``validate`` counts with the model's
+    tokenizer, ``quote`` prices the config, ``submit`` writes it with the job's id; a cloud backend stages it."""
+
+    model: ModelRequest
+    config: TrainConfig
+
+
 class LocalBackend:
     """Training on this machine (GPU, or CPU for tiny models) with transformers + peft + trl."""
 
@@ -177,8 +190,22 @@ class LocalBackend:
         self.options = options
         self.runs = home / RUNS_DIR
         self._validation_stats: dict[str, Any] = {}  # spec -> its validation file's TokenStats (validate, for quote)
+        self._prepared: dict[str, TrainerJob] = {}  # spec -> the job as the trainer runs it (``prepare``)
 
     # --- before submission ---
+
+    def prepare(self, spec: JobSpec, catalog: Any = None) -> TrainerJob:
+        """The job as the trainer runs it, made once per spec: its model resolved (a catalog row without a repo to
+        load is refused here, before anything runs) and the trainer's config built."""
+        key = spec.model_dump_json()
+        if key not in self._prepared:
+            if catalog is None:
+                from ftbroker.pricing.catalog import load_catalog
+
+                catalog = load_catalog()
+            model = model_request(catalog, spec.model)
+            self._prepared[key] = TrainerJob(model, train_config(spec, self.options, base_model=model.trainer_model()))
+        return self._prepared[key]
 
     def _check_trackers(self) -> None:
         """A tracker's package missing from this interpreter (the trainer's, unless ``python`` names another) is
@@ -195,21 +222,13 @@ class LocalBackend:
         model's tokens with (``routes.model_tokenizer``: its local folder, else its cached or estimated hub
         tokenizer), so the quote and the plan read the same lengths."""
         from ftbroker.data.analysis import analyze
-        from ftbroker.pricing.catalog import load_catalog
-        from ftbroker.routes import PlanOptions, model_tokenizer
         from ftbroker.tokens.resolve import resolve
 
-        catalog = load_catalog()
-        trainer_model(spec.model, catalog)  # a catalog row without a repo to load is refused before anything runs
+        job = self.prepare(spec)
         self._check_trackers()
-        try:
-            need = model_tokenizer(catalog.model(spec.model), PlanOptions())
-        except InputError:  # a hub id the catalog lacks, or a folder whose config.json it cannot read
-            folder = Path(spec.model).expanduser()
-            counter = resolve(str(folder)) if folder.is_dir() else resolve(hf_repo=spec.model)
-        else:
-            counter = resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
-        limits = {counter.key: train_config(spec, self.options).max_seq_len}
+        need = job.model.tokenizer()  # a hub id the catalog lacks: its repo's; a folder it cannot read: the folder's
+        counter = resolve(need.tokenizer, hf_repo=need.hf_repo, family=need.family)
+        limits = {counter.key: job.config.max_seq_len}
         report = analyze(spec.dataset, counters=[counter], limits=limits, rules=())  # no provider's rules
         issues = list(report.errors)
         if spec.validation is not None:
@@ -232,20 +251,20 @@ class LocalBackend:
 
         if env.catalog is None:
             raise FtBrokerError("no catalog is at hand to look the GPUs and the model up with")
-        config = train_config(spec, self.options)
+        job = self.prepare(spec, env.catalog)
         gpus = local_gpus(env.catalog, env.gpus, self.options.gpu or env.declared_gpu, use=self.options.gpus,
                           today=env.today, declared_by="--gpu" if self.options.gpu else GPU_ENV)
         notes: list[str] = []
         arch = None
         if gpus:
             try:
-                arch = env.catalog.model(config.model)
+                arch = job.model.need_arch()
             except UnknownNameError as exc:  # a hub id the catalog lacks: the trainer can still download it
                 notes.append(f"no memory, time or cost estimate: {exc}")
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
         # the user's own recipe is another trainer: its measurements must not correct estimates of this one
         stack = "own recipe" if self.options.trainer else FTBROKER.name
-        return local_quote(config, arch, gpus, stats, self.validation_stats(spec),
+        return local_quote(job.config, arch, gpus, stats, self.validation_stats(spec),
                            distributed=self.options.distributed, notes=notes, corrections=env.corrections,
                            stack=stack)
 
@@ -261,13 +280,10 @@ class LocalBackend:
         found = self.find(job)
         if found is not None:
             return found
-        from ftbroker.pricing.catalog import load_catalog
-
         run_dir = self.run_dir(job.id)
         private_folder(self.runs)
         private_folder(run_dir)
-        config = train_config(job.spec, self.options, job_id=job.id,
-                              base_model=trainer_model(job.spec.model, load_catalog()))
+        config = self.prepare(job.spec).config.model_copy(update={"job_id": job.id})
         if "mlflow" in config.report_to and config.tracking_uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
             # MLflow's own default is a database in the working folder (the run folder): one store for every job
             config = config.model_copy(update={"tracking_uri": (self.runs.parent / MLRUNS_DIR).as_uri()})
@@ -285,7 +301,9 @@ class LocalBackend:
         return self._launch(job, run_dir, tracker, resume=True)
 
     def _launch(self, job: Job, run_dir: Path, tracker: Tracker, *, resume: bool) -> Submission:
-        command = self.command(job.spec, run_dir, resume=resume, gpu_count=len(self._use_gpus(detect_gpus())))
+        """Start the trainer on the config the run folder holds (``submit`` wrote it: every launch runs the same)."""
+        config = TrainConfig.model_validate_json((run_dir / CONFIG_NAME).read_text())
+        command = self.command(config, run_dir, resume=resume, gpu_count=len(self._use_gpus(detect_gpus())))
         deadline = time.monotonic() + _HELD_WAIT_S
         while (pid := _detach(command, run_dir)) is None:  # the run folder is held
             holder = _trainer_noted(run_dir)
@@ -304,9 +322,10 @@ class LocalBackend:
                       kind="status", data={"command": command})
         return Submission(remote=remote, status=JobStatus.RUNNING)
 
-    def command(self, spec: JobSpec, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
-        """The trainer's command line: plain Python on one device, ``accelerate launch`` on several GPUs."""
-        return run_command(self.options.python or sys.executable, train_config(spec, self.options), run_dir,
+    def command(self, config: TrainConfig, run_dir: Path, *, resume: bool, gpu_count: int) -> list[str]:
+        """The trainer's command line for ``config``: plain Python on one device, ``accelerate launch`` on several
+        GPUs."""
+        return run_command(self.options.python or sys.executable, config, run_dir,
                            resume=resume, gpu_count=gpu_count, distributed=self.options.distributed,
                            script=str(Path(self.options.trainer).expanduser().resolve()) if self.options.trainer
                            else None)
@@ -402,28 +421,13 @@ class LocalBackend:
 
 # --- the run folder's files -----------------------------------------------------------------------------------
 
-def trainer_model(model: str, catalog: Any) -> str:
-    """What the trainer loads for a spec's ``model``: a catalog name or alias becomes the model's Hugging Face repo;
-    a local folder, a repo id (ORG/NAME) and a name the catalog does not know stay as given."""
-    if "/" in model or Path(model).expanduser().exists():
-        return model
-    try:
-        arch = catalog.model(model)
-    except InputError:
-        return model
-    if not arch.hf_repo:
-        raise InputError(f"model: the catalog's {arch.name} names no Hugging Face repo (hf_repo) to load it from; "
-                         "give --model as a repo id (ORG/NAME) or a local model folder, or add hf_repo to its row")
-    return arch.hf_repo
-
-
-def train_config(spec: JobSpec, options: LocalOptions, job_id: str | None = None,
-                 base_model: str | None = None) -> TrainConfig:
-    """The trainer's config for ``spec``: the one mapping from JobSpec to TrainConfig. A setting the spec leaves
-    unset (None) is left out, so the trainer's default applies and the quote estimates what will really run.
-    ``base_model``: what the trainer loads (``trainer_model``), when it is not ``spec.model`` itself."""
+def train_config(spec: JobSpec, options: LocalOptions, base_model: str | None = None) -> TrainConfig:
+    """The trainer's config for ``spec``: the one mapping from JobSpec to TrainConfig (``LocalBackend.prepare``
+    calls it once per job; a plan once per model and method). A setting the spec leaves unset (None) is left out,
+    so the trainer's default applies and the quote estimates what will really run. ``base_model``: what the trainer
+    loads (``ModelRequest.load_id``), when it is not ``spec.model`` itself."""
     hp, lora = spec.hyperparameters, spec.lora
-    fields = {"job_id": job_id, "model": base_model or spec.model, "dataset": spec.dataset,
+    fields = {"model": base_model or spec.model, "dataset": spec.dataset,
               "validation_dataset": spec.validation, "method": spec.method, "epochs": hp.epochs,
               "learning_rate": hp.learning_rate, "micro_batch_size": hp.micro_batch_size,
               "gradient_accumulation_steps": hp.gradient_accumulation_steps, "max_seq_len": hp.max_seq_len,

@@ -46,8 +46,7 @@ from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
 from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, TrackerOptions, accelerate_config,
-                                             run_result, tracker_records, train_config, trainer_model,
-                                             trainer_records)
+                                             run_result, tracker_records, trainer_records)
 from ftbroker.backends.local.config import CONFIG_NAME
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -200,16 +199,12 @@ class SkyPilotBackend:
         why_not = unsupported(place)
         if why_not:
             return Quote(backend=self.name, verdict=Verdict.ROUTE_UNAVAILABLE, reason=why_not, hardware=place.hardware)
-        config = train_config(spec, self.local.options)
-        try:
-            arch = catalog.model(config.model)
-        except InputError:
-            arch = None
+        job = self.local.prepare(spec, catalog)
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        if arch is None or stats is None or not stats.length_counts:
-            why = "the model's shape is unknown" if arch is None else "the dataset's token lengths are unknown"
+        if job.model.arch is None or stats is None or not stats.length_counts:
+            why = "the model's shape is unknown" if job.model.arch is None else "the dataset's token lengths are unknown"
             return Quote(backend=self.name, hardware=place.hardware, warnings=(f"no estimate: {why}",))
-        quote = instance_quote(config, ModelRequest(spec.model, arch), stats, self.local.validation_stats(spec),
+        quote = instance_quote(job.config, job.model, stats, self.local.validation_stats(spec),
                                place.instance, place.market, catalog.gpus[place.instance.gpu], backend=self.name,
                                today=env.today, nodes=place.nodes, interconnect_gbps=place.interconnect_gbps,
                                corrections=Corrections() if self.options.trainer else env.corrections)
@@ -335,7 +330,7 @@ class SkyPilotBackend:
             self._write_stage(stage, job, place, catalog)
         launch = Launch(job_id=job.id, place=place, stage_dir=str(stage), run_uri=f"{self.options.bucket}/{job.id}",
                         wheel=next(stage.glob("ftbroker-*.whl")).name, max_seconds=self.cap_seconds(quote),
-                        disk_gb=self.options.disk_gb or _disk_gb(catalog, spec.model),
+                        disk_gb=self.options.disk_gb or _disk_gb(self.local.prepare(spec, catalog).model),
                         accelerate=place.ranks > 1, image=self.options.image,
                         trainer_script="trainer.py" if self.options.trainer else None,
                         secrets={k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)}, ledger=self.ledger_id)
@@ -351,11 +346,11 @@ class SkyPilotBackend:
         shutil.copyfile(spec.dataset, inputs / "data.jsonl")
         if spec.validation:
             shutil.copyfile(spec.validation, inputs / "validation.jsonl")
-        model = trainer_model(spec.model, catalog)
-        if Path(model).expanduser().is_dir():  # a local model folder travels with the job
-            shutil.copytree(Path(model).expanduser(), inputs / "model")
-            model = "model"
-        config = train_config(spec, self.local.options, job_id=job.id, base_model=model).model_copy(update={
+        prepared = self.local.prepare(spec, catalog)
+        if prepared.model.folder:  # a local model folder travels with the job
+            shutil.copytree(prepared.model.folder, inputs / "model")
+        config = prepared.config.model_copy(update={
+            "job_id": job.id, "model": "model" if prepared.model.folder else prepared.config.model,
             "dataset": "data.jsonl", "validation_dataset": "validation.jsonl" if spec.validation else None})
         (inputs / CONFIG_NAME).write_text(config.model_dump_json(indent=2, exclude_none=True) + "\n")
         build_wheel(stage)
@@ -646,12 +641,9 @@ def _poll_cap(job: Job | None) -> float | None:
     return float(cap) + POLL_CAP_SLACK_S if cap else None
 
 
-def _disk_gb(catalog: Any, model: str) -> int:
+def _disk_gb(model: ModelRequest) -> int:
     """Room on each node for the trainer's packages, the model's download, and the bucket's local cache of the
     checkpoints and outputs (MOUNT_CACHED writes locally first): 100 GB + 4x the model's 16-bit weights, in steps
     of 50 GB. A model the catalog does not know is given the room of a 10B one."""
-    try:
-        weights_gb = catalog.model(model).params * 2 / 1e9
-    except InputError:
-        weights_gb = 20.0
+    weights_gb = model.arch.params * 2 / 1e9 if model.arch is not None else 20.0
     return 50 * math.ceil((100 + 4 * weights_gb) / 50)
