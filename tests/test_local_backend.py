@@ -11,9 +11,11 @@ import sys
 import pytest
 from jobsupport import wait_for, write_chat
 
-from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
-                                            train_config)
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
 from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
+from ftbroker.backends.local.prepare import train_config
+from ftbroker.backends.local.process import TRAINER_MODULE, accelerate_config
+from ftbroker.backends.local.results import read_events
 from ftbroker.broker import Broker
 from ftbroker.errors import InputError, JobError
 from ftbroker.jobs import JobStatus
@@ -301,15 +303,14 @@ def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
 
 
 def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(broker, tmp_path, monkeypatch):
-    from ftbroker.backends.local import backend as local
-    from ftbroker.backends.local import runlock
+    from ftbroker.backends.local import process, runlock
 
     job = broker.submit(local_spec(tmp_path))
     assert broker.cancel(job.id).status is JobStatus.CANCELLED
     # A trainer killed a moment ago: its pid is gone (a zombie) while its last threads, ending, still hold the lock
     ending = runlock.take(broker.home / "runs" / job.id)
     attempts = []
-    detach = local._detach
+    detach = process.detach
 
     def launch(command, run_dir):
         attempts.append(run_dir)
@@ -317,6 +318,6 @@ def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(br
             os.close(ending)  # they have ended
         return detach(command, run_dir)
 
-    monkeypatch.setattr(local, "_detach", launch)
+    monkeypatch.setattr(process, "detach", launch)
     resumed = broker.resume(job.id)
     assert resumed.status is JobStatus.RUNNING and resumed.remote["pid"] != job.remote["pid"] and len(attempts) == 3

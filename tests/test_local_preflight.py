@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from jobsupport import write_chat
 
 from ftbroker.backends.base import Environment, Gpu, Verdict
-from ftbroker.backends.local.backend import LocalBackend, LocalOptions, measured_resources, train_config
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
+from ftbroker.backends.local.prepare import train_config
+from ftbroker.backends.local.results import measured_resources
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import CPU_NOTE, LocalGpus, local_gpus, local_quote
 from ftbroker.broker import check_guards

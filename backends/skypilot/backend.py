@@ -45,8 +45,9 @@ from ftbroker import clock
 from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
-from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, TrackerOptions, accelerate_config,
-                                             run_result, tracker_records, trainer_records)
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions, TrackerOptions
+from ftbroker.backends.local.process import accelerate_config
+from ftbroker.backends.local.results import run_result, tracker_records, trainer_records
 from ftbroker.backends.local.config import CONFIG_NAME
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
@@ -200,9 +201,10 @@ class SkyPilotBackend:
         if why_not:
             return Quote(backend=self.name, verdict=Verdict.ROUTE_UNAVAILABLE, reason=why_not, hardware=place.hardware)
         job = self.local.prepare(spec, catalog)
+        arch = job.model.arch
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
-        if job.model.arch is None or stats is None or not stats.length_counts:
-            why = "the model's shape is unknown" if job.model.arch is None else "the dataset's token lengths are unknown"
+        if arch is None or stats is None or not stats.length_counts:
+            why = "the model's shape is unknown" if arch is None else "the dataset's token lengths are unknown"
             return Quote(backend=self.name, hardware=place.hardware, warnings=(f"no estimate: {why}",))
         quote = instance_quote(job.config, job.model, stats, self.local.validation_stats(spec),
                                place.instance, place.market, catalog.gpus[place.instance.gpu], backend=self.name,
