@@ -411,7 +411,7 @@ class SkyPilotBackend:
         log = sky.logs(cluster=job.id, job_id=sky_id) if clusters else ""
         running_s = clock.now().timestamp() - clusters[0].launched_at if clusters and clusters[0].launched_at else None
         if word is None:  # the cluster is gone (its autodown, or by hand): the bucket has the trainer's outcome
-            status, detail = self._outcome_in_bucket(job), "cluster gone"
+            status, detail = self._outcome_in_bucket(sky, job), "cluster gone"
         else:
             status, detail = status_of(word, CLUSTER_JOB_STATUS), word.lower()
         error = None
@@ -421,7 +421,7 @@ class SkyPilotBackend:
             sky.down(job.id)  # now, rather than after the autodown's idle minutes
         remote = {"runtime_s": f"{running_s:.0f}"} if running_s is not None else {}
         cost = self._cluster_cost(sky, job, running_s)
-        return self._update(job, status, detail, log, error, cost, remote)
+        return self._update(sky, job, status, detail, log, error, cost, remote)
 
     def _poll_managed(self, sky: adapter_module.SkyAdapter, job: Job) -> Update:
         sky_id = int(job.remote["sky_job_id"])
@@ -439,7 +439,7 @@ class SkyPilotBackend:
             sky.jobs_cancel(sky_id, graceful=True)
             status, detail, error = JobStatus.FAILED, "past its cap", self._cap_error(job, record.job_duration)
         cost = spent + runtime_cost(record.job_duration, price, nodes)
-        update = self._update(job, status, detail, log, error, cost, remote)
+        update = self._update(sky, job, status, detail, log, error, cost, remote)
         return replace(update, events=[*attempts, *update.events])
 
     def _recoveries(self, job: Job, record: adapter_module.ManagedJob, price: Decimal, nodes: int):
@@ -460,8 +460,8 @@ class SkyPilotBackend:
                             "runtime_s": round(ran, 1), "cost_usd": float(runtime_cost(ran, price, nodes))})
         return [event], {"recoveries": str(record.recovery_count), "attempts_runtime_s": f"{record.job_duration:.1f}"}
 
-    def _update(self, job: Job, status: JobStatus, detail: str, log: str, error: str | None, cost: Decimal | None,
-                remote: dict[str, str]) -> Update:
+    def _update(self, sky: adapter_module.SkyAdapter, job: Job, status: JobStatus, detail: str, log: str,
+                error: str | None, cost: Decimal | None, remote: dict[str, str]) -> Update:
         """The Update of a poll: the trainer's new events from the log, the error, and the outputs at the end."""
         everything = trainer_events(log, None)
         fresh = [e for e in everything if job.cursor is None or str(e.get("time", "")) > job.cursor]
@@ -469,22 +469,22 @@ class SkyPilotBackend:
         cursor = str(fresh[-1]["time"]) if fresh else None
         output = None
         if status is JobStatus.SUCCEEDED:
-            output = self._fetch(job).get("output_model")
+            output = self._fetch(sky, job).get("output_model")
         if status is JobStatus.FAILED:
             error = log_error(log, everything) or error or "the run failed (no error message in its logs)"
         return Update(status=status, detail=detail, cursor=cursor, error=error if status is JobStatus.FAILED else None,
                       actual_cost_usd=cost, output_model=output, remote={**remote, **tracker_records(fresh)}, **records)
 
-    def _outcome_in_bucket(self, job: Job) -> JobStatus:
-        result = self._fetch(job)
+    def _outcome_in_bucket(self, sky: adapter_module.SkyAdapter, job: Job) -> JobStatus:
+        result = self._fetch(sky, job)
         status = result.get("status")
         return JobStatus(status) if status in {s.value for s in JobStatus} else JobStatus.FAILED
 
-    def _fetch(self, job: Job) -> dict[str, Any]:
+    def _fetch(self, sky: adapter_module.SkyAdapter, job: Job) -> dict[str, Any]:
         """The trainer's files (result, events, metrics, plot, config, output folder) from the bucket into the
         local run folder, its remote paths made local; result.json's content ({} if it wrote none)."""
         run_dir = self.run_dir(job.id)
-        adapter().download(job.remote["run_uri"], run_dir, folders=[OUTPUT_DIR],
+        sky.download(job.remote["run_uri"], run_dir, folders=[OUTPUT_DIR],
                            files=[RESULT_NAME, EVENTS_NAME, METRICS_NAME, PLOT_NAME, CONFIG_NAME])
         path = run_dir / RESULT_NAME
         if not path.is_file():
@@ -556,7 +556,7 @@ class SkyPilotBackend:
         """The trainer's result (downloaded into the local run folder), with SkyPilot's record in ``raw``."""
         run_dir = self.run_dir(job.id)
         if job.status is JobStatus.SUCCEEDED and not (run_dir / RESULT_NAME).is_file():
-            self._fetch(job)
+            self._fetch(adapter(), job)
         keys = ("mode", "sky_job_id", "run_uri", "recoveries", "usd_per_hour", "nodes", "max_seconds")
         return run_result(run_dir, job, skypilot={k: job.remote[k] for k in keys if job.remote.get(k)})
 
