@@ -485,7 +485,7 @@ class SkyPilotBackend:
         local run folder, its remote paths made local; result.json's content ({} if it wrote none)."""
         run_dir = self.run_dir(job.id)
         sky.download(job.remote["run_uri"], run_dir, folders=[OUTPUT_DIR],
-                           files=[RESULT_NAME, EVENTS_NAME, METRICS_NAME, PLOT_NAME, CONFIG_NAME])
+                     files=[RESULT_NAME, EVENTS_NAME, METRICS_NAME, PLOT_NAME, CONFIG_NAME])
         path = run_dir / RESULT_NAME
         if not path.is_file():
             return {}
