@@ -228,7 +228,7 @@ def fetch(store: JobStore, run_dir: Path, syncer: Syncer) -> bool:
 
 
 def last_event(run_dir: Path) -> dict[str, Any]:
-    from ftbroker.backends.local.backend import read_events
+    from ftbroker.backends.local.results import read_events
 
     path = run_dir / "events.jsonl"
     size = path.stat().st_size if path.is_file() else 0
@@ -238,7 +238,7 @@ def last_event(run_dir: Path) -> dict[str, Any]:
 
 def start_trainer(run_dir: Path, resume: bool) -> subprocess.Popen:
     from ftbroker.backends.base import detect_gpus
-    from ftbroker.backends.local.backend import run_command
+    from ftbroker.backends.local.process import run_command
     from ftbroker.backends.local.config import CONFIG_NAME, load_config
 
     script = run_dir / TRAINER_SCRIPT

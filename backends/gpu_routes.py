@@ -24,7 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from ftbroker.backends.base import Quote, Verdict
-from ftbroker.backends.local.backend import LocalBackend, LocalOptions, train_config
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
+from ftbroker.backends.local.prepare import train_config
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, estimate_keys, gpu_run,
                                                lowered_batch_note, no_fit_reason, trainer_data, untimed_note)

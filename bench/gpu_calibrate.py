@@ -11,12 +11,12 @@ How it measures
   * No download: each architecture row (bench/data/models.csv) becomes a Hugging Face config, is initialised at
     random directly on the GPU in bf16 and saved once to a scratch folder with a small word-level ChatML
     tokenizer (the model keeps its real vocabulary size; the data use the first 1024 ids).
-  * Every case runs through the local trainer's own code, ftbroker.backends.local.train: TrainConfig,
-    _prepare_data (chat template, assistant-only masking), build_trainer (from_pretrained in the method's dtype,
-    NF4 + double quantization for QLoRA, PEFT LoRA on all linear layers, the SFTConfig of a real run) and
-    trainer.train(), with the trainer's gradient guard. The chats are long enough that every example is cut to
-    exactly max_seq_len: no padding, every position a real token. The one change to a real run: the
-    "adamw_8bit" cases pass SFTConfig(optim="adamw_bnb_8bit"), which TrainConfig has no field for.
+  * Every case runs through the local trainer's own code, ftbroker.backends.local.train and its modules:
+    TrainConfig, train_data.prepare_data (chat template, assistant-only masking), build_trainer (from_pretrained in
+    the method's dtype, NF4 + double quantization for QLoRA, PEFT LoRA on all linear layers, the SFTConfig of a real
+    run) and trainer.train(), with the trainer's gradient guard. The chats are long enough that every example is cut
+    to exactly max_seq_len: no padding, every position a real token. The one change to a real run: the "adamw_8bit"
+    cases pass SFTConfig(optim="adamw_bnb_8bit"), which TrainConfig has no field for.
   * Each architecture runs in a fresh process (its own CUDA context). Inside it the cases run one after another;
     between them every reference is dropped, then gc + empty_cache + reset_peak_memory_stats. That returns the
     caching allocator's pool to the driver, so each case's reserved peak starts from an empty pool; what it
@@ -254,6 +254,7 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
                  memory_gib: float | None) -> dict:
     """Train one case for ``plan.steps`` steps through the local trainer's code; the record of it."""
     import torch
+    from ftbroker.backends.local import loading, train_data
     from ftbroker.backends.local import train as recipe
     from ftbroker.backends.local.config import TrainConfig
     from ftbroker.estimate import summarize
@@ -265,7 +266,7 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
     config = TrainConfig(model=str(model_dir), dataset=str(data_file), method=case.method, epochs=1,
                          eval_fraction=0, micro_batch_size=case.micro_batch, max_seq_len=case.seq_len,
                          gradient_checkpointing=case.checkpointing, logging_steps=1, seed=0)
-    device, precision = recipe._device_and_precision(config, torch)
+    device, precision = loading.device_and_precision(config, torch)
     setup = config.training_setup(precision).with_(optimizer=case.optimizer, impl=BENCH_IMPL)
     estimate = summarize(arch, setup, gpu)
     record = {"case": asdict(case), "id": case.id, "setup": _setup_json(setup), "device": device,
@@ -279,8 +280,8 @@ def measure_case(case: Case, arch: ModelArch, model_dir: Path, scratch: Path, pl
 
     started = time.perf_counter()
     cuda = device == "cuda"
-    tokenizer = recipe._load_tokenizer(config)
-    data = recipe._prepare_data(config, tokenizer)
+    tokenizer = loading.load_tokenizer(config)
+    data = train_data.prepare_data(config, tokenizer)
     _release(torch)
     baseline = torch.cuda.memory_allocated() if cuda else None
     timer = _step_timer(torch, device)

@@ -62,14 +62,15 @@ def build_model(folder: Path) -> Path:
 
 def measure(mode: str, base: dict, workdir: Path) -> dict:
     import torch
+    from ftbroker.backends.local import loading, train_data
     from ftbroker.backends.local import train as recipe
     from ftbroker.backends.local.config import TrainConfig
     from transformers import PrinterCallback
 
     config = TrainConfig.model_validate(base | MODES[mode])
-    device, precision = recipe._device_and_precision(config, torch)
-    tokenizer = recipe._load_tokenizer(config)
-    data = recipe._prepare_data(config, tokenizer)
+    device, precision = loading.device_and_precision(config, torch)
+    tokenizer = loading.load_tokenizer(config)
+    data = train_data.prepare_data(config, tokenizer)
     trainer = recipe.build_trainer(config, tokenizer, data, workdir / mode, device, precision)
     trainer.remove_callback(PrinterCallback)
     # The batches exactly as the trainer builds them (same sampler seed, same collator).

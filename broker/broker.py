@@ -400,7 +400,7 @@ class Broker:
         them (it was lost, emptied or moved aside): each is recorded under its own id, then polled like any job,
         which reads its status, events and result from the folder. Returns the jobs restored and, for each folder
         that could not be, why."""
-        from ftbroker.backends.local.backend import recover_job
+        from ftbroker.backends.local.results import recover_job
 
         restored, skipped = [], []
         for run_dir in self._run_folders():

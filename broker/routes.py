@@ -22,7 +22,7 @@ from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ftbroker.errors import UnknownNameError
+from ftbroker.errors import InputError, UnknownNameError
 from ftbroker.estimate.measured import Corrections
 from ftbroker.pricing.catalog import AutoEpochs
 
@@ -55,11 +55,44 @@ class TokenNeed:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """One ``--model``: the name as asked (a local folder: its absolute path), and the architecture when it is an
-    open model."""
+    """One model as the user named it (``--model``, a job's ``model``), resolved once (``resolve_model`` for a plan,
+    ``model_request`` for a job): everything downstream reads these fields, never the string again.
+
+    ``name``: as asked (a local folder or config.json: its absolute path), what a route's job and the ledger name.
+    ``arch``: the architecture (the catalog's row, or the local config.json's) when it is an open model the catalog
+    can shape; ``unresolved``: why not (the catalog's error, raised where a backend cannot do without it).
+    ``folder``: the local model folder it names, if any (what a cloud backend stages).
+    ``load_id``: what the trainer loads: the local path, a Hugging Face repo id as given, a catalog model's repo,
+    or a name the catalog does not know (the hub's to resolve); None: a catalog row that names no repo."""
 
     name: str
     arch: ModelArch | None = None
+    folder: str | None = None
+    load_id: str | None = None
+    unresolved: InputError | None = field(default=None, compare=False)
+
+    def trainer_model(self) -> str:
+        """``load_id``, or the InputError of a catalog row that names no repo to load."""
+        if self.load_id is None:
+            raise InputError(f"model: the catalog's {self.arch.name if self.arch else self.name} names no Hugging Face "
+                             "repo (hf_repo) to load it from; give --model as a repo id (ORG/NAME) or a local model "
+                             "folder, or add hf_repo to its row")
+        return self.load_id
+
+    def need_arch(self) -> ModelArch:
+        """The architecture, or the catalog's error for a model it cannot shape."""
+        if self.arch is None:
+            raise self.unresolved or UnknownNameError("model", self.name, [])
+        return self.arch
+
+    def tokenizer(self, options: PlanOptions | None = None) -> TokenizerSpec:
+        """How its tokens are counted: --tokenizer (``options.tokenizer``), else an open model's own
+        (``model_tokenizer``), else the local folder's tokenizer, else the hub repo the name gives."""
+        if self.arch is not None:
+            return model_tokenizer(self.arch, options or PlanOptions())
+        if options is not None and options.tokenizer:
+            return TokenizerSpec(tokenizer=options.tokenizer)
+        return TokenizerSpec(tokenizer=self.folder) if self.folder else TokenizerSpec(hf_repo=self.name)
 
 
 @dataclass(frozen=True)
@@ -318,22 +351,38 @@ def matching_offers(offers: Sequence[ManagedOffer], request: ModelRequest) -> li
             and names & {o.model.lower(), o.base_model.lower(), (o.hf_repo or "").lower()} - {""}]
 
 
-def resolve_model(catalog: Catalog, name: str) -> ModelRequest:
-    """An open model (catalog, local folder, config.json) with its architecture, or a managed model by name.
-
-    A local folder or config.json is named by its absolute path, so a route's job finds it from anywhere."""
+def model_request(catalog: Catalog, name: str) -> ModelRequest:
+    """A job's model, resolved once: an open model with its architecture where the catalog can shape it (a catalog
+    name, alias or repo id, a local folder or config.json), else a name the trainer hands to the hub as is."""
     from pathlib import Path
 
+    local = Path(name).expanduser()
+    path = str(local.resolve()) if local.exists() else None
+    folder = path if local.is_dir() else None
     try:
         arch = catalog.model(name)
-    except UnknownNameError:
-        request = ModelRequest(name)
-        if matching_offers(catalog.managed, request):
-            return request
-        known = [n for m in catalog.models.values() for n in (m.name, *m.aliases)]
-        known += [n for o in catalog.managed for n in (o.model, o.base_model) if n]
-        hint = ("a catalog or managed model, a local model folder or a config.json; "
-                "`ftbroker catalog show --kind models` (and `--kind managed`) lists them")
-        raise UnknownNameError("model", name, known, hint=hint) from None
-    local = Path(name).expanduser()
-    return ModelRequest(str(local.resolve()) if local.exists() else name, arch)
+    except InputError as exc:  # unknown to the catalog, or a folder / config.json it cannot read
+        return ModelRequest(name, folder=folder, load_id=name, unresolved=exc)
+    if path is not None:
+        return ModelRequest(path, arch, folder=folder, load_id=name)
+    # a repo id (ORG/NAME) loads as given; a catalog name or alias by its row's repo
+    return ModelRequest(name, arch, load_id=name if "/" in name else arch.hf_repo or None)
+
+
+def resolve_model(catalog: Catalog, name: str) -> ModelRequest:
+    """A plan's ``--model``: an open model (catalog, local folder, config.json) with its architecture, or a managed
+    model by name; anything else is an UnknownNameError listing the names known.
+
+    A local folder or config.json is named by its absolute path, so a route's job finds it from anywhere."""
+    request = model_request(catalog, name)
+    if request.arch is not None:
+        return request
+    if not isinstance(request.unresolved, UnknownNameError):
+        raise request.unresolved or UnknownNameError("model", name, [])
+    if matching_offers(catalog.managed, request):
+        return ModelRequest(name)
+    known = [n for m in catalog.models.values() for n in (m.name, *m.aliases)]
+    known += [n for o in catalog.managed for n in (o.model, o.base_model) if n]
+    hint = ("a catalog or managed model, a local model folder or a config.json; "
+            "`ftbroker catalog show --kind models` (and `--kind managed`) lists them")
+    raise UnknownNameError("model", name, known, hint=hint) from None

@@ -483,23 +483,24 @@ def test_a_cli_killed_between_launch_and_ledger_gc_reaps_and_a_rerun_never_launc
 def test_gc_reaps_what_should_go_and_keeps_what_is_in_use(tmp_path):
     """Which instances ``gc`` terminates and which it keeps, and why (the rule itself; the played tests cover the
     calls): its job finished, unknown to this ledger, never recorded, past its cap; else it stays."""
-    from ftbroker.backends.ec2 import Ec2Backend, Ec2Options, _Instance
+    from ftbroker.backends.ec2 import Ec2Backend, Ec2Options
+    from ftbroker.backends.ec2_instances import Ec2Instance
     from ftbroker.jobs import Job, JobStatus
     from ftbroker.spec import JobSpec
 
     backend = Ec2Backend(Ec2Options(), home=tmp_path)
     now = clock.now()
 
-    def instance(ran_minutes: float, ledger: str = backend.ledger_id, cap: int = 60) -> _Instance:
-        return _Instance("i-1", "running", "g6e.xlarge", {"ftbroker:job": "ftb-a", "ftbroker:ledger": ledger,
-                                                          "ftbroker:cap-minutes": str(cap)},
-                         now - timedelta(minutes=ran_minutes))
+    def instance(ran_minutes: float, ledger: str = backend.ledger_id, cap: int = 60) -> Ec2Instance:
+        return Ec2Instance("i-1", "running", "g6e.xlarge", {"ftbroker:job": "ftb-a", "ftbroker:ledger": ledger,
+                                                            "ftbroker:cap-minutes": str(cap)},
+                           now - timedelta(minutes=ran_minutes))
 
     def job(status: JobStatus, instance_id: str = "i-1") -> Job:
         return Job(id="ftb-a", spec=JobSpec(dataset="d.jsonl", model="m", backend="ec2"), status=status,
                    created_at=now, updated_at=now, remote={"instance_id": instance_id})
 
-    def why(inst: _Instance, found: Job | None) -> tuple[str | None, str]:
+    def why(inst: Ec2Instance, found: Job | None) -> tuple[str | None, str]:
         return backend._why_collect(inst, found, now - inst.launched_at)
 
     assert why(instance(30), job(JobStatus.RUNNING)) == (None, "job ftb-a is running on it")

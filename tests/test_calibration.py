@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tinymodels import code_examples, write_jsonl
 
 import ftbroker
-from ftbroker.backends.local.backend import measured_resources
+from ftbroker.backends.local.results import measured_resources
 from ftbroker.cli import cli
 from ftbroker.estimate import measured
 from ftbroker.estimate.measured import Corrections, MeasuredRun, factor, measured_run

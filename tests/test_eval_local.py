@@ -13,7 +13,7 @@ from test_local_e2e import ftbroker
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends.local.config import load_config
-from ftbroker.backends.local.train import held_out_split
+from ftbroker.backends.local.train_data import held_out_split
 from ftbroker.cli import cli
 
 

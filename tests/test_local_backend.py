@@ -11,13 +11,16 @@ import sys
 import pytest
 from jobsupport import wait_for, write_chat
 
-from ftbroker.backends.local.backend import (TRAINER_MODULE, LocalBackend, LocalOptions, accelerate_config, read_events,
-                                            train_config, trainer_model)
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
 from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
+from ftbroker.backends.local.prepare import train_config
+from ftbroker.backends.local.process import TRAINER_MODULE, accelerate_config
+from ftbroker.backends.local.results import read_events
 from ftbroker.broker import Broker
 from ftbroker.errors import InputError, JobError
 from ftbroker.jobs import JobStatus
 from ftbroker.pricing.catalog import load_catalog
+from ftbroker.routes import model_request
 from ftbroker.spec import JobSpec
 
 
@@ -109,13 +112,13 @@ def _job(tmp_path, remote):
 
 
 def test_trainer_command_lines(tmp_path):
-    spec = JobSpec(dataset="d", model="m", method="full")
+    config = train_config(JobSpec(dataset="d", model="m", method="full"), LocalOptions())
     default = LocalBackend(LocalOptions(), home=tmp_path)
-    assert default.command(spec, tmp_path, resume=False, gpu_count=1) == [
+    assert default.command(config, tmp_path, resume=False, gpu_count=1) == [
         sys.executable, "-m", TRAINER_MODULE, str(tmp_path)]
-    assert default.command(spec, tmp_path, resume=True, gpu_count=0)[-1] == "--resume"
+    assert default.command(config, tmp_path, resume=True, gpu_count=0)[-1] == "--resume"
     multi = LocalBackend(LocalOptions(python="/venv/bin/python"), home=tmp_path)
-    cmd = multi.command(spec, tmp_path, resume=False, gpu_count=4)
+    cmd = multi.command(config, tmp_path, resume=False, gpu_count=4)
     assert cmd[:5] == ["/venv/bin/python", "-m", "accelerate.commands.launch", "--config_file",
                        str(tmp_path / "accelerate.yaml")]
     assert cmd[5:] == ["-m", TRAINER_MODULE, str(tmp_path)]
@@ -198,15 +201,22 @@ def test_a_refused_resume_leaves_the_job_as_it_was(broker, tmp_path):
     assert broker.job(job.id).status is JobStatus.CANCELLED
 
 
-def test_trainer_model_maps_catalog_names_only(tmp_path, monkeypatch):
+def test_the_trainer_loads_a_catalog_name_by_its_repo_and_anything_else_as_given(tmp_path, monkeypatch):
     catalog = load_catalog()
-    assert trainer_model("Qwen2.5-7B", catalog) == catalog.model("Qwen2.5-7B").hf_repo == "Qwen/Qwen2.5-7B"
-    assert trainer_model("Qwen/Qwen2.5-7B-Instruct", catalog) == "Qwen/Qwen2.5-7B-Instruct"  # a repo id as given
-    assert trainer_model("gpt2", catalog) == "gpt2"  # unknown to the catalog: the hub's to resolve
+
+    def loads(name):
+        return model_request(catalog, name).trainer_model()
+
+    assert loads("Qwen2.5-7B") == catalog.model("Qwen2.5-7B").hf_repo == "Qwen/Qwen2.5-7B"
+    assert loads("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"  # a repo id as given
+    gpt2 = model_request(catalog, "gpt2")  # unknown to the catalog: the hub's to resolve, and its tokenizer too
+    assert (gpt2.trainer_model(), gpt2.arch, gpt2.tokenizer().hf_repo) == ("gpt2", None, "gpt2")
     (tmp_path / "Llama-3.1-8B").mkdir()  # a local folder wins over the catalog name it happens to have
     monkeypatch.chdir(tmp_path)
-    assert trainer_model("Llama-3.1-8B", catalog) == "Llama-3.1-8B"
-    assert trainer_model(str(tmp_path), catalog) == str(tmp_path)
+    folder = model_request(catalog, "Llama-3.1-8B")
+    assert (folder.trainer_model(), folder.folder, folder.tokenizer().tokenizer) == (
+        "Llama-3.1-8B", str(tmp_path / "Llama-3.1-8B"), str(tmp_path / "Llama-3.1-8B"))
+    assert loads(str(tmp_path)) == str(tmp_path)
 
 
 def test_one_trainer_per_run_folder_even_for_a_launch_the_ledger_does_not_know_of(broker, tmp_path):
@@ -293,15 +303,14 @@ def test_a_finished_job_shows_its_runs_throughput_and_no_eta(tmp_path):
 
 
 def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(broker, tmp_path, monkeypatch):
-    from ftbroker.backends.local import backend as local
-    from ftbroker.backends.local import runlock
+    from ftbroker.backends.local import process, runlock
 
     job = broker.submit(local_spec(tmp_path))
     assert broker.cancel(job.id).status is JobStatus.CANCELLED
     # A trainer killed a moment ago: its pid is gone (a zombie) while its last threads, ending, still hold the lock
     ending = runlock.take(broker.home / "runs" / job.id)
     attempts = []
-    detach = local._detach
+    detach = process.detach
 
     def launch(command, run_dir):
         attempts.append(run_dir)
@@ -309,6 +318,6 @@ def test_a_launch_waits_while_the_last_trainers_threads_still_hold_the_folder(br
             os.close(ending)  # they have ended
         return detach(command, run_dir)
 
-    monkeypatch.setattr(local, "_detach", launch)
+    monkeypatch.setattr(process, "detach", launch)
     resumed = broker.resume(job.id)
     assert resumed.status is JobStatus.RUNNING and resumed.remote["pid"] != job.remote["pid"] and len(attempts) == 3

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from jobsupport import write_chat
 
 from ftbroker.backends.base import Environment, Gpu, Verdict
-from ftbroker.backends.local.backend import LocalBackend, LocalOptions, measured_resources, train_config
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
+from ftbroker.backends.local.prepare import train_config
+from ftbroker.backends.local.results import measured_resources
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.local.preflight import CPU_NOTE, LocalGpus, local_gpus, local_quote
 from ftbroker.broker import check_guards
@@ -54,7 +56,7 @@ def test_unset_settings_are_the_trainers_defaults_and_set_ones_map_to_its_fields
                                     "gradient_accumulation_steps": 8, "max_seq_len": 1024, "packing": True,
                                     "gradient_checkpointing": False, "seed": 7, "early_stopping_patience": 3},
                    lora={"r": 64, "alpha": 128, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
-    mapped = train_config(spec, LocalOptions(merge=True, gpus=0), job_id="ftb-x")
+    mapped = train_config(spec, LocalOptions(merge=True, gpus=0)).model_copy(update={"job_id": "ftb-x"})
     assert mapped.model_dump(exclude_defaults=True) == {
         "job_id": "ftb-x", "model": "/m", "dataset": "/d.jsonl", "validation_dataset": "/v.jsonl", "method": "qlora",
         "epochs": 2, "learning_rate": 1e-4, "micro_batch_size": 2, "gradient_accumulation_steps": 8,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ftbroker.backends.local import train
+from ftbroker.backends.local import train, train_data
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.jobs import JobStatus, Result
 from tinymodels import code_examples
@@ -69,13 +69,13 @@ def test_dataset_errors_name_file_and_line(tmp_path, tiny_model_dir):
     path.write_text("\n".join([rows[0], "{not json", rows[1], '{"input": 1}', rows[2]]) + "\n")
     config = TrainConfig(model=str(tiny_model_dir), dataset=str(path), eval_fraction=0)
     with pytest.raises(DatasetError) as caught:
-        train._prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
+        train_data.prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
     # the checks of `ftbroker validate`, every bad line at once
     assert [(i.line, i.message.split(":")[0]) for i in caught.value.issues] == [(2, "invalid JSON at column 2"),
                                                                                  (4, "no known format")]
     path.write_text("\n".join([rows[0], '{"input": 1}']) + "\n")
     with pytest.raises(DatasetError, match=rf"{path}:2: no known format: a line needs 'messages'"):
-        train._prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
+        train_data.prepare_data(config, AutoTokenizer.from_pretrained(tiny_model_dir))
 
 
 def test_checkpoints_without_resume_are_refused(tmp_path):

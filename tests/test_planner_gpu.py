@@ -14,7 +14,8 @@ import pytest
 from ftbroker import planner
 from ftbroker.backends import gpu_routes
 from ftbroker.backends.gpu_routes import UnclaimedClouds
-from ftbroker.backends.local.backend import LocalBackend, LocalOptions, train_config
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions
+from ftbroker.backends.local.prepare import train_config
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.estimate.calibration import default_calibration
 from ftbroker.estimate.compute import Overheads, Range, training_time

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from ftbroker.backends.gpu_routes import instance_quote
-from ftbroker.backends.local.backend import LocalOptions, train_config
+from ftbroker.backends.local.backend import LocalOptions
+from ftbroker.backends.local.prepare import train_config
 from ftbroker.backends.skypilot import backend
 from ftbroker.broker import Broker
 from ftbroker.plan_io import plan

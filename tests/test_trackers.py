@@ -14,8 +14,9 @@ from urllib.parse import urlparse
 import pytest
 from tinymodels import code_examples, write_jsonl
 
-from ftbroker.backends.local.backend import LocalOptions, train_config
-from ftbroker.backends.local.train import tracker_environment
+from ftbroker.backends.local.backend import LocalOptions
+from ftbroker.backends.local.prepare import train_config
+from ftbroker.backends.local.loading import tracker_environment
 from ftbroker.ledger import Ledger
 from ftbroker.spec import JobSpec
 

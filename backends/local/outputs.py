@@ -131,3 +131,12 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file of the run folder; None when it is missing, not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -9,7 +9,8 @@ trl and bitsandbytes (the ``local`` extra) are imported only inside this process
 config.json
 -----------
 One JSON object; unknown fields are an error; relative paths are taken from RUN_DIR. Validated by
-``ftbroker.backends.local.config.TrainConfig`` (importable without torch).
+``ftbroker.backends.local.config.TrainConfig`` (importable without torch). What it loads is ``loading.py``'s, the
+examples it trains on ``train_data.py``'s; this module runs the training and writes what it produces.
 
 =========================== ========================= ==========================================================
 field                       default                   meaning
@@ -100,10 +101,8 @@ started it holding the lock already.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -113,9 +112,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftbroker.backends.local import masking, noise, runlock
-from ftbroker.backends.local.config import (CONFIG_NAME, GPU_PRECISION, TRACKER_DEFAULT_PROJECT, TRACKER_PACKAGES,
-                                            TRAINER_PACKAGES, TrainConfig, load_config)
+from ftbroker.backends.local import noise, runlock
+from ftbroker.backends.local.config import CONFIG_NAME, TrainConfig, load_config
+from ftbroker.backends.local.loading import (check_installed, concatenates, device_and_precision, load_model,
+                                             load_tokenizer, lora_config, tracker_environment)
 from ftbroker.backends.local.outputs import (
     CHECKPOINTS_DIR,
     EVENTS_NAME,
@@ -127,22 +127,13 @@ from ftbroker.backends.local.outputs import (
     write_metrics,
     write_result,
 )
-from ftbroker.data.analysis import analyze
-from ftbroker.data.reader import read_examples
-from ftbroker.errors import (
-    DataIssue,
-    DatasetError,
-    ExtraNotInstalledError,
-    FtBrokerError,
-    InputError,
-    SpecError,
-)
+from ftbroker.backends.local.train_data import TrainData, prepare_data, to_dataset
+from ftbroker.errors import FtBrokerError, InputError
 from ftbroker.jobs import Artifact, JobStatus
 
 EXIT_CANCELLED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 EXIT_BUSY = 75  # EX_TEMPFAIL (sysexits.h): another trainer holds the run folder
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: the event files of report_to=tensorboard
 
 
 class _Cancelled(BaseException):
@@ -165,14 +156,6 @@ class _StopSignal:
         self.requested = True
         if not self.deferred:
             raise _Cancelled
-
-
-@dataclass
-class _Data:
-    train: list[masking.TokenizedExample]
-    eval: list[masking.TokenizedExample]
-    trained_tokens_per_epoch: int
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -261,7 +244,7 @@ def _finish(run_dir: Path, config: TrainConfig | None, started_at, outcome: _Out
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, stop: _StopSignal,
            started: dict[str, Any]) -> _Outcome:
-    _check_installed(config)
+    check_installed(config)
     noise.to_log(sys.stderr)  # trainer.log: the libraries' warnings as DEBUG lines, no progress bars
     if config.use_unsloth:
         import unsloth  # noqa: F401 - must be imported before transformers to patch it
@@ -269,11 +252,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
 
     from ftbroker.backends.local import callbacks, export
 
-    device, precision = _device_and_precision(config, torch)
+    device, precision = device_and_precision(config, torch)
 
     checkpoint = _resume_point(run_dir / CHECKPOINTS_DIR, resume, remove_incomplete=events.enabled)
-    tokenizer = _load_tokenizer(config)
-    data = _prepare_data(config, tokenizer)  # bad data fails before the (slow) model load
+    tokenizer = load_tokenizer(config)
+    data = prepare_data(config, tokenizer)  # bad data fails before the (slow) model load
     for warning in data.warnings:
         events.emit("warning", warning)
 
@@ -286,7 +269,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
                        *([callbacks.TrackerNote(events)] if config.report_to else [])]
     trainer = build_trainer(config, tokenizer, data, run_dir, device, precision,
                             callbacks=extra_callbacks + ([early] if early else []), fresh=checkpoint is None)
-    if _concatenates(config) and "flash" not in str(trainer.model.config._attn_implementation):
+    if concatenates(config) and "flash" not in str(trainer.model.config._attn_implementation):
         events.emit("warning", "packing/padding_free without a FlashAttention kernel: attention runs over each "
                     "whole concatenated batch with a block-diagonal mask, which can be slower than padding "
                     "(bench/train_throughput.py measures it); install flash-attn on a CUDA machine")
@@ -333,9 +316,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, events: EventLog, s
                     trainer, str(output_model), artifacts, trained_tokens, raw)
 
 
-def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, device: str, precision: str, *,
+def build_trainer(config: TrainConfig, tokenizer, data: TrainData, run_dir: Path, device: str, precision: str, *,
                   callbacks=(), fresh: bool = True, **sft_overrides):
-    """The run's SFTTrainer: the model loaded as the method needs (``_load_model``; 4-bit layers kept in their
+    """The run's SFTTrainer: the model loaded as the method needs (``load_model``; 4-bit layers kept in their
     trainable layout, see guards.py), the LoRA config, the SFT arguments and the datasets. The recipe builds it
     here, and so do the benchmarks that must measure exactly what a run does. ``sft_overrides`` replace or add
     SFTConfig arguments (bench/gpu_calibrate.py: an 8-bit optimizer, no checkpoint saving)."""
@@ -345,76 +328,22 @@ def build_trainer(config: TrainConfig, tokenizer, data: _Data, run_dir: Path, de
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
-    model = _load_model(config, device, precision, torch)
+    model = load_model(config, device, precision, torch)
     if config.method == "qlora":
         guards.disable_cpu_weight_repacking(model)  # before any evaluation; see guards.py
     has_eval = bool(data.eval)
     trainer = SFTTrainer(
         model=model,
         args=_sft_config(config, run_dir, device, precision, has_eval, fresh=fresh, **sft_overrides),
-        train_dataset=_to_dataset(data.train, datasets),
-        eval_dataset=_to_dataset(data.eval, datasets) if has_eval else None,
+        train_dataset=to_dataset(data.train, datasets),
+        eval_dataset=to_dataset(data.eval, datasets) if has_eval else None,
         processing_class=tokenizer,
-        peft_config=_lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
+        peft_config=lora_config(config) if config.uses_adapter and not config.use_unsloth else None,
         callbacks=list(callbacks),
     )
     # Without tqdm the Trainer prints every log dict to stdout (trainer.log): the progress events say it already
     trainer.remove_callback(PrinterCallback)
     return trainer
-
-
-def _check_installed(config: TrainConfig) -> None:
-    """Fail fast, before any heavy import, when a package the config needs is missing."""
-    needed = list(TRAINER_PACKAGES)
-    if config.method == "qlora":
-        needed.append("bitsandbytes")
-    for package in needed:
-        if importlib.util.find_spec(package) is None:
-            raise ExtraNotInstalledError(package, "local", "local training")
-    if config.use_unsloth and importlib.util.find_spec("unsloth") is None:
-        raise ExtraNotInstalledError("unsloth", "unsloth", "use_unsloth (Unsloth's CUDA training kernels)")
-    if config.use_liger and importlib.util.find_spec("liger_kernel") is None:
-        raise ExtraNotInstalledError("liger-kernel", "liger", "use_liger (Liger's Triton kernels)")
-    for tracker in config.report_to:
-        package = TRACKER_PACKAGES[tracker]
-        if importlib.util.find_spec(package) is None:
-            raise ExtraNotInstalledError(package, "track" if tracker != "wandb" else "wandb",
-                                         f"report_to={tracker}")
-
-
-def tracker_environment(config: TrainConfig, run_dir: Path) -> None:
-    """Point transformers' tracker integrations (they read only environment variables) at the job's project and
-    store; a variable the user set wins. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) come from the
-    environment only, never from config.json."""
-    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / TENSORBOARD_DIR))
-    for name in ("WANDB_PROJECT", "MLFLOW_EXPERIMENT_NAME"):  # the job's own project first
-        if config.tracker_project is not None:
-            os.environ[name] = config.tracker_project
-        else:
-            os.environ.setdefault(name, TRACKER_DEFAULT_PROJECT)
-    if config.tracking_uri is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = config.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith("file:"):
-        # a folder store: MLflow 3 refuses one unless this is set (it prefers a database, which mlflow-skinny, the
-        # `track` extra, cannot write; https://mlflow.org/docs/latest/self-hosting/migrate-from-file-store/)
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-
-
-def _device_and_precision(config: TrainConfig, torch) -> tuple[str, str]:
-    cuda = torch.cuda.is_available()
-    device = config.device if config.device != "auto" else ("cuda" if cuda else "cpu")
-    if device == "cuda" and not cuda:
-        raise SpecError(["device: 'cuda' was asked for, but torch finds no CUDA GPU"])
-    precision = config.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device == "cuda" else "fp32"
-    if precision == "fp16" and device == "cpu":
-        raise SpecError(["precision: fp16 needs a CUDA GPU; use fp32 or bf16 on the CPU"])
-    if config.use_liger and device != "cuda":
-        raise SpecError(["use_liger: Liger kernels are Triton GPU kernels and need device cuda"])
-    if config.use_unsloth and device != "cuda":
-        raise SpecError(["use_unsloth: Unsloth needs device cuda"])
-    return device, precision
 
 
 def _resume_point(folder: Path, resume: bool, remove_incomplete: bool) -> Path | None:
@@ -433,149 +362,6 @@ def _resume_point(folder: Path, resume: bool, remove_incomplete: bool) -> Path |
             if remove_incomplete:
                 shutil.rmtree(path, ignore_errors=True)
     return None
-
-
-def _concatenates(config: TrainConfig) -> bool:
-    return config.packing or config.padding_free
-
-
-def _torch_dtype(precision: str, torch):
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _load_tokenizer(config: TrainConfig):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"the tokenizer of model {config.model!r} cannot be loaded: {exc}") from exc
-    if not tokenizer.is_fast:
-        raise InputError(f"the tokenizer of {config.model!r} is not a fast (Rust) tokenizer; the trainer maps "
-                         "assistant turns to tokens through a fast tokenizer's offsets")
-    if config.chat_template:
-        try:
-            tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SpecError([f"chat_template: cannot read {config.chat_template}: {exc.strerror}"]) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked out of the loss anyway
-    return tokenizer
-
-
-def _load_model(config: TrainConfig, device: str, precision: str, torch):
-    """Full fine-tuning keeps fp32 master weights (mixed precision autocasts); LoRA loads the frozen base in
-    the training precision; QLoRA in 4-bit NF4 with double quantization (``config.GPU_PRECISION``)."""
-    dtype = _torch_dtype(precision, torch)
-    if config.use_unsloth:
-        return _load_with_unsloth(config, dtype)
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    kwargs: dict[str, Any] = {"dtype": torch.float32 if GPU_PRECISION[config.method] == "amp" else dtype}
-    if config.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
-    if device == "cuda":
-        from accelerate import PartialState
-
-        kwargs["device_map"] = {"": PartialState().local_process_index}
-        if _concatenates(config) and importlib.util.find_spec("flash_attn"):
-            kwargs["attn_implementation"] = "flash_attention_2"  # variable-length kernel: no cross-example work
-    from safetensors import SafetensorError
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
-    except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or corrupt weights
-        raise InputError(f"model {config.model!r} cannot be loaded: {exc}") from exc
-
-
-def _load_with_unsloth(config: TrainConfig, dtype):
-    """Unsloth loads and wraps the model itself (its own LoRA); the tokenizer stays the one loaded above."""
-    from unsloth import FastLanguageModel
-
-    model, _ = FastLanguageModel.from_pretrained(
-        model_name=config.model, max_seq_length=config.max_seq_len, dtype=dtype,
-        load_in_4bit=config.method == "qlora", full_finetuning=config.method == "full")
-    if config.uses_adapter:
-        lora = config.lora
-        model = FastLanguageModel.get_peft_model(
-            model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules, random_state=config.seed,
-            use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False)
-    return model
-
-
-def _lora_config(config: TrainConfig):
-    from peft import LoraConfig
-
-    lora = config.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
-
-
-def _read_jsonl(path: str) -> list[tuple[int, dict]]:
-    """The examples of ``path`` as (line number, example), after the checks ``ftbroker validate`` makes (the
-    trainer also runs on its own, e.g. on a rented instance, so it does not rely on the caller having checked)."""
-    analyze(path, rules=()).raise_for_errors()  # the general checks: no provider's rules apply here
-    return list(read_examples(path))
-
-
-def held_out_split(config: TrainConfig) -> tuple[list, list]:
-    """(train lines, eval lines) as (path, line number, row). ``ftbroker eval`` reads the same held-out lines."""
-    train = [(config.dataset, n, row) for n, row in _read_jsonl(config.dataset)]
-    if config.validation_dataset:
-        return train, [(config.validation_dataset, n, row) for n, row in _read_jsonl(config.validation_dataset)]
-    if config.eval_fraction == 0:
-        return train, []
-    held_out = max(1, round(len(train) * config.eval_fraction))
-    if len(train) - held_out < 1:
-        raise DatasetError([DataIssue(config.dataset, 0, f"{len(train)} examples are too few to hold out "
-                                      f"eval_fraction {config.eval_fraction}; give a validation_dataset")])
-    order = list(range(len(train)))
-    random.Random(config.seed).shuffle(order)
-    chosen = set(order[:held_out])
-    return ([row for i, row in enumerate(train) if i not in chosen],
-            [row for i, row in enumerate(train) if i in chosen])
-
-
-def _prepare_data(config: TrainConfig, tokenizer) -> _Data:
-    import jinja2
-
-    train_lines, eval_lines = held_out_split(config)
-    issues, tokenized, cut, dropped = [], {"train": [], "eval": []}, 0, 0
-    for part, lines in (("train", train_lines), ("eval", eval_lines)):
-        for path, number, row in lines:
-            try:
-                example = masking.tokenize_example(tokenizer, row)
-            except (masking.TemplateError, jinja2.TemplateError, TypeError, KeyError, AttributeError) as exc:
-                issues.append(DataIssue(path, number, str(exc) or type(exc).__name__))
-                continue
-            if len(example.input_ids) > config.max_seq_len:
-                cut += 1
-                example = masking.TokenizedExample(example.input_ids[:config.max_seq_len],
-                                                   example.labels[:config.max_seq_len])
-            if example.trained_tokens == 0:
-                dropped += 1
-                continue
-            tokenized[part].append(example)
-    if issues:
-        raise DatasetError(issues)
-    if not tokenized["train"]:
-        raise DatasetError([DataIssue(config.dataset, 0, "no example has a token to train on "
-                                      "(no assistant turn with weight 1 within max_seq_len)")])
-    warnings = []
-    if cut:
-        warnings.append(f"{cut} examples longer than max_seq_len {config.max_seq_len} were cut at the end")
-    if dropped:
-        warnings.append(f"{dropped} examples had no token to train on (after cutting) and were left out")
-    return _Data(tokenized["train"], tokenized["eval"],
-                 sum(e.trained_tokens for e in tokenized["train"]), warnings)
-
-
-def _to_dataset(examples: list[masking.TokenizedExample], datasets):
-    return datasets.Dataset.from_dict({"input_ids": [e.input_ids for e in examples],
-                                       "labels": [e.labels for e in examples]})
 
 
 def _sft_config(config: TrainConfig, run_dir: Path, device: str, precision: str, has_eval: bool, fresh: bool,

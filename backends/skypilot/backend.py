@@ -4,7 +4,7 @@
 the same trainer as ``--backend local`` (``python -m ftbroker.backends.local.train RUN_DIR``, this very ftbroker
 installed on the cluster from a staged wheel) on a catalog instance, priced as ``ftbroker plan`` prices it
 (``gpu_routes.instance_quote``; the routes it contributes to a plan are the catalog instances of ``CLOUDS``). The
-task is built in ``task.py``; every SkyPilot call goes through ``adapter.py``.
+task is built in ``task.py``; every SkyPilot call goes through ``adapter.py``; the poll is ``follow.py``'s.
 
 * **On-demand**: ``sky.launch`` of a cluster named after the job, with ``down=True`` and an autostop, so it goes
   once its job ends, whoever is watching; the broker tears it down itself when it sees the job end, and after a
@@ -45,37 +45,20 @@ from ftbroker import clock
 from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Leftover, Quote, Submission, Tracker, Update, Verdict
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS, instance_quote
-from ftbroker.backends.local.backend import (LocalBackend, LocalOptions, TrackerOptions, accelerate_config,
-                                             run_result, tracker_records, train_config, trainer_model,
-                                             trainer_records)
+from ftbroker.backends.local.backend import LocalBackend, LocalOptions, TrackerOptions
 from ftbroker.backends.local.config import CONFIG_NAME
-from ftbroker.backends.local.outputs import (
-    CHECKPOINTS_DIR,
-    EVENTS_NAME,
-    FINAL_KINDS,
-    METRICS_NAME,
-    OUTPUT_DIR,
-    PLOT_NAME,
-    RESULT_NAME,
-)
+from ftbroker.backends.local.outputs import FINAL_KINDS, RESULT_NAME
+from ftbroker.backends.local.process import accelerate_config
+from ftbroker.backends.local.results import run_result
 from ftbroker.backends.skypilot import adapter as adapter_module
-from ftbroker.backends.skypilot.runs import (
-    CLUSTER_JOB_STATUS,
-    JOB_ID,
-    MANAGED_JOB_STATUS,
-    JobLookup,
-    log_error,
-    runtime_cost,
-    status_of,
-    trainer_events,
-    why_left_over,
-)
+from ftbroker.backends.skypilot.follow import POLL_CAP_SLACK_S, SkyPilotFollowing
+from ftbroker.backends.skypilot.runs import (JOB_ID, MANAGED_JOB_STATUS, JobLookup, runtime_cost, status_of,
+                                             trainer_events, why_left_over)
 from ftbroker.backends.skypilot.task import (
     ACCELERATE_CONFIG,
     CANCEL_GRACE_S,
     LABEL,
     LEDGER_LABEL,
-    RUN,
     SETUP_MAX_S,
     Launch,
     Placement,
@@ -85,15 +68,13 @@ from ftbroker.backends.skypilot.task import (
 from ftbroker.backends.skypilot.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.estimate.measured import Corrections
-from ftbroker.jobs import Artifact, Event, Job, JobStatus, Result
+from ftbroker.jobs import Artifact, Job, JobStatus, Result
 from ftbroker.pricing.catalog import CloudInstance
 from ftbroker.routes import ModelRequest
 from ftbroker.spec import JobSpec
 
 CAP_FACTOR = 2.0  # the hard runtime cap, by default: the estimate's high end (reclaims included) x this
 MIN_CAP_HOURS = 0.5
-# Past the trainer's cap, the broker allows set-up, provisioning and the cancel's grace before it tears down.
-POLL_CAP_SLACK_S = SETUP_MAX_S + CANCEL_GRACE_S + 900
 CANCEL_CHECK_S = 0.5  # how often a cancel looks for the trainer's last event
 STORES = ("s3://", "gs://", "r2://", "https://", "cos://", "oci://", "nebius://", "cw://")  # sky.cloud_stores
 
@@ -143,7 +124,7 @@ class SkyPilotOptions(TrackerOptions):
         return value.rstrip("/")
 
 
-class SkyPilotBackend:
+class SkyPilotBackend(SkyPilotFollowing):
     """The local trainer on cloud GPUs through SkyPilot."""
 
     name = "skypilot"
@@ -200,16 +181,13 @@ class SkyPilotBackend:
         why_not = unsupported(place)
         if why_not:
             return Quote(backend=self.name, verdict=Verdict.ROUTE_UNAVAILABLE, reason=why_not, hardware=place.hardware)
-        config = train_config(spec, self.local.options)
-        try:
-            arch = catalog.model(config.model)
-        except InputError:
-            arch = None
+        job = self.local.prepare(spec, catalog)
+        arch = job.model.arch
         stats = next(iter(getattr(dataset, "tokens", {}).values()), None)
         if arch is None or stats is None or not stats.length_counts:
             why = "the model's shape is unknown" if arch is None else "the dataset's token lengths are unknown"
             return Quote(backend=self.name, hardware=place.hardware, warnings=(f"no estimate: {why}",))
-        quote = instance_quote(config, ModelRequest(spec.model, arch), stats, self.local.validation_stats(spec),
+        quote = instance_quote(job.config, job.model, stats, self.local.validation_stats(spec),
                                place.instance, place.market, catalog.gpus[place.instance.gpu], backend=self.name,
                                today=env.today, nodes=place.nodes, interconnect_gbps=place.interconnect_gbps,
                                corrections=Corrections() if self.options.trainer else env.corrections)
@@ -335,7 +313,7 @@ class SkyPilotBackend:
             self._write_stage(stage, job, place, catalog)
         launch = Launch(job_id=job.id, place=place, stage_dir=str(stage), run_uri=f"{self.options.bucket}/{job.id}",
                         wheel=next(stage.glob("ftbroker-*.whl")).name, max_seconds=self.cap_seconds(quote),
-                        disk_gb=self.options.disk_gb or _disk_gb(catalog, spec.model),
+                        disk_gb=self.options.disk_gb or _disk_gb(self.local.prepare(spec, catalog).model),
                         accelerate=place.ranks > 1, image=self.options.image,
                         trainer_script="trainer.py" if self.options.trainer else None,
                         secrets={k: os.environ[k] for k in ("HF_TOKEN",) if os.environ.get(k)}, ledger=self.ledger_id)
@@ -351,11 +329,11 @@ class SkyPilotBackend:
         shutil.copyfile(spec.dataset, inputs / "data.jsonl")
         if spec.validation:
             shutil.copyfile(spec.validation, inputs / "validation.jsonl")
-        model = trainer_model(spec.model, catalog)
-        if Path(model).expanduser().is_dir():  # a local model folder travels with the job
-            shutil.copytree(Path(model).expanduser(), inputs / "model")
-            model = "model"
-        config = train_config(spec, self.local.options, job_id=job.id, base_model=model).model_copy(update={
+        prepared = self.local.prepare(spec, catalog)
+        if prepared.model.folder:  # a local model folder travels with the job
+            shutil.copytree(prepared.model.folder, inputs / "model")
+        config = prepared.config.model_copy(update={
+            "job_id": job.id, "model": "model" if prepared.model.folder else prepared.config.model,
             "dataset": "data.jsonl", "validation_dataset": "validation.jsonl" if spec.validation else None})
         (inputs / CONFIG_NAME).write_text(config.model_dump_json(indent=2, exclude_none=True) + "\n")
         build_wheel(stage)
@@ -383,139 +361,6 @@ class SkyPilotBackend:
             job = job.model_copy(update={"remote": {**job.remote, **found}})
         update = self._poll_managed(sky, job) if self._managed(job) else self._poll_cluster(sky, job)
         return replace(update, remote={**found, **update.remote})
-
-    def _launch_outcome(self, sky: adapter_module.SkyAdapter, job: Job) -> str | Update:
-        """The SkyPilot job id once the launch request has succeeded; else the Update to report. A failed launch
-        tears its cluster down: ``down=True`` does not cover a provisioning or setup failure."""
-        state = sky.request(job.remote.get("launch_request", ""))
-        if state is None:  # the API server no longer knows the request (restarted): look for what it made
-            jobs = sky.managed_jobs(job.id) if self._managed(job) else []
-            if jobs:
-                return str(jobs[0].job_id)
-            if not self._managed(job) and sky.clusters([job.id]):
-                return "1"  # the cluster is the job's own: its first job is ours
-            return Update(status=JobStatus.FAILED, detail="launch lost",
-                          error="the launch request is unknown to the SkyPilot API server and nothing was launched"
-                                f"; `ftbroker resume {job.id}` launches it again")
-        if state.status not in adapter_module.FINISHED_REQUEST:
-            return Update(status=JobStatus.QUEUED, detail=f"launch {state.status.lower()}")
-        if state.status == "SUCCEEDED":
-            ids, _handle = state.result
-            return str(ids[0] if isinstance(ids, list) else ids)
-        if not self._managed(job):
-            sky.down(job.id)
-        return Update(status=JobStatus.FAILED, detail="launch failed", actual_cost_usd=self._cluster_cost(sky, job),
-                      error=f"the SkyPilot launch failed: {state.error or state.status.lower()}")
-
-    def _poll_cluster(self, sky: adapter_module.SkyAdapter, job: Job) -> Update:
-        clusters = sky.clusters([job.id])
-        sky_id = int(job.remote["sky_job_id"])
-        word = sky.cluster_job(job.id, sky_id) if clusters else None
-        log = sky.logs(cluster=job.id, job_id=sky_id) if clusters else ""
-        running_s = clock.now().timestamp() - clusters[0].launched_at if clusters and clusters[0].launched_at else None
-        if word is None:  # the cluster is gone (its autodown, or by hand): the bucket has the trainer's outcome
-            status, detail = self._outcome_in_bucket(job), "cluster gone"
-        else:
-            status, detail = status_of(word, CLUSTER_JOB_STATUS), word.lower()
-        error = None
-        if not status.terminal and running_s is not None and running_s > self._cap(job) + POLL_CAP_SLACK_S:
-            status, detail, error = JobStatus.FAILED, "past its cap", self._cap_error(job, running_s)
-        if status.terminal and clusters:
-            sky.down(job.id)  # now, rather than after the autodown's idle minutes
-        remote = {"runtime_s": f"{running_s:.0f}"} if running_s is not None else {}
-        cost = self._cluster_cost(sky, job, running_s)
-        return self._update(job, status, detail, log, error, cost, remote)
-
-    def _poll_managed(self, sky: adapter_module.SkyAdapter, job: Job) -> Update:
-        sky_id = int(job.remote["sky_job_id"])
-        record = next((j for j in sky.managed_jobs(job.id) if j.job_id == sky_id), None)
-        if record is None:
-            return Update(status=JobStatus.FAILED, detail="managed job gone",
-                          error=f"SkyPilot has no managed job {sky_id} for {job.id} any more")
-        log = sky.logs(managed_job_id=sky_id)
-        status, detail = status_of(record.status, MANAGED_JOB_STATUS), record.status.lower()
-        price, nodes = Decimal(job.remote["usd_per_hour"]), int(job.remote["nodes"])
-        spent = Decimal(job.remote.get("spent_usd") or 0)
-        attempts, remote = self._recoveries(job, record, price, nodes)
-        error = record.failure_reason
-        if not status.terminal and record.job_duration > self._cap(job) + POLL_CAP_SLACK_S:
-            sky.jobs_cancel(sky_id, graceful=True)
-            status, detail, error = JobStatus.FAILED, "past its cap", self._cap_error(job, record.job_duration)
-        cost = spent + runtime_cost(record.job_duration, price, nodes)
-        update = self._update(job, status, detail, log, error, cost, remote)
-        return replace(update, events=[*attempts, *update.events])
-
-    def _recoveries(self, job: Job, record: adapter_module.ManagedJob, price: Decimal, nodes: int):
-        """An ``attempt`` event for each recovery SkyPilot made since the last poll, with the runtime and cost of
-        the attempt(s) the preemption ended."""
-        seen = int(job.remote.get("recoveries") or 0)
-        if record.recovery_count <= seen:
-            return [], {}
-        before = float(job.remote.get("attempts_runtime_s") or 0)
-        ran = max(0.0, record.job_duration - before)
-        ended = (f"attempt {seen + 1}" if record.recovery_count == seen + 1
-                 else f"attempts {seen + 1}-{record.recovery_count}")
-        event = Event(time=clock.now(), kind="attempt", level="warning",
-                      message=f"{ended} preempted after {ran / 3600:.2f} h (${runtime_cost(ran, price, nodes)}); "
-                              f"SkyPilot relaunched the job (attempt {record.recovery_count + 1}), which resumes from "
-                              "its last checkpoint",
-                      data={"attempt": record.recovery_count + 1, "recoveries": record.recovery_count,
-                            "runtime_s": round(ran, 1), "cost_usd": float(runtime_cost(ran, price, nodes))})
-        return [event], {"recoveries": str(record.recovery_count), "attempts_runtime_s": f"{record.job_duration:.1f}"}
-
-    def _update(self, job: Job, status: JobStatus, detail: str, log: str, error: str | None, cost: Decimal | None,
-                remote: dict[str, str]) -> Update:
-        """The Update of a poll: the trainer's new events from the log, the error, and the outputs at the end."""
-        everything = trainer_events(log, None)
-        fresh = [e for e in everything if job.cursor is None or str(e.get("time", "")) > job.cursor]
-        records = trainer_records(fresh, job.progress)
-        cursor = str(fresh[-1]["time"]) if fresh else None
-        output = None
-        if status is JobStatus.SUCCEEDED:
-            output = self._fetch(job).get("output_model")
-        if status is JobStatus.FAILED:
-            error = log_error(log, everything) or error or "the run failed (no error message in its logs)"
-        return Update(status=status, detail=detail, cursor=cursor, error=error if status is JobStatus.FAILED else None,
-                      actual_cost_usd=cost, output_model=output, remote={**remote, **tracker_records(fresh)}, **records)
-
-    def _outcome_in_bucket(self, job: Job) -> JobStatus:
-        result = self._fetch(job)
-        status = result.get("status")
-        return JobStatus(status) if status in {s.value for s in JobStatus} else JobStatus.FAILED
-
-    def _fetch(self, job: Job) -> dict[str, Any]:
-        """The trainer's files (result, events, metrics, plot, config, output folder) from the bucket into the
-        local run folder, its remote paths made local; result.json's content ({} if it wrote none)."""
-        run_dir = self.run_dir(job.id)
-        adapter().download(job.remote["run_uri"], run_dir, folders=[OUTPUT_DIR],
-                           files=[RESULT_NAME, EVENTS_NAME, METRICS_NAME, PLOT_NAME, CONFIG_NAME])
-        path = run_dir / RESULT_NAME
-        if not path.is_file():
-            return {}
-        result = _localized(Result.model_validate_json(path.read_text()), run_dir, job.remote["run_uri"])
-        path.write_text(result.model_dump_json(indent=2) + "\n")
-        return result.model_dump(mode="json")
-
-    def _cluster_cost(self, sky: adapter_module.SkyAdapter, job: Job, running_s: float | None = None
-                      ) -> Decimal | None:
-        """SkyPilot's cost report for the job's cluster, else its runtime x price."""
-        spent = Decimal(job.remote.get("spent_usd") or 0)
-        reported = sky.cost(job.id)
-        if reported is not None:
-            return spent + reported
-        seconds = running_s if running_s is not None else float(job.remote.get("runtime_s") or 0)
-        return spent + runtime_cost(seconds, Decimal(job.remote["usd_per_hour"]), int(job.remote["nodes"]))
-
-    def _cap(self, job: Job) -> float:
-        return float(job.remote["max_seconds"])
-
-    def _cap_error(self, job: Job, running_s: float) -> str:
-        return (f"stopped by ftbroker: {running_s / 3600:.2f} h, past the hard runtime cap of "
-                f"{self._cap(job) / 3600:.2f} h (--option max_hours)")
-
-    @staticmethod
-    def _managed(job: Job) -> bool:
-        return job.remote.get("mode") == "managed"
 
     # --- acting on jobs ---
 
@@ -559,7 +404,7 @@ class SkyPilotBackend:
         """The trainer's result (downloaded into the local run folder), with SkyPilot's record in ``raw``."""
         run_dir = self.run_dir(job.id)
         if job.status is JobStatus.SUCCEEDED and not (run_dir / RESULT_NAME).is_file():
-            self._fetch(job)
+            self._fetch(adapter(), job)
         keys = ("mode", "sky_job_id", "run_uri", "recoveries", "usd_per_hour", "nodes", "max_seconds")
         return run_result(run_dir, job, skypilot={k: job.remote[k] for k in keys if job.remote.get(k)})
 
@@ -625,33 +470,14 @@ class SkyPilotBackend:
                 "cluster down")
 
 
-def _localized(result: Result, run_dir: Path, run_uri: str) -> Result:
-    """The trainer's paths, under the node's run folder (the bucket's mount point), as the local run folder's;
-    a checkpoint, which stays in the bucket, as its URI."""
-    head, sep, _ = (result.output_model or "").rpartition(f"/{OUTPUT_DIR}/")
-    node_dir = next((str(Path(a.uri).parent) for a in result.artifacts if a.kind == "metrics"), head if sep else RUN)
-
-    def move(path: str | None) -> str | None:
-        if not path or not path.startswith(node_dir + "/"):
-            return path
-        rest = path[len(node_dir) + 1:]
-        return f"{run_uri}/{rest}" if rest.startswith(CHECKPOINTS_DIR) else str(run_dir / rest)
-
-    artifacts = [a.model_copy(update={"uri": move(a.uri)}) for a in result.artifacts]
-    return result.model_copy(update={"output_model": move(result.output_model), "artifacts": artifacts})
-
-
 def _poll_cap(job: Job | None) -> float | None:
     cap = job.remote.get("max_seconds") if job is not None else None
     return float(cap) + POLL_CAP_SLACK_S if cap else None
 
 
-def _disk_gb(catalog: Any, model: str) -> int:
+def _disk_gb(model: ModelRequest) -> int:
     """Room on each node for the trainer's packages, the model's download, and the bucket's local cache of the
     checkpoints and outputs (MOUNT_CACHED writes locally first): 100 GB + 4x the model's 16-bit weights, in steps
     of 50 GB. A model the catalog does not know is given the room of a 10B one."""
-    try:
-        weights_gb = catalog.model(model).params * 2 / 1e9
-    except InputError:
-        weights_gb = 20.0
+    weights_gb = model.arch.params * 2 / 1e9 if model.arch is not None else 20.0
     return 50 * math.ceil((100 + 4 * weights_gb) / 50)

@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Any
 
 from ftbroker.backends.gpu_routes import DEFAULT_INTERCONNECT_GBPS
-from ftbroker.backends.local.backend import trainer_command
+from ftbroker.backends.local.process import trainer_command
 from ftbroker.pricing.catalog import CloudInstance
 
 STAGE = "/ftbroker/stage"  # the local stage folder, copied to every node

@@ -1,7 +1,7 @@
 """The held-out examples an evaluation runs on, and the built-in general-capability set.
 
 Where the examples come from, in order: ``--test FILE``; for a local job, the held-out part of its training data,
-reproduced exactly as the trainer split it (``train.held_out_split`` on the run folder's config: the same seed,
+reproduced exactly as the trainer split it (``train_data.held_out_split`` on the run folder's config: the same seed,
 fraction and file), or its validation file; for any other job, its validation file. Any format ``ftbroker
 validate`` accepts that has a prompt and a reference answer: chat (the reference is the last assistant turn, the
 prompt everything before it), prompt/completion, and preference data (the preferred output). Plain text has no
@@ -52,7 +52,7 @@ def _local_split(job: Job, run_dir: Path) -> HeldOut:
     """What the local trainer held out of the job's data: its validation file, else the same eval_fraction of the
     training lines, shuffled with the same seed (the trainer's own function, on the trainer's own config)."""
     from ftbroker.backends.local.config import load_config
-    from ftbroker.backends.local.train import held_out_split
+    from ftbroker.backends.local.train_data import held_out_split
 
     config = load_config(run_dir / "config.json")
     if config.validation_dataset:
