@@ -25,19 +25,43 @@ from typing import Any
 
 from ftbroker.backends.base import Quote, Verdict
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions
-from ftbroker.backends.local.prepare import train_config
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.backends.local.preflight import (GpuRun, TrainerData, electricity, estimate_keys, gpu_run,
-                                               lowered_batch_note, no_fit_reason, trainer_data, untimed_note)
+from ftbroker.backends.local.preflight import (
+    GpuRun,
+    TrainerData,
+    electricity,
+    estimate_keys,
+    gpu_run,
+    lowered_batch_note,
+    no_fit_reason,
+    trainer_data,
+    untimed_note,
+)
+from ftbroker.backends.local.prepare import train_config
 from ftbroker.estimate.calibration import Calibration, default_calibration
 from ftbroker.estimate.compute import Overheads, Range, communication, gpu_class
-from ftbroker.estimate.cost import (DEFAULT_USD_PER_KWH, DEFAULT_USD_PER_KWH_AS_OF, DEFAULT_USD_PER_KWH_SOURCE,
-                                    CostEstimate, cloud_cost)
+from ftbroker.estimate.cost import (
+    DEFAULT_USD_PER_KWH,
+    DEFAULT_USD_PER_KWH_AS_OF,
+    DEFAULT_USD_PER_KWH_SOURCE,
+    CostEstimate,
+    cloud_cost,
+)
 from ftbroker.estimate.measured import Corrections
 from ftbroker.estimate.stacks import FTBROKER, Stack, resolve_stack
+from ftbroker.estimate.summary import check_text
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
-from ftbroker.routes import (Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenNeed, job_fields,
-                             model_tokenizer)
+from ftbroker.routes import (
+    Hardware,
+    ModelRequest,
+    Note,
+    PlanOptions,
+    Route,
+    RouteContext,
+    TokenNeed,
+    job_fields,
+    model_tokenizer,
+)
 from ftbroker.vocabulary import METHODS
 
 DEFAULT_GPU_MODELS = ("Llama-3.1-8B", "Qwen2.5-7B")  # when --model names no open model: two common 7-8B bases
@@ -136,7 +160,7 @@ def gpu_job(request: ModelRequest, config: TrainConfig, stats: Any, validation: 
     """``config`` on a dataset whose lengths ``stats`` (and ``validation``'s) give: the dataset as the trainer reads
     it, why no GPU can run it, and what the routes of it note and assume."""
     data = trainer_data(config, stats, validation)
-    notes = (data.cut_note(cap_rule or "--max-seq-len"),) if data.cut else ()
+    notes = (Note(data.cut_note(cap_rule or "as asked"), "max_seq_len"),) if data.cut else ()
     assumptions = (f"tokens counted with {stats.tokenizer}", data.evaluation)
     return GpuJob(request, config, data, epochs_rule, data.context_reason(request.arch), notes, assumptions,
                   dict(asked or {}), stack)
@@ -151,7 +175,7 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
     options = context.options
     stack = resolve_stack(options.stack)
     trainer = "the local trainer's" if stack is FTBROKER else f"{stack.name}'s"
-    cap_rule = "--max-seq-len" if options.max_seq_len else f"{trainer} default; --max-seq-len"
+    cap_rule = "as asked" if options.max_seq_len else f"{trainer} default"
     asked = {"epochs": options.epochs, "max_seq_len": options.max_seq_len, "lora_r": options.lora_r}
     jobs = []
     for request in gpu_models(context.catalog, options):
@@ -162,8 +186,8 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
         validation = context.token_stats(spec, context.validation) if context.validation else None
         configs = [trainer_config(context, request.arch.name, method)
                    for method in ((options.method,) if options.method else METHODS)]
-        epochs_rule = options.epochs_rule or ("--epochs" if options.epochs
-                                              else f"{trainer} default ({configs[0].epochs:g}; --epochs)")
+        epochs_rule = options.epochs_rule or ("as asked" if options.epochs
+                                              else f"{trainer} default ({configs[0].epochs:g})")
         jobs += [gpu_job(request, config, stats, validation, epochs_rule=epochs_rule, cap_rule=cap_rule,
                          asked=asked, stack=stack) for config in configs]
     return jobs
@@ -244,7 +268,7 @@ def _route(kind: str, backend: str | None, job: GpuJob, run: GpuRun, cost: CostE
         notes = [*notes, run.calibration.your_runs]
     if job.stack is not FTBROKER:
         fields.setdefault("not_runnable", f"priced for the {job.stack.name} stack: train it with {job.stack.title}; "
-                                          "ftbroker runs its own trainer (plan without --stack to price that)")
+                                          "ftbroker runs its own trainer")
     lowered = lowered_batch_note(job.config, run.fit) if run.fit.fits else ""
     return Route(kind=kind, backend=backend, model=job.arch.name, method=job.config.method,
                  hardware=Hardware(run.gpu.name, run.count), feasible=not reason, reason=reason,
@@ -342,21 +366,24 @@ def gpu_notes(context: RouteContext, *, local: bool = False, cloud: bool = False
         return [f"no GPU routes: {caps.reason(f'format.{fmt}') or f'the local trainer does not train {fmt} data'}"]
     models = gpu_models(context.catalog, options)
     if not models:
-        return ["no GPU routes: --model names no open model (a catalog model, a local folder or a config.json)"]
-    chosen = "" if options.models else " (the default models; --model for others)"
+        return [Note("no GPU routes: no open model among those asked for (a catalog model, a local folder or a "
+                     "config.json)", "models")]
     stack = resolve_stack(options.stack)
     trainer = ("ftbroker's trainer" if stack is FTBROKER
                else f"figures for the {stack.name} stack with its defaults, which ftbroker does not run ({stack.title})")
-    notes = [f"GPU routes: {', '.join(m.arch.name for m in models)}{chosen}, {trainer}"]
+    names = ", ".join(m.arch.name for m in models)
+    notes: list[str] = [f"GPU routes: {names}, {trainer}" if options.models
+                        else Note(f"GPU routes: {names} (the default models), {trainer}", "models")]
+    notes.append(check_text(default_calibration().checks.get(stack.impl.name), stack.name))
     if local and options.gpu:
-        notes.append(f"local GPU: {options.gpu_count} x {options.gpu.name} ({options.gpu_source or '--gpu'})"
+        notes.append(f"local GPU: {options.gpu_count} x {options.gpu.name} ({options.gpu_source or 'named'})"
                      + (f"; {options.gpu_note}" if options.gpu_note else ""))
     elif local:
-        notes.append(options.gpu_note or "local GPU: none named (--gpu NAME[:COUNT]), so no local routes")
+        notes.append(options.gpu_note or Note("local GPU: none named, so no local routes", "gpu"))
     if cloud:
-        shown = ("every instance" if options.all_instances
-                 else "the cheapest instance per GPU type and cloud (--all: all)")
-        notes.append(f"cloud GPUs: {shown}, on-demand and spot")
+        notes.append("cloud GPUs: every instance, on-demand and spot" if options.all_instances
+                     else Note("cloud GPUs: the cheapest instance per GPU type and cloud, on-demand and spot",
+                               "all_instances"))
     return notes
 
 
@@ -373,7 +400,7 @@ class UnclaimedClouds:
     def routes(self, context: RouteContext) -> list[Route]:
         instances = [i for i in context.catalog.instances if i.cloud in self.clouds]
         return [replace(r, not_runnable=f"no ftbroker backend rents {r.cloud} instances yet: on the instance, "
-                                        "ftbroker run --backend local")
+                                        "ftbroker's local backend runs it")
                 for r in cloud_gpu_routes(context, instances, backend=None)]
 
     def plan_notes(self, context: RouteContext) -> list[str]:

@@ -23,7 +23,7 @@ from ftbroker.errors import FtBrokerError, InputError
 from ftbroker.estimate.measured import Corrections
 from ftbroker.estimate.stacks import resolve_stack
 from ftbroker.pricing.catalog import Catalog, load_catalog
-from ftbroker.routes import ROUTE_SOURCE_METHODS, PlanOptions, RouteContext, RouteSource, resolve_model
+from ftbroker.routes import ROUTE_SOURCE_METHODS, Note, PlanOptions, RouteContext, RouteSource, resolve_model
 from ftbroker.vocabulary import METHODS
 from ftbroker.your_runs import corrections as your_runs_corrections
 
@@ -165,7 +165,7 @@ def _check_trainer_settings(*, epochs: int | None, max_seq_len: int | None, lora
         raise InputError("; ".join(problems))
 
 
-NO_LOCAL_GPU = "local GPU: none detected (nvidia-smi) and none named (--gpu NAME[:COUNT]), so no local routes"
+NO_LOCAL_GPU = Note("local GPU: none detected (nvidia-smi) and none named, so no local routes", "gpu")
 
 
 def find_local_gpus(cat: Catalog, gpu: str | None, *, today: date) -> LocalGpus | None:

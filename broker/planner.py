@@ -18,8 +18,16 @@ from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ftbroker.routes import (PlanOptions, Route, RouteContext, RouteSource, TokenizerSpec, TokenNeed, plan_epochs,
-                             route_order)
+from ftbroker.routes import (
+    PlanOptions,
+    Route,
+    RouteContext,
+    RouteSource,
+    TokenizerSpec,
+    TokenNeed,
+    plan_epochs,
+    route_order,
+)
 
 if TYPE_CHECKING:  # the dataset report's type and the catalog; the planner only reads their fields
     from ftbroker.data.report import DatasetReport
@@ -160,7 +168,7 @@ def with_plan_epochs(context: RouteContext) -> RouteContext:
     """``context`` with the plan's epochs set: the ones asked for, else those the plan recommends for its size."""
     options = context.options
     if options.epochs is not None:
-        return context if options.epochs_rule else replace(context, options=replace(options, epochs_rule="--epochs"))
+        return context if options.epochs_rule else replace(context, options=replace(options, epochs_rule="as asked"))
     epochs, rule = plan_epochs(context.report.examples)
     return replace(context, options=replace(options, epochs=epochs, epochs_rule=rule))
 

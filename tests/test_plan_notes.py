@@ -41,7 +41,17 @@ def test_the_cli_words_each_setting_as_its_flag():
         "Acme publishes no default epoch count; --epochs prices it"
     assert worded(Note("n_evals is 0", "n_evals"), RUN_HINTS) == "n_evals is 0; --option n_evals=N sets it"
     assert worded("a plain note") == "a plain note"
-    assert set(PLAN_HINTS) == set(RUN_HINTS) == {"epochs", "models", "n_evals"}
+    assert set(PLAN_HINTS) == set(RUN_HINTS) == {"epochs", "models", "n_evals", "max_seq_len", "gpu", "all_instances",
+                                                 "bucket"}
+
+
+def test_the_gpu_routes_notes_state_facts_and_say_how_far_the_stacks_figures_were_from_measured_runs():
+    plan = ftbroker.plan(CHATS, stack="axolotl", max_seq_len=300, your_runs=False)
+    notes = [*plan.notes, *(n for r in plan.routes for n in (*r.notes, r.not_runnable or ""))]
+    assert not [n for n in notes if "--" in n]
+    settings = {n.setting for n in notes if isinstance(n, Note)}
+    assert {"models", "gpu", "all_instances", "max_seq_len", "bucket"} <= settings
+    assert any(n.startswith("Checked against") and "axolotl" in n for n in plan.notes)
 
 
 @pytest.mark.usefixtures("catalog_day")
@@ -53,3 +63,5 @@ def test_ftbroker_plan_shows_the_flag_beside_the_fact():
     text = " ".join(result.stdout.split())
     assert "its reference model; --model prices another model" in text
     assert "validation tokens are billed per evaluation; n_evals is 0; --n-evals sets it" in text
+    assert "on-demand and spot; --all shows every instance" not in text  # --all given: every instance is shown
+    assert "cloud GPUs: every instance, on-demand and spot" in text

@@ -149,7 +149,7 @@ def test_examples_over_the_context_rule_the_model_out_unless_cut(few):
     cut = only(gpu_plan(few, {40_000: 2, 500: 100}, models=("Qwen2.5-7B",), method="qlora", gpu="H100-SXM"),
                kind="local")
     assert cut.feasible and cut.breakdown["setup"]["seq_len"] == 2048
-    assert "2 example(s) longer than 2,048 tokens are cut to it (the local trainer's default; --max-seq-len); " \
+    assert "2 example(s) longer than 2,048 tokens are cut to it (the local trainer's default); " \
            "longest 40,000" in cut.notes
     assert cut.breakdown["tokens"]["real_per_epoch"] == round((2 * 2048 + 100 * 500) * 0.9)
 
@@ -248,7 +248,7 @@ def test_methods_and_default_models(few):
     plan = gpu_plan(few, {500: 100}, models=(), gpu="H100-SXM")
     assert {(r.model, r.method) for r in plan.routes if r.kind == "local"} == {
         (m, method) for m in gpu_routes.DEFAULT_GPU_MODELS for method in METHODS}
-    assert plan.notes[0].startswith("GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models; --model for others)")
+    assert plan.notes[0].startswith("GPU routes: Llama-3.1-8B, Qwen2.5-7B (the default models)")
     specs = [n.spec for n in gpu_routes.token_needs(few, PlanOptions(models=(ModelRequest("gpt-4o-mini"),)))]
     qwen = model_tokenizer(few.models["Qwen2.5-7B"], PlanOptions())
     assert qwen in [n.spec for n in gpu_routes.token_needs(few, PlanOptions())]
@@ -287,10 +287,10 @@ def test_routes_run_the_local_trainers_own_defaults(few):
 def test_a_cloud_no_backend_rents_is_priced_and_marked_not_runnable(few):
     r = only(gpu_plan(few, {500: 100}, method="qlora"), instance_type="g6e.xlarge", market="spot")
     assert (r.backend, r.job, r.runnable, r.cloud) == (None, None, False, "aws")
-    assert r.not_runnable == ("no ftbroker backend rents aws instances yet: on the instance, ftbroker run "
-                              "--backend local")
+    assert r.not_runnable == ("no ftbroker backend rents aws instances yet: on the instance, ftbroker's local "
+                              "backend runs it")
     assert r.feasible and r.cost_usd  # priced all the same
-    assert "cloud GPUs: the cheapest instance per GPU type and cloud (--all: all), on-demand and spot" in \
+    assert "cloud GPUs: the cheapest instance per GPU type and cloud, on-demand and spot" in \
         gpu_plan(few, {500: 100}, method="qlora").notes
 
 

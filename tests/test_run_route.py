@@ -142,8 +142,8 @@ def test_routes_ftbroker_cannot_run_are_refused_with_the_reason(data, monkeypatc
     assert ran.exit_code == 2 and "is not available: Fireworks' fine-tuning API trains LoRA adapters" in ran.stderr
     cloud = numbered(doc, kind="cloud", cloud="vast")  # SkyPilot mounts no bucket there
     ran = ftb("run", "--route", cloud["number"])
-    assert ran.exit_code == 2 and ("no ftbroker backend rents vast instances yet: on the instance, ftbroker run "
-                                   "--backend local") in ran.stderr
+    assert ran.exit_code == 2 and ("no ftbroker backend rents vast instances yet: on the instance, ftbroker's "
+                                   "local backend runs it") in ran.stderr
     gcp = numbered(doc, kind="cloud", cloud="gcp")  # skypilot's: it runs, given a bucket
     ran = ftb("run", "--route", gcp["number"])
     assert ran.exit_code == 2 and "backend_options.bucket" in ran.stderr

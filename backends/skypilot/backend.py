@@ -70,7 +70,7 @@ from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Job, JobStatus, Result
 from ftbroker.pricing.catalog import CloudInstance
-from ftbroker.routes import ModelRequest
+from ftbroker.routes import ModelRequest, Note
 from ftbroker.spec import JobSpec
 
 CAP_FACTOR = 2.0  # the hard runtime cap, by default: the estimate's high end (reclaims included) x this
@@ -153,9 +153,8 @@ class SkyPilotBackend(SkyPilotFollowing):
         notes = gpu_routes.gpu_notes(context, cloud=True)
         if context.report.format not in cls.capabilities.data_formats or not gpu_routes.gpu_jobs(context):
             return notes  # no GPU route at all: the notes say why
-        bucket = (f"{cls.name} routes run through SkyPilot (`sky check` says which clouds your credentials enable):"
-                  " give them a bucket for checkpoints and outputs, ftbroker run --route N --option "
-                  "bucket=s3://BUCKET/PREFIX")
+        bucket = Note(f"{cls.name} routes run through SkyPilot (`sky check` says which clouds your credentials "
+                      "enable) and need a bucket for checkpoints and outputs (the backend option bucket)", "bucket")
         return [*notes, bucket]
 
     def __init__(self, options: SkyPilotOptions, *, home: Path):

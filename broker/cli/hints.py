@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # a Note's setting -> what to do about it, on the command that shows the note
-PLAN_HINTS = {"epochs": "--epochs prices it", "models": "--model prices another model", "n_evals": "--n-evals sets it"}
+PLAN_HINTS = {"epochs": "--epochs prices it", "models": "--model prices another model", "n_evals": "--n-evals sets it",
+              "max_seq_len": "--max-seq-len sets the cap", "gpu": "--gpu NAME[:COUNT] names one",
+              "all_instances": "--all shows every instance",
+              "bucket": "ftbroker run --route N --option bucket=s3://BUCKET/PREFIX"}
 RUN_HINTS = {**PLAN_HINTS, "n_evals": "--option n_evals=N sets it"}  # run gives Together's evaluations as an option
 
 

@@ -204,7 +204,7 @@ def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
     if options.epochs is not None:  # set by the planner (a plan made by hand may lack it)
         basis = f"Every route trains {options.epochs} epoch{'s' if options.epochs != 1 else ''}"
         rule = options.epochs_rule
-        out.text(f"{basis} (--epochs)." if rule in ("", "--epochs") else f"{basis}: {rule}; --epochs for another.",
+        out.text(f"{basis} (--epochs)." if rule in ("", "as asked") else f"{basis}: {rule}; --epochs for another.",
                  most=None)
     limits = ([f"cost at most {money(options.max_cost)}"] if options.max_cost is not None else []) + \
         ([f"done within {options.deadline_hours:g} h"] if options.deadline_hours is not None else [])
