@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are ope
 
 
 @pytest.fixture(autouse=True)
-def no_gpu_here(monkeypatch):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+def no_gpu_here(no_gpu):
+    """Plans here see no GPU, whatever machine runs them."""
 
 
 def ftb(*args):
