@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ftbroker.estimate.run import capped_tokens
 from ftbroker.pricing.catalog import Catalog, ManagedOffer, ModelArch, is_stale
-from ftbroker.routes import (PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed, job_fields, matching_offers,
-                             model_tokenizer)
+from ftbroker.routes import (Note, PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed, job_fields,
+                             matching_offers, model_tokenizer)
 
 if TYPE_CHECKING:
     from ftbroker.data.report import TokenStats
@@ -166,13 +166,14 @@ def _job_model(c: Candidate) -> str:
 def _price_notes(c: Candidate, no_epochs: bool) -> list[str]:
     offer, notes = c.offer, []
     if no_epochs:
-        notes.append(f"{offer.provider} does not publish a default epoch count: pass --epochs to price it")
+        notes.append(Note(f"{offer.provider} publishes no default epoch count: no price without a number of epochs",
+                          "epochs"))
     if not offer.price_known:
         notes.append(offer.note or "no public source gives this price")
     elif offer.secondary:
         notes.append(SECONDARY)
     if c.via_tier == "reference":
-        notes.append(f"{offer.tier} tier shown for {c.model}; pass --model to price another model")
+        notes.append(Note(f"{offer.tier} tier shown for {c.model}, its reference model", "models"))
     elif c.via_tier == "size":
         notes.append(f"priced by the {offer.tier} size tier ({c.arch.size_b}B); "
                      f"check that {offer.provider} fine-tunes this model")
@@ -234,7 +235,7 @@ def _validation_tokens(c: Candidate, context: RouteContext, breakdown: dict[str,
     n_evals = context.options.n_evals if context.options.n_evals is not None else c.offer.default_n_evals
     breakdown["n_evals"] = n_evals
     if n_evals == 0:
-        notes.append("validation tokens are billed per evaluation; n_evals is 0 (pass --n-evals)")
+        notes.append(Note("validation tokens are billed per evaluation; n_evals is 0", "n_evals"))
     return tokens * n_evals
 
 

@@ -40,10 +40,10 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
-from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.calibration import Calibration, StackCheck, default_calibration
 from ftbroker.estimate.compute import achieved_efficiency, dequant_seconds, gpu_class, throughput
 from ftbroker.estimate.memory import GIB, estimate_memory
-from ftbroker.estimate.setup import Implementation, ModelShape, TrainingSetup
+from ftbroker.estimate.setup import LOCAL_TRAINER, Implementation, ModelShape, TrainingSetup
 from ftbroker.estimate.stacks import STACKS
 from ftbroker.vocabulary import METHODS
 from ftbroker.pricing.catalog import GpuSpec, ModelArch
@@ -414,6 +414,25 @@ def report_stacks(points: list[Point], cal: Calibration) -> None:
     print("   --stack all: the stacks --stack names; all: every stack above (ftbroker's own trainer: at the end)")
 
 
+def stack_check(pairs: list[tuple[float, float]], measured_on: str) -> StackCheck:
+    errors = [err(pred, meas) for pred, meas in pairs]
+    misses, under = under_share(pairs)
+    return StackCheck(runs=len(pairs), median=round(statistics.median(errors) / 100, 3),
+                      p90=round(p90(errors) / 100, 3), misses=misses, under=under, measured_on=measured_on)
+
+
+def stack_checks(points: list[Point], cal: Calibration) -> dict[str, StackCheck]:
+    """Each stack's held-out peak-memory error by Implementation name, as ``estimate`` and ``plan`` report it: the
+    published runs of the stacks we model, and our own trainer's held-out cases measured on a GPU (reserved)."""
+    checks = {stack: stack_check(memory, f"published {stack} runs held out of the fit")
+              for stack, memory, _ in stack_rows(points, cal, "holdout") if stack in STACKS and memory}
+    trainer, _ = trainer_points(cal)
+    checks[LOCAL_TRAINER.name] = stack_check(
+        [(p["held"]["reserved"], p["measured"]["reserved"]) for p in trainer],
+        f"runs of ftbroker's trainer on an H200 ({TRAINER_DATE}), each predicted by constants fitted without its model")
+    return checks
+
+
 def report_misses(points: list[Point], cal: Calibration) -> None:
     print("\n== Peak VRAM points off by more than 10%, by stack (- : under-estimated, an OOM risk) ==")
     for p in sorted(vram_points(points), key=lambda p: (STACK_ORDER.index(p.stack), p.id)):
@@ -466,12 +485,27 @@ spread = {cal.spread}
 
 # achieved fraction of the dense bf16 peak, compiled code, by method and GPU class (median of fit points)
 {mfu}
-[fit]
+{_checks_toml(cal)}[fit]
 date = "{cal.fitted_on}"
 points = [
 {points},
 ]
 {_trainer_toml(cal)}"""
+
+
+def _checks_toml(cal: Calibration) -> str:
+    """How far each stack's estimates were from the runs held out of the fit: what ``--stack`` tells its user."""
+    return ("# each stack's peak memory against the runs held out of the fit: |error| median and p90, the runs off by more\n"
+            "# than 10% and how many of them the estimate under-states; `estimate` and `plan --stack` show it\n") + "".join(
+        f"""[checks.{name}]
+runs = {c.runs}
+median = {c.median}
+p90 = {c.p90}
+misses = {c.misses}
+under = {c.under}
+measured_on = "{c.measured_on}"
+
+""" for name, c in sorted(cal.checks.items()))
 
 
 def _trainer_toml(cal: Calibration) -> str:
@@ -511,7 +545,8 @@ cuda_context_gib = {t.cuda_context_gib}
 
 # --- the local trainer, measured on a GPU -----------------------------------------------------------------
 TRAINER_RESULTS = Path(__file__).parent / "results" / "gpu_calibrate.json"
-TRAINER_LABEL = "ftbroker trainer, H200, measured 2026-11-28"
+TRAINER_DATE = "2026-11-28"
+TRAINER_LABEL = f"ftbroker trainer, H200, measured {TRAINER_DATE}"
 # Cross-validation by model size: the constants fitted on the 1B cases predict the 7B/8B ones, and the reverse.
 # The 1B steps are bound by the host, the 7B/8B ones by the GPU, so each fold must carry over between regimes.
 TRAINER_FOLDS = (("Llama-3.2-1B",), ("Llama-3.1-8B", "Qwen2.5-7B"))
@@ -594,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     cal = default_calibration()
     if args.write:
         cal = fit_throughput(points, fit_memory(points, cal))
+        cal = replace(cal, checks=stack_checks(points, cal))
         CALIBRATION_TOML.write_text(calibration_toml(cal), encoding="utf-8")
         print(f"wrote {CALIBRATION_TOML}")
     print(f"calibration: {cal.source} (fitted {cal.fitted_on or 'never'}); activation_scale {cal.activation_scale:.2f}, "

@@ -22,12 +22,13 @@ import sys
 import time
 from datetime import date
 
+import catalog_load  # bench/catalog_load.py, beside this script
 from rich.console import Console
 
-import catalog_load  # bench/catalog_load.py, beside this script
-from ftbroker import planner, render
+from ftbroker import planner
+from ftbroker.cli.plan_table import print_plan
 from ftbroker.data.report import DatasetReport, Summary, TokenStats
-from ftbroker.planning import route_sources
+from ftbroker.plan_io import route_sources
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import ModelRequest, PlanOptions, RouteContext
 
@@ -76,7 +77,7 @@ def main(rounds: int) -> None:
         plan_s, plan = _time(plan_once, rounds)
         json_s, text = _time(lambda plan=plan: json.dumps(plan.to_json()), rounds)
         every = options.all_instances
-        table_s, _ = _time(lambda plan=plan, every=every: render.print_plan(
+        table_s, _ = _time(lambda plan=plan, every=every: print_plan(
             plan, Console(file=io.StringIO(), width=160), all_routes=every), max(1, rounds // 3))
         print(f"{label:16} {len(plan.routes):5,} routes: plan {plan_s * 1e3:6.0f} ms, JSON {json_s * 1e3:5.0f} ms "
               f"({len(text) / 1e6:.1f} MB), table {table_s * 1e3:6.0f} ms")

@@ -16,7 +16,7 @@ __all__: list[str] = ["__version__"]
 _LAZY = {"Broker": "ftbroker.broker", "JobSpec": "ftbroker.spec", "load_spec": "ftbroker.spec",
          "Job": "ftbroker.jobs", "JobStatus": "ftbroker.jobs", "Result": "ftbroker.jobs",
          "estimate": "ftbroker.estimate", "evaluate": "ftbroker.evaluation", "Evaluation": "ftbroker.evaluation",
-         "plan": "ftbroker.planning", "Plan": "ftbroker.planner", "Route": "ftbroker.routes",
+         "plan": "ftbroker.plan_io", "Plan": "ftbroker.planner", "Route": "ftbroker.routes",
          "plan_chart": "ftbroker.chart", "report": "ftbroker.reporting"}
 __all__ += sorted(_LAZY)
 

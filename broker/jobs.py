@@ -82,6 +82,13 @@ class Result(_Record):
     error: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """The result as ``--json`` prints it: money as numbers."""
+        data = self.model_dump(mode="json")
+        data["estimated_cost_usd"] = _number(self.estimated_cost_usd)
+        data["actual_cost_usd"] = _number(self.actual_cost_usd)
+        return data
+
 
 class Progress(_Record):
     """Where a running job is: the live display and ``ftbroker status`` show it."""
@@ -143,3 +150,38 @@ class Job(_Record):
     @property
     def model(self) -> str:
         return self.spec.model
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as ``--json`` prints it and the HTML report reads it: the contract scripts read (money as numbers,
+        times as ISO 8601 strings)."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "model": self.model,
+            "method": self.spec.method,
+            "status": self.status.value,
+            "status_detail": self.status_detail,
+            "submitted": self.submitted_at is not None,
+            "created_at": self.created_at.isoformat(),
+            "submitted_at": _iso(self.submitted_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "progress": self.progress.model_dump(exclude_none=True) if self.progress else None,
+            "estimated_cost_usd": _number(self.estimated_cost_usd),
+            "actual_cost_usd": _number(self.actual_cost_usd),
+            "trained_tokens": self.trained_tokens,
+            "output_model": self.output_model,
+            "error": self.error,
+            "remote": self.remote,
+            "trackers": self.trackers,
+            "resources": self.resources,
+            "spec": self.spec.to_json(),
+        }
+
+
+def _number(value: Decimal | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

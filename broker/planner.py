@@ -1,7 +1,7 @@
 """The planner, PURE: routes contributed by route sources -> a ranked, numbered, explained ``Plan``.
 
 No I/O, no clock (``today`` is an input), no SDK, no torch, and no backend: the routes come from route sources
-(``ftbroker.routes.RouteSource``: each backend contributes the routes it can run; the shell, ``ftbroker.planning``,
+(``ftbroker.routes.RouteSource``: each backend contributes the routes it can run; the shell, ``ftbroker.plan_io``,
 adds a stand-in for catalog rows no backend claims yet). The planner asks the sources which token counters they
 need (``token_needs``), then, given the dataset counted with them (``RouteContext``), composes their routes, ranks
 them and numbers them (``build_plan``). A route's number is its place in the plan: the tables show it whatever the

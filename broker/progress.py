@@ -1,7 +1,7 @@
 """Progress of long work, as the core reports it: a small protocol, no display.
 
 The core (reading a dataset, uploading it, merging a model) says what it is doing and how far it got through a
-``Reporter``; only the CLI draws it (``ftbroker.progress_view``, on stderr, only on a terminal). The reporter is
+``Reporter``; only the CLI draws it (``ftbroker.cli.progress_view``, on stderr, only on a terminal). The reporter is
 ambient, like a logger, rather than a parameter of every function on the way: an upload happens inside a backend's
 ``submit``, several layers (and plug-ins) below the command that knows whether a terminal is watching. The default
 reports nothing, so the SDK and every pipe stay silent; ``reporting(reporter)`` installs one for a block.

@@ -7,7 +7,7 @@ file ``plan --json`` wrote (or the last plan ``ftbroker plan`` kept), and writes
     ftbroker.report("ftb-3k", "report.html")              # a job (an id or a unique prefix)
     ftbroker.report(plan=ftbroker.plan("data.jsonl"), output="plan.html")  # a plan, or plan="plan.json"
 
-Imports only click at load time: ``ftbroker.cli`` registers the command.
+The SDK's ``ftbroker.report``; the command ``ftbroker report`` (``ftbroker.cli.report``) calls it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import click
 
 if TYPE_CHECKING:
     from ftbroker.ledger import Ledger
@@ -59,12 +57,11 @@ def report(job: str | None = None, output: str | os.PathLike | None = None, *,
 def job_data(ledger: Ledger, ref: str) -> dict[str, Any]:
     """What the job report shows, as plain data: the job, its curves, its status history, its latest evaluation."""
     from ftbroker.evaluation.store import latest_evaluation
-    from ftbroker.render_jobs import job_json
 
     job = ledger.get(ref)
     metrics = [p.model_dump() for p in ledger.metrics(job.id)]
     evaluation = latest_evaluation(ledger, job.id)
-    data = {"job": job_json(job), "metrics": metrics, "metrics_source": _metrics_source(job, ledger, len(metrics)),
+    data = {"job": job.to_json(), "metrics": metrics, "metrics_source": _metrics_source(job, ledger, len(metrics)),
             "history": [{"time": t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), "status": s.value, "detail": d}
                         for t, s, d in ledger.history(job.id)],
             "measured_on": _measured_on(job.resources), "ledger": str(ledger.path), "evaluation": None}
@@ -123,30 +120,3 @@ def write_page(page: str, path: Path) -> Path:
         partial.unlink(missing_ok=True)
         raise InputError(f"{path}: the report cannot be written ({exc.strerror or exc})") from exc
     return path
-
-
-@click.command("report")
-@click.argument("job", required=False)
-@click.option("--plan", "plan_file", is_flag=False, flag_value=LAST_PLAN, metavar="PLAN.json",
-              help="Report a plan instead: a file `ftbroker plan --json` wrote; without a file, the last plan.")
-@click.option("--output", "-o", metavar="FILE.html", help="Where to write the report (default: JOB.html, plan.html).")
-def report_command(job, plan_file, output):
-    """Write a job's or a plan's report as one HTML file.
-
-    A job's report: its loss curves (train and eval), the estimated beside the measured VRAM, time and cost, its
-    latest evaluation, and its timeline; a plan's: cost against hours of every route with the best routes, the
-    cheapest routes of each kind, and each price's source and date. The file is self-contained (no script, no
-    network), fits a phone and prints. Read from the ledger alone: `ftbroker status JOB` first asks the provider
-    for news.
-
-    \b
-    Example:
-      ftbroker report ftb-3k -o report.html
-      ftbroker plan data.jsonl --json > plan.json && ftbroker report --plan plan.json -o plan.html
-    """
-    if job is not None and plan_file is not None:
-        raise click.UsageError("give JOB or --plan, not both")
-    if job is None and plan_file is None:
-        raise click.UsageError("give a JOB (`ftbroker jobs` lists them) or --plan PLAN.json")
-    written = report(job, output, plan=plan_file)
-    click.echo(f"report: {written}")

@@ -2,7 +2,7 @@
 
 A route is one way to get the fine-tuned model (a managed API, the user's GPU, a rented cloud instance) with its
 figures and the backend that runs it. Each backend contributes the routes it can run through ``RouteSource``; the
-planner (``ftbroker.planner``) composes, ranks and numbers them; the shell (``ftbroker.planning``) does the I/O
+planner (``ftbroker.planner``) composes, ranks and numbers them; the shell (``ftbroker.plan_io``) does the I/O
 around it. This module imports neither side: no backend, no planner, no CLI (an import-layering test keeps it so).
 
     class MyBackend:                      # a backend that contributes routes: three classmethods
@@ -151,6 +151,20 @@ ROUTE_SOURCE_METHODS = ("token_needs", "routes", "plan_notes")
 
 # ---------------------------------------------------------------------------------------------- routes
 
+class Note(str):
+    """A note of a route or a plan that a setting changes: the fact, worded for the SDK as for the CLI, and
+    ``setting``, the ``PlanOptions`` field that changes it (``epochs``, ``models``, ``n_evals``). Computation
+    speaks in facts; a front end names the setting its own way (the CLI: its flag). Everywhere else (JSON, CSV,
+    comparisons) a plain ``str``."""
+
+    setting: str
+
+    def __new__(cls, fact: str, setting: str) -> Note:
+        note = super().__new__(cls, fact)
+        note.setting = setting
+        return note
+
+
 @dataclass(frozen=True)
 class Hardware:
     gpu: str
@@ -187,7 +201,7 @@ class Route:
     price_source: str = ""
     price_as_of: date | None = None
     stale: bool = False
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # facts; a ``Note`` also names the setting that changes it
     provider_model: str = ""  # the provider's own model id, when it has one
     price_known: bool = True  # False: no source gave this route's price ("price unknown", never invented)
     price_doubt: str = ""  # why the catalog itself doubts the price (a contradiction, a secondary source)

@@ -8,34 +8,28 @@ are), and writes the rows to ``user_catalog_dir()/instances-<cloud>.csv``, where
 the shipped ones: each row with that commit as its source, the commit's date as ``as_of`` and the update's day as
 ``verified``. Rows the upstream file no longer lists stay as they were, and go stale 90 days after their own check.
 
-Fetching is the only network I/O of ftbroker's core and happens only on the user's command (tests point it at a
-loopback server: ``mirror``). Parsing and comparing are pure.
+This module is the pure part: the upstream file into catalog rows, and what they change. Fetching and writing are
+``ftbroker.catalog_update``'s (the only network I/O of ftbroker's core, on the user's command only).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
-from ftbroker.errors import CatalogFetchError, UnknownNameError
-from ftbroker.pricing.catalog import Catalog, CloudInstance, load_catalog, user_catalog_dir
+from ftbroker.errors import UnknownNameError
+from ftbroker.pricing.catalog import Catalog, CloudInstance
 
 REPO = "skypilot-org/skypilot-catalog"
 SCHEMA = "v9"  # the current catalog schema (skypilot-catalog PR #185, 2026-07-09: v8 + MaximumEfaInterfaces)
-GITHUB_API = "https://api.github.com"
-GITHUB_RAW = "https://raw.githubusercontent.com"
 CLOUDS = ("aws", "gcp", "lambda", "nebius", "vast", "fluidstack", "cudo")  # the clouds with a v9 vms.csv
 FIELDS = ("cloud", "instance_type", "gpu", "gpu_count", "on_demand_usd_per_hour", "spot_usd_per_hour", "region",
           "spot_region", "vcpus", "memory_gib", "source", "as_of", "note", "verified")
@@ -53,39 +47,6 @@ class Fetched:
     day: date     # the commit's date: when these prices were published
     path: str     # catalogs/<schema>/<cloud>/vms.csv
     text: str
-
-
-def _get(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "ftbroker catalog update",
-                                                   "Accept": "application/vnd.github+json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body: bytes = answer.read()
-            return body
-    except urllib.error.HTTPError as exc:
-        raise CatalogFetchError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise CatalogFetchError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
-
-
-def fetch(cloud: str, *, mirror: str | None = None, schema: str = SCHEMA, timeout: float = 60.0) -> Fetched:
-    """The newest commit of ``cloud``'s vms.csv and the file at that commit. ``mirror``: a server that answers both
-    GitHub's API paths and its raw-file paths (a proxy, or a test's loopback server)."""
-    api, raw = (mirror.rstrip("/"),) * 2 if mirror else (GITHUB_API, GITHUB_RAW)
-    path = f"catalogs/{schema}/{cloud}/vms.csv"
-    url = f"{api}/repos/{REPO}/commits?path={path}&per_page=1"
-    try:
-        newest = json.loads(_get(url, timeout))[0]
-        sha, when = newest["sha"], newest["commit"]["committer"]["date"]
-        day = date.fromisoformat(when[:10])
-    except (ValueError, LookupError, TypeError) as exc:
-        raise CatalogFetchError(f"{url}: no commit of {path} in the answer") from exc
-    data = _get(f"{raw}/{REPO}/{sha}/{path}", timeout)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CatalogFetchError(f"{REPO}@{sha[:8]} {path}: not UTF-8 text") from exc
-    return Fetched(cloud, sha, day, path, text)
 
 
 def _money(text: str | None) -> Decimal | None:
@@ -190,37 +151,6 @@ def parse_vms(fetched: Fetched, catalog: Catalog, today: date) -> tuple[list[dic
                     "note": "host VM + GPUs (the catalog lists them apart)" if fetched.cloud == "gcp" else "",
                     "verified": today.isoformat()})
     return out, skipped
-
-
-def _write(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def install(updates: Sequence[Update], folder: Path | None = None) -> list[Path]:
-    """Write every update's ``instances-<cloud>.csv`` into the user's catalog folder, all or none: the files are
-    written aside, checked by the catalog loader over the catalog in force, then renamed into place."""
-    folder = folder or user_catalog_dir()
-    staging = folder / ".update"
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        staged = []
-        for update in updates:
-            path = staging / f"instances-{update.fetched.cloud}.csv"
-            _write(path, update.rows)
-            staged.append(path)
-        load_catalog(staged)  # a CatalogError names the file and line; nothing is in place yet
-        installed = []
-        for path in staged:
-            path.replace(folder / path.name)
-            installed.append(folder / path.name)
-        return installed
-    finally:
-        for leftover in staging.glob("*"):
-            leftover.unlink()
-        staging.rmdir()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from ftbroker import __version__
 from ftbroker.backends.local.config import TrainConfig
-from ftbroker.cli import _Root, cli
+from ftbroker.cli import cli
+from ftbroker.cli.root import _Root
 
 
 def help_text(*args) -> str:
@@ -67,7 +68,7 @@ def test_estimate_help_lists_the_estimators_optimizers():
 
 
 def test_estimate_stack_choices_are_the_estimators_stacks():
-    from ftbroker.cli import _STACK_NAMES
+    from ftbroker.cli.params import STACK_NAMES
     from ftbroker.estimate.stacks import STACKS
 
-    assert _STACK_NAMES == tuple(STACKS)
+    assert STACK_NAMES == tuple(STACKS)

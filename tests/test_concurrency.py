@@ -43,7 +43,7 @@ def _forkserver(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (tests, os.environ.get("PYTHONPATH")))))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([
-        "test_concurrency", "click.testing", "ftbroker.cli", "ftbroker.broker", "ftbroker.render_jobs", "rich.console",
+        "test_concurrency", "click.testing", "ftbroker.cli", "ftbroker.broker", "ftbroker.cli.job_view", "rich.console",
         "ftbroker.backends.openai", "ftbroker.backends.local.backend", "ftbroker.data.analysis", "ftbroker.pricing.catalog",
         "psutil", "httpx2", "httpcore2", "h11", "anyio", "openai.resources.files", "openai.types.fine_tuning",
         "openai.resources.fine_tuning.fine_tuning", "openai.resources.fine_tuning.jobs.jobs",  # what a client loads

@@ -28,7 +28,7 @@ def test_every_contract_catches_a_break(tmp_path):
     view = STATIC["build_view"](tmp_path)
     probes = {
         "ftbroker/estimate/_probe.py": "from ftbroker.backends import base\n",
-        "ftbroker/backends/_probe.py": "def later():\n    from ftbroker import planning\n",
+        "ftbroker/backends/_probe.py": "def later():\n    from ftbroker import plan_io\n",
         "ftbroker/pricing/_probe.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ftbroker.ledger\n",
         "ftbroker/_chain.py": "import ftbroker.ledger\n",  # the routes reach the ledger through this one
         "ftbroker/_uses_click.py": "import click\n",
@@ -44,7 +44,7 @@ def test_every_contract_catches_a_break(tmp_path):
     done = lint(view)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "0 kept, 6 broken" in done.stdout, done.stdout
-    for shown in ("ftbroker.estimate._probe -> ftbroker.backends.base", "ftbroker.backends._probe -> ftbroker.planning",
+    for shown in ("ftbroker.estimate._probe -> ftbroker.backends.base", "ftbroker.backends._probe -> ftbroker.plan_io",
                   "ftbroker.pricing._probe -> ftbroker.ledger", "ftbroker.routes -> ftbroker._chain",
                   "ftbroker._uses_click -> click", "ftbroker.planner -> ftbroker.backends.base"):
         assert shown in done.stdout, done.stdout

@@ -21,7 +21,7 @@ from ftbroker.backends.base import Gpu
 from ftbroker.cli import cli
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.gpu_routes import DEFAULT_GPU_MODELS
-from ftbroker.planning import find_local_gpus
+from ftbroker.plan_io import find_local_gpus
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import PLAN_EPOCHS
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from ftbroker import planner
 from ftbroker.backends.managed_routes import UnclaimedOffers
 from ftbroker.errors import DataIssue
+from ftbroker.plan_io import route_sources
 from ftbroker.planner import build_plan
-from ftbroker.planning import route_sources
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed
 from plan_reports import report, stats

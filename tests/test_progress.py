@@ -145,7 +145,7 @@ def test_the_view_draws_amounts_rates_and_fields():
 
     from rich.console import Console
 
-    from ftbroker.progress_view import ProgressView
+    from ftbroker.cli.progress_view import ProgressView
 
     console = Console(file=io.StringIO(), force_terminal=True, width=160)
     view = ProgressView(console)
@@ -166,8 +166,8 @@ def test_a_followed_job_shows_its_steps_loss_elapsed_and_cost_so_far(monkeypatch
 
     from rich.console import Console
 
+    from ftbroker.cli.job_view import FollowView
     from ftbroker.jobs import Job, JobStatus, Progress
-    from ftbroker.render_jobs import FollowView
 
     monkeypatch.setenv("FTBROKER_NOW", "2026-01-01T12:10:00+00:00")
     start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -17,15 +17,16 @@ from plan_reports import report, stats
 from rich.console import Console
 
 import ftbroker
-from ftbroker import render
-from ftbroker.cli import cli
+from ftbroker.cli import cli, plan_table
+from ftbroker.cli.dataset_view import counter_label
+from ftbroker.cli.job_view import jobs_table
+from ftbroker.cli.layout import Footnotes
+from ftbroker.cli.tables import Col, fit_widths, hanging
 from ftbroker.jobs import Job, JobStatus
 from ftbroker.planner import CatalogInfo, Plan, numbered
 from ftbroker.pricing.catalog import load_catalog
-from ftbroker.render_jobs import jobs_table
 from ftbroker.routes import Hardware, PlanOptions, Route
 from ftbroker.spec import JobSpec
-from ftbroker.tables import Col, fit_widths, hanging
 from ftbroker.tokens.resolve import resolve
 
 CHATS = Path(__file__).resolve().parents[1] / "examples" / "data" / "support_chats.jsonl"
@@ -35,7 +36,7 @@ WINDING_DOWN = ("closes to new jobs in 39 days (2027-01-06) (OpenAI is winding d
 
 def show(plan: Plan, width: int = 100, **options) -> str:
     buffer = io.StringIO()
-    render.print_plan(plan, Console(file=buffer, width=width, highlight=False, soft_wrap=False), **options)
+    plan_table.print_plan(plan, Console(file=buffer, width=width, highlight=False, soft_wrap=False), **options)
     return buffer.getvalue()
 
 
@@ -100,13 +101,13 @@ def test_explain_text_wraps_under_its_description_column():
 
 
 def test_gist_drops_a_long_closing_explanation_and_keeps_a_date_or_a_count():
-    assert render.gist(WINDING_DOWN) == "closes to new jobs in 39 days (2027-01-06)"
-    assert render.gist("FILE:2: tool calls (and 193 more lines)") == "FILE:2: tool calls (and 193 more lines)"
-    assert render.gist("(all of it in parentheses, which is no explanation of anything)").startswith("(all")
+    assert plan_table.gist(WINDING_DOWN) == "closes to new jobs in 39 days (2027-01-06)"
+    assert plan_table.gist("FILE:2: tool calls (and 193 more lines)") == "FILE:2: tool calls (and 193 more lines)"
+    assert plan_table.gist("(all of it in parentheses, which is no explanation of anything)").startswith("(all")
 
 
 def test_route_numbers_read_as_ranges():
-    assert render._numbers([9, 8, 12, 13, 14, 15, 1]) == "#1, #8, #9, #12-#15"
+    assert plan_table._numbers([9, 8, 12, 13, 14, 15, 1]) == "#1, #8, #9, #12-#15"
 
 
 @pytest.mark.parametrize("spec, name, accuracy", [
@@ -119,7 +120,7 @@ def test_token_counters_get_a_short_name_and_a_separate_accuracy(spec, name, acc
     counter = resolve(spec.get("tokenizer"), family=spec.get("family"))
     counted = stats({100: 1}, tokenizer=counter.name, exact=counter.exact, family=counter.family,
                     accuracy=counter.accuracy, why=counter.why)
-    assert render.counter_label(counted)[:2] == (name, accuracy)
+    assert counter_label(counted)[:2] == (name, accuracy)
 
 
 # ---------------------------------------------------------------------------------------------- the example
@@ -129,7 +130,7 @@ def test_the_example_fits_every_width_with_each_route_on_one_line(example, width
     text = show(example, width)
     lines = text.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= width
-    sections = render._sections(example, False, render._Footnotes())
+    sections = plan_table._sections(example, False, Footnotes())
     rows = [n for s in sections for n, _ in s.rows]
     starts = [int(m[1]) for line in lines if (m := re.match(r"\s*(\d+)  \S", line))]
     assert starts == rows  # every table row on a line of its own, in order
@@ -180,11 +181,11 @@ def test_notes_of_routes_out_are_shown_with_verbose_only():
 
 
 def test_more_managed_routes_than_the_table_holds_are_counted_and_all_shows_them():
-    priced = [managed(f"m{i}", f"{i}.00") for i in range(1, render.MANAGED_ROWS + 4)]
+    priced = [managed(f"m{i}", f"{i}.00") for i in range(1, plan_table.MANAGED_ROWS + 4)]
     plan = plan_of(*priced, managed("tierless", None))
     text = show(plan)
-    assert f"m{render.MANAGED_ROWS} " in text and f"m{render.MANAGED_ROWS + 1} " not in text
-    assert f"4 more managed routes: 3 dearer (up to ${render.MANAGED_ROWS + 3}.00), 1 without a price. " \
+    assert f"m{plan_table.MANAGED_ROWS} " in text and f"m{plan_table.MANAGED_ROWS + 1} " not in text
+    assert f"4 more managed routes: 3 dearer (up to ${plan_table.MANAGED_ROWS + 3}.00), 1 without a price. " \
            "--all shows them." in text
     every = show(plan, all_routes=True)
     assert "more managed routes" not in every and "tierless" in every

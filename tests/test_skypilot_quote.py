@@ -13,7 +13,7 @@ from ftbroker.backends.gpu_routes import instance_quote
 from ftbroker.backends.local.backend import LocalOptions, train_config
 from ftbroker.backends.skypilot import backend
 from ftbroker.broker import Broker
-from ftbroker.planning import plan
+from ftbroker.plan_io import plan
 from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import ModelRequest
 from ftbroker.spec import JobSpec

@@ -45,6 +45,24 @@ class TrainerTiming:
 
 
 @dataclass(frozen=True)
+class StackCheck:
+    """How far one stack's estimates were from measured runs held out of the fit (bench/estimator_accuracy.py):
+    what a user of ``--stack`` is told about how much to trust the figures."""
+
+    runs: int            # runs whose peak memory was compared
+    median: float        # |error| of peak memory, median (0.05: 5%)
+    p90: float           # ... 90th percentile
+    misses: int          # runs off by more than 10%
+    under: int           # of those, the ones the estimate under-states (an out-of-memory it did not predict)
+    measured_on: str     # what the runs were ("published axolotl runs", "the trainer on an H200")
+
+    @property
+    def mostly_under(self) -> bool:
+        """More than a third of the misses are under-estimates: the figure is no safe upper bound."""
+        return self.misses > 0 and 3 * self.under > self.misses
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Constants the physics does not give. Defaults are the uncalibrated model (scale 1, no overhead).
 
@@ -69,6 +87,7 @@ class Calibration:
     points: tuple[str, ...] = ()
     source: str = "defaults"
     trainer: TrainerTiming | None = None
+    checks: dict[str, StackCheck] = field(default_factory=dict)  # by stack name; none for a stack never checked
     # the user's own measured runs of this (GPU, method, stack) (``ftbroker.estimate.measured``): the allocated
     # peak and the step time multiplied by these; 1.0 without runs
     your_memory: float = 1.0
@@ -149,6 +168,10 @@ def parse_calibration(text: str, source: str) -> Calibration:
             points=tuple(str(p) for p in fit.get("points", ())),
             source=source,
             trainer=trainer,
+            checks={name: StackCheck(runs=int(c["runs"]), median=float(c["median"]), p90=float(c["p90"]),
+                                     misses=int(c["misses"]), under=int(c["under"]),
+                                     measured_on=str(c["measured_on"]))
+                    for name, c in data.get("checks", {}).items()},
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CatalogError(f"{source}: invalid estimator calibration: {exc}") from exc

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from ftbroker.estimate.calibration import Calibration, default_calibration
+from ftbroker.estimate.calibration import Calibration, StackCheck, default_calibration
 from ftbroker.estimate.compute import Throughput, peak_tflops, throughput
 from ftbroker.estimate.memory import MemoryBreakdown, estimate_memory, max_micro_batch, max_seq_len
 from ftbroker.estimate.setup import ModelShape, TrainingSetup
@@ -23,6 +23,11 @@ class Estimate:
     max_seq_len: int | None        # at setup.micro_batch; 0 when even 64 tokens do not fit
     throughput: Throughput | None
     calibration: Calibration
+
+    @property
+    def check(self) -> StackCheck | None:
+        """How far this trainer's estimates were from measured runs held out of the fit (None: never checked)."""
+        return self.calibration.checks.get(self.setup.impl.name)
 
     def to_json(self) -> dict[str, Any]:
         s = self.setup
@@ -54,6 +59,7 @@ class Estimate:
             + ([tput.reason] if tput and tput.reason else []),
             "calibration": {"fitted_on": self.calibration.fitted_on, "source": self.calibration.source,
                             "your_runs": self.calibration.your_runs or None},
+            "checked": None if self.check is None else {**asdict(self.check), "mostly_under": self.check.mostly_under},
         }
 
     def explain(self) -> str:
@@ -92,7 +98,19 @@ class Estimate:
         lines += ["", f"Calibration: {cal.source}, fitted {cal.fitted_on or 'never'} on {len(cal.points)} "
                       "published runs" + (f"; {cal.your_runs} (x {cal.your_memory:.3f} memory, x {cal.your_time:.3f} "
                                           "time)" if cal.your_runs else "")]
+        lines.append(check_text(self.check, s.impl.name))
         return "\n".join(lines)
+
+
+def check_text(check: StackCheck | None, stack: str) -> str:
+    """One sentence on how much to trust a stack's memory figures."""
+    if check is None:
+        return f"Not checked against measured {stack} runs: the memory figure is the model's alone."
+    text = (f"Checked against {check.runs} {check.measured_on}: peak memory off by {check.median:.0%} (median), "
+            f"{check.p90:.0%} (p90)")
+    if check.mostly_under:
+        return text + f"; {check.under} of the {check.misses} runs off by over 10% needed more: leave headroom."
+    return text + "."
 
 
 def summarize(arch: ModelArch, setup: TrainingSetup, gpu: GpuSpec | None = None,

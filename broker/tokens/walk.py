@@ -76,93 +76,102 @@ class Walk:
     calls per message. ``needs``: the tags some rule counts (texts of other tags are not even made).
     ``tool_pieces``: a cache of the texts and parts of tool lists, by their JSON (None: none)."""
 
-    __slots__ = ("hits", "items", "parts", "trained_parts")
+    __slots__ = ("_cookbook", "_json_tools", "_memo", "_tool_pieces", "hits", "items", "parts", "trained_parts")
 
     def __init__(self, examples: Sequence[Mapping], fmt: str, memo: Mapping[str, tuple], needs: frozenset,
                  tool_pieces: dict[bytes, tuple] | None = None):
-        items: list[tuple[str, int, int, bool, bool]] = []  # (text, example, tag, trained, cacheable)
-        hits: list[tuple[int, int, bool, tuple]] = []  # (example, tag, trained, values by member)
-        self.items, self.hits = items, hits
+        self.items: list[tuple[str, int, int, bool, bool]] = []  # (text, example, tag, trained, cacheable)
+        self.hits: list[tuple[int, int, bool, tuple]] = []  # (example, tag, trained, values by member)
         self.parts: list[list[int]] = []
         self.trained_parts: list[tuple[int, int]] = []  # per example: (trained tool calls, trained turns)
-        json_tools, cookbook = _JSON_TOOLS in needs, _COOKBOOK_TOOLS in needs
-
-        def add(text: str, i: int, tag: int, trained: bool, cacheable: bool) -> None:
-            if not text:
-                return
-            if cacheable:
-                known = memo.get(text)
-                if known is not None:
-                    hits.append((i, tag, trained, known))
-                    return
-            items.append((text, i, tag, trained, cacheable))
-
-        chat, is_chat = fmt in ("chat", "preference"), fmt == "chat"
+        self._memo, self._tool_pieces = memo, tool_pieces
+        self._json_tools, self._cookbook = _JSON_TOOLS in needs, _COOKBOOK_TOOLS in needs
+        chat = fmt in ("chat", "preference")
         for i, ex in enumerate(examples):
             row = [0] * (8 + len(ROLES))
             self.parts.append(row)
-            if not chat:
-                self.trained_parts.append((0, 0))
-                if fmt == "prompt_completion":
-                    prompt, completion = ex.get("prompt"), ex.get("completion")
-                    add(prompt if isinstance(prompt, str) else "", i, _EVERY, False, False)
-                    add(completion if isinstance(completion, str) else "", i, _EVERY, True, False)
-                else:
-                    add(ex.get("text") if isinstance(ex.get("text"), str) else "", i, _EVERY, True, False)
+            self.trained_parts.append(self._chat(i, ex, fmt, row) if chat else self._plain(i, ex, fmt))
+
+    def _add(self, text: str, i: int, tag: int, trained: bool, cacheable: bool) -> None:
+        if not text:
+            return
+        if cacheable:
+            known = self._memo.get(text)
+            if known is not None:
+                self.hits.append((i, tag, trained, known))
+                return
+        self.items.append((text, i, tag, trained, cacheable))
+
+    def _plain(self, i: int, ex: Mapping, fmt: str) -> tuple[int, int]:
+        if fmt == "prompt_completion":
+            prompt, completion = ex.get("prompt"), ex.get("completion")
+            self._add(prompt if isinstance(prompt, str) else "", i, _EVERY, False, False)
+            self._add(completion if isinstance(completion, str) else "", i, _EVERY, True, False)
+        else:
+            self._add(ex.get("text") if isinstance(ex.get("text"), str) else "", i, _EVERY, True, False)
+        return 0, 0
+
+    def _chat(self, i: int, ex: Mapping, fmt: str, row: list[int]) -> tuple[int, int]:
+        """The example's system prompt, tools and messages; returns (trained tool calls, trained turns)."""
+        add = self._add
+        row[_CHAT] = 1
+        messages, tools, outputs = chat_of(ex, fmt)
+        system = ex.get("system")  # Bedrock's top-level system prompt
+        if isinstance(system, str):
+            row[_MESSAGES] += 1
+            add(system, i, _EVERY, False, True)
+        elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+            row[_NO_SYSTEM] = 1
+        if tools:
+            row[_TOOLS] = 1
+            texts, functions, cookbook_extra = _cached_tool_pieces(tools, self._tool_pieces, self._json_tools,
+                                                                   self._cookbook)
+            row[_FUNCTIONS] += functions
+            row[_COOKBOOK_EXTRA] += cookbook_extra
+            for text, tag in texts:
+                add(text, i, tag, False, True)
+        is_chat, n_input, items = fmt == "chat", len(messages), self.items
+        calls_trained = turns_trained = n_messages = 0
+        for k, m in enumerate(messages + outputs if outputs else messages):
+            if not isinstance(m, dict):
                 continue
-            row[_CHAT] = 1
-            messages, tools, outputs = chat_of(ex, fmt)
-            system = ex.get("system")  # Bedrock's top-level system prompt
-            if isinstance(system, str):
-                row[_MESSAGES] += 1
-                add(system, i, _EVERY, False, True)
-            elif not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
-                row[_NO_SYSTEM] = 1
-            if tools:
-                row[_TOOLS] = 1
-                texts, functions, cookbook_extra = _cached_tool_pieces(tools, tool_pieces, json_tools, cookbook)
-                row[_FUNCTIONS] += functions
-                row[_COOKBOOK_EXTRA] += cookbook_extra
-                for text, tag in texts:
-                    add(text, i, tag, False, True)
-            calls_trained = turns_trained = n_messages = 0
-            n_input = len(messages)
-            for k, m in enumerate(messages + outputs if outputs else messages):
-                if not isinstance(m, dict):
-                    continue
-                n_messages += 1
-                role = m.get("role")
-                if isinstance(role, str):
-                    slot = _ROLE_INDEX.get(role)
-                    if slot is None:
-                        add(role, i, _ROLE_TEXT, False, True)
-                    else:
-                        row[slot] += 1
-                content = m.get("content")
-                text = content if type(content) is str else content_text(content)
-                trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
-                if role == "system" or role == "developer":  # repeats across examples: the memo may know it
-                    add(text, i, _EVERY, trained, True)
-                elif text:
-                    items.append((text, i, _EVERY, trained, False))
-                if "name" in m and isinstance(m["name"], str):
-                    row[_NAMES] += 1
-                    add(m["name"], i, _EVERY, False, True)
-                if "tool_calls" in m or "function_call" in m:
-                    calls = list_of(m.get("tool_calls")) + (
-                        [m["function_call"]] if isinstance(m.get("function_call"), dict) else []
-                    )
-                    for call in calls:
-                        fn = call.get("function", call) if isinstance(call, dict) else None
-                        if isinstance(fn, dict):
-                            row[_CALLS] += 1
-                            calls_trained += trained
-                            for part in (fn.get("name"), fn.get("arguments")):
-                                part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
-                                add(part if part != "null" else "", i, _EVERY, trained, False)
-                turns_trained += trained  # its stop token: inside per_message already, and trained too
-            row[_MESSAGES] += n_messages
-            self.trained_parts.append((calls_trained, turns_trained))
+            n_messages += 1
+            role = m.get("role")
+            if isinstance(role, str):
+                slot = _ROLE_INDEX.get(role)
+                if slot is None:
+                    add(role, i, _ROLE_TEXT, False, True)
+                else:
+                    row[slot] += 1
+            content = m.get("content")
+            text = content if type(content) is str else content_text(content)
+            trained = k >= n_input or (is_chat and role == "assistant" and m.get("weight", 1) != 0)
+            if role == "system" or role == "developer":  # repeats across examples: the memo may know it
+                add(text, i, _EVERY, trained, True)
+            elif text:
+                items.append((text, i, _EVERY, trained, False))
+            if "name" in m and isinstance(m["name"], str):
+                row[_NAMES] += 1
+                add(m["name"], i, _EVERY, False, True)
+            if "tool_calls" in m or "function_call" in m:
+                calls_trained += self._calls(i, m, trained, row) * trained
+            turns_trained += trained  # its stop token: inside per_message already, and trained too
+        row[_MESSAGES] += n_messages
+        return calls_trained, turns_trained
+
+    def _calls(self, i: int, m: dict, trained: bool, row: list[int]) -> int:
+        """The texts of one message's tool calls; returns how many calls it makes."""
+        function_call = m.get("function_call")
+        made = 0
+        for call in list_of(m.get("tool_calls")) + ([function_call] if isinstance(function_call, dict) else []):
+            fn = call.get("function", call) if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                made += 1
+                for part in (fn.get("name"), fn.get("arguments")):
+                    part = part if isinstance(part, str) else json.dumps(part, ensure_ascii=False)
+                    self._add(part if part != "null" else "", i, _EVERY, trained, False)
+        row[_CALLS] += made
+        return made
 
 
 _TOOL_LISTS = 1024  # distinct tool lists whose pieces are kept (then forgotten, and made again)

@@ -1,4 +1,4 @@
-"""The shell around the pure planner: the I/O that ``ftbroker plan`` and ``ftbroker.plan()`` share.
+"""The I/O around the pure planner (``ftbroker.planner``), which ``ftbroker plan`` and ``ftbroker.plan()`` share.
 
 It loads the catalog, resolves the ``--model`` names (catalog, local folder, config.json, or a managed model),
 finds the route sources (``route_sources``: every backend of the registry that contributes routes, and stand-ins

@@ -1,4 +1,5 @@
-"""How jobs look: the JSON shapes of the job commands, their tables, and the live progress display.
+"""How jobs look: the job commands' tables, the live display of a followed job, and the JSON of what only the CLI
+prints (events, artifacts, ``gc``'s leftovers; a job's and a result's are their records' ``to_json``).
 
 JSON is the contract scripts read (money as numbers, times as ISO 8601 strings); the rich views are for people
 and go to stderr while a job is followed, so stdout stays clean for ``--json``.
@@ -19,45 +20,13 @@ from rich.text import Text
 from ftbroker import clock, progress
 from ftbroker.backends.base import Leftover
 from ftbroker.broker import Prepared
+from ftbroker.cli.hints import RUN_HINTS, worded
+from ftbroker.cli.tables import Col, Fitted
 from ftbroker.jobs import TRACKER_PREFIX, Artifact, Event, Job, Result
-from ftbroker.tables import Col, Fitted
 
 
 def _number(value: Decimal | None) -> float | None:
     return float(value) if value is not None else None
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "backend": job.backend,
-        "model": job.model,
-        "method": job.spec.method,
-        "status": job.status.value,
-        "status_detail": job.status_detail,
-        "submitted": job.submitted_at is not None,
-        "created_at": job.created_at.isoformat(),
-        "submitted_at": _iso(job.submitted_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "progress": job.progress.model_dump(exclude_none=True) if job.progress else None,
-        "estimated_cost_usd": _number(job.estimated_cost_usd),
-        "actual_cost_usd": _number(job.actual_cost_usd),
-        "trained_tokens": job.trained_tokens,
-        "output_model": job.output_model,
-        "error": job.error,
-        "remote": job.remote,
-        "trackers": job.trackers,
-        "resources": job.resources,
-        "spec": job.spec.to_json(),
-    }
-
-
-def result_json(result: Result) -> dict[str, Any]:
-    data = result.model_dump(mode="json")
-    data["estimated_cost_usd"] = _number(result.estimated_cost_usd)
-    data["actual_cost_usd"] = _number(result.actual_cost_usd)
-    return data
 
 
 def event_json(seq: int, event: Event) -> dict[str, Any]:
@@ -66,10 +35,6 @@ def event_json(seq: int, event: Event) -> dict[str, Any]:
 
 def artifact_json(artifact: Artifact) -> dict[str, Any]:
     return artifact.model_dump(mode="json")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _money(value: Decimal | None) -> str:
@@ -180,7 +145,7 @@ def quote_summary(prepared: Prepared) -> Table:
             ("cost", _money(quote.cost_usd) + (f" (up to {_money(quote.cost_high_usd)})"
                                                if quote.cost_high_usd is not None else "")),
             ("budget", _money(spec.budget.max_cost_usd))]
-    rows += [("note", w) for w in quote.warnings]
+    rows += [("note", worded(w, RUN_HINTS)) for w in quote.warnings]
     if quote.reason:
         rows.append(("warning", quote.reason))
     return _grid(rows)
