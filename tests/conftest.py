@@ -49,6 +49,42 @@ def catalog_day(monkeypatch):
     monkeypatch.setenv("FTBROKER_NOW", f"{(CATALOG_DAY - date.today()).days:+d}d")
 
 
+@pytest.fixture
+def nvidia_smi(tmp_path_factory, monkeypatch):
+    """``nvidia_smi(*gpus, output=None)``: this machine's GPUs as the test says, for the rest of the test: an
+    ``nvidia-smi`` first on PATH that reports them (``tests/fakes/nvidia_smi.py``); none given, no GPU."""
+    from fakes import nvidia_smi
+
+    return lambda *gpus, output=None: nvidia_smi.install(monkeypatch, tmp_path_factory.mktemp("nvidia-smi"), *gpus,
+                                                         output=output)
+
+
+@pytest.fixture
+def no_gpu(nvidia_smi):
+    """A machine without a GPU, whatever runs the tests (the plan of one with a GPU has local routes)."""
+    nvidia_smi()
+
+
+@pytest.fixture
+def plugin_backends(tmp_path_factory, monkeypatch):
+    """``plugin_backends(name="module:Class", ...)``: backends installed for the rest of the test the way a package
+    installs one, a distribution on sys.path whose entry points (group ``ftbroker.backends``) name them, so the
+    registry finds them as it finds any plug-in."""
+    from ftbroker.backends.base import ENTRY_POINT_GROUP
+
+    def install(**targets: str) -> None:
+        site = tmp_path_factory.mktemp("site")
+        dist = site / f"ftbroker_test_plugins_{site.name}-0.dist-info"  # one distribution per call
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: ftbroker-test-plugins-{site.name}\n"
+                                       "Version: 0\n")
+        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n" +
+                                               "".join(f"{name} = {target}\n" for name, target in targets.items()))
+        monkeypatch.syspath_prepend(str(site))
+
+    return install
+
+
 # --- tiny real models (built once per session; see tests/tinymodels.py) -------------------------------------
 
 @pytest.fixture(scope="session")

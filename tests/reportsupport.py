@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from evalsupport import judge_by_reference, tuned_knows, write_sums
-from fakes import FakeAnthropic, FakeOpenAI
+from fakes import FakeAnthropic, FakeOpenAI, nvidia_smi
 from fakes.support import FAST
 from jobsupport import SCRIPTED_TRAINER, write_chat
 from test_eval_openai import EVAL_FAST, MODEL
@@ -66,7 +66,9 @@ def plan_json(path: Path, day: date, home: Path) -> Path:
     env = {"FTBROKER_NOW": day.isoformat(), "COLUMNS": "120",
            "FTBROKER_HOME": str(home)}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("ftbroker.backends.base.detect_gpus", lambda: ())  # the same plan on a machine with a GPU
+        bin_dir = path.parent / "no-gpu-bin"
+        bin_dir.mkdir(exist_ok=True)
+        nvidia_smi.install(mp, bin_dir)  # no GPU here: the same plan on a machine with one
         done = CliRunner(env=env).invoke(cli, ["plan", str(CHATS), "--max-cost", "2", "--deadline", "3", "--json"])
     assert done.exit_code == 0, done.output
     path.write_text(done.stdout)

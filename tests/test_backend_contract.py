@@ -11,8 +11,8 @@ Each backend takes part through a harness that knows how to make its remote side
         def wait(self, seconds) -> None            # the Broker's sleep: advance a fake, or really wait a little
         def close(self) -> None
 
-Adding a backend = one harness class and one entry in ``HARNESSES`` (the managed backends' harnesses, over their
-loopback fakes and moto, are in ``tests/fakes/harnesses.py``).
+Adding a backend = one harness class and one entry in ``HARNESSES``; a managed provider's harness comes with its
+record in ``tests/fakes/harnesses.py`` (``Provider.contract``), which the quote, secret and fault suites read too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 import pytest
 from fakes.ec2_fake import Ec2Harness
-from fakes.harnesses import MANAGED_HARNESSES
+from fakes.harnesses import PROVIDERS
 from jobsupport import wait_for
 from tinymodels import code_examples, write_jsonl
 
@@ -98,8 +98,9 @@ class SkyPilotHarness:
         self.sky.close()
 
 
-# providers: openai, together, bedrock, fireworks, vertex on their fakes; ec2 on moto, its instances played here
-HARNESSES = {"local": LocalHarness, "ec2": Ec2Harness, "skypilot": SkyPilotHarness, **MANAGED_HARNESSES}
+# the managed providers on their fakes (moto for Bedrock); ec2 on moto, its instances played here
+HARNESSES = {"local": LocalHarness, "ec2": Ec2Harness, "skypilot": SkyPilotHarness,
+             **{name: provider.contract for name, provider in PROVIDERS.items()}}
 
 
 @pytest.fixture(params=sorted(HARNESSES))

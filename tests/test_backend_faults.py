@@ -13,15 +13,13 @@ retries reads itself is shown in test_fakes_openai.py."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import pytest
 
-from fakes import ALL_FAULTS, FakeFireworks, FakeOpenAI, FakeTogether, FakeVertex, Fault
+from fakes import ALL_FAULTS
+from fakes.harnesses import PROVIDERS, with_faults
 from fakes.support import FAST, write_chat
-from ftbroker.backends._managed import provider_tag
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendRateLimitError, BackendUnavailableError
 from ftbroker.jobs import JobStatus
@@ -30,52 +28,6 @@ from ftbroker.spec import JobSpec
 pytestmark = pytest.mark.usefixtures("catalog_day")  # the managed routes are open on it
 
 TRANSIENT = (BackendUnavailableError, BackendRateLimitError)
-
-
-def _keyed(variable: str):
-    def setup(fake, monkeypatch, tmp_path):
-        monkeypatch.setenv(variable, "test-key-for-faults")
-        return {"base_url": fake.base_url}
-    return setup
-
-
-def _fireworks(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("FIREWORKS_API_KEY", "fw-test-key")
-    return {"base_url": fake.base_url, "account_id": fake.account}
-
-
-def _vertex(fake, monkeypatch, tmp_path):
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_credentials(tmp_path / "adc.json")))
-    return fake.options()
-
-
-@dataclass(frozen=True)
-class Case:
-    fake: type
-    setup: Callable  # (fake, monkeypatch, tmp_path) -> the backend options that point it at the fake
-    model: str
-    upload_route: str
-    owner: Callable  # remote job -> the ftbroker job it was created for, as the provider carries it
-    remote_id: Callable = lambda job: job.remote["job_id"]  # ledger job -> the fake's key of its remote job
-    tag: Callable = lambda job_id: job_id  # ftbroker job id -> what the provider carries of it
-    jobs: int = 50
-    rate: float = 0.3
-    pinned: dict = field(default_factory=dict)  # route -> the fault its first call gets
-
-
-CASES = {
-    "openai": Case(FakeOpenAI, _keyed("OPENAI_API_KEY"), "gpt-4o-mini-2024-07-18", "files.create",
-                   lambda remote: remote.request["metadata"]["ftbroker_job_id"]),
-    "together": Case(FakeTogether, _keyed("TOGETHER_API_KEY"), "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
-                     "files.put", lambda remote: remote.request["suffix"],  # its id, as Together takes suffixes
-                     jobs=12, rate=0.5, pinned={"files.put": Fault.committed_error(500)}),
-    "fireworks": Case(FakeFireworks, _fireworks, "accounts/fireworks/models/llama-v3p1-8b-instruct",
-                      "datasets.upload", lambda remote: remote.id, tag=lambda job_id: provider_tag(job_id, 63)),
-    "vertex": Case(FakeVertex, _vertex, "gemini-3.5-flash", "gcs.upload",
-                   lambda remote: remote.request["labels"]["ftbroker-job"],
-                   remote_id=lambda job: job.remote["job_id"].rsplit("/", 1)[-1],
-                   tag=lambda job_id: provider_tag(job_id, 63)),
-}
 
 
 def _until_done(action, counter: Counter, what: str):
@@ -88,16 +40,17 @@ def _until_done(action, counter: Counter, what: str):
     raise AssertionError(f"{what}: still failing after 200 tries")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", with_faults())
 def test_jobs_under_faults_exist_exactly_once_and_succeed(name, tmp_path, monkeypatch, summary_line):
-    case = CASES[name]
+    provider = PROVIDERS[name]
+    case = provider.faults
     data = write_chat(tmp_path / "data.jsonl")
     retries: Counter[str] = Counter()
-    with case.fake(advance_on_poll=True, total_steps=1) as fake, \
+    with provider.fake(advance_on_poll=True, total_steps=1) as fake, \
             Broker(tmp_path / "home", sleep=lambda s: None) as broker:
-        options = case.setup(fake, monkeypatch, tmp_path)
-        spec = JobSpec(dataset=str(data), model=case.model, backend=name, hyperparameters={"epochs": 1},
-                       backend_options={**FAST, **options, "submit_attempts": 4})
+        provider.credentials(fake, provider.key_prefix + "for-the-faults", monkeypatch, tmp_path)
+        spec = JobSpec(dataset=str(data), model=provider.model, backend=name, hyperparameters={"epochs": 1},
+                       backend_options={**FAST, **provider.options(fake), "submit_attempts": 4})
         fake.faults.random(case.rate, ALL_FAULTS, seed=5)
         for route, fault in case.pinned.items():
             fake.faults.at(route, 1, fault)

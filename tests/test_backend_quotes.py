@@ -10,24 +10,13 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from fakes import BedrockHarness, FakeFireworks, FakeOpenAI, FakeTogether, FakeVertex
+from fakes.harnesses import PROVIDERS, priced
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.cli import cli
 from ftbroker.spec import JobSpec
 
 pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
-
-# backend -> (fake, key variable, model id the backend takes, the same model as `plan --model` names it, route id,
-# the settings both take: Fireworks publishes no default epoch count)
-CASES = {
-    "openai": (FakeOpenAI, "OPENAI_API_KEY", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18",
-               "openai:gpt-4o-mini-2024-07-18:sft", ()),
-    "together": (FakeTogether, "TOGETHER_API_KEY", "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
-                 "Meta-Llama-3.1-8B-Instruct", "together:Llama-3.1-8B:lora", ()),
-    "fireworks": (FakeFireworks, "FIREWORKS_API_KEY", "accounts/fireworks/models/llama-v3p1-8b-instruct",
-                  "Llama-3.1-8B", "fireworks:Llama-3.1-8B:lora", ("--epochs", 2)),
-}
 
 
 def ftb(*args):
@@ -42,24 +31,19 @@ def plan_route(data, valid, model: str, route_id: str, *settings) -> dict:
     return next(r for r in json.loads(result.stdout)["routes"] if r["id"] == route_id)
 
 
-def fake_options(fake) -> dict:
-    """The backend options that point a backend at its fake."""
-    return {"base_url": fake.base_url, **({"account_id": fake.account} if isinstance(fake, FakeFireworks) else {})}
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", priced())
 def test_the_estimate_is_the_plans_and_the_budget_refuses_over_it(name, tmp_path, monkeypatch):
-    fake_class, variable, model, plan_model, route_id, settings = CASES[name]
-    monkeypatch.setenv(variable, "test-key-" + name)
+    provider = PROVIDERS[name]
     data = write_chat(tmp_path / "data.jsonl", n=300)
     valid = write_chat(tmp_path / "valid.jsonl", n=20, start=1000)
-    route = plan_route(data, valid, plan_model, route_id, *settings)
+    route = plan_route(data, valid, provider.plan_model, provider.route_id, *provider.plan_settings)
     assert route["feasible"] and route["price_known"] and route["cost_usd"] > 0
     assert route["breakdown"]["exact_tokens"] is (name == "openai")  # o200k_base counted exactly, offline
 
-    with fake_class(advance_on_poll=True) as fake:
-        options = [f"--option={k}={v}" for k, v in {**FAST, **fake_options(fake)}.items()]
-        run = ["run", data, "--backend", name, "--model", model, "--validation", valid, "--yes", "--detach",
+    with provider.fake(advance_on_poll=True) as fake:
+        provider.credentials(fake, provider.key_prefix + name, monkeypatch, tmp_path)
+        options = [f"--option={k}={v}" for k, v in {**FAST, **provider.options(fake)}.items()]
+        run = ["run", data, "--backend", name, "--model", provider.model, "--validation", valid, "--yes", "--detach",
                "--epochs", route["epochs"], *options]  # the plan's epochs, as its route's job runs it
         refused = ftb(*run, "--max-cost", route["cost_usd"] / 2)
         assert refused.exit_code == 3, refused.output
@@ -78,11 +62,12 @@ def test_the_estimate_is_the_plans_and_the_budget_refuses_over_it(name, tmp_path
 
 
 def test_a_together_model_is_priced_by_its_size_tier(tmp_path, monkeypatch):
-    monkeypatch.setenv("TOGETHER_API_KEY", "test-key")
+    together = PROVIDERS["together"]
     data = write_chat(tmp_path / "data.jsonl", n=50)
-    with FakeTogether() as fake, Broker(tmp_path / "home") as broker:
-        spec = {"dataset": str(data), "model": CASES["together"][2], "backend": "together",
-                "backend_options": {**FAST, "base_url": fake.base_url}}
+    with together.fake() as fake, Broker(tmp_path / "home") as broker:
+        together.credentials(fake, together.key_prefix + "size-tier", monkeypatch, tmp_path)
+        spec = {"dataset": str(data), "model": together.model, "backend": "together",
+                "backend_options": {**FAST, **together.options(fake)}}
         quote = broker.prepare(JobSpec(**spec)).quote
         assert quote.cost_usd is not None and quote.cost_usd > 0
         assert quote.breakdown["usd_per_m_tokens"] == Decimal("0.48")  # the "up to 16B" LoRA SFT price
@@ -92,11 +77,12 @@ def test_a_together_model_is_priced_by_its_size_tier(tmp_path, monkeypatch):
         assert fake.requests == []
 
 
-@pytest.mark.parametrize("model", ["meta.llama3-1-8b-instruct-v1:0:128k", "amazon.nova-micro-v1:0:128k"])
+@pytest.mark.parametrize("model", [PROVIDERS["bedrock"].model, "amazon.nova-micro-v1:0:128k"])
 def test_a_bedrock_route_without_a_price_is_refused_under_a_budget(model, tmp_path):
     data = write_chat(tmp_path / "data.jsonl", n=20)
-    with BedrockHarness() as aws:
-        options = {**FAST, "role_arn": aws.role_arn, "s3_uri": f"s3://{aws.bucket}/ftbroker", "region": aws.region}
+    bedrock = PROVIDERS["bedrock"]
+    with bedrock.fake() as aws:
+        options = {**FAST, **bedrock.options(aws)}
         run = ["run", data, "--backend", "bedrock", "--model", model, "--yes", "--detach",
                *(f"--option={k}={v}" for k, v in options.items())]
         refused = ftb(*run, "--max-cost", 100)
@@ -110,11 +96,12 @@ def test_a_bedrock_route_without_a_price_is_refused_under_a_budget(model, tmp_pa
 def test_a_vertex_route_without_a_price_is_refused_under_a_budget_and_a_closed_one_with_its_date(tmp_path,
                                                                                                 monkeypatch):
     data = write_chat(tmp_path / "data.jsonl", n=20)
-    with FakeVertex(advance_on_poll=True) as fake:
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_credentials(tmp_path / "adc.json")))
-        options = [f"--option={k}={v}" for k, v in {**FAST, **fake.options()}.items()]
+    vertex = PROVIDERS["vertex"]
+    with vertex.fake(advance_on_poll=True) as fake:
+        vertex.credentials(fake, fake.access_token, monkeypatch, tmp_path)
+        options = [f"--option={k}={v}" for k, v in {**FAST, **vertex.options(fake)}.items()]
         run = ["run", data, "--backend", "vertex", "--epochs", 1, "--yes", "--detach", *options]
-        refused = ftb(*run, "--model", "gemini-3.5-flash", "--max-cost", 100)
+        refused = ftb(*run, "--model", vertex.model, "--max-cost", 100)
         assert refused.exit_code == 3, refused.output
         assert "price unknown: the catalog has no vertex training price for gemini-3.5-flash" in refused.stderr
         closed = ftb(*run, "--model", "gemini-2.5-flash")
@@ -122,4 +109,4 @@ def test_a_vertex_route_without_a_price_is_refused_under_a_budget_and_a_closed_o
         unknown = ftb(*run, "--model", "gemini-4-argon")
         assert unknown.exit_code == 2 and "the catalog lists no Vertex tuning of 'gemini-4-argon'" in unknown.stderr
         assert fake.jobs == {} and fake.objects == {}
-        assert ftb(*run, "--model", "gemini-3.5-flash").exit_code == 0 and len(fake.jobs) == 1
+        assert ftb(*run, "--model", vertex.model).exit_code == 0 and len(fake.jobs) == 1

@@ -17,8 +17,8 @@ from ftbroker.spec import Budget, JobSpec
 
 
 @pytest.fixture(autouse=True)
-def scripted(monkeypatch):
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
+def scripted(monkeypatch, plugin_backends):
+    plugin_backends(scripted="jobsupport:ScriptedBackend")
     monkeypatch.setattr(ScriptedBackend, "calls", [])
     monkeypatch.setattr(ScriptedBackend, "remote_jobs", {})
 

@@ -12,7 +12,6 @@ import pytest
 from click.testing import CliRunner
 from jobsupport import SCRIPTED_TRAINER, ScriptedBackend, write_chat
 
-from ftbroker.backends import base
 from ftbroker.backends.local.backend import LocalBackend
 from ftbroker.cli import cli
 from ftbroker.ledger import Claim, Ledger, default_home
@@ -26,9 +25,9 @@ RESULT_KEYS = {"id", "backend", "status", "model", "output_model", "metrics", "t
 
 
 @pytest.fixture(autouse=True)
-def fast(monkeypatch):
+def fast(monkeypatch, plugin_backends):
     monkeypatch.setattr(LocalBackend, "capabilities", replace(LocalBackend.capabilities, poll_interval_s=0.05))
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
+    plugin_backends(scripted="jobsupport:ScriptedBackend")
     monkeypatch.setattr(ScriptedBackend, "calls", [])
     monkeypatch.setattr(ScriptedBackend, "remote_jobs", {})
 

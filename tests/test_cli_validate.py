@@ -1,11 +1,14 @@
 """`ftbroker validate`: exit codes, FILE:LINE errors on stderr, JSON only on stdout, no heavy imports."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from ftbroker.cli import cli
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "data" / "support_chats.jsonl"
@@ -56,3 +59,32 @@ def test_validate_imports_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("HEAVY []")
+
+
+GOOD_LINE = json.dumps({"messages": [{"role": "user", "content": "What is 2 + 2?"},
+                                     {"role": "assistant", "content": "4"}]})
+BAD_LINES = ["not json", "42", '{"messages": []}', '{"messages": [{"role": "user"}]}',
+             '{"messages": [{"role": "user", "content": "hi"}]}', '{"messages": "hello"}', '"a string"',
+             '{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}']
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.none() | st.sampled_from(BAD_LINES), min_size=1, max_size=8))
+def test_every_bad_line_is_named_by_file_and_line_and_nothing_else_fails(tmp_path, lines):
+    """Property: whatever bad lines sit among good ones, `validate` exits 2 naming exactly those lines as
+    FILE:LINE (each bad line at least once, no good line), with no traceback; a file of good lines exits 0.
+    A file of another shape (a JSON array, pretty-printed JSON) is one error about the file: tests/corpus."""
+    assume(None in lines)  # a file with a valid example: its format is known
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(f"{GOOD_LINE if line is None else line}\n" for line in lines))
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    bad = {n for n, line in enumerate(lines, 1) if line is not None}
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    if not bad:
+        assert result.exit_code == 0 and result.stderr == ""
+        return
+    assert result.exit_code == 2
+    named = [re.fullmatch(rf"(?:error: )?{re.escape(str(path))}:(\d+): \S.*", row) for row in
+             result.stderr.splitlines()]
+    assert all(named), result.stderr
+    assert {int(m.group(1)) for m in named} == bad

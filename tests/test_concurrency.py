@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import psutil
 import pytest
-from jobsupport import write_chat
+from jobsupport import wait_for, write_chat
 
 from fakes import FakeOpenAI
 from fakes.support import FAST
@@ -205,10 +205,8 @@ def test_concurrent_resumes_of_a_local_job_start_one_trainer(tmp_path, monkeypat
                 race.start([["resume", job.id, "--detach", "--json"]] * n)
                 kinds = Counter(_kind(code, err) for _, code, _, err in race.finish())
                 outcomes.update(kinds)
-                deadline = time.monotonic() + 60  # each trainer that was started notes it
-                while len(log.read_text().split()) < kinds["acted"]:
-                    assert time.monotonic() < deadline, "a trainer started but never noted it"
-                    time.sleep(0.01)
+                # each trainer that was started notes it
+                wait_for(lambda: len(log.read_text().split()) >= kinds["acted"], timeout=60, interval=0.01)
                 started.append(len(log.read_text().split()))
                 running = len(_trainers_in(run_dir))
                 cancelled = broker.cancel(job.id).status

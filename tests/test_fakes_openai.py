@@ -189,10 +189,7 @@ def test_a_gate_holds_calls_until_the_test_opens_it(fake):
                for _ in range(3)]
     for caller in callers:
         caller.start()
-    wait_until = time.monotonic() + 30
-    while gate.arrived < 3 and time.monotonic() < wait_until:
-        time.sleep(0.01)
-    assert gate.arrived == 3 and answers == []  # every call is in, none answered
+    assert gate.wait_arrived(3) and gate.arrived == 3 and answers == []  # every call is in, none answered
     gate.open()
     for caller in callers:
         caller.join()

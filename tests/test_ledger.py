@@ -3,11 +3,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from jobsupport import wait_for
 
 from ftbroker.errors import InputError, JobBusyError, JobNotFoundError, LedgerError
 from ftbroker.jobs import Artifact, Event, JobStatus, MetricPoint, Progress, Result
@@ -237,14 +237,10 @@ def test_a_holder_renews_its_lease_while_it_works(ledger):
     ledger.claim(job.id, claim)
     first = ledger.lease(job.id).expires_at
     with LeaseKeeper(ledger.path, job.id, claim) as keeper:
-        deadline = time.monotonic() + 30
-        while ledger.lease(job.id).expires_at == first and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: ledger.lease(job.id).expires_at != first, timeout=30, interval=0.01)
     assert ledger.lease(job.id).expires_at > first and not keeper.lost
     ledger.release(job.id, claim)
     ledger.claim(job.id, Claim("cancelling", ttl_s=0.2))  # taken over: the keeper of the old claim finds it lost
     with LeaseKeeper(ledger.path, job.id, claim) as keeper:
-        deadline = time.monotonic() + 30
-        while not keeper.lost and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: keeper.lost, timeout=30, interval=0.01)
     assert keeper.lost

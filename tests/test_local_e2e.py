@@ -10,11 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 
 import pytest
-from jobsupport import ftb
+from jobsupport import ftb, wait_for
 from tinymodels import code_examples, write_jsonl
 
 from ftbroker.backends.local.config import TrainConfig
@@ -52,13 +51,11 @@ def events(run_dir) -> list[dict]:
 
 def wait_for_event(run_dir, kind: str, after: int = 0, timeout: float = 180) -> dict:
     """The first event of ``kind`` among the lines after the first ``after``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [e for e in events(run_dir)[after:] if e["kind"] == kind]
-        if found:
-            return found[0]
-        time.sleep(0.01)
-    raise AssertionError(f"no {kind} event within {timeout} s: {events(run_dir)[-3:]}")
+    try:
+        return wait_for(lambda: [e for e in events(run_dir)[after:] if e["kind"] == kind], timeout=timeout,
+                        interval=0.01)[0]
+    except AssertionError:
+        raise AssertionError(f"no {kind} event within {timeout} s: {events(run_dir)[-3:]}") from None
 
 
 def curve(result: dict, name: str) -> list[tuple[int, float]]:
@@ -195,10 +192,8 @@ def test_kill_9_cancel_and_resume_finish_like_an_uninterrupted_run(lora_job, hom
     run_dir = home / "runs" / job_id
     first = wait_for_event(run_dir, "checkpoint")  # the end of epoch 1
     os.kill(int((run_dir / "trainer.pid").read_text()), signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while (status := json.loads(ftb("status", job_id, "--json").stdout))["status"] == "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    status = wait_for(lambda: (s := json.loads(ftb("status", job_id, "--json").stdout))["status"] != "running" and s,
+                      timeout=30, interval=0.1)
     assert status["status"] == "failed" and "ended without finishing" in status["error"]
 
     seen = len(events(run_dir))

@@ -26,8 +26,8 @@ def run(*args):
 
 
 @pytest.fixture(autouse=True)
-def no_gpu_here(monkeypatch):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+def no_gpu_here(no_gpu):
+    """Plans here see no GPU, whatever machine runs them."""
 
 
 def test_chart_draws_every_priced_route_with_the_front_budget_and_deadline(tmp_path):

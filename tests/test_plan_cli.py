@@ -17,7 +17,7 @@ import ftbroker
 import pytest
 from click.testing import CliRunner
 from ftbroker import clock
-from ftbroker.backends.base import Gpu, parse_nvidia_smi
+from ftbroker.backends.base import Gpu
 from ftbroker.cli import cli
 from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.gpu_routes import DEFAULT_GPU_MODELS
@@ -48,9 +48,8 @@ def plan_json(*args) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def no_gpu_here(monkeypatch):
+def no_gpu_here(no_gpu):
     """Plans here see no GPU unless a test says otherwise (the machine running the tests might have one)."""
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +239,8 @@ def test_preference_data_plans_dpo_offers_and_says_why_no_gpu_route():
 
 # ---------------------------------------------------------------------------------------------- the local GPU
 
-def test_a_detected_gpu_is_planned_on(monkeypatch):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: (Gpu("NVIDIA H100 80GB HBM3", 79.6),) * 2)
+def test_a_detected_gpu_is_planned_on(nvidia_smi):
+    nvidia_smi(*(Gpu("NVIDIA H100 80GB HBM3", 79.6),) * 2)
     doc = plan_json(CHATS, "--model", "Qwen2.5-7B", "--method", "qlora")
     local = [r for r in doc["routes"] if r["kind"] == "local"]
     assert [r["id"] for r in local] == ["local:Qwen2.5-7B:qlora:H100-SXMx2"]
@@ -249,20 +248,19 @@ def test_a_detected_gpu_is_planned_on(monkeypatch):
     assert "local GPU: 2 x H100-SXM (detected)" in doc["notes"]
 
 
-def test_what_nvidia_smi_says_on_an_h200_resolves_to_the_catalogs_h200(monkeypatch):
+def test_what_nvidia_smi_says_on_an_h200_resolves_to_the_catalogs_h200(nvidia_smi):
     # recorded on an H200 machine (2026-11-28) with the query detect_gpus runs
-    found = parse_nvidia_smi("0, GPU-3ea88e84-df26-ac01-b961-3dca62a033b1, NVIDIA H200, 143771\n", None)
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: found)
+    nvidia_smi(output="0, GPU-3ea88e84-df26-ac01-b961-3dca62a033b1, NVIDIA H200, 143771\n")
     local = find_local_gpus(load_catalog(), None, today=date(2026, 11, 28))
     assert (local.gpu.name, local.gpu.memory_gib, local.count, local.source, local.note) == (
         "H200-SXM", 140.4, 1, "detected", "")
 
 
-def test_no_gpu_or_an_unknown_one_is_said_in_one_line(monkeypatch):
+def test_no_gpu_or_an_unknown_one_is_said_in_one_line(nvidia_smi):
     doc = plan_json(CHATS, "--model", "Qwen2.5-7B", "--method", "qlora")
     assert not [r for r in doc["routes"] if r["kind"] == "local"]
     assert "local GPU: none detected (nvidia-smi) and none named, so no local routes" in doc["notes"]
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: (Gpu("NVIDIA H100 NVL", 93.6),))
+    nvidia_smi(Gpu("NVIDIA H100 NVL", 93.6))
     doc = plan_json(CHATS, "--model", "Qwen2.5-7B", "--method", "qlora")
     assert ("local GPU: 1 x NVIDIA H100 NVL (detected); NVIDIA H100 NVL (93.6 GiB) is not in the catalog: planned "
             "with its memory alone (no time or cost)") in " ".join(doc["notes"])

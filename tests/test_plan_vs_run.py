@@ -19,6 +19,8 @@ from ftbroker.spec import JobSpec
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 CHATS, HELD_OUT = EXAMPLES / "support_chats.jsonl", EXAMPLES / "support_chats_val.jsonl"
 
+pytestmark = pytest.mark.usefixtures("no_gpu")  # a GPU this machine has would be planned on beside the one named
+
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -28,8 +30,7 @@ def invoke(*args):
     ("lora", (), ()),  # on a 24 GiB card the plan may lower the micro-batch: run is given the flags it names
     ("qlora", ("--validation-file", HELD_OUT), ("--validation", HELD_OUT)),
 ])
-def test_plan_and_run_quote_the_same_local_job(monkeypatch, method, plan_flags, run_flags):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+def test_plan_and_run_quote_the_same_local_job(method, plan_flags, run_flags):
     model, gpu = "Llama-3.1-8B", "RTX-4090"
     planned = invoke("plan", CHATS, "--model", model, "--gpu", gpu, "--method", method, *plan_flags, "--json")
     assert planned.exit_code == 0, planned.stderr
@@ -66,12 +67,11 @@ def test_plan_and_run_quote_the_same_local_job(monkeypatch, method, plan_flags, 
         route["breakdown"]["hours_by_part"]["training"] * 3600, abs=2)
 
 
-def test_run_from_plan_takes_the_micro_batch_the_route_says(monkeypatch, tmp_path):
+def test_run_from_plan_takes_the_micro_batch_the_route_says(tmp_path):
     """`ftbroker run --from-plan plan.json --route N`: the route's own job, its lowered micro-batch included."""
     from ftbroker.route_jobs import route_fields
     from ftbroker.spec import load_spec
 
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
     planned = invoke("plan", CHATS, "--model", "Llama-3.1-8B", "--gpu", "RTX-4090", "--json")
     doc = json.loads(planned.stdout)
     (tmp_path / "plan.json").write_text(planned.stdout)
@@ -91,10 +91,9 @@ def test_run_from_plan_takes_the_micro_batch_the_route_says(monkeypatch, tmp_pat
     ("lora", "RTX-4090"),  # fits once the plan lowers the micro-batch: the same lowered settings everywhere
     ("qlora", "RTX-4090"),
 ])
-def test_estimate_plan_and_run_give_one_answer(monkeypatch, method, gpu):
+def test_estimate_plan_and_run_give_one_answer(method, gpu):
     """The issue's case: `estimate` (the trainer's defaults), `plan` and `run` on the same settings show the same
     peak VRAM; plan and run the same hours and cost too (estimate has no dataset, so neither)."""
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
     model = "Llama-3.1-8B"
     planned = invoke("plan", CHATS, "--model", model, "--gpu", gpu, "--method", method, "--json")
     assert planned.exit_code == 0, planned.stderr

@@ -9,6 +9,8 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ftbroker import planner
 from ftbroker.backends.managed_routes import UnclaimedOffers
@@ -392,3 +394,22 @@ def test_routes_are_numbered_in_the_order_of_the_plans_sections(cat):
     assert [r.feasible for r in managed] == sorted((r.feasible for r in managed), reverse=True)
     assert plan.cheapest.id == spot.id and plan.routes[-1].id == spot.id
     assert [r["number"] for r in plan.to_json()["routes"]] == [r.number for r in plan.routes]
+
+
+@settings(max_examples=25, deadline=None)
+@given(epochs=st.integers(min_value=1, max_value=9), more=st.integers(min_value=1, max_value=5),
+       examples=st.integers(min_value=10, max_value=5000), tokens=st.integers(min_value=20, max_value=3000))
+def test_a_managed_routes_cost_never_falls_as_epochs_rise(cat, epochs, more, examples, tokens):
+    """Property: more passes over the same data never cost less or bill fewer tokens, on any managed route (per
+    token, per hour, with a minimum charge), and a route priced at some epochs stays priced at more."""
+    def priced(n):
+        plan = make_plan(cat, {tokens: examples}, options=ask(cat, "gpt-4o-mini", "Llama-3.1-8B", epochs=n))
+        return {r.id: r for r in plan.routes}
+
+    fewer, more_ = priced(epochs), priced(epochs + more)
+    assert set(fewer) == set(more_) and any(r.cost_usd for r in fewer.values())
+    for route_id, r in fewer.items():
+        if r.cost_usd is not None:
+            assert more_[route_id].cost_usd is not None and more_[route_id].cost_usd >= r.cost_usd, route_id
+        if r.billed_tokens is not None:
+            assert more_[route_id].billed_tokens >= r.billed_tokens, route_id

@@ -1,20 +1,7 @@
-import importlib.metadata
-
 import pytest
 
 from ftbroker.backends import base
 from ftbroker.errors import FtBrokerError, SpecError, UnknownNameError
-
-
-def _entry_points(*eps):
-    real = importlib.metadata.entry_points
-
-    def entry_points(**kw):
-        if kw.get("group") == base.ENTRY_POINT_GROUP:
-            return importlib.metadata.EntryPoints(eps)
-        return real(**kw)
-
-    return entry_points
 
 
 def test_builtins_are_listed_and_loaded():
@@ -31,10 +18,8 @@ def test_unknown_backend_lists_the_valid_ones():
     assert f"valid: {', '.join(base.backend_names())}" in str(info.value)
 
 
-def test_a_plug_in_through_an_entry_point(monkeypatch, tmp_path):
-    ep = importlib.metadata.EntryPoint(name="scripted", value="jobsupport:ScriptedBackend",
-                                       group=base.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(ep))
+def test_a_plug_in_through_an_entry_point(plugin_backends, tmp_path):
+    plugin_backends(scripted="jobsupport:ScriptedBackend")
     assert base.backend_names() == sorted([*base.BUILTIN_BACKENDS, "scripted"])
     backend = base.create_backend("scripted", {"cost_usd": "2"}, home=tmp_path)
     assert backend.name == "scripted" and str(backend.options.cost_usd) == "2"
@@ -42,22 +27,16 @@ def test_a_plug_in_through_an_entry_point(monkeypatch, tmp_path):
         base.create_backend("scripted", {"colour": "red"}, home=tmp_path)
 
 
-def test_a_broken_plug_in_is_reported_not_crashed(monkeypatch):
-    eps = [importlib.metadata.EntryPoint(name="broken", value="no_such_module_xyz:Backend",
-                                         group=base.ENTRY_POINT_GROUP),
-           importlib.metadata.EntryPoint(name="half", value="jobsupport:write_chat",
-                                         group=base.ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(*eps))
+def test_a_broken_plug_in_is_reported_not_crashed(plugin_backends):
+    plugin_backends(broken="no_such_module_xyz:Backend", half="jobsupport:write_chat")
     with pytest.raises(FtBrokerError, match="backend 'broken' failed to load"):
         base.backend_class("broken")
     with pytest.raises(FtBrokerError, match="does not implement name, capabilities"):
         base.backend_class("half")
 
 
-def test_a_plug_in_cannot_shadow_a_builtin(monkeypatch):
-    ep = importlib.metadata.EntryPoint(name="local", value="jobsupport:ScriptedBackend",
-                                       group=base.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(importlib.metadata, "entry_points", _entry_points(ep))
+def test_a_plug_in_cannot_shadow_a_builtin(plugin_backends):
+    plugin_backends(local="jobsupport:ScriptedBackend")
     assert base.backend_class("local").__name__ == "LocalBackend"
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from fakes import FakeOpenAI, FakeTogether
+from fakes.harnesses import PROVIDERS, priced
 from fakes.support import FAST, write_chat
 from ftbroker.broker import Broker
 from ftbroker.cli import cli
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are ope
 
 
 @pytest.fixture(autouse=True)
-def no_gpu_here(monkeypatch):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+def no_gpu_here(no_gpu):
+    """Plans here see no GPU, whatever machine runs them."""
 
 
 def ftb(*args):
@@ -76,23 +76,20 @@ def test_a_local_route_runs_with_the_quote_the_plan_gave_it(data, tmp_path):
     assert Ledger().list() == []
 
 
-@pytest.mark.parametrize("provider, fake_class, variable, flags, model", [
-    ("openai", FakeOpenAI, "OPENAI_API_KEY", ("--model", "gpt-4o-mini"), ()),
-    # a route a size tier prices names the model by its repo; Together calls it by an id of its own, given here
-    ("together", FakeTogether, "TOGETHER_API_KEY", ("--model", "Llama-3.1-8B", "--method", "lora", "--n-evals", 1),
-     ("--model", "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference")),
-])
-def test_a_managed_route_is_submitted_at_the_plans_price(provider, fake_class, variable, flags, model, data, tmp_path,
-                                                         monkeypatch):
-    monkeypatch.setenv(variable, "test-key-" + provider)
+@pytest.mark.parametrize("provider", priced())
+def test_a_managed_route_is_submitted_at_the_plans_price(provider, data, tmp_path, monkeypatch):
+    record = PROVIDERS[provider]
     valid = write_chat(tmp_path / "valid.jsonl", n=20, start=1000)
-    doc = plan(data, "--validation-file", valid, *flags)
-    route = numbered(doc, provider=provider, feasible=True)
-    assert route["runnable"] and route["job"]["backend"] == provider
-    with fake_class(advance_on_poll=True) as fake:
-        options = [f"--option={k}={v}" for k, v in {**FAST, "base_url": fake.base_url}.items()]
-        started = ftb("run", "--route", route["number"], *model, *options, "--max-cost", route["cost_usd"], "--yes",
-                      "--detach")
+    doc = plan(data, "--validation-file", valid, "--model", record.plan_model, "--method", "lora", "--n-evals", 1,
+               *record.plan_settings)
+    route = numbered(doc, id=record.route_id)
+    assert route["runnable"] and route["feasible"] and route["job"]["backend"] == provider
+    with record.fake(advance_on_poll=True) as fake:
+        record.credentials(fake, record.key_prefix + provider, monkeypatch, tmp_path)
+        options = [f"--option={k}={v}" for k, v in {**FAST, **record.options(fake)}.items()]
+        # a route a size tier prices names the model by its repo; the provider calls it by an id of its own
+        started = ftb("run", "--route", route["number"], "--model", record.model, *options,
+                      "--max-cost", route["cost_usd"], "--yes", "--detach")
         assert started.exit_code == 0, started.output
         assert len(fake.calls("jobs.create")) == 1
     with Broker() as broker:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
-from fakes import FakeFireworks, FakeVertex
+from fakes.harnesses import PROVIDERS
 from fakes.support import FAST, write_chat
 
 from ftbroker.broker import Broker
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("catalog_day")  # the managed routes are op
 
 
 @pytest.fixture(autouse=True)
-def no_gpu_here(monkeypatch):
-    monkeypatch.setattr("ftbroker.backends.base.detect_gpus", lambda: ())
+def no_gpu_here(no_gpu):
+    """Plans here see no GPU, whatever machine runs them."""
 
 
 def ftb(*args):
@@ -58,18 +58,17 @@ def test_no_feasible_managed_route_over_the_shipped_catalog_lacks_a_backend(name
 
 
 def test_a_fireworks_route_of_a_saved_plan_runs_as_priced(tmp_path, monkeypatch):
-    monkeypatch.setenv("FIREWORKS_API_KEY", "fw-test-key-0123456789")
+    fireworks = PROVIDERS["fireworks"]
     data = write_chat(tmp_path / "data.jsonl", n=300)
-    doc, saved = plan(tmp_path, data, "--model", "Llama-3.1-8B", "--epochs", 2)
+    doc, saved = plan(tmp_path, data, "--model", fireworks.plan_model, *fireworks.plan_settings)
     route = next(r for r in doc["routes"] if r["provider"] == "fireworks" and r["feasible"])
     assert route["runnable"] and route["method"] == "lora" and route["cost_usd"] > 0
-    with FakeFireworks(advance_on_poll=True) as fake:
-        options = [f"--option={k}={v}" for k, v in {**FAST, "base_url": fake.base_url,
-                                                      "account_id": fake.account}.items()]
+    with fireworks.fake(advance_on_poll=True) as fake:
+        fireworks.credentials(fake, "fw-test-key-0123456789", monkeypatch, tmp_path)
+        options = [f"--option={k}={v}" for k, v in {**FAST, **fireworks.options(fake)}.items()]
         # the plan names the model by its repo; Fireworks calls it by an id of its own, given here
-        ran = ftb("run", "--from-plan", saved, "--route", route["number"], "--model",
-                  "accounts/fireworks/models/llama-v3p1-8b-instruct", "--max-cost", route["cost_usd"], "--yes",
-                  *options)
+        ran = ftb("run", "--from-plan", saved, "--route", route["number"], "--model", fireworks.model,
+                  "--max-cost", route["cost_usd"], "--yes", *options)
         assert ran.exit_code == 0, ran.output
         (created,) = fake.calls("jobs.create")
     assert created.json()["epochs"] == 2
@@ -85,9 +84,10 @@ def test_a_vertex_route_of_a_saved_plan_runs_with_its_bucket(tmp_path, monkeypat
     route = next(r for r in doc["routes"] if r["provider"] == "vertex")
     assert route["runnable"] and route["job"] == {"backend": "vertex", "model": "gemini-3.5-flash",
                                                   "hyperparameters": {"epochs": 1}}
-    with FakeVertex(advance_on_poll=True) as fake:
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(fake.write_credentials(tmp_path / "adc.json")))
-        options = [f"--option={k}={v}" for k, v in {**FAST, **fake.options()}.items()]
+    vertex = PROVIDERS["vertex"]
+    with vertex.fake(advance_on_poll=True) as fake:
+        vertex.credentials(fake, fake.access_token, monkeypatch, tmp_path)
+        options = [f"--option={k}={v}" for k, v in {**FAST, **vertex.options(fake)}.items()]
         without_bucket = ftb("run", "--from-plan", saved, "--route", route["number"], "--yes",
                              *(o for o in options if "gcs_uri" not in o))
         assert without_bucket.exit_code == 2 and "backend_options.gcs_uri" in without_bucket.stderr

@@ -6,7 +6,6 @@ takes its task."""
 from __future__ import annotations
 
 import dataclasses
-from decimal import Decimal
 
 import pytest
 
@@ -86,5 +85,7 @@ def test_full_fine_tuning_of_70b_needs_two_nodes_of_8_h100_and_pays_their_commun
     comm = two.breakdown["hours_by_part"]["communication"]
     assert comm > 0 and fast.breakdown["hours_by_part"]["communication"] == pytest.approx(comm / 32, abs=1e-4)
     assert two.hours == pytest.approx(sum(two.breakdown["hours_by_part"].values()), abs=1e-3)
-    assert two.breakdown["usd_per_hour"] == Decimal("47.2")  # two instances at 23.60 $/h
-    assert float(two.cost_usd) == pytest.approx(47.2 * two.hours, abs=0.03)  # hours are rounded to 0.001
+    per_hour = 2 * next(i for i in load_catalog().instances  # two instances at the catalog's price
+                        if i.instance_type == "gpu-h100-sxm_8gpu-128vcpu-1600gb").on_demand_usd_per_hour
+    assert two.breakdown["usd_per_hour"] == per_hour
+    assert float(two.cost_usd) == pytest.approx(float(per_hour) * two.hours, abs=0.03)  # hours rounded to 0.001

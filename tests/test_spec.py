@@ -122,10 +122,8 @@ def test_harmless_option_names_are_not_taken_for_secrets():
     assert spec.backend_options["max_tokens"] == 5
 
 
-def test_backend_capabilities_refuse_what_it_cannot_do(data, monkeypatch):
-    from ftbroker.backends import base
-
-    monkeypatch.setitem(base.BUILTIN_BACKENDS, "scripted", "jobsupport:ScriptedBackend")
+def test_backend_capabilities_refuse_what_it_cannot_do(data, plugin_backends):
+    plugin_backends(scripted="jobsupport:ScriptedBackend")
     with pytest.raises(SpecError) as info:
         load_spec(None, {"dataset": str(data), "model": "m", "backend": "scripted", "method": "qlora",
                          "hyperparameters.packing": True})

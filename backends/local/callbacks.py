@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from ftbroker.backends.local import guards
 from ftbroker.backends.local.outputs import EventLog
@@ -22,8 +23,9 @@ class Reporter(TrainerCallback):
     ``train_seconds`` keep the whole time, evaluations and saves included (they recur until the end).
     """
 
-    def __init__(self, events: EventLog):
-        self.events = events
+    def __init__(self, events: EventLog, *, monotonic: Callable[[], float] = time.monotonic):
+        """``monotonic``: the seconds it measures by (a test gives its own)."""
+        self.events, self._monotonic = events, monotonic
         self.started = self.finished = None
         self.start_step = self.start_tokens = self.end_tokens = 0
         self.paused = 0.0  # seconds spent evaluating and saving checkpoints (between two steps)
@@ -31,7 +33,7 @@ class Reporter(TrainerCallback):
         self._pausing = False  # an evaluation or a save happened since then
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started = self._between_from = time.monotonic()
+        self.started = self._between_from = self._monotonic()
         self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
         resumed = f" (resumed at step {state.global_step})" if state.global_step else ""
         self.events.emit("running", f"training{resumed}", step=state.global_step, total_steps=state.max_steps,
@@ -41,24 +43,24 @@ class Reporter(TrainerCallback):
         self._resume_counting()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._between_from = time.monotonic()
+        self._between_from = self._monotonic()
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._pausing = True
 
     def on_train_end(self, args, state, control, **kwargs):
         self._resume_counting()
-        self.finished, self.end_tokens = time.monotonic(), state.num_input_tokens_seen
+        self.finished, self.end_tokens = self._monotonic(), state.num_input_tokens_seen
 
     def _resume_counting(self) -> None:
         if self._pausing:
-            self.paused += time.monotonic() - self._between_from
+            self.paused += self._monotonic() - self._between_from
             self._pausing = False
 
     @property
     def seconds(self) -> float | None:
         """The whole time of this process's training, evaluations and saves included."""
-        return None if self.started is None else (self.finished or time.monotonic()) - self.started
+        return None if self.started is None else (self.finished or self._monotonic()) - self.started
 
     def _tokens_per_s(self, tokens: int) -> float | None:
         training = (self.seconds or 0.0) - self.paused

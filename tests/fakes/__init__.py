@@ -9,6 +9,9 @@
 - ``FakeAnthropic``: loopback HTTP fake of Anthropic's Messages API (``anthropic`` SDK; also Claude on Bedrock)
 - ``FakeBedrockServing``: loopback fake of Bedrock Provisioned Throughput and Converse (``boto3``, endpoint_url)
 - ``Fault`` / ``Outcome``: what goes wrong with a call, and how a job ends
+- ``harnesses.PROVIDERS``: one record per managed provider (its stand-in, credentials, models, route, options),
+  which every suite that runs a managed backend reads
+- ``nvidia_smi``: a stand-in ``nvidia-smi`` on PATH, this machine's GPUs as a test says (conftest's ``nvidia_smi``)
 """
 
 from ._jobs import Outcome

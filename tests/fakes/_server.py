@@ -157,13 +157,19 @@ class Gate:
 
     def __init__(self) -> None:
         self._open = threading.Event()
-        self._lock = threading.Lock()
+        self._arrival = threading.Condition()
         self.arrived = 0
 
     def pass_through(self) -> None:
-        with self._lock:
+        with self._arrival:
             self.arrived += 1
+            self._arrival.notify_all()
         self._open.wait()
+
+    def wait_arrived(self, n: int, timeout: float = 30.0) -> bool:
+        """Whether ``n`` calls arrived within ``timeout`` seconds (woken by each arrival, not polling)."""
+        with self._arrival:
+            return self._arrival.wait_for(lambda: self.arrived >= n, timeout)
 
     def open(self) -> None:
         self._open.set()

@@ -28,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -358,14 +357,6 @@ class FakeSky:
 
     def _duration(self, job: _Job) -> float:
         return job.job_duration + (self.now - job.started if job.started is not None else 0.0)
-
-    def wait_until_done(self, timeout: float = 120.0) -> None:
-        """Wait (really: the nodes are processes) until no node is running."""
-        deadline = time.monotonic() + timeout
-        nodes = [j.node for j in [*self.managed.values(), *(c.job for c in self.clusters_.values())]
-                 if j is not None and j.node is not None]
-        while any(n.alive() for n in nodes) and time.monotonic() < deadline:
-            time.sleep(0.05)
 
     def close(self) -> None:
         for job in [*self.managed.values(), *(c.job for c in self.clusters_.values() if c.job)]:
