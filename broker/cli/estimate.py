@@ -6,11 +6,12 @@ import click
 
 from ftbroker.cli.output import console, print_json
 from ftbroker.cli.params import STACK_NAMES, Bounded
+from ftbroker.vocabulary import METHODS
 
 
 @click.command("estimate")
 @click.argument("model")
-@click.option("--method", required=True, type=click.Choice(["full", "lora", "qlora"]), help="Fine-tuning method.")
+@click.option("--method", required=True, type=click.Choice(METHODS), help="Fine-tuning method.")
 @click.option("--stack", default="ftbroker", show_default=True, type=click.Choice(STACK_NAMES),
               help="The trainer that runs it: how it stores tensors (loss, attention, kernels, optimizer) and its "
                    "defaults for every setting not given. ftbroker: `ftbroker run --backend local`.")

@@ -7,6 +7,7 @@ import click
 
 from ftbroker.cli.output import console, json_text
 from ftbroker.cli.params import STACK_NAMES, Amount, Bounded
+from ftbroker.vocabulary import METHODS
 
 
 @click.command()
@@ -15,7 +16,7 @@ from ftbroker.cli.params import STACK_NAMES, Amount, Bounded
               help="Model to plan for (repeatable): catalog name, HF repo id, local model folder, config.json, "
                    "or a managed model (gpt-4o-mini). Default: every managed offer; GPU routes for Llama-3.1-8B "
                    "and Qwen2.5-7B.")
-@click.option("--method", type=click.Choice(["full", "lora", "qlora"]), help="Training method. Default: all.")
+@click.option("--method", type=click.Choice(METHODS), help="Training method. Default: all.")
 @click.option("--epochs", type=Bounded("epochs"),
               help="Passes over the data, the same for every route. Default: the number the plan recommends for the "
                    "dataset's size (OpenAI's auto rule: 3, more for 25 examples or fewer, fewer for over 8,333); "
