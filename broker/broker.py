@@ -132,6 +132,12 @@ class Broker:
             return []
 
     def close(self) -> None:
+        """The ledger and every backend this Broker opened (a managed backend's SDK client holds connections)."""
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
         self.ledger.close()
 
     def __enter__(self) -> Broker:
