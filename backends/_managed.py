@@ -9,10 +9,10 @@
   provider's own, which its backend declares (``line_rules``), into ``provider_issues``; the catalog row of a
   model holds what differs by model (formats, example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
   raises them as ``DatasetError``.
-- Dataset conversion: ``convert_file`` runs a per-provider ``convert(example, fmt)`` over parsed examples
-  with their line numbers and streams the provider's JSONL to a file while hashing it. A converter only
-  converts; it raises ``Rejected`` only for a rule of its model's target format that the data layer cannot
-  express (e.g. Llama 3.1 on Bedrock: one prompt and one completion per line).
+- Dataset conversion (``ftbroker.backends.managed_files``): ``convert_file`` runs a per-provider
+  ``convert(example, fmt)`` over parsed examples with their line numbers and streams the provider's JSONL to a file
+  while hashing it. A converter only converts; it raises ``Rejected`` only for a rule of its model's target format
+  that the data layer cannot express (e.g. Llama 3.1 on Bedrock: one prompt and one completion per line).
 - ``check_range``: hyperparameter bounds, collected so that every problem is reported at once.
 - Errors and retries (``translate_error``, ``Backoff``, ``submit_once``, and who retries what): in
   ``ftbroker.backends.provider_calls``.
@@ -33,7 +33,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -44,8 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftbroker import clock
 from ftbroker.backends import managed_routes
-from ftbroker.backends.base import (Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict,
-                                    split_list)
+from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update, Verdict, split_list
+from ftbroker.backends.managed_files import ConvertedFile, Converter, convert_file
 from ftbroker.backends.provider_calls import Backoff, submit_once, translate_error
 from ftbroker.data.providers import LineRules
 from ftbroker.errors import (
@@ -89,61 +89,6 @@ def provider_tag(job_id: str, max_len: int = 40) -> str:
 def map_status(raw: str | None, table: Mapping[str, JobStatus]) -> JobStatus:
     """A provider's status value, normalized; unknown values are treated as still running."""
     return table.get(raw or "", JobStatus.RUNNING)
-
-
-# -- datasets ----------------------------------------------------------------------------------------
-class Rejected(Exception):
-    """A dataset line the model's target format cannot hold; the message says why (the caller adds FILE:LINE)."""
-
-
-@dataclass(frozen=True)
-class ConvertedFile:
-    """The provider-format file written by ``convert_file``, with the lines it could not convert."""
-
-    path: Path
-    fmt: str  # the source format it was converted from
-    examples: int
-    size_bytes: int
-    sha256: str
-    errors: tuple[DataIssue, ...] = ()
-
-    @property
-    def upload_name(self) -> str:
-        """A file name that names the content: the same bytes always get the same name (reuse key)."""
-        return f"ftbroker-{self.sha256[:32]}.jsonl"
-
-
-Converter = Callable[[Mapping[str, Any], str], dict[str, Any]]
-
-
-def convert_file(examples: Iterable[tuple[int, Mapping[str, Any]]], *, source: str, fmt: str,
-                 convert: Converter, out: Path) -> ConvertedFile:
-    """Convert parsed ``(line, example)`` pairs of ``source`` (checked by ``ftbroker.data.analysis.analyze``) into
-    ``out`` (JSONL), in constant memory. ``convert(example, fmt)`` returns the provider's record or raises
-    ``Rejected``."""
-    errors: list[DataIssue] = []
-    digest = hashlib.sha256()
-    count = size = 0
-    with open(out, "wb") as fh:
-        for line, example in examples:
-            try:
-                record = convert(example, fmt)
-            except Rejected as why:
-                errors.append(DataIssue(source, line, str(why)))
-                continue
-            data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            fh.write(data)
-            digest.update(data)
-            count, size = count + 1, size + len(data)
-    return ConvertedFile(out, fmt, count, size, digest.hexdigest(), tuple(errors))
-
-
-def with_system_message(example: Mapping[str, Any]) -> list[Any]:
-    """A chat example's messages, its top-level ``system`` prompt (Bedrock's shape) made the first message."""
-    messages = list(example["messages"])
-    if isinstance(example.get("system"), str):
-        messages.insert(0, {"role": "system", "content": example["system"]})
-    return messages
 
 
 # -- events ------------------------------------------------------------------------------------------

@@ -45,19 +45,16 @@ from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
 from ftbroker.redact import scrub
 
 from ._managed import (
-    ConvertedFile,
-    Converter,
     ManagedBackend,
     ManagedOptions,
-    Rejected,
     Upload,
     check_range,
     hp_string,
     map_status,
     plain,
     provider_tag,
-    with_system_message,
 )
+from .managed_files import ConvertedFile, Converter, Rejected, with_system_message
 
 NAME = "bedrock"
 

@@ -40,8 +40,6 @@ from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Progress, Resul
 from ftbroker.redact import scrub
 
 from ._managed import (
-    ConvertedFile,
-    Converter,
     ManagedBackend,
     ManagedOptions,
     Upload,
@@ -50,8 +48,8 @@ from ._managed import (
     plain,
     provider_tag,
     state_events,
-    with_system_message,
 )
+from .managed_files import ConvertedFile, Converter, with_system_message
 from .provider_calls import raise_for_http
 
 NAME = "fireworks"

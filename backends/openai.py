@@ -53,8 +53,6 @@ from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress
 from ftbroker.redact import scrub
 
 from ._managed import (
-    ConvertedFile,
-    Converter,
     ManagedBackend,
     Upload,
     WandbOptions,
@@ -63,8 +61,8 @@ from ._managed import (
     plain,
     provider_tag,
     wandb_run,
-    with_system_message,
 )
+from .managed_files import ConvertedFile, Converter, with_system_message
 
 NAME = "openai"
 

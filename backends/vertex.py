@@ -39,8 +39,6 @@ from ftbroker.jobs import Artifact, Job, JobStatus, Progress, Result
 from ftbroker.redact import scrub
 
 from ._managed import (
-    ConvertedFile,
-    Converter,
     ManagedBackend,
     ManagedOptions,
     Upload,
@@ -48,8 +46,8 @@ from ._managed import (
     plain,
     provider_tag,
     state_events,
-    with_system_message,
 )
+from .managed_files import ConvertedFile, Converter, with_system_message
 from .provider_calls import raise_for_http
 
 NAME = "vertex"

@@ -18,13 +18,12 @@ from ftbroker.backends import bedrock, together
 from ftbroker.backends import openai as oai
 from ftbroker.backends._managed import (
     QUOTED_PRICE,
-    ConvertedFile,
     actual_cost,
-    convert_file,
     map_status,
     provider_tag,
     quote_from_route,
 )
+from ftbroker.backends.managed_files import ConvertedFile, convert_file
 from ftbroker.backends.base import Verdict
 from ftbroker.backends.provider_calls import Backoff, submit_once, translate_error
 from ftbroker.broker import check_guards
