@@ -52,6 +52,7 @@ from ftbroker.estimate.stacks import FTBROKER, Stack, resolve_stack
 from ftbroker.estimate.summary import check_text
 from ftbroker.pricing.catalog import Catalog, CloudInstance, GpuSpec, ModelArch, is_stale
 from ftbroker.routes import (
+    AS_ASKED,
     Hardware,
     ModelRequest,
     Note,
@@ -160,7 +161,7 @@ def gpu_job(request: ModelRequest, config: TrainConfig, stats: Any, validation: 
     """``config`` on a dataset whose lengths ``stats`` (and ``validation``'s) give: the dataset as the trainer reads
     it, why no GPU can run it, and what the routes of it note and assume."""
     data = trainer_data(config, stats, validation)
-    notes = (Note(data.cut_note(cap_rule or "as asked"), "max_seq_len"),) if data.cut else ()
+    notes = (Note(data.cut_note(cap_rule or AS_ASKED), "max_seq_len"),) if data.cut else ()
     assumptions = (f"tokens counted with {stats.tokenizer}", data.evaluation)
     return GpuJob(request, config, data, epochs_rule, data.context_reason(request.arch), notes, assumptions,
                   dict(asked or {}), stack)
@@ -175,7 +176,7 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
     options = context.options
     stack = resolve_stack(options.stack)
     trainer = "the local trainer's" if stack is FTBROKER else f"{stack.name}'s"
-    cap_rule = "as asked" if options.max_seq_len else f"{trainer} default"
+    cap_rule = AS_ASKED if options.max_seq_len else f"{trainer} default"
     asked = {"epochs": options.epochs, "max_seq_len": options.max_seq_len, "lora_r": options.lora_r}
     jobs = []
     for request in gpu_models(context.catalog, options):
@@ -186,7 +187,7 @@ def _gpu_jobs(context: RouteContext) -> list[GpuJob]:
         validation = context.token_stats(spec, context.validation) if context.validation else None
         configs = [trainer_config(context, request.arch.name, method)
                    for method in ((options.method,) if options.method else METHODS)]
-        epochs_rule = options.epochs_rule or ("as asked" if options.epochs
+        epochs_rule = options.epochs_rule or (AS_ASKED if options.epochs
                                               else f"{trainer} default ({configs[0].epochs:g})")
         jobs += [gpu_job(request, config, stats, validation, epochs_rule=epochs_rule, cap_rule=cap_rule,
                          asked=asked, stack=stack) for config in configs]

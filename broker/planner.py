@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ftbroker.routes import (
+    AS_ASKED,
     PlanOptions,
     Route,
     RouteContext,
@@ -168,7 +169,7 @@ def with_plan_epochs(context: RouteContext) -> RouteContext:
     """``context`` with the plan's epochs set: the ones asked for, else those the plan recommends for its size."""
     options = context.options
     if options.epochs is not None:
-        return context if options.epochs_rule else replace(context, options=replace(options, epochs_rule="as asked"))
+        return context if options.epochs_rule else replace(context, options=replace(options, epochs_rule=AS_ASKED))
     epochs, rule = plan_epochs(context.report.examples)
     return replace(context, options=replace(options, epochs=epochs, epochs_rule=rule))
 

@@ -131,6 +131,8 @@ class PlanOptions:
 # [provider.openai.auto_epochs]), the one provider rule that scales with the dataset; its target is the local
 # trainer's default too (TrainConfig.epochs, 3; a test keeps them equal). So small sets get more passes, large ones
 # fewer, and every route of a plan trains the same number.
+# the rule of a setting the caller gave (epochs, max_seq_len): a front end words it as its own flag
+AS_ASKED = "as asked"
 PLAN_EPOCHS = AutoEpochs(target=3, min_example_passes=100, max_example_passes=25_000, max_epochs=25, min_epochs=1)
 
 

@@ -19,7 +19,7 @@ from ftbroker.cli.hints import worded
 from ftbroker.cli.layout import Footnotes, Out, compact, count, dollars, money
 from ftbroker.cli.tables import Col
 from ftbroker.planner import Plan
-from ftbroker.routes import Route
+from ftbroker.routes import AS_ASKED, Route
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -204,7 +204,7 @@ def _print_best(plan: Plan, shown: set[int], out: Out) -> None:
     if options.epochs is not None:  # set by the planner (a plan made by hand may lack it)
         basis = f"Every route trains {options.epochs} epoch{'s' if options.epochs != 1 else ''}"
         rule = options.epochs_rule
-        out.text(f"{basis} (--epochs)." if rule in ("", "as asked") else f"{basis}: {rule}; --epochs for another.",
+        out.text(f"{basis} (--epochs)." if rule in ("", AS_ASKED) else f"{basis}: {rule}; --epochs for another.",
                  most=None)
     limits = ([f"cost at most {money(options.max_cost)}"] if options.max_cost is not None else []) + \
         ([f"done within {options.deadline_hours:g} h"] if options.deadline_hours is not None else [])
