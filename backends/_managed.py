@@ -6,9 +6,11 @@
   status enum, cited at its table); an unknown value is ``running`` (non-terminal), the raw value kept by
   the caller.
 - Dataset rules live in ONE place each: ``ftbroker.data.analysis.analyze`` checks the general rules and each
-  provider's own, which its backend declares (``line_rules``), into ``provider_issues``; the catalog row of a
-  model holds what differs by model (formats, example counts, token limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate``
-  raises them as ``DatasetError``.
+  provider's own, which its backend declares (``line_rules``, the object of ``ftbroker.backends.declared``
+  that ``ftbroker validate`` and ``plan`` check too; a job's file is checked against its backend's), into
+  ``provider_issues``; the catalog row of a model holds what differs by model (formats, example counts, token
+  limits), which its route checks (``ftbroker.backends.managed_routes``). ``validate`` raises them as
+  ``DatasetError``.
 - Dataset conversion (``ftbroker.backends.managed_files``): ``convert_file`` runs a per-provider
   ``convert(example, fmt)`` over parsed examples with their line numbers and streams the provider's JSONL to a file
   while hashing it. A converter only converts; it raises ``Rejected`` only for a rule of its model's target format
@@ -296,8 +298,8 @@ class ManagedBackend:
 
         context = self._read(spec)
         if context is None:  # a model the catalog does not know: checked all the same, its price unknown
-            report = analyze(spec.dataset)
-            validation = analyze(spec.validation) if spec.validation else None
+            report = analyze(spec.dataset, rules=self._own_rules())
+            validation = analyze(spec.validation, rules=self._own_rules()) if spec.validation else None
             route = None
         else:
             self._contexts[spec.model_dump_json()] = context
@@ -335,11 +337,16 @@ class ManagedBackend:
                         for need in needs}
             limits = {counters[n.spec].key: n.limit for n in needs if n.limit}
             unique = list({c.key: c for c in counters.values()}.values())
-            report = analyze(spec.dataset, counters=unique, limits=limits)
-            validation = analyze(spec.validation, counters=unique, limits=limits) if spec.validation else None
+            report = analyze(spec.dataset, counters=unique, limits=limits, rules=self._own_rules())
+            validation = (analyze(spec.validation, counters=unique, limits=limits, rules=self._own_rules())
+                          if spec.validation else None)
             return RouteContext(report, validation, catalog, options, {s: c.key for s, c in counters.items()},
                                 clock.today())
         return None
+
+    def _own_rules(self) -> tuple[LineRules, ...]:
+        """The provider's line rules a job's file is checked by: its own, the very object a plan checks."""
+        return (self.line_rules,) if self.line_rules else ()
 
     def _route(self, context: RouteContext) -> Route | None:
         """The offer this job runs on, priced for its data on ``context.today``: the plan's first of them."""

@@ -29,15 +29,13 @@ Concurrency is the Broker's: it calls ``submit``, ``resume`` and ``cancel`` hold
 (``Broker.exclusive``), so no two processes act on one job at once. A backend takes no lock of its own; one that
 acts on a job outside those calls (a deployment for evaluation, a teardown) does it inside ``Broker.exclusive``.
 
-Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (or an entry point in the group ``ftbroker.backends``
-for a third-party package), its catalog rows, and one parameter of the contract suite in
-``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
+Adding a backend: one module, one line in ``BUILTIN_BACKENDS`` (``ftbroker.backends.registry``; or an entry point in
+the group ``ftbroker.backends`` for a third-party package), its catalog rows, and one parameter of the contract suite
+in ``tests/test_backend_contract.py`` (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -53,7 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from ftbroker.errors import FtBrokerError, UnknownNameError
+from ftbroker.backends.registry import backend_class
 from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 
@@ -365,68 +363,7 @@ class Collectable(Protocol):
         """Stop one leftover (idempotent) and say what was done ("terminated")."""
 
 
-# --- the registry ---------------------------------------------------------------------------------------------
-
-ENTRY_POINT_GROUP = "ftbroker.backends"
-
-# name -> "module:Class". Imported only when used, so a backend's SDK is never loaded for another's job.
-BUILTIN_BACKENDS: dict[str, str] = {
-    "local": "ftbroker.backends.local.backend:LocalBackend",
-    "openai": "ftbroker.backends.openai:OpenAIBackend",
-    "together": "ftbroker.backends.together:TogetherBackend",
-    "bedrock": "ftbroker.backends.bedrock:BedrockBackend",
-    "ec2": "ftbroker.backends.ec2:Ec2Backend",
-    "skypilot": "ftbroker.backends.skypilot.backend:SkyPilotBackend",
-    "fireworks": "ftbroker.backends.fireworks:FireworksBackend",
-    "vertex": "ftbroker.backends.vertex:VertexBackend",
-}
-
-
-def _plugins() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def backend_names() -> list[str]:
-    """Every backend that can be named: the built-ins and the installed plug-ins."""
-    return sorted(set(BUILTIN_BACKENDS) | set(_plugins()))
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The class registered under ``name``. A built-in wins over a plug-in of the same name."""
-    target = BUILTIN_BACKENDS.get(name)
-    try:
-        if target is not None:
-            module, _, attr = target.partition(":")
-            cls = getattr(importlib.import_module(module), attr)
-        else:
-            plugin = _plugins().get(name)
-            if plugin is None:
-                choices = backend_names()
-                raise UnknownNameError("backend", name, choices, hint=f"valid: {', '.join(choices)}")
-            cls = plugin.load()
-    except ImportError as exc:
-        raise FtBrokerError(f"backend {name!r} failed to load: {exc}") from exc
-    missing = [a for a in ("name", "capabilities", "Options", "validate", "quote", "submit", "poll", "cancel",
-                           "result") if not hasattr(cls, a)]
-    if missing:
-        raise FtBrokerError(f"backend {name!r} ({cls!r}) does not implement {', '.join(missing)}")
-    return cls
-
-
-def declarations(name: str) -> tuple[Any, ...]:
-    """What each registered backend (built-ins, then plug-ins) declares for the layers below it under ``name``: its
-    class attribute (``line_rules``, ``key_shapes``), where it sets one. ``ftbroker.declared`` collects them; a
-    backend that cannot be loaded declares nothing (the planning shell notes it)."""
-    found = []
-    for backend in [*BUILTIN_BACKENDS, *sorted(set(_plugins()) - set(BUILTIN_BACKENDS))]:
-        try:
-            value = getattr(backend_class(backend), name, None)
-        except FtBrokerError:
-            continue
-        if value:
-            found.append(value)
-    return tuple(found)
-
+# --- options and instances (the registry: ftbroker.backends.registry) -------------------------------------------
 
 def split_list(value: Any) -> Any:
     """A list option given as ``a,b`` (``--option report_to=mlflow,tensorboard``) as the list; others as they are."""

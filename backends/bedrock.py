@@ -39,7 +39,7 @@ from pydantic import Field
 
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.data.providers import ChatExample, LineRules, Remark, plain_turns
+from ftbroker.backends.declared import bedrock as declared
 from ftbroker.errors import BackendAuthError, ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Result
 from ftbroker.redact import scrub
@@ -277,21 +277,6 @@ class BedrockOptions(ManagedOptions):
     poll_interval_s: float = Field(60.0, gt=0)
 
 
-def _chat_rules(example: ChatExample) -> list[Remark]:
-    images = example.parts("image_url")
-    return [*plain_turns(example, "Bedrock"),
-            *([("images", "image parts: ftbroker's Bedrock formats carry text only")] if images else [])]
-
-
-# Conversations start with user, end with assistant and strictly alternate, no tool turns; no preference or
-# plain-text fine-tuning data (AWS Bedrock user guide, preparing-text-data; the Claude-on-Bedrock cookbook,
-# platform.claude.com/cookbook/finetuning-finetuning-on-bedrock).
-LINE_RULES = LineRules("bedrock", chat=_chat_rules, formats={
-    "text": "plain text is continued pre-training on Bedrock, not fine-tuning",
-    "preference": "Bedrock fine-tuning takes no preference (DPO) data",
-})
-
-
 class BedrockBackend(ManagedBackend):
     """Bedrock model-customization jobs, data staged on S3. Credentials: the AWS credential chain."""
 
@@ -299,8 +284,8 @@ class BedrockBackend(ManagedBackend):
     sdk_package = "boto3"
     extra = "aws"
     status_table = STATUS
-    line_rules = LINE_RULES
-    key_shapes = (r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",)  # access key ids: long-lived, temporary
+    line_rules = declared.line_rules  # the objects the data layer and redact read from the declared module
+    key_shapes = declared.key_shapes
     Options = BedrockOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.data.providers import ChatExample, LineRules, Remark
+from ftbroker.backends.declared import fireworks as declared
 from ftbroker.errors import BackendAuthError, ProviderAPIError
 from ftbroker.jobs import Artifact, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -97,8 +97,8 @@ def hyperparameter_problems(spec: Any) -> list[str]:
 
 
 def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
-    """A chat example (checked by ``ftbroker.data``, with Fireworks' line rules declared below) as a Fireworks line: the
-    OpenAI chat format with only its keys, a top-level system prompt as the first message."""
+    """A chat example (checked by ``ftbroker.data``, with Fireworks' line rules from ``declared.fireworks``) as a
+    Fireworks line: the OpenAI chat format with only its keys, a top-level system prompt as the first message."""
     line: dict[str, Any] = {"messages": [{k: m[k] for k in MESSAGE_KEYS if k in m} for m in with_system_message(example)]}
     if "tools" in example:
         line["tools"] = example["tools"]
@@ -139,24 +139,6 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-# -- the lines Fireworks takes -----------------------------------------------------------------------
-def _chat_rules(example: ChatExample) -> list[Remark]:
-    remarks = []
-    if "system" in example.body:
-        remarks.append(("system-late", "a system message after the first message (Fireworks)"))
-    if example.parts("image_url"):
-        remarks.append(("images", "image parts: ftbroker runs Fireworks' text fine-tuning (vision is a separate "
-                                  "Fireworks method)"))
-    return remarks
-
-
-# The OpenAI chat format ("existing OpenAI SFT datasets work with no conversion",
-# docs.fireworks.ai/fine-tuning/managed-finetuning-intro), the system message optional and first; chat data only
-# (docs.fireworks.ai/fine-tuning/fine-tuning-models); text only here.
-LINE_RULES = LineRules("fireworks", chat=_chat_rules,
-                       formats={"text": "Fireworks fine-tuning takes chat data, not plain text"})
-
-
 # -- the backend -------------------------------------------------------------------------------------
 class FireworksOptions(ManagedOptions):
     base_url: str | None = Field(None, description="default: FIREWORKS_BASE_URL, else https://api.fireworks.ai")
@@ -172,7 +154,7 @@ class FireworksBackend(ManagedBackend):
     sdk_package = "fireworks"
     extra = "fireworks"
     status_table = STATUS
-    line_rules = LINE_RULES
+    line_rules = declared.line_rules  # the objects the data layer and redact read from the declared module
     Options = FireworksOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

@@ -7,8 +7,8 @@ version, the last that carries them), the openai-python SDK's types, and OpenAI'
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics (metrics
 events and the result CSV, plain or base64), the create-job request, and the conversion of a
-dataset (checked by ``ftbroker.data``, with OpenAI's line rules declared below) into OpenAI's training
-lines.
+dataset (checked by ``ftbroker.data``, with OpenAI's line rules from ``ftbroker.backends.declared.openai``) into
+OpenAI's training lines.
 
 OpenAI-compatible endpoints: the backend takes ``base_url`` (or the SDK's ``OPENAI_BASE_URL``).
 Anything that serves ``/files`` and ``/fine_tuning/jobs`` with OpenAI's shapes works. What an
@@ -47,7 +47,7 @@ from pydantic import Field
 
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.data.providers import LineRules, Remark, too_many_images
+from ftbroker.backends.declared import openai as declared
 from ftbroker.errors import BackendAuthError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -236,22 +236,6 @@ def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
 CLOCK_SKEW_S = 600  # a remote job created before its ledger intent (minus this) cannot be ours
 
 
-def _weight_roles(messages: Any, prefix: str) -> list[Remark]:
-    """``weight`` belongs on assistant messages (the 2025-04-29 training-line schemas)."""
-    return [("weight-role", f"{prefix}message {i}: 'weight' on a {m['role']} message: OpenAI takes it on assistant "
-                            "messages only")
-            for i, m in enumerate(messages, 1) if "weight" in m and m["role"] != "assistant"]
-
-
-# At most 10 images an example (the fine-tuning guide, vision); no plain-text fine-tuning data.
-LINE_RULES = LineRules(
-    "openai",
-    chat=lambda example: [*_weight_roles(example.messages, ""), *too_many_images(example, "OpenAI", 10)],
-    preference=lambda example: _weight_roles(example["input"]["messages"], "input "),
-    formats={"text": "OpenAI fine-tuning takes chat, preference or prompt/completion data, not plain text"},
-)
-
-
 class OpenAIOptions(WandbOptions):
     base_url: str | None = Field(None, description="an OpenAI-compatible API (default: OPENAI_BASE_URL, "
                                                     "else https://api.openai.com/v1)")
@@ -266,8 +250,8 @@ class OpenAIBackend(ManagedBackend):
     sdk_package = "openai"
     extra = "openai"
     status_table = STATUS
-    line_rules = LINE_RULES
-    key_shapes = (r"sk-[A-Za-z0-9_\-]{16,}",)  # sk-, sk-proj-, sk-svcacct-
+    line_rules = declared.line_rules  # the objects the data layer and redact read from the declared module
+    key_shapes = declared.key_shapes
     Options = OpenAIOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

@@ -8,8 +8,9 @@ each fact's source is in a comment where it is used.
 
 This part is pure translation (no SDK, no I/O): the status table, events and metrics, the
 ``fine_tuning.create`` arguments and their check against the model's limits, the conversion of a
-dataset (checked by ``ftbroker.data``, with Together's line rules declared below) into Together's
-formats, and the catalog names of a Together model id (so a job is priced by the catalog row or size tier).
+dataset (checked by ``ftbroker.data``, with Together's line rules from ``ftbroker.backends.declared.together``) into
+Together's formats, and the catalog names of a Together model id (so a job is priced by the catalog row or size
+tier).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import Field
 
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Quote, Update, Verdict
-from ftbroker.data.providers import ChatExample, LineRules, Remark, too_many_images
+from ftbroker.backends.declared import together as declared
 from ftbroker.errors import BackendAuthError, BudgetExceededError, ProviderAPIError, SpecError
 from ftbroker.jobs import Artifact, Event, Job, JobStatus, MetricPoint, Progress, Result
 from ftbroker.redact import scrub
@@ -235,43 +236,6 @@ def catalog_names(model_id: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-# -- the lines Together takes ------------------------------------------------------------------------
-# Roles system/user/assistant/tool, starting with system or user then alternating; content parts text or image_url,
-# at most 10 images an example and none on a message of weight 1; a preference input ends with a user message
-# (togethercomputer/together-python src/together/utils/files.py; docs.together.ai/docs/fine-tuning/data-preparation).
-def _chat_rules(example: ChatExample) -> list[Remark]:
-    roles, body = example.roles, example.body
-    remarks = []
-    if "developer" in roles or "function" in roles:
-        remarks.append(("roles", "a developer or function message: Together takes the roles system, user, assistant "
-                                 "and tool"))
-    if "system" in body:
-        remarks.append(("system-late", "a system message after the first message (Together)"))
-    # a tool round (assistant tool calls, then tool answers) sits inside the assistant's turn
-    turns = [r for r, m in zip(body, example.messages[example.start:]) if r != "tool" and "tool_calls" not in m]
-    if turns and turns[0] != "user" or any(a == b for a, b in zip(turns, turns[1:])):  # one role twice in a row
-        remarks.append(("alternation", "after the system message, turns must start with user and alternate "
-                                       "user/assistant (Together)"))
-    if example.parts("refusal"):
-        remarks.append(("refusal", "a refusal part: Together takes text and image_url parts"))
-    remarks += too_many_images(example, "Together", 10)
-    if example.has_parts:
-        remarks += [("image-weight", f"message {i}: a message with images cannot have weight 1 (Together)")
-                    for i, (m, images) in enumerate(zip(example.messages, example.images_per_message), 1)
-                    if images and m.get("weight") == 1]
-    return remarks
-
-
-def _preference_rules(example: Mapping[str, Any]) -> list[Remark]:
-    if example["input"]["messages"][-1]["role"] == "assistant":
-        return [("pref-last", "the input ends with an assistant message (Together wants the last input message "
-                              "from the user)")]
-    return []
-
-
-LINE_RULES = LineRules("together", chat=_chat_rules, preference=_preference_rules)
-
-
 # -- the backend -------------------------------------------------------------------------------------
 class TogetherOptions(WandbOptions):
     base_url: str | None = Field(None, description="default: TOGETHER_BASE_URL, else https://api.together.ai")
@@ -290,8 +254,8 @@ class TogetherBackend(ManagedBackend):
     sdk_package = "together"
     extra = "together"
     status_table = STATUS
-    line_rules = LINE_RULES
-    key_shapes = (r"tgp_v1_[A-Za-z0-9_\-]{16,}",)
+    line_rules = declared.line_rules  # the objects the data layer and redact read from the declared module
+    key_shapes = declared.key_shapes
     Options = TogetherOptions
     capabilities = Capabilities(
         requires={sdk_package: extra},

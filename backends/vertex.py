@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 
 from ftbroker import progress
 from ftbroker.backends.base import Capabilities, Update
-from ftbroker.data.providers import ChatExample, LineRules, Remark, plain_turns
+from ftbroker.backends.declared import vertex as declared
 from ftbroker.errors import BackendAuthError, ProviderAPIError, SpecError
 from ftbroker.jobs import Artifact, Job, JobStatus, Progress, Result
 from ftbroker.redact import scrub
@@ -78,8 +78,8 @@ def _text(content: Any) -> str:
 
 
 def convert(example: Mapping[str, Any], fmt: str) -> dict[str, Any]:
-    """A chat example (checked by ``ftbroker.data``, with Vertex's turn rules declared below) as a Gemini tuning line:
-    ``contents`` of user and model turns, the system prompt as ``systemInstruction``."""
+    """A chat example (checked by ``ftbroker.data``, with Vertex's turn rules from ``declared.vertex``) as a Gemini
+    tuning line: ``contents`` of user and model turns, the system prompt as ``systemInstruction``."""
     messages = with_system_message(example)
     line: dict[str, Any] = {}
     if messages and messages[0]["role"] == "system":
@@ -150,21 +150,6 @@ class VertexOptions(ManagedOptions):
         return value
 
 
-def _chat_rules(example: ChatExample) -> list[Remark]:
-    images = [("images", "image parts: Vertex takes images as Cloud Storage files; ftbroker's Vertex format "
-                         "carries text only")] if example.parts("image_url") else []
-    return [*plain_turns(example, "Vertex"), *images]
-
-
-# Gemini supervised tuning: ``contents`` of alternating user and model turns ending with the model, an optional
-# ``systemInstruction``, no per-turn weights; chat data only
-# (docs.cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning-about).
-LINE_RULES = LineRules("vertex", chat=_chat_rules, formats={
-    "text": "Vertex supervised tuning takes chat data, not plain text",
-    "preference": "ftbroker runs Vertex supervised tuning, which takes chat data; preference tuning is not driven",
-})
-
-
 class VertexBackend(ManagedBackend):
     """Gemini supervised tuning on Vertex AI. Credentials: Google application-default credentials
     (``gcloud auth application-default login``, or GOOGLE_APPLICATION_CREDENTIALS)."""
@@ -173,8 +158,8 @@ class VertexBackend(ManagedBackend):
     sdk_package = "google.genai"
     extra = "vertex"
     status_table = STATUS
-    line_rules = LINE_RULES
-    key_shapes = (r"ya29\.[A-Za-z0-9_\-.]{16,}",)  # a Google OAuth access token (Vertex AI, Cloud Storage)
+    line_rules = declared.line_rules  # the objects the data layer and redact read from the declared module
+    key_shapes = declared.key_shapes
     Options = VertexOptions
     capabilities = Capabilities(
         requires={"google.genai": "vertex"},

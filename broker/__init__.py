@@ -22,8 +22,9 @@ __all__ += sorted(_LAZY)
 
 
 def _declared_by_backends(name: str) -> tuple:
-    """What the backends declare for the core modules below them (``ftbroker.declared``), read from the registry."""
-    from ftbroker.backends.base import declarations
+    """What the backends declare for the core modules below them (``ftbroker.declared``), read from the registry
+    (light: a built-in's declarations are in a module of their own, read without its backend module)."""
+    from ftbroker.backends.registry import declarations
 
     return declarations(name)
 

@@ -1,10 +1,12 @@
 """What the backends declare for the modules below them, which may not import a backend.
 
-A backend class declares its provider's dataset line rules (``line_rules``, read by ``ftbroker.data.providers``)
-and the shapes of its credentials (``key_shapes``, read by ``ftbroker.redact``). The backend registry collects them
-from every registered backend, built-ins and plug-ins (``ftbroker.backends.base.declarations``); ``ftbroker``'s
-``__init__`` wires that in (``collect_with``) when the package is first imported, so a core module asks
-``by_backends(name)`` and adding a provider edits no core module.
+A backend declares its provider's dataset line rules (``line_rules``, read by ``ftbroker.data.providers``) and the
+shapes of its credentials (``key_shapes``, read by ``ftbroker.redact``): a built-in in a light module of its own
+(``ftbroker.backends.declared.<provider>``, whose objects its class sets too), a plug-in on its class. The backend
+registry collects them from every registered backend, built-ins then plug-ins
+(``ftbroker.backends.registry.declarations``, which imports no built-in backend module); ``ftbroker``'s ``__init__``
+wires that in (``collect_with``) when the package is first imported, so a core module asks ``by_backends(name)`` and
+adding a provider edits no core module.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from datetime import date
 from decimal import Decimal
 
 from ftbroker import clock, planner
-from ftbroker.backends.base import BUILTIN_BACKENDS, GPU_ENV, backend_class, backend_names
+from ftbroker.backends.base import GPU_ENV
+from ftbroker.backends.registry import BUILTIN_BACKENDS, backend_class, backend_names
 from ftbroker.backends.local.preflight import LocalGpus, local_gpus
 from ftbroker.errors import FtBrokerError, InputError
 from ftbroker.estimate.measured import Corrections

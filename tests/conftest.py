@@ -70,7 +70,7 @@ def plugin_backends(tmp_path_factory, monkeypatch):
     """``plugin_backends(name="module:Class", ...)``: backends installed for the rest of the test the way a package
     installs one, a distribution on sys.path whose entry points (group ``ftbroker.backends``) name them, so the
     registry finds them as it finds any plug-in."""
-    from ftbroker.backends.base import ENTRY_POINT_GROUP
+    from ftbroker.backends.registry import ENTRY_POINT_GROUP
 
     def install(**targets: str) -> None:
         site = tmp_path_factory.mktemp("site")

@@ -1,5 +1,6 @@
 """Helpers for the tests of jobs (Broker, job commands, spec, registry, local backend): a small chat dataset,
-the path of the scripted trainer, a wait helper, and a scripted in-memory backend."""
+the path of the scripted trainer, a wait helper, a scripted in-memory backend, and one that declares
+its provider's line rules and key shapes as a plug-in does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ftbroker.backends.base import Capabilities, Quote, Submission, Update, Verdict
+from ftbroker.data.providers import LineRules
 from ftbroker.errors import BackendUnavailableError, DataIssue, DatasetError
 from ftbroker.jobs import Event, Job, JobStatus, MetricPoint, Progress, Result
 
@@ -135,3 +137,16 @@ class ScriptedBackend:
     def result(self, job):
         return Result(id=job.id, backend=self.name, status=job.status, model=job.model,
                       raw={"provider": "scripted"})
+
+
+def _acme_chat_rules(example) -> list[tuple[str, str]]:
+    return [("turns", "more than one turn: Acme takes one question and its answer")] if len(example.body) > 2 else []
+
+
+class DeclaringBackend(ScriptedBackend):
+    """A plug-in that declares its provider's line rules and the shape of its keys on its class, as a built-in does
+    in its ``ftbroker.backends.declared`` module."""
+
+    name = "acme"
+    line_rules = LineRules("acme", chat=_acme_chat_rules, formats={"text": "Acme takes chat data, not plain text"})
+    key_shapes = (r"acme_[A-Za-z0-9]{24,}",)

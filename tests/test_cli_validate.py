@@ -61,6 +61,45 @@ def test_validate_imports_no_heavy_module():
     assert out.strip().endswith("HEAVY []")
 
 
+def _provider_lines(stdout: str, path: Path) -> list[str]:
+    """The provider sections of validate's text as the corpus writes them (``PROVIDER FILE:LINE: message``)."""
+    found, provider = [], None
+    for row in stdout.splitlines():
+        heading = re.fullmatch(r"(\w+) rules \(they rule \1 out\):", row)
+        if heading or not row.startswith("  "):
+            provider = heading and heading.group(1)
+        elif provider:
+            found.append(f"{provider} {row.strip()}".replace(str(path), "FILE"))
+    return found
+
+
+def test_validate_checks_every_providers_rules_without_a_backend_module():
+    """`ftbroker validate` as a user runs it (a fresh process): every provider's line rules give the lines the corpus
+    expects (its .expected files were written before the rules left the backend modules), a file with errors is
+    refused (its message scrubbed of every provider's key shapes, which the declared modules hold too), and of
+    ftbroker.backends only the registry and the declared modules were imported: no backend module, SDK or pydantic."""
+    files = [p for p in sorted(CORPUS.glob("*.jsonl")) if re.search(r"^(openai|together|bedrock|fireworks|vertex) ",
+                                                                   p.with_suffix(".expected").read_text(), re.M)]
+    code = ("import sys\nfrom ftbroker.cli import main\n"
+            f"for path in {[str(p) for p in files]!r}:\n"
+            "    print('@@', path)\n    sys.argv = ['ftbroker', 'validate', path]\n"
+            "    try:\n        main()\n    except SystemExit as done:\n        print('@@ exit', done.code)\n"
+            "print('@@ modules', *sorted(m for m in sys.modules if m.startswith(('ftbroker.backends', 'pydantic'))))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    outputs = re.findall(r"^@@ (\S+)\n(.*?)^@@ exit (\d)$", run.stdout, re.M | re.S)
+    assert [Path(path) for path, _, _ in outputs] == files and len(files) >= 10
+    for path, output, _ in outputs:
+        expected = [line for line in Path(path).with_suffix(".expected").read_text().splitlines()
+                    if not line.startswith(("error ", "warning "))]
+        assert _provider_lines(output, Path(path)) == expected, path
+    assert ("weights.jsonl", "2") in [(Path(path).name, status) for path, _, status in outputs]
+    assert "weights.jsonl:2: message 2: 'weight' must be 0 or 1" in run.stderr
+    assert re.search(r"^@@ modules(.*)$", run.stdout, re.M).group(1).split() == [
+        "ftbroker.backends", "ftbroker.backends.declared", *(f"ftbroker.backends.declared.{p}" for p in
+                                                            ("bedrock", "fireworks", "openai", "together", "vertex")),
+        "ftbroker.backends.registry"]
+
+
 GOOD_LINE = json.dumps({"messages": [{"role": "user", "content": "What is 2 + 2?"},
                                      {"role": "assistant", "content": "4"}]})
 BAD_LINES = ["not json", "42", '{"messages": []}', '{"messages": [{"role": "user"}]}',

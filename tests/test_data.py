@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftbroker.backends.base import BUILTIN_BACKENDS, backend_class
+from ftbroker.backends.registry import BUILTIN_BACKENDS, backend_class
 from ftbroker.data import analysis, issues, reader
 from ftbroker.data.advice import Advice, advise
 from ftbroker.data.analysis import analyze

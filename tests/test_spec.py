@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from jobsupport import write_chat
 
-from ftbroker.backends.base import BUILTIN_BACKENDS
+from ftbroker.backends.registry import BUILTIN_BACKENDS
 from ftbroker.errors import SpecError
 from ftbroker.spec import JobSpec, load_spec
 
