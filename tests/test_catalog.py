@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from ftbroker.cli import cli
 from ftbroker.errors import CatalogError, InputError, UnknownNameError
 from ftbroker.pricing.catalog import AutoEpochs, load_catalog, user_override_path
+from ftbroker.pricing.catalog.load import CATALOG_DIR_ENV
 from ftbroker.tokens.estimate import FAMILIES
+
+INVENTED = Path(__file__).parent / "fixtures" / "catalog"
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +261,30 @@ def test_catalog_file_csv_adds_instances(tmp_path, shipped):
     assert rows[("homelab", "box1")].on_demand_usd_per_hour == Decimal("0.60")
     assert rows[("aws", "g5.xlarge")].on_demand_usd_per_hour == Decimal("0.95")
     assert len(cat.instances) == len(shipped.instances) + 1
+
+
+def test_ftbroker_catalog_dir_replaces_the_shipped_files_for_the_cli_and_the_processes_it_starts(tmp_path,
+                                                                                                   monkeypatch):
+    shipped = CliRunner().invoke(cli, ["catalog", "validate"])
+    assert shipped.exit_code == 0 and shipped.stdout.startswith("ok: shipped catalog: ")
+    assert "instances.csv (shipped)" in load_catalog().files
+
+    monkeypatch.setenv(CATALOG_DIR_ENV, str(INVENTED))  # a small catalog of invented clouds and prices
+    cat = load_catalog()
+    assert {i.cloud for i in cat.instances} == {"alpha", "beta", "gamma"}
+    assert str(INVENTED / "instances.csv") in cat.files  # named by its path: not the shipped file
+    checked = CliRunner().invoke(cli, ["catalog", "validate"])
+    assert checked.exit_code == 0 and checked.stdout.startswith(f"ok: catalog folder {INVENTED} ({CATALOG_DIR_ENV}): ")
+    shown = subprocess.run([sys.executable, "-m", "ftbroker.cli", "catalog", "show", "--kind", "instances", "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert {row["cloud"] for row in json.loads(shown.stdout)["instances"]} == {"alpha", "beta", "gamma"}
+
+    for folder, message in ((tmp_path / "missing", f"{CATALOG_DIR_ENV}={tmp_path / 'missing'}: not a folder"),
+                            (tmp_path, f"{tmp_path / 'gpus.csv'}: cannot read catalog file")):
+        monkeypatch.setenv(CATALOG_DIR_ENV, str(folder))
+        refused = CliRunner().invoke(cli, ["catalog", "show"])
+        assert refused.exit_code == 2 and message in refused.stderr and "Traceback" not in refused.stderr
 
 
 @pytest.mark.parametrize("text, expected", [
