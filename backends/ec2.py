@@ -50,7 +50,7 @@ from ftbroker import __version__, clock
 from ftbroker.backends import gpu_routes
 from ftbroker.backends.base import Capabilities, Environment, Quote, Submission, Tracker, Update
 from ftbroker.backends.ec2_agent import CANCEL, INPUT, TRAINER_SCRIPT, JobStore, join_key, split_s3
-from ftbroker.backends.ec2_bootstrap import build_wheel
+from ftbroker.backends.wheel import build_wheel
 from ftbroker.backends.ec2_follow import MIN_ATTEMPT_MINUTES, Ec2Following, recorded_attempts
 from ftbroker.backends.ec2_pricing import CLOUD, NAME, Ec2Quote, ec2_quote
 from ftbroker.backends.local.backend import LocalBackend, LocalOptions, TrackerOptions

@@ -88,6 +88,12 @@ class Ec2Instances:
                                                          service)
         return self._clients[(service, region)]
 
+    def close(self) -> None:
+        """Close the AWS clients this backend opened (their connection pools)."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
     def call(self, doing: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(...)`` with botocore's errors as ftbroker's (``doing`` says what for)."""
         from botocore.exceptions import BotoCoreError, ClientError

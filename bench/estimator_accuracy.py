@@ -65,6 +65,9 @@ IMPLEMENTATIONS = {
     # litgpt @00af8b0d (2024) pins bitsandbytes==0.42.0: MatMul4Bit keeps its input past backward
     # (bitsandbytes#1270, fixed in 0.43.2) and fit() holds the last step's loss and logits into the next forward
     "litgpt-2024": replace(_LITGPT, name="litgpt-2024", bnb_saves_inputs=True, bnb_inputs_outlive_step=True),
+    # axolotl @dc71d887 (2023-08): no Cut Cross-Entropy yet (the HF loss: the run_loss column says so);
+    # bitsandbytes before 0.43.2 kept MatMul4Bit's input
+    "axolotl-2023": replace(STACKS["axolotl"].impl, bnb_saves_inputs=True),
     # Answer.AI fsdp_qlora train.py (2024): the HF stack (the HF model and its loss), PEFT 0.9 adapters in bf16
     "fsdp-qlora": Implementation(name="hf", loss="hf", peft_adapters=False),
 }
@@ -186,7 +189,9 @@ def predicted_vram(p: Point, cal: Calibration) -> float:
     m = estimate_memory(p.arch, p.setup, cal)
     if p.metric == "reserved":
         return m.allocated + m.allocator_overhead
-    if p.metric in ("nvidia-smi", "bound", "capacity"):  # capacity: the longest run that fits a card of that size
+    if p.metric == "nvidia-smi":  # the driver counts paged (unified memory) optimizer states resident on the card
+        return m.total + m.optimizer_paged
+    if p.metric in ("bound", "capacity"):  # capacity: the longest run that fits a card of that size
         return m.total
     return m.allocated
 

@@ -121,6 +121,10 @@ def test_saved_bytes_per_layer_match_autograd(method, precision, dropout):
     assert per_layer == layer.autocast_weight_copies()
 
 
-def test_checkpointing_keeps_each_layers_input():
-    per_token, per_layer = _per_layer("lora", "bf16", 0.05, checkpointing=True)
-    assert (per_token, per_layer) == (2 * TINY.hidden_size, 0)
+@pytest.mark.parametrize(("method", "precision"), [("lora", "bf16"), ("full", "amp")])
+def test_checkpointing_keeps_each_layers_input(method, precision):
+    """Only the residual stream entering each layer: 16-bit, or fp32 when fp32 weights carry it (amp)."""
+    per_token, per_layer = _per_layer(method, precision, 0.05 if method == "lora" else 0.0, checkpointing=True)
+    layer = _Layer(ModelShape(TINY), TrainingSetup(method, precision=precision, seq_len=TOKENS[0]))
+    assert (per_token, per_layer) == (layer.checkpointed_input(), 0)
+    assert per_token == (4 if precision == "amp" else 2) * TINY.hidden_size

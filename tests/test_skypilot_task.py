@@ -226,9 +226,10 @@ def test_skypilot_accepts_the_task_of_every_route_kind(tmp_path, from_plan):
 
 def test_the_staged_wheel_installs_this_very_ftbroker(tmp_path):
     """What setup.sh installs on the cluster: the installed ftbroker, packaged here, trainer and data included."""
-    from ftbroker.backends.skypilot.wheel import build_wheel
+    from ftbroker.backends.wheel import build_wheel
 
     wheel = build_wheel(tmp_path / "stage")
+    assert build_wheel(tmp_path / "again").read_bytes() == wheel.read_bytes()  # same code, same bytes: EC2 uploads once
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
                     str(target), str(wheel)], check=True, capture_output=True, timeout=120)

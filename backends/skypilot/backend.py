@@ -65,7 +65,7 @@ from ftbroker.backends.skypilot.task import (
     task_config,
     unsupported,
 )
-from ftbroker.backends.skypilot.wheel import build_wheel
+from ftbroker.backends.wheel import build_wheel
 from ftbroker.errors import InputError, JobError, UnknownNameError
 from ftbroker.estimate.measured import Corrections
 from ftbroker.jobs import Artifact, Job, JobStatus, Result

@@ -134,6 +134,11 @@ class _Layer:
             return len(modules)
         return 0 if self.own_copies else sum(m in self.lora for m in modules)
 
+    def checkpointed_input(self) -> float:
+        """Bytes per token a checkpointed layer keeps: its input, the residual stream, fp32 where fp32 weights make
+        it so (see ``norm``)."""
+        return (4 if self.setup.precision in ("amp", "fp32") else 2) * self.shape.h
+
     def norm(self, readers: int) -> float:
         """RMSNorm followed by ``readers`` matmuls that need its output for their weight gradients."""
         h = self.shape.h
@@ -384,8 +389,8 @@ def _activations(shape: ModelShape, setup: TrainingSetup, layer: _Layer, activat
     final_norm = layer.norm(int(setup.method == "full" or "lm_head" in setup.lora_modules))
     stored_layers = min(num_layers, 2) if setup.impl.activation_offload else num_layers
     if setup.grad_checkpointing:
-        per_token = stored_layers * 2 * shape.h + final_norm
-        formula = (f"{stored_layers} layers x 2h ({2 * shape.h} B) checkpointed inputs + final norm"
+        per_token = stored_layers * layer.checkpointed_input() + final_norm
+        formula = (f"{stored_layers} layers x {layer.checkpointed_input():,.0f} B checkpointed inputs + final norm"
                    f" ({final_norm:,.0f} B), x {tokens:,} tokens")
     else:
         per_token = stored_layers * per_layer + final_norm

@@ -46,6 +46,7 @@ class MotoAws:
         self.monkeypatch = monkeypatch
         self.server: Any = None
         self.url = ""
+        self._clients: dict[tuple[str, str], Any] = {}  # one per (service, region), closed on stop()
 
     def start(self, regions: tuple[str, ...] = (REGION,)) -> MotoAws:
         import logging
@@ -80,6 +81,9 @@ class MotoAws:
                 "AWS_SHARED_CREDENTIALS_FILE": missing, "AWS_CONFIG_FILE": missing}
 
     def stop(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
         if self.server is not None:
             self.server.stop()
 
@@ -96,7 +100,9 @@ class MotoAws:
     def client(self, service: str, region: str = REGION) -> Any:
         import boto3
 
-        return boto3.client(service, region_name=region, endpoint_url=self.url)
+        if (service, region) not in self._clients:
+            self._clients[(service, region)] = boto3.client(service, region_name=region, endpoint_url=self.url)
+        return self._clients[(service, region)]
 
     def instances(self, region: str = REGION, job_id: str | None = None) -> list[dict[str, Any]]:
         filters = [{"Name": "tag:ftbroker:job", "Values": [job_id]}] if job_id else []

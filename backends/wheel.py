@@ -1,11 +1,12 @@
-"""This very ftbroker as a wheel, for a remote machine to install: the version on PyPI (if any) may not be the one
-that planned and launched the job, and the trainer on the cluster must be the one the quote was made for.
+"""This very ftbroker as a wheel, for a remote machine (an EC2 instance, a SkyPilot cluster) to install: the version
+on PyPI (if any) may not be the one that planned and launched the job, and the trainer there must be the one the
+quote was made for.
 
 The wheel (https://packaging.python.org/en/latest/specifications/binary-distribution-format/) is assembled from
 what is installed here: the files the installation recorded (a regular install), or, for an editable install of a
 checkout (PEP 610 ``direct_url.json``), the packages and package data its ``pyproject.toml`` declares (setuptools'
 ``package-dir`` mapping). Its METADATA is the installed one, so ``ftbroker-X-py3-none-any.whl[local]`` resolves
-the same extras.
+the same extras. Its entries carry a fixed time, so the same code makes the same bytes (EC2 uploads it once).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def build_wheel(dest: Path) -> Path:
     records = []
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as whl:
         def add(name: str, data: bytes) -> None:
-            whl.writestr(name, data)
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # no build time: same code, same bytes
+            entry.external_attr = 0o644 << 16
+            whl.writestr(entry, data, zipfile.ZIP_DEFLATED)
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             records.append((name, f"sha256={digest}", str(len(data))))
 
@@ -48,7 +51,7 @@ def build_wheel(dest: Path) -> Path:
         add(f"{info}/WHEEL", _WHEEL.encode())
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows([*records, (f"{info}/RECORD", "", "")])
-        whl.writestr(f"{info}/RECORD", out.getvalue())
+        add(f"{info}/RECORD", out.getvalue().encode())
     return path
 
 
