@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 from datetime import date
+from pathlib import Path
 
 import pytest
+
+from ftbroker.pricing.catalog.load import CATALOG_DIR_ENV, load_catalog
 
 # Set before anything imports huggingface_hub: tests never reach a hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,6 +23,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # override or ledger; each test then gets a home of its own (_isolated).
 _IMPORT_HOME = tempfile.TemporaryDirectory(prefix="ftbroker-tests-")
 os.environ["FTBROKER_HOME"] = _IMPORT_HOME.name
+# Nor a catalog folder the user pinned: a test reads the shipped catalog unless it asks for the frozen one (below).
+os.environ.pop(CATALOG_DIR_ENV, None)
 
 # Google's credential discovery never asks the metadata server (a network call) in tests: read at google.auth import.
 os.environ["NO_GCE_CHECK"] = "true"
@@ -38,14 +43,30 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("FTBROKER_GPU", raising=False)  # a test plans for the GPU it names
 
 
-# The day the shipped catalog was last read: its managed routes are open then (OpenAI's close on 2027-01-06). A test
-# of how a backend or the plan treats an open route sets the clock to it; CI runs the suite again 400 days ahead.
+# A copy of the shipped catalog that is never refreshed (tests/fixtures/frozen_catalog/README.md): a test of logic
+# computes its expected prices, dates and routes from it, so a refreshed shipped price moves none of them.
+FROZEN_CATALOG = Path(__file__).parent / "fixtures" / "frozen_catalog"
+
+
+@pytest.fixture(scope="module")
+def frozen_catalog():
+    """The frozen catalog in force for a whole module (``pytestmark = pytest.mark.usefixtures("frozen_catalog")``):
+    every catalog read, in this process and the ones it starts, reads it (FTBROKER_CATALOG_DIR). Returns it loaded."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CATALOG_DIR_ENV, str(FROZEN_CATALOG))
+        yield load_catalog()
+
+
+# A day the frozen catalog's managed routes are open (its OpenAI rows close on 2027-01-06). A test of how a backend
+# or the plan treats an open route sets the clock to it; CI runs the suite again 400 days ahead.
 CATALOG_DAY = date(2026, 11, 28)
 
 
 @pytest.fixture
 def catalog_day(monkeypatch):
-    """The clock moved to CATALOG_DAY, still running (jobs made one after another keep their order)."""
+    """The frozen catalog in force (as ``frozen_catalog`` sets it, for this test) and the clock moved to CATALOG_DAY,
+    still running (jobs made one after another keep their order): the day is one of that catalog's."""
+    monkeypatch.setenv(CATALOG_DIR_ENV, str(FROZEN_CATALOG))
     monkeypatch.setenv("FTBROKER_NOW", f"{(CATALOG_DAY - date.today()).days:+d}d")
 
 

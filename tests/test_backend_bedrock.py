@@ -14,6 +14,7 @@ from ftbroker.spec import JobSpec
 
 LLAMA = "meta.llama3-1-8b-instruct-v1:0:128k"
 NOVA = "amazon.nova-micro-v1:0:128k"
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # its Bedrock rows: no price, Claude 3 Haiku closed 2026-09-10
 
 
 @pytest.fixture

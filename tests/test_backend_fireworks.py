@@ -21,7 +21,7 @@ from ftbroker.jobs import JobStatus
 from ftbroker.ledger import Ledger
 from ftbroker.spec import JobSpec
 
-pytestmark = pytest.mark.usefixtures("catalog_day")
+pytestmark = pytest.mark.usefixtures("catalog_day")  # on the frozen catalog: its Fireworks prices
 
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 
@@ -63,6 +63,7 @@ def test_the_job_carries_its_id_settings_and_data_and_ends_in_the_one_result_sha
     assert [m.value for m in result.metrics if m.name == "train_loss"] == [1.92, 1.536, 1.2288]
     assert any(m.name == "eval_loss" for m in result.metrics)
     assert result.trained_tokens == fake.jobs[job.remote["job_id"]].trained_tokens
+    # the frozen catalog's "up to 16B" LoRA price, $0.50 per 1M trained tokens
     assert result.actual_cost_usd == (result.trained_tokens * Decimal("0.50") / 10**6).quantize(Decimal("0.0001"))
     assert result.raw["ftbroker_provider_estimate_usd"]  # Fireworks' own estimate, kept beside ours
     assert "dedicated deployment" in result.artifacts[0].description

@@ -16,7 +16,7 @@ from ftbroker.broker import Broker
 from ftbroker.cli import cli
 from ftbroker.spec import JobSpec
 
-pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI routes are open on it
+pytestmark = pytest.mark.usefixtures("catalog_day")  # the frozen catalog, on a day its OpenAI routes are open
 
 
 def ftb(*args):
@@ -70,7 +70,7 @@ def test_a_together_model_is_priced_by_its_size_tier(tmp_path, monkeypatch):
                 "backend_options": {**FAST, **together.options(fake)}}
         quote = broker.prepare(JobSpec(**spec)).quote
         assert quote.cost_usd is not None and quote.cost_usd > 0
-        assert quote.breakdown["usd_per_m_tokens"] == Decimal("0.48")  # the "up to 16B" LoRA SFT price
+        assert quote.breakdown["usd_per_m_tokens"] == Decimal("0.48")  # the frozen "up to 16B" LoRA SFT price
         assert any("up to 16B size tier (8B)" in w for w in quote.warnings)
         full = broker.prepare(JobSpec(**{**spec, "method": "full"})).quote
         assert full.breakdown["usd_per_m_tokens"] == Decimal("0.54")

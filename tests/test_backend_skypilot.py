@@ -25,6 +25,7 @@ from ftbroker.spec import JobSpec
 
 ON_DEMAND = {"instance_type": "gpu_1x_h100_sxm5", "cloud": "lambda"}  # 4.29 $/h
 SPOT = {"instance_type": "gpu-h100-sxm_1gpu-16vcpu-200gb", "spot": True}  # nebius, 1.25 $/h spot
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # the prices above are its rows'
 BUCKET = "s3://ftb-test/runs"
 
 

@@ -17,6 +17,7 @@ from fakes.support import FAST
 from ftbroker.broker import Broker
 from ftbroker.errors import BackendError, BackendRateLimitError, BackendUnavailableError, BudgetExceededError
 from ftbroker.evaluation import evaluate
+from ftbroker.evaluation.prices import OVERRIDE_NAME
 from ftbroker.evaluation.store import evaluations, latest_evaluation
 from ftbroker.ledger import Ledger
 from ftbroker.spec import JobSpec
@@ -26,8 +27,12 @@ pytestmark = pytest.mark.usefixtures("catalog_day")  # the OpenAI route is open 
 MODEL = "gpt-4o-mini-2024-07-18"
 EVAL_FAST = {"request_timeout_s": 5.0, "max_retries": 0, "attempts": 3, "retry_initial_s": 0.001,
              "retry_max_s": 0.01}
-PRICES = {"base": (Decimal("0.15"), Decimal("0.60")), "tuned": (Decimal("0.30"), Decimal("1.20")),
-          "judge": (Decimal("0.10"), Decimal("0.50"))}  # gpt-4o-mini, ft:gpt-4o-mini, claude-haiku-5-5
+# Invented prices (USD per 1M input, output tokens), written as the evaluation's own table over the shipped one
+# (FTBROKER_HOME/eval_prices.toml, row for row): the costs checked are these, whatever a refresh ships.
+PRICED = {"base": ("openai", "gpt-4o-mini"), "tuned": ("openai", "ft:gpt-4o-mini"),
+          "judge": ("anthropic", "claude-haiku-5-5")}
+PRICES = {"base": (Decimal("0.20"), Decimal("0.80")), "tuned": (Decimal("0.40"), Decimal("1.60")),
+          "judge": (Decimal("0.25"), Decimal("1.25"))}
 
 
 @pytest.fixture
@@ -52,6 +57,10 @@ def job(fakes, tmp_path):
     with Broker(home, sleep=lambda s: None) as broker:
         job_id = broker.submit(spec).id
         broker.follow(job_id)
+    (home / OVERRIDE_NAME).write_text("".join(
+        f'[[model]]\nprovider = "{provider}"\nmodel = "{model}"\ninput = {PRICES[role][0]}\n'
+        f'output = {PRICES[role][1]}\njudge = {str(role == "judge").lower()}\nsource = "test fixture"\n\n'
+        for role, (provider, model) in PRICED.items()))
     return home, job_id
 
 

@@ -1,11 +1,14 @@
 """`ftbroker plan` and `ftbroker catalog` through the CLI, on real files with the real dataset layer: output shapes,
-every number a user sees checked against the counts it comes from, exit codes, and light imports."""
+every number a user sees checked against the counts it comes from, exit codes, and light imports. On the frozen
+catalog (tests/fixtures/frozen_catalog), whose prices and dates the hand-checked figures are; the README's sample
+alone is the shipped catalog's."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,10 +26,12 @@ from ftbroker.backends.local.config import TrainConfig
 from ftbroker.backends.gpu_routes import DEFAULT_GPU_MODELS
 from ftbroker.plan_io import find_local_gpus
 from ftbroker.pricing.catalog import load_catalog
+from ftbroker.pricing.catalog.load import CATALOG_DIR_ENV
 from ftbroker.routes import PLAN_EPOCHS
 
 REPO = Path(__file__).resolve().parents[1]
-README_DATE = date(2026, 11, 28)  # the day the README's sample plan was printed
+README_DATE = date(2026, 11, 28)  # the day the README's sample was printed; the frozen catalog's routes are open then
+pytestmark = pytest.mark.usefixtures("frozen_catalog")
 EXAMPLES = REPO / "examples" / "data"
 CHATS, HELD_OUT, PREFERENCES = (EXAMPLES / n for n in ("support_chats.jsonl", "support_chats_val.jsonl",
                                                        "support_preferences.jsonl"))
@@ -36,7 +41,7 @@ TRAINER = TrainConfig(model="m", dataset="d")  # the local trainer's defaults
 
 
 def run(*args):
-    """The command as a user runs it on README_DATE, when the shipped catalog's routes are as these tests expect."""
+    """The command as a user runs it on README_DATE, when the frozen catalog's routes are as these tests expect."""
     return CliRunner(env={"COLUMNS": "200", clock.ENV: README_DATE.isoformat()}).invoke(
         cli, [str(a) for a in args], catch_exceptions=False)
 
@@ -53,7 +58,7 @@ def no_gpu_here(no_gpu):
 
 
 @pytest.fixture(scope="module")
-def example():
+def example(frozen_catalog):
     """The bundled example planned once for all the checks below (with a named GPU, so local routes are in)."""
     result = CliRunner(env={clock.ENV: README_DATE.isoformat()}).invoke(  # a day its OpenAI routes are open
         cli, ["plan", str(CHATS), "--gpu", "RTX-4090", "--json"], catch_exceptions=False)
@@ -87,7 +92,7 @@ def test_openai_route_hand_checked(example):
     o200k = example["dataset"]["token_counts"]["tiktoken:o200k_base"]
     assert counts_of(example, mini) is o200k or counts_of(example, mini) == o200k
     # 300 examples: OpenAI's auto epochs keep 3 (300 x 3 is within 100..25,000); no example is over 65,536 tokens;
-    # gpt-4o-mini trains at $3.00 per 1M tokens
+    # gpt-4o-mini trains at $3.00 per 1M tokens (the frozen catalog's row, as of 2025-07-01)
     assert o200k["over_limit"] == 0 and mini["epochs"] == 3
     assert mini["billed_tokens"] == 3 * o200k["total"]
     assert Decimal(str(mini["cost_usd"])) == (Decimal(3 * o200k["total"]) * Decimal("3.00") / 10**6).quantize(
@@ -102,7 +107,7 @@ def test_together_route_with_validation_hand_checked():
     train = counts_of(doc, together)
     held_out = next(c for c in doc["validation"]["token_counts"].values() if c["tokenizer"] == train["tokenizer"])
     # the plan's 3 epochs (OpenAI's rule for 260 examples; Together's own default, 1, is a note), validation tokens
-    # billed once per evaluation; up to 16B LoRA: $0.48 per 1M
+    # billed once per evaluation; up to 16B LoRA: $0.48 per 1M (the frozen catalog's tier)
     assert doc["validation"]["examples"] == 40 and together["epochs"] == doc["options"]["epochs"] == 3
     assert "together's own default is 1 epoch; priced and run at the plan's" in together["notes"]
     assert together["billed_tokens"] == 3 * train["total"] + 2 * held_out["total"]
@@ -398,7 +403,8 @@ def test_catalog_show_json_and_table():
 
 def test_catalog_validate(tmp_path):
     result = run("catalog", "validate")
-    assert result.exit_code == 0 and result.stdout.startswith("ok: shipped catalog")
+    pinned = os.environ[CATALOG_DIR_ENV]  # the frozen catalog (test_catalog.py checks the shipped one)
+    assert result.exit_code == 0 and result.stdout.startswith(f"ok: catalog folder {pinned} ({CATALOG_DIR_ENV}): ")
     bad = tmp_path / "bad.toml"
     bad.write_text('[[gpu]]\nname = "X1"\nmemory_gib = -3\nbandwidth_gbps = 100\nsupports_bf16 = true\n'
                    'source = "s"\nas_of = 2026-01-01\n')
@@ -434,6 +440,7 @@ def test_the_readme_shows_a_real_plan_of_the_example(monkeypatch):
 
     monkeypatch.setenv(clock.ENV, README_DATE.isoformat())
     monkeypatch.delenv("FTBROKER_GPU", raising=False)
+    monkeypatch.delenv(CATALOG_DIR_ENV)  # the sample is what a user sees: the shipped catalog's plan
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     start = readme.index("$ ftbroker plan examples/data/support_chats.jsonl")
     block = readme[start:readme.index("```", start)].splitlines()

@@ -17,10 +17,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 CHATS, HELD_OUT = EXAMPLES / "support_chats.jsonl", EXAMPLES / "support_chats_val.jsonl"
 # every managed offer (no --model: a tier is shown for its reference model), validation billed per evaluation at 0
 SETTINGS = {"validation_file": HELD_OUT, "n_evals": 0, "gpu": "RTX-4090"}
+pytestmark = pytest.mark.usefixtures("frozen_catalog")
 
 
 @pytest.fixture(scope="module")
-def sdk_plan():
+def sdk_plan(frozen_catalog):
     return ftbroker.plan(CHATS, **SETTINGS, your_runs=False)
 
 

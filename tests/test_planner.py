@@ -1,6 +1,8 @@
 """Managed routes as the planner composes them (the managed backends' routes and the stand-in for providers no
 backend runs yet, ``ftbroker.backends.managed_routes``): billing rules pinned on hand-checked cases, availability
-by date, model selection; and the pure planner: token needs, ranking, numbering, JSON."""
+by date, model selection; and the pure planner: token needs, ranking, numbering, JSON. On the frozen catalog
+(tests/fixtures/frozen_catalog): the prices and dates the cases are checked by are its rows', which no refresh
+moves."""
 
 from __future__ import annotations
 
@@ -17,16 +19,16 @@ from ftbroker.backends.managed_routes import UnclaimedOffers
 from ftbroker.errors import DataIssue
 from ftbroker.plan_io import route_sources
 from ftbroker.planner import build_plan
-from ftbroker.pricing.catalog import load_catalog
 from ftbroker.routes import Hardware, ModelRequest, PlanOptions, Route, RouteContext, TokenizerSpec, TokenNeed
 from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # the backends' own catalog reads too
 
 
 @pytest.fixture(scope="module")
-def cat():
-    return load_catalog()
+def cat(frozen_catalog):
+    return frozen_catalog
 
 
 def managed_sources(cat):

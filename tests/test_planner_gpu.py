@@ -22,23 +22,25 @@ from ftbroker.estimate.compute import Overheads, Range, training_time
 from ftbroker.estimate.cost import cloud_cost
 from ftbroker.estimate.memory import estimate_memory, max_seq_len
 from ftbroker.estimate.setup import TrainingSetup
-from ftbroker.pricing.catalog import Catalog, load_catalog
+from ftbroker.pricing.catalog import Catalog
 from ftbroker.routes import PLAN_EPOCHS, Hardware, ModelRequest, PlanOptions, RouteContext, model_tokenizer
 from ftbroker.spec import JobSpec
 from ftbroker.vocabulary import METHODS
 from plan_reports import report, stats
 
 TODAY = date(2026, 11, 28)
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # the backends' own catalog reads too
 
 
 @pytest.fixture(scope="module")
-def cat():
-    return load_catalog()
+def cat(frozen_catalog):
+    """The frozen catalog (tests/fixtures/frozen_catalog): the prices these rules are checked on are its rows'."""
+    return frozen_catalog
 
 
 @pytest.fixture(scope="module")
 def few(cat):
-    """The shipped catalog with a handful of instances (a test of one rule need not price 160)."""
+    """The frozen catalog with a handful of instances (a test of one rule need not price 160)."""
     keep = {("aws", "g6e.xlarge"), ("aws", "g6e.4xlarge"), ("aws", "p5.48xlarge"), ("gcp", "a3-highgpu-1g"),
             ("cudo", "intel-ice-lake-a100-pci_1x2v4gb"), ("lambda", "gpu_1x_a10")}
     untimed = dataclasses.replace(cat.gpus["RTX-3090"], name="Untimed-24GB", aliases=(), bf16_tflops=None,

@@ -30,6 +30,7 @@ from ftbroker.spec import JobSpec
 from ftbroker.tokens.resolve import resolve
 
 CHATS = Path(__file__).resolve().parents[1] / "examples" / "data" / "support_chats.jsonl"
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # the plans and catalogs shown are the frozen catalog's
 WINDING_DOWN = ("closes to new jobs in 39 days (2027-01-06) (OpenAI is winding down self-serve fine-tuning: since "
                 "2026-07-02 only organizations with fine-tuned-model inference in the past 60 days may create jobs)")
 
@@ -67,8 +68,9 @@ def plan_of(*routes: Route, notes=(), **options) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def example() -> Plan:
-    """The bundled example's real plan with a named GPU, so that every kind of table is in it."""
+def example(frozen_catalog) -> Plan:
+    """The bundled example's real plan with a named GPU, so that every kind of table is in it: on the frozen catalog,
+    whose OpenAI rows close on 2027-01-06 (WINDING_DOWN)."""
     return ftbroker.plan(CHATS, gpu="RTX-4090", today=date(2026, 11, 28))
 
 

@@ -20,6 +20,7 @@ from ftbroker.routes import ModelRequest
 from ftbroker.spec import JobSpec
 
 DATA = "examples/data/support_chats.jsonl"
+pytestmark = pytest.mark.usefixtures("frozen_catalog")  # the routes below, their regions and markets are its rows'
 ROUTES = [  # (cloud, instance type, market, method)
     ("lambda", "gpu_1x_h100_sxm5", "on-demand", "lora"),
     ("gcp", "a2-highgpu-8g", "spot", "full"),
@@ -36,7 +37,7 @@ def no_sdk_needed(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def routes():
+def routes(frozen_catalog):
     found = plan(DATA, models=["Llama-3.1-8B"], all_instances=True).routes
     return [r for r in found if r.kind == "cloud"]
 

@@ -14,6 +14,8 @@ def catalog():
 
     The shipped catalog, your override file ($FTBROKER_HOME/catalog.toml, else catalog.toml in your config
     folder) and any --catalog files: a row with an existing key replaces the fields it gives, a new key adds one.
+    FTBROKER_CATALOG_DIR, when set, names a folder whose gpus.csv, instances.csv, managed.toml and models.toml are
+    read instead of the shipped ones (a catalog pinned as a whole).
     """
 
 
@@ -105,10 +107,13 @@ def catalog_validate(file):
     Exit status 2 with FILE:LINE: field: problem for each bad row. Example: ftbroker catalog validate my.toml
     """
     from ftbroker import clock
-    from ftbroker.pricing.catalog import load_catalog, user_override_path
+    from ftbroker.pricing.catalog import base_catalog_dir, load_catalog, user_override_path
+    from ftbroker.pricing.catalog.load import CATALOG_DIR_ENV, DATA_DIR
 
     cat = load_catalog([file] if file else ())
-    checked = file or (user_override_path() if user_override_path().is_file() else "shipped catalog")
+    base = base_catalog_dir()
+    checked = file or (user_override_path() if user_override_path().is_file() else
+                       "shipped catalog" if base == DATA_DIR else f"catalog folder {base} ({CATALOG_DIR_ENV})")
     click.echo(f"ok: {checked}: {len(cat.gpus)} GPUs, {len(cat.instances)} instances, {len(cat.managed)} managed "
                f"offers, {len(cat.models)} models in force (catalog {cat.version})")
     stale = cat.stale_rows(clock.today())

@@ -6,11 +6,12 @@ prices, ``lookup`` is the ``Catalog`` of rows in force, ``hf_config`` reads a mo
 """
 
 from ftbroker.pricing.catalog.hf_config import model_from_config
-from ftbroker.pricing.catalog.load import load_catalog, user_catalog_dir, user_override_path
+from ftbroker.pricing.catalog.load import base_catalog_dir, load_catalog, user_catalog_dir, user_override_path
 from ftbroker.pricing.catalog.lookup import Catalog
 from ftbroker.pricing.catalog.sanity import price_sanity
 from ftbroker.pricing.catalog.schema import (AutoEpochs, CloudInstance, GpuSpec, Linear, ManagedOffer, ModelArch, Row,
                                             is_stale)
 
 __all__ = ["AutoEpochs", "Catalog", "CloudInstance", "GpuSpec", "Linear", "ManagedOffer", "ModelArch", "Row",
-           "is_stale", "load_catalog", "model_from_config", "price_sanity", "user_catalog_dir", "user_override_path"]
+           "base_catalog_dir", "is_stale", "load_catalog", "model_from_config", "price_sanity", "user_catalog_dir",
+           "user_override_path"]

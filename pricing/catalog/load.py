@@ -5,7 +5,9 @@ can say where each number came from and how old it is.
 
 What is in force, in order (a later file adds rows or replaces the fields it gives of a row with the same key):
 
-1. the shipped files in ``pricing/data/`` (``gpus.csv``, ``instances.csv``, ``managed.toml``, ``models.toml``);
+1. the shipped files in ``pricing/data/`` (``gpus.csv``, ``instances.csv``, ``managed.toml``, ``models.toml``), or
+   the same four files in the folder ``FTBROKER_CATALOG_DIR`` names, when it is set: a catalog pinned as a whole
+   (the tests' frozen fixture, a reviewed copy that a refresh of the package must not move);
 2. the user's override file: ``$FTBROKER_HOME/catalog.toml`` when ``FTBROKER_HOME`` is set, else
    ``catalog.toml`` in the user config dir (``platformdirs.user_config_path("ftbroker")``, e.g.
    ``~/.config/ftbroker/catalog.toml`` on Linux);
@@ -39,6 +41,19 @@ from ftbroker.pricing.catalog.schema import CloudInstance, GpuSpec, ManagedOffer
 DATA_DIR = Path(__file__).parents[1] / "data"
 SHIPPED_FILES = ("gpus.csv", "instances.csv", "managed.toml", "models.toml")
 OVERRIDE_FILE_NAME = "catalog.toml"
+CATALOG_DIR_ENV = "FTBROKER_CATALOG_DIR"
+
+
+def base_catalog_dir() -> Path:
+    """The folder of the base files (see the module docstring): ``FTBROKER_CATALOG_DIR``, else the package's."""
+    given = os.environ.get(CATALOG_DIR_ENV)
+    if not given:
+        return DATA_DIR
+    folder = Path(given)
+    if not folder.is_dir():
+        raise CatalogError(f"{CATALOG_DIR_ENV}={given}: not a folder (it names one that holds "
+                           f"{', '.join(SHIPPED_FILES)}, laid out like the shipped catalog)")
+    return folder
 
 
 def user_override_path() -> Path:
@@ -56,13 +71,13 @@ def user_catalog_dir() -> Path:
     return user_override_path().parent / "catalog"
 
 
-def load_catalog(extra: Sequence[str | os.PathLike[str]] = (), *, data_dir: Path = DATA_DIR) -> Catalog:
-    """Shipped data (``data_dir``: the package's, or a test's fixture folder) + the prices ``ftbroker catalog
-    update`` refreshed (``user_catalog_dir()/*.csv``) + the user's override file (if any) + ``extra`` files,
-    validated and merged."""
+def load_catalog(extra: Sequence[str | os.PathLike[str]] = (), *, data_dir: Path | None = None) -> Catalog:
+    """The base files (``data_dir``, else ``base_catalog_dir()``) + the prices ``ftbroker catalog update`` refreshed
+    (``user_catalog_dir()/*.csv``) + the user's override file (if any) + ``extra`` files, validated and merged."""
     builder = _Builder()
+    base = data_dir or base_catalog_dir()
     for name in SHIPPED_FILES:
-        builder.add_file(data_dir / name, shipped=True)
+        builder.add_file(base / name, base=True)
     refreshed = user_catalog_dir()
     if refreshed.is_dir():
         for path in sorted(refreshed.glob("*.csv")):
@@ -82,17 +97,18 @@ class _Builder:
         self.files: list[str] = []
         self.digest = hashlib.sha256()
 
-    def add_file(self, path: Path, shipped: bool = False) -> None:
+    def add_file(self, path: Path, base: bool = False) -> None:
+        """``base``: one of the four files every row starts from (its rows complete, none a partial override)."""
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise CatalogError(f"{path}: cannot read catalog file: {exc.strerror or exc}") from exc
-        self.files.append(f"{path.name} (shipped)" if shipped else str(path))
+        self.files.append(f"{path.name} (shipped)" if path.parent == DATA_DIR else str(path))
         self.digest.update(path.name.encode() + b"\0" + data + b"\0")
         problems: list[str] = []
         parsed = parse_file(path, data, problems)
         for kind, where, fields in parsed:
-            self._merge(kind, where, fields, problems, partial_allowed=not shipped)
+            self._merge(kind, where, fields, problems, partial_allowed=not base)
         if problems:
             raise CatalogError(_problem_text(path, problems))
 
