@@ -189,11 +189,15 @@ def predicted_vram(p: Point, cal: Calibration) -> float:
     m = estimate_memory(p.arch, p.setup, cal)
     if p.metric == "reserved":
         return m.allocated + m.allocator_overhead
-    if p.metric == "nvidia-smi":  # the driver counts paged (unified memory) optimizer states resident on the card
-        return m.total + m.optimizer_paged
-    if p.metric in ("bound", "capacity"):  # capacity: the longest run that fits a card of that size
-        return m.total
+    if p.metric in ("nvidia-smi", "bound", "capacity"):  # capacity: the longest run that fits a card of that size
+        return m.total + outside_allocator(p, m)
     return m.allocated
+
+
+def outside_allocator(p: Point, m) -> float:
+    """What a reading counts beyond the allocator and the CUDA context: the driver's (nvidia-smi) counts the paged
+    (unified memory) optimizer states resident on the card, which need not fit in it (capacity, bounds)."""
+    return m.optimizer_paged if p.metric == "nvidia-smi" else 0.0
 
 
 def vram_points(points: list[Point]) -> list[Point]:
@@ -236,9 +240,10 @@ def fit_memory(points: list[Point], base: Calibration) -> Calibration:
     implied: dict[str, list[float]] = {}
     for p in fit:
         if p.metric in ("reserved", "nvidia-smi", "capacity"):
-            alloc = estimate_memory(p.arch, p.setup, cal).allocated
+            m = estimate_memory(p.arch, p.setup, cal)
             context = cal.cuda_context_gib if p.metric in ("nvidia-smi", "capacity") else 0.0
-            implied.setdefault(p.setup.impl.name, []).append(max(0.0, (p.vram - context) / alloc - 1))
+            outside = context + outside_allocator(p, m)
+            implied.setdefault(p.setup.impl.name, []).append(max(0.0, (p.vram - outside) / m.allocated - 1))
     overall = round(statistics.median(v for values in implied.values() for v in values), 3)
     return replace(cal, allocator_overhead=overall,
                    allocator_overhead_by={k: round(statistics.median(v), 3) for k, v in sorted(implied.items())},
