@@ -119,7 +119,7 @@ def trainable_bytes(setup: TrainingSetup) -> int:
         return PRECISIONS[setup.precision][0]
     if setup.method == "lora" and setup.impl.peft_adapters:
         return 4
-    return 4 if setup.precision in ("amp", "fp32") else 2
+    return setup.weight_bytes
 
 
 # Bytes one element of an adapted module's input moves through HBM in the LoRA side path per pass, beyond the

@@ -137,7 +137,7 @@ class _Layer:
     def checkpointed_input(self) -> float:
         """Bytes per token a checkpointed layer keeps: its input, the residual stream, fp32 where fp32 weights make
         it so (see ``norm``)."""
-        return (4 if self.setup.precision in ("amp", "fp32") else 2) * self.shape.h
+        return self.setup.weight_bytes * self.shape.h
 
     def norm(self, readers: int) -> float:
         """RMSNorm followed by ``readers`` matmuls that need its output for their weight gradients."""
@@ -309,7 +309,7 @@ def _weights(shape: ModelShape, setup: TrainingSetup, out: _Derivation) -> float
     q_bytes = NF4_DQ_BYTES if setup.double_quant else NF4_BYTES
     quantized = quantized_params(shape.arch, setup)
     rest = total_p - quantized
-    rest_b = 4 if setup.precision in ("amp", "fp32") else 2
+    rest_b = setup.weight_bytes
     weights = quantized * q_bytes + rest * rest_b
     out.term("weights", weights,
              f"{_fmt(quantized)} quantized params x {q_bytes:.4f} B (NF4{'+DQ' if setup.double_quant else ''}) + "

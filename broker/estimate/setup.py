@@ -233,6 +233,12 @@ class TrainingSetup:
         return resolve_optimizer(self.optimizer)
 
     @property
+    def weight_bytes(self) -> int:
+        """Bytes of a weight the precision holds (4 under amp and fp32, else 2): an unquantized one of QLoRA, and
+        the residual stream it carries."""
+        return PRECISIONS[self.precision][0]
+
+    @property
     def lora_modules(self) -> frozenset[str]:
         return frozenset() if self.method == "full" else resolve_targets(self.targets)
 
