@@ -511,3 +511,21 @@ def test_gc_reaps_what_should_go_and_keeps_what_is_in_use(tmp_path):
     assert why(instance(71), job(JobStatus.RUNNING))[0] == "past its runtime cap: ran 1h11m, cap 1h00m"
     assert why(instance(30, ledger="another"), None) == (None, "another ledger's job (only its cap applies here)")
     assert why(instance(71, ledger="another"), None)[0].startswith("past its runtime cap")
+
+
+def test_closing_the_backend_closes_its_aws_clients(monkeypatch, tmp_path):
+    """Broker.close closes every backend it opened: EC2's AWS clients (their connection pools) go with it, and a
+    later call opens a fresh one."""
+    from ftbroker.backends.ec2 import Ec2Backend, Ec2Options
+
+    for name, value in MotoAws(monkeypatch).environment().items():  # credentials found; nothing is called
+        monkeypatch.setenv(name, value)
+    backend = Ec2Backend(Ec2Options(), home=tmp_path)
+    s3, ec2 = backend.client("s3", REGION), backend.client("ec2", REGION)
+    assert backend.client("s3", REGION) is s3  # one client per service and region
+    closed = []
+    for client in (s3, ec2):
+        monkeypatch.setattr(client, "close", lambda c=client: closed.append(c))
+    backend.close()
+    assert closed == [s3, ec2]
+    assert backend.client("s3", REGION) is not s3
